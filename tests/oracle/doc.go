@@ -1,0 +1,47 @@
+// Package oracle is the reference oracle of eddy's main job (iot-work): an
+// independent, deliberately simple batch computation of what a bounded run of
+// the job must leave in its sinks, and a comparator that diffs a sink against
+// it.
+//
+// It is written from DESIGN.md ("The main job") alone and shares no code with
+// operators/: when the two disagree, one of them is wrong, and the spec
+// decides which.
+//
+// # What Compute does
+//
+//  1. Reads every record of a dataset file in file order: CSV with a header
+//     line and a delimiter, or NDJSON (one JSON object per line); either may
+//     be gzip-compressed (detected from the magic bytes). A CSV row whose
+//     column count differs from the header's is skipped, as eddy's replayer
+//     skips it: it is never sent. A blank NDJSON line is skipped too.
+//  2. Assigns every sent record its Kafka partition the way sarama's default
+//     hash partitioner does (FNV-1a 32 of the key, as int32, modulo the
+//     partition count, negated when negative; key = the pboxid text) and its
+//     offset (consecutive from 0 per partition, in file order).
+//  3. Decodes each record through the column mapping: pboxid non-empty;
+//     event_time "YYYY-MM-DD HH:MM:SS[.fff]" or with "T", UTC, or RFC 3339
+//     with an offset, or integer epoch milliseconds; metric a finite number
+//     (a numeric string is accepted); latitude in [-90, 90] and longitude in
+//     [-180, 180], each optional (empty or null = absent). Anything else is a
+//     dead letter.
+//  4. Simulates the watermark of every partition in offset order: W = max
+//     event time of the valid records so far − out-of-orderness. A valid
+//     record with event time < W − allowed lateness (W before the record) is
+//     late; the others are the readings.
+//  5. Per device, over the readings: the windows (tumbling, sliding or
+//     session; every window fires in bounded mode) and the work periods
+//     (maximal runs of readings with metric strictly above the threshold,
+//     consecutive readings at most max gap apart).
+//
+// # Usage
+//
+//	opts := oracle.DefaultOptions()
+//	opts.Delimiter = ';'
+//	opts.Mapping, _ = oracle.ParseMapping("pboxid=sensor_id,event_time=timestamp,metric=P1,latitude=lat,longitude=lon")
+//	want, err := oracle.ComputeFile("aberdeen.csv.gz", opts)
+//	got, err := oracle.LoadSQLite(ctx, "eddy.db")
+//	diff := oracle.Compare(got, want)
+//	if !diff.Equal() { fmt.Print(diff.Format(20)) }
+//
+// The command tests/oracle/cmd/eddy-oracle does the same from flags.
+package oracle
