@@ -1,0 +1,488 @@
+package operators
+
+import (
+	"math"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+	"unsafe"
+)
+
+// Dead-letter and late reasons. A DeadLetter's Reason is one of these
+// constants, optionally followed by ": " and a human-readable detail; the
+// constant alone (ReasonLabel) is used as a metric label.
+const (
+	ReasonMalformedJSON    = "malformed_json"
+	ReasonOversized        = "oversized"
+	ReasonMissingPboxID    = "missing_pboxid"
+	ReasonInvalidPboxID    = "invalid_pboxid"
+	ReasonMissingEventTime = "missing_event_time"
+	ReasonInvalidEventTime = "invalid_event_time"
+	ReasonMissingMetric    = "missing_metric"
+	ReasonInvalidMetric    = "invalid_metric"
+	ReasonInvalidLatitude  = "invalid_latitude"
+	ReasonInvalidLongitude = "invalid_longitude"
+	// ReasonLate is the Reason of every LateRecord.
+	ReasonLate = "late"
+	// ReasonOther is the label ReasonLabel gives any unknown reason.
+	ReasonOther = "other"
+)
+
+// ReasonLabel returns the constant part of a reason ("invalid_metric" for
+// "invalid_metric: \"abc\" is not a number"), or ReasonOther when that part
+// is not one of the Reason constants. The result is a small fixed set,
+// suitable as a Prometheus label value.
+func ReasonLabel(reason string) string {
+	if i := strings.IndexByte(reason, ':'); i >= 0 {
+		reason = reason[:i]
+	}
+	switch reason {
+	case ReasonMalformedJSON, ReasonOversized, ReasonMissingPboxID, ReasonInvalidPboxID,
+		ReasonMissingEventTime, ReasonInvalidEventTime, ReasonMissingMetric, ReasonInvalidMetric,
+		ReasonInvalidLatitude, ReasonInvalidLongitude, ReasonLate:
+		return reason
+	}
+	return ReasonOther
+}
+
+// DecodeError is the error of Decoder.Decode: why a message value is a dead
+// letter.
+type DecodeError struct {
+	Reason string // one of the Reason* constants
+	Detail string // human-readable detail; may be empty
+}
+
+// Error returns Reason, or Reason + ": " + Detail.
+func (e *DecodeError) Error() string {
+	if e.Detail == "" {
+		return e.Reason
+	}
+	return e.Reason + ": " + e.Detail
+}
+
+// Decoded is one valid message of the seed schema.
+type Decoded struct {
+	PboxID    string  // non-empty, not all white space
+	EventTime int64   // Unix ms UTC, within years 0001..9999
+	Metric    float64 // finite
+	Latitude  float64 // in [-90, 90]; NaN when absent
+	Longitude float64 // in [-180, 180]; NaN when absent
+}
+
+// Decoder decodes and validates message values of the seed schema:
+//
+//	{"event_time":"2019-03-01 00:00:08","metric":11.87,"pboxid":"17079","latitude":57.106,"longitude":-2.088}
+//
+// The value must be exactly one JSON object (RFC 8259, valid UTF-8; white
+// space around it is allowed). Unknown members are ignored; a repeated
+// member's last value wins; member names are case-sensitive.
+//
+//   - pboxid: a non-empty JSON string that is not all white space (kept
+//     as is), or a JSON integer (used as written, e.g. 17079).
+//   - event_time: a JSON string "YYYY-MM-DD HH:MM:SS[.fff]" or
+//     "YYYY-MM-DDTHH:MM:SS[.fff]" in Config.Location, an RFC 3339 string with
+//     "Z" or a ±HH:MM offset, a string of only digits (optional leading '-')
+//     or a JSON integer: Unix milliseconds. Fractions of 1..9 digits are
+//     truncated to milliseconds. Years 0001..9999 only.
+//   - metric: a JSON number or a string holding a decimal number
+//     (surrounding white space ignored); must be finite.
+//   - latitude, longitude: optional (absent or null = NaN); a JSON number or
+//     numeric string in [-90, 90] and [-180, 180].
+//
+// When several things are wrong, the first failing check in this order gives
+// the reason: oversized, malformed_json, pboxid, event_time, metric,
+// latitude, longitude.
+//
+// The scanner is hand-written and allocation-free for valid input. A Decoder
+// is not safe for concurrent use; use one per partition.
+type Decoder struct {
+	maxBytes int
+	loc      *time.Location
+	utc      bool
+
+	sc     scanner
+	keyBuf []byte // unescaped member names
+	idBuf  []byte // unescaped pboxid
+	strBuf []byte // other unescaped strings
+	intern map[string]string
+}
+
+// maxIntern bounds the pboxid intern table of Decoder.Decode.
+const maxIntern = 1 << 14
+
+// NewDecoder returns a Decoder for cfg's Location and MaxMessageBytes
+// (cfg need not be otherwise valid; MaxMessageBytes <= 0 means the default).
+func NewDecoder(cfg Config) *Decoder {
+	d := &Decoder{maxBytes: cfg.MaxMessageBytes, loc: cfg.location()}
+	if d.maxBytes <= 0 {
+		d.maxBytes = DefaultMaxMessageBytes
+	}
+	d.utc = d.loc == time.UTC
+	return d
+}
+
+// rawDecoded is Decoded with the device id as bytes that alias the message
+// value or the Decoder's buffers (valid until the next decode).
+type rawDecoded struct {
+	pboxID    []byte
+	eventTime int64
+	metric    float64
+	lat, lon  float64
+}
+
+// Decode decodes one message value. On failure the error is a *DecodeError.
+// Decoded.PboxID does not alias value.
+func (d *Decoder) Decode(value []byte) (Decoded, error) {
+	var r rawDecoded
+	if err := d.decode(value, &r); err != nil {
+		return Decoded{}, err
+	}
+	id, ok := d.intern[string(r.pboxID)]
+	if !ok {
+		id = string(r.pboxID)
+		if d.intern == nil {
+			d.intern = make(map[string]string)
+		}
+		if len(d.intern) < maxIntern {
+			d.intern[id] = id
+		}
+	}
+	return Decoded{PboxID: id, EventTime: r.eventTime, Metric: r.metric, Latitude: r.lat, Longitude: r.lon}, nil
+}
+
+func decodeErr(reason, detail string) *DecodeError {
+	return &DecodeError{Reason: reason, Detail: detail}
+}
+
+// quoteTrunc quotes b for an error detail, shortened to a readable length.
+func quoteTrunc(b []byte) string {
+	const max = 64
+	if len(b) > max {
+		cut := max
+		for cut > 0 && !utf8.RuneStart(b[cut]) {
+			cut--
+		}
+		return strconv.Quote(string(b[:cut])) + "..."
+	}
+	return strconv.Quote(string(b))
+}
+
+// describe renders a raw value for an error detail.
+func describe(v rawValue) string {
+	switch v.kind {
+	case kindString:
+		return quoteTrunc(v.raw) // still escaped when v.esc; good enough for a detail
+	case kindNumber, kindBool:
+		return string(v.raw)
+	}
+	return v.kind.String()
+}
+
+func (d *Decoder) decode(value []byte, r *rawDecoded) *DecodeError {
+	if len(value) > d.maxBytes {
+		return decodeErr(ReasonOversized, strconv.Itoa(len(value))+" bytes > limit "+strconv.Itoa(d.maxBytes))
+	}
+	var pbox, etime, metric, lat, lon rawValue
+	s := &d.sc
+	*s = scanner{b: value}
+	if !d.scanTop(&pbox, &etime, &metric, &lat, &lon) {
+		return decodeErr(ReasonMalformedJSON, s.errMsg+" at byte "+strconv.Itoa(s.errAt))
+	}
+	s.b = nil
+
+	// pboxid
+	switch pbox.kind {
+	case kindAbsent, kindNull:
+		return decodeErr(ReasonMissingPboxID, "")
+	case kindString:
+		id := pbox.raw
+		if pbox.esc {
+			d.idBuf = unescapeJSON(d.idBuf[:0], pbox.raw)
+			id = d.idBuf
+		}
+		if isBlank(id) {
+			return decodeErr(ReasonInvalidPboxID, "empty or white space only")
+		}
+		r.pboxID = id
+	case kindNumber:
+		if !isIntegerLiteral(pbox.raw) {
+			return decodeErr(ReasonInvalidPboxID, "number "+string(pbox.raw)+" is not an integer")
+		}
+		r.pboxID = pbox.raw
+	default:
+		return decodeErr(ReasonInvalidPboxID, "got "+describe(pbox)+", want a string or an integer")
+	}
+
+	// event_time
+	switch etime.kind {
+	case kindAbsent, kindNull:
+		return decodeErr(ReasonMissingEventTime, "")
+	case kindNumber:
+		t, ok := parseEpochMillis(etime.raw)
+		if !ok {
+			return decodeErr(ReasonInvalidEventTime, "number "+string(etime.raw)+" is not integer epoch milliseconds in years 0001..9999")
+		}
+		r.eventTime = t
+	case kindString:
+		txt := etime.raw
+		if etime.esc {
+			d.strBuf = unescapeJSON(d.strBuf[:0], etime.raw)
+			txt = d.strBuf
+		}
+		var t int64
+		var ok bool
+		if isEpochText(txt) {
+			t, ok = parseEpochMillis(txt)
+		} else {
+			t, ok = parseTextTime(txt, d.loc, d.utc)
+		}
+		if !ok {
+			return decodeErr(ReasonInvalidEventTime, quoteTrunc(txt)+" is not YYYY-MM-DD[T ]HH:MM:SS[.fff][Z|±HH:MM] or epoch milliseconds")
+		}
+		r.eventTime = t
+	default:
+		return decodeErr(ReasonInvalidEventTime, "got "+describe(etime)+", want a string or an integer")
+	}
+
+	// metric
+	if metric.kind == kindAbsent || metric.kind == kindNull {
+		return decodeErr(ReasonMissingMetric, "")
+	}
+	m, detail := d.number(metric)
+	if detail != "" {
+		return decodeErr(ReasonInvalidMetric, detail)
+	}
+	r.metric = m
+
+	// latitude, longitude
+	r.lat, r.lon = math.NaN(), math.NaN()
+	if lat.kind != kindAbsent && lat.kind != kindNull {
+		v, detail := d.number(lat)
+		if detail == "" && (v < -90 || v > 90) {
+			detail = strconv.FormatFloat(v, 'g', -1, 64) + " is outside [-90, 90]"
+		}
+		if detail != "" {
+			return decodeErr(ReasonInvalidLatitude, detail)
+		}
+		r.lat = v
+	}
+	if lon.kind != kindAbsent && lon.kind != kindNull {
+		v, detail := d.number(lon)
+		if detail == "" && (v < -180 || v > 180) {
+			detail = strconv.FormatFloat(v, 'g', -1, 64) + " is outside [-180, 180]"
+		}
+		if detail != "" {
+			return decodeErr(ReasonInvalidLongitude, detail)
+		}
+		r.lon = v
+	}
+	return nil
+}
+
+// scanTop scans the whole value, which must be one JSON object, and captures
+// the members eddy reads.
+func (d *Decoder) scanTop(pbox, etime, metric, lat, lon *rawValue) bool {
+	s := &d.sc
+	s.ws()
+	if s.i >= len(s.b) {
+		return s.fail("empty message, want a JSON object")
+	}
+	if s.b[s.i] != '{' {
+		return s.fail("want a JSON object")
+	}
+	s.i++
+	s.ws()
+	if s.i < len(s.b) && s.b[s.i] == '}' {
+		s.i++
+	} else {
+		for {
+			if s.i >= len(s.b) || s.b[s.i] != '"' {
+				return s.fail("want an object key")
+			}
+			ka, ke, kesc, ok := s.str()
+			if !ok {
+				return false
+			}
+			key := s.b[ka:ke]
+			if kesc {
+				d.keyBuf = unescapeJSON(d.keyBuf[:0], key)
+				key = d.keyBuf
+			}
+			s.ws()
+			if s.i >= len(s.b) || s.b[s.i] != ':' {
+				return s.fail("want ':' after object key")
+			}
+			s.i++
+			s.ws()
+			v, ok := s.value(1)
+			if !ok {
+				return false
+			}
+			switch string(key) {
+			case "pboxid":
+				*pbox = v
+			case "event_time":
+				*etime = v
+			case "metric":
+				*metric = v
+			case "latitude":
+				*lat = v
+			case "longitude":
+				*lon = v
+			}
+			s.ws()
+			if s.i >= len(s.b) {
+				return s.fail("unexpected end of input in object")
+			}
+			if s.b[s.i] == ',' {
+				s.i++
+				s.ws()
+				continue
+			}
+			if s.b[s.i] == '}' {
+				s.i++
+				break
+			}
+			return s.fail("want ',' or '}' in object")
+		}
+	}
+	s.ws()
+	if s.i != len(s.b) {
+		return s.fail("trailing data after the JSON object")
+	}
+	return true
+}
+
+// number interprets a metric, latitude or longitude value: a JSON number or
+// a string holding a decimal number. It returns a non-empty detail when the
+// value is not an acceptable finite number.
+func (d *Decoder) number(v rawValue) (float64, string) {
+	var txt []byte
+	switch v.kind {
+	case kindNumber:
+		txt = v.raw
+	case kindString:
+		txt = v.raw
+		if v.esc {
+			d.strBuf = unescapeJSON(d.strBuf[:0], v.raw)
+			txt = d.strBuf
+		}
+		txt = trimSpace(txt)
+		if len(txt) == 0 {
+			return 0, "empty string"
+		}
+		if !isDecimalText(txt) {
+			return 0, quoteTrunc(txt) + " is not a decimal number"
+		}
+	default:
+		return 0, "got " + describe(v) + ", want a number"
+	}
+	f, err := strconv.ParseFloat(bytesToString(txt), 64)
+	if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+		return 0, quoteTrunc(txt) + " is not a finite number"
+	}
+	return f, ""
+}
+
+// bytesToString views b as a string without copying; the string must not
+// outlive the call it is passed to.
+func bytesToString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
+// isIntegerLiteral reports whether a JSON number literal has no fraction and
+// no exponent.
+func isIntegerLiteral(b []byte) bool {
+	for _, c := range b {
+		if c == '.' || c == 'e' || c == 'E' {
+			return false
+		}
+	}
+	return true
+}
+
+// isDecimalText reports whether b is [+-]?(digits[.digits?]|.digits)([eE][+-]?digits)?
+// — the decimal notation accepted by strconv.ParseFloat, Python's float and
+// Java's BigDecimal alike (no hex, no underscores, no inf or nan).
+func isDecimalText(b []byte) bool {
+	i := 0
+	if i < len(b) && (b[i] == '+' || b[i] == '-') {
+		i++
+	}
+	nd := 0
+	for i < len(b) && isDigit(b[i]) {
+		i++
+		nd++
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		for i < len(b) && isDigit(b[i]) {
+			i++
+			nd++
+		}
+	}
+	if nd == 0 {
+		return false
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		ne := 0
+		for i < len(b) && isDigit(b[i]) {
+			i++
+			ne++
+		}
+		if ne == 0 {
+			return false
+		}
+	}
+	return i == len(b)
+}
+
+// trimSpace trims Unicode white space around b.
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 {
+		if b[0] < utf8.RuneSelf {
+			if !asciiSpace(b[0]) {
+				break
+			}
+			b = b[1:]
+			continue
+		}
+		r, n := utf8.DecodeRune(b)
+		if !unicode.IsSpace(r) {
+			break
+		}
+		b = b[n:]
+	}
+	for len(b) > 0 {
+		c := b[len(b)-1]
+		if c < utf8.RuneSelf {
+			if !asciiSpace(c) {
+				break
+			}
+			b = b[:len(b)-1]
+			continue
+		}
+		r, n := utf8.DecodeLastRune(b)
+		if !unicode.IsSpace(r) {
+			break
+		}
+		b = b[:len(b)-n]
+	}
+	return b
+}
+
+func asciiSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'
+}
+
+// isBlank reports whether b is empty or only white space.
+func isBlank(b []byte) bool { return len(trimSpace(b)) == 0 }

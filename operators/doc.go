@@ -1,0 +1,47 @@
+// Package operators is the deterministic core of eddy: decoding and
+// validation of device records, enrichment with broadcast device data,
+// watermarks, event-time windows and work-period detection.
+//
+// Everything here is a plain struct driven by method calls: no goroutines,
+// no I/O, no clocks. Time enters only as the event times of the records, so
+// the same input in the same order always yields the same output.
+//
+// # Usage
+//
+// One Partition runs the whole operator chain for one device partition (one
+// source partition; many devices):
+//
+//	cfg := operators.DefaultConfig()         // tumbling 1 min, threshold 50, ...
+//	devs, err := operators.LoadDevices(data) // optional broadcast data
+//	p := operators.NewPartition(0, cfg, devs)
+//	var out operators.Output
+//	for _, rec := range records {            // in source-offset order
+//		p.Process(rec.Offset, rec.Value, &out)
+//		if out.Len() > 1000 {
+//			sink.Write(ctx, &out)
+//			out.Reset()
+//		}
+//	}
+//	p.Finish(&out) // bounded mode: final watermark
+//
+// # Semantics
+//
+//   - Decoder: one JSON object per message of the seed schema; invalid
+//     records become dead letters whose Reason is a Reason* constant plus
+//     detail (see Decoder for the exact rules and check order).
+//   - Watermark: per partition, max event time of the valid records so far
+//     minus Config.OutOfOrderness.
+//   - Late records: event time < watermark − Config.AllowedLateness, watermark
+//     taken before the record; they go only to Output.Late.
+//   - Windows: tumbling and sliding windows aligned to the Unix epoch in UTC,
+//     and Flink-style session windows, per device; count, sum, min, max, avg
+//     of the metric and the position of the latest reading.
+//   - Work periods: maximal runs of readings strictly above the device's
+//     threshold, consecutive readings at most Config.MaxGap apart.
+//
+// Output of a Partition equals a batch computation over the on-time readings
+// of each device, whatever the arrival order within the out-of-orderness
+// bound (tested against a brute-force implementation with random inputs).
+//
+// Event times are Unix milliseconds (UTC) throughout.
+package operators

@@ -1,0 +1,400 @@
+package operators
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"slices"
+)
+
+// PartitionStats are the cumulative counters of a Partition.
+type PartitionStats struct {
+	Received     int64 // Process calls
+	Valid        int64 // records that decoded and validated (on-time readings + Late)
+	Late         int64 // valid records behind watermark − allowed lateness
+	DeadLetters  int64 // records that failed to decode or validate
+	WindowsFired int64 // window emissions, re-fires included
+	WorkPeriods  int64 // work periods emitted
+}
+
+// deviceState is the keyed state of one device. Exported fields (on an
+// unexported type) are the state a snapshot must keep.
+type deviceState struct {
+	ID      string
+	Windows []windowState    // open windows, sorted by Start (and so by End)
+	Pending []pendingReading // readings not yet released to the run detector
+	Run     workRun          // open work period
+
+	wake    int64 // next watermark at which this device has work; MaxInt64 = none
+	heapIdx int   // position in Partition.heap; -1 when absent
+}
+
+// Partition is the operator chain of one device partition: decode →
+// validate → lateness → enrich → windows → work periods, for every device
+// whose records the partition receives.
+//
+// Records are fed in source-offset order by Process; the partition keeps
+// one watermark W = (max event time of all valid records so far) −
+// Config.OutOfOrderness (math.MinInt64 before the first). Per record:
+//
+//  1. A record that fails decoding is appended to Output.DeadLetters.
+//  2. A valid record with event time t < W − Config.AllowedLateness (W
+//     before this record) is appended to Output.Late and otherwise ignored.
+//  3. Every other record is enriched from the DeviceLookup, appended to
+//     Output.Readings, added to its windows and to its device's work-period
+//     buffer; then W advances, and every window and work period that W
+//     completes is appended to Output.Windows and Output.WorkPeriods.
+//
+// Windows (Config.Window) aggregate per device and fire when W >= their end
+// (sessions: W > their end, because a reading exactly at the end would still
+// merge into the session). With allowed lateness L a fired window is kept
+// until W >= end + L (sessions: W > end + L); an on-time record that lands in
+// it changes it and it fires again under the same key, replacing the earlier
+// row. Sessions can also merge after firing; when that moves a session's
+// start, the row emitted under the old start is left stale (superseded by the
+// merged session's row).
+//
+// Work periods are the maximal runs of a device's on-time readings, in
+// (event time, offset) order, with metric strictly above the threshold and
+// consecutive readings at most Config.MaxGap apart. Readings are buffered and
+// released to the run detector once t <= W − L, so the result equals that
+// batch definition whatever the arrival order within the lateness bound. A
+// period is emitted when a released reading ends it or when W − L > its last
+// reading + MaxGap. The threshold is that of the device (DeviceInfo.Threshold,
+// else Config.Threshold) when each reading arrives; company and site of
+// windows and work periods are looked up when they are emitted.
+//
+// Within one Process or Finish call emissions are ordered by (end, pboxid,
+// start). Finish is the final watermark of bounded mode.
+//
+// A Partition is not safe for concurrent use; it starts no goroutines and
+// does no I/O.
+type Partition struct {
+	partition int32
+	devices   DeviceLookup
+	dec       *Decoder
+
+	session               bool
+	size, slide, gap      int64 // window parameters, ms
+	maxGap, ooo, lateness int64 // ms
+	fireDelta             int64 // 0; 1 for sessions (fire when W > end)
+	wm                    int64
+	index                 map[string]int32
+	devs                  []*deviceState
+	heap                  []*deviceState // min-heap by wake
+	stats                 PartitionStats
+	raw                   rawDecoded
+	defaultThreshold      float64
+}
+
+// NewPartition returns the operator chain of source partition partition.
+// devices may be nil (every device unknown). cfg must pass Validate:
+// NewPartition panics otherwise, as that is a programming error of the
+// caller.
+func NewPartition(partition int32, cfg Config, devices DeviceLookup) *Partition {
+	if err := cfg.Validate(); err != nil {
+		panic(fmt.Sprintf("operators.NewPartition: invalid config: %v", err))
+	}
+	p := &Partition{
+		partition:        partition,
+		devices:          devices,
+		dec:              NewDecoder(cfg),
+		maxGap:           cfg.MaxGap.Milliseconds(),
+		ooo:              cfg.OutOfOrderness.Milliseconds(),
+		lateness:         cfg.AllowedLateness.Milliseconds(),
+		wm:               math.MinInt64,
+		index:            make(map[string]int32),
+		defaultThreshold: cfg.Threshold,
+	}
+	switch cfg.Window.Kind {
+	case WindowSession:
+		p.session = true
+		p.gap = cfg.Window.Gap.Milliseconds()
+		p.fireDelta = 1
+	case WindowSliding:
+		p.size, p.slide = cfg.Window.Size.Milliseconds(), cfg.Window.Slide.Milliseconds()
+	default:
+		p.size = cfg.Window.Size.Milliseconds()
+		p.slide = p.size
+	}
+	return p
+}
+
+// Watermark returns the current watermark in Unix ms: math.MinInt64 before
+// the first valid record, math.MaxInt64 after Finish.
+func (p *Partition) Watermark() int64 { return p.wm }
+
+// Stats returns the cumulative counters.
+func (p *Partition) Stats() PartitionStats { return p.stats }
+
+func (p *Partition) lookup(id string) DeviceInfo {
+	if p.devices == nil {
+		return DeviceInfo{}
+	}
+	info, _ := p.devices.Device(id)
+	return info
+}
+
+// Process runs the record at offset with message value through the chain
+// and appends its emissions to out. value is not retained (payloads of dead
+// letters and late records are copied).
+func (p *Partition) Process(offset int64, value []byte, out *Output) {
+	p.stats.Received++
+	r := &p.raw
+	if err := p.dec.decode(value, r); err != nil {
+		p.stats.DeadLetters++
+		out.DeadLetters = append(out.DeadLetters, DeadLetter{
+			Partition: p.partition,
+			Offset:    offset,
+			Reason:    err.Error(),
+			Payload:   slices.Clone(value),
+		})
+		return
+	}
+	p.stats.Valid++
+	t := r.eventTime
+	if p.wm != math.MinInt64 && t < p.wm-p.lateness {
+		p.stats.Late++
+		id := string(r.pboxID)
+		if i, ok := p.index[id]; ok {
+			id = p.devs[i].ID
+		}
+		out.Late = append(out.Late, LateRecord{
+			Partition: p.partition,
+			Offset:    offset,
+			PboxID:    id,
+			EventTime: t,
+			Watermark: p.wm,
+			Reason:    ReasonLate,
+			Payload:   slices.Clone(value),
+		})
+		return
+	}
+
+	d := p.device(r.pboxID)
+	info := p.lookup(d.ID)
+	out.Readings = append(out.Readings, Reading{
+		Partition: p.partition,
+		Offset:    offset,
+		PboxID:    d.ID,
+		EventTime: t,
+		Metric:    r.metric,
+		Latitude:  r.lat,
+		Longitude: r.lon,
+		Company:   info.Company,
+		Site:      info.Site,
+	})
+	if p.session {
+		d.addSession(p.gap, t, offset, r.metric, r.lat, r.lon)
+	} else {
+		d.addAligned(p.size, p.slide, t, offset, r.metric, r.lat, r.lon)
+	}
+	threshold := p.defaultThreshold
+	if info.Threshold != nil {
+		threshold = *info.Threshold
+	}
+	d.addPending(pendingReading{T: t, Offset: offset, Metric: r.metric, Above: r.metric > threshold})
+
+	if w := t - p.ooo; w > p.wm {
+		p.wm = w
+	}
+	nw, np := len(out.Windows), len(out.WorkPeriods)
+	p.reschedule(d)
+	for len(p.heap) > 0 && p.heap[0].wake <= p.wm {
+		top := p.heap[0]
+		p.advance(top, p.wm, out)
+		p.reschedule(top)
+	}
+	sortEmissions(out, nw, np)
+}
+
+// Finish applies the final watermark of bounded mode (+∞): it fires every
+// window, releases every buffered reading and closes every open work period,
+// appending them to out, and drops all keyed state. Afterwards Watermark is
+// math.MaxInt64 and every further record is late.
+func (p *Partition) Finish(out *Output) {
+	p.wm = math.MaxInt64
+	nw, np := len(out.Windows), len(out.WorkPeriods)
+	for _, d := range p.devs {
+		p.advance(d, math.MaxInt64, out)
+		d.wake = math.MaxInt64
+		d.heapIdx = -1
+	}
+	clear(p.heap)
+	p.heap = p.heap[:0]
+	sortEmissions(out, nw, np)
+}
+
+// device returns the state of the device id, creating it on first use. Its
+// ID string is interned: one allocation per device, not per record.
+func (p *Partition) device(id []byte) *deviceState {
+	if i, ok := p.index[string(id)]; ok {
+		return p.devs[i]
+	}
+	d := &deviceState{ID: string(id), wake: math.MaxInt64, heapIdx: -1}
+	p.index[d.ID] = int32(len(p.devs))
+	p.devs = append(p.devs, d)
+	return d
+}
+
+// advance does the work of d that watermark w completes.
+func (p *Partition) advance(d *deviceState, w int64, out *Output) {
+	var info DeviceInfo
+	looked := false
+	n := 0
+	for i := range d.Windows {
+		win := &d.Windows[i]
+		if !win.Fired && win.End+p.fireDelta <= w {
+			if !looked {
+				info, looked = p.lookup(d.ID), true
+			}
+			out.Windows = append(out.Windows, win.aggregate(d.ID, info))
+			p.stats.WindowsFired++
+			win.Fired = true
+		}
+		if win.Fired && win.End+p.fireDelta+p.lateness <= w {
+			continue // beyond allowed lateness: drop
+		}
+		d.Windows[n] = *win
+		n++
+	}
+	d.Windows = d.Windows[:n]
+
+	limit := w - p.lateness
+	k := 0
+	for k < len(d.Pending) && d.Pending[k].T <= limit {
+		if run, ended := d.feedRun(d.Pending[k], p.maxGap); ended {
+			if !looked {
+				info, looked = p.lookup(d.ID), true
+			}
+			p.emitRun(&run, d.ID, info, out)
+		}
+		k++
+	}
+	if k > 0 {
+		d.Pending = d.Pending[:copy(d.Pending, d.Pending[k:])]
+	}
+	if d.Run.Active && limit-p.maxGap > d.Run.Last {
+		if !looked {
+			info = p.lookup(d.ID)
+		}
+		p.emitRun(&d.Run, d.ID, info, out)
+		d.Run = workRun{}
+	}
+}
+
+func (p *Partition) emitRun(r *workRun, id string, info DeviceInfo, out *Output) {
+	out.WorkPeriods = append(out.WorkPeriods, r.period(id, info))
+	p.stats.WorkPeriods++
+}
+
+// nextWake is the smallest watermark at which d has work to do.
+func (p *Partition) nextWake(d *deviceState) int64 {
+	w := int64(math.MaxInt64)
+	for i := range d.Windows {
+		win := &d.Windows[i]
+		at := win.End + p.fireDelta
+		if win.Fired {
+			at += p.lateness
+		}
+		w = min(w, at)
+	}
+	if len(d.Pending) > 0 {
+		w = min(w, d.Pending[0].T+p.lateness)
+	}
+	if d.Run.Active {
+		// Closed once W − L > Last + MaxGap.
+		w = min(w, d.Run.Last+p.maxGap+p.lateness+1)
+	}
+	return w
+}
+
+func sortEmissions(out *Output, nw, np int) {
+	if len(out.Windows)-nw > 1 {
+		slices.SortFunc(out.Windows[nw:], func(a, b WindowAggregate) int {
+			return cmp.Or(cmp.Compare(a.End, b.End), cmp.Compare(a.PboxID, b.PboxID), cmp.Compare(a.Start, b.Start))
+		})
+	}
+	if len(out.WorkPeriods)-np > 1 {
+		slices.SortFunc(out.WorkPeriods[np:], func(a, b WorkPeriod) int {
+			return cmp.Or(cmp.Compare(a.End, b.End), cmp.Compare(a.PboxID, b.PboxID), cmp.Compare(a.Start, b.Start))
+		})
+	}
+}
+
+// reschedule recomputes d's wake time and fixes its heap position.
+func (p *Partition) reschedule(d *deviceState) {
+	d.wake = p.nextWake(d)
+	switch {
+	case d.wake == math.MaxInt64 && d.heapIdx >= 0:
+		p.heapRemove(d.heapIdx)
+	case d.wake == math.MaxInt64:
+	case d.heapIdx < 0:
+		d.heapIdx = len(p.heap)
+		p.heap = append(p.heap, d)
+		p.heapUp(d.heapIdx)
+	default:
+		if !p.heapDown(d.heapIdx) {
+			p.heapUp(d.heapIdx)
+		}
+	}
+}
+
+// The wake heap: an indexed binary min-heap of devices by wake time.
+
+func (p *Partition) heapLess(i, j int) bool { return p.heap[i].wake < p.heap[j].wake }
+
+func (p *Partition) heapSwap(i, j int) {
+	h := p.heap
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIdx = i
+	h[j].heapIdx = j
+}
+
+func (p *Partition) heapUp(j int) {
+	for j > 0 {
+		i := (j - 1) / 2
+		if !p.heapLess(j, i) {
+			break
+		}
+		p.heapSwap(i, j)
+		j = i
+	}
+}
+
+func (p *Partition) heapDown(i0 int) bool {
+	i := i0
+	n := len(p.heap)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			break
+		}
+		j := l
+		if r := l + 1; r < n && p.heapLess(r, l) {
+			j = r
+		}
+		if !p.heapLess(j, i) {
+			break
+		}
+		p.heapSwap(i, j)
+		i = j
+	}
+	return i > i0
+}
+
+func (p *Partition) heapRemove(i int) {
+	n := len(p.heap) - 1
+	d := p.heap[i]
+	if i != n {
+		p.heapSwap(i, n)
+	}
+	p.heap[n] = nil
+	p.heap = p.heap[:n]
+	d.heapIdx = -1
+	if i != n {
+		if !p.heapDown(i) {
+			p.heapUp(i)
+		}
+	}
+}

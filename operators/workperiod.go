@@ -1,0 +1,76 @@
+package operators
+
+// pendingReading is an on-time reading waiting in a device's buffer until no
+// future on-time record can sort before it; then it is released to the
+// work-period run detector in (T, Offset) order.
+type pendingReading struct {
+	T, Offset int64
+	Metric    float64
+	Above     bool // Metric > the device's threshold when the reading arrived
+}
+
+// workRun is the open work period of a device.
+type workRun struct {
+	Active      bool
+	Start, Last int64 // event times of the first and the last reading, Unix ms
+	Samples     int64
+	Sum, Comp   float64 // Neumaier-compensated sum of metrics
+	Max         float64
+}
+
+// addPending inserts r into d's buffer, kept sorted by (T, Offset).
+func (d *deviceState) addPending(r pendingReading) {
+	ps := d.Pending
+	i := len(ps)
+	for i > 0 && (ps[i-1].T > r.T || (ps[i-1].T == r.T && ps[i-1].Offset > r.Offset)) {
+		i--
+	}
+	if i == len(ps) {
+		d.Pending = append(ps, r)
+		return
+	}
+	ps = append(ps, pendingReading{})
+	copy(ps[i+1:], ps[i:])
+	ps[i] = r
+	d.Pending = ps
+}
+
+// feedRun runs one released reading through the run detector of d. It
+// returns true and the finished run when the reading ends the open run.
+func (d *deviceState) feedRun(r pendingReading, maxGap int64) (workRun, bool) {
+	var done workRun
+	ended := false
+	if !r.Above {
+		if d.Run.Active {
+			done, ended = d.Run, true
+			d.Run = workRun{}
+		}
+		return done, ended
+	}
+	if d.Run.Active && r.T-d.Run.Last > maxGap {
+		done, ended = d.Run, true
+		d.Run = workRun{}
+	}
+	if !d.Run.Active {
+		d.Run = workRun{Active: true, Start: r.T, Last: r.T, Samples: 1, Sum: r.Metric, Max: r.Metric}
+		return done, ended
+	}
+	d.Run.Last = r.T
+	d.Run.Samples++
+	d.Run.Sum, d.Run.Comp = neumaierAdd(d.Run.Sum, d.Run.Comp, r.Metric)
+	d.Run.Max = max(d.Run.Max, r.Metric)
+	return done, ended
+}
+
+func (w *workRun) period(id string, info DeviceInfo) WorkPeriod {
+	return WorkPeriod{
+		PboxID:    id,
+		Start:     w.Start,
+		End:       w.Last,
+		Samples:   w.Samples,
+		AvgMetric: (w.Sum + w.Comp) / float64(w.Samples),
+		MaxMetric: w.Max,
+		Company:   info.Company,
+		Site:      info.Site,
+	}
+}
