@@ -57,10 +57,10 @@ func readCSV(r io.Reader, o *Options, fn func(*rawRecord)) (int64, error) {
 	}
 	ncols := len(header)
 	col := func(name string, required bool) (int, error) {
-		if name == "" && !required {
-			return -1, nil
-		}
 		i, ok := index[name]
+		if !ok && !required {
+			return -1, nil // an optional field without a column is absent
+		}
 		if !ok {
 			return 0, fmt.Errorf("oracle: csv header has no column %q (header: %v)", name, header)
 		}

@@ -24,8 +24,9 @@ const (
 )
 
 // Mapping names the input column (CSV header name) or field (NDJSON key) of
-// every seed-schema field. PboxID, EventTime and Metric are required;
-// Latitude and Longitude may be "" (the field is then always absent).
+// every seed-schema field. PboxID, EventTime and Metric are required and a
+// CSV header must have them; Latitude and Longitude may be "" or name a
+// column the header lacks: the field is then always absent.
 type Mapping struct {
 	PboxID    string
 	EventTime string
