@@ -1,13 +1,13 @@
-// Package sinks writes the outputs of a job — readings, window aggregates,
-// work periods, late records and dead letters — to external stores.
-//
-// Every sink implements Sink. Writes are idempotent: every table has a key
-// (see the table list in README.md) and a row written twice replaces itself,
-// so a replay after recovery never duplicates a row.
 package sinks
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eddy-iot/eddy/operators"
 )
@@ -29,4 +29,156 @@ type Sink interface {
 	Write(ctx context.Context, b *Batch) error
 	Flush(ctx context.Context) error
 	Close() error
+}
+
+var (
+	// ErrClosed is returned by Open, Write and Flush after Close.
+	ErrClosed = errors.New("sinks: closed")
+	// ErrNotOpen is returned by Write and Flush before a successful Open.
+	ErrNotOpen = errors.New("sinks: not open")
+	// ErrInvalidRow is wrapped by the error Write returns when a row cannot
+	// be stored (a time outside years 1000–9999, a non-finite metric); the
+	// whole batch is then rejected and nothing of it is buffered.
+	ErrInvalidRow = errors.New("sinks: invalid row")
+	// ErrBadURL is wrapped by the error Open returns for a sink URL it cannot
+	// parse.
+	ErrBadURL = errors.New("sinks: bad sink URL")
+)
+
+// Limits of Config values.
+const (
+	// MaxBatchRows is the largest allowed Config.BatchRows.
+	MaxBatchRows = 100_000
+	// MaxPayloadLimit is the largest allowed Config.MaxPayloadBytes: the
+	// size of a MySQL MEDIUMBLOB minus one.
+	MaxPayloadLimit = 1<<24 - 1
+	// MaxPartitionsLimit is the largest allowed Config.MaxPartitions (the
+	// MySQL/MariaDB limit on partitions per table).
+	MaxPartitionsLimit = 8192
+)
+
+// Config tunes the SQL sinks. The zero value means "all defaults"; every
+// zero field takes its default (see DefaultConfig).
+type Config struct {
+	// BatchRows is how many rows Write buffers before it writes them to the
+	// store in one transaction, and the most rows one INSERT statement
+	// carries (fewer where a dialect's limits require: SQLite's 32766 bound
+	// variables, MySQL's max_allowed_packet). Flush writes whatever is
+	// buffered. Must be in [1, MaxBatchRows]; default 1000.
+	BatchRows int
+	// MaxPayloadBytes is the longest payload of a late record or dead letter
+	// that is stored whole; longer payloads are cut to this many bytes and
+	// the column payload_bytes keeps the original length. Must be in
+	// [1, MaxPayloadLimit]; default 1 MiB.
+	MaxPayloadBytes int
+	// PartitionDaysAhead (MySQL only) is how many days after every event day
+	// written, and after today when the sink opens, get their own daily
+	// partition of the readings table before rows for them arrive. Must be in
+	// [1, 366]; default 7.
+	PartitionDaysAhead int
+	// MaxPartitions (MySQL only) caps the number of partitions of the
+	// readings table. Days that would exceed it get no partition of their
+	// own; their rows stay in a wider partition (nothing is lost). Must be in
+	// [3, MaxPartitionsLimit]; default 1024.
+	MaxPartitions int
+}
+
+// DefaultConfig returns the default Config: BatchRows 1000, MaxPayloadBytes
+// 1 MiB, PartitionDaysAhead 7, MaxPartitions 1024.
+func DefaultConfig() Config {
+	return Config{
+		BatchRows:          1000,
+		MaxPayloadBytes:    1 << 20,
+		PartitionDaysAhead: 7,
+		MaxPartitions:      1024,
+	}
+}
+
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.BatchRows == 0 {
+		c.BatchRows = d.BatchRows
+	}
+	if c.MaxPayloadBytes == 0 {
+		c.MaxPayloadBytes = d.MaxPayloadBytes
+	}
+	if c.PartitionDaysAhead == 0 {
+		c.PartitionDaysAhead = d.PartitionDaysAhead
+	}
+	if c.MaxPartitions == 0 {
+		c.MaxPartitions = d.MaxPartitions
+	}
+	return c
+}
+
+// Validate reports the first field of c (after zero fields take their
+// defaults) that is out of range, with the allowed range.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	switch {
+	case c.BatchRows < 1 || c.BatchRows > MaxBatchRows:
+		return fmt.Errorf("sinks: BatchRows is %d; must be in [1, %d] (0 means the default %d)", c.BatchRows, MaxBatchRows, DefaultConfig().BatchRows)
+	case c.MaxPayloadBytes < 1 || c.MaxPayloadBytes > MaxPayloadLimit:
+		return fmt.Errorf("sinks: MaxPayloadBytes is %d; must be in [1, %d] (MEDIUMBLOB size; 0 means the default %d)", c.MaxPayloadBytes, MaxPayloadLimit, DefaultConfig().MaxPayloadBytes)
+	case c.PartitionDaysAhead < 1 || c.PartitionDaysAhead > 366:
+		return fmt.Errorf("sinks: PartitionDaysAhead is %d; must be in [1, 366] (0 means the default %d)", c.PartitionDaysAhead, DefaultConfig().PartitionDaysAhead)
+	case c.MaxPartitions < 3 || c.MaxPartitions > MaxPartitionsLimit:
+		return fmt.Errorf("sinks: MaxPartitions is %d; must be in [3, %d] (0 means the default %d)", c.MaxPartitions, MaxPartitionsLimit, DefaultConfig().MaxPartitions)
+	}
+	return nil
+}
+
+// URLForms lists the sink URLs Open accepts.
+const URLForms = `sqlite:PATH            SQLite database file (created if missing)
+mysql:DSN              MySQL/MariaDB, go-sql-driver DSN, e.g. mysql:root@tcp(127.0.0.1:3306)/eddy
+stdout                 NDJSON on standard output
+ndjson:PATH            NDJSON appended to the file PATH (ndjson:- is standard output)
+discard                count rows and drop them`
+
+// Open makes the sink a URL names (see URLForms) without opening it: the
+// caller calls the sink's Open. cfg applies to the SQL sinks; reg (nil: no
+// metrics are registered) receives the sink's metrics. Errors wrap ErrBadURL
+// for a URL it cannot parse, and carry the list of valid forms.
+func Open(url string, cfg Config, reg prometheus.Registerer) (Sink, error) {
+	scheme, rest, hasColon := strings.Cut(url, ":")
+	bad := func(why string) error {
+		return fmt.Errorf("%w %q: %s; valid forms:\n%s", ErrBadURL, url, why, URLForms)
+	}
+	switch scheme {
+	case "sqlite":
+		rest = strings.TrimPrefix(rest, "//")
+		if rest == "" {
+			return nil, bad("sqlite needs a file path (sqlite:PATH)")
+		}
+		return NewSQLite(rest, cfg, reg)
+	case "mysql":
+		rest = strings.TrimPrefix(rest, "//")
+		if rest == "" {
+			return nil, bad("mysql needs a DSN (mysql:user:pass@tcp(host:3306)/db)")
+		}
+		return NewMySQL(rest, cfg, reg)
+	case "stdout":
+		if hasColon {
+			return nil, bad("stdout takes no argument")
+		}
+		return newNDJSON(os.Stdout, "", "stdout", reg), nil
+	case "ndjson":
+		rest = strings.TrimPrefix(rest, "//")
+		switch rest {
+		case "":
+			return nil, bad("ndjson needs a file path (ndjson:PATH, or ndjson:- for stdout)")
+		case "-":
+			return newNDJSON(os.Stdout, "", "ndjson", reg), nil
+		}
+		return newNDJSONFile(rest, reg), nil
+	case "discard":
+		if hasColon {
+			return nil, bad("discard takes no argument")
+		}
+		return newDiscard(reg), nil
+	case "":
+		return nil, bad("empty sink URL")
+	}
+	return nil, bad(fmt.Sprintf("unknown sink %q", scheme))
 }

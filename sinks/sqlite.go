@@ -1,0 +1,186 @@
+package sinks
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	_ "modernc.org/sqlite" // driver "sqlite"
+)
+
+// SQLite is the embedded default sink: one SQLite database file (pure Go
+// driver modernc.org/sqlite, driver name "sqlite") holding the five tables
+// and the view daily_work_time.
+//
+// The file is in WAL mode with synchronous=NORMAL: other processes may read
+// it while eddy writes, a committed transaction survives a crash of eddy,
+// and a power loss may undo the last transactions before the next WAL
+// checkpoint. One connection does all writes (SQLite has one writer).
+//
+// Times are TEXT "YYYY-MM-DD HH:MM:SS.sss" in UTC (always three fraction
+// digits, so text order is time order); absent coordinates are NULL;
+// payloads are BLOBs. Tables are STRICT.
+//
+// Write and Flush are safe for concurrent use; they serialise on one mutex
+// that is held while writing.
+type SQLite struct {
+	path string
+	e    *sqlEngine
+}
+
+var _ Sink = (*SQLite)(nil)
+
+// sqliteMaxVars is SQLite's default SQLITE_MAX_VARIABLE_NUMBER.
+const sqliteMaxVars = 32766
+
+// NewSQLite returns a sink writing to the SQLite database file path
+// (created with its tables by Open if missing). It returns an error if cfg
+// is invalid or path is empty or contains '?'. reg receives the sink's
+// metrics (nil: none).
+func NewSQLite(path string, cfg Config, reg prometheus.Registerer) (*SQLite, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if path == "" || strings.ContainsRune(path, '?') {
+		return nil, fmt.Errorf("sinks: sqlite path %q: must be non-empty and contain no '?'", path)
+	}
+	d := dialect{
+		name:    "sqlite",
+		maxVars: sqliteMaxVars,
+		prepare: true,
+		quote:   func(s string) string { return `"` + s + `"` },
+	}
+	d.upsert = func(t *tableDef) string {
+		var b strings.Builder
+		b.WriteString("ON CONFLICT (")
+		for i, k := range t.key {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(d.quote(k))
+		}
+		b.WriteString(") DO UPDATE SET ")
+		for i, c := range t.nonKey() {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "%s = excluded.%s", d.quote(c), d.quote(c))
+		}
+		return b.String()
+	}
+	return &SQLite{path: path, e: newSQLEngine(d, cfg.withDefaults(), newMetrics(reg, "sqlite"))}, nil
+}
+
+// sqliteSchema creates the tables and the view if missing.
+var sqliteSchema = []string{
+	`CREATE TABLE IF NOT EXISTS readings (
+	source_partition INTEGER NOT NULL,
+	source_offset    INTEGER NOT NULL,
+	pboxid           TEXT    NOT NULL,
+	event_time       TEXT    NOT NULL,
+	metric           REAL    NOT NULL,
+	latitude         REAL,
+	longitude        REAL,
+	company          TEXT    NOT NULL DEFAULT '',
+	site             TEXT    NOT NULL DEFAULT '',
+	PRIMARY KEY (event_time, source_partition, source_offset)
+) WITHOUT ROWID, STRICT`,
+	`CREATE TABLE IF NOT EXISTS window_aggregates (
+	pboxid       TEXT    NOT NULL,
+	window_start TEXT    NOT NULL,
+	window_end   TEXT    NOT NULL,
+	"count"      INTEGER NOT NULL,
+	"sum"        REAL    NOT NULL,
+	"min"        REAL    NOT NULL,
+	"max"        REAL    NOT NULL,
+	"avg"        REAL    NOT NULL,
+	latitude     REAL,
+	longitude    REAL,
+	company      TEXT    NOT NULL DEFAULT '',
+	site         TEXT    NOT NULL DEFAULT '',
+	PRIMARY KEY (pboxid, window_start)
+) WITHOUT ROWID, STRICT`,
+	`CREATE TABLE IF NOT EXISTS work_periods (
+	pboxid       TEXT    NOT NULL,
+	period_start TEXT    NOT NULL,
+	period_end   TEXT    NOT NULL,
+	duration_s   REAL    NOT NULL,
+	samples      INTEGER NOT NULL,
+	avg_metric   REAL    NOT NULL,
+	max_metric   REAL    NOT NULL,
+	company      TEXT    NOT NULL DEFAULT '',
+	site         TEXT    NOT NULL DEFAULT '',
+	PRIMARY KEY (pboxid, period_start)
+) WITHOUT ROWID, STRICT`,
+	`CREATE TABLE IF NOT EXISTS late_records (
+	source_partition INTEGER NOT NULL,
+	source_offset    INTEGER NOT NULL,
+	pboxid           TEXT    NOT NULL,
+	event_time       TEXT    NOT NULL,
+	watermark        TEXT    NOT NULL,
+	reason           TEXT    NOT NULL,
+	payload          BLOB    NOT NULL,
+	payload_bytes    INTEGER NOT NULL,
+	PRIMARY KEY (source_partition, source_offset)
+) STRICT`,
+	`CREATE TABLE IF NOT EXISTS dead_letters (
+	source_partition INTEGER NOT NULL,
+	source_offset    INTEGER NOT NULL,
+	reason           TEXT    NOT NULL,
+	payload          BLOB    NOT NULL,
+	payload_bytes    INTEGER NOT NULL,
+	PRIMARY KEY (source_partition, source_offset)
+) STRICT`,
+	`CREATE VIEW IF NOT EXISTS daily_work_time AS
+SELECT pboxid, substr(period_start, 1, 10) AS day, COUNT(*) AS periods, SUM(duration_s) AS seconds
+FROM work_periods GROUP BY pboxid, substr(period_start, 1, 10)`,
+}
+
+// SQLiteDSN is the modernc.org/sqlite DSN the sink uses for path: WAL,
+// synchronous=NORMAL, a 10 s busy timeout and BEGIN IMMEDIATE
+// transactions. Readers may open the same DSN with sql.Open("sqlite", ...).
+func SQLiteDSN(path string) string {
+	return path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+}
+
+// Open opens (creating if missing) the database file, its tables and view.
+// A second Open is a no-op; Open after Close returns ErrClosed.
+func (s *SQLite) Open(ctx context.Context) error {
+	return s.e.open(ctx, func(ctx context.Context) (*sql.DB, error) {
+		db, err := sql.Open("sqlite", SQLiteDSN(s.path))
+		if err != nil {
+			return nil, fmt.Errorf("sinks: sqlite %s: %w", s.path, err)
+		}
+		// One connection: SQLite has one writer, and prepared statements
+		// stay valid on it.
+		db.SetMaxOpenConns(1)
+		db.SetMaxIdleConns(1)
+		db.SetConnMaxLifetime(0)
+		db.SetConnMaxIdleTime(0)
+		for _, q := range sqliteSchema {
+			if _, err := db.ExecContext(ctx, q); err != nil {
+				db.Close()
+				return nil, fmt.Errorf("sinks: sqlite %s: create schema: %w", s.path, err)
+			}
+		}
+		return db, nil
+	})
+}
+
+// Write checks and buffers copies of the rows of b, and writes the buffer
+// in one transaction once Config.BatchRows rows are buffered. It returns an
+// error wrapping ErrInvalidRow, buffering nothing, if a row cannot be
+// stored; a store error (the rows stay buffered and the next Write or Flush
+// retries them); ErrNotOpen before Open; ErrClosed after Close.
+func (s *SQLite) Write(ctx context.Context, b *Batch) error { return s.e.write(ctx, b) }
+
+// Flush writes every buffered row in one transaction and returns when it is
+// committed. On error the rows stay buffered for the next Flush.
+func (s *SQLite) Flush(ctx context.Context) error { return s.e.flush(ctx) }
+
+// Close writes the buffered rows (within 30 s) and closes the database. It
+// is idempotent; the error reports rows it had to drop.
+func (s *SQLite) Close() error { return s.e.close(30 * time.Second) }
