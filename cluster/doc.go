@@ -1,0 +1,36 @@
+// Package cluster is eddy's membership layer: which nodes exist, how to reach
+// them, and which of them are alive.
+//
+// A Membership wraps a hashicorp/memberlist gossip instance (SWIM failure
+// detection, LAN profile tuned for fast detection). Every node advertises a
+// small Meta record — ID, HTTP, Raft and gossip addresses, Raft role and a
+// few bootstrap flags — as memberlist node metadata (JSON, at most
+// MaxMetaBytes). Other packages read the member list (Members, Alive, Member)
+// and subscribe to join/update/fail/leave events; the control plane uses it
+// to bootstrap and grow the Raft group, placement (a later issue) uses it to
+// place device partitions on live nodes.
+//
+// Usage:
+//
+//	cfg := cluster.DefaultConfig()
+//	cfg.Meta = cluster.Meta{ID: "n1", HTTPAddr: "127.0.0.1:8080", RaftAddr: "127.0.0.1:8300", GossipAddr: "127.0.0.1:8301"}
+//	m, err := cluster.New(cfg)
+//	...
+//	defer m.Shutdown()
+//	_ = m.Join(ctx, []string{"127.0.0.1:8311"}) // retries until one contact succeeds or ctx ends
+//	events, cancel := m.Subscribe(64)
+//	defer cancel()
+//	for ev := range events { ... }
+//
+// Failure detection: with the defaults (probe every 200 ms, probe timeout
+// 100 ms, suspicion multiplier 2) a SIGKILLed node on loopback is declared
+// failed in about one second. A node that calls Leave is reported as left,
+// not failed. Failed and left members stay in Members (with their Status and
+// the time of the change) for Config.ReapAfter, so callers can apply their
+// own timeouts (the control plane's autopilot does).
+//
+// Event delivery: events are hints. Each subscriber has a buffered channel;
+// when it is full, further events for that subscriber are dropped and counted
+// (eddy_membership_events_dropped_total). A subscriber that must never miss a
+// change re-reads Members after each event or periodically.
+package cluster

@@ -1,0 +1,50 @@
+package cluster
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	members *prometheus.GaugeVec
+	dropped prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		members: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "eddy_members",
+			Help: "Number of cluster members known to this node, by status (alive, failed, left).",
+		}, []string{"status"}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "eddy_membership_events_dropped_total",
+			Help: "Membership events not delivered because a subscriber's buffer was full.",
+		}),
+	}
+	if err := reg.Register(m.members); err != nil {
+		return nil, fmt.Errorf("cluster: register metrics: %w", err)
+	}
+	if err := reg.Register(m.dropped); err != nil {
+		reg.Unregister(m.members)
+		return nil, fmt.Errorf("cluster: register metrics: %w", err)
+	}
+	m.update(nil)
+	return m, nil
+}
+
+// update recomputes the member gauges; caller holds the Membership lock.
+func (m *metrics) update(members map[string]*Member) {
+	counts := map[Status]int{StatusAlive: 0, StatusFailed: 0, StatusLeft: 0}
+	for _, mem := range members {
+		counts[mem.Status]++
+	}
+	for s, n := range counts {
+		m.members.WithLabelValues(s.String()).Set(float64(n))
+	}
+}
+
+func (m *metrics) unregister(reg prometheus.Registerer) {
+	reg.Unregister(m.members)
+	reg.Unregister(m.dropped)
+}

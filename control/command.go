@@ -1,0 +1,292 @@
+package control
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// CommandType is the first byte of every Raft log entry written by eddy; the
+// rest of the entry is the command's JSON.
+type CommandType uint8
+
+// Command types. Values are part of the on-disk log format: never reuse or
+// renumber them.
+const (
+	TypeKVSet           CommandType = 1
+	TypeKVDelete        CommandType = 2
+	TypeJobPut          CommandType = 3
+	TypeJobDelete       CommandType = 4
+	TypeLeaseAcquire    CommandType = 5
+	TypeLeaseRelease    CommandType = 6
+	TypeCheckpointStart CommandType = 7
+	TypeCheckpointAck   CommandType = 8
+	TypeSetVoterTarget  CommandType = 9
+)
+
+// Command is a state change of the FSM. Validate checks everything that can
+// be checked without the current state (syntax, ranges); a command that
+// fails it is never proposed.
+type Command interface {
+	Type() CommandType
+	Validate() error
+}
+
+// KVSet writes Value under Key.
+//
+// CAS, when set, makes it a compare-and-set: with *CAS == 0 the write only
+// succeeds if the key does not exist (create-only); with *CAS == N > 0 only if
+// the key exists with ModifyIndex N. A failed comparison returns ErrConflict
+// and changes nothing.
+type KVSet struct {
+	Key   string  `json:"key"`
+	Value string  `json:"value"`
+	CAS   *uint64 `json:"cas,omitempty"`
+}
+
+// KVDelete removes Key. With CAS set, only if the key's ModifyIndex equals
+// *CAS (ErrConflict otherwise). Deleting a missing key is not an error
+// (Result.Deleted is false), unless CAS is set.
+type KVDelete struct {
+	Key string  `json:"key"`
+	CAS *uint64 `json:"cas,omitempty"`
+}
+
+// JobPut stores or replaces the spec of job Name.
+type JobPut struct {
+	Name string `json:"name"`
+	Spec string `json:"spec"`
+}
+
+// JobDelete removes job Name (Result.Deleted reports whether it existed).
+type JobDelete struct {
+	Name string `json:"name"`
+}
+
+// LeaseAcquire asks for the lease of (Job, Partition) for Owner.
+//
+// Contract: the grant is atomic and deterministic. It succeeds iff the
+// current epoch of the partition equals PrevEpoch (0 when no lease was ever
+// granted) and one of these holds: no lease exists, the lease is released,
+// its owner is Owner (a restarted owner re-acquires and fences its earlier
+// incarnation), or Takeover is set. The caller sets Takeover only after it
+// has seen, in its membership view, that the current owner is not a live
+// member; the FSM cannot check liveness itself. On success the lease is
+// {Owner, PrevEpoch+1, Released: false}. Otherwise ErrConflict, and the
+// caller re-reads the lease and decides again.
+type LeaseAcquire struct {
+	Job       string `json:"job"`
+	Partition int32  `json:"partition"`
+	Owner     string `json:"owner"`
+	PrevEpoch uint64 `json:"prev_epoch"`
+	Takeover  bool   `json:"takeover,omitempty"`
+}
+
+// LeaseRelease gives the lease of (Job, Partition) up. It succeeds iff Owner
+// holds it at Epoch and it is not yet released; the epoch is kept, so the
+// next LeaseAcquire uses PrevEpoch = Epoch. ErrConflict otherwise.
+type LeaseRelease struct {
+	Job       string `json:"job"`
+	Partition int32  `json:"partition"`
+	Owner     string `json:"owner"`
+	Epoch     uint64 `json:"epoch"`
+}
+
+// CheckpointStart opens checkpoint ID of Job for Partitions partitions. ID
+// must be greater than every earlier checkpoint id of the job (ErrConflict
+// otherwise). The FSM keeps the last RetainCheckpoints checkpoints per job.
+type CheckpointStart struct {
+	Job        string `json:"job"`
+	ID         uint64 `json:"id"`
+	Partitions int32  `json:"partitions"`
+	StartedMs  int64  `json:"started_ms"`
+}
+
+// CheckpointAck records that Partition has checkpointed ID: its state
+// snapshot is at Snapshot and it resumes from Offset. It is fenced: accepted
+// only if the partition's lease is held (not released) at exactly Epoch, and
+// the checkpoint exists and is not complete; ErrConflict otherwise
+// (ErrNotFound for an unknown checkpoint). Repeating an identical ack is a
+// no-op success. The checkpoint completes when every partition has acked.
+type CheckpointAck struct {
+	Job       string `json:"job"`
+	ID        uint64 `json:"id"`
+	Partition int32  `json:"partition"`
+	Epoch     uint64 `json:"epoch"`
+	Offset    int64  `json:"offset"`
+	Snapshot  string `json:"snapshot"`
+}
+
+// SetVoterTarget sets Settings.VoterTarget (1..9).
+type SetVoterTarget struct {
+	Voters int `json:"voters"`
+}
+
+// RetainCheckpoints is how many checkpoints per job the FSM keeps.
+const RetainCheckpoints = 10
+
+func (KVSet) Type() CommandType           { return TypeKVSet }
+func (KVDelete) Type() CommandType        { return TypeKVDelete }
+func (JobPut) Type() CommandType          { return TypeJobPut }
+func (JobDelete) Type() CommandType       { return TypeJobDelete }
+func (LeaseAcquire) Type() CommandType    { return TypeLeaseAcquire }
+func (LeaseRelease) Type() CommandType    { return TypeLeaseRelease }
+func (CheckpointStart) Type() CommandType { return TypeCheckpointStart }
+func (CheckpointAck) Type() CommandType   { return TypeCheckpointAck }
+func (SetVoterTarget) Type() CommandType  { return TypeSetVoterTarget }
+
+// Validate implements Command.
+func (c KVSet) Validate() error {
+	if err := ValidateKey(c.Key); err != nil {
+		return err
+	}
+	return ValidateValue(c.Key, c.Value)
+}
+
+// Validate implements Command.
+func (c KVDelete) Validate() error { return ValidateKey(c.Key) }
+
+// Validate implements Command.
+func (c JobPut) Validate() error {
+	if err := ValidateName("job", c.Name); err != nil {
+		return err
+	}
+	if c.Spec == "" {
+		return fmt.Errorf("%w: job %q: spec must not be empty", ErrInvalid, c.Name)
+	}
+	return ValidateValue("jobs/"+c.Name, c.Spec)
+}
+
+// Validate implements Command.
+func (c JobDelete) Validate() error { return ValidateName("job", c.Name) }
+
+func validateLeaseKey(job string, partition int32, owner string) error {
+	if err := ValidateName("job", job); err != nil {
+		return err
+	}
+	if partition < 0 {
+		return fmt.Errorf("%w: partition must be >= 0, got %d", ErrInvalid, partition)
+	}
+	if owner == "" {
+		return fmt.Errorf("%w: lease owner (node id) must not be empty", ErrInvalid)
+	}
+	return nil
+}
+
+// Validate implements Command.
+func (c LeaseAcquire) Validate() error { return validateLeaseKey(c.Job, c.Partition, c.Owner) }
+
+// Validate implements Command.
+func (c LeaseRelease) Validate() error {
+	if err := validateLeaseKey(c.Job, c.Partition, c.Owner); err != nil {
+		return err
+	}
+	if c.Epoch == 0 {
+		return fmt.Errorf("%w: lease epoch must be >= 1", ErrInvalid)
+	}
+	return nil
+}
+
+// Validate implements Command.
+func (c CheckpointStart) Validate() error {
+	if err := ValidateName("job", c.Job); err != nil {
+		return err
+	}
+	if c.ID == 0 {
+		return fmt.Errorf("%w: checkpoint id must be >= 1", ErrInvalid)
+	}
+	if c.Partitions <= 0 {
+		return fmt.Errorf("%w: checkpoint partitions must be >= 1, got %d", ErrInvalid, c.Partitions)
+	}
+	return nil
+}
+
+// Validate implements Command.
+func (c CheckpointAck) Validate() error {
+	if err := ValidateName("job", c.Job); err != nil {
+		return err
+	}
+	if c.ID == 0 || c.Epoch == 0 || c.Partition < 0 || c.Offset < 0 {
+		return fmt.Errorf("%w: checkpoint ack needs id >= 1, epoch >= 1, partition >= 0, offset >= 0", ErrInvalid)
+	}
+	return nil
+}
+
+// Validate implements Command.
+func (c SetVoterTarget) Validate() error {
+	if c.Voters < 1 || c.Voters > 9 {
+		return fmt.Errorf("%w: voter target must be in 1..9, got %d", ErrInvalid, c.Voters)
+	}
+	return nil
+}
+
+// EncodeCommand returns the log entry of c: its type byte then its JSON.
+func EncodeCommand(c Command) ([]byte, error) {
+	body, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("control: encode %T: %w", c, err)
+	}
+	out := make([]byte, 0, len(body)+1)
+	out = append(out, byte(c.Type()))
+	return append(out, body...), nil
+}
+
+// DecodeCommand parses a log entry written by EncodeCommand. Unknown types
+// and bad JSON return an error wrapping ErrInvalid.
+func DecodeCommand(data []byte) (Command, error) {
+	if len(data) == 0 {
+		return nil, fmt.Errorf("%w: empty command", ErrInvalid)
+	}
+	var c Command
+	switch CommandType(data[0]) {
+	case TypeKVSet:
+		c = &KVSet{}
+	case TypeKVDelete:
+		c = &KVDelete{}
+	case TypeJobPut:
+		c = &JobPut{}
+	case TypeJobDelete:
+		c = &JobDelete{}
+	case TypeLeaseAcquire:
+		c = &LeaseAcquire{}
+	case TypeLeaseRelease:
+		c = &LeaseRelease{}
+	case TypeCheckpointStart:
+		c = &CheckpointStart{}
+	case TypeCheckpointAck:
+		c = &CheckpointAck{}
+	case TypeSetVoterTarget:
+		c = &SetVoterTarget{}
+	default:
+		return nil, fmt.Errorf("%w: unknown command type %d", ErrInvalid, data[0])
+	}
+	if err := json.Unmarshal(data[1:], c); err != nil {
+		return nil, fmt.Errorf("%w: command type %d: %v", ErrInvalid, data[0], err)
+	}
+	return deref(c), nil
+}
+
+// deref turns the pointer filled by DecodeCommand into the value type, so
+// that decoded commands compare equal to the ones encoded.
+func deref(c Command) Command {
+	switch v := c.(type) {
+	case *KVSet:
+		return *v
+	case *KVDelete:
+		return *v
+	case *JobPut:
+		return *v
+	case *JobDelete:
+		return *v
+	case *LeaseAcquire:
+		return *v
+	case *LeaseRelease:
+		return *v
+	case *CheckpointStart:
+		return *v
+	case *CheckpointAck:
+		return *v
+	case *SetVoterTarget:
+		return *v
+	}
+	return c
+}

@@ -1,0 +1,718 @@
+package control
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	iradix "github.com/hashicorp/go-immutable-radix"
+	"github.com/hashicorp/raft"
+)
+
+// maxTombstones bounds the delete markers kept for watches; beyond it they
+// are dropped and replaced by one floor index (watchers then wake up once
+// spuriously, which the blocking-query contract allows).
+const maxTombstones = 10000
+
+// FSM is eddy's Raft state machine: configuration key/values with revisions,
+// job specs, partition leases, checkpoint records and cluster settings.
+//
+// Every applied batch publishes a new immutable View (copy-on-write radix
+// trees), so reads never block Apply and never see a half-applied batch.
+// Apply, ApplyBatch, Snapshot and Restore are called by Raft from its FSM
+// goroutine; View, Wait and Devices are safe for concurrent use from any
+// goroutine.
+type FSM struct {
+	log      *slog.Logger
+	state    atomic.Pointer[state]
+	devices  *DeviceLookup
+	restores atomic.Uint64
+
+	mu     sync.Mutex
+	notify chan struct{} // closed and replaced on every publish
+}
+
+var (
+	_ raft.FSM         = (*FSM)(nil)
+	_ raft.BatchingFSM = (*FSM)(nil)
+)
+
+// NewFSM returns an empty FSM. logger may be nil.
+func NewFSM(logger *slog.Logger) *FSM {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	f := &FSM{log: logger, devices: newDeviceLookup(), notify: make(chan struct{})}
+	f.state.Store(emptyState())
+	return f
+}
+
+// state is one immutable version of the FSM.
+type state struct {
+	index       uint64       // last applied Raft index
+	kv          *iradix.Tree // key → *KVEntry
+	kvBytes     int64        // sum of len(key)+len(value)
+	tombs       *iradix.Tree // deleted key → delete index (uint64)
+	tombFloor   uint64       // index of the last tombstone purge
+	jobs        *iradix.Tree // name → *Job
+	leases      *iradix.Tree // leaseKey → *Lease
+	checkpoints *iradix.Tree // checkpointKey → *Checkpoint
+	settings    Settings
+}
+
+func emptyState() *state {
+	return &state{kv: iradix.New(), tombs: iradix.New(), jobs: iradix.New(), leases: iradix.New(), checkpoints: iradix.New()}
+}
+
+func leaseKey(job string, partition int32) []byte {
+	k := make([]byte, 0, len(job)+5)
+	k = append(k, job...)
+	k = append(k, 0)
+	return binary.BigEndian.AppendUint32(k, uint32(partition))
+}
+
+func checkpointKey(job string, id uint64) []byte {
+	k := make([]byte, 0, len(job)+9)
+	k = append(k, job...)
+	k = append(k, 0)
+	return binary.BigEndian.AppendUint64(k, id)
+}
+
+func jobPrefix(job string) []byte { return append([]byte(job), 0) }
+
+// Devices returns the DeviceLookup fed by this FSM's devices/ keys.
+func (f *FSM) Devices() *DeviceLookup { return f.devices }
+
+// Restores returns how many times the FSM was restored from a snapshot
+// (at start-up from its own snapshot, or installed from the leader).
+func (f *FSM) Restores() uint64 { return f.restores.Load() }
+
+// View returns the current state.
+func (f *FSM) View() View { return View{f.state.Load()} }
+
+// Wait blocks until cond returns true for the current state and returns
+// that state, or returns ctx's error. cond is called again after every
+// applied batch; it must be fast and must not block.
+func (f *FSM) Wait(ctx context.Context, cond func(View) bool) (View, error) {
+	for {
+		f.mu.Lock()
+		ch := f.notify
+		v := View{f.state.Load()}
+		f.mu.Unlock()
+		if cond(v) {
+			return v, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return View{f.state.Load()}, ctx.Err()
+		}
+	}
+}
+
+// WaitApplied blocks until the FSM has applied index, or ctx ends.
+func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
+	_, err := f.Wait(ctx, func(v View) bool { return v.Index() >= index })
+	return err
+}
+
+func (f *FSM) publish(st *state, changedDevices map[string]struct{}, restored bool) {
+	if restored {
+		f.devices.rebuild(st, f.log)
+	} else if len(changedDevices) > 0 {
+		f.devices.update(st, changedDevices, f.log)
+	}
+	f.mu.Lock()
+	f.state.Store(st)
+	close(f.notify)
+	f.notify = make(chan struct{})
+	f.mu.Unlock()
+}
+
+// applyResponse is what Apply hands back through raft's ApplyFuture.
+type applyResponse struct {
+	Result Result
+	Err    error
+}
+
+// Apply implements raft.FSM.
+func (f *FSM) Apply(l *raft.Log) interface{} {
+	return f.ApplyBatch([]*raft.Log{l})[0]
+}
+
+// ApplyBatch implements raft.BatchingFSM: the whole batch is published as
+// one new state.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
+	out := make([]interface{}, len(logs))
+	tx := newTxn(f.state.Load())
+	for i, l := range logs {
+		tx.index = l.Index
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		cmd, err := DecodeCommand(l.Data)
+		if err != nil {
+			// A command this version cannot read: never fail the FSM,
+			// report it to the proposer.
+			f.log.Error("skipping undecodable log entry", "index", l.Index, "err", err)
+			out[i] = &applyResponse{Err: err}
+			continue
+		}
+		res, err := tx.apply(cmd)
+		res.Index = l.Index
+		out[i] = &applyResponse{Result: res, Err: err}
+	}
+	st := tx.commit()
+	f.publish(st, tx.devices, false)
+	return out
+}
+
+// txn accumulates one batch of changes.
+type txn struct {
+	st      state // copy of the base state, fields replaced on commit
+	index   uint64
+	kv      *iradix.Txn
+	tombs   *iradix.Txn
+	jobs    *iradix.Txn
+	leases  *iradix.Txn
+	ckpts   *iradix.Txn
+	devices map[string]struct{} // pboxids whose key changed
+}
+
+func newTxn(base *state) *txn {
+	return &txn{st: *base, index: base.index}
+}
+
+func (t *txn) kvTxn() *iradix.Txn {
+	if t.kv == nil {
+		t.kv = t.st.kv.Txn()
+		t.tombs = t.st.tombs.Txn()
+	}
+	return t.kv
+}
+
+func (t *txn) commit() *state {
+	st := t.st
+	st.index = t.index
+	if t.kv != nil {
+		st.kv = t.kv.CommitOnly()
+		st.tombs = t.tombs.CommitOnly()
+		if st.tombs.Len() > maxTombstones {
+			st.tombs = iradix.New()
+			st.tombFloor = t.index
+		}
+	}
+	if t.jobs != nil {
+		st.jobs = t.jobs.CommitOnly()
+	}
+	if t.leases != nil {
+		st.leases = t.leases.CommitOnly()
+	}
+	if t.ckpts != nil {
+		st.checkpoints = t.ckpts.CommitOnly()
+	}
+	return &st
+}
+
+func (t *txn) touchDevice(key string) {
+	if !strings.HasPrefix(key, DevicesPrefix) {
+		return
+	}
+	if t.devices == nil {
+		t.devices = make(map[string]struct{})
+	}
+	t.devices[key[len(DevicesPrefix):]] = struct{}{}
+}
+
+func (t *txn) apply(cmd Command) (Result, error) {
+	switch c := cmd.(type) {
+	case KVSet:
+		return t.kvSet(c)
+	case KVDelete:
+		return t.kvDelete(c)
+	case JobPut:
+		return t.jobPut(c)
+	case JobDelete:
+		return t.jobDelete(c)
+	case LeaseAcquire:
+		return t.leaseAcquire(c)
+	case LeaseRelease:
+		return t.leaseRelease(c)
+	case CheckpointStart:
+		return t.checkpointStart(c)
+	case CheckpointAck:
+		return t.checkpointAck(c)
+	case SetVoterTarget:
+		t.st.settings.VoterTarget = c.Voters
+		return Result{}, nil
+	}
+	return Result{}, fmt.Errorf("%w: command %T has no apply", ErrInvalid, cmd)
+}
+
+func (t *txn) kvSet(c KVSet) (Result, error) {
+	kv := t.kvTxn()
+	k := []byte(c.Key)
+	var prev *KVEntry
+	if v, ok := kv.Get(k); ok {
+		prev = v.(*KVEntry)
+	}
+	if c.CAS != nil {
+		switch {
+		case *c.CAS == 0 && prev != nil:
+			return Result{}, fmt.Errorf("%w: key %q already exists (revision %d); cas=0 only creates", ErrConflict, c.Key, prev.ModifyIndex)
+		case *c.CAS != 0 && prev == nil:
+			return Result{}, fmt.Errorf("%w: key %q does not exist, expected revision %d", ErrConflict, c.Key, *c.CAS)
+		case *c.CAS != 0 && prev.ModifyIndex != *c.CAS:
+			return Result{}, fmt.Errorf("%w: key %q is at revision %d, expected %d", ErrConflict, c.Key, prev.ModifyIndex, *c.CAS)
+		}
+	}
+	e := &KVEntry{Key: c.Key, Value: c.Value, CreateIndex: t.index, ModifyIndex: t.index}
+	if prev != nil {
+		e.CreateIndex = prev.CreateIndex
+		t.st.kvBytes -= int64(len(prev.Key) + len(prev.Value))
+	}
+	t.st.kvBytes += int64(len(e.Key) + len(e.Value))
+	kv.Insert(k, e)
+	t.tombs.Delete(k)
+	t.touchDevice(c.Key)
+	return Result{Entry: e}, nil
+}
+
+func (t *txn) kvDelete(c KVDelete) (Result, error) {
+	kv := t.kvTxn()
+	k := []byte(c.Key)
+	v, ok := kv.Get(k)
+	if !ok {
+		if c.CAS != nil && *c.CAS != 0 {
+			return Result{}, fmt.Errorf("%w: key %q does not exist, expected revision %d", ErrConflict, c.Key, *c.CAS)
+		}
+		return Result{Deleted: false}, nil
+	}
+	prev := v.(*KVEntry)
+	if c.CAS != nil && prev.ModifyIndex != *c.CAS {
+		return Result{}, fmt.Errorf("%w: key %q is at revision %d, expected %d", ErrConflict, c.Key, prev.ModifyIndex, *c.CAS)
+	}
+	kv.Delete(k)
+	t.tombs.Insert(k, t.index)
+	t.st.kvBytes -= int64(len(prev.Key) + len(prev.Value))
+	t.touchDevice(c.Key)
+	return Result{Entry: prev, Deleted: true}, nil
+}
+
+func (t *txn) jobTxn() *iradix.Txn {
+	if t.jobs == nil {
+		t.jobs = t.st.jobs.Txn()
+	}
+	return t.jobs
+}
+
+func (t *txn) jobPut(c JobPut) (Result, error) {
+	jobs := t.jobTxn()
+	j := &Job{Name: c.Name, Spec: c.Spec, CreateIndex: t.index, ModifyIndex: t.index}
+	if v, ok := jobs.Get([]byte(c.Name)); ok {
+		j.CreateIndex = v.(*Job).CreateIndex
+	}
+	jobs.Insert([]byte(c.Name), j)
+	return Result{Job: j}, nil
+}
+
+func (t *txn) jobDelete(c JobDelete) (Result, error) {
+	v, ok := t.jobTxn().Delete([]byte(c.Name))
+	if !ok {
+		return Result{}, nil
+	}
+	return Result{Job: v.(*Job), Deleted: true}, nil
+}
+
+func (t *txn) leaseTxn() *iradix.Txn {
+	if t.leases == nil {
+		t.leases = t.st.leases.Txn()
+	}
+	return t.leases
+}
+
+func (t *txn) lease(job string, partition int32) *Lease {
+	if v, ok := t.leaseTxn().Get(leaseKey(job, partition)); ok {
+		return v.(*Lease)
+	}
+	return nil
+}
+
+func (t *txn) leaseAcquire(c LeaseAcquire) (Result, error) {
+	cur := t.lease(c.Job, c.Partition)
+	var epoch uint64
+	if cur != nil {
+		epoch = cur.Epoch
+	}
+	if epoch != c.PrevEpoch {
+		return Result{Lease: cur}, fmt.Errorf("%w: lease %s/%d is at epoch %d, not %d", ErrConflict, c.Job, c.Partition, epoch, c.PrevEpoch)
+	}
+	if cur != nil && !cur.Released && cur.Owner != c.Owner && !c.Takeover {
+		return Result{Lease: cur}, fmt.Errorf("%w: lease %s/%d is held by %s at epoch %d", ErrConflict, c.Job, c.Partition, cur.Owner, cur.Epoch)
+	}
+	l := &Lease{Job: c.Job, Partition: c.Partition, Owner: c.Owner, Epoch: epoch + 1, ModifyIndex: t.index}
+	t.leaseTxn().Insert(leaseKey(c.Job, c.Partition), l)
+	return Result{Lease: l}, nil
+}
+
+func (t *txn) leaseRelease(c LeaseRelease) (Result, error) {
+	cur := t.lease(c.Job, c.Partition)
+	if cur == nil || cur.Released || cur.Owner != c.Owner || cur.Epoch != c.Epoch {
+		return Result{Lease: cur}, fmt.Errorf("%w: lease %s/%d is not held by %s at epoch %d", ErrConflict, c.Job, c.Partition, c.Owner, c.Epoch)
+	}
+	l := *cur
+	l.Released = true
+	l.ModifyIndex = t.index
+	t.leaseTxn().Insert(leaseKey(c.Job, c.Partition), &l)
+	return Result{Lease: &l}, nil
+}
+
+func (t *txn) ckptTxn() *iradix.Txn {
+	if t.ckpts == nil {
+		t.ckpts = t.st.checkpoints.Txn()
+	}
+	return t.ckpts
+}
+
+func (t *txn) checkpointStart(c CheckpointStart) (Result, error) {
+	ck := t.ckptTxn()
+	// Existing checkpoints of the job, ascending by id.
+	var ids []uint64
+	ck.Root().WalkPrefix(jobPrefix(c.Job), func(k []byte, v interface{}) bool {
+		ids = append(ids, v.(*Checkpoint).ID)
+		return false
+	})
+	if n := len(ids); n > 0 && ids[n-1] >= c.ID {
+		return Result{}, fmt.Errorf("%w: checkpoint %d of job %s is not newer than checkpoint %d", ErrConflict, c.ID, c.Job, ids[n-1])
+	}
+	cp := &Checkpoint{Job: c.Job, ID: c.ID, Partitions: c.Partitions, StartedMs: c.StartedMs, Acks: []PartitionAck{}, StartIndex: t.index}
+	ck.Insert(checkpointKey(c.Job, c.ID), cp)
+	for len(ids)+1 > RetainCheckpoints {
+		ck.Delete(checkpointKey(c.Job, ids[0]))
+		ids = ids[1:]
+	}
+	return Result{Checkpoint: cp}, nil
+}
+
+func (t *txn) checkpointAck(c CheckpointAck) (Result, error) {
+	ck := t.ckptTxn()
+	v, ok := ck.Get(checkpointKey(c.Job, c.ID))
+	if !ok {
+		return Result{}, fmt.Errorf("%w: checkpoint %d of job %s", ErrNotFound, c.ID, c.Job)
+	}
+	cp := v.(*Checkpoint)
+	if c.Partition >= cp.Partitions {
+		return Result{Checkpoint: cp}, fmt.Errorf("%w: partition %d is out of range for checkpoint %d (%d partitions)", ErrConflict, c.Partition, c.ID, cp.Partitions)
+	}
+	l := t.lease(c.Job, c.Partition)
+	if l == nil || l.Released || l.Epoch != c.Epoch {
+		return Result{Checkpoint: cp}, fmt.Errorf("%w: ack of checkpoint %d for %s/%d at epoch %d is fenced: lease is %s", ErrConflict, c.ID, c.Job, c.Partition, c.Epoch, describeLease(l))
+	}
+	ack := PartitionAck{Partition: c.Partition, Epoch: c.Epoch, Offset: c.Offset, Snapshot: c.Snapshot}
+	i := 0
+	for i < len(cp.Acks) && cp.Acks[i].Partition < c.Partition {
+		i++
+	}
+	if i < len(cp.Acks) && cp.Acks[i].Partition == c.Partition {
+		if cp.Acks[i] == ack {
+			return Result{Checkpoint: cp}, nil
+		}
+		return Result{Checkpoint: cp}, fmt.Errorf("%w: partition %d already acked checkpoint %d with a different record", ErrConflict, c.Partition, c.ID)
+	}
+	if cp.Complete {
+		return Result{Checkpoint: cp}, fmt.Errorf("%w: checkpoint %d is already complete", ErrConflict, c.ID)
+	}
+	n := *cp
+	n.Acks = make([]PartitionAck, 0, len(cp.Acks)+1)
+	n.Acks = append(n.Acks, cp.Acks[:i]...)
+	n.Acks = append(n.Acks, ack)
+	n.Acks = append(n.Acks, cp.Acks[i:]...)
+	if int32(len(n.Acks)) == n.Partitions {
+		n.Complete = true
+		n.CompleteIndex = t.index
+	}
+	ck.Insert(checkpointKey(c.Job, c.ID), &n)
+	return Result{Checkpoint: &n}, nil
+}
+
+func describeLease(l *Lease) string {
+	switch {
+	case l == nil:
+		return "not granted"
+	case l.Released:
+		return fmt.Sprintf("released at epoch %d", l.Epoch)
+	}
+	return fmt.Sprintf("held by %s at epoch %d", l.Owner, l.Epoch)
+}
+
+// Snapshot implements raft.FSM: it captures the current immutable state.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	return &fsmSnapshot{st: f.state.Load()}, nil
+}
+
+// snapshotVersion is the format version of persisted snapshots.
+const snapshotVersion = 1
+
+type snapHeader struct {
+	Version  int      `json:"version"`
+	Index    uint64   `json:"index"`
+	Settings Settings `json:"settings"`
+	Keys     int      `json:"keys"`
+}
+
+type snapRecord struct {
+	KV         *KVEntry    `json:"kv,omitempty"`
+	Job        *Job        `json:"job,omitempty"`
+	Lease      *Lease      `json:"lease,omitempty"`
+	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
+}
+
+type fsmSnapshot struct{ st *state }
+
+// Persist writes the state as JSON lines: a header, then one record per key,
+// job, lease and checkpoint. It runs concurrently with Apply, which is safe
+// because the state is immutable.
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	err := s.write(sink)
+	if err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("control: persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) write(w io.Writer) error {
+	bw := bufio.NewWriterSize(w, 256<<10)
+	enc := json.NewEncoder(bw)
+	if err := enc.Encode(snapHeader{Version: snapshotVersion, Index: s.st.index, Settings: s.st.settings, Keys: s.st.kv.Len()}); err != nil {
+		return err
+	}
+	var err error
+	walk := func(tree *iradix.Tree, rec func(v interface{}) snapRecord) {
+		tree.Root().Walk(func(k []byte, v interface{}) bool {
+			err = enc.Encode(rec(v))
+			return err != nil
+		})
+	}
+	walk(s.st.kv, func(v interface{}) snapRecord { return snapRecord{KV: v.(*KVEntry)} })
+	walk(s.st.jobs, func(v interface{}) snapRecord { return snapRecord{Job: v.(*Job)} })
+	walk(s.st.leases, func(v interface{}) snapRecord { return snapRecord{Lease: v.(*Lease)} })
+	walk(s.st.checkpoints, func(v interface{}) snapRecord { return snapRecord{Checkpoint: v.(*Checkpoint)} })
+	if err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+// Release implements raft.FSMSnapshot.
+func (s *fsmSnapshot) Release() {}
+
+// Restore implements raft.FSM: it replaces the whole state with the
+// snapshot's.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	st, err := readSnapshot(rc)
+	if err != nil {
+		return fmt.Errorf("control: restore snapshot: %w", err)
+	}
+	f.restores.Add(1)
+	f.publish(st, nil, true)
+	f.log.Info("restored FSM from snapshot", "index", st.index, "keys", st.kv.Len())
+	return nil
+}
+
+func readSnapshot(r io.Reader) (*state, error) {
+	dec := json.NewDecoder(bufio.NewReaderSize(r, 256<<10))
+	var h snapHeader
+	if err := dec.Decode(&h); err != nil {
+		return nil, fmt.Errorf("header: %w", err)
+	}
+	if h.Version != snapshotVersion {
+		return nil, fmt.Errorf("unsupported snapshot version %d (this build reads %d)", h.Version, snapshotVersion)
+	}
+	st := emptyState()
+	st.index, st.settings, st.tombFloor = h.Index, h.Settings, h.Index
+	kv, jobs, leases, ckpts := st.kv.Txn(), st.jobs.Txn(), st.leases.Txn(), st.checkpoints.Txn()
+	for {
+		var rec snapRecord
+		err := dec.Decode(&rec)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("record: %w", err)
+		}
+		switch {
+		case rec.KV != nil:
+			kv.Insert([]byte(rec.KV.Key), rec.KV)
+			st.kvBytes += int64(len(rec.KV.Key) + len(rec.KV.Value))
+		case rec.Job != nil:
+			jobs.Insert([]byte(rec.Job.Name), rec.Job)
+		case rec.Lease != nil:
+			leases.Insert(leaseKey(rec.Lease.Job, rec.Lease.Partition), rec.Lease)
+		case rec.Checkpoint != nil:
+			if rec.Checkpoint.Acks == nil {
+				rec.Checkpoint.Acks = []PartitionAck{}
+			}
+			ckpts.Insert(checkpointKey(rec.Checkpoint.Job, rec.Checkpoint.ID), rec.Checkpoint)
+		default:
+			return nil, errors.New("empty record")
+		}
+	}
+	st.kv, st.jobs, st.leases, st.checkpoints = kv.CommitOnly(), jobs.CommitOnly(), leases.CommitOnly(), ckpts.CommitOnly()
+	if st.kv.Len() != h.Keys {
+		return nil, fmt.Errorf("snapshot has %d keys, header says %d (truncated?)", st.kv.Len(), h.Keys)
+	}
+	return st, nil
+}
+
+// View is one immutable version of the FSM state. Its methods are safe for
+// concurrent use and never block.
+type View struct{ st *state }
+
+// Index is the last Raft index applied in this view.
+func (v View) Index() uint64 { return v.st.index }
+
+// Len is the number of configuration keys.
+func (v View) Len() int { return v.st.kv.Len() }
+
+// Bytes is the total size of keys and values, in bytes.
+func (v View) Bytes() int64 { return v.st.kvBytes }
+
+// Settings returns the cluster settings.
+func (v View) Settings() Settings { return v.st.settings }
+
+// Get returns the entry of key.
+func (v View) Get(key string) (KVEntry, bool) {
+	e, ok := v.st.kv.Get([]byte(key))
+	if !ok {
+		return KVEntry{}, false
+	}
+	return *e.(*KVEntry), true
+}
+
+// List returns the entries whose key starts with prefix, sorted by key.
+func (v View) List(prefix string) []KVEntry {
+	out := []KVEntry{}
+	v.st.kv.Root().WalkPrefix([]byte(prefix), func(k []byte, e interface{}) bool {
+		out = append(out, *e.(*KVEntry))
+		return false
+	})
+	return out
+}
+
+// KeyIndex is the blocking-query index of one key: its ModifyIndex if it
+// exists, else the index of its deletion (or of the last tombstone purge),
+// else 0.
+func (v View) KeyIndex(key string) uint64 {
+	if e, ok := v.st.kv.Get([]byte(key)); ok {
+		return e.(*KVEntry).ModifyIndex
+	}
+	idx := v.st.tombFloor
+	if d, ok := v.st.tombs.Get([]byte(key)); ok && d.(uint64) > idx {
+		idx = d.(uint64)
+	}
+	return idx
+}
+
+// PrefixIndex is the blocking-query index of a prefix: the largest
+// ModifyIndex or deletion index among keys under it (at least the last
+// tombstone purge). It grows whenever anything under the prefix changes.
+func (v View) PrefixIndex(prefix string) uint64 {
+	idx := v.st.tombFloor
+	p := []byte(prefix)
+	v.st.kv.Root().WalkPrefix(p, func(k []byte, e interface{}) bool {
+		if m := e.(*KVEntry).ModifyIndex; m > idx {
+			idx = m
+		}
+		return false
+	})
+	v.st.tombs.Root().WalkPrefix(p, func(k []byte, d interface{}) bool {
+		if m := d.(uint64); m > idx {
+			idx = m
+		}
+		return false
+	})
+	return idx
+}
+
+// Job returns the job spec of name.
+func (v View) Job(name string) (Job, bool) {
+	j, ok := v.st.jobs.Get([]byte(name))
+	if !ok {
+		return Job{}, false
+	}
+	return *j.(*Job), true
+}
+
+// Jobs returns every job, sorted by name.
+func (v View) Jobs() []Job {
+	out := []Job{}
+	v.st.jobs.Root().Walk(func(k []byte, j interface{}) bool {
+		out = append(out, *j.(*Job))
+		return false
+	})
+	return out
+}
+
+// Lease returns the lease of (job, partition).
+func (v View) Lease(job string, partition int32) (Lease, bool) {
+	l, ok := v.st.leases.Get(leaseKey(job, partition))
+	if !ok {
+		return Lease{}, false
+	}
+	return *l.(*Lease), true
+}
+
+// Leases returns the leases of job (every job if job is ""), sorted by job
+// then partition.
+func (v View) Leases(job string) []Lease {
+	out := []Lease{}
+	var p []byte
+	if job != "" {
+		p = jobPrefix(job)
+	}
+	v.st.leases.Root().WalkPrefix(p, func(k []byte, l interface{}) bool {
+		out = append(out, *l.(*Lease))
+		return false
+	})
+	return out
+}
+
+// Checkpoints returns the retained checkpoints of job (every job if job is
+// ""), sorted by job then id.
+func (v View) Checkpoints(job string) []Checkpoint {
+	out := []Checkpoint{}
+	var p []byte
+	if job != "" {
+		p = jobPrefix(job)
+	}
+	v.st.checkpoints.Root().WalkPrefix(p, func(k []byte, c interface{}) bool {
+		out = append(out, *c.(*Checkpoint))
+		return false
+	})
+	return out
+}
+
+// LastCompleteCheckpoint returns the newest complete checkpoint of job.
+func (v View) LastCompleteCheckpoint(job string) (Checkpoint, bool) {
+	var best *Checkpoint
+	v.st.checkpoints.Root().WalkPrefix(jobPrefix(job), func(k []byte, c interface{}) bool {
+		if cp := c.(*Checkpoint); cp.Complete {
+			best = cp
+		}
+		return false
+	})
+	if best == nil {
+		return Checkpoint{}, false
+	}
+	return *best, true
+}
