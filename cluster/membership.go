@@ -269,17 +269,24 @@ func (m *Membership) Subscribe(buffer int) (<-chan Event, func()) {
 }
 
 // Leave announces that this node leaves the cluster and waits up to timeout
-// for the announcement to be gossiped. Other nodes then report it as left.
-// Call Shutdown afterwards. Calling Leave twice is harmless.
+// (twice: once for the Stopping flag, once for the leave) for the
+// announcement to be gossiped. Other nodes then report it as left. Call
+// Shutdown afterwards. Calling Leave twice is harmless.
 func (m *Membership) Leave(timeout time.Duration) error {
 	m.mu.Lock()
-	closed := m.closed
-	m.mu.Unlock()
-	if closed {
+	if m.closed {
+		m.mu.Unlock()
 		return ErrShutdown
 	}
+	m.meta.Stopping = true
+	m.mu.Unlock()
 	var err error
-	m.leftOnce.Do(func() { err = m.list.Leave(timeout) })
+	m.leftOnce.Do(func() {
+		if uerr := m.list.UpdateNode(timeout); uerr != nil {
+			m.log.Debug("announce stopping", "err", uerr)
+		}
+		err = m.list.Leave(timeout)
+	})
 	return err
 }
 
@@ -345,6 +352,9 @@ func (m *Membership) observe(n *memberlist.Node, kind EventType) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	prev, known := m.members[meta.ID]
+	if kind == EventFail && meta.Stopping {
+		kind = EventLeave // it announced its stop before going away
+	}
 	status := StatusAlive
 	switch kind {
 	case EventFail:
@@ -396,13 +406,10 @@ func (e *eventDelegate) NotifyJoin(n *memberlist.Node) { (*Membership)(e).observ
 func (e *eventDelegate) NotifyUpdate(n *memberlist.Node) {
 	(*Membership)(e).observe(n, EventUpdate)
 }
-func (e *eventDelegate) NotifyLeave(n *memberlist.Node) {
-	if n.State == memberlist.StateLeft {
-		(*Membership)(e).observe(n, EventLeave)
-		return
-	}
-	(*Membership)(e).observe(n, EventFail)
-}
+// NotifyLeave is called for failed and left nodes alike (memberlist's
+// Node.State is not set in this callback); observe tells them apart by the
+// Stopping flag.
+func (e *eventDelegate) NotifyLeave(n *memberlist.Node) { (*Membership)(e).observe(n, EventFail) }
 
 // levelWriter turns memberlist's "[LEVEL] memberlist: msg" lines into slog
 // records at the matching level.

@@ -29,6 +29,10 @@ type Meta struct {
 	// Leaving is set by a node that leaves the cluster for good, so that the
 	// Raft leader does not add it back.
 	Leaving bool `json:"leaving,omitempty"`
+	// Stopping is set by Membership.Leave just before the leave is
+	// announced, so that peers report the node as left rather than failed
+	// (memberlist itself does not tell them apart in its events).
+	Stopping bool `json:"stopping,omitempty"`
 }
 
 func (m Meta) encode() ([]byte, error) { return json.Marshal(m) }
