@@ -406,6 +406,7 @@ func (e *eventDelegate) NotifyJoin(n *memberlist.Node) { (*Membership)(e).observ
 func (e *eventDelegate) NotifyUpdate(n *memberlist.Node) {
 	(*Membership)(e).observe(n, EventUpdate)
 }
+
 // NotifyLeave is called for failed and left nodes alike (memberlist's
 // Node.State is not set in this callback); observe tells them apart by the
 // Stopping flag.
