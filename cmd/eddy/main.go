@@ -31,6 +31,7 @@ Start here:  eddy dev --bounded     (embedded broker + Aberdeen data + SQLite)`,
 	}
 	// Subcommands: one constructor each, in its own file.
 	root.AddCommand(
+		newReplayCmd(),
 	)
 	return root
 }
