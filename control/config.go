@@ -82,8 +82,10 @@ type RaftConfig struct {
 	// LeaderLeaseTimeout: a leader without contact with a quorum for this
 	// long steps down; default 250 ms. Must be <= HeartbeatTimeout.
 	LeaderLeaseTimeout time.Duration
-	// CommitTimeout: the leader sends an (empty) append at least this often,
-	// which is how followers learn new commit indexes; default 50 ms.
+	// CommitTimeout: the leader sends an (empty) append at least every
+	// CommitTimeout..2·CommitTimeout, which is how followers learn new
+	// commit indexes (so it bounds how stale a follower's local reads are
+	// when writes stop); default 20 ms.
 	CommitTimeout time.Duration
 	// SnapshotThreshold: take a snapshot when this many log entries were
 	// applied since the last one (checked every SnapshotInterval); default
@@ -136,7 +138,7 @@ func DefaultConfig() Config {
 			HeartbeatTimeout:   500 * time.Millisecond,
 			ElectionTimeout:    500 * time.Millisecond,
 			LeaderLeaseTimeout: 250 * time.Millisecond,
-			CommitTimeout:      50 * time.Millisecond,
+			CommitTimeout:      20 * time.Millisecond,
 			SnapshotThreshold:  8192,
 			SnapshotInterval:   30 * time.Second,
 			TrailingLogs:       10240,

@@ -282,7 +282,9 @@ func (n *Node) Close() error {
 
 // Apply validates cmd, proposes it to the leader (locally, or forwarded over
 // HTTP from a follower) and waits until it is applied, for at most
-// Config.ApplyTimeout. Errors: ErrInvalid and ErrTooLarge before anything is
+// Config.ApplyTimeout. When it returns, the local replica has applied the
+// command too (read-your-writes on this node; waited for at most 1 s).
+// Errors: ErrInvalid and ErrTooLarge before anything is
 // sent; ErrConflict or ErrNotFound from the FSM (nothing changed); ErrNoLeader
 // when no leader accepted it within Config.LeaderWait (not applied);
 // ErrUnknownOutcome when the leader was lost after the command was sent.
@@ -299,7 +301,16 @@ func (n *Node) Apply(ctx context.Context, cmd Command) (Result, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
 	defer cancel()
-	return n.applyEncoded(ctx, data, false)
+	res, err := n.applyEncoded(ctx, data, false)
+	if err == nil && n.fsm.View().Index() < res.Index {
+		// Forwarded write: answer once this replica has applied it too,
+		// so that a local read on this node sees the caller's own write
+		// (read-your-writes). Bounded: a slow replica answers anyway.
+		wctx, wcancel := context.WithTimeout(ctx, time.Second)
+		_ = n.fsm.WaitApplied(wctx, res.Index)
+		wcancel()
+	}
+	return res, err
 }
 
 func (n *Node) checkSize(cmd Command) error {

@@ -1,0 +1,506 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/eddy-iot/eddy/control"
+	"github.com/eddy-iot/eddy/control/client"
+	"github.com/eddy-iot/eddy/operators"
+)
+
+// ctlOptions are the flags shared by every `eddy ctl` subcommand.
+type ctlOptions struct {
+	addr      string
+	tokenFile string
+	output    string
+	timeout   time.Duration
+}
+
+func (o *ctlOptions) client() (*client.Client, error) {
+	if o.output != "table" && o.output != "json" {
+		return nil, fmt.Errorf("-o %q: want table or json", o.output)
+	}
+	cfg := client.Config{Addrs: strings.Split(o.addr, ","), RetryTimeout: o.timeout}
+	if o.tokenFile != "" {
+		b, err := os.ReadFile(o.tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("--token-file: %w", err)
+		}
+		cfg.Token = strings.TrimSpace(string(b))
+	} else if t := os.Getenv("EDDY_TOKEN"); t != "" {
+		cfg.Token = t
+	}
+	return client.New(cfg)
+}
+
+func (o *ctlOptions) json() bool { return o.output == "json" }
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// newCtlCmd is `eddy ctl`: a client of the control-plane HTTP API.
+func newCtlCmd() *cobra.Command {
+	o := &ctlOptions{}
+	defAddr := os.Getenv("EDDY_ADDR")
+	if defAddr == "" {
+		defAddr = "http://127.0.0.1:8080"
+	}
+	cmd := &cobra.Command{
+		Use:   "ctl",
+		Short: "Control-plane client: configuration keys, members, Raft",
+		Long: `eddy ctl talks to the HTTP API of any cluster node (followers forward writes
+and consistent reads to the leader). Exit status is 0 on success, 1 on error.
+Output is a table for people; -o json for scripts.
+
+  eddy ctl config put devices/17079 '{"company":"acme","site":"dyce","threshold":40}'
+  eddy ctl config get devices/17079 --consistent
+  eddy ctl config list --prefix devices/
+  eddy ctl config watch devices/
+  eddy ctl members
+  eddy ctl raft`,
+		Args: cobra.NoArgs,
+	}
+	pf := cmd.PersistentFlags()
+	pf.StringVar(&o.addr, "addr", defAddr, "node URL(s), comma-separated; env EDDY_ADDR")
+	pf.StringVar(&o.tokenFile, "token-file", "", "file with the API bearer token (or env EDDY_TOKEN)")
+	pf.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
+	pf.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to retry while the cluster has no leader")
+	cmd.AddCommand(newCtlConfigCmd(o), newCtlMembersCmd(o), newCtlRaftCmd(o), newCtlLeaveCmd(o), newCtlDevicesCmd(o))
+	return cmd
+}
+
+func newCtlConfigCmd(o *ctlOptions) *cobra.Command {
+	cmd := &cobra.Command{Use: "config", Short: "Read and write configuration keys", Args: cobra.NoArgs}
+
+	var file string
+	var cas int64
+	put := &cobra.Command{
+		Use:   "put KEY [VALUE | --file F]",
+		Short: "Write a key (with --cas REV: only if its revision is REV; 0 = only if absent)",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			var value []byte
+			switch {
+			case len(args) == 2 && file != "":
+				return errors.New("give VALUE or --file, not both")
+			case len(args) == 2:
+				value = []byte(args[1])
+			case file == "-":
+				value, err = io.ReadAll(cmd.InOrStdin())
+			case file != "":
+				value, err = os.ReadFile(file)
+			default:
+				return errors.New("missing VALUE (or --file F, - for stdin)")
+			}
+			if err != nil {
+				return err
+			}
+			var e control.KVEntry
+			if cmd.Flags().Changed("cas") {
+				if cas < 0 {
+					return errors.New("--cas must be >= 0")
+				}
+				e, err = c.CAS(cmd.Context(), args[0], value, uint64(cas))
+			} else {
+				e, err = c.Put(cmd.Context(), args[0], value)
+			}
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return printJSON(cmd.OutOrStdout(), e)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s written at revision %d\n", e.Key, e.ModifyIndex)
+			return nil
+		},
+	}
+	put.Flags().StringVar(&file, "file", "", "read the value from this file (- = stdin)")
+	put.Flags().Int64Var(&cas, "cas", 0, "compare-and-set: expected revision (0 = key must not exist)")
+
+	var consistent bool
+	get := &cobra.Command{
+		Use:   "get KEY",
+		Short: "Read a key (table output prints the value alone)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			e, err := c.Get(cmd.Context(), args[0], client.ReadOptions{Consistent: consistent})
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return printJSON(cmd.OutOrStdout(), e)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), e.Value)
+			return nil
+		},
+	}
+	get.Flags().BoolVar(&consistent, "consistent", false, "linearizable read, verified by the leader")
+
+	var delCAS int64
+	del := &cobra.Command{
+		Use:     "del KEY",
+		Aliases: []string{"delete", "rm"},
+		Short:   "Delete a key (with --cas REV: only if its revision is REV)",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			var r control.DeleteResult
+			if cmd.Flags().Changed("cas") {
+				r, err = c.DeleteCAS(cmd.Context(), args[0], uint64(delCAS))
+			} else {
+				r, err = c.Delete(cmd.Context(), args[0])
+			}
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return printJSON(cmd.OutOrStdout(), r)
+			}
+			if r.Deleted {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s deleted\n", r.Key)
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s did not exist\n", r.Key)
+			}
+			return nil
+		},
+	}
+	del.Flags().Int64Var(&delCAS, "cas", 0, "compare-and-delete: expected revision")
+
+	var prefix string
+	var listConsistent bool
+	list := &cobra.Command{
+		Use:   "list [--prefix P]",
+		Short: "List keys",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			l, err := c.List(cmd.Context(), prefix, client.ReadOptions{Consistent: listConsistent})
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return printJSON(cmd.OutOrStdout(), l)
+			}
+			printEntries(cmd.OutOrStdout(), l.Entries)
+			return nil
+		},
+	}
+	list.Flags().StringVar(&prefix, "prefix", "", "only keys starting with this prefix")
+	list.Flags().BoolVar(&listConsistent, "consistent", false, "linearizable read, verified by the leader")
+
+	watch := &cobra.Command{
+		Use:   "watch [PREFIX]",
+		Short: "Print the keys under PREFIX, then every change, until interrupted",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			p := ""
+			if len(args) == 1 {
+				p = args[0]
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return ctlWatch(ctx, c, p, o.json(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	cmd.AddCommand(put, get, del, list, watch)
+	return cmd
+}
+
+func printEntries(w io.Writer, entries []control.KVEntry) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KEY\tREVISION\tVALUE")
+	for _, e := range entries {
+		fmt.Fprintf(tw, "%s\t%d\t%s\n", e.Key, e.ModifyIndex, oneLine(e.Value, 80))
+	}
+	tw.Flush()
+}
+
+func oneLine(s string, max int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > max {
+		return s[:max-3] + "..."
+	}
+	return s
+}
+
+// ctlWatch prints the entries under prefix, then each change, using
+// blocking queries. Transient errors are reported and retried.
+func ctlWatch(ctx context.Context, c *client.Client, prefix string, asJSON bool, out, errOut io.Writer) error {
+	var index uint64
+	var prev map[string]control.KVEntry
+	for {
+		l, err := c.Watch(ctx, prefix, index, 5*time.Minute)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			if errors.Is(err, control.ErrInvalid) {
+				return err
+			}
+			fmt.Fprintf(errOut, "watch: %v (retrying)\n", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		if l.Index < index { // another node, or a restore: start over
+			index = 0
+			continue
+		}
+		if l.Index == index {
+			continue
+		}
+		index = l.Index
+		cur := make(map[string]control.KVEntry, len(l.Entries))
+		for _, e := range l.Entries {
+			cur[e.Key] = e
+		}
+		if asJSON {
+			if err := json.NewEncoder(out).Encode(l); err != nil {
+				return err
+			}
+		} else if prev == nil {
+			printEntries(out, l.Entries)
+		} else {
+			printChanges(out, prev, cur)
+		}
+		prev = cur
+	}
+}
+
+func printChanges(w io.Writer, prev, cur map[string]control.KVEntry) {
+	var keys []string
+	for k := range prev {
+		keys = append(keys, k)
+	}
+	for k := range cur {
+		if _, ok := prev[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	ts := time.Now().Format("15:04:05.000")
+	for _, k := range keys {
+		p, had := prev[k]
+		c, has := cur[k]
+		switch {
+		case had && !has:
+			fmt.Fprintf(w, "%s DELETE %s\n", ts, k)
+		case !had && has:
+			fmt.Fprintf(w, "%s PUT    %s @%d %s\n", ts, k, c.ModifyIndex, oneLine(c.Value, 80))
+		case p.ModifyIndex != c.ModifyIndex:
+			fmt.Fprintf(w, "%s PUT    %s @%d %s\n", ts, k, c.ModifyIndex, oneLine(c.Value, 80))
+		}
+	}
+}
+
+func newCtlMembersCmd(o *ctlOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "members",
+		Short: "List cluster members as seen by the node",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			ms, err := c.Members(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return printJSON(cmd.OutOrStdout(), ms)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tSTATUS\tRAFT\tLEADER\tHTTP\tRAFT ADDR\tGOSSIP")
+			for _, m := range ms {
+				leader := ""
+				if m.Leader {
+					leader = "*"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.Status, m.Raft, leader, m.HTTPAddr, m.RaftAddr, m.GossipAddr)
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func newCtlRaftCmd(o *ctlOptions) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "raft [promote|remove ID]",
+		Short: "Show Raft state (leader, voters, non-voters, indexes); promote or remove servers",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			st, err := c.Raft(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return printJSON(cmd.OutOrStdout(), st)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			leader := st.LeaderID
+			if leader == "" {
+				leader = "(none)"
+			}
+			rows := [][2]string{
+				{"node", st.ID + " (" + st.State + ")"},
+				{"leader", leader},
+				{"term", strconv.FormatUint(st.Term, 10)},
+				{"voters", serverList(st.Voters)},
+				{"non-voters", serverList(st.NonVoters)},
+				{"voter target", strconv.Itoa(st.VoterTarget)},
+				{"last index", strconv.FormatUint(st.LastIndex, 10)},
+				{"commit index", strconv.FormatUint(st.CommitIndex, 10)},
+				{"applied index", strconv.FormatUint(st.AppliedIndex, 10)},
+				{"first log index", strconv.FormatUint(st.FirstIndex, 10)},
+				{"last snapshot index", strconv.FormatUint(st.LastSnapshotIndex, 10)},
+				{"fsm keys", strconv.Itoa(st.FSMKeys)},
+			}
+			for _, r := range rows {
+				fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])
+			}
+			return tw.Flush()
+		},
+	}
+	op := func(use, short string, fn func(*client.Client, context.Context, string) error) *cobra.Command {
+		return &cobra.Command{
+			Use:   use + " ID",
+			Short: short,
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				c, err := o.client()
+				if err != nil {
+					return err
+				}
+				if err := fn(c, cmd.Context(), args[0]); err != nil {
+					return err
+				}
+				if o.json() {
+					return printJSON(cmd.OutOrStdout(), map[string]any{"id": args[0], "ok": true})
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s done\n", args[0], use)
+				return nil
+			},
+		}
+	}
+	cmd.AddCommand(
+		op("promote", "Make a non-voter a voter", (*client.Client).Promote),
+		op("remove", "Remove a server (gone for good) from the Raft configuration", (*client.Client).RemoveServer),
+	)
+	return cmd
+}
+
+func serverList(s []control.RaftServer) string {
+	if len(s) == 0 {
+		return "-"
+	}
+	parts := make([]string, len(s))
+	for i, v := range s {
+		parts[i] = v.ID + "@" + v.Address
+	}
+	return strings.Join(parts, ", ")
+}
+
+func newCtlLeaveCmd(o *ctlOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "leave",
+		Short: "Make the node at --addr leave the cluster for good and stop",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			if err := c.Leave(cmd.Context()); err != nil {
+				return err
+			}
+			if o.json() {
+				return printJSON(cmd.OutOrStdout(), map[string]any{"left": true})
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "node left the cluster")
+			return nil
+		},
+	}
+}
+
+func newCtlDevicesCmd(o *ctlOptions) *cobra.Command {
+	cmd := &cobra.Command{Use: "devices", Short: "Broadcast device data (devices/<pboxid> keys)", Args: cobra.NoArgs}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "import FILE",
+		Short: "Write every device of a JSON/YAML device file (as eddy run --devices reads) to devices/<pboxid>",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			data, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			devices, err := operators.LoadDevices(data)
+			if err != nil {
+				return err
+			}
+			ids := make([]string, 0, len(devices))
+			for id := range devices {
+				ids = append(ids, id)
+			}
+			sort.Strings(ids)
+			for _, id := range ids {
+				v, err := json.Marshal(devices[id])
+				if err != nil {
+					return err
+				}
+				if _, err := c.Put(cmd.Context(), control.DevicesPrefix+id, v); err != nil {
+					return fmt.Errorf("device %s: %w", id, err)
+				}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d devices written\n", len(ids))
+			return nil
+		},
+	})
+	return cmd
+}
