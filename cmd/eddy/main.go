@@ -32,6 +32,8 @@ Start here:  eddy dev --bounded     (embedded broker + Aberdeen data + SQLite)`,
 	// Subcommands: one constructor each, in its own file.
 	root.AddCommand(
 		newReplayCmd(),
+		newNodeCmd(),
+		newCtlCmd(),
 	)
 	return root
 }
