@@ -88,9 +88,12 @@ func TestClientRetryPolicy(t *testing.T) {
 			wantCalls: 2,
 		},
 		{
-			name:      "not found maps to ErrNotFound",
-			handler:   func(n int64, w http.ResponseWriter, r *http.Request) { writeErr(w, 404, control.CodeNotFound) },
-			op:        func(c *Client) error { _, err := c.Get(context.Background(), "k", ReadOptions{Consistent: true}); return err },
+			name:    "not found maps to ErrNotFound",
+			handler: func(n int64, w http.ResponseWriter, r *http.Request) { writeErr(w, 404, control.CodeNotFound) },
+			op: func(c *Client) error {
+				_, err := c.Get(context.Background(), "k", ReadOptions{Consistent: true})
+				return err
+			},
 			wantErr:   control.ErrNotFound,
 			wantCalls: 1,
 		},
