@@ -1,0 +1,416 @@
+// Package harness runs eddy control-plane clusters as real processes on
+// 127.0.0.1 for multi-process tests and benchmarks: it builds the eddy
+// binary, allocates free ports, gives every node its own data dir and log
+// file, and can SIGKILL, SIGTERM and restart nodes.
+//
+//	bin, _ := harness.Build(dir)
+//	c, _ := harness.New(harness.Options{Binary: bin, Dir: dir, Nodes: 3, BootstrapExpect: 3})
+//	defer c.Close()
+//	_ = c.StartAll()
+//	leader, _ := c.WaitLeader(ctx)
+//	leader.Kill()          // SIGKILL
+//	leader.Start()         // same id, addresses and data dir
+package harness
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/eddy-iot/eddy/control"
+	"github.com/eddy-iot/eddy/control/client"
+)
+
+// Build compiles ./cmd/eddy of the enclosing module into dir/eddy and
+// returns its path. Must run with a working directory inside the module.
+func Build(dir string) (string, error) {
+	out := filepath.Join(dir, "eddy")
+	cmd := exec.Command("go", "build", "-o", out, "github.com/eddy-iot/eddy/cmd/eddy")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/eddy: %v\n%s", err, b)
+	}
+	return out, nil
+}
+
+// BuildRetry is Build retried for up to total (other packages of the binary
+// may be briefly broken while people edit them).
+func BuildRetry(dir string, total time.Duration, logf func(string, ...any)) (string, error) {
+	deadline := time.Now().Add(total)
+	for {
+		bin, err := Build(dir)
+		if err == nil || time.Now().After(deadline) {
+			return bin, err
+		}
+		logf("build failed, retrying in 20s: %v", err)
+		time.Sleep(20 * time.Second)
+	}
+}
+
+// FreeAddrs returns n distinct 127.0.0.1:port addresses that were free for
+// both TCP and UDP.
+func FreeAddrs(n int) ([]string, error) {
+	var out []string
+	var hold []io.Closer
+	defer func() {
+		for _, h := range hold {
+			h.Close()
+		}
+	}()
+	for len(out) < n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		hold = append(hold, l)
+		u, err := net.ListenPacket("udp", l.Addr().String())
+		if err != nil {
+			continue
+		}
+		hold = append(hold, u)
+		out = append(out, l.Addr().String())
+	}
+	return out, nil
+}
+
+// Options configure a Cluster.
+type Options struct {
+	Binary string // path of the eddy binary (see Build)
+	Dir    string // base directory: <Dir>/<id>/data and <Dir>/<id>.log
+	// Nodes started by StartAll, with --bootstrap-expect BootstrapExpect.
+	Nodes           int
+	BootstrapExpect int
+	// Args are extra flags for every node, e.g. --raft-snapshot-threshold.
+	Args []string
+	// Logf receives harness events (default: discard).
+	Logf func(format string, args ...any)
+}
+
+// Cluster is a set of eddy node processes.
+type Cluster struct {
+	opts  Options
+	mu    sync.Mutex
+	Nodes []*Node
+}
+
+// Node is one eddy node process (possibly stopped).
+type Node struct {
+	ID, HTTPAddr, RaftAddr, GossipAddr string
+	DataDir, LogPath                   string
+	Args                               []string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	logf func(string, ...any)
+}
+
+// New prepares opts.Nodes nodes (n1, n2, ...), each joining all the others.
+// Nothing is started.
+func New(opts Options) (*Cluster, error) {
+	if opts.Logf == nil {
+		opts.Logf = func(string, ...any) {}
+	}
+	c := &Cluster{opts: opts}
+	addrs, err := FreeAddrs(3 * opts.Nodes)
+	if err != nil {
+		return nil, err
+	}
+	var gossip []string
+	for i := 0; i < opts.Nodes; i++ {
+		gossip = append(gossip, addrs[3*i+2])
+	}
+	for i := 0; i < opts.Nodes; i++ {
+		var join []string
+		for j, g := range gossip {
+			if j != i {
+				join = append(join, g)
+			}
+		}
+		c.Nodes = append(c.Nodes, c.newNode(fmt.Sprintf("n%d", i+1), addrs[3*i:3*i+3], opts.BootstrapExpect, join))
+	}
+	return c, nil
+}
+
+func (c *Cluster) newNode(id string, addrs []string, expect int, join []string) *Node {
+	n := &Node{
+		ID: id, HTTPAddr: addrs[0], RaftAddr: addrs[1], GossipAddr: addrs[2],
+		DataDir: filepath.Join(c.opts.Dir, id, "data"),
+		LogPath: filepath.Join(c.opts.Dir, id+".log"),
+		logf:    c.opts.Logf,
+	}
+	n.Args = []string{"node", "--id", id, "--data-dir", n.DataDir,
+		"--http-addr", n.HTTPAddr, "--raft-addr", n.RaftAddr, "--gossip-addr", n.GossipAddr,
+		"--bootstrap-expect", strconv.Itoa(expect), "--log-level", "info"}
+	if len(join) > 0 {
+		n.Args = append(n.Args, "--join", strings.Join(join, ","))
+	}
+	n.Args = append(n.Args, c.opts.Args...)
+	return n
+}
+
+// AddNode prepares a new node that joins the cluster without
+// --bootstrap-expect (it becomes a non-voter). Not started.
+func (c *Cluster) AddNode(extraArgs ...string) (*Node, error) {
+	addrs, err := FreeAddrs(3)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var join []string
+	for _, n := range c.Nodes {
+		join = append(join, n.GossipAddr)
+	}
+	n := c.newNode(fmt.Sprintf("n%d", len(c.Nodes)+1), addrs, 0, join)
+	n.Args = append(n.Args, extraArgs...)
+	c.Nodes = append(c.Nodes, n)
+	return n, nil
+}
+
+// StartAll starts every node that is not running.
+func (c *Cluster) StartAll() error {
+	for _, n := range c.Nodes {
+		if n.Running() {
+			continue
+		}
+		if err := n.Start(c.opts.Binary); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Start launches the node process (same id, addresses and data dir as
+// before). Output is appended to LogPath.
+func (n *Node) Start(binary string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd != nil {
+		select {
+		case <-n.done:
+		default:
+			return fmt.Errorf("harness: %s already running", n.ID)
+		}
+	}
+	if err := os.MkdirAll(n.DataDir, 0o755); err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(n.LogPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(logf, "==== harness: start %s at %s\n", n.ID, time.Now().Format(time.RFC3339Nano))
+	cmd := exec.Command(binary, n.Args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("harness: start %s: %w", n.ID, err)
+	}
+	done := make(chan struct{})
+	n.cmd, n.done = cmd, done
+	go func() {
+		_ = cmd.Wait()
+		logf.Close()
+		close(done)
+	}()
+	n.logf("started %s (pid %d)", n.ID, cmd.Process.Pid)
+	return nil
+}
+
+// Running reports whether the process is alive.
+func (n *Node) Running() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil {
+		return false
+	}
+	select {
+	case <-n.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Kill sends SIGKILL and waits for the process to exit.
+func (n *Node) Kill() error { return n.signal(syscall.SIGKILL, 0) }
+
+// Stop sends SIGTERM and waits up to timeout, then SIGKILLs.
+func (n *Node) Stop(timeout time.Duration) error { return n.signal(syscall.SIGTERM, timeout) }
+
+func (n *Node) signal(sig syscall.Signal, timeout time.Duration) error {
+	n.mu.Lock()
+	cmd, done := n.cmd, n.done
+	n.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	select {
+	case <-done:
+		return nil
+	default:
+	}
+	if err := cmd.Process.Signal(sig); err != nil {
+		return err
+	}
+	if timeout > 0 {
+		select {
+		case <-done:
+			n.logf("stopped %s (%v)", n.ID, sig)
+			return nil
+		case <-time.After(timeout):
+			_ = cmd.Process.Kill()
+		}
+	}
+	<-done
+	n.logf("stopped %s (%v)", n.ID, sig)
+	return nil
+}
+
+// Wait waits for the process to exit on its own (e.g. after leave).
+func (n *Node) Wait(timeout time.Duration) error {
+	n.mu.Lock()
+	done := n.done
+	n.mu.Unlock()
+	if done == nil {
+		return nil
+	}
+	select {
+	case <-done:
+		return nil
+	case <-time.After(timeout):
+		return fmt.Errorf("harness: %s still running after %v", n.ID, timeout)
+	}
+}
+
+// URL is the node's API base URL.
+func (n *Node) URL() string { return "http://" + n.HTTPAddr }
+
+// LogTail returns the last lines of the node's log.
+func (n *Node) LogTail(lines int) string {
+	f, err := os.Open(n.LogPath)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	var all []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		all = append(all, sc.Text())
+	}
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	return strings.Join(all, "\n")
+}
+
+// Client returns a client of this node only.
+func (n *Node) Client(retry time.Duration) *client.Client {
+	c, _ := client.New(client.Config{Addrs: []string{n.URL()}, RetryTimeout: retry})
+	return c
+}
+
+// URLs returns the API URLs of all nodes, starting with the i-th.
+func (c *Cluster) URLs(start int) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for i := range c.Nodes {
+		out = append(out, c.Nodes[(start+i)%len(c.Nodes)].URL())
+	}
+	return out
+}
+
+// Client returns a client of all nodes, starting with the i-th.
+func (c *Cluster) Client(start int, retry time.Duration) *client.Client {
+	cl, _ := client.New(client.Config{Addrs: c.URLs(start), RetryTimeout: retry})
+	return cl
+}
+
+var statusClient = &http.Client{Timeout: time.Second}
+
+// Status reads GET /v1/cluster/raft of the node (one attempt).
+func (n *Node) Status() (control.RaftStatus, error) {
+	var st control.RaftStatus
+	resp, err := statusClient.Get(n.URL() + "/v1/cluster/raft")
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return st, fmt.Errorf("HTTP %d", resp.StatusCode)
+	}
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// Leader returns the running node that reports itself leader and whose
+// leadership a majority of the running nodes agree on, if any.
+func (c *Cluster) Leader() (*Node, control.RaftStatus, error) {
+	c.mu.Lock()
+	nodes := append([]*Node(nil), c.Nodes...)
+	c.mu.Unlock()
+	for _, n := range nodes {
+		if !n.Running() {
+			continue
+		}
+		st, err := n.Status()
+		if err == nil && st.State == "leader" {
+			return n, st, nil
+		}
+	}
+	return nil, control.RaftStatus{}, errors.New("no leader")
+}
+
+// WaitLeader polls until a leader is found or ctx ends.
+func (c *Cluster) WaitLeader(ctx context.Context) (*Node, control.RaftStatus, error) {
+	for {
+		n, st, err := c.Leader()
+		if err == nil {
+			return n, st, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, st, fmt.Errorf("harness: no leader: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Node returns the node with the given id.
+func (c *Cluster) Node(id string) *Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range c.Nodes {
+		if n.ID == id {
+			return n
+		}
+	}
+	return nil
+}
+
+// Binary returns the eddy binary path.
+func (c *Cluster) Binary() string { return c.opts.Binary }
+
+// Close SIGKILLs every node.
+func (c *Cluster) Close() {
+	c.mu.Lock()
+	nodes := append([]*Node(nil), c.Nodes...)
+	c.mu.Unlock()
+	for _, n := range nodes {
+		_ = n.Kill()
+	}
+}
