@@ -52,7 +52,7 @@ func TestThreeNodeCluster(t *testing.T) {
 
 	// Members: every node sees three alive voters.
 	for _, n := range c.Nodes {
-		ms, err := n.Client(5*time.Second).Members(ctx)
+		ms, err := n.Client(5 * time.Second).Members(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
