@@ -122,7 +122,8 @@ type ReplaySummary struct {
 // producer it creates and closes it before returning.
 //
 // Errors: ErrReplayConfig for bad arguments; a connection error when no
-// broker answers; ctx.Err() when ctx is cancelled (records already handed
+// broker answers; an error naming the topic when it does not exist and the
+// broker does not create it; ctx.Err() when ctx is cancelled (records already handed
 // to the producer are still flushed); an I/O error of r; an error wrapping
 // ErrProduce when some messages failed. The summary is valid in every case.
 func Replay(ctx context.Context, brokers []string, topic string, r *Reader, opts ReplayOptions) (ReplaySummary, error) {
@@ -152,9 +153,19 @@ func Replay(ctx context.Context, brokers []string, topic string, r *Reader, opts
 	}
 
 	start := time.Now()
-	p, err := sarama.NewAsyncProducer(brokers, cfg)
+	client, err := sarama.NewClient(brokers, cfg)
 	if err != nil {
 		return sum, fmt.Errorf("dataset: connect to %v: %w", brokers, err)
+	}
+	defer client.Close()
+	// Fail early and clearly on a missing topic (this metadata request also
+	// creates it where the broker auto-creates topics).
+	if _, err := client.Partitions(topic); err != nil {
+		return sum, fmt.Errorf("dataset: topic %q on %v: %w (create the topic first, or enable auto-creation on the broker)", topic, brokers, err)
+	}
+	p, err := sarama.NewAsyncProducerFromClient(client)
+	if err != nil {
+		return sum, fmt.Errorf("dataset: producer: %w", err)
 	}
 
 	var (

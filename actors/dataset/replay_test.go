@@ -378,3 +378,19 @@ func BenchmarkReplayAberdeen(b *testing.B) {
 	}
 	b.ReportMetric(float64(produced)/b.Elapsed().Seconds(), "msgs/s")
 }
+
+func TestReplayMissingTopic(t *testing.T) {
+	b, err := devbroker.Start(devbroker.Config{DisableAutoCreateTopics: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	cfg := NewProducerConfig()
+	cfg.Metadata.Retry.Max = 1
+	cfg.Metadata.Retry.Backoff = 10 * time.Millisecond
+	r := openString(t, "t.csv", "pboxid,event_time,metric\na,t,1\n", Options{})
+	_, err = Replay(context.Background(), b.Addrs(), "no-such-topic", r, ReplayOptions{Config: cfg})
+	if err == nil || !strings.Contains(err.Error(), `topic "no-such-topic"`) || !errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
+		t.Fatalf("err = %v, want one naming the topic and wrapping ErrUnknownTopicOrPartition", err)
+	}
+}
