@@ -33,6 +33,7 @@ type Node struct {
 	raft    *raft.Raft
 	trans   *raft.NetworkTransport
 	store   *raftboltdb.BoltStore
+	logs    raft.LogStore // store behind a cache
 	members *cluster.Membership
 	metrics *metrics
 	httpSrv *http.Server
@@ -129,6 +130,7 @@ func StartNode(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	n.logs = logs
 	hlog := newHCLogger(logger, cfg.Raft.LogLevel)
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(raftDir, cfg.Raft.SnapshotRetain, hlog)
 	if err != nil {
@@ -444,7 +446,25 @@ func (n *Node) readBarrier(ctx context.Context) error {
 	if err := n.raft.VerifyLeader().Error(); err != nil {
 		return fmt.Errorf("%w: %v", ErrNotLeader, err)
 	}
-	return n.fsm.WaitApplied(ctx, idx)
+	return n.fsm.WaitApplied(ctx, n.lastStateIndex(idx))
+}
+
+// lastStateIndex returns the highest index <= idx of an entry the FSM sees
+// (a command or configuration). Raft never hands no-op and barrier entries
+// to the FSM, so the FSM's index stops below them; they change nothing.
+func (n *Node) lastStateIndex(idx uint64) uint64 {
+	applied := n.fsm.View().Index()
+	var l raft.Log
+	for i := idx; i > applied; i-- {
+		if err := n.logs.GetLog(i, &l); err != nil {
+			// Compacted: covered by a snapshot, hence already applied.
+			return applied
+		}
+		if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+			return i
+		}
+	}
+	return applied
 }
 
 func (n *Node) kickLoop() {
