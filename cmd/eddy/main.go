@@ -31,6 +31,8 @@ Start here:  eddy dev --bounded     (embedded broker + Aberdeen data + SQLite)`,
 	}
 	// Subcommands: one constructor each, in its own file.
 	root.AddCommand(
+		newDevCmd(),
+		newRunCmd(),
 		newReplayCmd(),
 		newNodeCmd(),
 		newCtlCmd(),

@@ -1,0 +1,292 @@
+package actors
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/eddy-iot/eddy/operators"
+)
+
+// maxRecordAttempts is how often one record may panic the operator chain
+// before it goes to the dead-letter output with reason ReasonOperatorPanic.
+const maxRecordAttempts = 3
+
+// ReasonOperatorPanic is the dead-letter reason of a record that panicked the
+// operator chain maxRecordAttempts times in a row.
+const ReasonOperatorPanic = "operator_panic"
+
+// recordBatch is the message a source reader sends to its partition actor.
+type recordBatch struct {
+	records []*sarama.ConsumerMessage
+	// final marks the end of bounded input: after the records, the actor
+	// emits the final watermark.
+	final bool
+	// done receives the result once the batch is processed and written to
+	// the sink; buffered (1).
+	done chan error
+}
+
+// partitionTask is the state of one device partition. It outlives the
+// incarnations of its actor: supervision replaces the actor, not the task,
+// so a restart resumes the batch in flight at the record that panicked.
+// Fields below mu are touched only by the actor goroutine.
+type partitionTask struct {
+	job       *Job
+	ctx       context.Context
+	partition int32
+	pid       *actor.PID
+	start     int64 // first offset to read
+	end       int64 // bounded end offset (exclusive); -1 unbounded
+
+	op       *operators.Partition
+	out      operators.Output
+	cur      *recordBatch
+	cursor   int   // next record of cur to process
+	inflight int64 // offset being processed; finishOffset during Finish
+	finished bool
+
+	poisonOffset   int64
+	poisonAttempts int
+	poisonReason   string
+	poisoned       int64 // records sent to the dead-letter output as ReasonOperatorPanic
+
+	prev operators.PartitionStats // stats already added to the metrics
+
+	// status, read by Job.Status from other goroutines
+	nextOffset atomic.Int64
+	highWater  atomic.Int64
+	watermark  atomic.Int64
+	done       atomic.Bool
+	mu         sync.Mutex
+	stats      operators.PartitionStats
+}
+
+// finishOffset marks the final watermark as the work in flight.
+const finishOffset = math.MaxInt64
+
+func (j *Job) newTask(ctx context.Context, client sarama.Client, p int32) (*partitionTask, error) {
+	t := &partitionTask{
+		job:          j,
+		ctx:          ctx,
+		partition:    p,
+		end:          -1,
+		op:           operators.NewPartition(p, j.cfg.Operators, j.devices),
+		poisonOffset: -1,
+	}
+	oldest, err := client.GetOffset(j.cfg.Source.Topic, p, sarama.OffsetOldest)
+	if err != nil {
+		return nil, fmt.Errorf("actors: oldest offset of partition %d: %w", p, err)
+	}
+	newest, err := client.GetOffset(j.cfg.Source.Topic, p, sarama.OffsetNewest)
+	if err != nil {
+		return nil, fmt.Errorf("actors: newest offset of partition %d: %w", p, err)
+	}
+	t.start = oldest
+	if j.cfg.Source.StartOffset == StartLatest {
+		t.start = newest
+	}
+	if j.cfg.Source.Bounded {
+		t.end = newest
+	}
+	t.nextOffset.Store(t.start)
+	t.highWater.Store(newest)
+	t.watermark.Store(math.MinInt64)
+	return t, nil
+}
+
+// read is the source reader of the partition: it consumes from t.start and
+// delivers batches to the actor one at a time. It returns nil at the bounded
+// end, ctx.Err() when cancelled, or the first consumer or sink error.
+func (t *partitionTask) read(ctx context.Context, consumer sarama.Consumer, root *actor.RootContext) error {
+	if t.end >= 0 && t.start >= t.end {
+		return t.deliver(ctx, root, &recordBatch{final: true})
+	}
+	pc, err := consumer.ConsumePartition(t.job.cfg.Source.Topic, t.partition, t.start)
+	if err != nil {
+		return fmt.Errorf("actors: consume partition %d from offset %d: %w", t.partition, t.start, err)
+	}
+	defer pc.AsyncClose()
+	size, linger := t.job.cfg.BatchSize, t.job.cfg.BatchLinger
+	for {
+		b := &recordBatch{records: make([]*sarama.ConsumerMessage, 0, min(size, 1024))}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case cerr := <-pc.Errors():
+			return fmt.Errorf("actors: partition %d: %w", t.partition, cerr)
+		case m := <-pc.Messages():
+			b.records = append(b.records, m)
+		}
+		timer := time.NewTimer(linger)
+	fill:
+		for len(b.records) < size && !t.atEnd(b) {
+			select {
+			case m := <-pc.Messages():
+				b.records = append(b.records, m)
+			case <-timer.C:
+				break fill
+			case <-ctx.Done():
+				timer.Stop()
+				return ctx.Err()
+			}
+		}
+		timer.Stop()
+		b.final = t.atEnd(b)
+		t.highWater.Store(pc.HighWaterMarkOffset())
+		if err := t.deliver(ctx, root, b); err != nil {
+			return err
+		}
+		if b.final {
+			return nil
+		}
+	}
+}
+
+func (t *partitionTask) atEnd(b *recordBatch) bool {
+	return t.end >= 0 && len(b.records) > 0 && b.records[len(b.records)-1].Offset+1 >= t.end
+}
+
+func (t *partitionTask) deliver(ctx context.Context, root *actor.RootContext, b *recordBatch) error {
+	b.done = make(chan error, 1)
+	root.Send(t.pid, b)
+	select {
+	case err := <-b.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// partitionActor is one incarnation of a partition actor.
+type partitionActor struct{ t *partitionTask }
+
+func (a *partitionActor) Receive(c actor.Context) {
+	switch m := c.Message().(type) {
+	case *actor.Started:
+		if a.t.cur != nil { // restarted by supervision: resume the batch
+			a.t.process()
+		}
+	case *recordBatch:
+		a.t.cur, a.t.cursor = m, 0
+		a.t.process()
+	}
+}
+
+// process runs the operator chain over the rest of the current batch and
+// writes the emissions to the sink. A panic is noted and re-raised so that
+// supervision restarts the actor; the restart resumes here at t.cursor.
+func (t *partitionTask) process() {
+	b := t.cur
+	start := time.Now()
+	defer func() {
+		if r := recover(); r != nil {
+			t.notePanic(r)
+			panic(r)
+		}
+	}()
+	for t.cursor < len(b.records) {
+		m := b.records[t.cursor]
+		if m.Offset == t.poisonOffset && t.poisonAttempts >= maxRecordAttempts {
+			t.out.DeadLetters = append(t.out.DeadLetters, operators.DeadLetter{
+				Partition: t.partition,
+				Offset:    m.Offset,
+				Reason:    ReasonOperatorPanic + ": " + t.poisonReason,
+				Payload:   m.Value,
+			})
+			t.job.metrics.Received.Inc()
+			t.poisoned++
+			t.cursor++
+			continue
+		}
+		t.inflight = m.Offset
+		t.op.Process(m.Offset, m.Value, &t.out)
+		t.cursor++
+	}
+	if b.final && !t.finished {
+		if t.poisonOffset == finishOffset && t.poisonAttempts >= maxRecordAttempts {
+			t.cur = nil
+			b.done <- fmt.Errorf("actors: partition %d: final watermark panicked %d times: %s", t.partition, t.poisonAttempts, t.poisonReason)
+			return
+		}
+		t.inflight = finishOffset
+		t.op.Finish(&t.out)
+		t.finished = true
+	}
+	err := t.job.sink.Write(t.ctx, &t.out)
+	if err != nil {
+		err = fmt.Errorf("actors: partition %d: sink write: %w", t.partition, err)
+	}
+	t.observe(b)
+	t.out.Reset()
+	t.cur = nil
+	t.job.metrics.BatchSeconds.Observe(time.Since(start).Seconds())
+	b.done <- err
+}
+
+func (t *partitionTask) notePanic(r any) {
+	reason := fmt.Sprint(r)
+	if t.inflight == t.poisonOffset {
+		t.poisonAttempts++
+	} else {
+		t.poisonOffset, t.poisonAttempts = t.inflight, 1
+	}
+	t.poisonReason = reason
+	t.job.log.Error("partition actor panicked; supervision restarts it",
+		"partition", t.partition, "offset", t.inflight, "attempt", t.poisonAttempts, "panic", reason)
+}
+
+// observe publishes the status and metrics after a batch.
+func (t *partitionTask) observe(b *recordBatch) {
+	m := t.job.metrics
+	st := t.op.Stats()
+	m.Received.Add(float64(st.Received - t.prev.Received))
+	m.Parsed.Add(float64(st.Valid + st.Late - t.prev.Valid - t.prev.Late))
+	m.Late.Add(float64(st.Late - t.prev.Late))
+	m.WindowsFired.Add(float64(st.WindowsFired - t.prev.WindowsFired))
+	m.WorkPeriods.Add(float64(st.WorkPeriods - t.prev.WorkPeriods))
+	for i := range t.out.DeadLetters {
+		m.Failed.WithLabelValues(operators.ReasonLabel(t.out.DeadLetters[i].Reason)).Inc()
+	}
+	t.prev = st
+	if n := len(b.records); n > 0 {
+		t.nextOffset.Store(b.records[n-1].Offset + 1)
+	}
+	wm := t.op.Watermark()
+	t.watermark.Store(wm)
+	label := partitionLabel(t.partition)
+	if wm != math.MinInt64 && wm != math.MaxInt64 {
+		m.Watermark.WithLabelValues(label).Set(float64(wm) / 1000)
+	}
+	m.Lag.WithLabelValues(label).Set(float64(max(0, t.highWater.Load()-t.nextOffset.Load())))
+	if b.final {
+		t.done.Store(true)
+	}
+	t.mu.Lock()
+	t.stats = st
+	t.stats.Received += t.poisoned
+	t.stats.DeadLetters += t.poisoned
+	t.mu.Unlock()
+}
+
+func (t *partitionTask) status() PartitionStatus {
+	t.mu.Lock()
+	st := t.stats
+	t.mu.Unlock()
+	next := t.nextOffset.Load()
+	return PartitionStatus{
+		Partition:      t.partition,
+		NextOffset:     next,
+		EndOffset:      t.end,
+		Lag:            max(0, t.highWater.Load()-next),
+		Watermark:      t.watermark.Load(),
+		Done:           t.done.Load(),
+		PartitionStats: st,
+	}
+}

@@ -1,0 +1,140 @@
+package actors
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/eddy-iot/eddy/operators"
+)
+
+// Spec is a YAML job spec, the production description of a job (see
+// deploy/jobs/iot-work.yaml for a documented example). Unset fields take the
+// defaults of DefaultConfig. Durations are Go durations ("1m", "500ms").
+type Spec struct {
+	Name   string `yaml:"name"`
+	Source struct {
+		Brokers      []string `yaml:"brokers"`
+		Topic        string   `yaml:"topic"`
+		Partitions   []int32  `yaml:"partitions"`
+		StartOffset  string   `yaml:"start_offset"`
+		Bounded      bool     `yaml:"bounded"`
+		KafkaVersion string   `yaml:"kafka_version"`
+	} `yaml:"source"`
+	Format struct {
+		TimeZone        string `yaml:"time_zone"`
+		MaxMessageBytes int    `yaml:"max_message_bytes"`
+	} `yaml:"format"`
+	EventTime struct {
+		OutOfOrderness  *Duration `yaml:"out_of_orderness"`
+		AllowedLateness *Duration `yaml:"allowed_lateness"`
+	} `yaml:"event_time"`
+	Window struct {
+		Kind  string    `yaml:"kind"`
+		Size  *Duration `yaml:"size"`
+		Slide *Duration `yaml:"slide"`
+		Gap   *Duration `yaml:"gap"`
+	} `yaml:"window"`
+	WorkPeriods struct {
+		Threshold *float64  `yaml:"threshold"`
+		MaxGap    *Duration `yaml:"max_gap"`
+	} `yaml:"work_periods"`
+	Broadcast struct {
+		// DevicesFile is a JSON or YAML map pboxid → {company, site,
+		// threshold}; relative to the working directory.
+		DevicesFile string `yaml:"devices_file"`
+	} `yaml:"broadcast"`
+	// Sink is a sink URL: sqlite:PATH, mysql:DSN, stdout, ndjson:PATH, discard.
+	Sink string `yaml:"sink"`
+	// BatchSize and BatchLinger tune actor batches; see Config.
+	BatchSize   int       `yaml:"batch_size"`
+	BatchLinger *Duration `yaml:"batch_linger"`
+}
+
+// Duration is a time.Duration that reads from YAML as "1m30s".
+type Duration time.Duration
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return fmt.Errorf("line %d: duration must be a string like \"1m\"", n.Line)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// ParseSpec reads a YAML job spec. Unknown fields are errors (a typo must not
+// silently fall back to a default).
+func ParseSpec(data []byte) (*Spec, error) {
+	var s Spec
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&s); err != nil {
+		return nil, fmt.Errorf("actors: job spec: %w", err)
+	}
+	return &s, nil
+}
+
+// Config returns the job configuration the spec describes, validated.
+func (s *Spec) Config() (Config, error) {
+	c := DefaultConfig()
+	if s.Name != "" {
+		c.Name = s.Name
+	}
+	c.Source.Brokers = s.Source.Brokers
+	setIf(&c.Source.Topic, s.Source.Topic)
+	setIf(&c.Source.StartOffset, s.Source.StartOffset)
+	setIf(&c.Source.KafkaVersion, s.Source.KafkaVersion)
+	c.Source.Partitions = s.Source.Partitions
+	c.Source.Bounded = s.Source.Bounded
+	if s.Format.TimeZone != "" {
+		loc, err := time.LoadLocation(s.Format.TimeZone)
+		if err != nil {
+			return c, fmt.Errorf("actors: job spec format.time_zone: %w", err)
+		}
+		c.Operators.Location = loc
+	}
+	if s.Format.MaxMessageBytes != 0 {
+		c.Operators.MaxMessageBytes = s.Format.MaxMessageBytes
+	}
+	setDur(&c.Operators.OutOfOrderness, s.EventTime.OutOfOrderness)
+	setDur(&c.Operators.AllowedLateness, s.EventTime.AllowedLateness)
+	if s.Window.Kind != "" {
+		c.Operators.Window.Kind = operators.WindowKind(s.Window.Kind)
+	}
+	setDur(&c.Operators.Window.Size, s.Window.Size)
+	setDur(&c.Operators.Window.Slide, s.Window.Slide)
+	setDur(&c.Operators.Window.Gap, s.Window.Gap)
+	if s.WorkPeriods.Threshold != nil {
+		c.Operators.Threshold = *s.WorkPeriods.Threshold
+	}
+	setDur(&c.Operators.MaxGap, s.WorkPeriods.MaxGap)
+	if s.BatchSize != 0 {
+		c.BatchSize = s.BatchSize
+	}
+	setDur(&c.BatchLinger, s.BatchLinger)
+	if s.Sink == "" {
+		return c, errors.New("actors: job spec: sink is required (e.g. sink: \"mysql:user:pass@tcp(127.0.0.1:3306)/eddy\")")
+	}
+	return c, c.Validate()
+}
+
+func setIf(dst *string, v string) {
+	if v != "" {
+		*dst = v
+	}
+}
+
+func setDur(dst *time.Duration, v *Duration) {
+	if v != nil {
+		*dst = time.Duration(*v)
+	}
+}

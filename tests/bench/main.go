@@ -1,0 +1,252 @@
+// Command bench measures eddy's end-to-end throughput beside the raw limit,
+// in one run, on the same broker and data:
+//
+//   - raw:    a bare sarama consumer that only counts the messages of every
+//     partition (the ceiling for anything reading through sarama);
+//   - discard: eddy's bounded iot-work job with the discard sink (processing
+//     only, like Nexmark's blackhole sink);
+//   - sqlite: the same job writing every output table to SQLite.
+//
+// Each is run --runs times; the medians and the ratios to raw are printed.
+// With --cpuprofile, one extra discard run is profiled.
+//
+//	go run ./tests/bench [--runs 5] [--data FILE --delimiter C --map ...]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/eddy-iot/eddy/actors"
+	"github.com/eddy-iot/eddy/actors/dataset"
+	"github.com/eddy-iot/eddy/actors/devbroker"
+	"github.com/eddy-iot/eddy/sinks"
+)
+
+func main() {
+	var (
+		runs       = flag.Int("runs", 5, "runs of each variant; medians are reported")
+		data       = flag.String("data", dataset.EmbeddedAberdeen, "dataset (default: the embedded Aberdeen data)")
+		partitions = flag.Int("partitions", 12, "partitions of the source topic")
+		cpuprofile = flag.String("cpuprofile", "", "write a CPU profile of one extra discard run to this file")
+		variants   = flag.String("variants", "raw,discard,sqlite", "comma-separated subset of raw,discard,sqlite")
+	)
+	flag.Parse()
+	if err := run(*runs, *data, *partitions, *cpuprofile, *variants); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(runs int, data string, partitions int, cpuprofile, variants string) error {
+	ctx := context.Background()
+	bcfg := devbroker.DefaultConfig()
+	bcfg.Listen = "127.0.0.1:0"
+	bcfg.Partitions = partitions
+	broker, err := devbroker.Start(bcfg)
+	if err != nil {
+		return err
+	}
+	defer broker.Close()
+	r, err := dataset.Open(data, dataset.Options{})
+	if err != nil {
+		return err
+	}
+	rs, err := dataset.Replay(ctx, broker.Addrs(), "iot-topic", r, dataset.ReplayOptions{})
+	r.Close()
+	if err != nil {
+		return err
+	}
+	n := rs.Produced
+	fmt.Printf("eddy bench: %d records of %s in %d partitions, GOMAXPROCS=%d, %d runs each\n",
+		n, filepath.Base(data), partitions, runtime.GOMAXPROCS(0), runs)
+
+	want := map[string]bool{}
+	for _, v := range splitComma(variants) {
+		want[v] = true
+	}
+	tmp, err := os.MkdirTemp("", "eddy-bench-*")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+
+	type variant struct {
+		name string
+		fn   func(i int) (time.Duration, error)
+	}
+	var vs []variant
+	if want["raw"] {
+		vs = append(vs, variant{"raw sarama consumer", func(int) (time.Duration, error) { return rawConsume(broker.Addrs(), n) }})
+	}
+	if want["discard"] {
+		vs = append(vs, variant{"eddy → discard", func(int) (time.Duration, error) {
+			return runJob(ctx, broker.Addrs(), sinks.NewDiscard(), n)
+		}})
+	}
+	if want["sqlite"] {
+		vs = append(vs, variant{"eddy → sqlite", func(i int) (time.Duration, error) {
+			s, err := sinks.NewSQLite(filepath.Join(tmp, fmt.Sprintf("bench-%d.db", i)), sinks.DefaultConfig(), nil)
+			if err != nil {
+				return 0, err
+			}
+			return runJob(ctx, broker.Addrs(), s, n)
+		}})
+	}
+	medians := map[string]float64{}
+	for _, v := range vs {
+		var rates []float64
+		for i := 0; i < runs; i++ {
+			runtime.GC()
+			d, err := v.fn(i)
+			if err != nil {
+				return fmt.Errorf("%s: %w", v.name, err)
+			}
+			rates = append(rates, float64(n)/d.Seconds())
+			fmt.Printf("  %-22s run %d: %8.0f events/s (%s)\n", v.name, i+1, rates[i], d.Round(time.Millisecond))
+		}
+		medians[v.name] = median(rates)
+	}
+	fmt.Println()
+	fmt.Printf("%-22s %14s %14s %10s\n", "variant", "median ev/s", "ev/s per core", "vs raw")
+	raw := medians["raw sarama consumer"]
+	for _, v := range vs {
+		m := medians[v.name]
+		ratio := "-"
+		if raw > 0 {
+			ratio = fmt.Sprintf("%.2f", m/raw)
+		}
+		fmt.Printf("%-22s %14.0f %14.0f %10s\n", v.name, m, m/float64(runtime.GOMAXPROCS(0)), ratio)
+	}
+	if cpuprofile != "" {
+		f, err := os.Create(cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		_, err = runJob(ctx, broker.Addrs(), sinks.NewDiscard(), n)
+		pprof.StopCPUProfile()
+		if err != nil {
+			return err
+		}
+		fmt.Printf("\nCPU profile of one discard run: %s (go tool pprof -top %s)\n", cpuprofile, cpuprofile)
+	}
+	return nil
+}
+
+// runJob runs the bounded iot-work job into sink and checks it saw n records.
+func runJob(ctx context.Context, brokers []string, sink sinks.Sink, n int64) (time.Duration, error) {
+	defer sink.Close()
+	if err := sink.Open(ctx); err != nil {
+		return 0, err
+	}
+	cfg := actors.DefaultConfig()
+	cfg.Source.Brokers = brokers
+	cfg.Source.Bounded = true
+	job, err := actors.NewJob(cfg, sink, nil, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	sum, err := job.Run(ctx)
+	if err == nil {
+		err = sink.Close()
+	}
+	d := time.Since(start)
+	if err != nil {
+		return 0, err
+	}
+	if sum.Received != n {
+		return 0, fmt.Errorf("job received %d records, want %d", sum.Received, n)
+	}
+	return d, nil
+}
+
+// rawConsume reads every partition to its end with a bare sarama consumer
+// that only counts messages: the raw limit.
+func rawConsume(brokers []string, n int64) (time.Duration, error) {
+	sc := sarama.NewConfig()
+	sc.Version = sarama.V2_8_0_0
+	sc.Consumer.Fetch.Default = 4 << 20
+	sc.ChannelBufferSize = 8192
+	start := time.Now()
+	client, err := sarama.NewClient(brokers, sc)
+	if err != nil {
+		return 0, err
+	}
+	defer client.Close()
+	consumer, err := sarama.NewConsumerFromClient(client)
+	if err != nil {
+		return 0, err
+	}
+	defer consumer.Close()
+	parts, err := client.Partitions("iot-topic")
+	if err != nil {
+		return 0, err
+	}
+	var count atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, len(parts))
+	for _, p := range parts {
+		end, err := client.GetOffset("iot-topic", p, sarama.OffsetNewest)
+		if err != nil {
+			return 0, err
+		}
+		if end == 0 {
+			continue
+		}
+		pc, err := consumer.ConsumePartition("iot-topic", p, sarama.OffsetOldest)
+		if err != nil {
+			return 0, err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer pc.AsyncClose()
+			for m := range pc.Messages() {
+				count.Add(1)
+				if m.Offset+1 >= end {
+					return
+				}
+			}
+			errs <- fmt.Errorf("partition %d closed early", p)
+		}()
+	}
+	wg.Wait()
+	d := time.Since(start)
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, err
+	}
+	if count.Load() != n {
+		return 0, fmt.Errorf("raw consumer counted %d, want %d", count.Load(), n)
+	}
+	return d, nil
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func splitComma(s string) []string { return strings.Split(s, ",") }
