@@ -379,11 +379,57 @@ func (d *Decoder) number(v rawValue) (float64, string) {
 	default:
 		return 0, "got " + describe(v) + ", want a number"
 	}
+	if f, ok := fastFloat(txt); ok {
+		return f, ""
+	}
 	f, err := strconv.ParseFloat(bytesToString(txt), 64)
 	if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
 		return 0, quoteTrunc(txt) + " is not a finite number"
 	}
 	return f, ""
+}
+
+var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15}
+
+// fastFloat parses the common short form -?digits[.digits] with at most 15
+// digits exactly (Clinger's fast path: an integer mantissa below 2^53
+// divided by an exact power of ten is correctly rounded, so the result is
+// the one strconv.ParseFloat returns). ok is false for anything else.
+func fastFloat(b []byte) (float64, bool) {
+	i := 0
+	neg := false
+	if len(b) > 0 && (b[0] == '-' || b[0] == '+') {
+		neg = b[0] == '-'
+		i = 1
+	}
+	var mant uint64
+	nd, frac := 0, -1
+	for ; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case c >= '0' && c <= '9':
+			mant = mant*10 + uint64(c-'0')
+			nd++
+			if frac >= 0 {
+				frac++
+			}
+		case c == '.' && frac < 0:
+			frac = 0
+		default:
+			return 0, false
+		}
+	}
+	if nd == 0 || nd > 15 {
+		return 0, false
+	}
+	f := float64(mant)
+	if frac > 0 {
+		f /= pow10[frac]
+	}
+	if neg {
+		f = -f
+	}
+	return f, true
 }
 
 // bytesToString views b as a string without copying; the string must not

@@ -85,6 +85,10 @@ func (s *scanner) str() (start, end int, esc, ok bool) {
 	start = s.i
 	for s.i < len(b) {
 		c := b[s.i]
+		if plainStringByte[c] {
+			s.i++
+			continue
+		}
 		switch {
 		case c == '"':
 			end = s.i
@@ -129,6 +133,15 @@ func (s *scanner) str() (start, end int, esc, ok bool) {
 	}
 	return 0, 0, false, s.fail("unexpected end of input in string")
 }
+
+// plainStringByte marks the bytes a string may contain unexamined: printable
+// ASCII except '"' and '\\'.
+var plainStringByte = func() (t [256]bool) {
+	for c := 0x20; c < 0x80; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 func hexVal(c byte) int {
 	switch {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -324,4 +325,116 @@ func TestAllowedLatenessRefires(t *testing.T) {
 		{rec: rec("a", 55, 1), periods: []per{{"a", 0, 5, 2, 1, 1}}}, // releases 5 and 25; 25 − 5 > 10 ends [0,5]
 		{rec: "", periods: []per{{"a", 25, 30, 2, 1, 1}, {"a", 55, 55, 1, 1, 1}}},
 	})
+}
+
+func TestLateAndDeadLetterRecords(t *testing.T) {
+	cfg := tumbling(time.Minute) // out-of-orderness 5 s
+	f := newFeeder(t, cfg, nil)
+	f.feed(rec("a", 100, 1)) // W = 95
+	buf := []byte(rec("a", 94.999, 2))
+	var out Output
+	f.p.Process(41, buf, &out)
+	want := LateRecord{Partition: 3, Offset: 41, PboxID: "a", EventTime: 94999, Watermark: 95000, Reason: ReasonLate, Payload: []byte(rec("a", 94.999, 2))}
+	if len(out.Late) != 1 || len(out.Readings) != 0 {
+		t.Fatalf("late output %+v", out)
+	}
+	copy(buf, strings.Repeat("x", len(buf))) // payload must be a copy
+	if got := out.Late[0]; got.Partition != want.Partition || got.Offset != want.Offset || got.PboxID != want.PboxID ||
+		got.EventTime != want.EventTime || got.Watermark != want.Watermark || got.Reason != want.Reason || string(got.Payload) != string(want.Payload) {
+		t.Fatalf("late record\n got %+v\nwant %+v", got, want)
+	}
+
+	out.Reset()
+	bad := []byte(`{"pboxid":"a","event_time":"yesterday","metric":1}`)
+	f.p.Process(42, bad, &out)
+	f.p.Process(43, []byte(`{"pboxid":"a","event_time":"2100-01-01 00:00:00","metric":"n/a"}`), &out)
+	f.p.Process(44, nil, &out)
+	if len(out.DeadLetters) != 3 || len(out.Readings) != 0 {
+		t.Fatalf("dead letters %+v", out)
+	}
+	copy(bad, strings.Repeat("x", len(bad)))
+	dl := out.DeadLetters[0]
+	if dl.Partition != 3 || dl.Offset != 42 || ReasonLabel(dl.Reason) != ReasonInvalidEventTime ||
+		!strings.HasPrefix(dl.Reason, ReasonInvalidEventTime+": ") || string(dl.Payload) != `{"pboxid":"a","event_time":"yesterday","metric":1}` {
+		t.Fatalf("dead letter %+v", dl)
+	}
+	if ReasonLabel(out.DeadLetters[1].Reason) != ReasonInvalidMetric || ReasonLabel(out.DeadLetters[2].Reason) != ReasonMalformedJSON {
+		t.Fatalf("dead letter reasons %q %q", out.DeadLetters[1].Reason, out.DeadLetters[2].Reason)
+	}
+	if f.p.Watermark() != 95000 {
+		t.Fatalf("dead letters moved the watermark to %d", f.p.Watermark())
+	}
+	want2 := PartitionStats{Received: 5, Valid: 2, Late: 1, DeadLetters: 3}
+	if got := f.p.Stats(); got != want2 {
+		t.Fatalf("stats %+v, want %+v", got, want2)
+	}
+	fin := f.finish()
+	if len(fin.Windows) != 1 || fin.Windows[0].Count != 1 {
+		t.Fatalf("finish windows %+v", fin.Windows)
+	}
+	// After Finish every record is late.
+	out = f.feed(rec("a", 1e9, 1))
+	if len(out.Late) != 1 || out.Late[0].Watermark != math.MaxInt64 {
+		t.Fatalf("record after Finish: %+v", out)
+	}
+	want3 := PartitionStats{Received: 6, Valid: 3, Late: 2, DeadLetters: 3, WindowsFired: 1}
+	if got := f.p.Stats(); got != want3 {
+		t.Fatalf("stats %+v, want %+v", got, want3)
+	}
+}
+
+func TestWatermarkBeforeAnyRecord(t *testing.T) {
+	f := newFeeder(t, DefaultConfig(), nil)
+	if f.p.Watermark() != math.MinInt64 {
+		t.Fatalf("initial watermark %d", f.p.Watermark())
+	}
+	f.feed(`{}`)
+	if f.p.Watermark() != math.MinInt64 {
+		t.Fatalf("watermark after a dead letter %d", f.p.Watermark())
+	}
+	// The very first record is never late, however old.
+	out := f.feed(rec("a", -1e9, 1))
+	if len(out.Readings) != 1 || f.p.Watermark() != -1e12-5000 {
+		t.Fatalf("first record %+v, watermark %d", out, f.p.Watermark())
+	}
+	if out := f.finish(); len(out.Windows) != 1 {
+		t.Fatalf("finish %+v", out)
+	}
+}
+
+func TestWindowPosition(t *testing.T) {
+	cfg := tumbling(time.Minute)
+	f := newFeeder(t, cfg, nil)
+	var all []WindowAggregate
+	for _, r := range []string{
+		`{"pboxid":"b","event_time":1000,"metric":1,"latitude":7}`, // latitude only
+		recPos("a", 10, 1, 1, 1),
+		rec("a", 20, 1),          // latest by event time, no position
+		recPos("a", 5, 1, 3, 3),  // older
+		recPos("a", 70, 1, 4, 4), // next window
+		recPos("a", 70, 1, 5, 5), // same event time, higher offset wins
+		recPos("a", 69, 1, 6, 6),
+	} {
+		out := f.feed(r)
+		all = append(all, out.Windows...)
+	}
+	all = append(all, f.finish().Windows...)
+	if len(all) != 3 {
+		t.Fatalf("windows %+v", all)
+	}
+	pos := func(w WindowAggregate) string { return fmt.Sprint(w.PboxID, w.Start, w.Latitude, w.Longitude) }
+	got := []string{pos(all[0]), pos(all[1]), pos(all[2])}
+	want := []string{"a0 NaN NaN", "b0 7 NaN", "a60000 5 5"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("positions %q, want %q", got, want)
+	}
+}
+
+func TestNewPartitionRejectsBadConfig(t *testing.T) {
+	defer func() {
+		if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "window size must be > 0") {
+			t.Fatalf("panic %v", r)
+		}
+	}()
+	NewPartition(0, Config{}, nil)
 }
