@@ -21,7 +21,9 @@ func TestConfigValidate(t *testing.T) {
 		{"empty kind is tumbling", func(c *Config) { c.Window.Kind = "" }, ""},
 		{"sub-millisecond size", func(c *Config) { c.Window.Size = 1500 * time.Microsecond }, "window size must be a whole number of milliseconds"},
 		{"unknown kind", func(c *Config) { c.Window.Kind = "hopping" }, `window kind must be "tumbling", "sliding" or "session", got "hopping"`},
-		{"sliding ok", func(c *Config) { c.Window = WindowSpec{Kind: WindowSliding, Size: time.Minute, Slide: 10 * time.Second} }, ""},
+		{"sliding ok", func(c *Config) {
+			c.Window = WindowSpec{Kind: WindowSliding, Size: time.Minute, Slide: 10 * time.Second}
+		}, ""},
 		{"sliding no slide", func(c *Config) { c.Window = WindowSpec{Kind: WindowSliding, Size: time.Minute} }, "window slide must be > 0, got 0s"},
 		{"slide > size", func(c *Config) { c.Window = WindowSpec{Kind: WindowSliding, Size: time.Second, Slide: time.Minute} }, "window slide must be <= window size"},
 		{"session ok", func(c *Config) { c.Window = WindowSpec{Kind: WindowSession, Gap: time.Minute} }, ""},
