@@ -99,7 +99,7 @@ func NormalizeMySQLDSN(dsn string) (*mysql.Config, error) {
 	return mc, nil
 }
 
-// mysqlSchema creates the tables if missing; %[1]s is the collation.
+// mysqlSchema creates the tables if missing; {collation} and {today} are filled in.
 var mysqlSchema = []string{
 	`CREATE TABLE IF NOT EXISTS readings (
 	source_partition INT          NOT NULL,
@@ -112,9 +112,9 @@ var mysqlSchema = []string{
 	company          VARCHAR(255) NOT NULL DEFAULT '',
 	site             VARCHAR(255) NOT NULL DEFAULT '',
 	PRIMARY KEY (event_time, source_partition, source_offset)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=%[1]s
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={collation}
 PARTITION BY RANGE COLUMNS(event_time) (
-	PARTITION p_past VALUES LESS THAN ('%[2]s'),
+	PARTITION p_past VALUES LESS THAN ('{today}'),
 	PARTITION p_future VALUES LESS THAN (MAXVALUE)
 )`,
 	"CREATE TABLE IF NOT EXISTS window_aggregates (" + `
@@ -131,7 +131,7 @@ PARTITION BY RANGE COLUMNS(event_time) (
 	company      VARCHAR(255) NOT NULL DEFAULT '',
 	site         VARCHAR(255) NOT NULL DEFAULT '',
 	PRIMARY KEY (pboxid, window_start)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=%[1]s`,
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={collation}`,
 	`CREATE TABLE IF NOT EXISTS work_periods (
 	pboxid       VARCHAR(64)  NOT NULL,
 	period_start DATETIME(3)  NOT NULL,
@@ -143,7 +143,7 @@ PARTITION BY RANGE COLUMNS(event_time) (
 	company      VARCHAR(255) NOT NULL DEFAULT '',
 	site         VARCHAR(255) NOT NULL DEFAULT '',
 	PRIMARY KEY (pboxid, period_start)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=%[1]s`,
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={collation}`,
 	`CREATE TABLE IF NOT EXISTS late_records (
 	source_partition INT          NOT NULL,
 	source_offset    BIGINT       NOT NULL,
@@ -154,7 +154,7 @@ PARTITION BY RANGE COLUMNS(event_time) (
 	payload          MEDIUMBLOB   NOT NULL,
 	payload_bytes    BIGINT       NOT NULL,
 	PRIMARY KEY (source_partition, source_offset)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=%[1]s`,
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={collation}`,
 	`CREATE TABLE IF NOT EXISTS dead_letters (
 	source_partition INT          NOT NULL,
 	source_offset    BIGINT       NOT NULL,
@@ -162,7 +162,7 @@ PARTITION BY RANGE COLUMNS(event_time) (
 	payload          MEDIUMBLOB   NOT NULL,
 	payload_bytes    BIGINT       NOT NULL,
 	PRIMARY KEY (source_partition, source_offset)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=%[1]s`,
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={collation}`,
 	`CREATE OR REPLACE VIEW daily_work_time AS
 SELECT pboxid, DATE(period_start) AS day, COUNT(*) AS periods, SUM(duration_s) AS seconds
 FROM work_periods GROUP BY pboxid, DATE(period_start)`,
@@ -241,8 +241,9 @@ func (s *MySQL) setup(ctx context.Context, db *sql.DB) error {
 		return err
 	}
 	today := floorDiv(s.now().UnixMilli(), msPerDay)
+	fill := strings.NewReplacer("{collation}", coll, "{today}", dayString(today))
 	for _, q := range mysqlSchema {
-		if _, err := db.ExecContext(ctx, fmt.Sprintf(q, coll, dayString(today))); err != nil {
+		if _, err := db.ExecContext(ctx, fill.Replace(q)); err != nil {
 			return fmt.Errorf("create schema: %w", err)
 		}
 	}

@@ -50,7 +50,6 @@ func NewSQLite(path string, cfg Config, reg prometheus.Registerer) (*SQLite, err
 	d := dialect{
 		name:    "sqlite",
 		maxVars: sqliteMaxVars,
-		prepare: true,
 		quote:   func(s string) string { return `"` + s + `"` },
 	}
 	d.upsert = func(t *tableDef) string {
@@ -166,6 +165,12 @@ func (s *SQLite) Open(ctx context.Context) error {
 				return nil, fmt.Errorf("sinks: sqlite %s: create schema: %w", s.path, err)
 			}
 		}
+		conn, err := db.Conn(ctx)
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("sinks: sqlite %s: %w", s.path, err)
+		}
+		s.e.conn = conn
 		return db, nil
 	})
 }

@@ -45,7 +45,6 @@ type dialect struct {
 	// stmtBytes bounds the estimated size of one statement (MySQL's
 	// max_allowed_packet); 0 means no bound.
 	stmtBytes int
-	prepare   bool // keep prepared statements (SQLite) or send text (MySQL, interpolateParams)
 	quote     func(ident string) string
 	upsert    func(t *tableDef) string // the clause after VALUES
 }
@@ -119,6 +118,7 @@ type sqlEngine struct {
 	mu      sync.Mutex // guards everything below; held during store I/O
 	state   int
 	db      *sql.DB
+	conn    *sql.Conn // SQLite: the one connection, with the prepared statements; nil for MySQL
 	p       pending
 	args    []any
 	queries map[stmtKey]string
@@ -211,6 +211,9 @@ func (e *sqlEngine) close(timeout time.Duration) error {
 		for _, s := range e.stmts {
 			s.Close()
 		}
+		if e.conn != nil {
+			e.conn.Close()
+		}
 		if cerr := e.db.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("sinks: %s: close: %w", e.d.name, cerr)
 		}
@@ -243,18 +246,40 @@ func (e *sqlEngine) writePending(ctx context.Context) error {
 }
 
 func (e *sqlEngine) writeTx(ctx context.Context) error {
-	tx, err := e.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
+	var tx *sql.Tx
+	if e.conn != nil {
+		// SQLite: statements are prepared on the one connection, so the
+		// transaction is driven by hand on it.
+		if _, err := e.conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+			return err
+		}
+	} else {
+		var err error
+		if tx, err = e.db.BeginTx(ctx, nil); err != nil {
+			return err
+		}
+	}
+	rollback := func() {
+		if tx != nil {
+			tx.Rollback()
+		} else {
+			e.conn.ExecContext(context.Background(), "ROLLBACK")
+		}
 	}
 	counts := [5]int{len(e.p.Readings), len(e.p.Windows), len(e.p.WorkPeriods), len(e.p.Late), len(e.p.DeadLetters)}
 	for t, n := range counts {
 		if err := e.execRows(ctx, tx, t, n); err != nil {
-			tx.Rollback()
+			rollback()
 			return fmt.Errorf("%s: %w", tableDefs[t].name, err)
 		}
 	}
-	return tx.Commit()
+	var err error
+	if tx != nil {
+		err = tx.Commit()
+	} else if _, err = e.conn.ExecContext(ctx, "COMMIT"); err != nil {
+		rollback()
+	}
+	return err
 }
 
 // maxRows is the most rows of table t in one statement.
@@ -305,19 +330,19 @@ func (e *sqlEngine) exec(ctx context.Context, tx *sql.Tx, key stmtKey, args []an
 		q = e.d.insertSQL(&tableDefs[key.table], key.rows)
 		e.queries[key] = q
 	}
-	if !e.d.prepare {
+	if tx != nil {
 		_, err := tx.ExecContext(ctx, q, args...)
 		return err
 	}
 	st, ok := e.stmts[key]
 	if !ok {
 		var err error
-		if st, err = e.db.PrepareContext(ctx, q); err != nil {
+		if st, err = e.conn.PrepareContext(ctx, q); err != nil {
 			return err
 		}
 		e.stmts[key] = st
 	}
-	_, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...)
+	_, err := st.ExecContext(ctx, args...)
 	return err
 }
 
