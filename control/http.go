@@ -313,8 +313,12 @@ func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if consistent && n.consistentRead(w, r) {
-		return
+	if consistent {
+		if n.consistentRead(w, r) {
+			return
+		}
+	} else {
+		n.syncLocal(r.Context())
 	}
 	v := n.waitView(r, index, wait, func(v View) uint64 { return v.KeyIndex(key) })
 	setIndex(w, v.KeyIndex(key))
@@ -353,8 +357,12 @@ func (n *Node) handleList(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if consistent && n.consistentRead(w, r) {
-		return
+	if consistent {
+		if n.consistentRead(w, r) {
+			return
+		}
+	} else {
+		n.syncLocal(r.Context())
 	}
 	v := n.waitView(r, index, wait, func(v View) uint64 { return v.PrefixIndex(prefix) })
 	idx := v.PrefixIndex(prefix)

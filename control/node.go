@@ -48,6 +48,9 @@ type Node struct {
 	// barrier: consistent reads are served only when it equals the
 	// current term.
 	readyTerm atomic.Uint64
+	// writtenIndex is the highest index of a write acknowledged through
+	// this node; local reads wait for the replica to reach it.
+	writtenIndex atomic.Uint64
 
 	leaveCh   chan struct{} // closed when the API asked the node to leave
 	leaveOnce sync.Once
@@ -284,8 +287,8 @@ func (n *Node) Close() error {
 
 // Apply validates cmd, proposes it to the leader (locally, or forwarded over
 // HTTP from a follower) and waits until it is applied, for at most
-// Config.ApplyTimeout. When it returns, the local replica has applied the
-// command too (read-your-writes on this node; waited for at most 1 s).
+// Config.ApplyTimeout. Local reads through this node's HTTP API afterwards
+// wait until its replica has applied the command (read-your-writes).
 // Errors: ErrInvalid and ErrTooLarge before anything is
 // sent; ErrConflict or ErrNotFound from the FSM (nothing changed); ErrNoLeader
 // when no leader accepted it within Config.LeaderWait (not applied);
@@ -304,15 +307,30 @@ func (n *Node) Apply(ctx context.Context, cmd Command) (Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
 	defer cancel()
 	res, err := n.applyEncoded(ctx, data, false)
-	if err == nil && n.fsm.View().Index() < res.Index {
-		// Forwarded write: answer once this replica has applied it too,
-		// so that a local read on this node sees the caller's own write
-		// (read-your-writes). Bounded: a slow replica answers anyway.
-		wctx, wcancel := context.WithTimeout(ctx, time.Second)
-		_ = n.fsm.WaitApplied(wctx, res.Index)
-		wcancel()
+	if err == nil {
+		// Remember the write so that local reads on this node wait for it
+		// (read-your-writes through the node that took the write).
+		for {
+			cur := n.writtenIndex.Load()
+			if res.Index <= cur || n.writtenIndex.CompareAndSwap(cur, res.Index) {
+				break
+			}
+		}
 	}
 	return res, err
+}
+
+// syncLocal waits (at most 1 s) until the local replica has applied every
+// write this node has acknowledged, so that a local read never misses a
+// write made through the same node.
+func (n *Node) syncLocal(ctx context.Context) {
+	idx := n.writtenIndex.Load()
+	if n.fsm.View().Index() >= idx {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	_ = n.fsm.WaitApplied(ctx, idx)
 }
 
 func (n *Node) checkSize(cmd Command) error {
@@ -363,7 +381,7 @@ func (n *Node) applyEncoded(ctx context.Context, data []byte, forwarded bool) (R
 			return Result{}, ErrClosed
 		case <-time.After(backoff):
 		}
-		if backoff < 100*time.Millisecond {
+		if backoff < 20*time.Millisecond {
 			backoff *= 2
 		}
 	}

@@ -307,6 +307,9 @@ func (c *Client) do(ctx context.Context, req request, out any) (http.Header, err
 			}
 			return h, err
 		}
+		if isDialError(err) && !req.pinned {
+			c.cur.Store(int64((i + 1) % len(c.addrs))) // next call starts elsewhere
+		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
 		}

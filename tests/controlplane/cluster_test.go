@@ -92,6 +92,19 @@ func TestThreeNodeCluster(t *testing.T) {
 		t.Errorf("ctl members -o json: %q %v", out, err)
 	}
 
+	// Read-your-writes through a node: a local (non-consistent) read on
+	// the follower that took a write never misses it.
+	fc := fs[0].Client(5 * time.Second)
+	for i := 0; i < 20; i++ {
+		v := fmt.Sprint(i)
+		if _, err := fc.Put(ctx, "ryw", []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+		if e, err := fc.Get(ctx, "ryw", client.ReadOptions{}); err != nil || e.Value != v {
+			t.Fatalf("local read after write %s on %s: %+v %v", v, fs[0].ID, e, err)
+		}
+	}
+
 	// Every replica serves the write locally.
 	for _, n := range c.Nodes {
 		eventually(t, time.Second, func() error {
