@@ -1,0 +1,82 @@
+// Package control is eddy's control plane, the replicated JobManager: a Raft
+// group (hashicorp/raft, raft-boltdb/v2 log and stable store, file snapshot
+// store, TCP transport) whose FSM holds the cluster's configuration —
+// broadcast device data and other keys, job specs, partition leases and
+// checkpoint records — and an HTTP/JSON API served by every node. There is
+// no external coordinator.
+//
+// # Cluster
+//
+// Every node runs a Node (StartNode). Nodes find each other through gossip
+// (package cluster). The first Config.BootstrapExpect nodes to meet form the
+// voter set: the one with the lowest id among them calls BootstrapCluster
+// with all of them, the others are replicated to (Consul's bootstrap-expect).
+// Nodes that join later become non-voters, added by the leader, so every node
+// holds a full replica and reads broadcast state locally. A node with Raft
+// state never bootstraps again; it recovers from its data dir.
+//
+// The leader reconciles membership (autopilot, see AutopilotConfig): new
+// members are added as non-voters, servers failed for DeadServerTimeout
+// (default 30 s) are removed, a dead voter is first replaced by a healthy
+// non-voter, and healthy non-voters are promoted while there are fewer than
+// Settings.VoterTarget voters (set from --bootstrap-expect).
+//
+// # Consistency
+//
+//   - Writes go through the Raft log. A follower forwards them to the leader
+//     (POST /v1/internal/apply) and relays the answer. An acknowledged write
+//     is committed on a majority and fsynced, so it survives any minority of
+//     node deaths.
+//   - Reads are served from the answering node's replica by default; they
+//     may lag the leader by a few CommitTimeouts, except that a node never
+//     misses a write acknowledged through itself (read-your-writes).
+//   - ?consistent reads are linearizable: served by the leader after it has
+//     committed an entry of its term, confirmed its leadership with a quorum
+//     (VerifyLeader) and applied up to the commit index it read before (the
+//     ReadIndex protocol, Raft thesis §6.4). Followers proxy them to the
+//     leader.
+//   - Compare-and-set is by revision: every key has CreateIndex and
+//     ModifyIndex, the Raft indexes of its creation and last write. cas=0
+//     means create-only.
+//   - Errors tell whether a write may have happened: ErrNoLeader and
+//     ErrNotLeader (HTTP 503) mean it certainly did not and may be retried;
+//     ErrUnknownOutcome (HTTP 504) means it may have.
+//
+// Watches are Consul-style blocking queries: a read with ?index=N&wait=D
+// returns when the key (or any key under the prefix) changes after index N,
+// or after D. The index to pass back is in the X-Eddy-Index header and in
+// KVList.Index.
+//
+// # Broadcast state
+//
+// Keys devices/<pboxid> hold the JSON of an operators.DeviceInfo
+// ({"company","site","threshold"}), validated on write. Node.Devices (and
+// FSM.Devices) is an operators.DeviceLookup over the local replica: an
+// atomic load of an immutable map that the FSM rebuilds after each applied
+// batch that touched a devices/ key, so a running job sees a change as soon
+// as its node has applied it (typically within tens of milliseconds).
+//
+// # Usage
+//
+//	cfg := control.DefaultConfig()
+//	cfg.ID, cfg.DataDir = "n1", "/var/lib/eddy/n1"
+//	cfg.HTTPAddr, cfg.RaftAddr, cfg.GossipAddr = "10.0.0.1:8080", "10.0.0.1:8300", "10.0.0.1:8301"
+//	cfg.BootstrapExpect, cfg.Join = 3, []string{"10.0.0.2:8301", "10.0.0.3:8301"}
+//	node, err := control.StartNode(cfg)
+//	...
+//	defer node.Close()
+//	res, err := node.Apply(ctx, control.KVSet{Key: "devices/17079", Value: `{"company":"acme","site":"dyce"}`})
+//	info, ok := node.Devices().Device("17079")
+//
+// The HTTP API is documented on Node.Handler; control/client is its Go
+// client and `eddy ctl` its command line.
+//
+// # Metrics
+//
+// eddy_raft_state, eddy_raft_leader_changes_total, eddy_raft_apply_seconds,
+// eddy_raft_last_index, eddy_raft_commit_index, eddy_raft_applied_index,
+// eddy_raft_fsm_keys, eddy_raft_fsm_bytes, eddy_raft_devices,
+// eddy_raft_fsm_restores_total, eddy_raft_autopilot_actions_total{action},
+// eddy_control_http_requests_total{method,code}, and from package cluster
+// eddy_members{status}.
+package control
