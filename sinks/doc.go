@@ -20,8 +20,8 @@
 // The SQL sinks create the same tables, with the same column names, in
 // both dialects. Times are UTC: DATETIME(3) in MySQL, TEXT
 // "YYYY-MM-DD HH:MM:SS.sss" in SQLite (always three fraction digits).
-// Coordinates are NULL when absent. company and site are '' (never NULL)
-// for devices without broadcast data.
+// Coordinates are NULL when absent. company and site are the empty string
+// (never NULL) for devices without broadcast data.
 //
 //	readings          (source_partition, source_offset, pboxid, event_time, metric,
 //	                   latitude, longitude, company, site)

@@ -137,7 +137,7 @@ func sampleBatch() *Batch {
 	return &Batch{
 		Readings: []operators.Reading{
 			{Partition: 0, Offset: 7, PboxID: "17079", EventTime: ms("2019-03-01 00:00:08.123"), Metric: 11.87, Latitude: 57.106, Longitude: -2.088, Company: "Acme", Site: "Dyce"},
-			{Partition: 0, Offset: 8, PboxID: "17079", EventTime: ms("2019-03-01 00:02:38.999"), Metric: 0.1 + 0.2, Latitude: nan, Longitude: nan},
+			{Partition: 0, Offset: 8, PboxID: "17079", EventTime: ms("2019-03-01 00:02:38.999"), Metric: math.Nextafter(0.3, 1), Latitude: nan, Longitude: nan},
 			{Partition: 1, Offset: 0, PboxID: "ümlaut-😀", EventTime: ms("1969-12-31 23:59:59.001"), Metric: -1e300, Latitude: -90, Longitude: 180, Company: "O'Brien \"quoted\" \\ back", Site: "line\nbreak"},
 			{Partition: 2, Offset: 1 << 40, PboxID: "x", EventTime: ms("1000-01-01 00:00:00.000"), Metric: 5e-324, Latitude: 0, Longitude: nan},
 			{Partition: 2, Offset: 1<<40 + 1, PboxID: "x", EventTime: ms("9999-12-31 23:59:59.999"), Metric: math.MaxFloat64, Latitude: nan, Longitude: 0},
