@@ -336,4 +336,3 @@ func TestNormalizeMySQLDSN(t *testing.T) {
 		}
 	}
 }
-
