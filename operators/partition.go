@@ -241,10 +241,15 @@ func (p *Partition) device(id []byte) *deviceState {
 func (p *Partition) advance(d *deviceState, w int64, out *Output) {
 	var info DeviceInfo
 	looked := false
-	n := 0
+	// Windows are sorted by end: those that fire form a prefix, and so do
+	// those beyond allowed lateness (all fired by then), which are dropped.
+	drop := 0
 	for i := range d.Windows {
 		win := &d.Windows[i]
-		if !win.Fired && win.End+p.fireDelta <= w {
+		if win.End+p.fireDelta > w {
+			break
+		}
+		if !win.Fired {
 			if !looked {
 				info, looked = p.lookup(d.ID), true
 			}
@@ -252,13 +257,13 @@ func (p *Partition) advance(d *deviceState, w int64, out *Output) {
 			p.stats.WindowsFired++
 			win.Fired = true
 		}
-		if win.Fired && win.End+p.fireDelta+p.lateness <= w {
-			continue // beyond allowed lateness: drop
+		if win.End+p.fireDelta+p.lateness <= w {
+			drop = i + 1
 		}
-		d.Windows[n] = *win
-		n++
 	}
-	d.Windows = d.Windows[:n]
+	if drop > 0 {
+		d.Windows = dropFront(d.Windows, drop)
+	}
 
 	limit := w - p.lateness
 	k := 0
@@ -272,7 +277,7 @@ func (p *Partition) advance(d *deviceState, w int64, out *Output) {
 		k++
 	}
 	if k > 0 {
-		d.Pending = d.Pending[:copy(d.Pending, d.Pending[k:])]
+		d.Pending = dropFront(d.Pending, k)
 	}
 	if d.Run.Active && limit-p.maxGap > d.Run.Last {
 		if !looked {
@@ -288,16 +293,31 @@ func (p *Partition) emitRun(r *workRun, id string, info DeviceInfo, out *Output)
 	p.stats.WorkPeriods++
 }
 
+// dropFront removes the first k elements of s in amortised O(k): it shifts
+// the rest down (keeping the capacity for reuse) when that costs no more than
+// k copies or the rest is short, and reslices otherwise.
+func dropFront[T any](s []T, k int) []T {
+	if rest := len(s) - k; rest <= k || rest <= 32 {
+		copy(s, s[k:])
+		return s[:rest]
+	}
+	return s[k:]
+}
+
 // nextWake is the smallest watermark at which d has work to do.
 func (p *Partition) nextWake(d *deviceState) int64 {
 	w := int64(math.MaxInt64)
+	// Windows are sorted by end. The first one has the earliest cleanup;
+	// the first unfired one the earliest firing (fired windows are at most
+	// those within allowed lateness).
+	if len(d.Windows) > 0 && d.Windows[0].Fired {
+		w = d.Windows[0].End + p.fireDelta + p.lateness
+	}
 	for i := range d.Windows {
-		win := &d.Windows[i]
-		at := win.End + p.fireDelta
-		if win.Fired {
-			at += p.lateness
+		if win := &d.Windows[i]; !win.Fired {
+			w = min(w, win.End+p.fireDelta)
+			break
 		}
-		w = min(w, at)
 	}
 	if len(d.Pending) > 0 {
 		w = min(w, d.Pending[0].T+p.lateness)
@@ -309,16 +329,23 @@ func (p *Partition) nextWake(d *deviceState) int64 {
 	return w
 }
 
+func compareWindows(a, b WindowAggregate) int {
+	return cmp.Or(cmp.Compare(a.End, b.End), cmp.Compare(a.PboxID, b.PboxID), cmp.Compare(a.Start, b.Start))
+}
+
+func comparePeriodsEmission(a, b WorkPeriod) int {
+	return cmp.Or(cmp.Compare(a.End, b.End), cmp.Compare(a.PboxID, b.PboxID), cmp.Compare(a.Start, b.Start))
+}
+
+// sortEmissions orders the windows and work periods appended since nw and
+// np by (end, pboxid, start); the sort is stable so that equal keys (work
+// periods of equal event times) keep their emission order.
 func sortEmissions(out *Output, nw, np int) {
-	if len(out.Windows)-nw > 1 {
-		slices.SortFunc(out.Windows[nw:], func(a, b WindowAggregate) int {
-			return cmp.Or(cmp.Compare(a.End, b.End), cmp.Compare(a.PboxID, b.PboxID), cmp.Compare(a.Start, b.Start))
-		})
+	if ws := out.Windows[nw:]; len(ws) > 1 && !slices.IsSortedFunc(ws, compareWindows) {
+		slices.SortStableFunc(ws, compareWindows)
 	}
-	if len(out.WorkPeriods)-np > 1 {
-		slices.SortFunc(out.WorkPeriods[np:], func(a, b WorkPeriod) int {
-			return cmp.Or(cmp.Compare(a.End, b.End), cmp.Compare(a.PboxID, b.PboxID), cmp.Compare(a.Start, b.Start))
-		})
+	if ps := out.WorkPeriods[np:]; len(ps) > 1 && !slices.IsSortedFunc(ps, comparePeriodsEmission) {
+		slices.SortStableFunc(ps, comparePeriodsEmission)
 	}
 }
 
@@ -342,7 +369,12 @@ func (p *Partition) reschedule(d *deviceState) {
 
 // The wake heap: an indexed binary min-heap of devices by wake time.
 
-func (p *Partition) heapLess(i, j int) bool { return p.heap[i].wake < p.heap[j].wake }
+// heapLess orders by (wake, ID): devices due at the same watermark are
+// advanced in pboxid order, so their emissions usually need no sorting.
+func (p *Partition) heapLess(i, j int) bool {
+	a, b := p.heap[i], p.heap[j]
+	return a.wake < b.wake || (a.wake == b.wake && a.ID < b.ID)
+}
 
 func (p *Partition) heapSwap(i, j int) {
 	h := p.heap

@@ -3,6 +3,7 @@ package operators
 import (
 	"math"
 	"slices"
+	"sort"
 )
 
 // windowState is the open state of one window of one device. Fields are
@@ -103,8 +104,13 @@ func floorDiv(a, b int64) int64 {
 // start) when missing. The pointer is valid until the next insertion.
 func (d *deviceState) windowAt(start, end int64) *windowState {
 	ws := d.Windows
+	// Fast path: in-order input touches the newest windows.
 	i := len(ws) - 1
-	for i >= 0 && ws[i].Start > start {
+	for n := 0; i >= 0 && ws[i].Start > start; n++ {
+		if n == 4 { // far out of order: binary search
+			i = sort.Search(len(ws), func(k int) bool { return ws[k].Start > start }) - 1
+			break
+		}
 		i--
 	}
 	if i >= 0 && ws[i].Start == start {
@@ -132,10 +138,7 @@ func (d *deviceState) addSession(gap, t, offset int64, metric, lat, lon float64)
 	ns.add(t, offset, metric, lat, lon)
 	ws := d.Windows
 	// Sessions ending before t cannot touch; ends ascend with starts.
-	i := len(ws)
-	for i > 0 && ws[i-1].End >= t {
-		i--
-	}
+	i := sort.Search(len(ws), func(k int) bool { return ws[k].End >= t })
 	j := i
 	for j < len(ws) && ws[j].Start <= ns.End {
 		ns.merge(&ws[j])

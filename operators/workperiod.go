@@ -1,5 +1,10 @@
 package operators
 
+import (
+	"slices"
+	"sort"
+)
+
 // pendingReading is an on-time reading waiting in a device's buffer until no
 // future on-time record can sort before it; then it is released to the
 // work-period run detector in (T, Offset) order.
@@ -21,18 +26,12 @@ type workRun struct {
 // addPending inserts r into d's buffer, kept sorted by (T, Offset).
 func (d *deviceState) addPending(r pendingReading) {
 	ps := d.Pending
-	i := len(ps)
-	for i > 0 && (ps[i-1].T > r.T || (ps[i-1].T == r.T && ps[i-1].Offset > r.Offset)) {
-		i--
-	}
-	if i == len(ps) {
+	after := func(k int) bool { return ps[k].T > r.T || (ps[k].T == r.T && ps[k].Offset > r.Offset) }
+	if len(ps) == 0 || !after(len(ps)-1) { // in order: the common case
 		d.Pending = append(ps, r)
 		return
 	}
-	ps = append(ps, pendingReading{})
-	copy(ps[i+1:], ps[i:])
-	ps[i] = r
-	d.Pending = ps
+	d.Pending = slices.Insert(ps, sort.Search(len(ps), after), r)
 }
 
 // feedRun runs one released reading through the run detector of d. It
