@@ -20,7 +20,9 @@ const (
 	// WindowSession: per device, readings at most Gap apart (sorted by event
 	// time) share a session; a session is [first reading, last reading + Gap).
 	// This is Flink's EventTimeSessionWindows: every reading at t opens
-	// [t, t+Gap), and windows that overlap or touch merge.
+	// [t, t+Gap), and windows that overlap or touch merge. Because a reading
+	// exactly at a session's end still merges into it, a session fires when
+	// the watermark is past its end (W > end), not at it.
 	WindowSession WindowKind = "session"
 )
 

@@ -60,7 +60,9 @@ type deviceState struct {
 // released to the run detector once t <= W − L, so the result equals that
 // batch definition whatever the arrival order within the lateness bound. A
 // period is emitted when a released reading ends it or when W − L > its last
-// reading + MaxGap. The threshold is that of the device (DeviceInfo.Threshold,
+// reading + MaxGap. (Readings with equal event times can make two periods of
+// a device share a start, and so a sink key (pboxid, start).) The threshold
+// is that of the device (DeviceInfo.Threshold,
 // else Config.Threshold) when each reading arrives; company and site of
 // windows and work periods are looked up when they are emitted.
 //

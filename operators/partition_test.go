@@ -438,3 +438,45 @@ func TestNewPartitionRejectsBadConfig(t *testing.T) {
 	}()
 	NewPartition(0, Config{}, nil)
 }
+
+func TestExtremeEventTimes(t *testing.T) {
+	for _, kind := range []WindowSpec{
+		{Kind: WindowTumbling, Size: maxDuration},
+		{Kind: WindowSliding, Size: maxDuration, Slide: maxDuration / 4},
+		{Kind: WindowSession, Gap: maxDuration},
+	} {
+		cfg := DefaultConfig()
+		cfg.Window = kind
+		cfg.MaxGap, cfg.OutOfOrderness, cfg.AllowedLateness = maxDuration, maxDuration, maxDuration
+		cfg.Threshold = -1
+		f := newFeeder(t, cfg, nil)
+		var all Output
+		for _, r := range []string{
+			`{"pboxid":"a","event_time":"0001-01-01 00:00:00","metric":1}`,
+			`{"pboxid":"a","event_time":"9999-12-31T23:59:59.999Z","metric":2}`,
+			`{"pboxid":"a","event_time":"0001-01-01 00:00:00","metric":3}`, // late
+			`{"pboxid":"a","event_time":253402300799999,"metric":4}`,
+		} {
+			out := f.feed(r)
+			all.Windows = append(all.Windows, out.Windows...)
+			all.WorkPeriods = append(all.WorkPeriods, out.WorkPeriods...)
+			all.Late = append(all.Late, out.Late...)
+		}
+		fin := f.finish()
+		all.Windows = append(all.Windows, fin.Windows...)
+		all.WorkPeriods = append(all.WorkPeriods, fin.WorkPeriods...)
+		if len(all.Late) != 1 || len(all.WorkPeriods) != 2 {
+			t.Fatalf("%s: late %d, work periods %+v", kind.Kind, len(all.Late), all.WorkPeriods)
+		}
+		var count int64
+		for _, w := range all.Windows {
+			if w.Start > w.End || w.Count < 1 {
+				t.Fatalf("%s: window %+v", kind.Kind, w)
+			}
+			count += w.Count
+		}
+		if kind.Kind != WindowSliding && count != 3 {
+			t.Fatalf("%s: windows %+v", kind.Kind, all.Windows)
+		}
+	}
+}
