@@ -36,9 +36,15 @@ import (
 
 // Build compiles ./cmd/eddy of the enclosing module into dir/eddy and
 // returns its path. Must run with a working directory inside the module.
+// With EDDY_RACE=1 in the environment the binary is built with -race (node
+// logs then contain any race report).
 func Build(dir string) (string, error) {
 	out := filepath.Join(dir, "eddy")
-	cmd := exec.Command("go", "build", "-o", out, "github.com/eddy-iot/eddy/cmd/eddy")
+	args := []string{"build", "-o", out}
+	if os.Getenv("EDDY_RACE") != "" {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, "github.com/eddy-iot/eddy/cmd/eddy")...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/eddy: %v\n%s", err, b)
 	}
