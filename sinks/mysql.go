@@ -319,16 +319,16 @@ FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAM
 // of its own. Failures are counted and otherwise ignored: the rows still
 // land in a wider partition.
 func (s *MySQL) ensureReadingPartitions(ctx context.Context, p *pending) {
-	var wanted []int64
+	var days, wanted []int64
 	prev := int64(-noBound)
 	for i := range p.Readings {
 		d := floorDiv(p.Readings[i].EventTime, msPerDay)
-		if d == prev || s.covered[d] {
+		if d == prev || s.covered[d] || slices.Contains(days, d) {
 			prev = d
 			continue
 		}
 		prev = d
-		s.covered[d] = true
+		days = append(days, d)
 		for a := d; a <= d+int64(s.e.cfg.PartitionDaysAhead); a++ {
 			wanted = append(wanted, a)
 		}
@@ -337,7 +337,14 @@ func (s *MySQL) ensureReadingPartitions(ctx context.Context, p *pending) {
 		return
 	}
 	slices.Sort(wanted)
-	_ = s.splitDays(ctx, wanted)
+	// A day is not tried again once done, or once it failed for a reason
+	// other than the caller's context (a failing DDL must not slow every
+	// batch down).
+	if err := s.splitDays(ctx, wanted); err == nil || ctx.Err() == nil {
+		for _, d := range days {
+			s.covered[d] = true
+		}
+	}
 }
 
 // splitDays runs the reorganisations that give the wanted days (sorted)

@@ -3,6 +3,7 @@ package sinks
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"math"
 	"math/bits"
@@ -236,6 +237,13 @@ func (e *sqlEngine) writePending(ctx context.Context) error {
 	}
 	err := e.writeTx(ctx)
 	clear(e.args[:cap(e.args)]) // drop references to row strings and payloads
+	if err != nil && e.conn != nil && errors.Is(err, sql.ErrConnDone) {
+		// database/sql gave up the SQLite connection (e.g. after a
+		// cancelled context): take a fresh one for the retry.
+		if cerr := e.renewConn(ctx); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("sinks: %s: write %d rows (kept for retry): %w", e.d.name, n, err)
 	}
@@ -280,6 +288,21 @@ func (e *sqlEngine) writeTx(ctx context.Context) error {
 		rollback()
 	}
 	return err
+}
+
+// renewConn replaces the SQLite connection and drops its statements.
+func (e *sqlEngine) renewConn(ctx context.Context) error {
+	for k, st := range e.stmts {
+		st.Close()
+		delete(e.stmts, k)
+	}
+	e.conn.Close()
+	conn, err := e.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	e.conn = conn
+	return nil
 }
 
 // maxRows is the most rows of table t in one statement.

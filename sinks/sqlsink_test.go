@@ -809,3 +809,35 @@ func TestRandomReplays(t *testing.T) {
 		wantContents(t, st, want)
 	})
 }
+
+// TestCancelledFlushThenRetry flushes with a cancelled context and with
+// contexts that expire in the middle of the transaction (a stopping
+// partition actor), then retries with a live one: every row must arrive.
+func TestCancelledFlushThenRetry(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st *store) {
+		s := st.openSink(t, Config{BatchRows: MaxBatchRows})
+		mustWrite(t, s, sampleBatch())
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := s.Flush(ctx); err == nil {
+			t.Fatal("Flush with a cancelled context succeeded")
+		}
+		many := benchReadings(1000, 60_000)
+		mustWrite(t, s, &Batch{Readings: many})
+		for _, d := range []time.Duration{time.Millisecond, 10 * time.Millisecond, 50 * time.Millisecond} {
+			ctx, cancel := context.WithTimeout(context.Background(), d)
+			err := s.Flush(ctx)
+			cancel()
+			if err == nil {
+				break // fast machine: the write finished in time
+			}
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Logf("Flush with a %v deadline: %v", d, err)
+			}
+		}
+		mustFlush(t, s)
+		want := sampleBatch()
+		want.Readings = append(want.Readings, many...)
+		wantContents(t, st, want)
+	})
+}
