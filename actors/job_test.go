@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -104,7 +103,7 @@ func testConfig(brokers []string) Config {
 
 func runJob(t *testing.T, cfg Config, devices operators.DeviceLookup, sink sinks.Sink) Summary {
 	t.Helper()
-	job, err := NewJob(cfg, sink, devices, nil, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	job, err := NewJob(cfg, sink, devices, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +197,7 @@ func TestRecordThatAlwaysPanicsBecomesDeadLetter(t *testing.T) {
 		t.Fatalf("summary %+v, want 60 received, 20 dead letters, 40 valid", sum)
 	}
 	for _, d := range sink.out.DeadLetters {
-		if operators.ReasonLabel(d.Reason) != ReasonOperatorPanic {
+		if operators.ReasonLabel(d.Reason) != operators.ReasonOperatorPanic {
 			t.Fatalf("dead letter reason %q", d.Reason)
 		}
 	}

@@ -15,12 +15,8 @@ import (
 )
 
 // maxRecordAttempts is how often one record may panic the operator chain
-// before it goes to the dead-letter output with reason ReasonOperatorPanic.
+// before it goes to the dead-letter output with reason operators.ReasonOperatorPanic.
 const maxRecordAttempts = 3
-
-// ReasonOperatorPanic is the dead-letter reason of a record that panicked the
-// operator chain maxRecordAttempts times in a row.
-const ReasonOperatorPanic = "operator_panic"
 
 // recordBatch is the message a source reader sends to its partition actor.
 type recordBatch struct {
@@ -197,7 +193,7 @@ func (t *partitionTask) process() {
 			t.out.DeadLetters = append(t.out.DeadLetters, operators.DeadLetter{
 				Partition: t.partition,
 				Offset:    m.Offset,
-				Reason:    ReasonOperatorPanic + ": " + t.poisonReason,
+				Reason:    operators.ReasonOperatorPanic + ": " + t.poisonReason,
 				Payload:   m.Value,
 			})
 			t.job.metrics.Received.Inc()

@@ -24,6 +24,10 @@ const (
 	ReasonInvalidMetric    = "invalid_metric"
 	ReasonInvalidLatitude  = "invalid_latitude"
 	ReasonInvalidLongitude = "invalid_longitude"
+	// ReasonOperatorPanic is the dead-letter reason of a record that kept
+	// panicking the operator chain; the partition actor gives it (package
+	// actors), with the panic value as detail.
+	ReasonOperatorPanic = "operator_panic"
 	// ReasonLate is the Reason of every LateRecord.
 	ReasonLate = "late"
 	// ReasonOther is the label ReasonLabel gives any unknown reason.
@@ -41,7 +45,7 @@ func ReasonLabel(reason string) string {
 	switch reason {
 	case ReasonMalformedJSON, ReasonOversized, ReasonMissingPboxID, ReasonInvalidPboxID,
 		ReasonMissingEventTime, ReasonInvalidEventTime, ReasonMissingMetric, ReasonInvalidMetric,
-		ReasonInvalidLatitude, ReasonInvalidLongitude, ReasonLate:
+		ReasonInvalidLatitude, ReasonInvalidLongitude, ReasonOperatorPanic, ReasonLate:
 		return reason
 	}
 	return ReasonOther

@@ -140,10 +140,15 @@ func (p *Partition) lookup(id string) DeviceInfo {
 // Process runs the record at offset with message value through the chain
 // and appends its emissions to out. value is not retained (payloads of dead
 // letters and late records are copied).
+//
+// The device lookup of an on-time reading happens before any state or
+// counter changes, so a panic raised by the DeviceLookup leaves the
+// partition as if the record had never been processed: the caller may retry
+// it (the partition actor does, after a supervised restart).
 func (p *Partition) Process(offset int64, value []byte, out *Output) {
-	p.stats.Received++
 	r := &p.raw
 	if err := p.dec.decode(value, r); err != nil {
+		p.stats.Received++
 		p.stats.DeadLetters++
 		out.DeadLetters = append(out.DeadLetters, DeadLetter{
 			Partition: p.partition,
@@ -153,9 +158,10 @@ func (p *Partition) Process(offset int64, value []byte, out *Output) {
 		})
 		return
 	}
-	p.stats.Valid++
 	t := r.eventTime
 	if p.wm != math.MinInt64 && t < p.wm-p.lateness {
+		p.stats.Received++
+		p.stats.Valid++
 		p.stats.Late++
 		id := string(r.pboxID)
 		if i, ok := p.index[id]; ok {
@@ -175,6 +181,8 @@ func (p *Partition) Process(offset int64, value []byte, out *Output) {
 
 	d := p.device(r.pboxID)
 	info := p.lookup(d.ID)
+	p.stats.Received++
+	p.stats.Valid++
 	out.Readings = append(out.Readings, Reading{
 		Partition: p.partition,
 		Offset:    offset,
