@@ -48,8 +48,8 @@ const mysqlMaxVars = 65535
 // (e.g. "eddy:secret@tcp(127.0.0.1:3306)/eddy"); the database must be named
 // and is created by Open if missing. The DSN is normalised: parseTime=true
 // and loc=UTC are forced, and interpolateParams=true is added unless the
-// DSN sets it. It returns an error for an invalid cfg or a DSN that does not
-// parse. reg receives the sink's metrics (nil: none).
+// DSN sets it (see NormalizeMySQLDSN). It returns an error for an invalid
+// cfg or a DSN that does not parse. reg receives the sink's metrics (nil: none).
 func NewMySQL(dsn string, cfg Config, reg prometheus.Registerer) (*MySQL, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -82,7 +82,8 @@ func NewMySQL(dsn string, cfg Config, reg prometheus.Registerer) (*MySQL, error)
 
 // NormalizeMySQLDSN parses a go-sql-driver DSN, requires a database name,
 // and forces parseTime=true and loc=UTC; it adds interpolateParams=true
-// unless the DSN sets interpolateParams.
+// and the session variable lock_wait_timeout=30 (seconds) unless the DSN
+// sets them.
 func NormalizeMySQLDSN(dsn string) (*mysql.Config, error) {
 	mc, err := mysql.ParseDSN(dsn)
 	if err != nil {
@@ -95,6 +96,14 @@ func NormalizeMySQLDSN(dsn string) (*mysql.Config, error) {
 	mc.Loc = time.UTC
 	if !strings.Contains(dsn, "interpolateParams=") {
 		mc.InterpolateParams = true
+	}
+	if _, ok := mc.Params["lock_wait_timeout"]; !ok {
+		// Bound the wait of partition DDL for metadata locks (and of
+		// writes queued behind it); the server default is a year.
+		if mc.Params == nil {
+			mc.Params = map[string]string{}
+		}
+		mc.Params["lock_wait_timeout"] = "30"
 	}
 	return mc, nil
 }

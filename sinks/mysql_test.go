@@ -318,7 +318,7 @@ func TestNormalizeMySQLDSN(t *testing.T) {
 	}{
 		{"root@tcp(127.0.0.1:3306)/eddy", true, true},
 		{"u:p@tcp(db:3306)/eddy?parseTime=false&loc=Local", true, true},
-		{"u:p@tcp(db:3306)/eddy?interpolateParams=false", true, false},
+		{"u:p@tcp(db:3306)/eddy?interpolateParams=false&lock_wait_timeout=5", true, false},
 		{"u:p@unix(/run/mysqld/mysqld.sock)/eddy", true, true},
 		{"u:p@tcp(db:3306)/", false, false},
 		{"not a dsn", false, false},
@@ -334,5 +334,38 @@ func TestNormalizeMySQLDSN(t *testing.T) {
 		if !c.ParseTime || c.Loc != time.UTC || c.InterpolateParams != tc.interpolate {
 			t.Errorf("%q: parseTime=%v loc=%v interpolateParams=%v, want true UTC %v", tc.in, c.ParseTime, c.Loc, c.InterpolateParams, tc.interpolate)
 		}
+		wantWait := "30"
+		if strings.Contains(tc.in, "lock_wait_timeout=5") {
+			wantWait = "5"
+		}
+		if got := c.Params["lock_wait_timeout"]; got != wantWait {
+			t.Errorf("%q: lock_wait_timeout=%q, want %q", tc.in, got, wantWait)
+		}
+	}
+}
+
+// TestReadAllWithParseTime reads through the sink's own DSN (parseTime,
+// loc=UTC), where times arrive as time.Time.
+func TestReadAllWithParseTime(t *testing.T) {
+	st := newMySQLStore(t)
+	s := st.sink(t, Config{}, "2026-03-10", nil)
+	if err := s.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, s, sampleBatch())
+	mustFlush(t, s)
+	c, err := NormalizeMySQLDSN(st.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("mysql", c.FormatDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	wantContents(t, &store{db: db}, sampleBatch())
+	var lwt int
+	if err := db.QueryRow("SELECT @@SESSION.lock_wait_timeout").Scan(&lwt); err != nil || lwt != 30 {
+		t.Errorf("session lock_wait_timeout = %d (%v), want 30", lwt, err)
 	}
 }

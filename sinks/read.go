@@ -21,8 +21,8 @@ import (
 // memory: for tests, comparisons against a reference, and small tools.
 //
 // db is opened with sql.Open("sqlite", SQLiteDSN(path)) or
-// sql.Open("mysql", dsn); MySQL times are read correctly with or without
-// parseTime.
+// sql.Open("mysql", dsn); MySQL times are read correctly without
+// parseTime, and with parseTime when loc is UTC (the driver's default).
 func ReadAll(ctx context.Context, db *sql.DB) (*Batch, error) {
 	out := &Batch{}
 	err := readRows(ctx, db, "SELECT source_partition, source_offset, pboxid, event_time, metric, latitude, longitude, company, site FROM readings ORDER BY source_partition, source_offset",
