@@ -59,6 +59,9 @@ type Config struct {
 
 	Raft      RaftConfig
 	Autopilot AutopilotConfig
+	// Bridge optionally feeds devices/ keys from a Kafka broadcast topic
+	// (disabled unless Bridge.Brokers is set).
+	Bridge BridgeConfig
 	// Gossip tunes memberlist; its Meta is filled in by the node.
 	Gossip cluster.Config
 

@@ -38,6 +38,7 @@ type Node struct {
 	metrics *metrics
 	httpSrv *http.Server
 	peer    *http.Client // node-to-node HTTP (forwarding, health checks)
+	bridge  *bridge      // nil when disabled
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -192,6 +193,13 @@ func StartNode(cfg Config) (n *Node, err error) {
 	if n.metrics, err = newMetrics(cfg.Registerer, n); err != nil {
 		return nil, err
 	}
+	cleanup = append(cleanup, func() { n.metrics.unregister(cfg.Registerer) })
+	if len(cfg.Bridge.Brokers) > 0 {
+		if n.bridge, err = newBridge(n, cfg.Bridge, cfg.Registerer); err != nil {
+			return nil, err
+		}
+		cleanup = append(cleanup, func() { cfg.Registerer.Unregister(n.bridge.messages) })
+	}
 
 	n.httpSrv = &http.Server{Handler: n.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	n.wg.Add(4)
@@ -279,6 +287,9 @@ func (n *Node) Close() error {
 		}
 		n.peer.CloseIdleConnections()
 		n.metrics.unregister(n.cfg.Registerer)
+		if n.bridge != nil {
+			n.cfg.Registerer.Unregister(n.bridge.messages)
+		}
 		n.closeErr = errors.Join(errs...)
 		n.log.Info("node stopped")
 	})
@@ -527,6 +538,12 @@ func (n *Node) run(notify <-chan bool) {
 	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
+	setBridge := func(leader bool) {
+		if n.bridge != nil {
+			n.bridge.setLeader(leader)
+		}
+	}
+	defer setBridge(false)
 	lastReconcile := time.Time{}
 	for {
 		select {
@@ -548,6 +565,7 @@ func (n *Node) run(notify <-chan bool) {
 		if n.raft.State() != raft.Leader {
 			n.readyTerm.Store(0)
 			clear(n.deadSince)
+			setBridge(false)
 			n.syncMeta()
 			continue
 		}
@@ -563,6 +581,7 @@ func (n *Node) run(notify <-chan bool) {
 			n.readyTerm.Store(term)
 			n.log.Info("leader ready", "term", term)
 			lastReconcile = time.Time{}
+			setBridge(true)
 		}
 		if time.Since(lastReconcile) >= n.cfg.Autopilot.ReconcileInterval {
 			n.syncMeta()

@@ -86,6 +86,9 @@ restart resumes its place); 'eddy ctl leave' removes it for good.`,
 	fl.DurationVar(&cfg.Gossip.ProbeInterval, "gossip-probe-interval", cfg.Gossip.ProbeInterval, "memberlist failure probe interval")
 	fl.DurationVar(&cfg.Gossip.ProbeTimeout, "gossip-probe-timeout", cfg.Gossip.ProbeTimeout, "memberlist probe timeout")
 	fl.IntVar(&cfg.Gossip.SuspicionMult, "gossip-suspicion-mult", cfg.Gossip.SuspicionMult, "memberlist suspicion multiplier")
+	fl.StringSliceVar(&cfg.Bridge.Brokers, "broadcast-brokers", nil, "Kafka brokers of the broadcast topic; set to let the leader apply it to devices/<pboxid>")
+	fl.StringVar(&cfg.Bridge.Topic, "broadcast-topic", "iot-broadcast", "broadcast topic (key pboxid, value device JSON, empty value deletes)")
+	fl.StringVar(&cfg.Bridge.Group, "broadcast-group", "eddy-broadcast-bridge", "consumer group of the broadcast bridge")
 	return cmd
 }
 

@@ -1,0 +1,205 @@
+package control
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eddy-iot/eddy/operators"
+)
+
+// BridgeConfig configures the broadcast bridge: a Kafka consumer, run by the
+// Raft leader only, that applies a broadcast topic (the seed pipeline's
+// iot-broadcast stream) to the devices/<pboxid> keys.
+//
+// Message format: key = pboxid, value = the device JSON
+// {"company","site","threshold"}; a message without key may carry
+// "pboxid" in the value instead. An empty (tombstone) value deletes the
+// device. Invalid messages are logged, counted and skipped. Offsets are
+// committed (consumer group Group) after the write was applied, so a new
+// leader resumes where the old one stopped; a message may be applied twice
+// across a failover, which is harmless (same value, in order).
+type BridgeConfig struct {
+	// Brokers are Kafka bootstrap addresses; empty disables the bridge.
+	Brokers []string
+	// Topic to consume; default "iot-broadcast".
+	Topic string
+	// Group is the consumer group id; default "eddy-broadcast-bridge".
+	Group string
+	// KafkaVersion is the protocol version to speak; default 2.8.0.
+	KafkaVersion string
+}
+
+func (b BridgeConfig) withDefaults() BridgeConfig {
+	if b.Topic == "" {
+		b.Topic = "iot-broadcast"
+	}
+	if b.Group == "" {
+		b.Group = "eddy-broadcast-bridge"
+	}
+	if b.KafkaVersion == "" {
+		b.KafkaVersion = "2.8.0"
+	}
+	return b
+}
+
+// broadcastMsg is the accepted shape of a broadcast message value.
+type broadcastMsg struct {
+	PboxID    *string  `json:"pboxid,omitempty"`
+	Company   string   `json:"company"`
+	Site      string   `json:"site"`
+	Threshold *float64 `json:"threshold,omitempty"`
+}
+
+// bridgeCommand turns one broadcast message into a command.
+func bridgeCommand(key, value []byte) (Command, error) {
+	id := string(key)
+	if len(bytes.TrimSpace(value)) == 0 {
+		if id == "" {
+			return nil, errors.New("tombstone without a key")
+		}
+		return KVDelete{Key: DevicesPrefix + id}, nil
+	}
+	var m broadcastMsg
+	dec := json.NewDecoder(bytes.NewReader(value))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("invalid device JSON: %v", err)
+	}
+	if id == "" && m.PboxID != nil {
+		id = *m.PboxID
+	}
+	if id == "" {
+		return nil, errors.New("no pboxid (message key or \"pboxid\" field)")
+	}
+	v, err := json.Marshal(operators.DeviceInfo{Company: m.Company, Site: m.Site, Threshold: m.Threshold})
+	if err != nil {
+		return nil, err
+	}
+	cmd := KVSet{Key: DevicesPrefix + id, Value: string(v)}
+	return cmd, cmd.Validate()
+}
+
+// bridge runs the consumer while this node is the leader.
+type bridge struct {
+	n        *Node
+	cfg      BridgeConfig
+	messages *prometheus.CounterVec
+
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newBridge(n *Node, cfg BridgeConfig, reg prometheus.Registerer) (*bridge, error) {
+	b := &bridge{n: n, cfg: cfg.withDefaults(), messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "eddy_broadcast_bridge_messages_total",
+		Help: "Broadcast topic messages handled by this node's bridge: applied, deleted, invalid.",
+	}, []string{"result"})}
+	if _, err := sarama.ParseKafkaVersion(b.cfg.KafkaVersion); err != nil {
+		return nil, fmt.Errorf("%w: bridge Kafka version %q: %v", ErrInvalidConfig, b.cfg.KafkaVersion, err)
+	}
+	if err := reg.Register(b.messages); err != nil {
+		return nil, fmt.Errorf("control: register bridge metrics: %w", err)
+	}
+	return b, nil
+}
+
+// setLeader starts or stops the consumer. Called from the control loop.
+func (b *bridge) setLeader(leader bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if leader && b.cancel == nil {
+		ctx, cancel := context.WithCancel(b.n.ctx)
+		b.cancel, b.done = cancel, make(chan struct{})
+		go b.run(ctx, b.done)
+		return
+	}
+	if !leader && b.cancel != nil {
+		b.cancel()
+		<-b.done
+		b.cancel, b.done = nil, nil
+	}
+}
+
+func (b *bridge) run(ctx context.Context, done chan struct{}) {
+	defer close(done)
+	log := b.n.log.With("component", "bridge", "topic", b.cfg.Topic)
+	sc := sarama.NewConfig()
+	sc.Version, _ = sarama.ParseKafkaVersion(b.cfg.KafkaVersion)
+	sc.ClientID = "eddy-bridge-" + b.n.cfg.ID
+	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
+	sc.Consumer.Offsets.AutoCommit.Interval = 200 * time.Millisecond
+	backoff := time.Second
+	for ctx.Err() == nil {
+		group, err := sarama.NewConsumerGroup(b.cfg.Brokers, b.cfg.Group, sc)
+		if err == nil {
+			log.Info("bridge consuming")
+			for ctx.Err() == nil {
+				if err = group.Consume(ctx, []string{b.cfg.Topic}, b); err != nil {
+					break
+				}
+			}
+			group.Close()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("bridge consumer failed, retrying", "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// Setup implements sarama.ConsumerGroupHandler.
+func (b *bridge) Setup(sarama.ConsumerGroupSession) error { return nil }
+
+// Cleanup implements sarama.ConsumerGroupHandler.
+func (b *bridge) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+
+// ConsumeClaim applies the messages of one partition in order.
+func (b *bridge) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	for {
+		select {
+		case <-sess.Context().Done():
+			return nil
+		case msg, ok := <-claim.Messages():
+			if !ok {
+				return nil
+			}
+			cmd, err := bridgeCommand(msg.Key, msg.Value)
+			if err != nil {
+				b.messages.WithLabelValues("invalid").Inc()
+				b.n.log.Warn("bridge: skipping invalid broadcast message", "partition", msg.Partition, "offset", msg.Offset, "err", err)
+				sess.MarkMessage(msg, "")
+				continue
+			}
+			if _, err := b.n.Apply(sess.Context(), cmd); err != nil {
+				if errors.Is(err, ErrInvalid) || errors.Is(err, ErrTooLarge) {
+					b.messages.WithLabelValues("invalid").Inc()
+					sess.MarkMessage(msg, "")
+					continue
+				}
+				// Not applied (or unknown): stop; the next session or
+				// leader re-reads from the last committed offset.
+				return fmt.Errorf("bridge: apply offset %d: %w", msg.Offset, err)
+			}
+			if _, del := cmd.(KVDelete); del {
+				b.messages.WithLabelValues("deleted").Inc()
+			} else {
+				b.messages.WithLabelValues("applied").Inc()
+			}
+			sess.MarkMessage(msg, "")
+		}
+	}
+}
