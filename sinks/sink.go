@@ -31,6 +31,45 @@ type Sink interface {
 	Close() error
 }
 
+// TransactionalSink is a sink whose rows become visible only when a
+// checkpoint completes: the two-phase-commit sink of Flink
+// (TwoPhaseCommitSinkFunction). Each device partition writes through its own
+// PartitionTxn; the Kafka sink keeps one transactional producer per
+// partition with transactional id "<job>-<partition>", so opening the
+// partition's writer anew (a restarted or new owner) fences the old one.
+//
+// Protocol, driven by the partition actor: Write rows; at checkpoint n,
+// PreCommit(n) (everything written so far is flushed into the open
+// transaction); when n is complete, Commit(n). Rows written between
+// PreCommit(n) and Commit(n) belong to the next transaction. After a crash
+// the open transaction is aborted by fencing, and the partition restores the
+// last checkpoint whose Commit is known to have succeeded.
+type TransactionalSink interface {
+	Sink
+	// Txn opens the writer of one device partition of job under lease
+	// epoch, fencing every earlier writer of the same partition.
+	Txn(ctx context.Context, job string, partition int32, epoch int64) (PartitionTxn, error)
+}
+
+// PartitionTxn is the transactional writer of one device partition. Not safe
+// for concurrent use: the partition actor owns it.
+type PartitionTxn interface {
+	// Write adds rows to the open transaction (or buffers them while a
+	// pre-committed transaction waits for Commit).
+	Write(ctx context.Context, b *Batch) error
+	// PreCommit flushes everything written so far into the transaction of
+	// checkpoint; after nil, Commit(checkpoint) can make it visible.
+	PreCommit(ctx context.Context, checkpoint int64) error
+	// Commit makes the transaction pre-committed for checkpoint visible and
+	// opens the next one. Committing an already committed checkpoint is a
+	// no-op.
+	Commit(ctx context.Context, checkpoint int64) error
+	// Abort discards the open transaction and everything buffered.
+	Abort(ctx context.Context) error
+	// Close aborts what is open and releases the producer; idempotent.
+	Close() error
+}
+
 var (
 	// ErrClosed is returned by Open, Write and Flush after Close.
 	ErrClosed = errors.New("sinks: closed")
