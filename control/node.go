@@ -201,7 +201,7 @@ func StartNode(cfg Config) (n *Node, err error) {
 		cleanup = append(cleanup, func() { cfg.Registerer.Unregister(n.bridge.messages) })
 	}
 
-	n.httpSrv = &http.Server{Handler: n.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	n.httpSrv = &http.Server{Handler: n.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	n.wg.Add(4)
 	go func() {
 		defer n.wg.Done()
