@@ -161,10 +161,12 @@ func decodeNumber(name string, raw any) (v float64, present bool, reason string)
 		if x == "" {
 			return 0, false, ""
 		}
-		if !decimalRe.MatchString(x) {
+		// The replayer trims white space around numbers (and sends a
+		// blank-but-not-empty value as a string, a dead letter).
+		s = strings.TrimSpace(x)
+		if !decimalRe.MatchString(s) {
 			return 0, true, fmt.Sprintf("bad %s %q: not a number", name, x)
 		}
-		s = x
 	default:
 		return 0, true, fmt.Sprintf("bad %s: %T", name, raw)
 	}

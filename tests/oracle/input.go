@@ -87,6 +87,11 @@ func readCSV(r io.Reader, o *Options, fn func(*rawRecord)) (int64, error) {
 		if errors.Is(err, io.EOF) {
 			return skipped, nil
 		}
+		var pe *csv.ParseError
+		if errors.As(err, &pe) && !errors.Is(err, csv.ErrFieldCount) {
+			skipped++ // a quoting error: the replayer skips the row too
+			continue
+		}
 		if err != nil {
 			return skipped, fmt.Errorf("oracle: csv: %w", err)
 		}
@@ -113,12 +118,9 @@ func readNDJSON(r io.Reader, o *Options, fn func(*rawRecord)) (int64, error) {
 		dec.UseNumber()
 		var obj map[string]any
 		rec := &rawRecord{}
-		if err := dec.Decode(&obj); err != nil {
-			rec.malformed = err.Error()
-		} else if dec.More() {
-			rec.malformed = "trailing data after JSON object"
-		} else if obj == nil {
-			rec.malformed = "not a JSON object"
+		if err := dec.Decode(&obj); err != nil || dec.More() || obj == nil {
+			skipped++ // not one JSON object: the replayer skips the line
+			continue
 		} else {
 			get := func(name string) any {
 				if name == "" {
