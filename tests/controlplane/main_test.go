@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,6 +75,11 @@ func startCluster(t *testing.T, n, expect int, args ...string) *harness.Cluster 
 	}
 	t.Cleanup(func() {
 		c.Close()
+		for _, nd := range c.Nodes {
+			if b, err := os.ReadFile(nd.LogPath); err == nil && strings.Contains(string(b), "WARNING: DATA RACE") {
+				t.Errorf("%s reported a data race (binary built with EDDY_RACE=1); see its log", nd.ID)
+			}
+		}
 		if t.Failed() {
 			for _, nd := range c.Nodes {
 				t.Logf("---- last log lines of %s ----\n%s", nd.ID, nd.LogTail(40))
