@@ -75,6 +75,13 @@ func (r *jobRun) run(ctx context.Context) (actors.Summary, error) {
 			reportProgress(r.progress, job, stop)
 		}()
 	}
+	// Sinks buffer up to BatchRows rows; a slow stream must not leave rows
+	// invisible, so buffered rows are flushed at least every interval.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		flushPeriodically(ctx, sink, sinkFlushInterval, stop, r.log)
+	}()
 	sum, err := job.Run(ctx)
 	if err != nil {
 		return sum, err
@@ -87,6 +94,26 @@ func (r *jobRun) run(ctx context.Context) (actors.Summary, error) {
 		return sum, fmt.Errorf("received %d records, but %d were produced", sum.Received, r.input)
 	}
 	return sum, nil
+}
+
+// sinkFlushInterval bounds how long a row may sit in a sink's buffer.
+const sinkFlushInterval = 500 * time.Millisecond
+
+func flushPeriodically(ctx context.Context, sink sinks.Sink, every time.Duration, stop <-chan struct{}, log *slog.Logger) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if err := sink.Flush(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("periodic sink flush failed; rows stay buffered", "err", err)
+			}
+		}
+	}
 }
 
 func serveMetrics(addr string, reg *prometheus.Registry) (*http.Server, error) {
