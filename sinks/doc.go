@@ -12,6 +12,8 @@
 //	MySQL    mysql:DSN     MySQL 8 / MariaDB 10.5+ (NewMySQL)
 //	NDJSON   stdout, ndjson:PATH   one JSON object per row (NewNDJSON)
 //	Discard  discard       counts and drops (NewDiscard)
+//	Kafka    kafka://HOST:PORT[,...][?OPTIONS]   one JSON message per row,
+//	         one topic per table, transactional (NewKafka, ParseKafkaURL)
 //
 // Open(url, cfg, reg) builds a sink from such a URL.
 //

@@ -173,7 +173,13 @@ const URLForms = `sqlite:PATH            SQLite database file (created if missin
 mysql:DSN              MySQL/MariaDB, go-sql-driver DSN, e.g. mysql:root@tcp(127.0.0.1:3306)/eddy
 stdout                 NDJSON on standard output
 ndjson:PATH            NDJSON appended to the file PATH (ndjson:- is standard output)
-discard                count rows and drop them`
+discard                count rows and drop them
+kafka://HOST:PORT[,HOST:PORT...][?OPTIONS]
+                       Kafka, one topic per table, transactional per device partition;
+                       default topics iot-work.window_aggregates and iot-work.work_periods.
+                       OPTIONS: prefix=iot-work, tables=LIST|all, <table>=TOPIC, version=2.8.0,
+                       client_id=eddy, txn_prefix=P, txn_timeout=1m, compression=none,
+                       create_topics=false, partitions=N, replication=N`
 
 // Open makes the sink a URL names (see URLForms) without opening it: the
 // caller calls the sink's Open. cfg applies to the SQL sinks; reg (nil: no
@@ -216,6 +222,16 @@ func Open(url string, cfg Config, reg prometheus.Registerer) (Sink, error) {
 			return nil, bad("discard takes no argument")
 		}
 		return newDiscard(reg), nil
+	case "kafka":
+		kc, err := ParseKafkaURL(url)
+		if err != nil {
+			return nil, fmt.Errorf("%w; valid forms:\n%s", err, URLForms)
+		}
+		k, err := NewKafka(kc, reg)
+		if err != nil {
+			return nil, fmt.Errorf("%w %q: %w", ErrBadURL, url, err)
+		}
+		return k, nil
 	case "":
 		return nil, bad("empty sink URL")
 	}

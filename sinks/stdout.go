@@ -126,11 +126,11 @@ func (s *NDJSON) Write(ctx context.Context, b *Batch) error {
 		err = flushBuf()
 	}
 	for i := 0; err == nil && i < len(b.Late); i++ {
-		buf = appendLateJSON(buf, &b.Late[i])
+		buf = appendLateJSON(buf, &b.Late[i], len(b.Late[i].Payload))
 		err = flushBuf()
 	}
 	for i := 0; err == nil && i < len(b.DeadLetters); i++ {
-		buf = appendDeadLetterJSON(buf, &b.DeadLetters[i])
+		buf = appendDeadLetterJSON(buf, &b.DeadLetters[i], len(b.DeadLetters[i].Payload))
 		err = flushBuf()
 	}
 	s.buf = buf[:0]
@@ -265,7 +265,9 @@ func appendWorkPeriodJSON(b []byte, p *operators.WorkPeriod) []byte {
 	return append(b, "}\n"...)
 }
 
-func appendLateJSON(b []byte, l *operators.LateRecord) []byte {
+// appendLateJSON appends l as one JSON line; payloadBytes is the length of
+// the original payload (l.Payload may have been cut by the caller).
+func appendLateJSON(b []byte, l *operators.LateRecord, payloadBytes int) []byte {
 	b = append(b, `{"table":"late_records","source_partition":`...)
 	b = strconv.AppendInt(b, int64(l.Partition), 10)
 	b = append(b, `,"source_offset":`...)
@@ -278,18 +280,20 @@ func appendLateJSON(b []byte, l *operators.LateRecord) []byte {
 	b = appendJSONTime(b, l.Watermark)
 	b = appendField(b, "reason")
 	b = appendJSONString(b, l.Reason)
-	b = appendJSONPayload(b, l.Payload)
+	b = appendJSONPayload(b, l.Payload, payloadBytes)
 	return append(b, "}\n"...)
 }
 
-func appendDeadLetterJSON(b []byte, d *operators.DeadLetter) []byte {
+// appendDeadLetterJSON appends d as one JSON line; payloadBytes as in
+// appendLateJSON.
+func appendDeadLetterJSON(b []byte, d *operators.DeadLetter, payloadBytes int) []byte {
 	b = append(b, `{"table":"dead_letters","source_partition":`...)
 	b = strconv.AppendInt(b, int64(d.Partition), 10)
 	b = append(b, `,"source_offset":`...)
 	b = strconv.AppendInt(b, d.Offset, 10)
 	b = appendField(b, "reason")
 	b = appendJSONString(b, d.Reason)
-	b = appendJSONPayload(b, d.Payload)
+	b = appendJSONPayload(b, d.Payload, payloadBytes)
 	return append(b, "}\n"...)
 }
 
@@ -300,7 +304,9 @@ func appendField(b []byte, name string) []byte {
 	return append(b, '"', ':')
 }
 
-func appendJSONPayload(b []byte, p []byte) []byte {
+// appendJSONPayload appends the payload fields: "payload" (valid UTF-8) or
+// "payload_base64", then "payload_bytes" = n, the original length.
+func appendJSONPayload(b []byte, p []byte, n int) []byte {
 	if utf8.Valid(p) {
 		b = appendField(b, "payload")
 		b = appendJSONString(b, string(p))
@@ -311,7 +317,7 @@ func appendJSONPayload(b []byte, p []byte) []byte {
 		b = append(b, '"')
 	}
 	b = appendField(b, "payload_bytes")
-	return strconv.AppendInt(b, int64(len(p)), 10)
+	return strconv.AppendInt(b, int64(n), 10)
 }
 
 // appendJSONTime appends ms as a JSON string in RFC 3339 UTC with
