@@ -100,8 +100,12 @@ func TestBridgeAppliesBroadcastTopic(t *testing.T) {
 		}
 		return nil
 	})
-	if d := time.Since(sent); d > time.Second {
-		t.Errorf("broadcast update took %v to reach the device lookup, want < 1s", d)
+	// Kafka fetch + Raft commit + FSM apply; typically tens of ms. The bound
+	// is loose so that a loaded CI machine does not make it flaky.
+	if d := time.Since(sent); d > 3*time.Second {
+		t.Errorf("broadcast update took %v to reach the device lookup, want well under a second", d)
+	} else {
+		t.Logf("broadcast update reached the device lookup after %v", d)
 	}
 	if _, err := n.Apply(context.Background(), KVSet{Key: "x", Value: "y"}); err != nil {
 		t.Fatal(err)
