@@ -43,5 +43,19 @@
 // of each device, whatever the arrival order within the out-of-orderness
 // bound (tested against a brute-force implementation with random inputs).
 //
+// # Keyed state
+//
+// A Partition keeps the state of every device with open windows, buffered
+// readings or an open work period; devices without any are forgotten. By
+// default all of it is in memory. SetStore puts a StateStore behind an LRU
+// cache of device states (Flink's RocksDB state backend): memory then holds
+// at most the cached states plus about 90 bytes per device with state (its
+// wake time in the timer heap). Checkpoint writes the changed cached states
+// to the store, State returns the watermark and counters; RestoreState and
+// RestoreDevice rebuild a partition from such a snapshot, after which it
+// emits exactly what the original would have emitted. Device states have a
+// versioned binary encoding (see encodeDeviceState in state.go);
+// decoding errors wrap ErrBadState.
+//
 // Event times are Unix milliseconds (UTC) throughout.
 package operators

@@ -18,15 +18,16 @@ type PartitionStats struct {
 }
 
 // deviceState is the keyed state of one device. Exported fields (on an
-// unexported type) are the state a snapshot must keep.
+// unexported type) are the state a snapshot keeps (see encodeDeviceState).
 type deviceState struct {
 	ID      string
 	Windows []windowState    // open windows, sorted by Start (and so by End)
 	Pending []pendingReading // readings not yet released to the run detector
 	Run     workRun          // open work period
 
-	wake    int64 // next watermark at which this device has work; MaxInt64 = none
-	heapIdx int   // position in Partition.heap; -1 when absent
+	e          *deviceEntry
+	dirty      bool         // changed since it was last saved to the store
+	prev, next *deviceState // LRU list of cached states (Partition.lru)
 }
 
 // Partition is the operator chain of one device partition: decode →
@@ -81,12 +82,23 @@ type Partition struct {
 	maxGap, ooo, lateness int64 // ms
 	fireDelta             int64 // 0; 1 for sessions (fire when W > end)
 	wm                    int64
-	index                 map[string]int32
-	devs                  []*deviceState
-	heap                  []*deviceState // min-heap by wake
 	stats                 PartitionStats
 	raw                   rawDecoded
 	defaultThreshold      float64
+
+	// Keyed state (keyedstate.go): every device with open state has an
+	// entry in index and in the wake heap; its state is cached in memory
+	// (and on the LRU list) or evicted to store.
+	index    map[string]*deviceEntry
+	heap     []*deviceEntry // min-heap by (wake, id)
+	store    StateStore     // nil: every state stays in memory
+	cacheCap int            // most cached states when store is set
+	cached   int
+	lru      deviceState    // sentinel: lru.next is the most recently used
+	free     []*deviceState // recycled states
+	// recycled entries
+	freeEntries []*deviceEntry
+	buf         []byte // encode/load buffer
 }
 
 // NewPartition returns the operator chain of source partition partition.
@@ -105,9 +117,10 @@ func NewPartition(partition int32, cfg Config, devices DeviceLookup) *Partition 
 		ooo:              cfg.OutOfOrderness.Milliseconds(),
 		lateness:         cfg.AllowedLateness.Milliseconds(),
 		wm:               math.MinInt64,
-		index:            make(map[string]int32),
+		index:            make(map[string]*deviceEntry),
 		defaultThreshold: cfg.Threshold,
 	}
+	p.lru.next, p.lru.prev = &p.lru, &p.lru
 	switch cfg.Window.Kind {
 	case WindowSession:
 		p.session = true
@@ -164,8 +177,8 @@ func (p *Partition) Process(offset int64, value []byte, out *Output) {
 		p.stats.Valid++
 		p.stats.Late++
 		id := string(r.pboxID)
-		if i, ok := p.index[id]; ok {
-			id = p.devs[i].ID
+		if e, ok := p.index[id]; ok {
+			id = e.id
 		}
 		out.Late = append(out.Late, LateRecord{
 			Partition: p.partition,
@@ -179,8 +192,22 @@ func (p *Partition) Process(offset int64, value []byte, out *Output) {
 		return
 	}
 
-	d := p.device(r.pboxID)
-	info := p.lookup(d.ID)
+	// The lookup comes before any state change (see above).
+	e, known := p.index[string(r.pboxID)]
+	var id string
+	if known {
+		id = e.id
+	} else {
+		id = string(r.pboxID) // interned in the new entry: one allocation per device
+	}
+	info := p.lookup(id)
+	var d *deviceState
+	if known {
+		d = p.load(e)
+	} else {
+		d = p.newDevice(id)
+	}
+	d.dirty = true
 	p.stats.Received++
 	p.stats.Valid++
 	out.Readings = append(out.Readings, Reading{
@@ -209,13 +236,14 @@ func (p *Partition) Process(offset int64, value []byte, out *Output) {
 		p.wm = w
 	}
 	nw, np := len(out.Windows), len(out.WorkPeriods)
-	p.reschedule(d)
+	p.reschedule(d.e)
 	for len(p.heap) > 0 && p.heap[0].wake <= p.wm {
 		top := p.heap[0]
-		p.advance(top, p.wm, out)
+		p.advance(p.load(top), p.wm, out)
 		p.reschedule(top)
 	}
 	sortEmissions(out, nw, np)
+	p.evict()
 }
 
 // Finish applies the final watermark of bounded mode (+∞): it fires every
@@ -225,30 +253,19 @@ func (p *Partition) Process(offset int64, value []byte, out *Output) {
 func (p *Partition) Finish(out *Output) {
 	p.wm = math.MaxInt64
 	nw, np := len(out.Windows), len(out.WorkPeriods)
-	for _, d := range p.devs {
-		p.advance(d, math.MaxInt64, out)
-		d.wake = math.MaxInt64
-		d.heapIdx = -1
+	// Every device with state is in the heap. Taking them from its end
+	// needs no sifting; emissions are sorted below.
+	for len(p.heap) > 0 {
+		e := p.heap[len(p.heap)-1]
+		p.advance(p.load(e), math.MaxInt64, out)
+		p.drop(e)
 	}
-	clear(p.heap)
-	p.heap = p.heap[:0]
 	sortEmissions(out, nw, np)
-}
-
-// device returns the state of the device id, creating it on first use. Its
-// ID string is interned: one allocation per device, not per record.
-func (p *Partition) device(id []byte) *deviceState {
-	if i, ok := p.index[string(id)]; ok {
-		return p.devs[i]
-	}
-	d := &deviceState{ID: string(id), wake: math.MaxInt64, heapIdx: -1}
-	p.index[d.ID] = int32(len(p.devs))
-	p.devs = append(p.devs, d)
-	return d
 }
 
 // advance does the work of d that watermark w completes.
 func (p *Partition) advance(d *deviceState, w int64, out *Output) {
+	d.dirty = true
 	var info DeviceInfo
 	looked := false
 	// Windows are sorted by end: those that fire form a prefix, and so do
@@ -359,38 +376,38 @@ func sortEmissions(out *Output, nw, np int) {
 	}
 }
 
-// reschedule recomputes d's wake time and fixes its heap position.
-func (p *Partition) reschedule(d *deviceState) {
-	d.wake = p.nextWake(d)
+// reschedule recomputes the wake time of e (whose state is loaded) and
+// fixes its heap position; a device left without state is dropped.
+func (p *Partition) reschedule(e *deviceEntry) {
+	e.wake = p.nextWake(e.state)
 	switch {
-	case d.wake == math.MaxInt64 && d.heapIdx >= 0:
-		p.heapRemove(d.heapIdx)
-	case d.wake == math.MaxInt64:
-	case d.heapIdx < 0:
-		d.heapIdx = len(p.heap)
-		p.heap = append(p.heap, d)
-		p.heapUp(d.heapIdx)
+	case e.wake == math.MaxInt64:
+		p.drop(e)
+	case e.heapIdx < 0:
+		e.heapIdx = int32(len(p.heap))
+		p.heap = append(p.heap, e)
+		p.heapUp(int(e.heapIdx))
 	default:
-		if !p.heapDown(d.heapIdx) {
-			p.heapUp(d.heapIdx)
+		if !p.heapDown(int(e.heapIdx)) {
+			p.heapUp(int(e.heapIdx))
 		}
 	}
 }
 
 // The wake heap: an indexed binary min-heap of devices by wake time.
 
-// heapLess orders by (wake, ID): devices due at the same watermark are
+// heapLess orders by (wake, id): devices due at the same watermark are
 // advanced in pboxid order, so their emissions usually need no sorting.
 func (p *Partition) heapLess(i, j int) bool {
 	a, b := p.heap[i], p.heap[j]
-	return a.wake < b.wake || (a.wake == b.wake && a.ID < b.ID)
+	return a.wake < b.wake || (a.wake == b.wake && a.id < b.id)
 }
 
 func (p *Partition) heapSwap(i, j int) {
 	h := p.heap
 	h[i], h[j] = h[j], h[i]
-	h[i].heapIdx = i
-	h[j].heapIdx = j
+	h[i].heapIdx = int32(i)
+	h[j].heapIdx = int32(j)
 }
 
 func (p *Partition) heapUp(j int) {
@@ -427,13 +444,13 @@ func (p *Partition) heapDown(i0 int) bool {
 
 func (p *Partition) heapRemove(i int) {
 	n := len(p.heap) - 1
-	d := p.heap[i]
+	e := p.heap[i]
 	if i != n {
 		p.heapSwap(i, n)
 	}
 	p.heap[n] = nil
 	p.heap = p.heap[:n]
-	d.heapIdx = -1
+	e.heapIdx = -1
 	if i != n {
 		if !p.heapDown(i) {
 			p.heapUp(i)
