@@ -142,7 +142,7 @@ FROM work_periods GROUP BY pboxid, substr(period_start, 1, 10)`,
 // synchronous=NORMAL, a 10 s busy timeout and BEGIN IMMEDIATE
 // transactions. Readers may open the same DSN with sql.Open("sqlite", ...).
 func SQLiteDSN(path string) string {
-	return path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+	return path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=temp_store(MEMORY)&_pragma=cache_size(-65536)&_txlock=immediate"
 }
 
 // Open opens (creating if missing) the database file, its tables and view.
