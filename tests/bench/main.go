@@ -8,7 +8,7 @@
 //   - sqlite: the same job writing every output table to SQLite.
 //
 // Each is run --runs times; the medians and the ratios to raw are printed.
-// With --cpuprofile, one extra discard run is profiled.
+// With --cpuprofile, one extra run of the last variant is profiled.
 //
 //	go run ./tests/bench [--runs 5] [--data FILE --delimiter C --map ...]
 package main
@@ -41,7 +41,7 @@ func main() {
 		runs       = flag.Int("runs", 5, "runs of each variant; medians are reported")
 		data       = flag.String("data", dataset.EmbeddedAberdeen, "dataset (default: the embedded Aberdeen data)")
 		partitions = flag.Int("partitions", 12, "partitions of the source topic")
-		cpuprofile = flag.String("cpuprofile", "", "write a CPU profile of one extra discard run to this file")
+		cpuprofile = flag.String("cpuprofile", "", "write a CPU profile of one extra run of the last variant to this file")
 		variants   = flag.String("variants", "raw,discard,sqlite", "comma-separated subset of raw,discard,sqlite")
 	)
 	flag.Parse()
@@ -140,12 +140,13 @@ func run(runs int, data string, partitions int, cpuprofile, variants string) err
 		if err := pprof.StartCPUProfile(f); err != nil {
 			return err
 		}
-		_, err = runJob(ctx, broker.Addrs(), sinks.NewDiscard(), n)
+		last := vs[len(vs)-1]
+		_, err = last.fn(runs)
 		pprof.StopCPUProfile()
 		if err != nil {
 			return err
 		}
-		fmt.Printf("\nCPU profile of one discard run: %s (go tool pprof -top %s)\n", cpuprofile, cpuprofile)
+		fmt.Printf("\nCPU profile of one more %q run: %s (go tool pprof -top %s)\n", last.name, cpuprofile, cpuprofile)
 	}
 	return nil
 }
