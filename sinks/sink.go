@@ -229,7 +229,7 @@ func Open(url string, cfg Config, reg prometheus.Registerer) (Sink, error) {
 		}
 		k, err := NewKafka(kc, reg)
 		if err != nil {
-			return nil, fmt.Errorf("%w %q: %w", ErrBadURL, url, err)
+			return nil, bad(err.Error())
 		}
 		return k, nil
 	case "":
