@@ -27,18 +27,24 @@ type jobRun struct {
 	cfg         actors.Config
 	sinkURL     string
 	devices     operators.DeviceLookup
-	metricsAddr string    // "" = no HTTP server
-	progress    io.Writer // live progress lines; nil = none
-	out         io.Writer // summary
-	log         *slog.Logger
+	metricsAddr string // "" = no HTTP server
+	// reg, when set, is the registry to register the job's metrics on (a
+	// node serves it on its HTTP API); nil = a new one.
+	reg      *prometheus.Registry
+	progress io.Writer // live progress lines; nil = none
+	out      io.Writer // summary
+	log      *slog.Logger
 	// input, when > 0, is the number of records produced into the source,
 	// checked against the summary in bounded mode.
 	input int64
 }
 
 func (r *jobRun) run(ctx context.Context) (actors.Summary, error) {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := r.reg
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
 	sink, err := sinks.Open(r.sinkURL, sinks.DefaultConfig(), reg)
 	if err != nil {
 		return actors.Summary{}, err

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -19,7 +21,7 @@ import (
 // newNodeCmd is `eddy node`: the long-running process of a cluster member.
 func newNodeCmd() *cobra.Command {
 	cfg := control.DefaultConfig()
-	var tokenFile, logLevel string
+	var tokenFile, logLevel, jobFile string
 	cmd := &cobra.Command{
 		Use:   "node --id ID --data-dir DIR [--join HOST:PORT,...] [--bootstrap-expect 3]",
 		Short: "Run a cluster member: Raft control plane (the JobManager), gossip, HTTP API",
@@ -57,7 +59,7 @@ restart resumes its place); 'eddy ctl leave' removes it for good.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return runNode(ctx, cfg)
+			return runNode(ctx, cfg, jobFile, cmd.OutOrStdout())
 		},
 	}
 	fl := cmd.Flags()
@@ -70,6 +72,7 @@ restart resumes its place); 'eddy ctl leave' removes it for good.`,
 	fl.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 0, "voters of a new cluster (1, 3 or 5): bootstrap once that many such nodes met; 0 = join as non-voter")
 	fl.StringVar(&tokenFile, "api-token-file", "", "file holding a bearer token required for API writes (shared by all nodes)")
 	fl.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fl.StringVar(&jobFile, "job", "", "YAML job spec to run on this node (every partition, until placement spreads them); enrichment reads devices/<pboxid> from the local Raft replica")
 	fl.IntVar(&cfg.MaxValueBytes, "max-value-bytes", cfg.MaxValueBytes, "largest accepted value, in bytes (larger: HTTP 413)")
 	fl.DurationVar(&cfg.ApplyTimeout, "apply-timeout", cfg.ApplyTimeout, "how long a write may wait to be committed")
 	fl.DurationVar(&cfg.LeaderWait, "leader-wait", cfg.LeaderWait, "how long a request waits for a leader before HTTP 503")
@@ -94,7 +97,22 @@ restart resumes its place); 'eddy ctl leave' removes it for good.`,
 
 // runNode starts the node and runs it until ctx ends (signal) or the node is
 // asked to leave through the API.
-func runNode(ctx context.Context, cfg control.Config) error {
+//
+// With jobFile, the node also runs that job; its enrichment reads the
+// broadcast device data from the node's local Raft replica, so a change made
+// through the API is used within the replication delay.
+func runNode(ctx context.Context, cfg control.Config, jobFile string, out io.Writer) error {
+	var job *jobRun
+	if jobFile != "" {
+		spec, jcfg, err := loadJobSpec(jobFile, false)
+		if err != nil {
+			return err
+		}
+		if spec.Broadcast.DevicesFile != "" {
+			return fmt.Errorf("%s: broadcast.devices_file is not used by eddy node: device data comes from Raft (eddy ctl devices import FILE)", jobFile)
+		}
+		job = &jobRun{cfg: jcfg, sinkURL: spec.Sink, out: out, log: cfg.Logger}
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg.Registerer, cfg.Gatherer = reg, reg
@@ -102,13 +120,35 @@ func runNode(ctx context.Context, cfg control.Config) error {
 	if err != nil {
 		return err
 	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	jobDone := make(chan error, 1)
+	if job != nil {
+		job.devices, job.reg = node.Devices(), reg
+		go func() {
+			_, err := job.run(runCtx)
+			jobDone <- err
+		}()
+	}
+	var jobErr error
 	select {
 	case <-ctx.Done():
 		cfg.Logger.Info("signal received, stopping")
 	case <-node.Done():
 		cfg.Logger.Info("left the cluster, stopping")
+	case jobErr = <-jobDone:
+		if jobErr != nil {
+			cfg.Logger.Error("job failed, stopping", "err", jobErr)
+		} else {
+			cfg.Logger.Info("job finished, stopping")
+		}
+		job = nil
 	}
-	return node.Close()
+	cancel()
+	if job != nil {
+		jobErr = <-jobDone
+	}
+	return errors.Join(jobErr, node.Close())
 }
 
 func parseLogLevel(s string) (slog.Level, error) {

@@ -33,20 +33,9 @@ Without --bounded the job runs until SIGINT/SIGTERM, then drains and flushes.`,
   eddy run --job deploy/jobs/iot-work.yaml --bounded`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			data, err := os.ReadFile(jobFile)
+			spec, cfg, err := loadJobSpec(jobFile, bounded)
 			if err != nil {
 				return err
-			}
-			spec, err := actors.ParseSpec(data)
-			if err != nil {
-				return fmt.Errorf("%s: %w", jobFile, err)
-			}
-			if bounded {
-				spec.Source.Bounded = true
-			}
-			cfg, err := spec.Config()
-			if err != nil {
-				return fmt.Errorf("%s: %w", jobFile, err)
 			}
 			var devices operators.DeviceLookup
 			if f := spec.Broadcast.DevicesFile; f != "" {
@@ -78,6 +67,27 @@ Without --bounded the job runs until SIGINT/SIGTERM, then drains and flushes.`,
 	f.BoolVar(&quiet, "quiet", false, "no live progress lines on stderr")
 	_ = cmd.MarkFlagRequired("job")
 	return cmd
+}
+
+// loadJobSpec reads a YAML job spec and its validated configuration;
+// bounded forces bounded mode.
+func loadJobSpec(path string, bounded bool) (*actors.Spec, actors.Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, actors.Config{}, err
+	}
+	spec, err := actors.ParseSpec(data)
+	if err != nil {
+		return nil, actors.Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	if bounded {
+		spec.Source.Bounded = true
+	}
+	cfg, err := spec.Config()
+	if err != nil {
+		return nil, cfg, fmt.Errorf("%s: %w", path, err)
+	}
+	return spec, cfg, nil
 }
 
 func loadDevicesFile(path string) (operators.DeviceMap, error) {
