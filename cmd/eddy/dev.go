@@ -86,7 +86,7 @@ dead_letters (and the view daily_work_time).`,
 	fl.StringVar(&f.devices, "devices", "", "broadcast business data: JSON or YAML map pboxid → {company, site, threshold}")
 	fl.IntVar(&f.partitions, "partitions", 12, "partitions of iot-topic on the embedded broker")
 	fl.StringVar(&f.listen, "listen", "127.0.0.1:0", "address of the embedded broker (port 0 = any free port)")
-	fl.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:9464", `serve /metrics on this address ("" = off)`)
+	fl.StringVar(&f.metricsAddr, "metrics-addr", defaultMetricsAddr, `serve /metrics on this address ("" = off; the default falls back to a free port when taken)`)
 	fl.StringVar(&f.timezone, "timezone", "UTC", "time zone of event_time strings without an offset")
 	fl.BoolVar(&f.quiet, "quiet", false, "no live progress lines on stderr")
 	cmd.AddCommand(newDevBrokerCmd())

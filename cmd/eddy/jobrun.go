@@ -122,8 +122,16 @@ func flushPeriodically(ctx context.Context, sink sinks.Sink, every time.Duration
 	}
 }
 
+// defaultMetricsAddr is the default of --metrics-addr. When it is taken
+// (another eddy runs), a free port is used instead, and printed; an address
+// the user chose must be free.
+const defaultMetricsAddr = "127.0.0.1:9464"
+
 func serveMetrics(addr string, reg *prometheus.Registry) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
+	if err != nil && addr == defaultMetricsAddr {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("metrics listener: %w", err)
 	}

@@ -63,7 +63,7 @@ Without --bounded the job runs until SIGINT/SIGTERM, then drains and flushes.`,
 	f := cmd.Flags()
 	f.StringVar(&jobFile, "job", "", "YAML job spec (required)")
 	f.BoolVar(&bounded, "bounded", false, "read to the end offsets seen at start, fire every window and work period, print a summary and exit")
-	f.StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:9464", `serve /metrics on this address ("" = off)`)
+	f.StringVar(&metricsAddr, "metrics-addr", defaultMetricsAddr, `serve /metrics on this address ("" = off; the default falls back to a free port when taken)`)
 	f.BoolVar(&quiet, "quiet", false, "no live progress lines on stderr")
 	_ = cmd.MarkFlagRequired("job")
 	return cmd
