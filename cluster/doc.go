@@ -7,8 +7,16 @@
 // few bootstrap flags — as memberlist node metadata (JSON, at most
 // MaxMetaBytes). Other packages read the member list (Members, Alive, Member)
 // and subscribe to join/update/fail/leave events; the control plane uses it
-// to bootstrap and grow the Raft group, placement (a later issue) uses it to
-// place device partitions on live nodes.
+// to bootstrap and grow the Raft group, and the partition assigner
+// (control.Assigner) uses it to place device partitions on live nodes.
+//
+// Placement: Owner and Assign map device partitions to members by rendezvous
+// (highest random weight) hashing; every node computes the same owners from
+// the same set of placeable members (Member.Placeable: alive, Assignable,
+// not leaving or stopping), and a membership change moves only the
+// partitions it must (see placement.go). The Assignable and FencedAt
+// metadata flags are how a node tells the others whether it takes
+// partitions and which of its leases it has stopped processing.
 //
 // Usage:
 //

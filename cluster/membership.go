@@ -204,6 +204,39 @@ func (m *Membership) SetMeta(meta Meta, timeout time.Duration) error {
 	return m.list.UpdateNode(timeout)
 }
 
+// UpdateMeta changes the local Meta with fn (which must not change the ID)
+// and gossips it, waiting up to timeout for the broadcast. Unlike
+// LocalMeta+SetMeta, concurrent UpdateMeta calls never undo each other's
+// changes.
+func (m *Membership) UpdateMeta(fn func(*Meta), timeout time.Duration) error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return ErrShutdown
+	}
+	meta := m.meta
+	fn(&meta)
+	if meta == m.meta {
+		m.mu.Unlock()
+		return nil
+	}
+	if meta.ID != m.meta.ID {
+		m.mu.Unlock()
+		return fmt.Errorf("cluster: UpdateMeta cannot change the node id from %q to %q", m.meta.ID, meta.ID)
+	}
+	b, err := meta.encode()
+	if err == nil && len(b) > MaxMetaBytes {
+		err = fmt.Errorf("cluster: meta encodes to %d bytes, more than %d", len(b), MaxMetaBytes)
+	}
+	if err != nil {
+		m.mu.Unlock()
+		return err
+	}
+	m.meta = meta
+	m.mu.Unlock()
+	return m.list.UpdateNode(timeout)
+}
+
 // Members returns every known member, alive, failed or left (the latter two
 // until Config.ReapAfter), sorted by ID. The slice is a copy.
 func (m *Membership) Members() []Member {

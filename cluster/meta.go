@@ -33,6 +33,25 @@ type Meta struct {
 	// announced, so that peers report the node as left rather than failed
 	// (memberlist itself does not tell them apart in its events).
 	Stopping bool `json:"stopping,omitempty"`
+	// Assignable is set while the node runs device partitions and may be
+	// given some: its partition assigner runs, it has joined the cluster,
+	// it is in contact with the Raft majority and it is not draining.
+	// Placement (Assign) only considers alive members with Assignable set
+	// (and neither Leaving nor Stopping).
+	Assignable bool `json:"assignable,omitempty"`
+	// FencedAt is set when the node lost contact with the Raft majority and
+	// stopped all its partitions: every partition lease it holds that was
+	// granted at a Raft index <= FencedAt is no longer processed by it, so
+	// the partition's desired owner may take that lease over although the
+	// node is alive. It only grows (0 = never fenced since the node
+	// started).
+	FencedAt uint64 `json:"fenced_at,omitempty"`
+}
+
+// Placeable reports whether placement may give partitions to the member:
+// it is alive, Assignable, and neither leaving nor stopping.
+func (m Member) Placeable() bool {
+	return m.Status == StatusAlive && m.Assignable && !m.Leaving && !m.Stopping
 }
 
 func (m Meta) encode() ([]byte, error) { return json.Marshal(m) }
