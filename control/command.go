@@ -51,11 +51,18 @@ type KVDelete struct {
 	CAS *uint64 `json:"cas,omitempty"`
 }
 
-// JobPut stores or replaces the spec of job Name.
+// JobPut stores or replaces the spec of job Name. Partitions is the job's
+// number of device partitions (0..Partitions-1), normally the partition count
+// of its source topic; 0 means "not given": the nodes learn it from the
+// source themselves (AssignerConfig.PartitionCount).
 type JobPut struct {
-	Name string `json:"name"`
-	Spec string `json:"spec"`
+	Name       string `json:"name"`
+	Spec       string `json:"spec"`
+	Partitions int32  `json:"partitions,omitempty"`
 }
+
+// MaxPartitions is the largest partition count a job may declare.
+const MaxPartitions = 1 << 16
 
 // JobDelete removes job Name (Result.Deleted reports whether it existed).
 type JobDelete struct {
@@ -84,11 +91,18 @@ type LeaseAcquire struct {
 // LeaseRelease gives the lease of (Job, Partition) up. It succeeds iff Owner
 // holds it at Epoch and it is not yet released; the epoch is kept, so the
 // next LeaseAcquire uses PrevEpoch = Epoch. ErrConflict otherwise.
+//
+// Handoff, when set, is the point from which the next owner resumes (the
+// owner drained its last batch, snapshotted and committed up to it); it is
+// stored in Lease.Handoff with Epoch = the released epoch (the Epoch given
+// in Handoff is ignored). A release without Handoff keeps the lease's
+// earlier handoff point.
 type LeaseRelease struct {
-	Job       string `json:"job"`
-	Partition int32  `json:"partition"`
-	Owner     string `json:"owner"`
-	Epoch     uint64 `json:"epoch"`
+	Job       string        `json:"job"`
+	Partition int32         `json:"partition"`
+	Owner     string        `json:"owner"`
+	Epoch     uint64        `json:"epoch"`
+	Handoff   *HandoffPoint `json:"handoff,omitempty"`
 }
 
 // CheckpointStart opens checkpoint ID of Job for Partitions partitions. ID
@@ -150,6 +164,9 @@ func (c JobPut) Validate() error {
 	if err := ValidateName("job", c.Name); err != nil {
 		return err
 	}
+	if c.Partitions < 0 || c.Partitions > MaxPartitions {
+		return fmt.Errorf("%w: job %q: partitions must be in 0..%d (0 = from the source), got %d", ErrInvalid, c.Name, MaxPartitions, c.Partitions)
+	}
 	if c.Spec == "" {
 		return fmt.Errorf("%w: job %q: spec must not be empty", ErrInvalid, c.Name)
 	}
@@ -182,6 +199,9 @@ func (c LeaseRelease) Validate() error {
 	}
 	if c.Epoch == 0 {
 		return fmt.Errorf("%w: lease epoch must be >= 1", ErrInvalid)
+	}
+	if h := c.Handoff; h != nil && (h.Offset < 0 || h.Snapshot == "") {
+		return fmt.Errorf("%w: handoff point needs offset >= 0 and a snapshot location", ErrInvalid)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	iradix "github.com/hashicorp/go-immutable-radix"
 	"github.com/hashicorp/raft"
@@ -65,11 +66,13 @@ type state struct {
 	jobs        *iradix.Tree // name → *Job
 	leases      *iradix.Tree // leaseKey → *Lease
 	checkpoints *iradix.Tree // checkpointKey → *Checkpoint
+	history     *iradix.Tree // big-endian Raft index → *LeaseEvent
+	historyLen  int
 	settings    Settings
 }
 
 func emptyState() *state {
-	return &state{kv: iradix.New(), tombs: iradix.New(), jobs: iradix.New(), leases: iradix.New(), checkpoints: iradix.New()}
+	return &state{kv: iradix.New(), tombs: iradix.New(), jobs: iradix.New(), leases: iradix.New(), checkpoints: iradix.New(), history: iradix.New()}
 }
 
 func leaseKey(job string, partition int32) []byte {
@@ -155,6 +158,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	tx := newTxn(f.state.Load())
 	for i, l := range logs {
 		tx.index = l.Index
+		tx.appendedAt = l.AppendedAt
 		if l.Type != raft.LogCommand {
 			continue
 		}
@@ -184,7 +188,10 @@ type txn struct {
 	jobs    *iradix.Txn
 	leases  *iradix.Txn
 	ckpts   *iradix.Txn
+	history *iradix.Txn
 	devices map[string]struct{} // pboxids whose key changed
+	// appendedAt is the leader's append time of the log being applied.
+	appendedAt time.Time
 }
 
 func newTxn(base *state) *txn {
@@ -218,6 +225,9 @@ func (t *txn) commit() *state {
 	}
 	if t.ckpts != nil {
 		st.checkpoints = t.ckpts.CommitOnly()
+	}
+	if t.history != nil {
+		st.history = t.history.CommitOnly()
 	}
 	return &st
 }
@@ -316,7 +326,7 @@ func (t *txn) jobTxn() *iradix.Txn {
 
 func (t *txn) jobPut(c JobPut) (Result, error) {
 	jobs := t.jobTxn()
-	j := &Job{Name: c.Name, Spec: c.Spec, CreateIndex: t.index, ModifyIndex: t.index}
+	j := &Job{Name: c.Name, Spec: c.Spec, Partitions: c.Partitions, CreateIndex: t.index, ModifyIndex: t.index}
 	if v, ok := jobs.Get([]byte(c.Name)); ok {
 		j.CreateIndex = v.(*Job).CreateIndex
 	}
@@ -346,6 +356,11 @@ func (t *txn) lease(job string, partition int32) *Lease {
 	return nil
 }
 
+// leaseAcquire grants a lease. Fencing invariant: the epoch of a partition
+// strictly increases with every grant (PrevEpoch must equal the current
+// epoch and the grant is PrevEpoch+1), so no two grants of a partition ever
+// share an epoch, and at most one lease record — one holder — exists per
+// partition at any Raft index.
 func (t *txn) leaseAcquire(c LeaseAcquire) (Result, error) {
 	cur := t.lease(c.Job, c.Partition)
 	var epoch uint64
@@ -355,12 +370,47 @@ func (t *txn) leaseAcquire(c LeaseAcquire) (Result, error) {
 	if epoch != c.PrevEpoch {
 		return Result{Lease: cur}, fmt.Errorf("%w: lease %s/%d is at epoch %d, not %d", ErrConflict, c.Job, c.Partition, epoch, c.PrevEpoch)
 	}
-	if cur != nil && !cur.Released && cur.Owner != c.Owner && !c.Takeover {
+	held := cur != nil && !cur.Released
+	if held && cur.Owner != c.Owner && !c.Takeover {
 		return Result{Lease: cur}, fmt.Errorf("%w: lease %s/%d is held by %s at epoch %d", ErrConflict, c.Job, c.Partition, cur.Owner, cur.Epoch)
 	}
 	l := &Lease{Job: c.Job, Partition: c.Partition, Owner: c.Owner, Epoch: epoch + 1, ModifyIndex: t.index}
+	ev := &LeaseEvent{Kind: LeaseGranted, Job: c.Job, Partition: c.Partition, Owner: c.Owner, Epoch: l.Epoch}
+	if cur != nil {
+		l.Handoff = cur.Handoff
+	}
+	if held {
+		ev.PrevOwner = cur.Owner
+		if cur.Owner != c.Owner {
+			ev.Kind = LeaseTakenOver
+		}
+	}
 	t.leaseTxn().Insert(leaseKey(c.Job, c.Partition), l)
+	t.record(ev)
 	return Result{Lease: l}, nil
+}
+
+// record appends ev to the lease history, dropping the oldest events beyond
+// LeaseHistoryLimit.
+func (t *txn) record(ev *LeaseEvent) {
+	if t.history == nil {
+		t.history = t.st.history.Txn()
+	}
+	ev.Index = t.index
+	if !t.appendedAt.IsZero() {
+		ev.TimeMs = t.appendedAt.UnixMilli()
+	}
+	if _, existed := t.history.Insert(binary.BigEndian.AppendUint64(nil, t.index), ev); !existed {
+		t.st.historyLen++
+	}
+	for t.st.historyLen > LeaseHistoryLimit {
+		k, _, ok := t.history.Root().Minimum()
+		if !ok {
+			break
+		}
+		t.history.Delete(k)
+		t.st.historyLen--
+	}
 }
 
 func (t *txn) leaseRelease(c LeaseRelease) (Result, error) {
@@ -371,7 +421,11 @@ func (t *txn) leaseRelease(c LeaseRelease) (Result, error) {
 	l := *cur
 	l.Released = true
 	l.ModifyIndex = t.index
+	if c.Handoff != nil {
+		l.Handoff = &HandoffPoint{Epoch: cur.Epoch, Offset: c.Handoff.Offset, Snapshot: c.Handoff.Snapshot}
+	}
 	t.leaseTxn().Insert(leaseKey(c.Job, c.Partition), &l)
+	t.record(&LeaseEvent{Kind: LeaseReleased, Job: c.Job, Partition: c.Partition, Owner: c.Owner, Epoch: c.Epoch})
 	return Result{Lease: &l}, nil
 }
 
@@ -473,6 +527,7 @@ type snapRecord struct {
 	Job        *Job        `json:"job,omitempty"`
 	Lease      *Lease      `json:"lease,omitempty"`
 	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
+	LeaseEvent *LeaseEvent `json:"lease_event,omitempty"`
 }
 
 type fsmSnapshot struct{ st *state }
@@ -506,6 +561,7 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	walk(s.st.jobs, func(v interface{}) snapRecord { return snapRecord{Job: v.(*Job)} })
 	walk(s.st.leases, func(v interface{}) snapRecord { return snapRecord{Lease: v.(*Lease)} })
 	walk(s.st.checkpoints, func(v interface{}) snapRecord { return snapRecord{Checkpoint: v.(*Checkpoint)} })
+	walk(s.st.history, func(v interface{}) snapRecord { return snapRecord{LeaseEvent: v.(*LeaseEvent)} })
 	if err != nil {
 		return err
 	}
@@ -540,7 +596,7 @@ func readSnapshot(r io.Reader) (*state, error) {
 	}
 	st := emptyState()
 	st.index, st.settings, st.tombFloor = h.Index, h.Settings, h.Index
-	kv, jobs, leases, ckpts := st.kv.Txn(), st.jobs.Txn(), st.leases.Txn(), st.checkpoints.Txn()
+	kv, jobs, leases, ckpts, hist := st.kv.Txn(), st.jobs.Txn(), st.leases.Txn(), st.checkpoints.Txn(), st.history.Txn()
 	for {
 		var rec snapRecord
 		err := dec.Decode(&rec)
@@ -563,11 +619,14 @@ func readSnapshot(r io.Reader) (*state, error) {
 				rec.Checkpoint.Acks = []PartitionAck{}
 			}
 			ckpts.Insert(checkpointKey(rec.Checkpoint.Job, rec.Checkpoint.ID), rec.Checkpoint)
+		case rec.LeaseEvent != nil:
+			hist.Insert(binary.BigEndian.AppendUint64(nil, rec.LeaseEvent.Index), rec.LeaseEvent)
 		default:
 			return nil, errors.New("empty record")
 		}
 	}
-	st.kv, st.jobs, st.leases, st.checkpoints = kv.CommitOnly(), jobs.CommitOnly(), leases.CommitOnly(), ckpts.CommitOnly()
+	st.kv, st.jobs, st.leases, st.checkpoints, st.history = kv.CommitOnly(), jobs.CommitOnly(), leases.CommitOnly(), ckpts.CommitOnly(), hist.CommitOnly()
+	st.historyLen = st.history.Len()
 	if st.kv.Len() != h.Keys {
 		return nil, fmt.Errorf("snapshot has %d keys, header says %d (truncated?)", st.kv.Len(), h.Keys)
 	}
@@ -715,4 +774,19 @@ func (v View) LastCompleteCheckpoint(job string) (Checkpoint, bool) {
 		return Checkpoint{}, false
 	}
 	return *best, true
+}
+
+// LeaseHistory returns the retained lease events of job (every job if job is
+// ""), of one partition if partition >= 0 (every partition if < 0), in Raft
+// order.
+func (v View) LeaseHistory(job string, partition int32) []LeaseEvent {
+	out := []LeaseEvent{}
+	v.st.history.Root().Walk(func(k []byte, e interface{}) bool {
+		ev := e.(*LeaseEvent)
+		if (job == "" || ev.Job == job) && (partition < 0 || ev.Partition == partition) {
+			out = append(out, *ev)
+		}
+		return false
+	})
+	return out
 }

@@ -291,6 +291,7 @@ func TestFSMSnapshotRestoreRoundTrip(t *testing.T) {
 		{"jobs", got.Jobs(), want.Jobs()},
 		{"leases", got.Leases(""), want.Leases("")},
 		{"checkpoints", got.Checkpoints(""), want.Checkpoints("")},
+		{"lease history", got.LeaseHistory("", -1), want.LeaseHistory("", -1)},
 	} {
 		if !reflect.DeepEqual(c.got, c.want) {
 			t.Errorf("restored %s differ:\n got %+v\nwant %+v", c.name, c.got, c.want)

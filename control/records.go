@@ -15,8 +15,11 @@ type KVEntry struct {
 // Job is a stored job spec (the YAML text of a job declaration, opaque to the
 // control plane).
 type Job struct {
-	Name        string `json:"name"`
-	Spec        string `json:"spec"`
+	Name string `json:"name"`
+	Spec string `json:"spec"`
+	// Partitions is the number of device partitions, 0..Partitions-1; 0 =
+	// not declared, the nodes ask the source (AssignerConfig.PartitionCount).
+	Partitions  int32  `json:"partitions,omitempty"`
 	CreateIndex uint64 `json:"create_index"`
 	ModifyIndex uint64 `json:"modify_index"`
 }
@@ -32,9 +35,59 @@ type Lease struct {
 	Epoch     uint64 `json:"epoch"`
 	// Released is set when the owner gave the lease up (hand-off); the
 	// next acquire needs no takeover.
-	Released    bool   `json:"released,omitempty"`
-	ModifyIndex uint64 `json:"modify_index"`
+	Released bool `json:"released,omitempty"`
+	// Handoff is the last handoff point recorded by a release (nil if none
+	// ever was). It survives later acquires, so that every following owner
+	// can compare it with the last complete checkpoint and restore from the
+	// newer of the two (the higher offset).
+	Handoff     *HandoffPoint `json:"handoff,omitempty"`
+	ModifyIndex uint64        `json:"modify_index"`
 }
+
+// HandoffPoint is where a partition resumes after a live handoff: its owner
+// finished its last batch, snapshotted the partition's state to Snapshot and
+// committed its sinks up to Offset, then released the lease of Epoch.
+type HandoffPoint struct {
+	// Epoch of the lease that was released with this point (set by the FSM).
+	Epoch uint64 `json:"epoch"`
+	// Offset is the source offset from which the next owner consumes.
+	Offset int64 `json:"offset"`
+	// Snapshot locates the state snapshot in checkpoint storage.
+	Snapshot string `json:"snapshot"`
+}
+
+// Lease event kinds (LeaseEvent.Kind).
+const (
+	// LeaseGranted: an acquire of a free, released or own lease.
+	LeaseGranted = "acquire"
+	// LeaseTakenOver: an acquire with Takeover of a lease another node
+	// still held (it was dead or fenced in the acquirer's view).
+	LeaseTakenOver = "takeover"
+	// LeaseReleased: the holder gave the lease up.
+	LeaseReleased = "release"
+)
+
+// LeaseEvent is one change of a lease, as applied by the FSM: the lease
+// history that proves that every partition had one holder at a time. The
+// FSM keeps the last LeaseHistoryLimit events (all jobs together).
+type LeaseEvent struct {
+	// Index is the Raft index of the command: events are totally ordered.
+	Index uint64 `json:"index"`
+	// TimeMs is when the leader appended the command to its log (Unix ms,
+	// the leader's clock); 0 when unknown.
+	TimeMs    int64  `json:"time_ms"`
+	Kind      string `json:"kind"` // LeaseGranted, LeaseTakenOver or LeaseReleased
+	Job       string `json:"job"`
+	Partition int32  `json:"partition"`
+	Owner     string `json:"owner"`
+	Epoch     uint64 `json:"epoch"`
+	// PrevOwner is the holder an acquire replaced ("" if the lease was
+	// free or released).
+	PrevOwner string `json:"prev_owner,omitempty"`
+}
+
+// LeaseHistoryLimit is how many lease events the FSM keeps.
+const LeaseHistoryLimit = 10000
 
 // Checkpoint is the record of checkpoint ID of a job: which partitions have
 // acknowledged it, with what offset and state snapshot. It is Complete when
