@@ -106,8 +106,25 @@ type Kafka struct {
 	wg     sync.WaitGroup         // goroutines of Open, Write, Txn (see spawn)
 	closed chan struct{}          // non-nil once Close started; closed when it is done
 
+	client sarama.Client // opened by Open: reads checkpoint records
+
 	plainMu sync.Mutex // serialises the plain (non-transactional) Write and Flush
 	plain   *producer  // created by the first plain Write
+}
+
+// CommitTracker is implemented by the PartitionTxns of the Kafka sink.
+// Each transaction carries a record of the checkpoint it commits (in
+// KafkaConfig.CheckpointTopic), so the checkpoint of the last committed
+// transaction is known exactly, also to a new owner after a crash: it is
+// the checkpoint whose snapshot a recovering partition restores (with
+// several transactional sinks, the smallest of theirs). Rows of later
+// checkpoints were aborted when the new owner fenced the old one.
+type CommitTracker interface {
+	// LastCommitted returns the highest checkpoint committed by any
+	// writer of this device partition: read when the PartitionTxn opened
+	// (after fencing the earlier writers), then advanced by Commit. ok is
+	// false when no transaction of the partition was ever committed.
+	LastCommitted() (checkpoint int64, ok bool)
 }
 
 var (
@@ -238,32 +255,46 @@ func (k *Kafka) Open(ctx context.Context) error {
 	case stateClosed:
 		return ErrClosed
 	}
-	_, err := await(ctx, k, func() (struct{}, error) { return struct{}{}, k.checkTopics() }, nil)
+	client, err := await(ctx, k, k.checkTopics, func(c sarama.Client) { c.Close() })
 	if err != nil {
 		return fmt.Errorf("sinks: kafka: open %v: %w", k.cfg.Brokers, err)
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.state == stateClosed {
-		return ErrClosed
+	if k.state != stateNew {
+		client.Close()
+		if k.state == stateClosed {
+			return ErrClosed
+		}
+		return nil // a concurrent Open won
 	}
+	k.client = client
 	k.state = stateOpen
 	return nil
 }
 
-func (k *Kafka) checkTopics() error {
+// checkTopics connects, creates missing topics if asked, checks that every
+// topic exists and returns the client.
+func (k *Kafka) checkTopics() (sarama.Client, error) {
 	client, err := sarama.NewClient(k.cfg.Brokers, k.saramaConfig())
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer client.Close()
-	topics := k.cfg.Topics()
+	topics := append(k.cfg.Topics(), k.cfg.CheckpointTopic)
+	if err := k.ensureTopics(client, topics); err != nil {
+		client.Close()
+		return nil, err
+	}
+	return client, nil
+}
+
+func (k *Kafka) ensureTopics(client sarama.Client, topics []string) error {
 	if k.cfg.CreateTopics {
 		existing, err := client.Topics()
 		if err != nil {
 			return err
 		}
-		admin, err := sarama.NewClusterAdminFromClient(client) // not closed: that would close client twice
+		admin, err := sarama.NewClusterAdminFromClient(client) // not closed: that would close client
 		if err != nil {
 			return err
 		}
@@ -271,7 +302,12 @@ func (k *Kafka) checkTopics() error {
 			if slices.Contains(existing, t) {
 				continue
 			}
-			err := admin.CreateTopic(t, &sarama.TopicDetail{NumPartitions: k.cfg.TopicPartitions, ReplicationFactor: k.cfg.ReplicationFactor}, false)
+			detail := &sarama.TopicDetail{NumPartitions: k.cfg.TopicPartitions, ReplicationFactor: k.cfg.ReplicationFactor}
+			if t == k.cfg.CheckpointTopic {
+				compact := "compact"
+				detail.ConfigEntries = map[string]*string{"cleanup.policy": &compact}
+			}
+			err := admin.CreateTopic(t, detail, false)
 			if err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
 				return fmt.Errorf("create topic %q: %w", t, err)
 			}
@@ -399,6 +435,9 @@ func (k *Kafka) Close() error {
 	}
 	k.plainMu.Unlock()
 	k.wg.Wait()
+	if k.client != nil {
+		k.client.Close()
+	}
 	return err
 }
 
@@ -436,15 +475,32 @@ func (k *Kafka) Txn(ctx context.Context, job string, partition int32, epoch int6
 
 	sc := k.saramaConfig()
 	sc.Producer.Transaction.ID = id
-	p, err := await(ctx, k, func() (*producer, error) { return newProducer(k.cfg.Brokers, sc) }, (*producer).close)
-	if err != nil {
-		return nil, fmt.Errorf("sinks: kafka: txn %s: init producer: %w", id, err)
+	type opened struct {
+		p    *producer
+		last int64
+		ok   bool
 	}
+	o, err := await(ctx, k, func() (opened, error) {
+		p, err := newProducer(k.cfg.Brokers, sc) // InitProducerID fences
+		if err != nil {
+			return opened{}, fmt.Errorf("init producer: %w", err)
+		}
+		last, ok, err := k.lastCommitted(ctx, id, partition)
+		if err != nil {
+			p.close()
+			return opened{}, fmt.Errorf("read the last committed checkpoint: %w", err)
+		}
+		return opened{p, last, ok}, nil
+	}, func(o opened) { o.p.close() })
+	if err != nil {
+		return nil, fmt.Errorf("sinks: kafka: txn %s: %w", id, err)
+	}
+	p := o.p
 	if err := p.ap.BeginTxn(); err != nil {
 		p.close()
 		return nil, fmt.Errorf("sinks: kafka: txn %s: begin: %w", id, err)
 	}
-	t := &kafkaTxn{k: k, id: id, epoch: epoch, p: p, lastLabel: math.MinInt64}
+	t := &kafkaTxn{k: k, id: id, partition: partition, epoch: epoch, p: p, lastLabel: math.MinInt64, committed: o.last, hasCommitted: o.ok}
 	k.mu.Lock()
 	if k.state == stateClosed {
 		k.mu.Unlock()
@@ -454,6 +510,20 @@ func (k *Kafka) Txn(ctx context.Context, job string, partition int32, epoch int6
 	k.txns[t] = struct{}{}
 	k.mu.Unlock()
 	return t, nil
+}
+
+// lastCommitted reads the checkpoint of the last committed transaction of
+// transactional id from its partition of the checkpoint topic.
+func (k *Kafka) lastCommitted(ctx context.Context, id string, partition int32) (int64, bool, error) {
+	parts, err := k.client.Partitions(k.cfg.CheckpointTopic)
+	if err != nil {
+		return 0, false, err
+	}
+	if int(partition) >= len(parts) {
+		return 0, false, fmt.Errorf("checkpoint topic %q has %d partitions; device partition %d needs at least %d (create it with the partition count of the input topic)",
+			k.cfg.CheckpointTopic, len(parts), partition, partition+1)
+	}
+	return lastCommittedCheckpoint(ctx, k.client, k.cfg.CheckpointTopic, partition, id)
 }
 
 // States of a kafkaTxn.
@@ -471,9 +541,10 @@ const (
 // Commit(k) commits the transaction while its label is <= k, begins the
 // next one and moves buffered segments into it until one carries a label.
 type kafkaTxn struct {
-	k     *Kafka
-	id    string
-	epoch int64
+	k         *Kafka
+	id        string
+	partition int32
+	epoch     int64
 
 	mu        sync.Mutex // the owner is one actor; Kafka.Close may call Close concurrently
 	p         *producer
@@ -488,6 +559,9 @@ type kafkaTxn struct {
 	fatal     error // the producer is unusable (fenced or fatal error): only Close
 	stuck     *stuckCall
 	wg        sync.WaitGroup // goroutines of call
+
+	committed    int64 // checkpoint of the last committed transaction (CommitTracker)
+	hasCommitted bool
 }
 
 // segment is a run of buffered rows; labelled ones end at PreCommit(checkpoint).
@@ -506,7 +580,44 @@ type stuckCall struct {
 	apply func(error) error
 }
 
-var _ PartitionTxn = (*kafkaTxn)(nil)
+var (
+	_ PartitionTxn  = (*kafkaTxn)(nil)
+	_ CommitTracker = (*kafkaTxn)(nil)
+)
+
+// LastCommitted implements CommitTracker.
+func (t *kafkaTxn) LastCommitted() (int64, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.committed, t.hasCommitted
+}
+
+// checkpointTable is the Metadata of checkpoint records (after the five
+// tables).
+const checkpointTable = 5
+
+// checkpointRecord returns the record of checkpoint that ends a
+// transaction: key the transactional id, value
+// {"transactional_id":…,"partition":…,"epoch":…,"checkpoint":…},
+// to partition t.partition of the checkpoint topic (mod its partitions).
+func (t *kafkaTxn) checkpointRecord(checkpoint int64) *sarama.ProducerMessage {
+	v := append(make([]byte, 0, 128), `{"transactional_id":`...)
+	v = appendJSONString(v, t.id)
+	v = append(v, `,"partition":`...)
+	v = strconv.AppendInt(v, int64(t.partition), 10)
+	v = append(v, `,"epoch":`...)
+	v = strconv.AppendInt(v, t.epoch, 10)
+	v = append(v, `,"checkpoint":`...)
+	v = strconv.AppendInt(v, checkpoint, 10)
+	v = append(v, '}')
+	return &sarama.ProducerMessage{
+		Topic:     t.k.cfg.CheckpointTopic,
+		Key:       sarama.ByteEncoder(t.id),
+		Value:     sarama.ByteEncoder(v),
+		Partition: t.partition,
+		Metadata:  checkpointTable,
+	}
+}
 
 // call runs fn (a blocking producer call) on a goroutine and applies its
 // result with apply. When ctx ends first, the call keeps running; the next
@@ -569,15 +680,21 @@ func (t *kafkaTxn) ready(ctx context.Context) error {
 // make t unusable, abortable ones require Abort; others (network, timeout)
 // may be retried.
 func (t *kafkaTxn) classify(what string, err error) error {
-	if errors.Is(err, sarama.ErrProducerFenced) || errors.Is(err, sarama.ErrInvalidProducerEpoch) {
+	fenced := isFenced(err) || t.p.fenced()
+	st := t.p.ap.TxnStatus()
+	if !fenced && st&sarama.ProducerTxnFlagFatalError != 0 {
+		// The error that made the producer unusable may not be err (a
+		// later delivery or AddPartitionsToTxn failed): a fatal producer's
+		// AbortTxn returns it, without a request.
+		fenced = isFenced(t.p.ap.AbortTxn())
+	}
+	switch {
+	case fenced:
 		if t.fatal == nil {
 			t.k.tm.fenced.Inc()
 		}
 		t.fatal = fmt.Errorf("%w: txn %s (lease epoch %d): %s: %w", ErrFenced, t.id, t.epoch, what, err)
 		return t.fatal
-	}
-	st := t.p.ap.TxnStatus()
-	switch {
 	case st&sarama.ProducerTxnFlagFatalError != 0:
 		t.fatal = fmt.Errorf("sinks: kafka: txn %s: %s: producer unusable (close it and open a new Txn): %w", t.id, what, err)
 		return t.fatal
@@ -586,6 +703,12 @@ func (t *kafkaTxn) classify(what string, err error) error {
 		return t.failed
 	}
 	return fmt.Errorf("sinks: kafka: txn %s: %s: %w", t.id, what, err)
+}
+
+// isFenced reports whether err says a newer producer of the transactional
+// id exists (or the broker aborted the transaction and bumped the epoch).
+func isFenced(err error) bool {
+	return errors.Is(err, sarama.ErrProducerFenced) || errors.Is(err, sarama.ErrInvalidProducerEpoch)
 }
 
 // Write adds the rows of b to the open transaction, or, while a
@@ -700,14 +823,19 @@ func (t *kafkaTxn) PreCommit(ctx context.Context, checkpoint int64) error {
 	case checkpoint <= t.lastLabel:
 		return fmt.Errorf("%w: txn %s: PreCommit(%d) after PreCommit(%d)", ErrCheckpointOrder, t.id, checkpoint, t.lastLabel)
 	}
+	rec := t.checkpointRecord(checkpoint)
 	if t.state == txnPreCommitted {
-		if n := len(t.buffered); n > 0 && !t.buffered[n-1].labelled {
-			t.buffered[n-1].labelled, t.buffered[n-1].checkpoint = true, checkpoint
-		} else {
-			t.buffered = append(t.buffered, segment{labelled: true, checkpoint: checkpoint})
+		if n := len(t.buffered); n == 0 || t.buffered[n-1].labelled {
+			t.buffered = append(t.buffered, segment{})
 		}
+		s := &t.buffered[len(t.buffered)-1]
+		s.msgs = append(s.msgs, rec)
+		s.labelled, s.checkpoint = true, checkpoint
 	} else {
 		start := time.Now()
+		if err := t.p.send(ctx, rec); err != nil {
+			return fmt.Errorf("sinks: kafka: txn %s: pre-commit %d: %w", t.id, checkpoint, err)
+		}
 		if err := t.p.wait(ctx); err != nil {
 			return fmt.Errorf("sinks: kafka: txn %s: pre-commit %d: %w", t.id, checkpoint, err)
 		}
@@ -745,6 +873,7 @@ func (t *kafkaTxn) Commit(ctx context.Context, checkpoint int64) error {
 			for i, n := range t.sent {
 				t.k.m.rows[i].Add(float64(n))
 			}
+			t.committed, t.hasCommitted = label, true
 			return t.begin("commit")
 		})
 		if err != nil {
@@ -841,6 +970,7 @@ type producer struct {
 	inflight int
 	idle     chan struct{} // closed while inflight == 0
 	err      error         // first delivery error not yet taken
+	fence    bool          // a delivery failed because the producer is fenced
 	acked    [5]int        // rows acknowledged, by table, not yet taken
 }
 
@@ -884,7 +1014,8 @@ func (p *producer) finish(m *sarama.ProducerMessage, err error) {
 		if p.err == nil {
 			p.err = err
 		}
-	} else if table, ok := m.Metadata.(int); ok {
+		p.fence = p.fence || isFenced(err)
+	} else if table, ok := m.Metadata.(int); ok && table < len(p.acked) {
 		p.acked[table]++
 	}
 	p.inflight--
@@ -935,6 +1066,13 @@ func (p *producer) sendErr() error {
 	return p.err
 }
 
+// fenced reports whether a delivery failed because the producer is fenced.
+func (p *producer) fenced() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.fence
+}
+
 // take returns and resets the acknowledged row counts and the first
 // delivery error.
 func (p *producer) take() ([5]int, error) {
@@ -955,7 +1093,7 @@ func (p *producer) close() {
 // rowPartitioner routes a message by its table (Metadata) and key: window
 // aggregates and work periods by murmur2 of the pboxid (the key before its
 // last '|'), other rows by the source partition (the key before its first
-// '|').
+// '|'), checkpoint records by the device partition set in the message.
 type rowPartitioner struct{ murmur sarama.Partitioner }
 
 func newRowPartitioner(topic string) sarama.Partitioner {
@@ -966,6 +1104,8 @@ func (p rowPartitioner) Partition(m *sarama.ProducerMessage, n int32) (int32, er
 	key, _ := m.Key.(sarama.ByteEncoder)
 	table, _ := m.Metadata.(int)
 	switch table {
+	case checkpointTable:
+		return m.Partition, nil
 	case 1, 2: // window_aggregates, work_periods
 		i := bytes.LastIndexByte(key, '|')
 		if i < 0 {

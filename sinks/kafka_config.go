@@ -33,6 +33,16 @@ type KafkaConfig struct {
 	WorkPeriodsTopic string
 	LateTopic        string
 	DeadLettersTopic string
+	// CheckpointTopic receives, inside every transaction, one small
+	// record naming the checkpoint the transaction commits (key: the
+	// transactional id), so that a new owner of a device partition can
+	// read which checkpoint's rows are the last visible ones
+	// (CommitTracker). Device partition p writes to partition p of it, so
+	// it needs at least as many partitions as the input topic (Txn fails
+	// otherwise), and should have cleanup.policy=compact (CreateTopics
+	// sets it). Give each job its own checkpoint topic. Default
+	// "iot-work.checkpoints".
+	CheckpointTopic string
 
 	// Version is the Kafka protocol version sarama speaks, e.g. "2.8.0";
 	// at least 0.11.0 (transactions). Default "2.8.0".
@@ -84,7 +94,8 @@ type KafkaConfig struct {
 
 // DefaultKafkaConfig returns the defaults, without brokers: window
 // aggregates to "iot-work.window_aggregates" and work periods to
-// "iot-work.work_periods", Kafka protocol 2.8.0, client id "eddy", no
+// "iot-work.work_periods", checkpoint records to "iot-work.checkpoints",
+// Kafka protocol 2.8.0, client id "eddy", no
 // transactional id prefix, transaction timeout 1 min, no compression,
 // messages up to 1,000,000 bytes, payloads up to 128 KiB, 64 MiB buffered
 // per PartitionTxn, topics not created.
@@ -92,6 +103,7 @@ func DefaultKafkaConfig() KafkaConfig {
 	return KafkaConfig{
 		WindowsTopic:       DefaultKafkaTopicPrefix + "." + TableWindows,
 		WorkPeriodsTopic:   DefaultKafkaTopicPrefix + "." + TableWorkPeriods,
+		CheckpointTopic:    DefaultKafkaTopicPrefix + ".checkpoints",
 		Version:            "2.8.0",
 		ClientID:           "eddy",
 		TransactionTimeout: time.Minute,
@@ -145,6 +157,9 @@ func (c KafkaConfig) withDefaults() KafkaConfig {
 	d := DefaultKafkaConfig()
 	if c.topics() == [5]string{} {
 		c.WindowsTopic, c.WorkPeriodsTopic = d.WindowsTopic, d.WorkPeriodsTopic
+	}
+	if c.CheckpointTopic == "" {
+		c.CheckpointTopic = d.CheckpointTopic
 	}
 	if c.Version == "" {
 		c.Version = d.Version
@@ -204,6 +219,12 @@ func (c KafkaConfig) Validate() error {
 			return fmt.Errorf("sinks: kafka: tables %s and %s both write topic %q; give each its own topic", other, tableOrder[i], t)
 		}
 		seen[t] = tableOrder[i]
+	}
+	if err := validKafkaTopic(c.CheckpointTopic); err != nil {
+		return fmt.Errorf("sinks: kafka: CheckpointTopic: %w", err)
+	}
+	if other, ok := seen[c.CheckpointTopic]; ok {
+		return fmt.Errorf("sinks: kafka: CheckpointTopic %q is also the topic of %s; give it its own topic", c.CheckpointTopic, other)
 	}
 	v, err := sarama.ParseKafkaVersion(c.Version)
 	if err != nil {
@@ -265,7 +286,7 @@ func kafkaCodec(name string) (sarama.CompressionCodec, error) {
 
 // kafkaURLOptions are the query parameters of a kafka: sink URL, besides
 // the table names.
-var kafkaURLOptions = []string{"prefix", "tables", "version", "client_id", "txn_prefix", "txn_timeout", "compression", "create_topics", "partitions", "replication"}
+var kafkaURLOptions = []string{"prefix", "tables", "checkpoints", "version", "client_id", "txn_prefix", "txn_timeout", "compression", "create_topics", "partitions", "replication"}
 
 // ParseKafkaURL parses a kafka: sink URL (see URLForms) into a KafkaConfig
 // (defaults for what the URL leaves out):
@@ -275,7 +296,8 @@ var kafkaURLOptions = []string{"prefix", "tables", "version", "client_id", "txn_
 // Options: prefix=P (default topic names P.<table>; default iot-work),
 // tables=LIST (tables to write, comma-separated table names or "all";
 // default window_aggregates,work_periods), <table>=TOPIC (the topic of one
-// table; it also enables the table), version=V (default 2.8.0),
+// table; it also enables the table), checkpoints=TOPIC (CheckpointTopic;
+// default P.checkpoints), version=V (default 2.8.0),
 // client_id=ID, txn_prefix=P (TransactionalIDPrefix), txn_timeout=DURATION
 // (e.g. 90s), compression=none|gzip|snappy|lz4|zstd, create_topics=BOOL,
 // partitions=N and replication=N (for created topics). Errors wrap
@@ -348,6 +370,12 @@ func ParseKafkaURL(s string) (KafkaConfig, error) {
 	}
 	if cfg.topics() == [5]string{} {
 		return bad("no table is written; list some in tables=")
+	}
+	cfg.CheckpointTopic = prefix + ".checkpoints"
+	if q.Has("checkpoints") {
+		if cfg.CheckpointTopic = q.Get("checkpoints"); cfg.CheckpointTopic == "" {
+			return bad("checkpoints= names no topic")
+		}
 	}
 	if q.Has("version") {
 		cfg.Version = q.Get("version")

@@ -63,24 +63,36 @@ func ReadCommitted(ctx context.Context, brokers []string, topics ...string) (*Ba
 	return out, nil
 }
 
-// readCommittedPartition fetches one partition with isolation
-// read_committed from its log start offset to the last stable offset of the
-// first fetch, and hands the value of every committed data record to fn.
-// Aborted records are dropped the way Kafka's consumers do it: a
-// transactional batch of a producer is dropped from the first offset of an
-// aborted transaction the fetch response lists for it, until that
-// producer's abort marker.
+// readCommittedPartition hands fn the value of every committed data record
+// of one partition, from its log start offset to the last stable offset of
+// the first fetch.
 func readCommittedPartition(ctx context.Context, client sarama.Client, topic string, partition int32, fn func([]byte) error) error {
-	offset, err := client.GetOffset(topic, partition, sarama.OffsetOldest)
+	from, err := client.GetOffset(topic, partition, sarama.OffsetOldest)
 	if err != nil {
 		return err
 	}
-	end := int64(-1)
+	return fetchCommitted(ctx, client, topic, partition, from, -1, func(_ int64, _, value []byte) error { return fn(value) })
+}
+
+// fetchCommitted fetches [from, end) of a partition with isolation
+// read_committed and hands fn every committed data record. With end < 0,
+// end is the last stable offset of the first fetch; otherwise it waits,
+// until ctx ends, for the last stable offset to reach end (open
+// transactions to finish). Aborted records are dropped the way Kafka's
+// consumers do it: a transactional batch of a producer is dropped from the
+// first offset of an aborted transaction the fetch response lists for it
+// until that producer's abort marker.
+func fetchCommitted(ctx context.Context, client sarama.Client, topic string, partition int32, from, end int64, fn func(offset int64, key, value []byte) error) error {
+	offset := from
 	fetchSize := int32(1 << 20)
 	aborted := map[int64]bool{} // producer ids inside an aborted transaction
+	waitStable := end >= 0
 	for stalls := 0; ; {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if end >= 0 && offset >= end {
+			return nil
 		}
 		broker, err := client.Leader(topic, partition)
 		if err != nil {
@@ -101,9 +113,9 @@ func readCommittedPartition(ctx context.Context, client sarama.Client, topic str
 		}
 		if end < 0 {
 			end = block.LastStableOffset
-		}
-		if offset >= end {
-			return nil
+			if offset >= end {
+				return nil
+			}
 		}
 		txns := slices.Clone(block.AbortedTransactions)
 		slices.SortFunc(txns, func(a, b *sarama.AbortedTransaction) int { return cmp.Compare(a.FirstOffset, b.FirstOffset) })
@@ -133,7 +145,7 @@ func readCommittedPartition(ctx context.Context, client sarama.Client, topic str
 			default:
 				for _, r := range rb.Records {
 					if o := rb.FirstOffset + r.OffsetDelta; o >= offset && o < end {
-						if err := fn(r.Value); err != nil {
+						if err := fn(o, r.Key, r.Value); err != nil {
 							return fmt.Errorf("offset %d: %w", o, err)
 						}
 					}
@@ -145,17 +157,54 @@ func readCommittedPartition(ctx context.Context, client sarama.Client, topic str
 			}
 		}
 		if offset == before {
-			// Nothing complete came back: a batch larger than fetchSize, or
-			// the broker has not caught up yet.
-			if fetchSize < 64<<20 {
+			// Nothing complete came back: a batch larger than fetchSize,
+			// or (waitStable) an open transaction before end.
+			if fetchSize < 64<<20 && block.LastStableOffset > offset {
 				fetchSize *= 2
 			}
-			if stalls++; stalls > 200 {
+			if stalls++; stalls > 200 && !waitStable {
 				return fmt.Errorf("no progress at offset %d (last stable offset %d)", offset, end)
 			}
 			time.Sleep(10 * time.Millisecond)
 		} else {
 			stalls = 0
+		}
+	}
+}
+
+// lastCommittedCheckpoint returns the highest checkpoint of the committed
+// checkpoint records of transactional id in partition of topic, reading
+// backwards from the high watermark in growing windows; it first waits for
+// the transactions open in that partition to finish. ok is false when
+// there is none.
+func lastCommittedCheckpoint(ctx context.Context, client sarama.Client, topic string, partition int32, id string) (checkpoint int64, ok bool, err error) {
+	hwm, err := client.GetOffset(topic, partition, sarama.OffsetNewest)
+	if err != nil {
+		return 0, false, err
+	}
+	start, err := client.GetOffset(topic, partition, sarama.OffsetOldest)
+	if err != nil {
+		return 0, false, err
+	}
+	for w := int64(64); ; w *= 4 {
+		from := max(start, hwm-w)
+		err := fetchCommitted(ctx, client, topic, partition, from, hwm, func(_ int64, key, value []byte) error {
+			if string(key) != id {
+				return nil
+			}
+			var rec struct {
+				Checkpoint *int64 `json:"checkpoint"`
+			}
+			if err := json.Unmarshal(value, &rec); err != nil || rec.Checkpoint == nil {
+				return fmt.Errorf("bad checkpoint record %q", value)
+			}
+			if !ok || *rec.Checkpoint > checkpoint {
+				checkpoint, ok = *rec.Checkpoint, true
+			}
+			return nil
+		})
+		if err != nil || ok || from == start {
+			return checkpoint, ok, err
 		}
 	}
 }
