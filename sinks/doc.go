@@ -77,11 +77,31 @@
 // are split out of the wider partitions before the rows are written (see
 // mysql_partitions.go). Inserts never depend on it.
 //
+// # Two-phase commit (Kafka)
+//
+// The Kafka sink is a TransactionalSink: each device partition writes
+// through a PartitionTxn with its own transactional producer (id
+// "<job>-<partition>"; opening it fences the previous owner). Rows become
+// visible to read_committed consumers only at Commit(n), after the
+// checkpoint n is complete; rows written between PreCommit(n) and
+// Commit(n) wait in memory for the next transaction. Each transaction also
+// records its checkpoint (CommitTracker), so a new owner knows the last
+// committed checkpoint and restores exactly that one. Its plain Write and
+// Flush are at least once. ReadCommitted reads the topics back for tests.
+//
+//	tx, err := k.Txn(ctx, job, partition, leaseEpoch)
+//	last, ok := tx.(sinks.CommitTracker).LastCommitted() // restore this checkpoint
+//	tx.Write(ctx, batch) ...
+//	tx.PreCommit(ctx, n)  // at the barrier of checkpoint n
+//	tx.Commit(ctx, n)     // when n is complete
+//
 // # Metrics
 //
 // eddy_sink_rows_written_total{sink,table}, eddy_sink_flush_seconds{sink},
-// eddy_sink_partition_errors_total{sink}, registered on the Registerer given
-// to the constructor (nil: none). Several sinks may share one Registerer.
+// eddy_sink_partition_errors_total{sink}, and for transactional sinks
+// eddy_sink_txn_commits_total{sink}, eddy_sink_txn_aborts_total{sink},
+// eddy_sink_txn_fenced_total{sink}, registered on the Registerer given to
+// the constructor (nil: none). Several sinks may share one Registerer.
 //
 // # Usage
 //

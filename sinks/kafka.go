@@ -84,6 +84,19 @@ var (
 // read_committed consumers see nothing after its first record until it
 // commits or aborts (or times out after KafkaConfig.TransactionTimeout).
 //
+// # Checkpoint records
+//
+// PreCommit(n) adds one record to the transaction, in partition p (the
+// device partition) of KafkaConfig.CheckpointTopic: key the transactional
+// id, value {"transactional_id","partition","epoch","checkpoint"}. It
+// becomes visible exactly when the rows of checkpoint n do. Txn reads the
+// last committed one after fencing (waiting for transactions still open in
+// that partition) and the PartitionTxn reports it through CommitTracker,
+// so a new owner knows whether the old owner's last commit happened —
+// Kafka Streams keeps its input offsets inside the transaction for the
+// same reason. Every checkpoint is thus one Kafka transaction, even one
+// without rows.
+//
 // # Topics
 //
 // Open checks that every topic exists (a broker with
@@ -181,6 +194,8 @@ func (k *Kafka) saramaConfig() *sarama.Config {
 	sc.Producer.MaxMessageBytes = k.cfg.MaxMessageBytes
 	sc.Producer.Partitioner = newRowPartitioner
 	sc.Producer.Transaction.Timeout = k.cfg.TransactionTimeout
+	sc.Producer.Transaction.Retry.Max = 10 // EndTxn, AddPartitionsToTxn, InitProducerID; bounds Close
+	sc.Producer.Transaction.Retry.Backoff = 100 * time.Millisecond
 	return sc
 }
 
@@ -926,7 +941,10 @@ func (t *kafkaTxn) Abort(ctx context.Context) error {
 }
 
 // Close aborts the open transaction (unless the producer is fenced),
-// closes the producer and waits for its goroutines. It is idempotent.
+// closes the producer and waits for its goroutines, and for a producer call
+// an earlier method left running when its ctx ended. With brokers
+// unreachable it blocks while sarama retries (10 attempts, each up to the
+// 10 s dial timeout). It is idempotent.
 func (t *kafkaTxn) Close() error {
 	return t.close(true)
 }

@@ -1161,3 +1161,38 @@ func TestKafkaCheckpointTopicTooSmall(t *testing.T) {
 		t.Fatalf("Txn of partition 2 with a 2-partition checkpoint topic: %v, want an error asking for 3 partitions", err)
 	}
 }
+
+// BenchmarkKafkaTxnWrite writes window aggregates in batches of 100
+// through one PartitionTxn into a kfake broker, with a checkpoint
+// (PreCommit, Commit) every 10 batches.
+func BenchmarkKafkaTxnWrite(b *testing.B) {
+	br := kafkaBroker(b, 1)
+	k := openKafka(b, KafkaConfig{Brokers: br.Addrs(), WindowsTopic: "bench"}, nil)
+	tx := openTxn(b, k, "bench", 0, 1)
+	ctx := context.Background()
+	batch := &Batch{Windows: windows("17079", 0, 100, 1)}
+	b.ResetTimer()
+	cp := int64(0)
+	for i := 0; i < b.N; i += 100 {
+		if err := tx.Write(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+		if i/100%10 == 9 {
+			cp++
+			if err := tx.PreCommit(ctx, cp); err != nil {
+				b.Fatal(err)
+			}
+			if err := tx.Commit(ctx, cp); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	cp++
+	if err := tx.PreCommit(ctx, cp); err != nil {
+		b.Fatal(err)
+	}
+	if err := tx.Commit(ctx, cp); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+}

@@ -177,9 +177,10 @@ discard                count rows and drop them
 kafka://HOST:PORT[,HOST:PORT...][?OPTIONS]
                        Kafka, one topic per table, transactional per device partition;
                        default topics iot-work.window_aggregates and iot-work.work_periods.
-                       OPTIONS: prefix=iot-work, tables=LIST|all, <table>=TOPIC, version=2.8.0,
-                       client_id=eddy, txn_prefix=P, txn_timeout=1m, compression=none,
-                       create_topics=false, partitions=N, replication=N`
+                       OPTIONS: prefix=iot-work, tables=LIST|all, <table>=TOPIC,
+                       checkpoints=iot-work.checkpoints, version=2.8.0, client_id=eddy,
+                       txn_prefix=P, txn_timeout=1m, compression=none, create_topics=false,
+                       partitions=N, replication=N`
 
 // Open makes the sink a URL names (see URLForms) without opening it: the
 // caller calls the sink's Open. cfg applies to the SQL sinks; reg (nil: no
