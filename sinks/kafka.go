@@ -460,12 +460,18 @@ func (k *Kafka) Close() error {
 // lease epoch: a producer with transactional id
 // KafkaConfig.TransactionalIDPrefix + "<job>-<partition>" (InitProducerID
 // fences every earlier producer of that id and aborts its open
-// transaction), with a transaction begun. Within this sink, a lease epoch
-// older than one given before for the same partition fails with ErrFenced;
-// across processes the lease must keep a stale owner from calling Txn
-// (Kafka fences by transactional id only, so the latest caller wins). It
-// returns ErrNotOpen before Open, ErrClosed after Close, ctx's error, or
-// the broker's.
+// transaction), with a transaction begun. It then reads the last committed
+// checkpoint record of the partition (the PartitionTxn is a CommitTracker),
+// first waiting for transactions still open in its partition of the
+// checkpoint topic (only other jobs sharing the topic can have some).
+//
+// Within this sink, a lease epoch older than one given before for the same
+// partition fails with ErrFenced; across processes the lease must keep a
+// stale owner from calling Txn (Kafka fences by transactional id only, so
+// the latest caller wins). It fails before fencing anything when the
+// checkpoint topic has no partition number partition. It returns
+// ErrNotOpen before Open, ErrClosed after Close, ctx's error, or the
+// broker's.
 func (k *Kafka) Txn(ctx context.Context, job string, partition int32, epoch int64) (PartitionTxn, error) {
 	if job == "" || partition < 0 {
 		return nil, fmt.Errorf("sinks: kafka: Txn needs a job name and a partition >= 0 (got %q, %d)", job, partition)
@@ -496,11 +502,14 @@ func (k *Kafka) Txn(ctx context.Context, job string, partition int32, epoch int6
 		ok   bool
 	}
 	o, err := await(ctx, k, func() (opened, error) {
+		if err := k.checkCheckpointPartition(partition); err != nil {
+			return opened{}, err
+		}
 		p, err := newProducer(k.cfg.Brokers, sc) // InitProducerID fences
 		if err != nil {
 			return opened{}, fmt.Errorf("init producer: %w", err)
 		}
-		last, ok, err := k.lastCommitted(ctx, id, partition)
+		last, ok, err := lastCommittedCheckpoint(ctx, k.client, k.cfg.CheckpointTopic, partition, id)
 		if err != nil {
 			p.close()
 			return opened{}, fmt.Errorf("read the last committed checkpoint: %w", err)
@@ -527,18 +536,18 @@ func (k *Kafka) Txn(ctx context.Context, job string, partition int32, epoch int6
 	return t, nil
 }
 
-// lastCommitted reads the checkpoint of the last committed transaction of
-// transactional id from its partition of the checkpoint topic.
-func (k *Kafka) lastCommitted(ctx context.Context, id string, partition int32) (int64, bool, error) {
+// checkCheckpointPartition reports an error when the checkpoint topic has
+// no partition for device partition.
+func (k *Kafka) checkCheckpointPartition(partition int32) error {
 	parts, err := k.client.Partitions(k.cfg.CheckpointTopic)
 	if err != nil {
-		return 0, false, err
+		return err
 	}
 	if int(partition) >= len(parts) {
-		return 0, false, fmt.Errorf("checkpoint topic %q has %d partitions; device partition %d needs at least %d (create it with the partition count of the input topic)",
+		return fmt.Errorf("checkpoint topic %q has %d partitions; device partition %d needs at least %d (create it with the partition count of the input topic)",
 			k.cfg.CheckpointTopic, len(parts), partition, partition+1)
 	}
-	return lastCommittedCheckpoint(ctx, k.client, k.cfg.CheckpointTopic, partition, id)
+	return nil
 }
 
 // States of a kafkaTxn.
@@ -614,7 +623,7 @@ const checkpointTable = 5
 // checkpointRecord returns the record of checkpoint that ends a
 // transaction: key the transactional id, value
 // {"transactional_id":…,"partition":…,"epoch":…,"checkpoint":…},
-// to partition t.partition of the checkpoint topic (mod its partitions).
+// to partition t.partition of the checkpoint topic.
 func (t *kafkaTxn) checkpointRecord(checkpoint int64) *sarama.ProducerMessage {
 	v := append(make([]byte, 0, 128), `{"transactional_id":`...)
 	v = appendJSONString(v, t.id)
@@ -742,11 +751,11 @@ func (t *kafkaTxn) Write(ctx context.Context, b *Batch) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	t.dirty = true
 	if t.state == txnPreCommitted {
 		if t.bufBytes+size > t.k.cfg.MaxBufferedBytes {
 			return fmt.Errorf("%w: txn %s holds %d bytes, limit %d", ErrTxnBufferFull, t.id, t.bufBytes, t.k.cfg.MaxBufferedBytes)
 		}
+		t.dirty = true
 		if n := len(t.buffered); n == 0 || t.buffered[n-1].labelled {
 			t.buffered = append(t.buffered, segment{})
 		}
@@ -762,6 +771,7 @@ func (t *kafkaTxn) Write(ctx context.Context, b *Batch) error {
 	if err := t.p.sendErr(); err != nil {
 		return t.classify("write", err)
 	}
+	t.dirty = true
 	if err := t.sendAll(ctx, msgs, counts); err != nil {
 		return err
 	}
@@ -915,7 +925,8 @@ func (t *kafkaTxn) begin(after string) error {
 
 // Abort aborts the open transaction (rows written since the last commit
 // are never visible), drops the buffered rows and begins a new
-// transaction. It returns an error wrapping ErrFenced if the producer was
+// transaction; checkpoints after the last committed one may be
+// pre-committed again. It returns an error wrapping ErrFenced if the producer was
 // fenced; after another error, Close the writer and open a new one with
 // Txn (while the partition's lease is still held).
 func (t *kafkaTxn) Abort(ctx context.Context) error {
@@ -936,6 +947,10 @@ func (t *kafkaTxn) Abort(ctx context.Context) error {
 		}
 		t.k.tm.aborts.Inc()
 		t.buffered, t.bufBytes, t.failed, t.dirty = nil, 0, nil, false
+		t.lastLabel = math.MinInt64 // the aborted pre-commits are void
+		if t.hasCommitted {
+			t.lastLabel = t.committed
+		}
 		return t.begin("abort")
 	})
 }

@@ -681,6 +681,19 @@ func TestKafkaTxnCheckpointOrder(t *testing.T) {
 	if got := readCommitted(t, k); len(got.Windows) != 4 {
 		t.Fatalf("after Commit(6): %d windows, want 4", len(got.Windows))
 	}
+	// After an abort, checkpoints after the last committed one (6) may be
+	// pre-committed again; 6 itself may not.
+	mustTxn(t, "PreCommit 7", tx.PreCommit(ctx, 7))
+	mustTxn(t, "Abort", tx.Abort(ctx))
+	mustTxn(t, "Write", tx.Write(ctx, &Batch{Windows: windows("dev", 4, 1, 1)}))
+	if err := tx.PreCommit(ctx, 6); !errors.Is(err, ErrCheckpointOrder) {
+		t.Errorf("PreCommit(6) with rows after Commit(6) and Abort: %v, want ErrCheckpointOrder", err)
+	}
+	mustTxn(t, "PreCommit 7 after Abort", tx.PreCommit(ctx, 7))
+	mustTxn(t, "Commit 7", tx.Commit(ctx, 7))
+	if cp, _ := tx.LastCommitted(); cp != 7 {
+		t.Errorf("LastCommitted = %d, want 7", cp)
+	}
 }
 
 func TestKafkaTxnBufferFull(t *testing.T) {
