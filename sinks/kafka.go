@@ -525,6 +525,9 @@ func (k *Kafka) Txn(ctx context.Context, job string, partition int32, epoch int6
 		return nil, fmt.Errorf("sinks: kafka: txn %s: begin: %w", id, err)
 	}
 	t := &kafkaTxn{k: k, id: id, partition: partition, epoch: epoch, p: p, lastLabel: math.MinInt64, committed: o.last, hasCommitted: o.ok}
+	if o.ok {
+		t.lastLabel = o.last // a committed checkpoint cannot be pre-committed again
+	}
 	k.mu.Lock()
 	if k.state == stateClosed {
 		k.mu.Unlock()
@@ -832,7 +835,8 @@ func (t *kafkaTxn) resume(ctx context.Context) error {
 // pre-committed for checkpoint. While an earlier checkpoint's transaction
 // still waits for Commit, it only marks the rows buffered since as
 // belonging to checkpoint (they are sent when the transactions before them
-// commit). Checkpoints must increase; PreCommit of the last pre-committed
+// commit). Checkpoints must increase, also across owners (they start after
+// LastCommitted); PreCommit of the last pre-committed (or committed)
 // checkpoint again, with no rows written since, is a no-op; otherwise an
 // older or equal checkpoint fails with ErrCheckpointOrder. A delivery
 // error is returned (wrapping ErrFenced if fenced); call Abort.

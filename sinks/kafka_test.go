@@ -1115,6 +1115,11 @@ func TestKafkaTxnLastCommitted(t *testing.T) {
 	last(tx, 7, true)
 	tx = reopen(tx, true)
 	last(tx, 7, true)
+	mustTxn(t, "Write", tx.Write(ctx, &Batch{Windows: windows("d", 9, 1, 3)}))
+	if err := tx.PreCommit(ctx, 7); !errors.Is(err, ErrCheckpointOrder) {
+		t.Errorf("new owner: PreCommit(7) with rows, 7 committed before: %v, want ErrCheckpointOrder", err)
+	}
+	mustTxn(t, "Abort", tx.Abort(ctx))
 
 	if d := diffBatch(&Batch{Windows: append(windows("d", 0, 3, 1), append(windows("d", 3, 3, 2), windows("d", 6, 3, 2)...)...)}, readCommitted(t, k)); d != "" {
 		t.Fatalf("visible rows:\n%s", d)
