@@ -1214,3 +1214,41 @@ func BenchmarkKafkaTxnWrite(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 }
+
+func TestKafkaOpenURLEndToEnd(t *testing.T) {
+	br, err := devbroker.Start(devbroker.Config{Listen: "127.0.0.1:0", Partitions: 1, DisableAutoCreateTopics: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer br.Close()
+	s, err := Open("kafka://"+br.Addrs()[0]+"/?tables=all&prefix=e2e&create_topics=true&partitions=4", Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := ctx20(t)
+	mustTxn(t, "Open", s.Open(ctx))
+	for _, topic := range []string{"e2e.readings", "e2e.window_aggregates", "e2e.work_periods", "e2e.late_records", "e2e.dead_letters", "e2e.checkpoints"} {
+		if n := br.Partitions(topic); n != 4 {
+			t.Errorf("topic %s has %d partitions, want 4 (created by Open)", topic, n)
+		}
+	}
+	tx, err := s.(TransactionalSink).Txn(ctx, "e2e", 3, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sampleBatch()
+	mustTxn(t, "Write", tx.Write(ctx, want))
+	mustTxn(t, "PreCommit", tx.PreCommit(ctx, 1))
+	mustTxn(t, "Commit", tx.Commit(ctx, 1))
+	got, err := ReadCommitted(ctx, br.Addrs(), "e2e.readings", "e2e.window_aggregates", "e2e.work_periods", "e2e.late_records", "e2e.dead_letters")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := diffBatch(sorted(want), got); d != "" {
+		t.Fatalf("committed rows differ:\n%s", d)
+	}
+	if _, err := ReadCommitted(ctx, br.Addrs(), "no-such-topic"); err == nil {
+		t.Errorf("ReadCommitted of a missing topic succeeded")
+	}
+}
