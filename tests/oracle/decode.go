@@ -16,7 +16,6 @@ import (
 // slice). A nil entry means absent or null.
 type rawRecord struct {
 	pboxid, eventTime, metric, latitude, longitude any
-	malformed                                      string // non-empty: the record is not decodable at all (bad JSON)
 }
 
 // decoded is a valid record.
@@ -53,9 +52,6 @@ func keyOf(r *rawRecord) string {
 // reason.
 func decode(r *rawRecord) (decoded, string) {
 	var d decoded
-	if r.malformed != "" {
-		return d, "malformed: " + r.malformed
-	}
 	switch v := r.pboxid.(type) {
 	case string:
 		if v == "" {
