@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/eddy-iot/eddy/cluster"
+	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -72,6 +73,10 @@ type Config struct {
 	// /metrics. Default: a private registry for both.
 	Registerer prometheus.Registerer
 	Gatherer   prometheus.Gatherer
+
+	// wrapStream, when set (tests only), wraps the Raft TCP stream layer,
+	// e.g. to cut the node off from Raft (fault injection).
+	wrapStream func(raft.StreamLayer) raft.StreamLayer
 }
 
 // RaftConfig tunes hashicorp/raft. The defaults suit a LAN or loopback.

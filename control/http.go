@@ -33,7 +33,11 @@ const (
 //	PUT    /v1/config/{key}[?cas=REV]     body = value
 //	DELETE /v1/config/{key}[?cas=REV]
 //	GET    /v1/jobs, GET|PUT|DELETE /v1/jobs/{name}
-//	GET    /v1/leases[?job=J], GET /v1/checkpoints[?job=J]
+//	PUT    /v1/jobs/{name}[?partitions=N]  body = job spec (YAML)
+//	GET    /v1/leases[?job=J], GET /v1/leases/history[?job=J&partition=P]
+//	GET    /v1/partitions[?job=J]         leases, desired owners, holders' reports
+//	GET    /v1/local/partitions           partitions running on this node
+//	GET    /v1/checkpoints[?job=J]
 //	GET    /v1/cluster/members, GET /v1/cluster/raft
 //	POST   /v1/cluster/leave, POST /v1/cluster/raft/{promote,remove} {"id": ID}
 //	POST   /v1/internal/apply             (node to node)
@@ -51,6 +55,9 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("PUT /v1/jobs/{name}", n.handleJobPut)
 	mux.HandleFunc("DELETE /v1/jobs/{name}", n.handleJobDelete)
 	mux.HandleFunc("GET /v1/leases", n.handleLeases)
+	mux.HandleFunc("GET /v1/leases/history", n.handleLeaseHistory)
+	mux.HandleFunc("GET /v1/partitions", n.handlePartitions)
+	mux.HandleFunc("GET /v1/local/partitions", n.handleLocalPartitions)
 	mux.HandleFunc("GET /v1/checkpoints", n.handleCheckpoints)
 	mux.HandleFunc("GET /v1/cluster/members", n.handleMembers)
 	mux.HandleFunc("GET /v1/cluster/raft", n.handleRaft)
@@ -463,8 +470,14 @@ func (n *Node) handleJobGet(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) handleJobPut(w http.ResponseWriter, r *http.Request) {
-	if _, err := query(r); err != nil {
+	q, err := query(r, "partitions")
+	if err != nil {
 		writeError(w, err)
+		return
+	}
+	partitions, _, err := uintParam(q, "partitions")
+	if err != nil || partitions > MaxPartitions {
+		writeError(w, fmt.Errorf("%w: ?partitions=%q must be a partition count in 0..%d", ErrInvalid, q.Get("partitions"), MaxPartitions))
 		return
 	}
 	body, err := readBody(w, r, n.cfg.MaxValueBytes)
@@ -472,7 +485,7 @@ func (n *Node) handleJobPut(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	res, err := n.Apply(r.Context(), JobPut{Name: r.PathValue("name"), Spec: string(body)})
+	res, err := n.Apply(r.Context(), JobPut{Name: r.PathValue("name"), Spec: string(body), Partitions: int32(partitions)})
 	if err != nil {
 		writeError(w, err)
 		return

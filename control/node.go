@@ -40,6 +40,9 @@ type Node struct {
 	peer    *http.Client // node-to-node HTTP (forwarding, health checks)
 	bridge  *bridge      // nil when disabled
 
+	joined   atomic.Bool               // set once the memberlist join succeeded
+	assigner atomic.Pointer[Assigner] // the partition assigner, if one is attached
+
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -144,7 +147,14 @@ func StartNode(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("control: raft address: %w", err)
 	}
-	n.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, 10*time.Second, hlog)
+	if cfg.wrapStream != nil {
+		var stream raft.StreamLayer
+		if stream, err = newTCPStream(cfg.RaftAddr, adv); err == nil {
+			n.trans = raft.NewNetworkTransportWithLogger(cfg.wrapStream(stream), 3, 10*time.Second, hlog)
+		}
+	} else {
+		n.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, 10*time.Second, hlog)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("control: raft transport on %s: %w", cfg.RaftAddr, err)
 	}
@@ -211,9 +221,13 @@ func StartNode(cfg Config) (n *Node, err error) {
 	}()
 	go func() {
 		defer n.wg.Done()
-		if err := n.members.Join(n.ctx, cfg.Join); err != nil && n.ctx.Err() == nil {
-			n.log.Error("join failed", "err", err)
+		if err := n.members.Join(n.ctx, cfg.Join); err != nil {
+			if n.ctx.Err() == nil {
+				n.log.Error("join failed", "err", err)
+			}
+			return
 		}
+		n.joined.Store(true)
 	}()
 	go n.observe()
 	go n.run(notify)
@@ -255,6 +269,11 @@ func (n *Node) Ready() bool {
 	return n.fsm.View().Index()+64 >= n.raft.CommitIndex()
 }
 
+// Joined reports whether the node has joined the cluster (its first
+// memberlist join succeeded; always true for a node started without
+// Config.Join), so that its member list is complete.
+func (n *Node) Joined() bool { return n.joined.Load() }
+
 // Close stops the node: it announces a memberlist leave (peers see it as
 // left at once; its Raft membership is kept, so a restart resumes its
 // place), stops the HTTP API (in-flight requests get up to 2 s), shuts Raft
@@ -262,6 +281,9 @@ func (n *Node) Ready() bool {
 // node started has returned.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
+		if a := n.assigner.Load(); a != nil {
+			a.Close() // hard stop of the partitions; Assigner.Shutdown first hands them off
+		}
 		n.cancel()
 		if err := n.members.Leave(time.Second); err != nil && !errors.Is(err, cluster.ErrShutdown) {
 			n.log.Warn("memberlist leave", "err", err)
@@ -664,21 +686,21 @@ func (n *Node) maybeBootstrap() {
 
 // syncMeta keeps this node's advertised Voter and RaftState flags current.
 func (n *Node) syncMeta() {
-	meta := n.members.LocalMeta()
-	want := meta
-	want.RaftState = n.bootstrapped || n.hasRaftState()
-	want.Voter = false
+	raftState := n.bootstrapped || n.hasRaftState()
+	voter := false
 	if f := n.raft.GetConfiguration(); f.Error() == nil {
 		for _, s := range f.Configuration().Servers {
 			if string(s.ID) == n.cfg.ID && s.Suffrage == raft.Voter {
-				want.Voter = true
+				voter = true
 			}
 		}
 	}
-	if want != meta {
-		if err := n.members.SetMeta(want, time.Second); err != nil && !errors.Is(err, cluster.ErrShutdown) {
-			n.log.Warn("update node metadata", "err", err)
-		}
+	if meta := n.members.LocalMeta(); meta.RaftState == raftState && meta.Voter == voter {
+		return
+	}
+	err := n.members.UpdateMeta(func(m *cluster.Meta) { m.RaftState, m.Voter = raftState, voter }, time.Second)
+	if err != nil && !errors.Is(err, cluster.ErrShutdown) {
+		n.log.Warn("update node metadata", "err", err)
 	}
 }
 
@@ -700,15 +722,21 @@ func (n *Node) isSuppressed(id string) bool {
 	return ok
 }
 
-// Leave removes this node from the cluster for good: it flags itself as
-// leaving, hands leadership over if it is the leader, asks the leader to
+// Leave removes this node from the cluster for good: it hands its device
+// partitions over (Assigner.Shutdown, if an assigner is attached), flags
+// itself as leaving, hands leadership over if it is the leader, asks the leader to
 // remove it from the Raft configuration, then closes Done. The caller (the
 // node process) then calls Close, which announces the memberlist leave.
 // Fails with ErrConflict if this node is the only voter.
 func (n *Node) Leave(ctx context.Context) error {
-	meta := n.members.LocalMeta()
-	meta.Leaving = true
-	if err := n.members.SetMeta(meta, time.Second); err != nil {
+	if a := n.assigner.Load(); a != nil {
+		// Hand the partitions over while this node can still release
+		// their leases through Raft.
+		if err := a.Shutdown(ctx); err != nil {
+			n.log.Warn("leave: partitions not all handed off", "err", err)
+		}
+	}
+	if err := n.members.UpdateMeta(func(m *cluster.Meta) { m.Leaving = true }, time.Second); err != nil {
 		n.log.Warn("flag leaving in metadata", "err", err)
 	}
 	f := n.raft.GetConfiguration()
@@ -727,8 +755,7 @@ func (n *Node) Leave(ctx context.Context) error {
 	if inConfig {
 		if n.IsLeader() {
 			if voters <= 1 {
-				meta.Leaving = false
-				_ = n.members.SetMeta(meta, time.Second)
+				_ = n.members.UpdateMeta(func(m *cluster.Meta) { m.Leaving = false }, time.Second)
 				return fmt.Errorf("%w: this node is the only voter; the cluster would be lost", ErrConflict)
 			}
 			if err := n.raft.LeadershipTransfer().Error(); err != nil {

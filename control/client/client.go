@@ -283,6 +283,62 @@ func (c *Client) Jobs(ctx context.Context) ([]control.Job, error) {
 	return j, err
 }
 
+// SubmitJob stores the spec of job name with its partition count
+// (partitions 0: the nodes ask the job's source for it).
+func (c *Client) SubmitJob(ctx context.Context, name string, spec []byte, partitions int32) (control.Job, error) {
+	var j control.Job
+	q := url.Values{}
+	if partitions > 0 {
+		q.Set("partitions", strconv.FormatInt(int64(partitions), 10))
+	}
+	_, err := c.do(ctx, request{method: http.MethodPut, path: "/v1/jobs/" + url.PathEscape(name), query: q, body: spec}, &j)
+	return j, err
+}
+
+// Leases returns the partition leases of job ("" = every job) from the
+// answering node's replica.
+func (c *Client) Leases(ctx context.Context, job string) ([]control.Lease, error) {
+	var l []control.Lease
+	_, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/leases", query: jobQuery(job), idempotent: true}, &l)
+	return l, err
+}
+
+// LeaseHistory returns the retained lease events of job ("" = every job)
+// and partition (< 0 = every partition), in Raft order.
+func (c *Client) LeaseHistory(ctx context.Context, job string, partition int32) ([]control.LeaseEvent, error) {
+	q := jobQuery(job)
+	if partition >= 0 {
+		q.Set("partition", strconv.FormatInt(int64(partition), 10))
+	}
+	var h []control.LeaseEvent
+	_, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/leases/history", query: q, idempotent: true}, &h)
+	return h, err
+}
+
+// Partitions returns every partition of job ("" = every job) with owner,
+// epoch, desired owner, state and progress, as gathered by the answering
+// node.
+func (c *Client) Partitions(ctx context.Context, job string) ([]control.PartitionInfo, error) {
+	var p []control.PartitionInfo
+	_, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/partitions", query: jobQuery(job), idempotent: true}, &p)
+	return p, err
+}
+
+// Checkpoints returns the retained checkpoints of job ("" = every job).
+func (c *Client) Checkpoints(ctx context.Context, job string) ([]control.Checkpoint, error) {
+	var cs []control.Checkpoint
+	_, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/checkpoints", query: jobQuery(job), idempotent: true}, &cs)
+	return cs, err
+}
+
+func jobQuery(job string) url.Values {
+	q := url.Values{}
+	if job != "" {
+		q.Set("job", job)
+	}
+	return q
+}
+
 // DeleteJob removes a job spec.
 func (c *Client) DeleteJob(ctx context.Context, name string) error {
 	_, err := c.do(ctx, request{method: http.MethodDelete, path: "/v1/jobs/" + url.PathEscape(name)}, nil)

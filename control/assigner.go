@@ -1,0 +1,1049 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eddy-iot/eddy/cluster"
+)
+
+// Runner starts and stops the processing of device partitions on this node;
+// the Assigner drives it, the wiring implements it with partition actors.
+//
+// Calls for one partition never overlap (the Assigner has at most one in
+// flight per partition); calls for different partitions run concurrently,
+// up to AssignerConfig.Parallelism Start/Handoff calls at once. Every Start
+// gets a lease epoch never used before for that partition: sink writes and
+// checkpoint acks must carry it (the fencing token).
+type Runner interface {
+	// Start makes the partition run under lease (lease.Owner is this node,
+	// lease.Epoch the fencing token): restore the partition's state from
+	// the newer (higher offset) of its ack in the job's last complete
+	// checkpoint and lease.Handoff, seek the source to that offset and
+	// start consuming. It returns once the partition runs, or an error if
+	// it could not start; then nothing of it may keep running. ctx is
+	// cancelled when the Assigner gives the start up (fencing, Close):
+	// Start should then return promptly.
+	Start(ctx context.Context, lease Lease) error
+	// Handoff drains the partition for its next owner: finish the current
+	// batch, snapshot the state, commit the sinks, stop. It returns the
+	// point the next owner resumes from (Snapshot "" = none: the next owner
+	// restores from the last complete checkpoint). When it returns, with or
+	// without an error, the partition must no longer process or write; the
+	// Assigner then releases the lease. ctx bounds the drain
+	// (AssignerConfig.HandoffTimeout) and is cancelled on fencing or Close.
+	Handoff(ctx context.Context, lease Lease) (HandoffPoint, error)
+	// Stop stops the partition at once, without a snapshot (fencing, lease
+	// lost, failed start, Close). It returns when the partition no longer
+	// processes or writes. Stopping a partition that does not run is a
+	// no-op.
+	Stop(job string, partition int32)
+}
+
+// PartitionProgress is what a running partition reports about itself.
+type PartitionProgress struct {
+	// Offset is the next source offset the partition will read.
+	Offset int64 `json:"offset"`
+	// Lag is the number of records between Offset and the end of the
+	// source partition (-1 = unknown).
+	Lag int64 `json:"lag"`
+	// WatermarkMs is the partition's watermark, Unix ms (0 = none yet).
+	WatermarkMs int64 `json:"watermark_ms"`
+}
+
+// ProgressSource reports the progress of partitions running on this node
+// (the Runner usually implements it). It must be fast and safe for
+// concurrent use.
+type ProgressSource interface {
+	PartitionProgress(job string, partition int32) (PartitionProgress, bool)
+}
+
+// Partition states reported by Assigner.Partitions (PartitionStatus.State).
+const (
+	PartitionStarting   = "starting"    // acquiring the lease, then Runner.Start
+	PartitionRunning    = "running"     // started under PartitionStatus.Epoch
+	PartitionHandingOff = "handing_off" // Runner.Handoff, then the release
+	PartitionStopping   = "stopping"    // Runner.Stop (fenced, lease lost, closing)
+	PartitionReleasing  = "releasing"   // giving back a lease nothing runs under
+)
+
+// PartitionStatus is one partition as seen by the node that runs it (GET
+// /v1/local/partitions).
+type PartitionStatus struct {
+	Job       string `json:"job"`
+	Partition int32  `json:"partition"`
+	Node      string `json:"node"`
+	// Epoch of the lease the partition runs under (0 while starting).
+	Epoch uint64    `json:"epoch"`
+	State string    `json:"state"`
+	Since time.Time `json:"since"` // when State began (node's clock)
+	// Progress, when the ProgressSource reports it.
+	Progress *PartitionProgress `json:"progress,omitempty"`
+}
+
+// AssignerConfig configures an Assigner. Start from DefaultAssignerConfig
+// and set Runner.
+type AssignerConfig struct {
+	// Runner starts and stops partitions. Required.
+	Runner Runner
+	// Progress reports partition progress for the status API; default: the
+	// Runner if it implements ProgressSource.
+	Progress ProgressSource
+	// PartitionCount returns the partition count of a job whose record does
+	// not declare it (Job.Partitions == 0), normally from the source
+	// topic's metadata. It may block (bounded by ctx, 10 s); it is called
+	// off the reconcile loop, again every PartitionCountRefresh. nil: such
+	// jobs are not run on this node (a warning is logged).
+	PartitionCount func(ctx context.Context, job Job) (int32, error)
+	// PartitionCountRefresh: how often PartitionCount is asked again;
+	// default 1 min.
+	PartitionCountRefresh time.Duration
+
+	// LeaseConfirm is the fencing interval: when this node has not been in
+	// confirmed contact with the Raft majority for this long — it is not
+	// the leader and has not heard from a known leader — it stops every
+	// partition, because their leases may be taken over. It must exceed a
+	// normal leader election (about 0.5–1.5 s with the default Raft
+	// timeouts), or every leader change stops all partitions. Default 2 s.
+	LeaseConfirm time.Duration
+	// TakeoverDelay: how long a lease holder must have been failed, left
+	// or unknown in this node's membership view before this node takes its
+	// lease over. Default 0: take over as soon as gossip declares it dead
+	// (about 1 s after a kill); zombie writes are fenced by the epoch. Set
+	// it to LeaseConfirm to also keep a node that lost both gossip and
+	// Raft at once from overlapping in time with its successor.
+	TakeoverDelay time.Duration
+	// CheckInterval: how often the fencing check and the reconcile run
+	// besides membership and FSM events; default 100 ms.
+	CheckInterval time.Duration
+	// Parallelism bounds concurrent Start and Handoff calls; default 8.
+	Parallelism int
+	// RetryMin and RetryMax bound the exponential backoff of a partition
+	// after a failed acquire, start or release; defaults 100 ms and 5 s.
+	RetryMin, RetryMax time.Duration
+	// HandoffTimeout bounds Runner.Handoff; default 30 s.
+	HandoffTimeout time.Duration
+
+	// Logger; default: the node's logger.
+	Logger *slog.Logger
+	// Registerer receives the assigner's metrics; default: the node's.
+	Registerer prometheus.Registerer
+}
+
+// DefaultAssignerConfig returns a config with every default set; Runner
+// must still be set.
+func DefaultAssignerConfig() AssignerConfig {
+	return AssignerConfig{
+		PartitionCountRefresh: time.Minute,
+		LeaseConfirm:          2 * time.Second,
+		CheckInterval:         100 * time.Millisecond,
+		Parallelism:           8,
+		RetryMin:              100 * time.Millisecond,
+		RetryMax:              5 * time.Second,
+		HandoffTimeout:        30 * time.Second,
+	}
+}
+
+// Validate checks the config; errors wrap ErrInvalidConfig.
+func (c *AssignerConfig) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: assigner: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case c.Runner == nil:
+		return bad("Runner must be set")
+	case c.LeaseConfirm < 10*time.Millisecond:
+		return bad("LeaseConfirm (%v) must be >= 10ms", c.LeaseConfirm)
+	case c.CheckInterval <= 0 || c.CheckInterval > c.LeaseConfirm/2:
+		return bad("CheckInterval (%v) must be > 0 and <= LeaseConfirm/2 (%v)", c.CheckInterval, c.LeaseConfirm/2)
+	case c.TakeoverDelay < 0:
+		return bad("TakeoverDelay (%v) must be >= 0", c.TakeoverDelay)
+	case c.Parallelism < 1:
+		return bad("Parallelism (%d) must be >= 1", c.Parallelism)
+	case c.RetryMin <= 0 || c.RetryMax < c.RetryMin:
+		return bad("RetryMin (%v) must be > 0 and <= RetryMax (%v)", c.RetryMin, c.RetryMax)
+	case c.HandoffTimeout <= 0 || c.PartitionCountRefresh <= 0:
+		return bad("HandoffTimeout (%v) and PartitionCountRefresh (%v) must be > 0", c.HandoffTimeout, c.PartitionCountRefresh)
+	}
+	return nil
+}
+
+// Assigner places device partitions on the cluster's nodes and runs this
+// node's share of them through a Runner. One runs on every node that
+// processes partitions; see the package documentation (Placement, leases
+// and fencing) for the protocol. Its methods are safe for concurrent use.
+type Assigner struct {
+	n        *Node
+	cfg      AssignerConfig
+	log      *slog.Logger
+	metrics  *assignerMetrics
+	reg      prometheus.Registerer
+	progress ProgressSource
+
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup // loop, FSM watcher, meta publisher, count fetchers
+	opsWG     sync.WaitGroup // partition operations
+	kick      chan struct{}
+	drainReq  chan struct{} // closed by Shutdown
+	drainOnce sync.Once
+	drained   chan struct{} // closed by the loop once drained
+	done      chan struct{} // closed when the loop has returned
+	closeOnce sync.Once
+
+	resMu   sync.Mutex
+	results []opResult
+
+	metaMu        sync.Mutex
+	metaWant      metaState
+	metaPublished metaState
+	metaKick      chan struct{}
+
+	countMu sync.Mutex
+	counts  map[string]*partitionCount
+
+	statusMu sync.Mutex
+	status   []PartitionStatus
+
+	// Owned by the loop goroutine.
+	slots          map[pkey]*slot
+	inflight       int
+	lastConfirmed  time.Time
+	fenced         bool
+	fencePublished bool
+	fencedAt       uint64
+	maxGrant       uint64
+	draining       bool
+	drainedClosed  bool
+	unknownSince   map[string]time.Time
+	warnedNoCount  map[string]bool
+}
+
+type pkey struct {
+	job string
+	p   int32
+}
+
+type opKind int
+
+const (
+	opStart opKind = iota
+	opHandoff
+	opStop
+	opRelease
+)
+
+// slot is this node's record of one partition.
+type slot struct {
+	key           pkey
+	running       bool
+	lease         Lease // the grant it runs (or last ran) under
+	op            *inflightOp
+	failures      int
+	notBefore     time.Time
+	releasedIndex uint64 // index of this node's last release
+	since         time.Time
+}
+
+type inflightOp struct {
+	kind   opKind
+	cancel context.CancelFunc
+}
+
+type opResult struct {
+	key       pkey
+	kind      opKind
+	granted   bool  // opStart: the lease was granted
+	lease     Lease // opStart: the granted lease
+	takeover  bool
+	deadSince time.Time // opStart takeover of a dead holder: when it was seen dead
+	index     uint64    // opHandoff/opRelease: index of the release
+	err       error
+}
+
+type metaState struct {
+	assignable bool
+	fencedAt   uint64
+}
+
+type partitionCount struct {
+	modify   uint64 // Job.ModifyIndex the count belongs to
+	n        int32
+	at       time.Time
+	err      error
+	fetching bool
+}
+
+// NewAssigner attaches an Assigner to n and starts it. At most one Assigner
+// may be attached to a node at a time (ErrConflict otherwise). Stop it with
+// Shutdown (hand the partitions over) and Close; Node.Close closes it too.
+func NewAssigner(n *Node, cfg AssignerConfig) (*Assigner, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	a := &Assigner{
+		n: n, cfg: cfg, log: cfg.Logger, reg: cfg.Registerer, progress: cfg.Progress,
+		kick:          make(chan struct{}, 1),
+		drainReq:      make(chan struct{}),
+		drained:       make(chan struct{}),
+		done:          make(chan struct{}),
+		metaKick:      make(chan struct{}, 1),
+		counts:        make(map[string]*partitionCount),
+		slots:         make(map[pkey]*slot),
+		unknownSince:  make(map[string]time.Time),
+		warnedNoCount: make(map[string]bool),
+	}
+	if a.log == nil {
+		a.log = n.log
+	}
+	a.log = a.log.With("component", "assigner")
+	if a.reg == nil {
+		a.reg = n.cfg.Registerer
+	}
+	if a.progress == nil {
+		a.progress, _ = cfg.Runner.(ProgressSource)
+	}
+	var err error
+	if a.metrics, err = newAssignerMetrics(a.reg); err != nil {
+		return nil, err
+	}
+	if !n.assigner.CompareAndSwap(nil, a) {
+		a.metrics.unregister(a.reg)
+		return nil, fmt.Errorf("%w: node %s already has an assigner", ErrConflict, n.cfg.ID)
+	}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	a.wg.Add(3)
+	go a.run()
+	go a.watchFSM()
+	go a.publishMeta()
+	return a, nil
+}
+
+// Shutdown hands every partition of this node over: the node stops taking
+// partitions (Assignable is withdrawn), drains each running partition
+// (Runner.Handoff) and releases its lease, so that the new owners resume
+// from the handoff points without a takeover. It returns nil when nothing
+// runs and no lease is held any more, ctx's error if ctx ends first (call
+// Close then), or ErrClosed after Close. Node.Leave calls it.
+func (a *Assigner) Shutdown(ctx context.Context) error {
+	a.drainOnce.Do(func() { close(a.drainReq) })
+	select {
+	case <-a.drained:
+		return nil
+	case <-a.done:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close stops the assigner at once: in-flight operations are cancelled,
+// every running partition is stopped (Runner.Stop) without releasing its
+// lease, and Assignable is withdrawn. Leases stay with this node until it
+// is seen dead or fenced, or re-acquires them after a restart. Idempotent;
+// returns when every goroutine of the assigner has returned.
+func (a *Assigner) Close() error {
+	a.closeOnce.Do(func() {
+		a.cancel()
+		a.wg.Wait()
+		a.n.assigner.CompareAndSwap(a, nil)
+		err := a.n.members.UpdateMeta(func(m *cluster.Meta) { m.Assignable = false }, 500*time.Millisecond)
+		if err != nil && !errors.Is(err, cluster.ErrShutdown) {
+			a.log.Debug("withdraw assignable flag", "err", err)
+		}
+		a.metrics.unregister(a.reg)
+	})
+	return nil
+}
+
+// Partitions returns the partitions this node runs or is starting, handing
+// off or stopping, sorted by job and partition, with their progress.
+func (a *Assigner) Partitions() []PartitionStatus {
+	a.statusMu.Lock()
+	out := append([]PartitionStatus(nil), a.status...)
+	a.statusMu.Unlock()
+	if a.progress != nil {
+		for i := range out {
+			if out[i].State != PartitionRunning {
+				continue
+			}
+			if pr, ok := a.progress.PartitionProgress(out[i].Job, out[i].Partition); ok {
+				out[i].Progress = &pr
+			}
+		}
+	}
+	return out
+}
+
+// PartitionCount returns the partition count of job as this node knows it
+// (declared in the job record, or from AssignerConfig.PartitionCount), or 0.
+func (a *Assigner) PartitionCount(job Job) int32 {
+	if job.Partitions > 0 {
+		return job.Partitions
+	}
+	a.countMu.Lock()
+	defer a.countMu.Unlock()
+	if c := a.counts[job.Name]; c != nil && c.modify == job.ModifyIndex {
+		return c.n
+	}
+	return 0
+}
+
+func (a *Assigner) kickLoop() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// watchFSM wakes the loop after every applied batch.
+func (a *Assigner) watchFSM() {
+	defer a.wg.Done()
+	var last uint64
+	for {
+		v, err := a.n.fsm.Wait(a.ctx, func(v View) bool { return v.Index() != last })
+		if err != nil {
+			return
+		}
+		last = v.Index()
+		a.kickLoop()
+	}
+}
+
+// publishMeta gossips the Assignable and FencedAt flags the loop wants.
+func (a *Assigner) publishMeta() {
+	defer a.wg.Done()
+	for {
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-a.metaKick:
+		}
+		a.metaMu.Lock()
+		want := a.metaWant
+		a.metaMu.Unlock()
+		err := a.n.members.UpdateMeta(func(m *cluster.Meta) {
+			m.Assignable = want.assignable
+			m.FencedAt = max(m.FencedAt, want.fencedAt)
+		}, time.Second)
+		if errors.Is(err, cluster.ErrShutdown) {
+			return
+		}
+		if err != nil {
+			// The local metadata is updated; only the broadcast was not
+			// confirmed in time. Gossip and push/pull carry it on.
+			a.log.Debug("gossip assigner flags", "err", err)
+		}
+		a.metaMu.Lock()
+		a.metaPublished = want
+		a.metaMu.Unlock()
+	}
+}
+
+// setMeta records the flags to gossip and wakes the publisher if they
+// differ from what it last published.
+func (a *Assigner) setMeta(assignable bool, fencedAt uint64) {
+	a.metaMu.Lock()
+	a.metaWant = metaState{assignable: assignable, fencedAt: fencedAt}
+	changed := a.metaWant != a.metaPublished
+	a.metaMu.Unlock()
+	if changed {
+		select {
+		case a.metaKick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// run is the reconcile loop; it owns the slots.
+func (a *Assigner) run() {
+	defer a.wg.Done()
+	defer close(a.done)
+	events, cancel := a.n.members.Subscribe(64)
+	defer cancel()
+	tick := time.NewTicker(a.cfg.CheckInterval)
+	defer tick.Stop()
+	drainReq := a.drainReq
+	for {
+		select {
+		case <-a.ctx.Done():
+			a.stopAll()
+			return
+		case <-tick.C:
+		case _, ok := <-events:
+			if !ok {
+				events = nil
+			}
+		case <-drainReq:
+			drainReq = nil
+			a.draining = true
+			a.log.Info("draining: handing every partition over")
+		case <-a.kick:
+		}
+		now := time.Now()
+		a.collect(now)
+		a.step(now)
+		a.publishStatus()
+	}
+}
+
+// collect applies the results of finished operations.
+func (a *Assigner) collect(now time.Time) {
+	a.resMu.Lock()
+	results := a.results
+	a.results = nil
+	a.resMu.Unlock()
+	for _, r := range results {
+		a.finish(r, now)
+	}
+}
+
+func (a *Assigner) deliver(r opResult) {
+	a.resMu.Lock()
+	a.results = append(a.results, r)
+	a.resMu.Unlock()
+	a.kickLoop()
+}
+
+// updateContact advances lastConfirmed: the last moment this node knew it
+// was in contact with the Raft majority. A leader is (hashicorp/raft steps
+// a leader down after LeaderLeaseTimeout without a quorum); a follower is
+// as of its last contact with a known leader.
+func (a *Assigner) updateContact(now time.Time) {
+	r := a.n.raft
+	if r.State() == raft.Leader {
+		a.lastConfirmed = now
+		return
+	}
+	if _, id := r.LeaderWithID(); id != "" {
+		if lc := r.LastContact(); lc.After(a.lastConfirmed) && !lc.After(now) {
+			a.lastConfirmed = lc
+		}
+	}
+}
+
+func (a *Assigner) step(now time.Time) {
+	a.updateContact(now)
+	fenced := a.lastConfirmed.IsZero() || now.Sub(a.lastConfirmed) > a.cfg.LeaseConfirm
+	switch {
+	case fenced && !a.fenced:
+		a.fenced, a.fencePublished = true, false
+		a.metrics.fenced.Set(1)
+		if a.busy() {
+			a.metrics.fencings.Inc()
+			a.log.Warn("lost contact with the Raft majority: stopping every partition", "last_contact", a.lastConfirmed, "lease_confirm", a.cfg.LeaseConfirm)
+		}
+	case !fenced && a.fenced:
+		a.fenced = false
+		a.metrics.fenced.Set(0)
+		a.log.Info("in contact with the Raft majority")
+	}
+	if a.fenced {
+		a.stepFenced()
+	} else {
+		a.reconcile(now)
+	}
+	a.checkDrained()
+}
+
+// busy reports whether any partition runs or has an operation in flight.
+func (a *Assigner) busy() bool {
+	for _, s := range a.slots {
+		if s.running || s.op != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// stepFenced stops everything; once nothing runs it publishes FencedAt, so
+// that desired owners may take the leases over although this node is alive.
+func (a *Assigner) stepFenced() {
+	quiet := true
+	for _, s := range a.slots {
+		switch {
+		case s.op != nil:
+			quiet = false
+			if s.op.kind != opStop {
+				s.op.cancel()
+			}
+		case s.running:
+			quiet = false
+			a.startStop(s)
+		}
+	}
+	if quiet && !a.fencePublished {
+		a.fencedAt = max(a.fencedAt, a.maxGrant, a.n.raft.AppliedIndex())
+		a.fencePublished = true
+		a.log.Info("fenced: no partition runs here", "fenced_at", a.fencedAt)
+	}
+	a.setMeta(false, a.fencedAt)
+}
+
+// placeable returns the ids of the members placement may use, in this
+// node's view; this node itself counts when self is true.
+func (a *Assigner) placeable(members []cluster.Member, self bool) []string {
+	out := make([]string, 0, len(members))
+	for _, m := range members {
+		if m.ID != a.n.cfg.ID && m.Placeable() {
+			out = append(out, m.ID)
+		}
+	}
+	if self {
+		out = append(out, a.n.cfg.ID)
+	}
+	return out
+}
+
+func (a *Assigner) reconcile(now time.Time) {
+	me := a.n.cfg.ID
+	assignable := a.n.Joined() && !a.draining
+	a.setMeta(assignable, a.fencedAt)
+	view := a.n.fsm.View()
+	members := a.n.members.Members()
+	byID := make(map[string]cluster.Member, len(members))
+	for _, m := range members {
+		byID[m.ID] = m
+		delete(a.unknownSince, m.ID)
+	}
+	eligible := a.placeable(members, assignable)
+
+	desired := map[pkey]bool{}
+	jobs := view.Jobs()
+	live := make(map[string]bool, len(jobs))
+	for _, j := range jobs {
+		live[j.Name] = true
+		n := a.partitionCountFor(j, now)
+		for p := int32(0); p < n; p++ {
+			if cluster.Owner(cluster.PartitionKey(j.Name, p), eligible) == me {
+				desired[pkey{j.Name, p}] = true
+			}
+		}
+	}
+	a.gcCounts(live)
+
+	keys := make([]pkey, 0, len(a.slots)+len(desired))
+	seen := map[pkey]bool{}
+	add := func(k pkey) {
+		if !seen[k] {
+			seen[k] = true
+			keys = append(keys, k)
+		}
+	}
+	for k := range a.slots {
+		add(k)
+	}
+	for k := range desired {
+		add(k)
+	}
+	for _, l := range view.Leases("") {
+		if l.Owner == me && !l.Released {
+			add(pkey{l.Job, l.Partition})
+		}
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].job != keys[j].job {
+			return keys[i].job < keys[j].job
+		}
+		return keys[i].p < keys[j].p
+	})
+	for _, k := range keys {
+		a.reconcilePartition(k, view, desired[k], byID, now)
+	}
+	for k, s := range a.slots {
+		if !s.running && s.op == nil && !desired[k] && now.After(s.notBefore) {
+			if l, ok := view.Lease(k.job, k.p); !ok || l.Owner != me || l.Released {
+				delete(a.slots, k)
+			}
+		}
+	}
+}
+
+func (a *Assigner) slotFor(k pkey, now time.Time) *slot {
+	s := a.slots[k]
+	if s == nil {
+		s = &slot{key: k, since: now}
+		a.slots[k] = s
+	}
+	return s
+}
+
+func (a *Assigner) reconcilePartition(k pkey, view View, want bool, byID map[string]cluster.Member, now time.Time) {
+	me := a.n.cfg.ID
+	s := a.slots[k]
+	if s != nil && s.op != nil {
+		return
+	}
+	lease, has := view.Lease(k.job, k.p)
+	if s != nil && s.running {
+		if view.Index() >= s.lease.ModifyIndex && (!has || lease.Owner != me || lease.Epoch != s.lease.Epoch || lease.Released) {
+			a.metrics.lost.Inc()
+			a.log.Warn("lease lost: stopping the partition", "job", k.job, "partition", k.p, "epoch", s.lease.Epoch, "lease", describeLease(leasePtr(lease, has)))
+			a.startStop(s)
+			return
+		}
+		if !want && a.inflight < a.cfg.Parallelism {
+			a.startHandoff(s)
+		}
+		return
+	}
+	if !want {
+		// A lease of ours that nothing runs under (left from a failed
+		// start, a failed release or an earlier incarnation): give it
+		// back so that the desired owner needs no takeover.
+		if has && lease.Owner == me && !lease.Released && (s == nil || view.Index() >= s.releasedIndex) {
+			s = a.slotFor(k, now)
+			if now.After(s.notBefore) && a.inflight < a.cfg.Parallelism {
+				a.startRelease(s, lease)
+			}
+		}
+		return
+	}
+	s = a.slotFor(k, now)
+	if now.Before(s.notBefore) || a.inflight >= a.cfg.Parallelism {
+		return
+	}
+	cmd := LeaseAcquire{Job: k.job, Partition: k.p, Owner: me}
+	var deadSince time.Time
+	switch {
+	case !has:
+	case lease.Released || lease.Owner == me:
+		cmd.PrevEpoch = lease.Epoch
+	default:
+		cmd.PrevEpoch = lease.Epoch
+		holder, known := byID[lease.Owner]
+		switch {
+		case !known || holder.Status != cluster.StatusAlive:
+			since := holder.Since
+			if !known {
+				if since = a.unknownSince[lease.Owner]; since.IsZero() {
+					since = now
+					a.unknownSince[lease.Owner] = now
+				}
+			}
+			if now.Sub(since) < a.cfg.TakeoverDelay {
+				return
+			}
+			cmd.Takeover, deadSince = true, since
+		case lease.ModifyIndex <= holder.FencedAt:
+			cmd.Takeover = true // the holder announced it stopped it
+		default:
+			return // the holder runs it; it hands it over once it sees us
+		}
+	}
+	a.startAcquire(s, cmd, deadSince)
+}
+
+func leasePtr(l Lease, ok bool) *Lease {
+	if !ok {
+		return nil
+	}
+	return &l
+}
+
+func (a *Assigner) launch(s *slot, kind opKind, fn func(ctx context.Context) opResult) {
+	ctx, cancel := context.WithCancel(a.ctx)
+	s.op = &inflightOp{kind: kind, cancel: cancel}
+	s.since = time.Now()
+	a.inflight++
+	a.opsWG.Add(1)
+	go func() {
+		defer a.opsWG.Done()
+		defer cancel()
+		r := fn(ctx)
+		r.key, r.kind = s.key, kind
+		a.deliver(r)
+	}()
+}
+
+func (a *Assigner) startAcquire(s *slot, cmd LeaseAcquire, deadSince time.Time) {
+	a.launch(s, opStart, func(ctx context.Context) opResult {
+		r := opResult{takeover: cmd.Takeover, deadSince: deadSince}
+		res, err := a.n.Apply(ctx, cmd)
+		if err != nil {
+			r.err = fmt.Errorf("acquire lease: %w", err)
+			return r
+		}
+		r.granted, r.lease = true, *res.Lease
+		if err := ctx.Err(); err != nil {
+			r.err = err
+			return r
+		}
+		if err := a.cfg.Runner.Start(ctx, r.lease); err != nil {
+			a.cfg.Runner.Stop(cmd.Job, cmd.Partition)
+			r.err = fmt.Errorf("start: %w", err)
+			return r
+		}
+		if err := ctx.Err(); err != nil {
+			a.cfg.Runner.Stop(cmd.Job, cmd.Partition)
+			r.err = err
+		}
+		return r
+	})
+}
+
+func (a *Assigner) startHandoff(s *slot) {
+	lease := s.lease
+	a.launch(s, opHandoff, func(ctx context.Context) opResult {
+		var r opResult
+		hctx, cancel := context.WithTimeout(ctx, a.cfg.HandoffTimeout)
+		point, err := a.cfg.Runner.Handoff(hctx, lease)
+		cancel()
+		if err != nil {
+			a.log.Warn("handoff failed: the next owner restores from the last complete checkpoint", "job", lease.Job, "partition", lease.Partition, "epoch", lease.Epoch, "err", err)
+			a.cfg.Runner.Stop(lease.Job, lease.Partition)
+			point = HandoffPoint{}
+		}
+		cmd := LeaseRelease{Job: lease.Job, Partition: lease.Partition, Owner: lease.Owner, Epoch: lease.Epoch}
+		if point.Snapshot != "" {
+			cmd.Handoff = &point
+		}
+		res, err := a.n.Apply(ctx, cmd)
+		if err != nil {
+			r.err = fmt.Errorf("release lease: %w", err)
+			return r
+		}
+		r.index = res.Index
+		return r
+	})
+}
+
+func (a *Assigner) startStop(s *slot) {
+	k := s.key
+	a.launch(s, opStop, func(context.Context) opResult {
+		a.cfg.Runner.Stop(k.job, k.p)
+		return opResult{}
+	})
+}
+
+func (a *Assigner) startRelease(s *slot, lease Lease) {
+	a.launch(s, opRelease, func(ctx context.Context) opResult {
+		res, err := a.n.Apply(ctx, LeaseRelease{Job: lease.Job, Partition: lease.Partition, Owner: lease.Owner, Epoch: lease.Epoch})
+		if err != nil {
+			return opResult{err: fmt.Errorf("release lease: %w", err)}
+		}
+		return opResult{index: res.Index}
+	})
+}
+
+func (a *Assigner) backoff(s *slot, now time.Time) {
+	s.failures++
+	d := a.cfg.RetryMin
+	for i := 1; i < s.failures && d < a.cfg.RetryMax; i++ {
+		d *= 2
+	}
+	s.notBefore = now.Add(min(d, a.cfg.RetryMax))
+}
+
+// finish applies the result of an operation to its slot.
+func (a *Assigner) finish(r opResult, now time.Time) {
+	s := a.slots[r.key]
+	if s == nil || s.op == nil {
+		return
+	}
+	s.op = nil
+	s.since = now
+	a.inflight--
+	k := r.key
+	switch r.kind {
+	case opStart:
+		if r.granted {
+			s.lease = r.lease
+			a.maxGrant = max(a.maxGrant, r.lease.ModifyIndex)
+		}
+		if r.err != nil {
+			a.backoff(s, now)
+			switch {
+			case errors.Is(r.err, ErrConflict):
+				a.log.Debug("lease not granted", "job", k.job, "partition", k.p, "err", r.err)
+			case errors.Is(r.err, context.Canceled):
+			case r.granted:
+				a.metrics.startFailures.Inc()
+				a.log.Error("partition did not start", "job", k.job, "partition", k.p, "epoch", r.lease.Epoch, "retry_in", s.notBefore.Sub(now), "err", r.err)
+			default:
+				a.log.Warn("lease acquire failed", "job", k.job, "partition", k.p, "retry_in", s.notBefore.Sub(now), "err", r.err)
+			}
+			return
+		}
+		s.running, s.failures = true, 0
+		a.metrics.epoch.WithLabelValues(k.job, fmt.Sprint(k.p)).Set(float64(r.lease.Epoch))
+		if r.takeover {
+			a.metrics.recoveries.Inc()
+			if !r.deadSince.IsZero() {
+				a.metrics.recoverySeconds.Observe(now.Sub(r.deadSince).Seconds())
+			}
+		}
+		a.log.Info("partition started", "job", k.job, "partition", k.p, "epoch", r.lease.Epoch, "takeover", r.takeover, "handoff", r.lease.Handoff != nil)
+	case opHandoff:
+		s.running = false
+		a.metrics.handoffs.Inc()
+		a.metrics.epoch.DeleteLabelValues(k.job, fmt.Sprint(k.p))
+		if r.err != nil {
+			a.backoff(s, now)
+			a.log.Warn("partition handed off but its lease is not released yet", "job", k.job, "partition", k.p, "err", r.err)
+			return
+		}
+		s.releasedIndex, s.failures = r.index, 0
+		a.log.Info("partition handed off", "job", k.job, "partition", k.p, "epoch", s.lease.Epoch)
+	case opStop:
+		s.running = false
+		a.metrics.epoch.DeleteLabelValues(k.job, fmt.Sprint(k.p))
+		a.log.Info("partition stopped", "job", k.job, "partition", k.p, "epoch", s.lease.Epoch)
+	case opRelease:
+		if r.err != nil {
+			a.backoff(s, now)
+			if !errors.Is(r.err, ErrConflict) {
+				a.log.Warn("release of an unused lease failed", "job", k.job, "partition", k.p, "err", r.err)
+			}
+			return
+		}
+		s.releasedIndex, s.failures = r.index, 0
+	}
+	a.metrics.owned.Set(float64(a.countRunning()))
+}
+
+func (a *Assigner) countRunning() int {
+	n := 0
+	for _, s := range a.slots {
+		if s.running {
+			n++
+		}
+	}
+	return n
+}
+
+// checkDrained closes drained once a drain has nothing left to do.
+func (a *Assigner) checkDrained() {
+	if !a.draining || a.drainedClosed || a.busy() {
+		return
+	}
+	if !a.fenced {
+		for _, l := range a.n.fsm.View().Leases("") {
+			if l.Owner == a.n.cfg.ID && !l.Released {
+				return
+			}
+		}
+	}
+	a.drainedClosed = true
+	close(a.drained)
+	a.log.Info("drained: no partition runs here and no lease is held")
+}
+
+// stopAll (on Close) cancels every operation, waits for them and stops
+// every partition still running.
+func (a *Assigner) stopAll() {
+	for _, s := range a.slots {
+		if s.op != nil {
+			s.op.cancel()
+		}
+	}
+	a.opsWG.Wait()
+	a.collect(time.Now())
+	for _, s := range a.slots {
+		if s.running {
+			a.cfg.Runner.Stop(s.key.job, s.key.p)
+			s.running = false
+			a.metrics.epoch.DeleteLabelValues(s.key.job, fmt.Sprint(s.key.p))
+		}
+	}
+	a.metrics.owned.Set(0)
+	a.publishStatus()
+}
+
+func (a *Assigner) publishStatus() {
+	out := make([]PartitionStatus, 0, len(a.slots))
+	for _, s := range a.slots {
+		st := PartitionStatus{Job: s.key.job, Partition: s.key.p, Node: a.n.cfg.ID, Since: s.since}
+		switch {
+		case s.op != nil:
+			st.State = map[opKind]string{opStart: PartitionStarting, opHandoff: PartitionHandingOff, opStop: PartitionStopping, opRelease: PartitionReleasing}[s.op.kind]
+			if s.op.kind != opStart {
+				st.Epoch = s.lease.Epoch
+			}
+		case s.running:
+			st.State, st.Epoch = PartitionRunning, s.lease.Epoch
+		default:
+			continue
+		}
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Job != out[j].Job {
+			return out[i].Job < out[j].Job
+		}
+		return out[i].Partition < out[j].Partition
+	})
+	a.statusMu.Lock()
+	a.status = out
+	a.statusMu.Unlock()
+}
+
+// partitionCountFor returns the partition count of j, asking
+// PartitionCount in the background when the record does not declare it.
+func (a *Assigner) partitionCountFor(j Job, now time.Time) int32 {
+	if j.Partitions > 0 {
+		return j.Partitions
+	}
+	if a.cfg.PartitionCount == nil {
+		if !a.warnedNoCount[j.Name] {
+			a.warnedNoCount[j.Name] = true
+			a.log.Warn("job declares no partition count and this node cannot ask the source: not running it (submit it with --partitions N)", "job", j.Name)
+		}
+		return 0
+	}
+	a.countMu.Lock()
+	defer a.countMu.Unlock()
+	c := a.counts[j.Name]
+	if c == nil || c.modify != j.ModifyIndex {
+		c = &partitionCount{modify: j.ModifyIndex}
+		a.counts[j.Name] = c
+	}
+	due := c.at.IsZero() || now.Sub(c.at) >= a.cfg.PartitionCountRefresh || (c.err != nil && now.Sub(c.at) >= a.cfg.RetryMax)
+	if due && !c.fetching {
+		c.fetching = true
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			ctx, cancel := context.WithTimeout(a.ctx, 10*time.Second)
+			n, err := a.cfg.PartitionCount(ctx, j)
+			cancel()
+			if err == nil && (n < 0 || n > MaxPartitions) {
+				err = fmt.Errorf("partition count %d is out of range 0..%d", n, MaxPartitions)
+			}
+			a.countMu.Lock()
+			c.fetching, c.at, c.err = false, time.Now(), err
+			if err == nil {
+				c.n = n
+			}
+			a.countMu.Unlock()
+			if err != nil && a.ctx.Err() == nil {
+				a.log.Warn("partition count of job", "job", j.Name, "err", err)
+			}
+			a.kickLoop()
+		}()
+	}
+	return c.n
+}
+
+func (a *Assigner) gcCounts(live map[string]bool) {
+	a.countMu.Lock()
+	defer a.countMu.Unlock()
+	for name := range a.counts {
+		if !live[name] {
+			delete(a.counts, name)
+		}
+	}
+	for name := range a.warnedNoCount {
+		if !live[name] {
+			delete(a.warnedNoCount, name)
+		}
+	}
+}
