@@ -40,7 +40,7 @@ type Node struct {
 	peer    *http.Client // node-to-node HTTP (forwarding, health checks)
 	bridge  *bridge      // nil when disabled
 
-	joined   atomic.Bool               // set once the memberlist join succeeded
+	joined   atomic.Bool              // set once the memberlist join succeeded
 	assigner atomic.Pointer[Assigner] // the partition assigner, if one is attached
 
 	ctx    context.Context // cancelled by Close
