@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/eddy-iot/eddy/actors"
 	"github.com/eddy-iot/eddy/control"
 	"github.com/eddy-iot/eddy/control/client"
 	"github.com/eddy-iot/eddy/operators"
@@ -64,7 +65,7 @@ func newCtlCmd() *cobra.Command {
 	}
 	cmd := &cobra.Command{
 		Use:   "ctl",
-		Short: "Control-plane client: configuration keys, members, Raft",
+		Short: "Control-plane client: jobs, partitions, checkpoints, configuration keys, members, Raft",
 		Long: `eddy ctl talks to the HTTP API of any cluster node (followers forward writes
 and consistent reads to the leader). Exit status is 0 on success, 1 on error.
 Output is a table for people; -o json for scripts.
@@ -73,6 +74,10 @@ Output is a table for people; -o json for scripts.
   eddy ctl config get devices/17079 --consistent
   eddy ctl config list --prefix devices/
   eddy ctl config watch devices/
+  eddy ctl job submit deploy/jobs/iot-work.yaml --partitions 12
+  eddy ctl partitions
+  eddy ctl checkpoints
+  eddy ctl leases --history
   eddy ctl members
   eddy ctl raft`,
 		Args: cobra.NoArgs,
@@ -82,7 +87,8 @@ Output is a table for people; -o json for scripts.
 	pf.StringVar(&o.tokenFile, "token-file", "", "file with the API bearer token (or env EDDY_TOKEN)")
 	pf.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to retry while the cluster has no leader")
-	cmd.AddCommand(newCtlConfigCmd(o), newCtlMembersCmd(o), newCtlRaftCmd(o), newCtlLeaveCmd(o), newCtlDevicesCmd(o))
+	cmd.AddCommand(newCtlConfigCmd(o), newCtlMembersCmd(o), newCtlRaftCmd(o), newCtlLeaveCmd(o), newCtlDevicesCmd(o),
+		newCtlJobCmd(o), newCtlPartitionsCmd(o), newCtlCheckpointsCmd(o), newCtlLeasesCmd(o))
 	return cmd
 }
 
@@ -502,5 +508,302 @@ func newCtlDevicesCmd(o *ctlOptions) *cobra.Command {
 			return nil
 		},
 	})
+	return cmd
+}
+
+func newCtlJobCmd(o *ctlOptions) *cobra.Command {
+	cmd := &cobra.Command{Use: "job", Short: "Submit, list, show and cancel jobs (specs stored in Raft, run by every node on the partitions it owns)", Args: cobra.NoArgs}
+
+	var partitions int32
+	var name string
+	submit := &cobra.Command{
+		Use:   "submit FILE [--partitions N]",
+		Short: "Validate a YAML job spec and store it; every node then runs the partitions placement gives it",
+		Long: `Validates the job spec (as eddy run does) and stores it in Raft under its name
+(the spec's name:, or --name). Every node runs the device partitions that
+placement gives it. --partitions is the partition count of the source topic;
+without it the nodes ask the source. Submitting a job that exists replaces its
+spec (running partitions keep the old one until they move).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if partitions < 0 || partitions > control.MaxPartitions {
+				return fmt.Errorf("--partitions %d: want 0..%d (0 = ask the source)", partitions, control.MaxPartitions)
+			}
+			data, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			spec, err := actors.ParseSpec(data)
+			if err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			jcfg, err := spec.Config()
+			if err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			if name == "" {
+				name = jcfg.Name
+			}
+			if err := control.ValidateName("job", name); err != nil {
+				return fmt.Errorf("job name: %w (set name: in the spec or --name)", err)
+			}
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			j, err := c.SubmitJob(cmd.Context(), name, data, partitions)
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return printJSON(cmd.OutOrStdout(), j)
+			}
+			count := "from the source"
+			if j.Partitions > 0 {
+				count = strconv.Itoa(int(j.Partitions))
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "job %s submitted at revision %d (partitions: %s)\n", j.Name, j.ModifyIndex, count)
+			return nil
+		},
+	}
+	submit.Flags().Int32Var(&partitions, "partitions", 0, "partition count of the job's source topic (0 = the nodes ask the source)")
+	submit.Flags().StringVar(&name, "name", "", "job name (default: the spec's name)")
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List jobs",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			jobs, err := c.Jobs(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return printJSON(cmd.OutOrStdout(), jobs)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tPARTITIONS\tREVISION\tCREATED AT")
+			for _, j := range jobs {
+				count := "source"
+				if j.Partitions > 0 {
+					count = strconv.Itoa(int(j.Partitions))
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", j.Name, count, j.ModifyIndex, j.CreateIndex)
+			}
+			return tw.Flush()
+		},
+	}
+
+	get := &cobra.Command{
+		Use:   "get NAME",
+		Short: "Print a job's spec",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			j, err := c.GetJob(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return printJSON(cmd.OutOrStdout(), j)
+			}
+			fmt.Fprint(cmd.OutOrStdout(), j.Spec)
+			if !strings.HasSuffix(j.Spec, "\n") {
+				fmt.Fprintln(cmd.OutOrStdout())
+			}
+			return nil
+		},
+	}
+
+	cancel := &cobra.Command{
+		Use:     "cancel NAME",
+		Aliases: []string{"delete", "rm"},
+		Short:   "Cancel a job: its partitions are drained and their leases released on every node",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			if _, err := c.GetJob(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			if err := c.DeleteJob(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			if o.json() {
+				return printJSON(cmd.OutOrStdout(), map[string]any{"name": args[0], "cancelled": true})
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "job %s cancelled\n", args[0])
+			return nil
+		},
+	}
+	cmd.AddCommand(submit, list, get, cancel)
+	return cmd
+}
+
+func newCtlPartitionsCmd(o *ctlOptions) *cobra.Command {
+	var job string
+	cmd := &cobra.Command{
+		Use:   "partitions [--job J]",
+		Short: "Show every device partition: owner, epoch, state, offset, lag and watermark",
+		Long: `Shows every partition of every job (or of --job): the lease holder and epoch from
+Raft, the owner placement wants, and what the holder reports (state, next
+source offset, lag in records, watermark). The answering node gathers the
+reports from every live member. States besides the holder's own (running,
+starting, handing_off, stopping): unowned, released, owner_down, unreachable,
+unreported.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			ps, err := c.Partitions(cmd.Context(), job)
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return printJSON(cmd.OutOrStdout(), ps)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "JOB\tPARTITION\tOWNER\tEPOCH\tSTATE\tOFFSET\tLAG\tWATERMARK\tDESIRED")
+			for _, p := range ps {
+				owner, epoch := p.Owner, strconv.FormatUint(p.Epoch, 10)
+				if owner == "" {
+					owner, epoch = "-", "-"
+				}
+				offset, lag, wm := "-", "-", "-"
+				if pr := p.Progress; pr != nil {
+					offset = strconv.FormatInt(pr.Offset, 10)
+					if pr.Lag >= 0 {
+						lag = strconv.FormatInt(pr.Lag, 10)
+					}
+					if pr.WatermarkMs > 0 {
+						wm = time.UnixMilli(pr.WatermarkMs).UTC().Format("2006-01-02 15:04:05")
+					}
+				}
+				desired := p.Desired
+				if desired == "" {
+					desired = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Job, p.Partition, owner, epoch, p.State, offset, lag, wm, desired)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&job, "job", "", "only this job")
+	return cmd
+}
+
+func newCtlCheckpointsCmd(o *ctlOptions) *cobra.Command {
+	var job string
+	cmd := &cobra.Command{
+		Use:   "checkpoints [--job J]",
+		Short: "List the retained checkpoints: id, acknowledged partitions, completion",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			cs, err := c.Checkpoints(cmd.Context(), job)
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return printJSON(cmd.OutOrStdout(), cs)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "JOB\tID\tSTARTED\tACKED\tCOMPLETE\tMIN OFFSET\tMAX OFFSET")
+			for _, cp := range cs {
+				started := "-"
+				if cp.StartedMs > 0 {
+					started = time.UnixMilli(cp.StartedMs).UTC().Format("2006-01-02 15:04:05")
+				}
+				minOff, maxOff := "-", "-"
+				if len(cp.Acks) > 0 {
+					lo, hi := cp.Acks[0].Offset, cp.Acks[0].Offset
+					for _, a := range cp.Acks[1:] {
+						lo, hi = min(lo, a.Offset), max(hi, a.Offset)
+					}
+					minOff, maxOff = strconv.FormatInt(lo, 10), strconv.FormatInt(hi, 10)
+				}
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%d/%d\t%v\t%s\t%s\n", cp.Job, cp.ID, started, len(cp.Acks), cp.Partitions, cp.Complete, minOff, maxOff)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&job, "job", "", "only this job")
+	return cmd
+}
+
+func newCtlLeasesCmd(o *ctlOptions) *cobra.Command {
+	var job string
+	var history bool
+	var partition int32
+	cmd := &cobra.Command{
+		Use:   "leases [--job J] [--history [--partition P]]",
+		Short: "Show partition leases (holder, epoch), or with --history every grant, takeover and release",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			if history {
+				h, err := c.LeaseHistory(cmd.Context(), job, partition)
+				if err != nil {
+					return err
+				}
+				if o.json() {
+					return printJSON(cmd.OutOrStdout(), h)
+				}
+				fmt.Fprintln(tw, "INDEX\tTIME\tJOB\tPARTITION\tEVENT\tOWNER\tEPOCH\tPREVIOUS")
+				for _, e := range h {
+					at := "-"
+					if e.TimeMs > 0 {
+						at = time.UnixMilli(e.TimeMs).UTC().Format("15:04:05.000")
+					}
+					prev := e.PrevOwner
+					if prev == "" {
+						prev = "-"
+					}
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%d\t%s\n", e.Index, at, e.Job, e.Partition, e.Kind, e.Owner, e.Epoch, prev)
+				}
+				return tw.Flush()
+			}
+			if cmd.Flags().Changed("partition") {
+				return errors.New("--partition needs --history")
+			}
+			ls, err := c.Leases(cmd.Context(), job)
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return printJSON(cmd.OutOrStdout(), ls)
+			}
+			fmt.Fprintln(tw, "JOB\tPARTITION\tOWNER\tEPOCH\tRELEASED\tHANDOFF OFFSET\tREVISION")
+			for _, l := range ls {
+				handoff := "-"
+				if l.Handoff != nil {
+					handoff = fmt.Sprintf("%d (epoch %d)", l.Handoff.Offset, l.Handoff.Epoch)
+				}
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%v\t%s\t%d\n", l.Job, l.Partition, l.Owner, l.Epoch, l.Released, handoff, l.ModifyIndex)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&job, "job", "", "only this job")
+	cmd.Flags().BoolVar(&history, "history", false, "show the lease history (grants, takeovers, releases) instead")
+	cmd.Flags().Int32Var(&partition, "partition", -1, "with --history: only this partition")
 	return cmd
 }
