@@ -30,6 +30,12 @@ type Membership struct {
 	list    *memberlist.Memberlist
 	metrics *metrics
 
+	// updateMu serializes metadata updates: memberlist's UpdateNode reads
+	// the metadata before it takes a new incarnation number, so two
+	// concurrent calls could gossip the older metadata under the newer
+	// incarnation, and it would stick.
+	updateMu sync.Mutex
+
 	mu      sync.Mutex
 	meta    Meta // local meta, guarded by mu
 	members map[string]*Member
@@ -190,6 +196,8 @@ func (m *Membership) SetMeta(meta Meta, timeout time.Duration) error {
 	if len(b) > MaxMetaBytes {
 		return fmt.Errorf("cluster: meta encodes to %d bytes, more than %d", len(b), MaxMetaBytes)
 	}
+	m.updateMu.Lock()
+	defer m.updateMu.Unlock()
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -209,6 +217,8 @@ func (m *Membership) SetMeta(meta Meta, timeout time.Duration) error {
 // LocalMeta+SetMeta, concurrent UpdateMeta calls never undo each other's
 // changes.
 func (m *Membership) UpdateMeta(fn func(*Meta), timeout time.Duration) error {
+	m.updateMu.Lock()
+	defer m.updateMu.Unlock()
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -315,7 +325,10 @@ func (m *Membership) Leave(timeout time.Duration) error {
 	m.mu.Unlock()
 	var err error
 	m.leftOnce.Do(func() {
-		if uerr := m.list.UpdateNode(timeout); uerr != nil {
+		m.updateMu.Lock()
+		uerr := m.list.UpdateNode(timeout)
+		m.updateMu.Unlock()
+		if uerr != nil {
 			m.log.Debug("announce stopping", "err", uerr)
 		}
 		err = m.list.Leave(timeout)
