@@ -1,0 +1,249 @@
+package deploy
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// k8sObjects loads every manifest listed in deploy/k8s/kustomization.yaml,
+// keyed by "Kind/name".
+func k8sObjects(t *testing.T) map[string]map[string]any {
+	t.Helper()
+	kust := yamlDocs(t, deployPath("k8s", "kustomization.yaml"))[0]
+	listed := strs(t, kust["resources"], "kustomization resources")
+	onDisk, _ := filepath.Glob(deployPath("k8s", "*.yaml"))
+	for _, f := range onDisk {
+		if b := filepath.Base(f); b != "kustomization.yaml" && !slices.Contains(listed, b) {
+			t.Errorf("deploy/k8s/%s is not listed in kustomization.yaml", b)
+		}
+	}
+	objs := map[string]map[string]any{}
+	for _, f := range listed {
+		for i, d := range yamlDocs(t, deployPath("k8s", f)) {
+			where := fmt.Sprintf("%s document %d", f, i)
+			api, _ := d["apiVersion"].(string)
+			kind, _ := d["kind"].(string)
+			meta, _ := d["metadata"].(map[string]any)
+			name, _ := meta["name"].(string)
+			if api == "" || kind == "" || name == "" {
+				t.Fatalf("%s: apiVersion %q, kind %q, metadata.name %q: all required", where, api, kind, name)
+			}
+			if _, ns := meta["namespace"]; ns {
+				t.Errorf("%s: hard-coded namespace (apply with kubectl -n)", where)
+			}
+			key := kind + "/" + name
+			if _, dup := objs[key]; dup {
+				t.Errorf("%s: %s defined twice", where, key)
+			}
+			objs[key] = d
+		}
+	}
+	return objs
+}
+
+// path walks a decoded object: path(t, o, "spec", "template", "spec").
+func path(t *testing.T, v any, keys ...string) any {
+	t.Helper()
+	for i, k := range keys {
+		mm, ok := v.(map[string]any)
+		if !ok {
+			t.Fatalf("%s: not a mapping", strings.Join(keys[:i], "."))
+		}
+		if v, ok = mm[k]; !ok {
+			t.Fatalf("%s: missing", strings.Join(keys[:i+1], "."))
+		}
+	}
+	return v
+}
+
+func labelsMatch(t *testing.T, selector, labels any) bool {
+	sel := m(t, selector, "selector")
+	lbl := m(t, labels, "labels")
+	for k, v := range sel {
+		if lbl[k] != v {
+			return false
+		}
+	}
+	return len(sel) > 0
+}
+
+// TestKubernetesManifests checks the manifests as Kubernetes would wire
+// them: selectors match pod labels, the StatefulSet's service is headless
+// and publishes not-ready addresses, the node flags exist and use the
+// stable DNS names of the pods, the probes hit /readyz and /healthz on the
+// HTTP port, volumes and config are mounted where the flags point, and the
+// job's ConfigMap plus the sink line from the Secret is a valid job spec.
+func TestKubernetesManifests(t *testing.T) {
+	objs := k8sObjects(t)
+	sts := objs["StatefulSet/eddy"]
+	svc := objs["Service/eddy"]
+	if sts == nil || svc == nil {
+		t.Fatalf("want StatefulSet/eddy and Service/eddy; have %v", sortedKeys(objs))
+	}
+
+	// Headless service wired to the StatefulSet.
+	if path(t, svc, "spec", "clusterIP") != "None" {
+		t.Error("Service/eddy must be headless (clusterIP: None): it gives the pods stable DNS names")
+	}
+	if path(t, svc, "spec", "publishNotReadyAddresses") != true {
+		t.Error("Service/eddy must publish not-ready addresses: nodes are ready only after they found each other")
+	}
+	if path(t, sts, "spec", "serviceName") != "eddy" {
+		t.Errorf("StatefulSet serviceName %v, want eddy", path(t, sts, "spec", "serviceName"))
+	}
+	if path(t, sts, "spec", "podManagementPolicy") != "Parallel" {
+		t.Error("StatefulSet podManagementPolicy must be Parallel: with OrderedReady pod 1 waits for pod 0 to be ready, which needs a leader, which needs pod 1")
+	}
+	podLabels := path(t, sts, "spec", "template", "metadata", "labels")
+	if !labelsMatch(t, path(t, sts, "spec", "selector", "matchLabels"), podLabels) {
+		t.Error("StatefulSet selector does not match its pod labels")
+	}
+	for key, o := range objs {
+		switch {
+		case strings.HasPrefix(key, "Service/"):
+			if strings.Contains(key, "eddy") && !strings.HasPrefix(key, "Service/eddy-job") && !labelsMatch(t, path(t, o, "spec", "selector"), podLabels) {
+				t.Errorf("%s selects no node pod", key)
+			}
+		case strings.HasPrefix(key, "PodDisruptionBudget/"):
+			if !labelsMatch(t, path(t, o, "spec", "selector", "matchLabels"), podLabels) {
+				t.Errorf("%s selects no node pod", key)
+			}
+		}
+	}
+	replicas := int(path(t, sts, "spec", "replicas").(int))
+
+	// The node container.
+	pod := m(t, path(t, sts, "spec", "template", "spec"), "pod spec")
+	ctr := m(t, l(t, pod["containers"], "containers")[0], "container")
+	args := strs(t, ctr["args"], "args")
+	c := parseEddyArgs(args)
+	if c.Sub[0] != "node" {
+		t.Fatalf("node container runs eddy %v, want node", c.Sub)
+	}
+	checkFlags(t, "StatefulSet/eddy", c)
+	ports := map[string]int{}
+	for _, p := range l(t, ctr["ports"], "ports") {
+		pm := m(t, p, "port")
+		ports[s(t, pm["name"], "port name")] = pm["containerPort"].(int)
+	}
+	dnsName := regexp.MustCompile(`^\$\(POD_NAME\)\.eddy\.\$\(POD_NAMESPACE\)\.svc:(\d+)$`)
+	for flag, portName := range map[string]string{"http-addr": "http", "raft-addr": "raft", "gossip-addr": "gossip-tcp"} {
+		mm := dnsName.FindStringSubmatch(c.flag(flag))
+		if mm == nil {
+			t.Errorf("--%s %q: want $(POD_NAME).eddy.$(POD_NAMESPACE).svc:PORT, the pod's stable name", flag, c.flag(flag))
+			continue
+		}
+		if fmt.Sprint(ports[portName]) != mm[1] {
+			t.Errorf("--%s port %s, but container port %s is %d", flag, mm[1], portName, ports[portName])
+		}
+	}
+	if c.flag("id") != "$(POD_NAME)" {
+		t.Errorf("--id %q, want $(POD_NAME) (stable across restarts)", c.flag("id"))
+	}
+	if c.flag("bootstrap-expect") != fmt.Sprint(replicas) {
+		t.Errorf("--bootstrap-expect %q with %d replicas", c.flag("bootstrap-expect"), replicas)
+	}
+	join := strings.Split(c.flag("join"), ",")
+	for i := range replicas {
+		want := fmt.Sprintf("eddy-%d.eddy.$(POD_NAMESPACE).svc:%d", i, ports["gossip-tcp"])
+		if !slices.Contains(join, want) {
+			t.Errorf("--join %v lacks %s", join, want)
+		}
+	}
+	env := map[string]string{}
+	for _, e := range l(t, ctr["env"], "env") {
+		em := m(t, e, "env")
+		env[s(t, em["name"], "env name")] = fmt.Sprint(path(t, em, "valueFrom", "fieldRef", "fieldPath"))
+	}
+	if env["POD_NAME"] != "metadata.name" || env["POD_NAMESPACE"] != "metadata.namespace" {
+		t.Errorf("env %v: want POD_NAME and POD_NAMESPACE from the downward API", env)
+	}
+
+	// Probes: the paths the node serves, on its HTTP port.
+	httpAPI := string(readFile(t, filepath.Join(repoRoot, "control", "http.go")))
+	for probe, want := range map[string]string{"readinessProbe": "/readyz", "livenessProbe": "/healthz"} {
+		get := m(t, path(t, ctr, probe, "httpGet"), probe)
+		if get["path"] != want || get["port"] != "http" {
+			t.Errorf("%s: %v, want path %s on port http", probe, get, want)
+		}
+		if !strings.Contains(httpAPI, `"GET `+want+`"`) {
+			t.Errorf("%s: control/http.go serves no GET %s", probe, want)
+		}
+	}
+
+	// Storage: the data dir is the per-pod volume.
+	mounts := map[string]string{}
+	for _, vm := range l(t, ctr["volumeMounts"], "volumeMounts") {
+		vmm := m(t, vm, "volumeMount")
+		mounts[s(t, vmm["mountPath"], "mountPath")] = s(t, vmm["name"], "name")
+	}
+	vct := m(t, l(t, path(t, sts, "spec", "volumeClaimTemplates"), "volumeClaimTemplates")[0], "claim")
+	if claim := path(t, vct, "metadata", "name"); mounts[c.flag("data-dir")] != claim {
+		t.Errorf("--data-dir %s is not the volumeClaimTemplate %v (mounts %v)", c.flag("data-dir"), claim, mounts)
+	}
+
+	// Security: the image's non-root user; fsGroup makes the volume writable.
+	uid := dockerfileUser(t)
+	psc := m(t, pod["securityContext"], "pod securityContext")
+	if fmt.Sprint(psc["runAsUser"]) != uid || fmt.Sprint(psc["fsGroup"]) != uid || psc["runAsNonRoot"] != true {
+		t.Errorf("pod securityContext %v: want runAsNonRoot, runAsUser and fsGroup %s (the Dockerfile USER)", psc, uid)
+	}
+
+	// The job: ConfigMap spec + sink from the Secret.
+	dep := objs["Deployment/eddy-job"]
+	cm := objs["ConfigMap/eddy-job"]
+	sec := objs["Secret/eddy-job-sink"]
+	if dep == nil || cm == nil || sec == nil {
+		t.Fatalf("want Deployment/eddy-job, ConfigMap/eddy-job, Secret/eddy-job-sink; have %v", sortedKeys(objs))
+	}
+	if path(t, dep, "spec", "replicas") != 1 || path(t, dep, "spec", "strategy", "type") != "Recreate" {
+		t.Error("Deployment/eddy-job: want replicas 1 and strategy Recreate (two eddy run processes would both process every partition)")
+	}
+	jpod := m(t, path(t, dep, "spec", "template", "spec"), "job pod spec")
+	jctr := m(t, l(t, jpod["containers"], "containers")[0], "job container")
+	jc := parseEddyArgs(strs(t, jctr["args"], "job args"))
+	checkFlags(t, "Deployment/eddy-job", jc)
+	if jc.Sub[0] != "run" {
+		t.Fatalf("job container runs eddy %v, want run", jc.Sub)
+	}
+	dsn, ok := m(t, sec["stringData"], "secret stringData")["EDDY_MYSQL_DSN"].(string)
+	if !ok {
+		t.Fatal("Secret/eddy-job-sink has no stringData.EDDY_MYSQL_DSN")
+	}
+	init := m(t, l(t, jpod["initContainers"], "initContainers")[0], "init container")
+	script := strings.Join(strs(t, init["command"], "init command"), " ")
+	if !strings.Contains(script, "$EDDY_MYSQL_DSN") || !strings.Contains(script, filepath.Base(jc.flag("job"))) {
+		t.Errorf("init container does not write %s with $EDDY_MYSQL_DSN: %s", jc.flag("job"), script)
+	}
+	for key, text := range m(t, cm["data"], "configmap data") {
+		// What the init container writes.
+		spec := s(t, text, key) + fmt.Sprintf("sink: %q\n", "mysql:"+dsn)
+		f := filepath.Join(t.TempDir(), key)
+		if err := os.WriteFile(f, []byte(spec), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sp := parseJobSpec(t, f)
+		for _, b := range sp.Source.Brokers {
+			if _, _, err := net.SplitHostPort(b); err != nil {
+				t.Errorf("ConfigMap %s: broker %q: %v", key, b, err)
+			}
+		}
+	}
+	if fmt.Sprint(path(t, dep, "spec", "template", "metadata", "annotations", "prometheus.io/port")) != portOf(t, jc.flag("metrics-addr")) {
+		t.Errorf("job prometheus.io/port annotation does not match --metrics-addr %s", jc.flag("metrics-addr"))
+	}
+}
+
+func portOf(t *testing.T, addr string) string {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Errorf("address %q: %v", addr, err)
+	}
+	return p
+}
