@@ -577,7 +577,7 @@ func TestAssignerPlacementHandoffRecoveryFencing(t *testing.T) {
 	}
 
 	var history []LeaseEvent
-	if code, err := httpJSON("GET", "http://"+n1.cfg.HTTPAddr+"/v1/leases/history?job="+job, "", &history); code != 200 || err != nil {
+	if code, err := httpJSON("GET", "http://"+currentLeader(t, alive).cfg.HTTPAddr+"/v1/leases/history?job="+job, "", &history); code != 200 || err != nil {
 		t.Fatalf("GET /v1/leases/history: %d %v", code, err)
 	}
 	takeovers := 0
@@ -588,4 +588,83 @@ func TestAssignerPlacementHandoffRecoveryFencing(t *testing.T) {
 	}
 	t.Logf("lease history: %d events, %d takeovers", len(history), takeovers)
 	checkRuns(t, log, history)
+}
+
+// TestAssignerLeaderKill kills the Raft leader: the survivors elect a new
+// leader without fencing themselves (LeaseConfirm outlasts the election),
+// and take over only the dead leader's partitions.
+func TestAssignerLeaderKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster and kills its leader")
+	}
+	const job = "iot-work"
+	const partitions = int32(12)
+	log := &callLog{}
+	n1 := startTNode(t, "n1", 3, nil, log)
+	nodes := []*tnode{n1,
+		startTNode(t, "n2", 3, []string{n1.cfg.GossipAddr}, log),
+		startTNode(t, "n3", 3, []string{n1.cfg.GossipAddr}, log)}
+	eventually(t, 20*time.Second, func() error {
+		for _, a := range nodes {
+			for _, b := range nodes {
+				if m, ok := a.node.members.Member(b.id); a != b && (!ok || !m.Placeable()) {
+					return fmt.Errorf("%s does not see %s as placeable", a.id, b.id)
+				}
+			}
+		}
+		return nil
+	})
+	if _, err := n1.node.Apply(context.Background(), JobPut{Name: job, Spec: "x", Partitions: partitions}); err != nil {
+		t.Fatal(err)
+	}
+	waitPlaced(t, nodes, ids(nodes), job, partitions, 15*time.Second)
+	var leader *tnode
+	var survivors []string
+	for _, n := range nodes {
+		if n.node.IsLeader() {
+			leader = n
+		} else {
+			survivors = append(survivors, n.id)
+		}
+	}
+	if leader == nil {
+		t.Fatal("no leader")
+	}
+	lost := ownedBy(cluster.Assign(job, partitions, ids(nodes)), leader.id)
+	mark := log.last()
+	killed := time.Now()
+	leader.kill()
+	waitPlaced(t, nodes, survivors, job, partitions, 15*time.Second)
+	calls := log.since(mark)
+	if got := partitionsOf(calls, "start", ""); fmt.Sprint(got) != fmt.Sprint(lost) {
+		t.Errorf("leader kill restarted %v, want exactly the leader's partitions %v%s", got, lost, describeCalls(calls))
+	}
+	if n := len(partitionsOf(calls, "stop", "")) + len(partitionsOf(calls, "handoff", "")); n > 0 {
+		t.Errorf("survivors stopped partitions during the election (fenced?):%s", describeCalls(calls))
+	}
+	var last time.Time
+	for _, c := range calls {
+		last = c.at
+	}
+	t.Logf("kill of leader %s: %d partitions running again %v after the kill", leader.id, len(lost), last.Sub(killed))
+	if d := last.Sub(killed); d > 5*time.Second {
+		t.Errorf("recovery after a leader kill took %v, want < 3 s (5 s allowed on a loaded machine)", d)
+	}
+	// The new leader has applied every grant it acknowledged.
+	checkRuns(t, log, currentLeader(t, nodes).node.FSM().View().LeaseHistory(job, -1))
+}
+
+func currentLeader(t *testing.T, nodes []*tnode) *tnode {
+	t.Helper()
+	var leader *tnode
+	eventually(t, 10*time.Second, func() error {
+		for _, n := range nodes {
+			if n.node.ctx.Err() == nil && n.node.IsLeader() {
+				leader = n
+				return nil
+			}
+		}
+		return errors.New("no leader")
+	})
+	return leader
 }
