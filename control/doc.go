@@ -56,6 +56,63 @@
 // batch that touched a devices/ key, so a running job sees a change as soon
 // as its node has applied it (typically within tens of milliseconds).
 //
+// # Placement, leases and fencing
+//
+// Every node that processes device partitions runs an Assigner
+// (NewAssigner) with a Runner that starts and stops partitions. Assigners do
+// not talk to each other; they agree through gossip and the FSM:
+//
+//   - Placement. The desired owner of partition p of job j is
+//     cluster.Owner("j/p", placeable members): rendezvous hashing over the
+//     members that are alive, Assignable and neither leaving nor stopping.
+//     A node is Assignable while its assigner runs, it has joined, it is in
+//     contact with the Raft majority and it is not draining. A join moves
+//     about 1/n of the partitions; a death moves only the dead node's.
+//   - Acquire. The desired owner asks Raft for the lease with PrevEpoch =
+//     the current epoch (the grant is epoch+1) when the lease is free,
+//     released, or held by itself (a restarted owner fences its earlier
+//     incarnation); with Takeover when the holder is failed, left or
+//     unknown in its view (after AssignerConfig.TakeoverDelay), or alive
+//     but fenced at or after the lease's ModifyIndex (Meta.FencedAt).
+//     Otherwise it waits: the holder hands the partition over once it sees
+//     the same placement. After the grant, Runner.Start(lease).
+//   - Live handoff. A node that runs a partition it is no longer the desired
+//     owner of calls Runner.Handoff (finish the batch, snapshot, commit,
+//     stop), then releases the lease with the handoff point (Lease.Handoff);
+//     the desired owner sees the release in its replica, acquires and
+//     resumes from it. Other partitions never pause.
+//   - Recovery. When a node dies, gossip declares it failed (about 1 s with
+//     the default gossip tuning) and each of its partitions is taken over by
+//     its new desired owner, which restores the last complete checkpoint
+//     (or a newer handoff point) and replays from its offset.
+//   - Lost lease. A node whose replica shows that a partition it runs is
+//     no longer leased to it at its epoch stops it at once (Runner.Stop).
+//   - Fencing. A node that has not been in confirmed contact with the Raft
+//     majority for AssignerConfig.LeaseConfirm (default 2 s) — it is not the
+//     leader (hashicorp/raft steps a leader down after LeaderLeaseTimeout
+//     without a quorum) and has not heard from a known leader — stops every
+//     partition, withdraws Assignable, and once nothing runs announces
+//     FencedAt = the highest Raft index of a lease granted to it (at least
+//     its applied index), so that desired owners take those leases over.
+//
+// Invariants: a partition's epoch strictly increases with every grant (the
+// FSM grants only PrevEpoch+1), so no two grants share an epoch; every
+// Runner.Start gets a fresh epoch; a lease is held by one node at any Raft
+// index. Sink writes and checkpoint acks carry the epoch (CheckpointAck is
+// rejected unless the lease is held at exactly that epoch; Kafka
+// transactional ids per partition fence zombie producers), so a node that
+// keeps running on a stale lease — the timing assumptions behind
+// LeaseConfirm broken — cannot commit. The FSM keeps the last
+// LeaseHistoryLimit grants, takeovers and releases (GET /v1/leases/history)
+// to check this after the fact.
+//
+// Assigner.Shutdown drains a node (every partition handed over, leases
+// released; Node.Leave calls it); Assigner.Close and Node.Close stop its
+// partitions at once and keep the leases (a hard stop, like a kill).
+// GET /v1/partitions on any node shows every partition's lease, desired
+// owner and its holder's report (state, offset, lag, watermark), gathered
+// from each member's GET /v1/local/partitions.
+//
 // # Usage
 //
 //	cfg := control.DefaultConfig()
@@ -77,6 +134,11 @@
 // eddy_raft_last_index, eddy_raft_commit_index, eddy_raft_applied_index,
 // eddy_raft_fsm_keys, eddy_raft_fsm_bytes, eddy_raft_devices,
 // eddy_raft_fsm_restores_total, eddy_raft_autopilot_actions_total{action},
-// eddy_control_http_requests_total{method,code}, and from package cluster
+// eddy_control_http_requests_total{method,code}; from an Assigner
+// eddy_partitions_owned, eddy_partition_lease_epoch{job,partition},
+// eddy_partition_handoffs_total, eddy_partition_recoveries_total,
+// eddy_partition_recovery_seconds, eddy_partition_fencings_total,
+// eddy_partition_fenced, eddy_partition_leases_lost_total,
+// eddy_partition_start_failures_total; and from package cluster
 // eddy_members{status}.
 package control
