@@ -125,6 +125,14 @@
 //	res, err := node.Apply(ctx, control.KVSet{Key: "devices/17079", Value: `{"company":"acme","site":"dyce"}`})
 //	info, ok := node.Devices().Device("17079")
 //
+//	acfg := control.DefaultAssignerConfig()
+//	acfg.Runner = runner // starts/hands off/stops partition actors
+//	acfg.PartitionCount = func(ctx context.Context, j control.Job) (int32, error) { ... } // from the source topic
+//	asg, err := control.NewAssigner(node, acfg)
+//	...
+//	defer asg.Close()
+//	_ = asg.Shutdown(ctx) // on SIGTERM: hand every partition over first
+//
 // The HTTP API is documented on Node.Handler; control/client is its Go
 // client and `eddy ctl` its command line.
 //
