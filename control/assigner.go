@@ -331,7 +331,8 @@ func NewAssigner(n *Node, cfg AssignerConfig) (*Assigner, error) {
 // partitions (Assignable is withdrawn), drains each running partition
 // (Runner.Handoff) and releases its lease, so that the new owners resume
 // from the handoff points without a takeover. It returns nil when nothing
-// runs and no lease is held any more, ctx's error if ctx ends first (call
+// runs and no lease is held any more (while fenced: when nothing runs; the
+// leases then wait for a takeover), ctx's error if ctx ends first (call
 // Close then), or ErrClosed after Close. Node.Leave calls it.
 func (a *Assigner) Shutdown(ctx context.Context) error {
 	a.drainOnce.Do(func() { close(a.drainReq) })
