@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -14,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/eddy-iot/eddy/actors/checkpoint"
+	"github.com/eddy-iot/eddy/actors/state"
 	"github.com/eddy-iot/eddy/operators"
 	"github.com/eddy-iot/eddy/sinks"
 )
@@ -59,7 +64,55 @@ type Config struct {
 	// BatchLinger is how long a source reader waits to fill a batch once it
 	// has one record; >= 0; default 5ms.
 	BatchLinger time.Duration
+	// Checkpoint configures periodic checkpoints; off unless
+	// Checkpoint.Storage is set.
+	Checkpoint CheckpointConfig
+	// State configures the pebble state backend used with checkpoints.
+	State StateConfig
 }
+
+// CheckpointConfig configures checkpoints and savepoints (see the package
+// documentation, "Checkpoints").
+type CheckpointConfig struct {
+	// Storage is the checkpoint storage URL (file:///dir, a plain path,
+	// s3://bucket/prefix; see checkpoint.URLForms). "" = no checkpoints:
+	// a restarted job starts again from Source.StartOffset.
+	Storage string
+	// Interval between checkpoints; > 0; default 5s.
+	Interval time.Duration
+	// Timeout after which an incomplete checkpoint is aborted; > 0;
+	// default 10m.
+	Timeout time.Duration
+	// Retain is how many complete checkpoints are kept; >= 1; default 3.
+	Retain int
+	// FromSavepoint, if set, is the savepoint (its id, or its name
+	// "sp-…") to start from instead of the newest checkpoint.
+	FromSavepoint string
+}
+
+// Enabled reports whether checkpoints are on.
+func (c CheckpointConfig) Enabled() bool { return c.Storage != "" }
+
+// StateConfig configures the keyed-state backend of partition actors when
+// checkpoints are on (without them all state stays in the Go heap).
+type StateConfig struct {
+	// Dir is the local directory of the pebble state store; default
+	// $TMPDIR/eddy-state/<job name>. Its contents are deleted at start:
+	// state is restored from checkpoints.
+	Dir string
+	// CacheDevices is how many device states each partition keeps decoded
+	// in memory (an LRU cache in front of pebble); >= 1; default 65536.
+	CacheDevices int
+	// CacheBytes is pebble's block cache; >= 0; default 64 MiB.
+	CacheBytes int64
+}
+
+// Defaults of CheckpointConfig and StateConfig.
+const (
+	DefaultCheckpointInterval = 5 * time.Second
+	DefaultCheckpointTimeout  = 10 * time.Minute
+	DefaultCacheDevices       = 65536
+)
 
 // DefaultConfig returns the defaults: job "iot-work" reading "iot-topic" from
 // the earliest offset, default operators, 4096-record batches.
@@ -74,7 +127,21 @@ func DefaultConfig() Config {
 		Operators:   operators.DefaultConfig(),
 		BatchSize:   4096,
 		BatchLinger: 5 * time.Millisecond,
+		Checkpoint: CheckpointConfig{
+			Interval: DefaultCheckpointInterval,
+			Timeout:  DefaultCheckpointTimeout,
+			Retain:   checkpoint.DefaultRetain,
+		},
+		State: StateConfig{CacheDevices: DefaultCacheDevices, CacheBytes: state.DefaultCacheBytes},
 	}
+}
+
+// stateDir returns the state directory: State.Dir or the default.
+func (c *Config) stateDir() string {
+	if c.State.Dir != "" {
+		return c.State.Dir
+	}
+	return filepath.Join(os.TempDir(), "eddy-state", url.PathEscape(c.Name))
 }
 
 // Validate checks the configuration and says what to fix.
@@ -104,13 +171,33 @@ func (c *Config) Validate() error {
 	if err := c.Operators.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if c.Checkpoint.Enabled() {
+		if c.Checkpoint.Interval <= 0 {
+			errs = append(errs, fmt.Errorf("actors: checkpoint interval must be > 0, got %s", c.Checkpoint.Interval))
+		}
+		if c.Checkpoint.Timeout <= 0 {
+			errs = append(errs, fmt.Errorf("actors: checkpoint timeout must be > 0, got %s", c.Checkpoint.Timeout))
+		}
+		if c.Checkpoint.Retain < 1 {
+			errs = append(errs, fmt.Errorf("actors: checkpoint retain must be >= 1, got %d", c.Checkpoint.Retain))
+		}
+		if c.State.CacheDevices < 1 {
+			errs = append(errs, fmt.Errorf("actors: state cache_devices must be >= 1, got %d", c.State.CacheDevices))
+		}
+		if c.State.CacheBytes < 0 {
+			errs = append(errs, fmt.Errorf("actors: state cache_bytes must be >= 0, got %d", c.State.CacheBytes))
+		}
+	} else if c.Checkpoint.FromSavepoint != "" {
+		errs = append(errs, errors.New("actors: starting from a savepoint needs checkpoint storage (checkpoint.storage in the job spec)"))
+	}
 	return errors.Join(errs...)
 }
 
 // Job runs one job's partition actors on this node.
 type Job struct {
 	cfg     Config
-	sink    sinks.Sink
+	plain   []sinks.Sink              // written with Write; Flush is their pre-commit
+	tx      []sinks.TransactionalSink // written through a PartitionTxn per partition (checkpoints on)
 	devices operators.DeviceLookup
 	metrics *Metrics
 	log     *slog.Logger
@@ -118,11 +205,16 @@ type Job struct {
 	mu    sync.Mutex
 	tasks []*partitionTask // set by Run
 	start time.Time
+	ck    *checkpointer // set by Run when checkpoints are on
 }
 
-// NewJob validates cfg and returns a job writing to sink. devices is the
-// broadcast business data used for enrichment (nil: none). Metrics register
-// on reg (nil: not registered). log nil means slog.Default().
+// NewJob validates cfg and returns a job writing to sink (a MultiSink for
+// several). With checkpoints on, members that are sinks.TransactionalSink
+// are written through one PartitionTxn per partition and committed with
+// each checkpoint; all others are written with Write and pre-committed with
+// Flush. The caller opens and closes the sinks. devices is the broadcast
+// business data used for enrichment (nil: none). Metrics register on reg
+// (nil: not registered). log nil means slog.Default().
 func NewJob(cfg Config, sink sinks.Sink, devices operators.DeviceLookup, reg prometheus.Registerer, log *slog.Logger) (*Job, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -133,21 +225,99 @@ func NewJob(cfg Config, sink sinks.Sink, devices operators.DeviceLookup, reg pro
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Job{cfg: cfg, sink: sink, devices: devices, metrics: NewMetrics(reg), log: log}, nil
+	j := &Job{cfg: cfg, devices: devices, metrics: NewMetrics(reg), log: log}
+	for _, s := range flatten(sink) {
+		if ts, ok := s.(sinks.TransactionalSink); ok && cfg.Checkpoint.Enabled() {
+			j.tx = append(j.tx, ts)
+		} else {
+			j.plain = append(j.plain, s)
+		}
+	}
+	return j, nil
+}
+
+// MultiSink is a Sink that writes to each of its members in order. Give
+// NewJob a MultiSink to write to several sinks: the job then treats each
+// member on its own (transactional ones through their PartitionTxn).
+type MultiSink []sinks.Sink
+
+var _ sinks.Sink = MultiSink(nil)
+
+// Open opens every member, stopping at the first error.
+func (m MultiSink) Open(ctx context.Context) error {
+	for _, s := range m {
+		if err := s.Open(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Write writes b to every member, stopping at the first error.
+func (m MultiSink) Write(ctx context.Context, b *sinks.Batch) error {
+	for _, s := range m {
+		if err := s.Write(ctx, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Flush flushes every member, stopping at the first error.
+func (m MultiSink) Flush(ctx context.Context) error {
+	for _, s := range m {
+		if err := s.Flush(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close closes every member and returns the errors joined.
+func (m MultiSink) Close() error {
+	var errs []error
+	for _, s := range m {
+		errs = append(errs, s.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func flatten(s sinks.Sink) []sinks.Sink {
+	m, ok := s.(MultiSink)
+	if !ok {
+		return []sinks.Sink{s}
+	}
+	var out []sinks.Sink
+	for _, e := range m {
+		out = append(out, flatten(e)...)
+	}
+	return out
 }
 
 // Summary totals a finished (or stopped) run over all partitions. Unlike
 // operators.PartitionStats, its Valid counts on-time readings only, so
-// Valid + Late + DeadLetters = Received.
+// Valid + Late + DeadLetters = Received. Counters restored from a checkpoint
+// are included: a run restored after a crash reports the totals of the
+// whole job, each record counted once.
 type Summary struct {
 	Partitions int
 	operators.PartitionStats
 	Duration time.Duration
+	// Restored counts the partitions restored from a checkpoint.
+	Restored int
+	// FinalCheckpoint is the id of the final checkpoint of a bounded run
+	// with checkpoints; 0 otherwise.
+	FinalCheckpoint int64
 }
 
 // Run reads the source and processes it until the bounded end is reached or
-// ctx is cancelled; then it flushes the sink and stops the actors. A
+// ctx is cancelled; then it flushes the sinks and stops the actors. A
 // cancelled ctx is a normal stop (nil error). Run may be called once.
+//
+// With checkpoints on (Config.Checkpoint), each partition first restores
+// the newest checkpoint it may restore from (see the package
+// documentation), checkpoints are taken every Checkpoint.Interval, and a
+// bounded run ends with a final checkpoint that commits everything.
 func (j *Job) Run(ctx context.Context) (Summary, error) {
 	j.mu.Lock()
 	j.start = time.Now()
@@ -168,6 +338,19 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 	}
 	defer consumer.Close()
 
+	// runCtx ends with the caller's ctx or with the first fatal failure of
+	// an actor or of the checkpoint coordinator (its cause).
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	var ck *checkpointer
+	if j.cfg.Checkpoint.Enabled() {
+		if ck, err = j.openCheckpointing(runCtx, parts, cancel); err != nil {
+			return Summary{}, err
+		}
+		defer ck.close()
+	}
+
 	system := newActorSystem(j.log)
 	defer system.Shutdown()
 	props := func(t *partitionTask) *actor.Props {
@@ -175,30 +358,60 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 			actor.WithGuardian(&reportingRestart{log: j.log, restarts: j.metrics.ActorRestarts}))
 	}
 
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	tasks := make([]*partitionTask, 0, len(parts))
+	defer func() {
+		for _, t := range tasks {
+			t.closeTxns()
+		}
+	}()
 	for _, p := range parts {
 		t, err := j.newTask(runCtx, client, p)
 		if err != nil {
 			return Summary{}, err
 		}
-		pid, err := system.Root.SpawnNamed(props(t), fmt.Sprintf("%s/%d", j.cfg.Name, p))
+		tasks = append(tasks, t)
+		if ck != nil {
+			if err := ck.restore(runCtx, t); err != nil {
+				return Summary{}, err
+			}
+		}
+	}
+	for _, t := range tasks {
+		pid, err := system.Root.SpawnNamed(props(t), fmt.Sprintf("%s/%d", j.cfg.Name, t.partition))
 		if err != nil {
-			return Summary{}, fmt.Errorf("actors: spawn partition actor %d: %w", p, err)
+			return Summary{}, fmt.Errorf("actors: spawn partition actor %d: %w", t.partition, err)
 		}
 		t.pid = pid
-		tasks = append(tasks, t)
 	}
 	j.mu.Lock()
 	j.tasks = tasks
 	j.mu.Unlock()
 
+	if ck != nil {
+		ck.start(runCtx, system.Root, tasks)
+	}
 	g, gctx := errgroup.WithContext(runCtx)
 	for _, t := range tasks {
 		g.Go(func() error { return t.read(gctx, consumer, system.Root) })
 	}
 	runErr := g.Wait()
+	var final int64
+	if runErr == nil && ck != nil && j.cfg.Source.Bounded {
+		// Flink's final checkpoint of a finished bounded job: it commits
+		// what the transactional sinks hold and records the end.
+		m, err := ck.request(runCtx, checkpoint.KindCheckpoint, true)
+		if err != nil {
+			runErr = fmt.Errorf("actors: final checkpoint: %w", err)
+		} else {
+			final = m.ID
+		}
+	}
+	if ck != nil {
+		ck.stop()
+	}
+	if cause := context.Cause(runCtx); cause != nil && !errors.Is(cause, context.Canceled) {
+		runErr = cause // a fatal failure explains the readers' cancellation
+	}
 	if errors.Is(runErr, context.Canceled) && ctx.Err() != nil {
 		runErr = nil // stopped by the caller
 	}
@@ -207,10 +420,14 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 	}
 	flushCtx, cancelFlush := context.WithTimeout(context.Background(), time.Minute)
 	defer cancelFlush()
-	if err := j.sink.Flush(flushCtx); err != nil && runErr == nil {
-		runErr = fmt.Errorf("actors: final sink flush: %w", err)
+	for _, s := range j.plain {
+		if err := s.Flush(flushCtx); err != nil && runErr == nil {
+			runErr = fmt.Errorf("actors: final sink flush: %w", err)
+		}
 	}
-	return j.summary(), runErr
+	sum := j.summary()
+	sum.FinalCheckpoint = final
+	return sum, runErr
 }
 
 func (j *Job) partitions(client sarama.Client) ([]int32, error) {
@@ -250,6 +467,10 @@ type PartitionStatus struct {
 	// the first valid record.
 	Watermark int64
 	Done      bool
+	// Devices is the number of devices with open state.
+	Devices int64
+	// Restored is the checkpoint the partition was restored from; 0 none.
+	Restored int64
 	operators.PartitionStats
 }
 
@@ -277,6 +498,9 @@ func (j *Job) summary() Summary {
 		s.DeadLetters += p.DeadLetters
 		s.WindowsFired += p.WindowsFired
 		s.WorkPeriods += p.WorkPeriods
+		if p.Restored != 0 {
+			s.Restored++
+		}
 	}
 	j.mu.Lock()
 	s.Duration = time.Since(j.start)

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"sync"
@@ -11,7 +12,9 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/eddy-iot/eddy/actors/state"
 	"github.com/eddy-iot/eddy/operators"
+	"github.com/eddy-iot/eddy/sinks"
 )
 
 // maxRecordAttempts is how often one record may panic the operator chain
@@ -55,11 +58,20 @@ type partitionTask struct {
 
 	prev operators.PartitionStats // stats already added to the metrics
 
+	// Checkpointing (checkpointing.go); ck and store are nil without
+	// checkpoints.
+	ck       *checkpointer
+	store    *state.Store
+	txns     []sinks.PartitionTxn // one per transactional sink, in Job.tx order
+	restored int64                // checkpoint id restored from; 0 = none
+	failed   bool                 // a state or commit failure failed the job
+
 	// status, read by Job.Status from other goroutines
 	nextOffset atomic.Int64
 	highWater  atomic.Int64
 	watermark  atomic.Int64
 	done       atomic.Bool
+	devices    atomic.Int64 // devices with open state
 	mu         sync.Mutex
 	stats      operators.PartitionStats
 }
@@ -164,14 +176,27 @@ func (t *partitionTask) deliver(ctx context.Context, root *actor.RootContext, b 
 type partitionActor struct{ t *partitionTask }
 
 func (a *partitionActor) Receive(c actor.Context) {
+	t := a.t
 	switch m := c.Message().(type) {
 	case *actor.Started:
-		if a.t.cur != nil { // restarted by supervision: resume the batch
-			a.t.process()
+		if t.cur != nil { // restarted by supervision: resume the batch
+			t.process()
 		}
 	case *recordBatch:
-		a.t.cur, a.t.cursor = m, 0
-		a.t.process()
+		if t.failed {
+			m.done <- fmt.Errorf("actors: partition %d failed", t.partition)
+			return
+		}
+		t.cur, t.cursor = m, 0
+		t.process()
+	case *barrier:
+		if !t.failed {
+			t.onBarrier(m)
+		}
+	case *commitCheckpoint:
+		if !t.failed {
+			t.onCommit(m)
+		}
 	}
 }
 
@@ -183,6 +208,13 @@ func (t *partitionTask) process() {
 	start := time.Now()
 	defer func() {
 		if r := recover(); r != nil {
+			if err := stateFailure(r); err != nil {
+				// The state store failed: not the record's fault. The
+				// job fails and restarts from its last checkpoint.
+				t.failed, t.cur = true, nil
+				b.done <- fmt.Errorf("actors: partition %d: %w", t.partition, err)
+				return
+			}
 			t.notePanic(r)
 			panic(r)
 		}
@@ -215,10 +247,7 @@ func (t *partitionTask) process() {
 		t.op.Finish(&t.out)
 		t.finished = true
 	}
-	err := t.job.sink.Write(t.ctx, &t.out)
-	if err != nil {
-		err = fmt.Errorf("actors: partition %d: sink write: %w", t.partition, err)
-	}
+	err := t.write()
 	t.observe(b)
 	t.out.Reset()
 	t.cur = nil
@@ -256,11 +285,13 @@ func (t *partitionTask) observe(b *recordBatch) {
 	}
 	wm := t.op.Watermark()
 	t.watermark.Store(wm)
+	t.devices.Store(int64(t.op.Devices()))
 	label := partitionLabel(t.partition)
 	if wm != math.MinInt64 && wm != math.MaxInt64 {
 		m.Watermark.WithLabelValues(label).Set(float64(wm) / 1000)
 	}
 	m.Lag.WithLabelValues(label).Set(float64(max(0, t.highWater.Load()-t.nextOffset.Load())))
+	m.StateDevices.WithLabelValues(label).Set(float64(t.op.Devices()))
 	if b.final {
 		t.done.Store(true)
 	}
@@ -283,6 +314,36 @@ func (t *partitionTask) status() PartitionStatus {
 		Lag:            max(0, t.highWater.Load()-next),
 		Watermark:      t.watermark.Load(),
 		Done:           t.done.Load(),
+		Devices:        t.devices.Load(),
+		Restored:       t.restored,
 		PartitionStats: st,
 	}
+}
+
+// write hands the emissions of a batch to every sink: the plain ones, and
+// the partition's transactions of the transactional ones.
+func (t *partitionTask) write() error {
+	if t.out.Len() == 0 {
+		return nil
+	}
+	for _, s := range t.job.plain {
+		if err := s.Write(t.ctx, &t.out); err != nil {
+			return fmt.Errorf("actors: partition %d: sink write: %w", t.partition, err)
+		}
+	}
+	for _, txn := range t.txns {
+		if err := txn.Write(t.ctx, &t.out); err != nil {
+			return fmt.Errorf("actors: partition %d: transactional sink write: %w", t.partition, err)
+		}
+	}
+	return nil
+}
+
+// stateFailure returns the error of a panic raised by the state store, nil
+// for any other panic.
+func stateFailure(r any) error {
+	if err, ok := r.(error); ok && errors.Is(err, state.ErrStore) {
+		return err
+	}
+	return nil
 }

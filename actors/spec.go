@@ -47,8 +47,25 @@ type Spec struct {
 		// threshold}; relative to the working directory.
 		DevicesFile string `yaml:"devices_file"`
 	} `yaml:"broadcast"`
-	// Sink is a sink URL: sqlite:PATH, mysql:DSN, stdout, ndjson:PATH, discard.
+	// Sink is a sink URL: sqlite:PATH, mysql:DSN, stdout, ndjson:PATH,
+	// discard, kafka://HOST:PORT (see sinks.URLForms).
 	Sink string `yaml:"sink"`
+	// Sinks are more sink URLs; the job writes every row to each sink.
+	Sinks []string `yaml:"sinks"`
+	// Checkpoint configures checkpoints (see CheckpointConfig); without
+	// storage there are none.
+	Checkpoint struct {
+		Storage  string    `yaml:"storage"`
+		Interval *Duration `yaml:"interval"`
+		Timeout  *Duration `yaml:"timeout"`
+		Retain   int       `yaml:"retain"`
+	} `yaml:"checkpoint"`
+	// State configures the pebble state backend (see StateConfig).
+	State struct {
+		Dir          string `yaml:"dir"`
+		CacheDevices int    `yaml:"cache_devices"`
+		CacheBytes   int64  `yaml:"cache_bytes"`
+	} `yaml:"state"`
 	// BatchSize and BatchLinger tune actor batches; see Config.
 	BatchSize   int       `yaml:"batch_size"`
 	BatchLinger *Duration `yaml:"batch_linger"`
@@ -121,10 +138,37 @@ func (s *Spec) Config() (Config, error) {
 		c.BatchSize = s.BatchSize
 	}
 	setDur(&c.BatchLinger, s.BatchLinger)
-	if s.Sink == "" {
+	c.Checkpoint.Storage = s.Checkpoint.Storage
+	setDur(&c.Checkpoint.Interval, s.Checkpoint.Interval)
+	setDur(&c.Checkpoint.Timeout, s.Checkpoint.Timeout)
+	if s.Checkpoint.Retain != 0 {
+		c.Checkpoint.Retain = s.Checkpoint.Retain
+	}
+	c.State.Dir = s.State.Dir
+	if s.State.CacheDevices != 0 {
+		c.State.CacheDevices = s.State.CacheDevices
+	}
+	if s.State.CacheBytes != 0 {
+		c.State.CacheBytes = s.State.CacheBytes
+	}
+	if len(s.SinkURLs()) == 0 {
 		return c, errors.New("actors: job spec: sink is required (e.g. sink: \"mysql:user:pass@tcp(127.0.0.1:3306)/eddy\")")
 	}
+	for i, u := range s.Sinks {
+		if u == "" {
+			return c, fmt.Errorf("actors: job spec: sinks[%d] is empty", i)
+		}
+	}
 	return c, c.Validate()
+}
+
+// SinkURLs returns the sink URLs of the spec: Sink (if set), then Sinks.
+func (s *Spec) SinkURLs() []string {
+	var out []string
+	if s.Sink != "" {
+		out = append(out, s.Sink)
+	}
+	return append(out, s.Sinks...)
 }
 
 func setIf(dst *string, v string) {

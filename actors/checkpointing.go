@@ -1,0 +1,821 @@
+package actors
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/eddy-iot/eddy/actors/checkpoint"
+	"github.com/eddy-iot/eddy/actors/state"
+	"github.com/eddy-iot/eddy/operators"
+	"github.com/eddy-iot/eddy/sinks"
+)
+
+var (
+	// ErrNoCheckpoints is returned by Savepoint when the job runs without
+	// checkpoint storage.
+	ErrNoCheckpoints = errors.New("actors: checkpoints are off (set checkpoint.storage in the job spec)")
+	// ErrNotRunning is returned by Savepoint before Run started the
+	// checkpoint coordinator or after it stopped.
+	ErrNotRunning = errors.New("actors: job is not running")
+	// ErrIncompatibleState is wrapped by Run's error when the checkpoint to
+	// restore was taken with another operator configuration (window,
+	// out-of-orderness, allowed lateness, max gap).
+	ErrIncompatibleState = errors.New("actors: checkpoint state is incompatible with this job's operator configuration")
+	// ErrJobFinished is wrapped by Run's error when an unbounded run would
+	// restore the final checkpoint of a finished bounded run.
+	ErrJobFinished = errors.New("actors: the newest checkpoint is the final checkpoint of a finished bounded run")
+)
+
+// TestCheckpointDelayEnv names an environment variable for fault-injection
+// tests: a Go duration each partition waits after writing its snapshot and
+// before acknowledging the checkpoint, so that a test can kill the process
+// while a checkpoint is in progress. Unset in production.
+const TestCheckpointDelayEnv = "EDDY_TEST_CHECKPOINT_DELAY"
+
+// barrier is the checkpoint barrier a partition actor handles between two
+// batches.
+type barrier struct {
+	id   int64
+	kind checkpoint.Kind
+	key  string // storage key of the partition's snapshot
+}
+
+// commitCheckpoint tells a partition actor that checkpoint id is complete:
+// its transactions of id commit.
+type commitCheckpoint struct{ id int64 }
+
+// checkpointer is the checkpoint side of a running job: the coordinator
+// loop, the snapshot uploads, the restore at start.
+type checkpointer struct {
+	j          *Job
+	st         *checkpoint.Storage
+	cat        *checkpoint.Catalog
+	coord      *checkpoint.Local
+	db         *state.DB
+	candidates []*checkpoint.Manifest // complete at start, newest first
+	epoch      int64                  // lease epoch substitute on one node: start time, Unix ms
+	delay      time.Duration          // TestCheckpointDelayEnv
+	fail       context.CancelCauseFunc
+
+	events   chan ckEvent
+	requests chan *ckRequest
+	cancel   context.CancelFunc
+	loopDone chan struct{}
+	uploads  sync.WaitGroup
+	tasks    []*partitionTask
+	root     *actor.RootContext
+
+	mu     sync.Mutex
+	status CheckpointStatus
+}
+
+// ckEvent reports a partition's barrier outcome (ack or err) or, with
+// committed, its commit of checkpoint id.
+type ckEvent struct {
+	id        int64
+	partition int32
+	ack       checkpoint.PartitionAck
+	err       error
+	committed bool
+}
+
+// ckRequest asks the loop for a checkpoint of kind now (savepoints, the
+// final checkpoint); done receives the outcome.
+type ckRequest struct {
+	kind  checkpoint.Kind
+	final bool
+	done  chan ckResult
+}
+
+type ckResult struct {
+	m   *checkpoint.Manifest
+	err error
+}
+
+// CheckpointStatus is the checkpoint state of a running job.
+type CheckpointStatus struct {
+	Enabled  bool
+	Storage  string
+	StateDir string
+	// InProgress is the id of the checkpoint in progress; 0 none.
+	InProgress int64
+	// Last is the manifest of the last checkpoint or savepoint this run
+	// completed; nil none.
+	Last      *checkpoint.Manifest
+	Completed int64 // checkpoints and savepoints completed by this run
+	Failed    int64 // aborted
+}
+
+func (j *Job) openCheckpointing(ctx context.Context, parts []int32, fail context.CancelCauseFunc) (*checkpointer, error) {
+	cfg := j.cfg.Checkpoint
+	st, err := checkpoint.OpenStorage(ctx, cfg.Storage)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			st.Close()
+		}
+	}()
+	cat := checkpoint.NewCatalog(st, j.cfg.Name)
+	deleted, err := cat.DeleteIncomplete(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(deleted) > 0 {
+		j.log.Info("deleted incomplete checkpoints of an earlier run", "job", j.cfg.Name, "deleted", deleted)
+	}
+	coord, err := checkpoint.NewLocal(ctx, cat, checkpoint.LocalConfig{
+		Job: j.cfg.Name, Partitions: parts, Retain: cfg.Retain, Transactional: len(j.tx) > 0,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if cfg.FromSavepoint != "" {
+		id, err := ParseSavepointRef(cfg.FromSavepoint)
+		if err != nil {
+			return nil, err
+		}
+		sp, err := cat.Savepoint(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		m, err := cat.Adopt(ctx, sp, coord.NextID())
+		if err != nil {
+			return nil, err
+		}
+		j.log.Info("starting from savepoint", "savepoint", sp.Name(), "as", m.Name())
+	}
+	candidates, err := cat.Complete(ctx)
+	if err != nil {
+		return nil, err
+	}
+	db, err := state.Open(state.Config{Dir: j.cfg.stateDir(), CacheBytes: j.cfg.State.CacheBytes, Log: j.log})
+	if err != nil {
+		return nil, err
+	}
+	ck := &checkpointer{
+		j: j, st: st, cat: cat, coord: coord, db: db, candidates: candidates,
+		epoch:    time.Now().UnixMilli(),
+		fail:     fail,
+		events:   make(chan ckEvent, 4*len(parts)+4),
+		requests: make(chan *ckRequest),
+		status:   CheckpointStatus{Enabled: true, Storage: st.URL(), StateDir: db.Dir()},
+	}
+	if v := os.Getenv(TestCheckpointDelayEnv); v != "" {
+		if ck.delay, err = time.ParseDuration(v); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("actors: %s=%q: %w", TestCheckpointDelayEnv, v, err)
+		}
+		j.log.Warn("test hook: every partition delays its checkpoint ack", "delay", ck.delay)
+	}
+	ok = true
+	return ck, nil
+}
+
+// ParseSavepointRef parses a savepoint reference: its id ("42") or its
+// name ("sp-00000000000000000042").
+func ParseSavepointRef(ref string) (int64, error) {
+	s := strings.TrimSuffix(strings.TrimPrefix(ref, "sp-"), "/")
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, fmt.Errorf("actors: savepoint %q: give its id (42) or name (sp-00000000000000000042); see eddy savepoint list", ref)
+	}
+	return id, nil
+}
+
+// operatorsFingerprint identifies the parts of the operator configuration
+// that the meaning of keyed state depends on.
+func operatorsFingerprint(c operators.Config) string {
+	kind := c.Window.Kind
+	if kind == "" {
+		kind = operators.WindowTumbling
+	}
+	return fmt.Sprintf("window=%s size=%d slide=%d gap=%d ooo=%d lateness=%d maxgap=%d",
+		kind, c.Window.Size.Milliseconds(), c.Window.Slide.Milliseconds(), c.Window.Gap.Milliseconds(),
+		c.OutOfOrderness.Milliseconds(), c.AllowedLateness.Milliseconds(), c.MaxGap.Milliseconds())
+}
+
+// restore prepares task t before its actor starts: it opens its
+// transactions (fencing earlier writers), picks the newest checkpoint t may
+// restore from and loads it, falling back to older ones when a snapshot is
+// corrupt or missing; without any, t starts at the configured position.
+func (ck *checkpointer) restore(ctx context.Context, t *partitionTask) error {
+	j := ck.j
+	began := time.Now()
+	t.ck = ck
+	t.store = ck.db.Partition(t.partition)
+	t.op = j.newOperators(t)
+	for _, ts := range j.tx {
+		txn, err := ts.Txn(ctx, j.cfg.Name, t.partition, ck.epoch)
+		if err != nil {
+			return fmt.Errorf("actors: partition %d: open transactional sink: %w", t.partition, err)
+		}
+		t.txns = append(t.txns, txn)
+	}
+	eligible, err := ck.eligibility(t)
+	if err != nil {
+		return err
+	}
+	for _, m := range ck.candidates {
+		ack, ok := m.Ack(t.partition)
+		if !ok {
+			continue
+		}
+		if ok, err := eligible(ctx, m); err != nil {
+			return err
+		} else if !ok {
+			continue
+		}
+		err := ck.restoreFrom(ctx, t, m, ack)
+		if err == nil {
+			j.metrics.RestoreSeconds.Observe(time.Since(began).Seconds())
+			j.log.Info("partition restored", "partition", t.partition, "checkpoint", m.Name(), "offset", t.start,
+				"devices", t.op.Devices(), "bytes", ack.Bytes, "took", time.Since(began).Round(time.Microsecond))
+			return nil
+		}
+		if !errors.Is(err, checkpoint.ErrCorrupt) && !errors.Is(err, checkpoint.ErrNotExist) && !errors.Is(err, operators.ErrBadState) {
+			return err
+		}
+		j.metrics.RestoreFallbacks.Inc()
+		j.log.Error("snapshot unusable; falling back to the previous checkpoint", "partition", t.partition,
+			"checkpoint", m.Name(), "err", err)
+		if err := t.store.Clear(); err != nil {
+			return err
+		}
+		t.op = j.newOperators(t)
+	}
+	if len(ck.candidates) > 0 {
+		j.log.Warn("no usable checkpoint for partition; starting at the configured position",
+			"partition", t.partition, "start", t.start)
+	}
+	return nil
+}
+
+func (j *Job) newOperators(t *partitionTask) *operators.Partition {
+	op := operators.NewPartition(t.partition, j.cfg.Operators, j.devices)
+	if t.store != nil {
+		op.SetStore(t.store, j.cfg.State.CacheDevices)
+	}
+	return op
+}
+
+// eligibility returns whether t may restore from a manifest. Without
+// transactional sinks every complete checkpoint qualifies. With them, only
+// checkpoints whose transactions t committed: those up to the last
+// committed one that sinks implementing sinks.CommitTracker report (read
+// from Kafka after fencing, so exact), and, for sinks without it, those t
+// recorded a commit marker for.
+func (ck *checkpointer) eligibility(t *partitionTask) (func(context.Context, *checkpoint.Manifest) (bool, error), error) {
+	limit := int64(math.MaxInt64)
+	untracked := false
+	for _, txn := range t.txns {
+		ct, ok := txn.(sinks.CommitTracker)
+		if !ok {
+			untracked = true
+			continue
+		}
+		c, ok := ct.LastCommitted()
+		if !ok {
+			c = 0 // nothing ever committed
+		}
+		limit = min(limit, c)
+	}
+	return func(ctx context.Context, m *checkpoint.Manifest) (bool, error) {
+		if !m.Transactional {
+			return true, nil
+		}
+		if m.ID > limit {
+			return false, nil
+		}
+		if untracked {
+			return ck.cat.Committed(ctx, m, t.partition)
+		}
+		return true, nil
+	}, nil
+}
+
+// restoreFrom loads t's snapshot of m into its state store and operators.
+func (ck *checkpointer) restoreFrom(ctx context.Context, t *partitionTask, m *checkpoint.Manifest, ack checkpoint.PartitionAck) error {
+	j := ck.j
+	size, err := ck.st.Size(ctx, ack.Snapshot)
+	if err != nil {
+		return err
+	}
+	if size != ack.Bytes {
+		return fmt.Errorf("%w snapshot %s: %d bytes, the manifest says %d", checkpoint.ErrCorrupt, ack.Snapshot, size, ack.Bytes)
+	}
+	r, err := ck.st.NewReader(ctx, ack.Snapshot)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	op := j.newOperators(t)
+	b := t.store.NewBatch()
+	defer b.Close()
+	var hdr checkpoint.SnapshotHeader
+	fp := operatorsFingerprint(j.cfg.Operators)
+	info, err := checkpoint.ReadSnapshot(r,
+		func(h checkpoint.SnapshotHeader) error {
+			if h.Job != j.cfg.Name || h.Partition != t.partition || h.Checkpoint != m.ID {
+				return fmt.Errorf("%w snapshot %s: holds job %q partition %d checkpoint %d", checkpoint.ErrCorrupt,
+					ack.Snapshot, h.Job, h.Partition, h.Checkpoint)
+			}
+			if h.Operators != fp {
+				return fmt.Errorf("%w: %s has %q, the job %q; keep the configuration, or start without this checkpoint history (another checkpoint.storage)",
+					ErrIncompatibleState, m.Name(), h.Operators, fp)
+			}
+			hdr = h
+			return nil
+		},
+		func(kind byte, id, value []byte) error {
+			if err := b.Put(kind, id, value); err != nil {
+				return err
+			}
+			if kind == state.KindDevice {
+				return op.RestoreDevice(string(id), value)
+			}
+			return nil
+		})
+	if err == nil && info.CRC32C != ack.CRC32C {
+		err = fmt.Errorf("%w snapshot %s: CRC-32C %08x, the manifest says %08x", checkpoint.ErrCorrupt, ack.Snapshot, info.CRC32C, ack.CRC32C)
+	}
+	var ps operators.PartitionState
+	if err == nil {
+		err = ps.UnmarshalBinary(hdr.State)
+	}
+	if err == nil {
+		err = b.Commit()
+	}
+	if err != nil {
+		return err
+	}
+	if hdr.Finished && !j.cfg.Source.Bounded {
+		return fmt.Errorf("%w (%s): its partitions have emitted their final watermark; run it --bounded, or use another checkpoint.storage",
+			ErrJobFinished, m.Name())
+	}
+	op.RestoreState(ps)
+	t.op = op
+	t.start = hdr.Offset
+	if j.cfg.Source.Bounded && hdr.End >= 0 {
+		t.end = hdr.End // the end of the run that took it: a restart reads the same input
+	}
+	t.finished = hdr.Finished
+	t.poisoned = hdr.Poisoned
+	t.prev = ps.Stats
+	t.restored = m.ID
+	t.nextOffset.Store(t.start)
+	t.watermark.Store(ps.Watermark)
+	t.devices.Store(int64(op.Devices()))
+	t.done.Store(t.finished)
+	t.mu.Lock()
+	t.stats = ps.Stats
+	t.stats.Received += t.poisoned
+	t.stats.DeadLetters += t.poisoned
+	t.mu.Unlock()
+	return nil
+}
+
+// start runs the coordinator loop.
+func (ck *checkpointer) start(ctx context.Context, root *actor.RootContext, tasks []*partitionTask) {
+	ctx, ck.cancel = context.WithCancel(ctx)
+	ck.tasks, ck.root = tasks, root
+	ck.loopDone = make(chan struct{})
+	go func() {
+		defer close(ck.loopDone)
+		ck.loop(ctx)
+	}()
+	ck.j.mu.Lock()
+	ck.j.ck = ck // now Savepoint and CheckpointStatus see it
+	ck.j.mu.Unlock()
+}
+
+// stop ends the loop, aborting a checkpoint in progress. Idempotent.
+func (ck *checkpointer) stop() {
+	if ck.cancel != nil {
+		ck.cancel()
+		<-ck.loopDone
+	}
+}
+
+// close waits for the snapshot uploads and releases the state store and the
+// storage; after the partition actors stopped (they start uploads).
+func (ck *checkpointer) close() {
+	ck.stop()
+	ck.uploads.Wait()
+	if err := ck.db.Close(); err != nil {
+		ck.j.log.Warn("closing the state store", "err", err)
+	}
+	ck.st.Close()
+}
+
+// request asks for a checkpoint of kind and waits until it is complete
+// (and, for the final one with transactional sinks, committed).
+func (ck *checkpointer) request(ctx context.Context, kind checkpoint.Kind, final bool) (*checkpoint.Manifest, error) {
+	r := &ckRequest{kind: kind, final: final, done: make(chan ckResult, 1)}
+	select {
+	case ck.requests <- r:
+	case <-ck.loopDone:
+		return nil, ErrNotRunning
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case res := <-r.done:
+		return res.m, res.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// send delivers an event to the loop unless it stopped.
+func (ck *checkpointer) send(e ckEvent) {
+	select {
+	case ck.events <- e:
+	case <-ck.loopDone:
+	}
+}
+
+// inflight is the checkpoint in progress.
+type inflight struct {
+	id      int64
+	kind    checkpoint.Kind
+	final   bool
+	started time.Time
+	timer   *time.Timer
+	req     *ckRequest
+}
+
+// commitWait waits for every partition's commit of a checkpoint.
+type commitWait struct {
+	m       *checkpoint.Manifest
+	pending map[int32]bool
+	req     *ckRequest
+}
+
+func (ck *checkpointer) loop(ctx context.Context) {
+	j := ck.j
+	tick := time.NewTicker(j.cfg.Checkpoint.Interval)
+	defer tick.Stop()
+	var cur *inflight
+	var queue []*ckRequest
+	waits := map[int64]*commitWait{}
+	finalTaken := false
+	defer func() {
+		err := ctx.Err()
+		if cur != nil {
+			ck.abort(cur, err)
+		}
+		for _, r := range queue {
+			r.done <- ckResult{err: ErrNotRunning}
+		}
+		for _, w := range waits {
+			if w.req != nil {
+				w.req.done <- ckResult{err: ErrNotRunning}
+			}
+		}
+	}()
+	for {
+		if cur == nil && len(queue) > 0 {
+			r := queue[0]
+			queue = queue[1:]
+			cur = ck.begin(ctx, r.kind, r.final, r)
+			finalTaken = finalTaken || r.final
+		}
+		var timeout <-chan time.Time
+		if cur != nil {
+			timeout = cur.timer.C
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if cur == nil && len(queue) == 0 && !finalTaken {
+				cur = ck.begin(ctx, checkpoint.KindCheckpoint, false, nil)
+			}
+		case r := <-ck.requests:
+			queue = append(queue, r)
+		case <-timeout:
+			ck.abort(cur, fmt.Errorf("timed out after %s", j.cfg.Checkpoint.Timeout))
+			cur = nil
+		case e := <-ck.events:
+			switch {
+			case e.committed:
+				if w := waits[e.id]; w != nil {
+					delete(w.pending, e.partition)
+					if len(w.pending) == 0 {
+						delete(waits, e.id)
+						w.req.done <- ckResult{m: w.m}
+					}
+				}
+			case cur == nil || e.id != cur.id:
+				// An aborted checkpoint's late ack.
+			case e.err != nil:
+				ck.abort(cur, fmt.Errorf("partition %d: %w", e.partition, e.err))
+				cur = nil
+			default:
+				m, err := ck.coord.Ack(ctx, e.id, e.ack)
+				if err != nil {
+					ck.abort(cur, err)
+					cur = nil
+					continue
+				}
+				if m != nil {
+					if w := ck.complete(ctx, cur, m); w != nil {
+						waits[m.ID] = w
+					}
+					cur.timer.Stop()
+					cur = nil
+				}
+			}
+		}
+	}
+}
+
+// begin starts checkpoint kind: it numbers it and sends the barrier to
+// every partition actor.
+func (ck *checkpointer) begin(ctx context.Context, kind checkpoint.Kind, final bool, req *ckRequest) *inflight {
+	id, err := ck.coord.Begin(ctx, kind, final)
+	if err != nil {
+		if req != nil {
+			req.done <- ckResult{err: err}
+		}
+		return nil
+	}
+	cur := &inflight{id: id, kind: kind, final: final, started: time.Now(), timer: time.NewTimer(ck.j.cfg.Checkpoint.Timeout), req: req}
+	ck.mu.Lock()
+	ck.status.InProgress = id
+	ck.mu.Unlock()
+	ck.j.log.Info("checkpoint started", "id", id, "kind", kind, "final", final)
+	for _, t := range ck.tasks {
+		key, err := ck.coord.SnapshotKey(id, t.partition)
+		if err != nil {
+			ck.abort(cur, err)
+			return nil
+		}
+		ck.root.Send(t.pid, &barrier{id: id, kind: kind, key: key})
+	}
+	return cur
+}
+
+// abort gives up checkpoint cur.
+func (ck *checkpointer) abort(cur *inflight, cause error) {
+	cur.timer.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := ck.coord.Abort(ctx, cur.id); err != nil {
+		ck.j.log.Warn("deleting an aborted checkpoint", "id", cur.id, "err", err)
+	}
+	ck.j.metrics.Checkpoints.WithLabelValues(string(cur.kind), "failed").Inc()
+	ck.j.log.Warn("checkpoint aborted", "id", cur.id, "kind", cur.kind, "cause", cause)
+	ck.mu.Lock()
+	ck.status.InProgress = 0
+	ck.status.Failed++
+	ck.mu.Unlock()
+	if cur.req != nil {
+		cur.req.done <- ckResult{err: fmt.Errorf("actors: checkpoint %d aborted: %w", cur.id, cause)}
+	}
+}
+
+// complete handles a complete checkpoint: metrics, the commit of the
+// transactional sinks, retention, the requester. It returns the wait for
+// the commits when the requester must see them first.
+func (ck *checkpointer) complete(ctx context.Context, cur *inflight, m *checkpoint.Manifest) *commitWait {
+	j := ck.j
+	took := time.Since(cur.started)
+	j.metrics.CheckpointSeconds.Observe(took.Seconds())
+	j.metrics.CheckpointBytes.Set(float64(m.Bytes()))
+	j.metrics.CheckpointLastID.Set(float64(m.ID))
+	j.metrics.Checkpoints.WithLabelValues(string(m.Kind), "completed").Inc()
+	j.log.Info("checkpoint complete", "id", m.ID, "kind", m.Kind, "final", m.Final,
+		"took", took.Round(time.Microsecond), "bytes", m.Bytes())
+	ck.mu.Lock()
+	ck.status.InProgress = 0
+	ck.status.Last = m
+	ck.status.Completed++
+	ck.mu.Unlock()
+
+	var w *commitWait
+	if len(j.tx) > 0 {
+		for _, t := range ck.tasks {
+			ck.root.Send(t.pid, &commitCheckpoint{id: m.ID})
+		}
+		if cur.req != nil && cur.final {
+			w = &commitWait{m: m, pending: map[int32]bool{}, req: cur.req}
+			for _, t := range ck.tasks {
+				w.pending[t.partition] = true
+			}
+		}
+	}
+	if w == nil && cur.req != nil {
+		cur.req.done <- ckResult{m: m}
+	}
+	if deleted, err := ck.coord.Retain(ctx); err != nil {
+		j.log.Warn("checkpoint retention", "err", err)
+	} else if len(deleted) > 0 {
+		j.log.Info("deleted old checkpoints", "deleted", deleted)
+	}
+	return w
+}
+
+// onBarrier is checkpoint id at partition t, on the actor goroutine between
+// two batches: pre-commit the sinks, write the changed device states and
+// the partition's metadata into pebble, take a pebble snapshot, and hand it
+// to an upload goroutine; processing resumes at once.
+func (t *partitionTask) onBarrier(b *barrier) {
+	ck := t.ck
+	began := time.Now()
+	defer func() {
+		if r := recover(); r != nil {
+			err := stateFailure(r)
+			if err == nil {
+				err = fmt.Errorf("panic: %v", r)
+			}
+			t.failed = true
+			ck.fail(fmt.Errorf("actors: partition %d: checkpoint %d: %w", t.partition, b.id, err))
+		}
+	}()
+	for _, s := range t.job.plain {
+		if err := s.Flush(t.ctx); err != nil {
+			ck.send(ckEvent{id: b.id, partition: t.partition, err: fmt.Errorf("sink pre-commit: %w", err)})
+			return
+		}
+	}
+	for _, txn := range t.txns {
+		if err := txn.PreCommit(t.ctx, b.id); err != nil {
+			ck.send(ckEvent{id: b.id, partition: t.partition, err: fmt.Errorf("transactional sink pre-commit: %w", err)})
+			return
+		}
+	}
+	ps, err := t.op.State().AppendBinary(nil)
+	if err != nil {
+		ck.send(ckEvent{id: b.id, partition: t.partition, err: err})
+		return
+	}
+	hdr := checkpoint.SnapshotHeader{
+		Job:        t.job.cfg.Name,
+		Partition:  t.partition,
+		Checkpoint: b.id,
+		Offset:     t.nextOffset.Load(),
+		End:        t.end,
+		Finished:   t.finished,
+		State:      ps,
+		Operators:  operatorsFingerprint(t.job.cfg.Operators),
+		Poisoned:   t.poisoned,
+		CreatedMs:  began.UnixMilli(),
+	}
+	meta, err := json.Marshal(hdr)
+	if err != nil {
+		ck.send(ckEvent{id: b.id, partition: t.partition, err: err})
+		return
+	}
+	batch := t.store.NewBatch()
+	t.op.Checkpoint(batch)
+	err = batch.Put(state.KindMeta, nil, meta)
+	if err == nil {
+		err = batch.Commit()
+	}
+	batch.Close()
+	if err != nil {
+		panic(err) // a state failure: fails the job (above)
+	}
+	snap := t.store.Snapshot()
+	sync := time.Since(began)
+	t.job.metrics.CheckpointSyncSeconds.Observe(sync.Seconds())
+	ack := checkpoint.PartitionAck{
+		Partition: t.partition,
+		Epoch:     ck.epoch,
+		Offset:    hdr.Offset,
+		End:       hdr.End,
+		Snapshot:  b.key,
+		Devices:   int64(t.op.Devices()),
+		Watermark: t.op.Watermark(),
+		SyncMs:    float64(sync.Microseconds()) / 1000,
+	}
+	ck.uploads.Add(1)
+	go func() {
+		defer ck.uploads.Done()
+		defer snap.Close()
+		err := ck.writeSnapshot(t.ctx, b.key, hdr, snap, &ack)
+		if err == nil && ck.delay > 0 {
+			select {
+			case <-time.After(ck.delay):
+			case <-t.ctx.Done():
+			}
+		}
+		d := time.Since(began)
+		ack.DurationMs = float64(d.Microseconds()) / 1000
+		t.job.metrics.CheckpointPartitionSeconds.Observe(d.Seconds())
+		ck.send(ckEvent{id: b.id, partition: t.partition, ack: ack, err: err})
+	}()
+}
+
+// writeSnapshot streams a pebble snapshot of the partition into storage
+// and fills in the ack's size and checksum.
+func (ck *checkpointer) writeSnapshot(ctx context.Context, key string, hdr checkpoint.SnapshotHeader, snap *state.Snapshot, ack *checkpoint.PartitionAck) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := ck.st.NewWriter(wctx, key)
+	if err != nil {
+		return err
+	}
+	sw, err := checkpoint.NewSnapshotWriter(w, hdr)
+	if err == nil {
+		err = snap.Each(sw.Add)
+	}
+	var info checkpoint.SnapshotInfo
+	if err == nil {
+		info, err = sw.Finish()
+	}
+	if err != nil {
+		cancel() // discard the object
+		w.Close()
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("checkpoint: write %s: %w", key, err)
+	}
+	ack.Bytes, ack.CRC32C = info.Bytes, info.CRC32C
+	return nil
+}
+
+// onCommit commits the partition's transactions of a complete checkpoint
+// and records that in checkpoint storage.
+func (t *partitionTask) onCommit(c *commitCheckpoint) {
+	ck := t.ck
+	untracked := false
+	for _, txn := range t.txns {
+		if err := txn.Commit(t.ctx, c.id); err != nil {
+			t.failed = true
+			ck.fail(fmt.Errorf("actors: partition %d: commit of checkpoint %d: %w", t.partition, c.id, err))
+			return
+		}
+		if _, ok := txn.(sinks.CommitTracker); !ok {
+			untracked = true
+		}
+	}
+	if err := ck.coord.Committed(t.ctx, c.id, t.partition); err != nil {
+		if untracked {
+			// Without the marker a restart would restore an older
+			// checkpoint and write its rows again.
+			t.failed = true
+			ck.fail(fmt.Errorf("actors: partition %d: recording the commit of checkpoint %d: %w", t.partition, c.id, err))
+			return
+		}
+		t.job.log.Warn("recording a commit marker", "partition", t.partition, "checkpoint", c.id, "err", err)
+	}
+	ck.send(ckEvent{id: c.id, partition: t.partition, committed: true})
+}
+
+// closeTxns closes the partition's transactions: what is not committed is
+// aborted.
+func (t *partitionTask) closeTxns() {
+	for _, txn := range t.txns {
+		if err := txn.Close(); err != nil {
+			t.job.log.Warn("closing a transactional sink writer", "partition", t.partition, "err", err)
+		}
+	}
+	t.txns = nil
+}
+
+// Savepoint takes a savepoint now — after the checkpoint in progress, if
+// any — and returns its manifest once it is complete. It returns
+// ErrNoCheckpoints without checkpoint storage and ErrNotRunning when Run is
+// not running. Safe for concurrent use.
+func (j *Job) Savepoint(ctx context.Context) (*checkpoint.Manifest, error) {
+	if !j.cfg.Checkpoint.Enabled() {
+		return nil, ErrNoCheckpoints
+	}
+	j.mu.Lock()
+	ck := j.ck
+	j.mu.Unlock()
+	if ck == nil {
+		return nil, ErrNotRunning
+	}
+	return ck.request(ctx, checkpoint.KindSavepoint, false)
+}
+
+// CheckpointStatus returns the checkpoint state of the run. Safe for
+// concurrent use.
+func (j *Job) CheckpointStatus() CheckpointStatus {
+	j.mu.Lock()
+	ck := j.ck
+	j.mu.Unlock()
+	if ck == nil {
+		return CheckpointStatus{Enabled: j.cfg.Checkpoint.Enabled(), Storage: j.cfg.Checkpoint.Storage}
+	}
+	ck.mu.Lock()
+	defer ck.mu.Unlock()
+	return ck.status
+}
