@@ -36,6 +36,19 @@ type panel struct {
 	Panels []panel `json:"panels"` // collapsed rows
 }
 
+// variableQuery is the query text of a query variable (Grafana stores a
+// string, or an object with "query").
+func variableQuery(q any) string {
+	switch q := q.(type) {
+	case string:
+		return q
+	case map[string]any:
+		s, _ := q["query"].(string)
+		return s
+	}
+	return ""
+}
+
 func loadDashboard(t *testing.T) dashboard {
 	t.Helper()
 	var d dashboard
@@ -79,7 +92,10 @@ func TestDashboard(t *testing.T) {
 	for _, v := range d.Templating.List {
 		vars[v.Name] = true
 		if v.Type == "query" {
-			q := fmt.Sprint(v.Query)
+			q := variableQuery(v.Query)
+			if q == "" {
+				t.Errorf("variable %s: no query", v.Name)
+			}
 			checkPromQL(t, "variable "+v.Name, []string{q})
 		}
 	}
