@@ -351,3 +351,19 @@ func TestDocsMentionOnlyRealMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricLabelsKeepTargetLabels: no eddy metric may have a label named
+// like a label Prometheus attaches to every scraped series (job, instance).
+// Prometheus renames such a label to exported_job / exported_instance, so
+// queries, alerts and dashboards written with the code's label name find
+// nothing.
+func TestMetricLabelsKeepTargetLabels(t *testing.T) {
+	for _, name := range sortedKeys(codeMetrics(t)) {
+		d := codeMetrics(t)[name]
+		for lbl := range d.Labels {
+			if targetLabels[lbl] {
+				t.Errorf("%s (%s) has a label %q: Prometheus stores it as exported_%s; rename it (e.g. %q)", name, d.File, lbl, lbl, "eddy_"+lbl)
+			}
+		}
+	}
+}
