@@ -161,7 +161,7 @@ func (j *Job) openCheckpointing(ctx context.Context, parts []int32, fail context
 	if err != nil {
 		return nil, err
 	}
-	db, err := state.Open(state.Config{Dir: j.cfg.stateDir(), CacheBytes: j.cfg.State.CacheBytes, Log: j.log})
+	db, err := state.Open(state.Config{Dir: j.cfg.StateDir(), CacheBytes: j.cfg.State.CacheBytes, Log: j.log})
 	if err != nil {
 		return nil, err
 	}
@@ -383,6 +383,7 @@ func (ck *checkpointer) restoreFrom(ctx context.Context, t *partitionTask, m *ch
 	t.stats = ps.Stats
 	t.stats.Received += t.poisoned
 	t.stats.DeadLetters += t.poisoned
+	t.restoredReceived = t.stats.Received
 	t.mu.Unlock()
 	return nil
 }

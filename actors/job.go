@@ -136,8 +136,8 @@ func DefaultConfig() Config {
 	}
 }
 
-// stateDir returns the state directory: State.Dir or the default.
-func (c *Config) stateDir() string {
+// StateDir returns the state directory: State.Dir or the default.
+func (c *Config) StateDir() string {
 	if c.State.Dir != "" {
 		return c.State.Dir
 	}
@@ -305,6 +305,9 @@ type Summary struct {
 	Duration time.Duration
 	// Restored counts the partitions restored from a checkpoint.
 	Restored int
+	// Processed counts the records this run processed (Received without
+	// the counts restored from a checkpoint).
+	Processed int64
 	// FinalCheckpoint is the id of the final checkpoint of a bounded run
 	// with checkpoints; 0 otherwise.
 	FinalCheckpoint int64
@@ -502,6 +505,12 @@ func (j *Job) summary() Summary {
 			s.Restored++
 		}
 	}
+	s.Processed = s.Received
+	j.mu.Lock()
+	for _, t := range j.tasks {
+		s.Processed -= t.restoredReceived
+	}
+	j.mu.Unlock()
 	j.mu.Lock()
 	s.Duration = time.Since(j.start)
 	j.mu.Unlock()

@@ -64,6 +64,9 @@ type partitionTask struct {
 	store    *state.Store
 	txns     []sinks.PartitionTxn // one per transactional sink, in Job.tx order
 	restored int64                // checkpoint id restored from; 0 = none
+	// restoredReceived is Received (poisoned included) of the restored
+	// checkpoint; set before the actor starts.
+	restoredReceived int64
 	failed   bool                 // a state or commit failure failed the job
 
 	// status, read by Job.Status from other goroutines

@@ -24,8 +24,10 @@ import (
 // jobRun is what `eddy dev` and `eddy run` share: open the sink, serve
 // /metrics, run the job with live progress, print the summary.
 type jobRun struct {
-	cfg         actors.Config
-	sinkURL     string
+	cfg     actors.Config
+	sinkURL string
+	// extraSinks are more sink URLs; every row goes to each sink.
+	extraSinks  []string
 	devices     operators.DeviceLookup
 	metricsAddr string // "" = no HTTP server
 	// reg, when set, is the registry to register the job's metrics on (a
@@ -45,28 +47,45 @@ func (r *jobRun) run(ctx context.Context) (actors.Summary, error) {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	sink, err := sinks.Open(r.sinkURL, sinks.DefaultConfig(), reg)
-	if err != nil {
-		return actors.Summary{}, err
+	var all actors.MultiSink
+	defer all.Close()
+	for _, u := range append([]string{r.sinkURL}, r.extraSinks...) {
+		if u == "" {
+			continue
+		}
+		s, err := sinks.Open(u, sinks.DefaultConfig(), reg)
+		if err != nil {
+			return actors.Summary{}, err
+		}
+		all = append(all, s)
+		if err := s.Open(ctx); err != nil {
+			return actors.Summary{}, fmt.Errorf("open sink %s: %w", u, err)
+		}
 	}
-	defer sink.Close()
-	if err := sink.Open(ctx); err != nil {
-		return actors.Summary{}, fmt.Errorf("open sink %s: %w", r.sinkURL, err)
+	var sink sinks.Sink = all
+	if len(all) == 1 {
+		sink = all[0]
 	}
 	job, err := actors.NewJob(r.cfg, sink, r.devices, reg, r.log)
 	if err != nil {
 		return actors.Summary{}, err
+	}
+	if c := r.cfg.Checkpoint; c.Enabled() {
+		fmt.Fprintf(r.out, "checkpoints: %s every %s (keep %d), state in %s\n", c.Storage, c.Interval, c.Retain, r.cfg.StateDir())
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	stop := make(chan struct{})
 	defer close(stop)
 	if r.metricsAddr != "" {
-		srv, err := serveMetrics(r.metricsAddr, reg)
+		srv, err := serveMetrics(r.metricsAddr, reg, func(mux *http.ServeMux) { serveCheckpointAPI(mux, job, r.cfg) })
 		if err != nil {
 			return actors.Summary{}, err
 		}
 		fmt.Fprintf(r.out, "metrics: http://%s/metrics\n", srv.Addr)
+		if r.cfg.Checkpoint.Enabled() {
+			fmt.Fprintf(r.out, "savepoints: eddy savepoint --addr %s\n", srv.Addr)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -92,7 +111,7 @@ func (r *jobRun) run(ctx context.Context) (actors.Summary, error) {
 	if err != nil {
 		return sum, err
 	}
-	if err := sink.Close(); err != nil {
+	if err := all.Close(); err != nil {
 		return sum, fmt.Errorf("close sink: %w", err)
 	}
 	printSummary(r.out, sum, r.input)
@@ -127,7 +146,9 @@ func flushPeriodically(ctx context.Context, sink sinks.Sink, every time.Duration
 // the user chose must be free.
 const defaultMetricsAddr = "127.0.0.1:9464"
 
-func serveMetrics(addr string, reg *prometheus.Registry) (*http.Server, error) {
+// serveMetrics serves /metrics and /healthz on addr, plus what each of
+// more registers on the mux.
+func serveMetrics(addr string, reg *prometheus.Registry, more ...func(*http.ServeMux)) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil && addr == defaultMetricsAddr {
 		ln, err = net.Listen("tcp", "127.0.0.1:0")
@@ -138,6 +159,9 @@ func serveMetrics(addr string, reg *prometheus.Registry) (*http.Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	for _, fn := range more {
+		fn(mux)
+	}
 	srv := &http.Server{Addr: ln.Addr().String(), Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -183,7 +207,7 @@ func reportProgress(w io.Writer, job *actors.Job, stop <-chan struct{}) {
 
 func printSummary(w io.Writer, s actors.Summary, input int64) {
 	fmt.Fprintf(w, "\nsummary: %d partitions in %s (%.0f records/s)\n", s.Partitions, s.Duration.Round(time.Millisecond),
-		float64(s.Received)/s.Duration.Seconds())
+		float64(s.Processed)/s.Duration.Seconds())
 	fmt.Fprintf(w, "  input          %d\n", s.Received)
 	fmt.Fprintf(w, "  valid (on time) %d\n", s.Valid)
 	fmt.Fprintf(w, "  late           %d\n", s.Late)
@@ -197,5 +221,11 @@ func printSummary(w io.Writer, s actors.Summary, input int64) {
 	fmt.Fprintf(w, "  valid + late + dead letters = %d (%s)\n", s.Valid+s.Late+s.DeadLetters, check)
 	if input > 0 {
 		fmt.Fprintf(w, "  records produced into the source: %d\n", input)
+	}
+	if s.Restored > 0 {
+		fmt.Fprintf(w, "  partitions restored from a checkpoint: %d (counts include what they had processed before)\n", s.Restored)
+	}
+	if s.FinalCheckpoint > 0 {
+		fmt.Fprintf(w, "  final checkpoint: %d\n", s.FinalCheckpoint)
 	}
 }

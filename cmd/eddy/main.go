@@ -36,6 +36,7 @@ Start here:  eddy dev --bounded     (embedded broker + Aberdeen data + SQLite)`,
 		newReplayCmd(),
 		newNodeCmd(),
 		newCtlCmd(),
+		newSavepointCmd(),
 	)
 	return root
 }

@@ -19,6 +19,8 @@ func newRunCmd() *cobra.Command {
 		bounded     bool
 		metricsAddr string
 		quiet       bool
+
+		checkpointStorage, stateDir, fromSavepoint, logLevel string
 	)
 	cmd := &cobra.Command{
 		Use:   "run --job FILE",
@@ -28,14 +30,39 @@ work periods, broadcast data, sink) against an external Kafka and MySQL/MariaDB,
 SQLite, stdout or discard. See deploy/jobs/iot-work.yaml for every field with its
 default.
 
-Without --bounded the job runs until SIGINT/SIGTERM, then drains and flushes.`,
+Without --bounded the job runs until SIGINT/SIGTERM, then drains and flushes.
+
+Checkpoints (checkpoint.storage in the spec, or --checkpoint-storage) make
+every reading count exactly once in every sink across crashes: every
+checkpoint.interval (default 5s) each partition pre-commits its sinks and
+snapshots its source offset and keyed state; a restarted eddy run restores the
+newest complete checkpoint and goes on from there. Savepoints: eddy savepoint.`,
 		Example: `  eddy run --job deploy/jobs/iot-work.yaml
-  eddy run --job deploy/jobs/iot-work.yaml --bounded`,
+  eddy run --job deploy/jobs/iot-work.yaml --bounded
+  eddy run --job deploy/jobs/iot-work.yaml --checkpoint-storage file:///var/lib/eddy/checkpoints
+  eddy run --job deploy/jobs/iot-work.yaml --from-savepoint 42`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			spec, cfg, err := loadJobSpec(jobFile, bounded)
 			if err != nil {
 				return err
+			}
+			if checkpointStorage != "" {
+				cfg.Checkpoint.Storage = checkpointStorage
+			}
+			if stateDir != "" {
+				cfg.State.Dir = stateDir
+			}
+			cfg.Checkpoint.FromSavepoint = fromSavepoint
+			if err := cfg.Validate(); err != nil {
+				return fmt.Errorf("%s: %w", jobFile, err)
+			}
+			level, err := parseLogLevel(logLevel)
+			if err != nil {
+				return err
+			}
+			if !cfg.Checkpoint.Enabled() {
+				fmt.Fprintln(cmd.ErrOrStderr(), "eddy run: no checkpoint storage (checkpoint.storage in the job spec, or --checkpoint-storage): a restarted job reprocesses from source.start_offset and forgets open windows")
 			}
 			var devices operators.DeviceLookup
 			if f := spec.Broadcast.DevicesFile; f != "" {
@@ -45,13 +72,15 @@ Without --bounded the job runs until SIGINT/SIGTERM, then drains and flushes.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			urls := spec.SinkURLs()
 			r := &jobRun{
 				cfg:         cfg,
-				sinkURL:     spec.Sink,
+				sinkURL:     urls[0],
+				extraSinks:  urls[1:],
 				devices:     devices,
 				metricsAddr: metricsAddr,
 				out:         cmd.OutOrStdout(),
-				log:         slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn})),
+				log:         slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level})),
 			}
 			if !quiet {
 				r.progress = cmd.ErrOrStderr()
@@ -65,6 +94,10 @@ Without --bounded the job runs until SIGINT/SIGTERM, then drains and flushes.`,
 	f.BoolVar(&bounded, "bounded", false, "read to the end offsets seen at start, fire every window and work period, print a summary and exit")
 	f.StringVar(&metricsAddr, "metrics-addr", defaultMetricsAddr, `serve /metrics on this address ("" = off; the default falls back to a free port when taken)`)
 	f.BoolVar(&quiet, "quiet", false, "no live progress lines on stderr")
+	f.StringVar(&checkpointStorage, "checkpoint-storage", "", "checkpoint storage URL (file:///dir, s3://bucket/prefix); overrides checkpoint.storage of the spec")
+	f.StringVar(&stateDir, "state-dir", "", "local directory of the pebble state store; overrides state.dir of the spec")
+	f.StringVar(&fromSavepoint, "from-savepoint", "", "start from this savepoint (id or sp-… name, see eddy savepoint list) instead of the newest checkpoint")
+	f.StringVar(&logLevel, "log-level", "info", "log level on stderr: debug, info, warn or error")
 	_ = cmd.MarkFlagRequired("job")
 	return cmd
 }
