@@ -67,7 +67,7 @@ type partitionTask struct {
 	// restoredReceived is Received (poisoned included) of the restored
 	// checkpoint; set before the actor starts.
 	restoredReceived int64
-	failed   bool                 // a state or commit failure failed the job
+	failed           bool // a state or commit failure failed the job
 
 	// status, read by Job.Status from other goroutines
 	nextOffset atomic.Int64
