@@ -291,6 +291,7 @@ func (ck *checkpointer) eligibility(t *partitionTask) (func(context.Context, *ch
 			c = 0 // nothing ever committed
 		}
 		limit = min(limit, c)
+		ck.coord.Reserve(c)
 	}
 	return func(ctx context.Context, m *checkpoint.Manifest) (bool, error) {
 		if !m.Transactional {
@@ -326,16 +327,10 @@ func (ck *checkpointer) restoreFrom(ctx context.Context, t *partitionTask, m *ch
 	defer b.Close()
 	var hdr checkpoint.SnapshotHeader
 	fp := operatorsFingerprint(j.cfg.Operators)
+	// The header is checked once the whole snapshot passed its checksum:
+	// a damaged header must read as corrupt, not as another job's state.
 	info, err := checkpoint.ReadSnapshot(r,
 		func(h checkpoint.SnapshotHeader) error {
-			if h.Job != j.cfg.Name || h.Partition != t.partition || h.Checkpoint != m.ID {
-				return fmt.Errorf("%w snapshot %s: holds job %q partition %d checkpoint %d", checkpoint.ErrCorrupt,
-					ack.Snapshot, h.Job, h.Partition, h.Checkpoint)
-			}
-			if h.Operators != fp {
-				return fmt.Errorf("%w: %s has %q, the job %q; keep the configuration, or start without this checkpoint history (another checkpoint.storage)",
-					ErrIncompatibleState, m.Name(), h.Operators, fp)
-			}
 			hdr = h
 			return nil
 		},
@@ -350,6 +345,14 @@ func (ck *checkpointer) restoreFrom(ctx context.Context, t *partitionTask, m *ch
 		})
 	if err == nil && info.CRC32C != ack.CRC32C {
 		err = fmt.Errorf("%w snapshot %s: CRC-32C %08x, the manifest says %08x", checkpoint.ErrCorrupt, ack.Snapshot, info.CRC32C, ack.CRC32C)
+	}
+	if err == nil && (hdr.Job != j.cfg.Name || hdr.Partition != t.partition || hdr.Checkpoint != m.ID) {
+		err = fmt.Errorf("%w snapshot %s: holds job %q partition %d checkpoint %d", checkpoint.ErrCorrupt,
+			ack.Snapshot, hdr.Job, hdr.Partition, hdr.Checkpoint)
+	}
+	if err == nil && hdr.Operators != fp {
+		return fmt.Errorf("%w: %s has %q, the job %q; keep the configuration, or start without this checkpoint history (another checkpoint.storage)",
+			ErrIncompatibleState, m.Name(), hdr.Operators, fp)
 	}
 	var ps operators.PartitionState
 	if err == nil {

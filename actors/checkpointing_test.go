@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -443,7 +444,7 @@ func TestCorruptSnapshotFallsBack(t *testing.T) {
 	msgs := readingsFor(devices, 200)
 	brokers := startBroker(t, 3, msgs)
 	want := reference(t, brokers)
-	for _, damage := range []string{"truncate", "flip", "delete"} {
+	for _, damage := range []string{"truncate", "flip", "header", "delete"} {
 		t.Run(damage, func(t *testing.T) {
 			dir := t.TempDir()
 			rows := newDurable()
@@ -486,6 +487,9 @@ func TestCorruptSnapshotFallsBack(t *testing.T) {
 				err = os.WriteFile(path, b[:len(b)/2], 0o644)
 			case "flip":
 				b[len(b)/2] ^= 0x20
+				err = os.WriteFile(path, b, 0o644)
+			case "header": // inside the JSON header: corrupt, not "another job's state"
+				b[bytes.Index(b, []byte("window="))+9] ^= 0x01
 				err = os.WriteFile(path, b, 0o644)
 			case "delete":
 				err = os.Remove(path)
@@ -632,6 +636,30 @@ func TestSavepointRestartAndRetention(t *testing.T) {
 		if fmt.Sprint(want.windows[k]) != fmt.Sprint(w) {
 			t.Fatalf("window %s: %v, want %v", k, w, want.windows[k])
 		}
+	}
+}
+
+// TestIncompatibleCheckpointRefused: a restart with another window size
+// must not reinterpret the stored windows.
+func TestIncompatibleCheckpointRefused(t *testing.T) {
+	brokers := startBroker(t, 2, readingsFor([]string{"a", "b"}, 50))
+	dir := t.TempDir()
+	cfg := crashConfig(brokers, dir)
+	runJob(t, cfg, nil, &flushSink{d: newDurable()})
+	cfg.Operators.Window.Size = 2 * time.Minute
+	job, err := NewJob(cfg, &flushSink{d: newDurable()}, nil, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := job.Run(context.Background()); !errors.Is(err, ErrIncompatibleState) {
+		t.Fatalf("Run with another window size: %v, want ErrIncompatibleState", err)
+	}
+	// An unbounded run must not continue from a finished bounded run.
+	cfg.Operators.Window.Size = time.Minute
+	cfg.Source.Bounded = false
+	job, _ = NewJob(cfg, &flushSink{d: newDurable()}, nil, nil, slog.New(slog.DiscardHandler))
+	if _, err := job.Run(context.Background()); !errors.Is(err, ErrJobFinished) {
+		t.Fatalf("unbounded Run after a finished bounded one: %v, want ErrJobFinished", err)
 	}
 }
 

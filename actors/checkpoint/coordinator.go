@@ -121,6 +121,16 @@ func (l *Local) NextID() int64 {
 	return l.last
 }
 
+// Reserve makes every id handed out from now on greater than id: a job
+// whose transactional sinks committed checkpoint id (as their
+// CommitTracker says) must not number a new checkpoint id or lower, even if
+// checkpoint storage lost that history.
+func (l *Local) Reserve(id int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.last = max(l.last, id)
+}
+
 // Begin implements Coordinator.
 func (l *Local) Begin(_ context.Context, kind Kind, final bool) (int64, error) {
 	if kind != KindCheckpoint && kind != KindSavepoint {

@@ -1,0 +1,559 @@
+// Package crash is eddy's kill -9 test with real processes: a broker process
+// (eddy dev broker), MariaDB, and eddy run on a bounded replay of the
+// Aberdeen data, killed with SIGKILL at seeded random moments — during a
+// checkpoint, during the sink pre-commit flush, right after a checkpoint
+// completed (while the Kafka transactions commit), during start-up, or
+// anywhere — and restarted each time. At the end the MySQL tables and the
+// read_committed Kafka output must equal the independent batch computation
+// of tests/oracle exactly: no missing row, no duplicate.
+//
+//	go test ./tests/crash -v                      # a random seed, printed
+//	go test ./tests/crash -v -seed 42 -kills 8    # replay a seed
+//	go test ./tests/crash -v -records 200000      # a shorter replay
+//
+// Timing comes from the job's own log lines ("checkpoint started",
+// "checkpoint complete"), plus the test hook actors.TestCheckpointDelayEnv
+// in some runs: each partition then waits 300 ms between writing its
+// snapshot and acknowledging the checkpoint, so a kill lands inside a
+// checkpoint on purpose rather than by luck.
+package crash
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/eddy-iot/eddy/actors"
+	"github.com/eddy-iot/eddy/sinks"
+	"github.com/eddy-iot/eddy/tests/mariadbtest"
+	"github.com/eddy-iot/eddy/tests/oracle"
+)
+
+var (
+	seedFlag    = flag.Uint64("seed", 0, "seed of the kill schedule (0 = random; printed)")
+	killsFlag   = flag.Int("kills", 6, "SIGKILLs before the run that may finish (>= 5 covers every kind)")
+	recordsFlag = flag.Int64("records", 0, "replay only the first N Aberdeen records (0 = all 929,022)")
+	eddyBin     string
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "eddy-crash-bin-*")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	eddyBin = filepath.Join(dir, "eddy")
+	build := exec.Command("go", "build", "-o", eddyBin, "github.com/eddy-iot/eddy/cmd/eddy")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building eddy:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const aberdeenMapping = "pboxid=sensor_id,event_time=timestamp,metric=P1,latitude=lat,longitude=lon"
+
+// aberdeenPath is the Aberdeen dataset embedded in the repository (the
+// file eddy replay sends by default).
+func aberdeenPath() string {
+	return filepath.Join("..", "..", "actors", "dataset", "aberdeen", "aberdeen-sds011-2019-03-01_2019-05-24.csv.gz")
+}
+
+// oracleOf computes what a bounded run over the first records Aberdeen
+// records (all when 0) must leave in its sinks.
+func oracleOf(t *testing.T, records int64) *oracle.Result {
+	t.Helper()
+	f, err := os.Open(aberdeenPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r io.Reader = zr
+	if records > 0 {
+		r = &firstLines{r: bufio.NewReader(zr), left: records + 1} // + header
+	}
+	opts := oracle.DefaultOptions()
+	opts.Delimiter = ';'
+	opts.Mapping, _ = oracle.ParseMapping(aberdeenMapping)
+	res, err := oracle.Compute(r, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// firstLines reads the first left lines of r.
+type firstLines struct {
+	r    *bufio.Reader
+	left int64
+	line []byte
+}
+
+func (f *firstLines) Read(p []byte) (int, error) {
+	for len(f.line) == 0 {
+		if f.left == 0 {
+			return 0, io.EOF
+		}
+		l, err := f.r.ReadBytes('\n')
+		if len(l) == 0 && err != nil {
+			return 0, err
+		}
+		f.line = l
+		f.left--
+	}
+	n := copy(p, f.line)
+	f.line = f.line[n:]
+	return n, nil
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startBroker runs `eddy dev broker` as a process until the test ends.
+func startBroker(t *testing.T, dir string) string {
+	t.Helper()
+	addr := freeAddr(t)
+	cmd := exec.Command(eddyBin, "dev", "broker", "--listen", addr, "--partitions", "12", "--data-dir", filepath.Join(dir, "kafka"))
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("broker did not listen on %s: %v\n%s", addr, err, out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// run is one eddy run process; its stderr lines are delivered on lines.
+type run struct {
+	cmd    *exec.Cmd
+	lines  chan string
+	stdout bytes.Buffer
+	mu     sync.Mutex
+	log    []string // every stderr line
+	exited chan struct{}
+	err    error
+}
+
+func startRun(t *testing.T, spec string, env ...string) *run {
+	t.Helper()
+	cmd := exec.Command(eddyBin, "run", "--job", spec, "--bounded", "--quiet", "--metrics-addr", "", "--log-level", "info")
+	cmd.Env = append(os.Environ(), env...)
+	r := &run{cmd: cmd, lines: make(chan string, 4096), exited: make(chan struct{})}
+	cmd.Stdout = &r.stdout
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			l := sc.Text()
+			r.mu.Lock()
+			r.log = append(r.log, l)
+			r.mu.Unlock()
+			select {
+			case r.lines <- l:
+			default: // nobody waits for lines now
+			}
+		}
+		r.err = cmd.Wait()
+		close(r.exited)
+	}()
+	return r
+}
+
+// waitLine waits for a stderr line containing substr; false when the process
+// exited first or timeout passed.
+func (r *run) waitLine(substr string, timeout time.Duration) bool {
+	deadline := time.After(timeout)
+	for {
+		select {
+		case l := <-r.lines:
+			if strings.Contains(l, substr) {
+				return true
+			}
+		case <-r.exited:
+			return false
+		case <-deadline:
+			return false
+		}
+	}
+}
+
+func (r *run) kill() bool {
+	select {
+	case <-r.exited:
+		return false
+	default:
+	}
+	r.cmd.Process.Signal(syscall.SIGKILL)
+	<-r.exited
+	return true
+}
+
+func (r *run) output() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stdout.String() + "\n" + strings.Join(r.log, "\n")
+}
+
+// count returns how many stderr lines so far contain substr.
+func (r *run) count(substr string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, l := range r.log {
+		if strings.Contains(l, substr) {
+			n++
+		}
+	}
+	return n
+}
+
+// The kinds of kill moment.
+const (
+	killInCheckpoint = "during a checkpoint (snapshot written, ack delayed)"
+	killInPreCommit  = "during the sink pre-commit flush of a checkpoint"
+	killAfterCommit  = "right after a checkpoint completed (Kafka commits)"
+	killInRestore    = "during start-up (restore, first batches)"
+	killAnywhere     = "at a random moment"
+)
+
+var killKinds = []string{killInCheckpoint, killInPreCommit, killAfterCommit, killInRestore, killAnywhere}
+
+func writeSpec(t *testing.T, dir, broker, dsn string, kafka bool) string {
+	t.Helper()
+	sinksLine := ""
+	if kafka {
+		sinksLine = fmt.Sprintf("sinks: [%q]\n", "kafka://"+broker+
+			"?tables=window_aggregates,work_periods,late_records,dead_letters&create_topics=true&partitions=12")
+	}
+	spec := filepath.Join(dir, "job.yaml")
+	err := os.WriteFile(spec, []byte(fmt.Sprintf(`name: iot-work
+source:
+  brokers: [%q]
+sink: %q
+%scheckpoint:
+  storage: %q
+  interval: 500ms
+  retain: 3
+state:
+  dir: %q
+  cache_devices: 8
+`, broker, "mysql:"+dsn, sinksLine, "file://"+filepath.Join(dir, "checkpoints"), filepath.Join(dir, "state"))), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return spec
+}
+
+func replay(t *testing.T, broker string, records int64) {
+	t.Helper()
+	args := []string{"replay", "--brokers", broker, "--quiet"}
+	if records > 0 {
+		args = append(args, "--limit", fmt.Sprint(records))
+	}
+	out, err := exec.Command(eddyBin, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("eddy replay: %v\n%s", err, out)
+	}
+	t.Logf("%s", bytes.TrimSpace(out))
+}
+
+// finish runs the job to its end and returns its output.
+func finish(t *testing.T, spec string) string {
+	t.Helper()
+	r := startRun(t, spec)
+	select {
+	case <-r.exited:
+	case <-time.After(5 * time.Minute):
+		r.kill()
+		t.Fatalf("final run did not finish in 5 minutes:\n%s", r.output())
+	}
+	if r.err != nil {
+		t.Fatalf("final run: %v\n%s", r.err, r.output())
+	}
+	return r.output()
+}
+
+// TestKillNineExactlyOnce: see the package documentation.
+func TestKillNineExactlyOnce(t *testing.T) {
+	seed := *seedFlag
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	t.Logf("seed %d (replay with: go test ./tests/crash -run TestKillNineExactlyOnce -v -seed %d -kills %d -records %d)",
+		seed, seed, *killsFlag, *recordsFlag)
+	rng := rand.New(rand.NewPCG(seed, 0x6b696c6c))
+	began := time.Now()
+	dsn := mariadbtest.DSN(t)
+	dir := t.TempDir()
+	broker := startBroker(t, dir)
+	replay(t, broker, *recordsFlag)
+	want := oracleOf(t, *recordsFlag)
+	spec := writeSpec(t, dir, broker, dsn, true)
+
+	// Every kind once, in a seeded order, then random kinds.
+	kinds := rng.Perm(len(killKinds))
+	inCheckpoint := 0
+	for i := 0; i < *killsFlag; i++ {
+		kind := killKinds[rng.IntN(len(killKinds))]
+		if i < len(kinds) {
+			kind = killKinds[kinds[i]]
+		}
+		var env []string
+		if kind == killInCheckpoint {
+			env = append(env, actors.TestCheckpointDelayEnv+"=300ms")
+		}
+		r := startRun(t, spec, env...)
+		var delay time.Duration
+		ok := true
+		switch kind {
+		case killInCheckpoint:
+			// The n-th checkpoint of this run has started; its partitions
+			// ack 300 ms after their snapshots are written.
+			for n := 1 + rng.IntN(3); n > 0 && ok; n-- {
+				ok = r.waitLine(`msg="checkpoint started"`, time.Minute)
+			}
+			delay = time.Duration(rng.IntN(250)) * time.Millisecond
+		case killInPreCommit:
+			for n := 1 + rng.IntN(3); n > 0 && ok; n-- {
+				ok = r.waitLine(`msg="checkpoint started"`, time.Minute)
+			}
+			delay = time.Duration(rng.IntN(3000)) * time.Microsecond
+		case killAfterCommit:
+			for n := 1 + rng.IntN(3); n > 0 && ok; n-- {
+				ok = r.waitLine(`msg="checkpoint complete"`, time.Minute)
+			}
+			delay = time.Duration(rng.IntN(5000)) * time.Microsecond
+		case killInRestore:
+			delay = time.Duration(rng.IntN(200)) * time.Millisecond
+		case killAnywhere:
+			delay = time.Duration(200+rng.IntN(4000)) * time.Millisecond
+		}
+		if !ok {
+			r.kill()
+			t.Fatalf("kill %d (%s): the run ended before its trigger:\n%s", i+1, kind, r.output())
+		}
+		time.Sleep(delay)
+		started, completed := r.count(`msg="checkpoint started"`), r.count(`msg="checkpoint complete"`)+r.count(`msg="checkpoint aborted"`)
+		if !r.kill() {
+			t.Fatalf("kill %d (%s): the run exited by itself before the kill (%v); use more records:\n%s", i+1, kind, r.err, r.output())
+		}
+		if started > completed {
+			inCheckpoint++
+		}
+		restored := r.count(`msg="partition restored"`)
+		fallbacks := r.count("falling back")
+		t.Logf("kill %d: SIGKILL %s, %s after its trigger; %d partitions had restored a checkpoint, %d checkpoints started, %d ended, %d fallbacks",
+			i+1, kind, delay, restored, started, completed, fallbacks)
+		if fallbacks > 0 {
+			t.Errorf("kill %d: a restart found a corrupt snapshot (none was damaged):\n%s", i+1, r.output())
+		}
+	}
+	if inCheckpoint == 0 && *killsFlag >= len(killKinds) {
+		t.Errorf("no kill landed while a checkpoint was in progress")
+	}
+
+	out := finish(t, spec)
+	t.Logf("final run:\n%s", lastLines(out, "summary:", 14))
+	if !strings.Contains(out, "(ok)") || !strings.Contains(out, fmt.Sprintf("input          %d", want.Records)) {
+		t.Errorf("final summary does not count each of the %d records once:\n%s", want.Records, out)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	got, err := oracle.LoadMySQL(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := oracle.Compare(got, want); !d.Equal() {
+		t.Errorf("MySQL differs from the oracle after %d kills:\n%s", *killsFlag, d.Format(10))
+	} else {
+		t.Logf("MySQL equals the oracle: %d readings, %d windows, %d work periods, %d dead letters",
+			got.Readings, len(got.Windows), len(got.WorkPeriods), got.DeadLetters)
+	}
+
+	b, err := sinks.ReadCommitted(ctx, []string{broker}, "iot-work.window_aggregates", "iot-work.work_periods",
+		"iot-work.late_records", "iot-work.dead_letters")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kgot := fromBatch(b)
+	kgot.Readings = want.Readings // readings go to MySQL only
+	if d := oracle.Compare(kgot, want); !d.Equal() {
+		t.Errorf("read_committed Kafka output differs from the oracle after %d kills (duplicates are extras):\n%s", *killsFlag, d.Format(10))
+	} else {
+		t.Logf("Kafka (read_committed) equals the oracle: %d windows, %d work periods, %d dead letters, no duplicate",
+			len(kgot.Windows), len(kgot.WorkPeriods), kgot.DeadLetters)
+	}
+	t.Logf("seed %d: %d kills (%d inside a checkpoint), exact; %s", seed, *killsFlag, inCheckpoint, time.Since(began).Round(time.Second))
+}
+
+// TestCorruptSnapshotFallsBack damages the newest checkpoint after a kill —
+// one partition's snapshot truncated, another's bytes flipped — and checks
+// that the restart restores those partitions from the previous checkpoint
+// and that MySQL still equals the oracle.
+func TestCorruptSnapshotFallsBack(t *testing.T) {
+	records := int64(300_000)
+	if *recordsFlag > 0 {
+		records = min(records, *recordsFlag)
+	}
+	dsn := mariadbtest.DSN(t)
+	dir := t.TempDir()
+	broker := startBroker(t, dir)
+	replay(t, broker, records)
+	want := oracleOf(t, records)
+	spec := writeSpec(t, dir, broker, dsn, false)
+
+	r := startRun(t, spec)
+	for n := 0; n < 3; n++ {
+		if !r.waitLine(`msg="checkpoint complete"`, time.Minute) {
+			r.kill()
+			t.Fatalf("the run ended before 3 checkpoints:\n%s", r.output())
+		}
+	}
+	if !r.kill() {
+		t.Fatalf("the run ended before the kill:\n%s", r.output())
+	}
+
+	// The newest complete checkpoint: the largest chk-* with a MANIFEST.
+	root := filepath.Join(dir, "checkpoints", "iot-work")
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newest := ""
+	for _, e := range ents {
+		if _, err := os.Stat(filepath.Join(root, e.Name(), "MANIFEST")); err == nil && e.Name() > newest {
+			newest = e.Name()
+		}
+	}
+	if newest == "" {
+		t.Fatal("no complete checkpoint")
+	}
+	truncated := filepath.Join(root, newest, "p-00003.snap")
+	flipped := filepath.Join(root, newest, "p-00007.snap")
+	b, err := os.ReadFile(truncated)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(truncated, b[:len(b)*2/3], 0o644)
+	b, err = os.ReadFile(flipped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := len(b) / 3; i < len(b)/3+4; i++ {
+		b[i] ^= 0xa5
+	}
+	os.WriteFile(flipped, b, 0o644)
+	t.Logf("damaged %s: truncated p-00003.snap, flipped 4 bytes of p-00007.snap", newest)
+
+	out := finish(t, spec)
+	for _, p := range []string{"partition=3", "partition=7"} {
+		if !strings.Contains(out, "falling back") || !containsLine(out, "falling back", p) {
+			t.Errorf("no fallback logged for %s:\n%s", p, out)
+		}
+		if !containsLine(out, `msg="partition restored"`, p) || containsLine(out, `msg="partition restored"`, p+" checkpoint="+newest) {
+			t.Errorf("%s was not restored from an older checkpoint than %s:\n%s", p, newest, out)
+		}
+	}
+	if !containsLine(out, `msg="partition restored"`, "partition=0 checkpoint="+newest) {
+		t.Errorf("partition 0 did not restore the newest checkpoint %s:\n%s", newest, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	got, err := oracle.LoadMySQL(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := oracle.Compare(got, want); !d.Equal() {
+		t.Fatalf("MySQL differs from the oracle after the fallback:\n%s", d.Format(10))
+	}
+	t.Logf("exact after falling back: %d readings, %d windows, %d work periods", got.Readings, len(got.Windows), len(got.WorkPeriods))
+}
+
+func containsLine(out string, all ...string) bool {
+	for _, l := range strings.Split(out, "\n") {
+		ok := true
+		for _, s := range all {
+			ok = ok && strings.Contains(l, s)
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+func lastLines(out, from string, n int) string {
+	i := strings.LastIndex(out, from)
+	if i < 0 {
+		return out
+	}
+	ls := strings.SplitN(out[i:], "\n", n+1)
+	return strings.Join(ls[:min(n, len(ls))], "\n")
+}
+
+// fromBatch turns rows read back from Kafka into an oracle result, every
+// message one row (so a duplicate is an extra row).
+func fromBatch(b *sinks.Batch) *oracle.Result {
+	r := &oracle.Result{Late: int64(len(b.Late)), DeadLetters: int64(len(b.DeadLetters))}
+	for _, w := range b.Windows {
+		r.Windows = append(r.Windows, oracle.Window{PboxID: w.PboxID, Start: w.Start, End: w.End, Count: w.Count,
+			Sum: w.Sum, Min: w.Min, Max: w.Max, Avg: w.Avg, Latitude: w.Latitude, Longitude: w.Longitude, Company: w.Company, Site: w.Site})
+	}
+	for _, p := range b.WorkPeriods {
+		r.WorkPeriods = append(r.WorkPeriods, oracle.WorkPeriod{PboxID: p.PboxID, Start: p.Start, End: p.End,
+			DurationS: float64(p.End-p.Start) / 1000, Samples: p.Samples, AvgMetric: p.AvgMetric, MaxMetric: p.MaxMetric,
+			Company: p.Company, Site: p.Site})
+	}
+	return r
+}
