@@ -5,12 +5,26 @@
 //     partition (the ceiling for anything reading through sarama);
 //   - discard: eddy's bounded iot-work job with the discard sink (processing
 //     only, like Nexmark's blackhole sink);
-//   - sqlite: the same job writing every output table to SQLite.
+//   - sqlite: the same job writing every output table to SQLite;
+//   - discard+checkpoint: the discard job with checkpoints every
+//     --checkpoint-interval (default 5s) to file:// storage in a temp
+//     directory, keyed state in pebble behind a cache of --cache-devices
+//     device states per partition.
 //
 // Each is run --runs times; the medians and the ratios to raw are printed.
-// With --cpuprofile, one extra run of the last variant is profiled.
+// With discard+checkpoint, the per-partition checkpoint durations (barrier to
+// ack, and the processing pause at the barrier) of all its runs are printed
+// as percentiles, and one more run restores the largest checkpoint taken and
+// reports the per-partition restore times. With --cpuprofile, one extra run
+// of the last variant is profiled.
+//
+// --devices N --per-device M replaces the dataset by a synthetic one: N
+// devices, M readings each, 30 s apart, all above the work threshold, so
+// every device keeps an open window and an open work period: N devices of
+// open state per node.
 //
 //	go run ./tests/bench [--runs 5] [--data FILE --delimiter C --map ...]
+//	go run ./tests/bench --variants discard,discard+checkpoint --devices 100000 --per-device 12 --runs 3
 package main
 
 import (
@@ -42,8 +56,12 @@ func main() {
 		data       = flag.String("data", dataset.EmbeddedAberdeen, "dataset (default: the embedded Aberdeen data)")
 		partitions = flag.Int("partitions", 12, "partitions of the source topic")
 		cpuprofile = flag.String("cpuprofile", "", "write a CPU profile of one extra run of the last variant to this file")
-		variants   = flag.String("variants", "raw,discard,sqlite", "comma-separated subset of raw,discard,sqlite")
+		variants   = flag.String("variants", "raw,discard,sqlite", "comma-separated subset of raw,discard,sqlite,discard+checkpoint")
 	)
+	flag.IntVar(&synthDevices, "devices", 0, "synthetic dataset: this many devices (0 = use --data)")
+	flag.IntVar(&synthPerDevice, "per-device", 12, "synthetic dataset: readings per device, 30 s apart")
+	flag.DurationVar(&ckptInterval, "checkpoint-interval", 5*time.Second, "checkpoint interval of discard+checkpoint")
+	flag.IntVar(&cacheDevices, "cache-devices", actors.DefaultCacheDevices, "device states cached in memory per partition (discard+checkpoint)")
 	flag.Parse()
 	if err := run(*runs, *data, *partitions, *cpuprofile, *variants); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -61,6 +79,17 @@ func run(runs int, data string, partitions int, cpuprofile, variants string) err
 		return err
 	}
 	defer broker.Close()
+	tmp, err := os.MkdirTemp("", "eddy-bench-*")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	if synthDevices > 0 {
+		data = filepath.Join(tmp, fmt.Sprintf("synthetic-%d-devices.ndjson", synthDevices))
+		if err := writeSynthetic(data, synthDevices, synthPerDevice); err != nil {
+			return err
+		}
+	}
 	r, err := dataset.Open(data, dataset.Options{})
 	if err != nil {
 		return err
@@ -78,11 +107,6 @@ func run(runs int, data string, partitions int, cpuprofile, variants string) err
 	for _, v := range splitComma(variants) {
 		want[v] = true
 	}
-	tmp, err := os.MkdirTemp("", "eddy-bench-*")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
 
 	type variant struct {
 		name string
@@ -95,6 +119,23 @@ func run(runs int, data string, partitions int, cpuprofile, variants string) err
 	if want["discard"] {
 		vs = append(vs, variant{"eddy → discard", func(int) (time.Duration, error) {
 			return runJob(ctx, broker.Addrs(), sinks.NewDiscard(), n)
+		}})
+	}
+	var ck checkpointStats
+	if want["discard+checkpoint"] {
+		vs = append(vs, variant{"eddy → discard + ckpt", func(i int) (time.Duration, error) {
+			store := "file://" + filepath.Join(tmp, fmt.Sprintf("ckpt-%d", i))
+			d, err := runJobWith(ctx, broker.Addrs(), sinks.NewDiscard(), n, func(c *actors.Config) {
+				c.Checkpoint.Storage = store
+				c.Checkpoint.Interval = ckptInterval
+				c.Checkpoint.Retain = 1 << 30 // keep every manifest for the statistics
+				c.State.Dir = filepath.Join(tmp, "state")
+				c.State.CacheDevices = cacheDevices
+			}, nil)
+			if err == nil {
+				err = ck.add(ctx, store)
+			}
+			return d, err
 		}})
 	}
 	if want["sqlite"] {
@@ -131,6 +172,12 @@ func run(runs int, data string, partitions int, cpuprofile, variants string) err
 		}
 		fmt.Printf("%-22s %14.0f %14.0f %10s\n", v.name, m, m/float64(runtime.GOMAXPROCS(0)), ratio)
 	}
+	if len(ck.durations) > 0 {
+		ck.print()
+		if err := ck.restore(ctx, broker.Addrs(), n, tmp); err != nil {
+			return err
+		}
+	}
 	if cpuprofile != "" {
 		f, err := os.Create(cpuprofile)
 		if err != nil {
@@ -153,6 +200,11 @@ func run(runs int, data string, partitions int, cpuprofile, variants string) err
 
 // runJob runs the bounded iot-work job into sink and checks it saw n records.
 func runJob(ctx context.Context, brokers []string, sink sinks.Sink, n int64) (time.Duration, error) {
+	return runJobWith(ctx, brokers, sink, n, nil, nil)
+}
+
+// runJobWith is runJob with a configuration hook and a logger (nil: none).
+func runJobWith(ctx context.Context, brokers []string, sink sinks.Sink, n int64, conf func(*actors.Config), log *slog.Logger) (time.Duration, error) {
 	defer sink.Close()
 	if err := sink.Open(ctx); err != nil {
 		return 0, err
@@ -160,7 +212,13 @@ func runJob(ctx context.Context, brokers []string, sink sinks.Sink, n int64) (ti
 	cfg := actors.DefaultConfig()
 	cfg.Source.Brokers = brokers
 	cfg.Source.Bounded = true
-	job, err := actors.NewJob(cfg, sink, nil, nil, slog.New(slog.DiscardHandler))
+	if conf != nil {
+		conf(&cfg)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	job, err := actors.NewJob(cfg, sink, nil, nil, log)
 	if err != nil {
 		return 0, err
 	}
