@@ -234,6 +234,21 @@ func TestKubernetesManifests(t *testing.T) {
 				t.Errorf("ConfigMap %s: broker %q: %v", key, b, err)
 			}
 		}
+		// File checkpoints must outlive the pod: on a PersistentVolumeClaim.
+		if dir, ok := strings.CutPrefix(sp.Checkpoint.Storage, "file://"); ok {
+			if !onPVC(t, jpod, jctr, dir) {
+				t.Errorf("ConfigMap %s: checkpoint.storage %s is not on a PersistentVolumeClaim of the job pod", key, sp.Checkpoint.Storage)
+			}
+			if _, hasClaim := objs["PersistentVolumeClaim/eddy-job-data"]; !hasClaim {
+				t.Error("no PersistentVolumeClaim/eddy-job-data")
+			}
+			jsc := m(t, jpod["securityContext"], "job pod securityContext")
+			if fmt.Sprint(jsc["fsGroup"]) != uid {
+				t.Errorf("job pod fsGroup %v, want %s: the checkpoint volume must be writable by the eddy user", jsc["fsGroup"], uid)
+			}
+		} else if sp.Checkpoint.Storage == "" {
+			t.Errorf("ConfigMap %s: no checkpoint.storage: a restarted job pod would reprocess from start_offset", key)
+		}
 	}
 	if fmt.Sprint(path(t, dep, "spec", "template", "metadata", "annotations", "prometheus.io/port")) != portOf(t, jc.flag("metrics-addr")) {
 		t.Errorf("job prometheus.io/port annotation does not match --metrics-addr %s", jc.flag("metrics-addr"))
@@ -246,4 +261,23 @@ func portOf(t *testing.T, addr string) string {
 		t.Errorf("address %q: %v", addr, err)
 	}
 	return p
+}
+
+// onPVC reports whether dir of the container is on a volume backed by a
+// PersistentVolumeClaim.
+func onPVC(t *testing.T, pod, ctr map[string]any, dir string) bool {
+	vols := map[string]map[string]any{}
+	for _, v := range l(t, pod["volumes"], "volumes") {
+		vm := m(t, v, "volume")
+		vols[s(t, vm["name"], "volume name")] = vm
+	}
+	for _, vm := range l(t, ctr["volumeMounts"], "volumeMounts") {
+		mnt := m(t, vm, "volumeMount")
+		p := s(t, mnt["mountPath"], "mountPath")
+		if dir == p || strings.HasPrefix(dir, strings.TrimSuffix(p, "/")+"/") {
+			_, ok := vols[s(t, mnt["name"], "name")]["persistentVolumeClaim"]
+			return ok
+		}
+	}
+	return false
 }

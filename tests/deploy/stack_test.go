@@ -90,8 +90,10 @@ func scrape(url string) (map[string]float64, error) {
 
 // TestComposeStack brings up the compose stack (broker, replay, three
 // nodes, unbounded job), waits until the job has processed the replayed
-// dataset and the nodes have a leader, then runs the job bounded in the
-// job service and checks its summary and the SQLite tables on the volume.
+// dataset and checkpointed it, takes a savepoint, restarts the job (it must
+// restore, not re-read), checks that the nodes have a leader, then runs the
+// job bounded in the job service and checks its summary and the SQLite
+// tables on the volume.
 func TestComposeStack(t *testing.T) {
 	requireDocker(t)
 	if testing.Short() {
@@ -160,6 +162,41 @@ func TestComposeStack(t *testing.T) {
 	}
 	t.Logf("job processed the dataset: %s", time.Since(start).Round(time.Second))
 
+	// Checkpoints complete on the job's volume; a restarted job container
+	// restores them and does not read the topic again.
+	eventually(t, time.Minute, "a checkpoint completed", func() error {
+		mm, err := scrape(jobMetrics)
+		if err != nil {
+			return err
+		}
+		if got := mm[`eddy_checkpoints_total{kind="checkpoint",result="completed"}`]; got < 1 {
+			return fmt.Errorf("completed checkpoints = %v", got)
+		}
+		return nil
+	})
+	// A savepoint through the job's API, with eddy inside the container.
+	if out, err := c.run(2*time.Minute, "exec", "-T", "job", "/eddy", "savepoint", "--addr", "127.0.0.1:9464"); err != nil || !strings.Contains(out, "complete") {
+		t.Errorf("eddy savepoint in the job container: %v\n%s", err, out)
+	}
+	c.must(2*time.Minute, "restart", "job")
+	eventually(t, time.Minute, "restarted job restored its checkpoint", func() error {
+		mm, err := scrape(jobMetrics)
+		if err != nil {
+			return err
+		}
+		if got := mm["eddy_checkpoint_restore_duration_seconds_count"]; got < 1 {
+			return fmt.Errorf("no partition restored yet (%v)", got)
+		}
+		return nil
+	})
+	time.Sleep(3 * time.Second) // time to (wrongly) read the topic again
+	if mm, err := scrape(jobMetrics); err != nil {
+		t.Error(err)
+	} else if got := mm["eddy_records_received_total"]; got != 0 {
+		t.Errorf("restarted job read %v records again; it should go on from its checkpoint", got)
+	}
+	t.Logf("job restarted from its checkpoint: %s", time.Since(start).Round(time.Second))
+
 	// The control plane: one leader, three voters, three alive members,
 	// every node and the broker healthy by their healthchecks.
 	eventually(t, 2*time.Minute, "cluster formed", func() error {
@@ -196,9 +233,11 @@ func TestComposeStack(t *testing.T) {
 	}
 	t.Logf("cluster healthy: %s", time.Since(start).Round(time.Second))
 
-	// A bounded run in the job service: the summary and the tables.
+	// A bounded run in the job service, from the start (fresh checkpoint
+	// storage): the summary and the tables.
 	c.must(2*time.Minute, "stop", "job")
-	out := c.must(4*time.Minute, "run", "--rm", "-T", "job", "run", "--job", "/jobs/iot-work-compose.yaml", "--bounded", "--quiet", "--metrics-addr=")
+	out := c.must(4*time.Minute, "run", "--rm", "-T", "job", "run", "--job", "/jobs/iot-work-compose.yaml",
+		"--bounded", "--quiet", "--metrics-addr=", "--log-level=warn", "--checkpoint-storage=file:///data/checkpoints-bounded")
 	t.Logf("bounded run in the job service:\n%s", lastLines(out, 9))
 	if !strings.Contains(out, fmt.Sprintf("valid + late + dead letters = %d (ok)", aberdeenInput)) {
 		t.Errorf("bounded summary does not balance:\n%s", out)
