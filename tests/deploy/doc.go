@@ -13,7 +13,8 @@
 //     check rules` and the alert unit tests deploy/prometheus/alerts_test.yml.
 //
 //   - Live metrics, with the prometheus binary on PATH: a real Prometheus
-//     scrapes a real `eddy node` and `eddy dev`, loads the alert rules and
+//     scrapes a real `eddy node` and `eddy run` (with checkpoints, fed by
+//     `eddy dev broker` and `eddy replay`), loads the alert rules and
 //     answers every dashboard query with data.
 //
 //   - Docker, with a Docker daemon and EDDY_DOCKER_TESTS=1 or CI=true:

@@ -109,9 +109,10 @@ func grafanaVars(expr string) string {
 
 // TestLivePrometheus runs a real Prometheus (the prometheus binary on PATH)
 // with deploy/prometheus/prometheus.yml, its targets pointed at a live
-// `eddy node` and a live `eddy dev` job: every target is up, every alert
+// `eddy node` and a live job: every target is up, every alert
 // rule evaluates without error on the real series, and every dashboard
-// query and variable returns data.
+// query and variable returns data. The job is `eddy run` with checkpoints
+// against `eddy dev broker`, fed by `eddy replay`.
 func TestLivePrometheus(t *testing.T) {
 	promBin, err := exec.LookPath("prometheus")
 	if err != nil {
@@ -127,9 +128,33 @@ func TestLivePrometheus(t *testing.T) {
 		"--raft-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		"--gossip-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		"--bootstrap-expect", "1")
+	// The production path: a broker, a replay into it, and eddy run with
+	// checkpoints (so that the checkpoint and state series exist).
+	broker := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	startProcess(t, "eddy-broker", eddy, "dev", "broker", "--listen", broker, "--partitions", "4")
+	eventually(t, 30*time.Second, "broker answers", func() error {
+		out, err := exec.Command(eddy, "replay", "--brokers", broker, "--data", syntheticCSV(t, 1), "--quiet").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+	spec := fmt.Sprintf(`name: iot-work
+source:
+  brokers: [%q]
+sink: "sqlite:%s"
+checkpoint:
+  storage: "file://%s"
+  interval: 1s
+state:
+  dir: %q
+`, broker, filepath.Join(dir, "out.db"), filepath.Join(dir, "checkpoints"), filepath.Join(dir, "state"))
+	specPath := filepath.Join(dir, "job.yaml")
+	if err := os.WriteFile(specPath, []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	jobMetrics := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	startProcess(t, "eddy-dev", eddy, "dev", "--quiet", "--data", syntheticCSV(t, 1),
-		"--sink", "sqlite:"+filepath.Join(dir, "out.db"), "--metrics-addr", jobMetrics, "--partitions", "4")
+	startProcess(t, "eddy-run", eddy, "run", "--job", specPath, "--quiet", "--metrics-addr", jobMetrics)
 
 	// The shipped configuration, with a 1 s interval and the live targets.
 	var cfg map[string]any
