@@ -275,3 +275,36 @@ func genMessages(n, devices int) [][]byte {
 	}
 	return msgs
 }
+
+// BenchmarkPartitionOnPebble processes records of 20,000 devices in
+// round-robin order (each device's state is touched once per round) with
+// state caches of several sizes: "all" keeps every state in memory (pebble
+// only at checkpoints); smaller caches load and evict a state per record,
+// the worst case of an LRU.
+func BenchmarkPartitionOnPebble(b *testing.B) {
+	const devices = 20_000
+	msgs := genMessages(12*devices, devices)
+	for _, cache := range []int{devices, devices / 10} {
+		b.Run(fmt.Sprintf("cache=%d", cache), func(b *testing.B) {
+			db := openTemp(b)
+			var out operators.Output
+			var p *operators.Partition
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if i%len(msgs) == 0 {
+					b.StopTimer()
+					s := db.Partition(int32(i / len(msgs)))
+					p = operators.NewPartition(0, operators.DefaultConfig(), nil)
+					p.SetStore(s, cache)
+					b.StartTimer()
+				}
+				p.Process(int64(i), msgs[i%len(msgs)], &out)
+				if len(out.Readings) >= 1024 {
+					out.Reset()
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+		})
+	}
+}
