@@ -25,8 +25,66 @@
 // watermark that fires every window and closes every work period, and Run
 // returns.
 //
+// # Checkpoints and exactly-once
+//
+// With Config.Checkpoint.Storage set (a checkpoint.OpenStorage URL), every
+// reading counts exactly once in every sink across kill -9 (DESIGN.md,
+// "Checkpoints and exactly-once"):
+//
+//   - Keyed state lives in pebble (actors/state), one key prefix per
+//     partition, behind an LRU cache of Config.State.CacheDevices decoded
+//     device states per partition (operators.Partition.SetStore). Local state
+//     is disposable: a run starts by restoring checkpoints, never from what a
+//     previous process left on disk.
+//   - Every Checkpoint.Interval the coordinator (checkpoint.Local) numbers
+//     checkpoint n and sends a barrier to every partition actor. Between two
+//     batches the actor pre-commits its sinks (Flush for plain sinks,
+//     PreCommit(n) for its PartitionTxn of transactional ones), writes the
+//     changed device states and its metadata (source offset, bounded end,
+//     watermark, counters) into pebble, takes a pebble snapshot and goes on
+//     processing; a goroutine streams the snapshot into checkpoint storage
+//     and acks. When every partition acked, the manifest is written — n is
+//     complete — and transactional sinks commit n (each partition records a
+//     commit marker). Only one checkpoint is in progress at a time; one that
+//     fails or exceeds Checkpoint.Timeout is aborted and its files deleted.
+//     The last Checkpoint.Retain complete checkpoints are kept.
+//   - Recovery rule: on start, each partition restores the newest complete
+//     checkpoint or savepoint it may restore from, and seeks its source to
+//     the offset stored there; without one it starts at
+//     Source.StartOffset. Without transactional sinks any complete
+//     checkpoint qualifies (SQL sinks upsert, so the replay after it is
+//     harmless). With them, only checkpoints whose transactions the
+//     partition committed: those up to the last committed checkpoint that a
+//     sinks.CommitTracker reports (the Kafka sink reads it from Kafka after
+//     fencing the former writer), or, for sinks without it, those with the
+//     partition's commit marker. A snapshot that is missing, truncated or
+//     fails its checksum is logged and counted
+//     (eddy_checkpoint_restore_fallbacks_total), and the partition falls back
+//     to the previous checkpoint (with transactional sinks that re-writes
+//     rows they already committed). A checkpoint taken with another window,
+//     out-of-orderness, allowed lateness or max gap is refused
+//     (ErrIncompatibleState).
+//   - A bounded run ends with a final checkpoint (Flink's final checkpoint)
+//     that commits what transactional sinks hold; a restart of a finished
+//     bounded run restores it and has nothing left to do.
+//   - Savepoints (Job.Savepoint; eddy savepoint) are checkpoints kept until
+//     deleted. Config.Checkpoint.FromSavepoint starts a run from one: it is
+//     copied into a new checkpoint first, so a crash before the run's first
+//     checkpoint still restores the savepoint.
+//
+// Metrics: eddy_checkpoint_duration_seconds, _partition_duration_seconds,
+// _sync_duration_seconds (the pause at the barrier), eddy_checkpoint_size_bytes,
+// eddy_checkpoint_last_completed_id, eddy_checkpoints_total{kind,result},
+// eddy_checkpoint_restore_duration_seconds, eddy_state_devices{partition}.
+//
+// Single node only: the coordinator keeps its state in memory and in
+// checkpoint storage; two runs of one job must not share a storage URL. The
+// cluster moves the coordinator onto the Raft leader. For fault-injection
+// tests, TestCheckpointDelayEnv delays every partition's ack.
+//
 // Usage:
 //
 //	job, err := actors.NewJob(cfg, sink, devices, registry, logger)
 //	summary, err := job.Run(ctx) // bounded: returns at the end; else on ctx cancel
+//	m, err := job.Savepoint(ctx) // while Run runs, with checkpoints on
 package actors
