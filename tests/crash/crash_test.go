@@ -6,6 +6,9 @@
 // anywhere — and restarted each time. At the end the MySQL tables and the
 // read_committed Kafka output must equal the independent batch computation
 // of tests/oracle exactly: no missing row, no duplicate.
+// TestCorruptSnapshotFallsBack damages the newest checkpoint before a
+// restart; TestSavepointCommands drives eddy savepoint, list, delete and
+// eddy run --from-savepoint.
 //
 //	go test ./tests/crash -v                      # a random seed, printed
 //	go test ./tests/crash -v -seed 42 -kills 8    # replay a seed
@@ -28,6 +31,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -556,4 +560,113 @@ func fromBatch(b *sinks.Batch) *oracle.Result {
 			Company: p.Company, Site: p.Site})
 	}
 	return r
+}
+
+// TestSavepointCommands drives savepoints through the CLI: eddy savepoint
+// against a running unbounded eddy run, eddy savepoint list, a restart with
+// --from-savepoint that runs to the end (MySQL equals the oracle), and
+// eddy savepoint delete.
+func TestSavepointCommands(t *testing.T) {
+	records := int64(100_000)
+	dsn := mariadbtest.DSN(t)
+	dir := t.TempDir()
+	broker := startBroker(t, dir)
+	replay(t, broker, records)
+	want := oracleOf(t, records)
+	spec := writeSpec(t, dir, broker, dsn, false)
+	addr := freeAddr(t)
+
+	cmd := exec.Command(eddyBin, "run", "--job", spec, "--quiet", "--metrics-addr", addr, "--log-level", "warn")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	eddy := func(args ...string) string {
+		t.Helper()
+		b, err := exec.Command(eddyBin, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("eddy %s: %v\n%s", strings.Join(args, " "), err, b)
+		}
+		return string(b)
+	}
+	// Some progress first: the savepoint then holds open state mid-stream.
+	deadline := time.Now().Add(time.Minute)
+	for received(addr) < records/3 {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("no progress:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var sp string
+	for sp == "" {
+		b, err := exec.Command(eddyBin, "savepoint", "--addr", addr).CombinedOutput()
+		if err == nil {
+			sp = string(b)
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("eddy savepoint: %v\n%s\njob:\n%s", err, b, out.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("%s", sp)
+	var id int64
+	if _, err := fmt.Sscanf(sp, "savepoint %d", &id); err != nil {
+		t.Fatalf("cannot read the savepoint id from %q", sp)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("eddy run after SIGTERM: %v\n%s", err, out.String())
+	}
+
+	list := eddy("savepoint", "list", "--job", spec)
+	if !strings.Contains(list, fmt.Sprintf("sp-%020d", id)) || !strings.Contains(list, "complete") {
+		t.Fatalf("eddy savepoint list does not show savepoint %d:\n%s", id, list)
+	}
+	// Start over from the savepoint and run to the end.
+	b, err := exec.Command(eddyBin, "run", "--job", spec, "--bounded", "--quiet", "--metrics-addr", "",
+		"--log-level", "info", "--from-savepoint", fmt.Sprint(id)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("eddy run --from-savepoint: %v\n%s", err, b)
+	}
+	if !strings.Contains(string(b), "starting from savepoint") || !strings.Contains(string(b), fmt.Sprintf("input          %d", records)) {
+		t.Fatalf("run from the savepoint:\n%s", b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	got, err := oracle.LoadMySQL(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := oracle.Compare(got, want); !d.Equal() {
+		t.Fatalf("MySQL differs from the oracle:\n%s", d.Format(10))
+	}
+	eddy("savepoint", "delete", fmt.Sprint(id), "--job", spec)
+	if list := eddy("savepoint", "list", "--job", spec); strings.Contains(list, fmt.Sprintf("sp-%020d", id)) {
+		t.Fatalf("savepoint %d still listed after delete:\n%s", id, list)
+	}
+	if b, err := exec.Command(eddyBin, "savepoint", "delete", fmt.Sprint(id), "--job", spec).CombinedOutput(); err == nil {
+		t.Fatalf("deleting a deleted savepoint succeeded:\n%s", b)
+	}
+}
+
+// received reads eddy_records_received_total from a job's /metrics; -1 when
+// unreachable.
+func received(addr string) int64 {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		var v float64
+		if _, err := fmt.Sscanf(sc.Text(), "eddy_records_received_total %g", &v); err == nil {
+			return int64(v)
+		}
+	}
+	return -1
 }
