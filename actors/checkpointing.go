@@ -309,6 +309,16 @@ func (ck *checkpointer) eligibility(t *partitionTask) (func(context.Context, *ch
 
 // restoreFrom loads t's snapshot of m into its state store and operators.
 func (ck *checkpointer) restoreFrom(ctx context.Context, t *partitionTask, m *checkpoint.Manifest, ack checkpoint.PartitionAck) error {
+	if err := ck.loadSnapshot(ctx, t, m.ID, m.Name(), ack); err != nil {
+		return err
+	}
+	t.restored = m.ID
+	return nil
+}
+
+// loadSnapshot loads t's snapshot ack.Snapshot, taken at checkpoint id
+// (named name in errors), into its state store and operators.
+func (ck *checkpointer) loadSnapshot(ctx context.Context, t *partitionTask, id int64, name string, ack checkpoint.PartitionAck) error {
 	j := ck.j
 	size, err := ck.st.Size(ctx, ack.Snapshot)
 	if err != nil {
@@ -346,13 +356,13 @@ func (ck *checkpointer) restoreFrom(ctx context.Context, t *partitionTask, m *ch
 	if err == nil && info.CRC32C != ack.CRC32C {
 		err = fmt.Errorf("%w snapshot %s: CRC-32C %08x, the manifest says %08x", checkpoint.ErrCorrupt, ack.Snapshot, info.CRC32C, ack.CRC32C)
 	}
-	if err == nil && (hdr.Job != j.cfg.Name || hdr.Partition != t.partition || hdr.Checkpoint != m.ID) {
+	if err == nil && (hdr.Job != j.cfg.Name || hdr.Partition != t.partition || hdr.Checkpoint != id) {
 		err = fmt.Errorf("%w snapshot %s: holds job %q partition %d checkpoint %d", checkpoint.ErrCorrupt,
 			ack.Snapshot, hdr.Job, hdr.Partition, hdr.Checkpoint)
 	}
 	if err == nil && hdr.Operators != fp {
 		return fmt.Errorf("%w: %s has %q, the job %q; keep the configuration, or start without this checkpoint history (another checkpoint.storage)",
-			ErrIncompatibleState, m.Name(), hdr.Operators, fp)
+			ErrIncompatibleState, name, hdr.Operators, fp)
 	}
 	var ps operators.PartitionState
 	if err == nil {
@@ -366,7 +376,7 @@ func (ck *checkpointer) restoreFrom(ctx context.Context, t *partitionTask, m *ch
 	}
 	if hdr.Finished && !j.cfg.Source.Bounded {
 		return fmt.Errorf("%w (%s): its partitions have emitted their final watermark; run it --bounded, or use another checkpoint.storage",
-			ErrJobFinished, m.Name())
+			ErrJobFinished, name)
 	}
 	op.RestoreState(ps)
 	t.op = op
@@ -377,7 +387,6 @@ func (ck *checkpointer) restoreFrom(ctx context.Context, t *partitionTask, m *ch
 	t.finished = hdr.Finished
 	t.poisoned = hdr.Poisoned
 	t.prev = ps.Stats
-	t.restored = m.ID
 	t.nextOffset.Store(t.start)
 	t.watermark.Store(ps.Watermark)
 	t.devices.Store(int64(op.Devices()))
@@ -768,6 +777,10 @@ func (t *partitionTask) onCommit(c *commitCheckpoint) {
 		if _, ok := txn.(sinks.CommitTracker); !ok {
 			untracked = true
 		}
+	}
+	if ck.coord == nil { // on a cluster the commit is tracked by the sinks
+		ck.send(ckEvent{id: c.id, partition: t.partition, committed: true})
+		return
 	}
 	if err := ck.coord.Committed(t.ctx, c.id, t.partition); err != nil {
 		if untracked {

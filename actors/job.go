@@ -46,6 +46,13 @@ type SourceConfig struct {
 	// Bounded makes the job read to the end offsets that exist when it
 	// starts, fire everything and return (Flink's bounded Kafka source).
 	Bounded bool
+	// EndOffsets, when set, are the bounded end offsets (exclusive) by
+	// partition, instead of the end offsets at start (Flink's KafkaSource
+	// with stopping offsets): a bounded job whose input is still being
+	// produced, or one whose partitions start at different times on a
+	// cluster, reads exactly up to them. A partition missing from the map
+	// uses its end offset at start. Requires Bounded.
+	EndOffsets map[int32]int64
 	// KafkaVersion is the protocol version sarama speaks; default "2.8.0".
 	KafkaVersion string
 }
@@ -158,6 +165,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Source.StartOffset != StartEarliest && c.Source.StartOffset != StartLatest {
 		errs = append(errs, fmt.Errorf("actors: source start offset must be %q or %q, got %q", StartEarliest, StartLatest, c.Source.StartOffset))
+	}
+	if len(c.Source.EndOffsets) > 0 && !c.Source.Bounded {
+		errs = append(errs, errors.New("actors: source end offsets need a bounded source (source.bounded: true)"))
+	}
+	for p, o := range c.Source.EndOffsets {
+		if p < 0 || o < 0 {
+			errs = append(errs, fmt.Errorf("actors: source end offset %d of partition %d: partitions and offsets must be >= 0", o, p))
+		}
 	}
 	if _, err := sarama.ParseKafkaVersion(c.Source.KafkaVersion); err != nil {
 		errs = append(errs, fmt.Errorf("actors: source kafka version %q: %w", c.Source.KafkaVersion, err))

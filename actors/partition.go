@@ -105,6 +105,9 @@ func (j *Job) newTask(ctx context.Context, client sarama.Client, p int32) (*part
 	}
 	if j.cfg.Source.Bounded {
 		t.end = newest
+		if e, ok := j.cfg.Source.EndOffsets[p]; ok {
+			t.end = e
+		}
 	}
 	t.nextOffset.Store(t.start)
 	t.highWater.Store(newest)

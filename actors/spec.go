@@ -17,12 +17,15 @@ import (
 type Spec struct {
 	Name   string `yaml:"name"`
 	Source struct {
-		Brokers      []string `yaml:"brokers"`
-		Topic        string   `yaml:"topic"`
-		Partitions   []int32  `yaml:"partitions"`
-		StartOffset  string   `yaml:"start_offset"`
-		Bounded      bool     `yaml:"bounded"`
-		KafkaVersion string   `yaml:"kafka_version"`
+		Brokers     []string `yaml:"brokers"`
+		Topic       string   `yaml:"topic"`
+		Partitions  []int32  `yaml:"partitions"`
+		StartOffset string   `yaml:"start_offset"`
+		Bounded     bool     `yaml:"bounded"`
+		// EndOffsets, partition → offset, bound the job at these offsets
+		// (exclusive) instead of the end at start; implies bounded.
+		EndOffsets   map[int32]int64 `yaml:"end_offsets"`
+		KafkaVersion string          `yaml:"kafka_version"`
 	} `yaml:"source"`
 	Format struct {
 		TimeZone        string `yaml:"time_zone"`
@@ -111,7 +114,8 @@ func (s *Spec) Config() (Config, error) {
 	setIf(&c.Source.StartOffset, s.Source.StartOffset)
 	setIf(&c.Source.KafkaVersion, s.Source.KafkaVersion)
 	c.Source.Partitions = s.Source.Partitions
-	c.Source.Bounded = s.Source.Bounded
+	c.Source.Bounded = s.Source.Bounded || len(s.Source.EndOffsets) > 0
+	c.Source.EndOffsets = s.Source.EndOffsets
 	if s.Format.TimeZone != "" {
 		loc, err := time.LoadLocation(s.Format.TimeZone)
 		if err != nil {

@@ -8,20 +8,25 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
 	"github.com/eddy-iot/eddy/control"
+	"github.com/eddy-iot/eddy/jobs"
 )
 
 // newNodeCmd is `eddy node`: the long-running process of a cluster member.
 func newNodeCmd() *cobra.Command {
 	cfg := control.DefaultConfig()
 	var tokenFile, logLevel, jobFile string
+	drainTimeout := time.Minute
 	cmd := &cobra.Command{
 		Use:   "node --id ID --data-dir DIR [--join HOST:PORT,...] [--bootstrap-expect 3]",
 		Short: "Run a cluster member: Raft control plane (the JobManager), gossip, HTTP API",
@@ -39,8 +44,16 @@ A 3-node cluster on one machine:
   eddy node --id n3 --data-dir /tmp/n3 --http-addr 127.0.0.1:8083 --raft-addr 127.0.0.1:8303 --gossip-addr 127.0.0.1:8403 --bootstrap-expect 3 --join 127.0.0.1:8401
   eddy ctl --addr http://127.0.0.1:8081 raft
 
-SIGINT/SIGTERM stop the node gracefully (it keeps its Raft membership, so a
-restart resumes its place); 'eddy ctl leave' removes it for good.`,
+Jobs: 'eddy ctl job submit FILE' stores a job spec in Raft; every node runs
+the device partitions that placement (rendezvous hashing over the live
+members) gives it, under a Raft lease. 'eddy ctl partitions' shows owner,
+epoch, offset, lag and watermark. A node that joins takes over about 1/n of
+the partitions by live handoff; the partitions of a killed node are taken
+over about a second later and restored from their last checkpoint.
+
+SIGINT/SIGTERM stop the node gracefully: its partitions are handed over to
+their next owners first (--drain-timeout); it keeps its Raft membership, so a
+restart resumes its place. 'eddy ctl leave' removes it for good.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			level, err := parseLogLevel(logLevel)
@@ -59,7 +72,7 @@ restart resumes its place); 'eddy ctl leave' removes it for good.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return runNode(ctx, cfg, jobFile, cmd.OutOrStdout())
+			return runNode(ctx, cfg, jobFile, drainTimeout, cmd.OutOrStdout())
 		},
 	}
 	fl := cmd.Flags()
@@ -72,7 +85,8 @@ restart resumes its place); 'eddy ctl leave' removes it for good.`,
 	fl.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 0, "voters of a new cluster (1, 3 or 5): bootstrap once that many such nodes met; 0 = join as non-voter")
 	fl.StringVar(&tokenFile, "api-token-file", "", "file holding a bearer token required for API writes (shared by all nodes)")
 	fl.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	fl.StringVar(&jobFile, "job", "", "YAML job spec to run on this node (every partition, until placement spreads them); enrichment reads devices/<pboxid> from the local Raft replica")
+	fl.StringVar(&jobFile, "job", "", "YAML job spec to submit at start unless a job of its name is stored (like eddy ctl job submit)")
+	fl.DurationVar(&drainTimeout, "drain-timeout", drainTimeout, "on SIGTERM, how long to hand partitions over before stopping anyway")
 	fl.IntVar(&cfg.MaxValueBytes, "max-value-bytes", cfg.MaxValueBytes, "largest accepted value, in bytes (larger: HTTP 413)")
 	fl.DurationVar(&cfg.ApplyTimeout, "apply-timeout", cfg.ApplyTimeout, "how long a write may wait to be committed")
 	fl.DurationVar(&cfg.LeaderWait, "leader-wait", cfg.LeaderWait, "how long a request waits for a leader before HTTP 503")
@@ -96,13 +110,14 @@ restart resumes its place); 'eddy ctl leave' removes it for good.`,
 }
 
 // runNode starts the node and runs it until ctx ends (signal) or the node is
-// asked to leave through the API.
+// asked to leave through the API. Every node runs the jobs stored in Raft
+// (eddy ctl job submit): the partitions placement gives it (package jobs).
 //
-// With jobFile, the node also runs that job; its enrichment reads the
-// broadcast device data from the node's local Raft replica, so a change made
-// through the API is used within the replication delay.
-func runNode(ctx context.Context, cfg control.Config, jobFile string, out io.Writer) error {
-	var job *jobRun
+// With jobFile, the node first submits that job (if no job of that name
+// is stored yet), as eddy ctl job submit would; its enrichment reads the
+// broadcast device data from the local Raft replica.
+func runNode(ctx context.Context, cfg control.Config, jobFile string, drainTimeout time.Duration, out io.Writer) error {
+	var submit *control.JobPut
 	if jobFile != "" {
 		spec, jcfg, err := loadJobSpec(jobFile, false)
 		if err != nil {
@@ -111,7 +126,11 @@ func runNode(ctx context.Context, cfg control.Config, jobFile string, out io.Wri
 		if spec.Broadcast.DevicesFile != "" {
 			return fmt.Errorf("%s: broadcast.devices_file is not used by eddy node: device data comes from Raft (eddy ctl devices import FILE)", jobFile)
 		}
-		job = &jobRun{cfg: jcfg, sinkURL: spec.Sink, out: out, log: cfg.Logger}
+		data, err := os.ReadFile(jobFile)
+		if err != nil {
+			return err
+		}
+		submit = &control.JobPut{Name: jcfg.Name, Spec: string(data)}
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -120,35 +139,63 @@ func runNode(ctx context.Context, cfg control.Config, jobFile string, out io.Wri
 	if err != nil {
 		return err
 	}
+	svc, err := jobs.Start(node, jobs.Config{
+		StateDir:   filepath.Join(cfg.DataDir, "state"),
+		Devices:    node.Devices(),
+		Logger:     cfg.Logger,
+		Registerer: reg,
+	})
+	if err != nil {
+		return errors.Join(err, node.Close())
+	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	jobDone := make(chan error, 1)
-	if job != nil {
-		job.devices, job.reg = node.Devices(), reg
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	if submit != nil {
+		wg.Add(1)
 		go func() {
-			_, err := job.run(runCtx)
-			jobDone <- err
+			defer wg.Done()
+			submitAtStart(runCtx, node, *submit, cfg.Logger)
 		}()
 	}
-	var jobErr error
+	fmt.Fprintf(out, "node %s: API http://%s\n", cfg.ID, cfg.HTTPAddr)
 	select {
 	case <-ctx.Done():
-		cfg.Logger.Info("signal received, stopping")
+		cfg.Logger.Info("signal received, handing partitions over and stopping")
+		dctx, dcancel := context.WithTimeout(context.Background(), drainTimeout)
+		err = svc.Shutdown(dctx)
+		dcancel()
+		if err != nil {
+			cfg.Logger.Warn("draining the partitions", "err", err)
+		}
 	case <-node.Done():
 		cfg.Logger.Info("left the cluster, stopping")
-	case jobErr = <-jobDone:
-		if jobErr != nil {
-			cfg.Logger.Error("job failed, stopping", "err", jobErr)
-		} else {
-			cfg.Logger.Info("job finished, stopping")
-		}
-		job = nil
 	}
 	cancel()
-	if job != nil {
-		jobErr = <-jobDone
+	return errors.Join(svc.Close(), node.Close())
+}
+
+// submitAtStart stores job once the cluster has a leader, unless a job of
+// that name is stored already.
+func submitAtStart(ctx context.Context, node *control.Node, job control.JobPut, log *slog.Logger) {
+	for {
+		if _, ok := node.FSM().View().Job(job.Name); ok {
+			return
+		}
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := node.Apply(actx, job)
+		cancel()
+		if err == nil {
+			log.Info("job submitted", "job", job.Name)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
-	return errors.Join(jobErr, node.Close())
 }
 
 func parseLogLevel(s string) (slog.Level, error) {

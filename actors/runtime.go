@@ -1,0 +1,594 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eddy-iot/eddy/actors/checkpoint"
+	"github.com/eddy-iot/eddy/actors/state"
+	"github.com/eddy-iot/eddy/operators"
+	"github.com/eddy-iot/eddy/sinks"
+)
+
+var (
+	// ErrRuntimeClosed is returned by Runtime methods after Close.
+	ErrRuntimeClosed = errors.New("actors: runtime closed")
+	// ErrPartitionNotRunning is returned by Handoff and Barrier for a
+	// partition the runtime does not run (under that epoch).
+	ErrPartitionNotRunning = errors.New("actors: partition not running")
+)
+
+// RestorePoint is a place a partition can be restored from: a snapshot in
+// checkpoint storage and the source offset it resumes at.
+type RestorePoint struct {
+	// Checkpoint is the id of the checkpoint the snapshot belongs to, or,
+	// negative, minus the lease epoch of a handoff snapshot.
+	Checkpoint int64
+	// Offset is the next source offset after the restore.
+	Offset int64
+	// Snapshot is a snapshot reference (FormatSnapshotRef); "" = none.
+	Snapshot string
+}
+
+// FormatSnapshotRef encodes a snapshot's storage key, size in bytes and
+// CRC-32C as one string ("key#bytes#crc32c-hex"), the form a RestorePoint and
+// the control plane's records carry, so that a restore can verify the
+// snapshot before it trusts it.
+func FormatSnapshotRef(key string, bytes int64, crc uint32) string {
+	return fmt.Sprintf("%s#%d#%08x", key, bytes, crc)
+}
+
+// ParseSnapshotRef decodes FormatSnapshotRef.
+func ParseSnapshotRef(ref string) (key string, bytes int64, crc uint32, err error) {
+	i := strings.LastIndexByte(ref, '#')
+	j := -1
+	if i > 0 {
+		j = strings.LastIndexByte(ref[:i], '#')
+	}
+	if j <= 0 {
+		return "", 0, 0, fmt.Errorf("actors: snapshot reference %q: want key#bytes#crc32c", ref)
+	}
+	n, err1 := strconv.ParseInt(ref[j+1:i], 10, 64)
+	c, err2 := strconv.ParseUint(ref[i+1:], 16, 32)
+	if err1 != nil || err2 != nil {
+		return "", 0, 0, fmt.Errorf("actors: snapshot reference %q: want key#bytes#crc32c", ref)
+	}
+	return ref[:j], n, uint32(c), nil
+}
+
+// RuntimeHooks connect a Runtime to the control plane.
+type RuntimeHooks struct {
+	// Ack records that partition p, running under lease epoch, has taken
+	// its snapshot of checkpoint id (point). It is called from a goroutine
+	// of the runtime, one per ack; ctx ends with the runtime. Required when
+	// checkpoints are on.
+	Ack func(ctx context.Context, p int32, epoch uint64, id int64, point RestorePoint)
+	// Failed reports that partition p (epoch) stopped on an error (source,
+	// sink, state store); the runtime no longer runs it. nil: logged only.
+	Failed func(p int32, epoch uint64, err error)
+}
+
+// Runtime runs a chosen, changing set of one job's device partitions on this
+// node: the cluster runtime, where each partition is started, handed off and
+// stopped on its own as its lease (package control) says. It shares one
+// sarama client, one actor system, one state store and the job's sinks
+// between its partitions. Checkpoints are driven from outside (Barrier):
+// there is no local coordinator.
+//
+// Its methods are safe for concurrent use; calls for one partition must not
+// overlap.
+type Runtime struct {
+	j        *Job
+	hooks    RuntimeHooks
+	client   sarama.Client
+	consumer sarama.Consumer
+	system   *actor.ActorSystem
+	ck       *checkpointer // nil without checkpoints
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	parts  map[int32]*runPart
+	closed bool
+	// handoffs waits for handoff snapshot acks, by partition.
+	handoffs map[int32]chan ckEvent
+	// barriers maps a pending checkpoint barrier to the epoch it was sent
+	// under.
+	barriers map[barrierKey]uint64
+}
+
+type barrierKey struct {
+	p  int32
+	id int64
+}
+
+type runPart struct {
+	t          *partitionTask
+	epoch      uint64
+	stopTask   context.CancelFunc // ends t.ctx: sink writes
+	stopRead   context.CancelFunc
+	readDone   chan struct{}
+	lastBarrer int64
+}
+
+// NewRuntime validates cfg and opens the runtime of a job: a Kafka client,
+// the actor system and, with checkpoints, the checkpoint storage and the
+// state store (Config.StateDir, emptied). sink, devices, reg and log are as
+// for NewJob. Close releases everything.
+func NewRuntime(cfg Config, sink sinks.Sink, devices operators.DeviceLookup, reg prometheus.Registerer, log *slog.Logger, hooks RuntimeHooks) (*Runtime, error) {
+	j, err := NewJob(cfg, sink, devices, reg, log)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Checkpoint.Enabled() && hooks.Ack == nil {
+		return nil, errors.New("actors: runtime with checkpoints needs RuntimeHooks.Ack")
+	}
+	if cfg.Source.Partitions != nil {
+		return nil, errors.New("actors: a cluster job runs every partition of its topic (leave source.partitions out)")
+	}
+	if cfg.Checkpoint.FromSavepoint != "" {
+		return nil, errors.New("actors: a cluster job cannot start from a savepoint yet")
+	}
+	client, err := newSaramaClient(cfg.Source)
+	if err != nil {
+		return nil, err
+	}
+	consumer, err := sarama.NewConsumerFromClient(client)
+	if err != nil {
+		client.Close()
+		return nil, fmt.Errorf("actors: kafka consumer: %w", err)
+	}
+	r := &Runtime{
+		j: j, hooks: hooks, client: client, consumer: consumer,
+		system:   newActorSystem(j.log),
+		parts:    map[int32]*runPart{},
+		handoffs: map[int32]chan ckEvent{},
+		barriers: map[barrierKey]uint64{},
+	}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	if cfg.Checkpoint.Enabled() {
+		st, err := checkpoint.OpenStorage(r.ctx, cfg.Checkpoint.Storage)
+		if err != nil {
+			r.closeClients()
+			return nil, err
+		}
+		db, err := state.Open(state.Config{Dir: cfg.StateDir(), CacheBytes: cfg.State.CacheBytes, Log: j.log})
+		if err != nil {
+			st.Close()
+			r.closeClients()
+			return nil, err
+		}
+		r.ck = &checkpointer{
+			j: j, st: st, db: db,
+			fail:     func(cause error) { j.log.Error("partition failed", "err", cause) },
+			events:   make(chan ckEvent, 64),
+			loopDone: make(chan struct{}),
+		}
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.events()
+		}()
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.flushLoop()
+	}()
+	return r, nil
+}
+
+func (r *Runtime) closeClients() {
+	r.cancel()
+	r.consumer.Close()
+	r.client.Close()
+	r.system.Shutdown()
+}
+
+// Config returns the job configuration.
+func (r *Runtime) Config() Config { return r.j.cfg }
+
+// Transactional reports whether the runtime writes transactional sinks
+// (their rows become visible when a checkpoint commits; handoffs then go
+// through the last committed checkpoint).
+func (r *Runtime) Transactional() bool { return len(r.j.tx) > 0 }
+
+// Partitions returns the partition count of the source topic.
+func (r *Runtime) Partitions() (int32, error) {
+	ps, err := r.j.partitions(r.client)
+	if err != nil {
+		return 0, err
+	}
+	return int32(len(ps)), nil
+}
+
+// flushLoop flushes the plain sinks every sinkFlushInterval, so that rows
+// do not sit in a sink's buffer while the stream is slow.
+func (r *Runtime) flushLoop() {
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-tick.C:
+			for _, s := range r.j.plain {
+				if err := s.Flush(r.ctx); err != nil && r.ctx.Err() == nil {
+					r.j.log.Warn("periodic sink flush failed; rows stay buffered", "err", err)
+				}
+			}
+		}
+	}
+}
+
+// Start restores partition p and starts it under lease epoch: from the
+// first usable point of points, tried in order of decreasing offset
+// (snapshots that are corrupt, missing or — with transactional sinks — not
+// known to be committed are skipped), else from the configured start
+// position. It returns once the partition runs.
+func (r *Runtime) Start(ctx context.Context, p int32, epoch uint64, points []RestorePoint) error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return ErrRuntimeClosed
+	}
+	if _, ok := r.parts[p]; ok {
+		r.mu.Unlock()
+		return fmt.Errorf("actors: partition %d already runs", p)
+	}
+	r.mu.Unlock()
+	j := r.j
+	taskCtx, stopTask := context.WithCancel(r.ctx)
+	ok := false
+	defer func() {
+		if !ok {
+			stopTask()
+		}
+	}()
+	t, err := j.newTask(taskCtx, r.client, p)
+	if err != nil {
+		return err
+	}
+	if r.ck != nil {
+		if err := r.restore(ctx, t, epoch, points); err != nil {
+			t.closeTxns()
+			return err
+		}
+	}
+	props := actor.PropsFromProducer(func() actor.Actor { return &partitionActor{t: t} },
+		actor.WithGuardian(&reportingRestart{log: j.log, restarts: j.metrics.ActorRestarts}))
+	pid, err := r.system.Root.SpawnNamed(props, fmt.Sprintf("%s/%d@%d", j.cfg.Name, p, epoch))
+	if err != nil {
+		t.closeTxns()
+		return fmt.Errorf("actors: spawn partition actor %d: %w", p, err)
+	}
+	t.pid = pid
+	readCtx, stopRead := context.WithCancel(taskCtx)
+	rp := &runPart{t: t, epoch: epoch, stopTask: stopTask, stopRead: stopRead, readDone: make(chan struct{})}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		_ = r.system.Root.StopFuture(pid).Wait()
+		t.closeTxns()
+		return ErrRuntimeClosed
+	}
+	r.parts[p] = rp
+	r.mu.Unlock()
+	ok = true
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer close(rp.readDone)
+		err := t.read(readCtx, r.consumer, r.system.Root)
+		switch {
+		case err == nil: // the bounded end: make the last rows visible
+			for _, s := range j.plain {
+				if ferr := s.Flush(taskCtx); ferr != nil && taskCtx.Err() == nil {
+					j.log.Warn("sink flush at the bounded end", "partition", p, "err", ferr)
+				}
+			}
+			j.log.Info("partition reached its bounded end", "partition", p, "offset", t.nextOffset.Load())
+		case readCtx.Err() != nil: // stopped or handed off
+		default:
+			j.log.Error("partition failed", "partition", p, "epoch", epoch, "err", err)
+			if r.hooks.Failed != nil {
+				r.hooks.Failed(p, epoch, err)
+			}
+		}
+	}()
+	j.log.Info("partition started", "partition", p, "epoch", epoch, "offset", t.start, "restored", t.restored)
+	return nil
+}
+
+// restore opens t's transactions under epoch and restores it from the
+// first usable point.
+func (r *Runtime) restore(ctx context.Context, t *partitionTask, epoch uint64, points []RestorePoint) error {
+	ck, j := r.ck, r.j
+	began := time.Now()
+	t.ck = ck
+	t.store = ck.db.Partition(t.partition)
+	if err := t.store.Clear(); err != nil { // left from an earlier run here
+		return err
+	}
+	t.op = j.newOperators(t)
+	limit := int64(-1) // highest checkpoint known committed; -1 = no transactional sinks
+	for _, ts := range j.tx {
+		txn, err := ts.Txn(ctx, j.cfg.Name, t.partition, int64(epoch))
+		if err != nil {
+			return fmt.Errorf("actors: partition %d: open transactional sink: %w", t.partition, err)
+		}
+		t.txns = append(t.txns, txn)
+		c := int64(0)
+		if ct, ok := txn.(sinks.CommitTracker); ok {
+			if last, ok := ct.LastCommitted(); ok {
+				c = last
+			}
+		}
+		if limit < 0 || c < limit {
+			limit = c
+		}
+	}
+	sorted := append([]RestorePoint(nil), points...)
+	sort.SliceStable(sorted, func(a, b int) bool { return sorted[a].Offset > sorted[b].Offset })
+	for _, pt := range sorted {
+		if pt.Snapshot == "" || (limit >= 0 && (pt.Checkpoint <= 0 || pt.Checkpoint > limit)) {
+			continue
+		}
+		key, size, crc, err := ParseSnapshotRef(pt.Snapshot)
+		if err == nil {
+			name := fmt.Sprintf("checkpoint %d", pt.Checkpoint)
+			if pt.Checkpoint < 0 {
+				name = fmt.Sprintf("handoff of epoch %d", -pt.Checkpoint)
+			}
+			err = ck.loadSnapshot(ctx, t, pt.Checkpoint, name,
+				checkpoint.PartitionAck{Partition: t.partition, Snapshot: key, Bytes: size, CRC32C: crc})
+		}
+		if err == nil {
+			t.restored = pt.Checkpoint
+			j.metrics.RestoreSeconds.Observe(time.Since(began).Seconds())
+			j.log.Info("partition restored", "partition", t.partition, "from", pt.Checkpoint, "offset", t.start,
+				"devices", t.op.Devices(), "took", time.Since(began).Round(time.Microsecond))
+			return nil
+		}
+		if !errors.Is(err, checkpoint.ErrCorrupt) && !errors.Is(err, checkpoint.ErrNotExist) && !errors.Is(err, operators.ErrBadState) {
+			return err
+		}
+		j.metrics.RestoreFallbacks.Inc()
+		j.log.Error("snapshot unusable; falling back to an older one", "partition", t.partition, "snapshot", pt.Snapshot, "err", err)
+		if err := t.store.Clear(); err != nil {
+			return err
+		}
+		t.op = j.newOperators(t)
+	}
+	if len(points) > 0 {
+		j.log.Warn("no usable snapshot for partition; starting at the configured position", "partition", t.partition, "start", t.start)
+	}
+	return nil
+}
+
+// checkpointKey is the storage key of a partition's snapshot of cluster
+// checkpoint id (id < 0: the handoff of epoch -id).
+func (r *Runtime) snapshotKey(p int32, epoch uint64, id int64) string {
+	if id < 0 {
+		return fmt.Sprintf("%s/cluster/handoff/p%05d-e%d.snap", r.j.cfg.Name, p, epoch)
+	}
+	return fmt.Sprintf("%s/cluster/chk-%020d/p%05d-e%d.snap", r.j.cfg.Name, id, p, epoch)
+}
+
+// Barrier asks partition p, running under epoch, to take its snapshot of
+// checkpoint id between two batches; RuntimeHooks.Ack reports it. A barrier
+// for an id the partition already got is ignored. It returns
+// ErrPartitionNotRunning when p does not run under epoch.
+func (r *Runtime) Barrier(p int32, epoch uint64, id int64) error {
+	if r.ck == nil {
+		return ErrNoCheckpoints
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rp := r.parts[p]
+	if rp == nil || rp.epoch != epoch {
+		return ErrPartitionNotRunning
+	}
+	if id <= rp.lastBarrer {
+		return nil
+	}
+	rp.lastBarrer = id
+	r.barriers[barrierKey{p, id}] = epoch
+	r.system.Root.Send(rp.t.pid, &barrier{id: id, kind: checkpoint.KindCheckpoint, key: r.snapshotKey(p, epoch, id)})
+	return nil
+}
+
+// Commit tells partition p that checkpoint id is complete: its
+// transactional sinks commit what they pre-committed for it. A no-op
+// without transactional sinks or when p does not run.
+func (r *Runtime) Commit(p int32, id int64) {
+	if len(r.j.tx) == 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if rp := r.parts[p]; rp != nil && rp.lastBarrer >= id {
+		r.system.Root.Send(rp.t.pid, &commitCheckpoint{id: id})
+	}
+}
+
+// events routes the partitions' barrier outcomes: checkpoint acks to
+// RuntimeHooks.Ack, handoff snapshots to the waiting Handoff.
+func (r *Runtime) events() {
+	defer close(r.ck.loopDone)
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case e := <-r.ck.events:
+			if e.committed {
+				continue
+			}
+			r.mu.Lock()
+			if e.id < 0 {
+				if w := r.handoffs[e.partition]; w != nil {
+					w <- e
+					delete(r.handoffs, e.partition)
+				}
+				r.mu.Unlock()
+				continue
+			}
+			epoch, ok := r.barriers[barrierKey{e.partition, e.id}]
+			delete(r.barriers, barrierKey{e.partition, e.id})
+			r.mu.Unlock()
+			if !ok {
+				continue
+			}
+			if e.err != nil {
+				r.j.metrics.Checkpoints.WithLabelValues(string(checkpoint.KindCheckpoint), "failed").Inc()
+				r.j.log.Warn("partition checkpoint failed", "partition", e.partition, "checkpoint", e.id, "err", e.err)
+				continue
+			}
+			pt := RestorePoint{Checkpoint: e.id, Offset: e.ack.Offset, Snapshot: FormatSnapshotRef(e.ack.Snapshot, e.ack.Bytes, e.ack.CRC32C)}
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				r.hooks.Ack(r.ctx, e.partition, epoch, e.id, pt)
+			}()
+		}
+	}
+}
+
+// Handoff drains partition p (epoch) for its next owner: the reader stops,
+// the batch in flight finishes, the partition snapshots its state to
+// checkpoint storage, flushes the sinks and stops. It returns the point to
+// resume from. With transactional sinks, or without checkpoints, it only
+// stops the partition and returns an empty point (the next owner restores
+// the last committed checkpoint, or starts at the configured position).
+// When it returns the partition no longer runs, error or not.
+func (r *Runtime) Handoff(ctx context.Context, p int32, epoch uint64) (RestorePoint, error) {
+	r.mu.Lock()
+	rp := r.parts[p]
+	r.mu.Unlock()
+	if rp == nil || rp.epoch != epoch {
+		return RestorePoint{}, ErrPartitionNotRunning
+	}
+	defer r.Stop(p)
+	if r.ck == nil || len(r.j.tx) > 0 {
+		return RestorePoint{}, nil
+	}
+	rp.stopRead()
+	select {
+	case <-rp.readDone:
+	case <-ctx.Done():
+		return RestorePoint{}, ctx.Err()
+	}
+	id := -int64(epoch)
+	w := make(chan ckEvent, 1)
+	r.mu.Lock()
+	r.handoffs[p] = w
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		if r.handoffs[p] == w {
+			delete(r.handoffs, p)
+		}
+		r.mu.Unlock()
+	}()
+	r.system.Root.Send(rp.t.pid, &barrier{id: id, kind: checkpoint.KindSavepoint, key: r.snapshotKey(p, epoch, id)})
+	select {
+	case e := <-w:
+		if e.err != nil {
+			return RestorePoint{}, fmt.Errorf("actors: partition %d: handoff snapshot: %w", p, e.err)
+		}
+		return RestorePoint{Checkpoint: id, Offset: e.ack.Offset, Snapshot: FormatSnapshotRef(e.ack.Snapshot, e.ack.Bytes, e.ack.CRC32C)}, nil
+	case <-ctx.Done():
+		return RestorePoint{}, ctx.Err()
+	}
+}
+
+// Stop stops partition p at once: no snapshot; what its transactional sinks
+// hold uncommitted is aborted. It returns when the partition no longer
+// processes or writes (rows it handed to a plain sink's buffer before may
+// still be flushed: SQL sinks are idempotent upserts of the same rows).
+// Stopping a partition that does not run is a no-op.
+func (r *Runtime) Stop(p int32) {
+	r.mu.Lock()
+	rp := r.parts[p]
+	delete(r.parts, p)
+	r.mu.Unlock()
+	if rp == nil {
+		return
+	}
+	rp.stopRead()
+	<-rp.readDone
+	_ = r.system.Root.StopFuture(rp.t.pid).Wait()
+	rp.stopTask()
+	rp.t.closeTxns()
+	r.j.log.Info("partition stopped", "partition", p, "epoch", rp.epoch, "offset", rp.t.nextOffset.Load())
+}
+
+// Running returns the partitions running, with their epochs.
+func (r *Runtime) Running() map[int32]uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[int32]uint64, len(r.parts))
+	for p, rp := range r.parts {
+		out[p] = rp.epoch
+	}
+	return out
+}
+
+// Status returns the live state of partition p, if it runs.
+func (r *Runtime) Status(p int32) (PartitionStatus, bool) {
+	r.mu.Lock()
+	rp := r.parts[p]
+	r.mu.Unlock()
+	if rp == nil {
+		return PartitionStatus{}, false
+	}
+	return rp.t.status(), true
+}
+
+// Close stops every partition (like Stop) and releases the runtime.
+// Idempotent.
+func (r *Runtime) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	ps := make([]int32, 0, len(r.parts))
+	for p := range r.parts {
+		ps = append(ps, p)
+	}
+	r.mu.Unlock()
+	for _, p := range ps {
+		r.Stop(p)
+	}
+	flushCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var errs []error
+	for _, s := range r.j.plain {
+		errs = append(errs, s.Flush(flushCtx))
+	}
+	r.cancel()
+	if r.ck != nil {
+		r.ck.uploads.Wait()
+	}
+	r.wg.Wait()
+	if r.ck != nil {
+		errs = append(errs, r.ck.db.Close(), r.ck.st.Close())
+	}
+	r.closeClients()
+	return errors.Join(errs...)
+}

@@ -1,0 +1,45 @@
+// Package jobs runs the jobs stored in the control plane on one node: it is
+// the wiring between package control (placement, Raft leases, checkpoint
+// records) and package actors (partition actors, snapshots, restore).
+//
+// Every `eddy node` starts one Service. It attaches a control.Assigner to the
+// node, with a Runner that keeps, per job, one actors.Runtime: a Kafka
+// client, an actor system, the job's sinks and a pebble state store shared
+// by the partitions this node runs. The Assigner decides which partitions
+// run here (the lease decides, never activation alone); the Runner starts,
+// hands off and stops them:
+//
+//   - Start(lease) restores the partition from the newest usable of: the
+//     handoff point in the lease (a live handoff), and its acks of the
+//     checkpoints in Raft — only complete checkpoints whose transactions
+//     committed when the job has transactional sinks; any acked checkpoint
+//     otherwise (SQL sinks are idempotent upserts). Corrupt or missing
+//     snapshots fall back to the next point. The source is sought to the
+//     point's offset.
+//   - Handoff finishes the batch in flight, snapshots the partition to
+//     checkpoint storage, flushes the sinks and stops; the point goes into
+//     the lease release.
+//   - Stop stops at once (fencing, lease lost, kill-like Close).
+//
+// # Checkpoints
+//
+// The checkpoint coordinator runs on the Raft leader: every job's
+// checkpoint.interval it appends CheckpointStart{id+1} to the Raft log once
+// the previous checkpoint completed (or timed out after checkpoint.timeout).
+// Every node sends a barrier of the newest incomplete checkpoint to each
+// partition it runs that has not acked it (a partition started later acks
+// it as soon as it runs); each partition snapshots between two batches and
+// the node appends CheckpointAck{id, partition, epoch, offset, snapshot},
+// which the FSM accepts only under the partition's current lease epoch.
+// The FSM completes a checkpoint when all partitions acked; nodes then tell
+// the transactional sinks to commit. A new leader continues from the
+// records in the log: a leader change loses no ack and no checkpoint.
+//
+// # Limits
+//
+// Snapshots of checkpoints the FSM no longer retains are not deleted from
+// checkpoint storage yet. A changed job spec is picked up when the job's
+// runtime is recreated (every partition of the job moved away from the
+// node), not at once. The metrics of a job register only for the first
+// runtime of that job name in the process.
+package jobs

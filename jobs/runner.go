@@ -1,0 +1,423 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/url"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eddy-iot/eddy/actors"
+	"github.com/eddy-iot/eddy/control"
+	"github.com/eddy-iot/eddy/operators"
+	"github.com/eddy-iot/eddy/sinks"
+)
+
+// ErrClosed is returned by Runner methods after Close.
+var ErrClosed = errors.New("jobs: closed")
+
+// Config configures a Service.
+type Config struct {
+	// StateDir is the directory under which each job's pebble state store
+	// lives (StateDir/<job>); required. It must not be shared between
+	// nodes; a job spec's state.dir is ignored on a cluster.
+	StateDir string
+	// Devices is the broadcast device data for enrichment (the node's Raft
+	// replica); nil: none.
+	Devices operators.DeviceLookup
+	// Assigner tunes the partition assigner; Runner and PartitionCount are
+	// set by the Service. Zero value: control.DefaultAssignerConfig().
+	Assigner control.AssignerConfig
+	// CoordinatorTick is how often the checkpoint coordinator looks at the
+	// FSM besides its changes; default 100 ms.
+	CoordinatorTick time.Duration
+	// Logger; default: slog.Default().
+	Logger *slog.Logger
+	// Registerer receives job and sink metrics; nil: not registered.
+	Registerer prometheus.Registerer
+}
+
+// Validate checks the config.
+func (c *Config) Validate() error {
+	if c.StateDir == "" {
+		return errors.New("jobs: StateDir must be set (e.g. <data-dir>/state)")
+	}
+	if c.CoordinatorTick < 0 {
+		return fmt.Errorf("jobs: CoordinatorTick (%v) must be >= 0", c.CoordinatorTick)
+	}
+	return nil
+}
+
+// jobRuntime is one job's runtime on this node.
+type jobRuntime struct {
+	name   string
+	modify uint64 // Job.ModifyIndex of the spec it runs
+	rt     *actors.Runtime
+	sink   actors.MultiSink
+	cfg    actors.Config
+	// interval and timeout of the job's checkpoints (0: checkpoints off).
+	interval, timeout time.Duration
+}
+
+// Runner implements control.Runner and control.ProgressSource with one
+// actors.Runtime per job. Safe for concurrent use.
+type Runner struct {
+	node *control.Node
+	cfg  Config
+	log  *slog.Logger
+	reg  prometheus.Registerer
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	jobs   map[string]*jobRuntime
+	owned  map[pkey]uint64      // partitions started by the Assigner, by epoch
+	locks  map[pkey]*sync.Mutex // serialise a restart with Assigner calls
+	closed bool
+}
+
+type pkey struct {
+	job string
+	p   int32
+}
+
+var (
+	_ control.Runner         = (*Runner)(nil)
+	_ control.ProgressSource = (*Runner)(nil)
+)
+
+func newRunner(node *control.Node, cfg Config) *Runner {
+	r := &Runner{
+		node: node, cfg: cfg, log: cfg.Logger, reg: tolerantRegisterer{cfg.Registerer},
+		jobs: map[string]*jobRuntime{}, owned: map[pkey]uint64{}, locks: map[pkey]*sync.Mutex{},
+	}
+	if cfg.Registerer == nil {
+		r.reg = nil
+	}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	return r
+}
+
+func (r *Runner) lock(k pkey) *sync.Mutex {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.locks[k]
+	if m == nil {
+		m = &sync.Mutex{}
+		r.locks[k] = m
+	}
+	return m
+}
+
+// jobConfig turns a stored job into its runtime configuration on this node.
+func (r *Runner) jobConfig(j control.Job) (actors.Config, *actors.Spec, error) {
+	spec, err := actors.ParseSpec([]byte(j.Spec))
+	if err != nil {
+		return actors.Config{}, nil, err
+	}
+	cfg, err := spec.Config()
+	if err != nil {
+		return cfg, nil, err
+	}
+	cfg.Name = j.Name
+	cfg.State.Dir = filepath.Join(r.cfg.StateDir, url.PathEscape(j.Name))
+	return cfg, spec, nil
+}
+
+// runtime returns the runtime of job, creating it from the spec in the
+// local replica.
+func (r *Runner) runtime(ctx context.Context, job string) (*jobRuntime, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, ErrClosed
+	}
+	if jr := r.jobs[job]; jr != nil {
+		return jr, nil
+	}
+	j, ok := r.node.FSM().View().Job(job)
+	if !ok {
+		return nil, fmt.Errorf("jobs: job %s is not in the local replica", job)
+	}
+	cfg, spec, err := r.jobConfig(j)
+	if err != nil {
+		return nil, fmt.Errorf("jobs: job %s: %w", job, err)
+	}
+	if spec.Broadcast.DevicesFile != "" {
+		return nil, fmt.Errorf("jobs: job %s: broadcast.devices_file is not used on a cluster: device data comes from Raft (eddy ctl devices import FILE)", job)
+	}
+	jr := &jobRuntime{name: job, modify: j.ModifyIndex, cfg: cfg}
+	if cfg.Checkpoint.Enabled() {
+		jr.interval, jr.timeout = cfg.Checkpoint.Interval, cfg.Checkpoint.Timeout
+	}
+	ok = false
+	defer func() {
+		if !ok {
+			jr.sink.Close()
+		}
+	}()
+	for _, u := range spec.SinkURLs() {
+		s, err := sinks.Open(u, sinks.DefaultConfig(), r.reg)
+		if err != nil {
+			return nil, fmt.Errorf("jobs: job %s: %w", job, err)
+		}
+		jr.sink = append(jr.sink, s)
+		if err := s.Open(ctx); err != nil {
+			return nil, fmt.Errorf("jobs: job %s: open sink %s: %w", job, u, err)
+		}
+	}
+	var sink sinks.Sink = jr.sink
+	if len(jr.sink) == 1 {
+		sink = jr.sink[0]
+	}
+	log := r.log.With("job", job)
+	jr.rt, err = actors.NewRuntime(cfg, sink, r.cfg.Devices, r.reg, log, actors.RuntimeHooks{
+		Ack:    func(ctx context.Context, p int32, epoch uint64, id int64, pt actors.RestorePoint) { r.ack(ctx, job, p, epoch, id, pt) },
+		Failed: func(p int32, epoch uint64, err error) { r.failed(job, p, epoch, err) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("jobs: job %s: %w", job, err)
+	}
+	ok = true
+	r.jobs[job] = jr
+	log.Info("job runtime opened", "revision", j.ModifyIndex, "checkpoints", cfg.Checkpoint.Storage)
+	return jr, nil
+}
+
+// restorePoints lists where partition p of job may restore from: the
+// handoff point of its lease and its acks of the retained checkpoints
+// (complete ones only with transactional sinks).
+func restorePoints(view control.View, lease control.Lease, transactional bool) []actors.RestorePoint {
+	var out []actors.RestorePoint
+	if h := lease.Handoff; h != nil && h.Snapshot != "" && !transactional {
+		out = append(out, actors.RestorePoint{Checkpoint: -int64(h.Epoch), Offset: h.Offset, Snapshot: h.Snapshot})
+	}
+	cps := view.Checkpoints(lease.Job)
+	for i := len(cps) - 1; i >= 0; i-- {
+		cp := cps[i]
+		if transactional && !cp.Complete {
+			continue
+		}
+		for _, a := range cp.Acks {
+			if a.Partition == lease.Partition {
+				out = append(out, actors.RestorePoint{Checkpoint: int64(cp.ID), Offset: a.Offset, Snapshot: a.Snapshot})
+			}
+		}
+	}
+	return out
+}
+
+// Start implements control.Runner.
+func (r *Runner) Start(ctx context.Context, lease control.Lease) error {
+	k := pkey{lease.Job, lease.Partition}
+	m := r.lock(k)
+	m.Lock()
+	defer m.Unlock()
+	jr, err := r.runtime(ctx, lease.Job)
+	if err != nil {
+		return err
+	}
+	points := restorePoints(r.node.FSM().View(), lease, jr.rt.Transactional())
+	if err := jr.rt.Start(ctx, lease.Partition, lease.Epoch, points); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.owned[k] = lease.Epoch
+	r.mu.Unlock()
+	return nil
+}
+
+// Handoff implements control.Runner.
+func (r *Runner) Handoff(ctx context.Context, lease control.Lease) (control.HandoffPoint, error) {
+	k := pkey{lease.Job, lease.Partition}
+	m := r.lock(k)
+	m.Lock()
+	defer m.Unlock()
+	r.mu.Lock()
+	delete(r.owned, k)
+	jr := r.jobs[lease.Job]
+	r.mu.Unlock()
+	if jr == nil {
+		return control.HandoffPoint{}, nil
+	}
+	pt, err := jr.rt.Handoff(ctx, lease.Partition, lease.Epoch)
+	if errors.Is(err, actors.ErrPartitionNotRunning) {
+		return control.HandoffPoint{}, nil
+	}
+	if err != nil {
+		return control.HandoffPoint{}, err
+	}
+	return control.HandoffPoint{Offset: pt.Offset, Snapshot: pt.Snapshot}, nil
+}
+
+// Stop implements control.Runner.
+func (r *Runner) Stop(job string, partition int32) {
+	k := pkey{job, partition}
+	m := r.lock(k)
+	m.Lock()
+	defer m.Unlock()
+	r.mu.Lock()
+	delete(r.owned, k)
+	jr := r.jobs[job]
+	r.mu.Unlock()
+	if jr != nil {
+		jr.rt.Stop(partition)
+	}
+}
+
+// PartitionProgress implements control.ProgressSource.
+func (r *Runner) PartitionProgress(job string, partition int32) (control.PartitionProgress, bool) {
+	r.mu.Lock()
+	jr := r.jobs[job]
+	r.mu.Unlock()
+	if jr == nil {
+		return control.PartitionProgress{}, false
+	}
+	st, ok := jr.rt.Status(partition)
+	if !ok {
+		return control.PartitionProgress{}, false
+	}
+	wm := st.Watermark
+	if wm == math.MinInt64 || wm == math.MaxInt64 {
+		wm = 0
+	}
+	return control.PartitionProgress{Offset: st.NextOffset, Lag: st.Lag, WatermarkMs: wm}, true
+}
+
+// ack records a partition's checkpoint ack in Raft, retrying while there
+// is no leader.
+func (r *Runner) ack(ctx context.Context, job string, p int32, epoch uint64, id int64, pt actors.RestorePoint) {
+	cmd := control.CheckpointAck{Job: job, ID: uint64(id), Partition: p, Epoch: epoch, Offset: pt.Offset, Snapshot: pt.Snapshot}
+	for attempt := 0; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := r.node.Apply(actx, cmd)
+		cancel()
+		switch {
+		case err == nil:
+			return
+		case (errors.Is(err, control.ErrNoLeader) || errors.Is(err, control.ErrNotLeader) || errors.Is(err, control.ErrUnknownOutcome)) && attempt < 20:
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(250 * time.Millisecond):
+			}
+		default:
+			r.log.Debug("checkpoint ack not recorded", "job", job, "partition", p, "checkpoint", id, "epoch", epoch, "err", err)
+			return
+		}
+	}
+}
+
+// failed restarts a partition that stopped on an error, from its newest
+// restore point, as long as the Assigner still has it here under epoch.
+func (r *Runner) failed(job string, p int32, epoch uint64, cause error) {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		k := pkey{job, p}
+		for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
+			select {
+			case <-r.ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+			m := r.lock(k)
+			m.Lock()
+			r.mu.Lock()
+			owned := r.owned[k] == epoch
+			jr := r.jobs[job]
+			r.mu.Unlock()
+			if !owned || jr == nil {
+				m.Unlock()
+				return
+			}
+			jr.rt.Stop(p)
+			view := r.node.FSM().View()
+			lease, ok := view.Lease(job, p)
+			if !ok || lease.Owner != r.node.ID() || lease.Epoch != epoch || lease.Released {
+				m.Unlock()
+				return
+			}
+			err := jr.rt.Start(r.ctx, p, epoch, restorePoints(view, lease, jr.rt.Transactional()))
+			m.Unlock()
+			if err == nil {
+				r.log.Warn("failed partition restarted", "job", job, "partition", p, "epoch", epoch, "cause", cause)
+				return
+			}
+			r.log.Error("restarting a failed partition", "job", job, "partition", p, "err", err)
+		}
+	}()
+}
+
+// close stops every partition and closes the runtimes and sinks.
+func (r *Runner) close() error {
+	r.mu.Lock()
+	r.closed = true
+	jobs := r.jobs
+	r.jobs = map[string]*jobRuntime{}
+	r.mu.Unlock()
+	r.cancel()
+	r.wg.Wait()
+	var errs []error
+	for _, jr := range jobs {
+		errs = append(errs, jr.rt.Close(), jr.sink.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// gc closes the runtimes of jobs that are gone or changed and run no
+// partition here any more.
+func (r *Runner) gc(view control.View) {
+	r.mu.Lock()
+	var idle []*jobRuntime
+	for name, jr := range r.jobs {
+		j, ok := view.Job(name)
+		if ok && j.ModifyIndex == jr.modify {
+			continue
+		}
+		if len(jr.rt.Running()) > 0 {
+			continue
+		}
+		busy := false
+		for k := range r.owned {
+			if k.job == name {
+				busy = true
+			}
+		}
+		if !busy {
+			delete(r.jobs, name)
+			idle = append(idle, jr)
+		}
+	}
+	r.mu.Unlock()
+	for _, jr := range idle {
+		r.log.Info("job runtime closed (job cancelled or changed)", "job", jr.name)
+		if err := errors.Join(jr.rt.Close(), jr.sink.Close()); err != nil {
+			r.log.Warn("closing a job runtime", "job", jr.name, "err", err)
+		}
+	}
+}
+
+// tolerantRegisterer registers collectors and ignores those already
+// registered (a job runtime opened again, or a second job: the first one's
+// metrics stay).
+type tolerantRegisterer struct{ prometheus.Registerer }
+
+func (t tolerantRegisterer) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := t.Registerer.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				panic(err)
+			}
+		}
+	}
+}
