@@ -180,7 +180,9 @@ func (r *Runner) runtime(ctx context.Context, job string) (*jobRuntime, error) {
 	}
 	log := r.log.With("job", job)
 	jr.rt, err = actors.NewRuntime(cfg, sink, r.cfg.Devices, r.reg, log, actors.RuntimeHooks{
-		Ack:    func(ctx context.Context, p int32, epoch uint64, id int64, pt actors.RestorePoint) { r.ack(ctx, job, p, epoch, id, pt) },
+		Ack: func(ctx context.Context, p int32, epoch uint64, id int64, pt actors.RestorePoint) {
+			r.ack(ctx, job, p, epoch, id, pt)
+		},
 		Failed: func(p int32, epoch uint64, err error) { r.failed(job, p, epoch, err) },
 	})
 	if err != nil {
