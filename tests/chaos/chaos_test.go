@@ -576,6 +576,42 @@ batch_size: 1024
 		time.Sleep(2 * time.Second)
 	}
 
+	// The moves went through snapshots: handoff points at joins and stops,
+	// checkpoints in Raft after kills.
+	cps, err := cl.Checkpoints(ctx, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	complete := 0
+	for _, cp := range cps {
+		if cp.Complete {
+			complete++
+		}
+	}
+	fromHandoff, fromCheckpoint, fromNothing := 0, 0, 0
+	for _, n := range c.Nodes {
+		b, err := os.ReadFile(n.LogPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			switch {
+			case strings.Contains(l, `msg="partition restored"`) && strings.Contains(l, " from=-"):
+				fromHandoff++
+			case strings.Contains(l, `msg="partition restored"`):
+				fromCheckpoint++
+			case strings.Contains(l, `msg="partition started"`) && strings.Contains(l, " restored=0"):
+				fromNothing++
+			}
+		}
+	}
+	t.Logf("checkpoints: %d retained in Raft, %d complete; partition starts: %d from a handoff snapshot, %d from a checkpoint, %d from the beginning",
+		len(cps), complete, fromHandoff, fromCheckpoint, fromNothing)
+	if complete == 0 || fromHandoff == 0 || fromCheckpoint == 0 {
+		t.Errorf("the run did not exercise both restore paths (complete checkpoints %d, handoff restores %d, checkpoint restores %d)",
+			complete, fromHandoff, fromCheckpoint)
+	}
+
 	// One holder per partition at a time, by the lease history.
 	hist, err := cl.LeaseHistory(ctx, job, -1)
 	if err != nil {
