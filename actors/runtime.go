@@ -592,3 +592,32 @@ func (r *Runtime) Close() error {
 	r.closeClients()
 	return errors.Join(errs...)
 }
+
+// DeleteCheckpointsBefore deletes from checkpoint storage the partition
+// snapshots of the job's cluster checkpoints with an id below id (those the
+// control plane no longer retains) and returns the ids it deleted. Handoff
+// snapshots are kept. Without checkpoints it does nothing.
+func (r *Runtime) DeleteCheckpointsBefore(ctx context.Context, id int64) ([]int64, error) {
+	if r.ck == nil {
+		return nil, nil
+	}
+	prefix := r.j.cfg.Name + "/cluster/"
+	dirs, err := r.ck.st.ListDirs(ctx, prefix)
+	if err != nil {
+		return nil, err
+	}
+	var deleted []int64
+	var errs []error
+	for _, d := range dirs {
+		n, err := strconv.ParseInt(strings.TrimPrefix(d, "chk-"), 10, 64)
+		if !strings.HasPrefix(d, "chk-") || err != nil || n >= id {
+			continue
+		}
+		if err := r.ck.st.DeletePrefix(ctx, prefix+d+"/"); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		deleted = append(deleted, n)
+	}
+	return deleted, errors.Join(errs...)
+}

@@ -27,6 +27,7 @@ type Service struct {
 
 	// coordinator state, touched by the coordinator goroutine only
 	committed map[string]uint64 // newest checkpoint told to commit, by job
+	retained  map[string]uint64 // oldest checkpoint id retained when storage was last pruned, by job
 	started   map[string]time.Time
 }
 
@@ -43,7 +44,7 @@ func Start(node *control.Node, cfg Config) (*Service, error) {
 		cfg.CoordinatorTick = 100 * time.Millisecond
 	}
 	s := &Service{node: node, cfg: cfg, log: cfg.Logger.With("component", "jobs"),
-		committed: map[string]uint64{}, started: map[string]time.Time{}}
+		committed: map[string]uint64{}, retained: map[string]uint64{}, started: map[string]time.Time{}}
 	s.runner = newRunner(node, cfg)
 	s.runner.log = cfg.Logger
 	acfg := cfg.Assigner
@@ -135,6 +136,7 @@ func (s *Service) lead(view control.View) {
 			continue
 		}
 		cps := view.Checkpoints(j.Name)
+		s.retain(j.Name, cps)
 		next := uint64(1)
 		if len(cps) > 0 {
 			cp := cps[len(cps)-1]
@@ -201,4 +203,33 @@ func (s *Service) drive(view control.View) {
 			}
 		}
 	}
+}
+
+// retain deletes, on the leader, the snapshots of checkpoints the FSM no
+// longer retains (it keeps control.RetainCheckpoints per job).
+func (s *Service) retain(job string, cps []control.Checkpoint) {
+	if len(cps) < control.RetainCheckpoints || cps[0].ID <= s.retained[job] {
+		return
+	}
+	s.runner.mu.Lock()
+	jr := s.runner.jobs[job]
+	s.runner.mu.Unlock()
+	if jr == nil {
+		return
+	}
+	s.retained[job] = cps[0].ID
+	oldest := int64(cps[0].ID)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
+		defer cancel()
+		deleted, err := jr.rt.DeleteCheckpointsBefore(ctx, oldest)
+		if err != nil {
+			s.log.Warn("deleting old checkpoint snapshots", "job", job, "err", err)
+		}
+		if len(deleted) > 0 {
+			s.log.Debug("deleted old checkpoint snapshots", "job", job, "checkpoints", len(deleted))
+		}
+	}()
 }
