@@ -19,6 +19,7 @@
 //	go test ./tests/chaos -v                          # random seed, printed
 //	go test ./tests/chaos -v -seed 42                 # replay a schedule
 //	go test ./tests/chaos -v -records 400000 -speed 20000
+//	EDDY_RACE=1 go test ./tests/chaos -v              # nodes built with -race
 package chaos
 
 import (
@@ -593,6 +594,9 @@ batch_size: 1024
 		b, err := os.ReadFile(n.LogPath)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte("WARNING: DATA RACE")) {
+			t.Errorf("%s: the race detector reported a data race (EDDY_RACE=1 build); see %s", n.ID, n.LogPath)
 		}
 		for _, l := range strings.Split(string(b), "\n") {
 			switch {
