@@ -82,6 +82,18 @@
 // cluster moves the coordinator onto the Raft leader. For fault-injection
 // tests, TestCheckpointDelayEnv delays every partition's ack.
 //
+// Cluster runtime: a Runtime (NewRuntime) runs a changing subset of a job's
+// partitions on one node of a cluster, each started, handed off and
+// stopped on its own as its lease says (package jobs drives it from the
+// control plane). Start restores a partition from the newest usable
+// RestorePoint (a checkpoint ack or a handoff snapshot, verified by size
+// and CRC-32C, older ones on corruption); Barrier snapshots it for a
+// checkpoint numbered by the Raft leader and RuntimeHooks.Ack records the
+// ack; Handoff finishes the batch, snapshots, flushes and stops; Stop stops
+// at once. Source.EndOffsets bounds a job at given offsets, so that every
+// partition of a bounded cluster job ends at the same input whenever and
+// wherever it starts.
+//
 // Usage:
 //
 //	job, err := actors.NewJob(cfg, sink, devices, registry, logger)
