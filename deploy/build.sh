@@ -29,9 +29,9 @@ fi
 if [[ -n "${NO_DOCKER:-}" ]]; then
 	exit 0
 fi
-# COPY --chown makes rootfs/data and rootfs/tmp belong to the image user; the
+# COPY --chown makes the directories of rootfs/ belong to the image user; the
 # modes come from the checkout, so make them predictable.
-chmod 0755 "$deploy_dir/rootfs" "$deploy_dir/rootfs/data" "$deploy_dir/rootfs/tmp"
+chmod 0755 "$deploy_dir/rootfs" "$deploy_dir/rootfs/data" "$deploy_dir/rootfs/tmp" "$deploy_dir/rootfs/shared"
 
 echo "build: image $image" >&2
 docker build -t "$image" "$@" "$deploy_dir"

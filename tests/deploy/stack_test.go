@@ -91,9 +91,10 @@ func scrape(url string) (map[string]float64, error) {
 // TestComposeStack brings up the compose stack (broker, replay, three
 // nodes, unbounded job), waits until the job has processed the replayed
 // dataset and checkpointed it, takes a savepoint, restarts the job (it must
-// restore, not re-read), checks that the nodes have a leader, then runs the
-// job bounded in the job service and checks its summary and the SQLite
-// tables on the volume.
+// restore, not re-read), checks that the nodes have a leader, submits the
+// job to the nodes (cluster path) and kills one of them, then runs the job
+// bounded in the job service and checks its summary and the SQLite tables
+// of both paths on their volumes.
 func TestComposeStack(t *testing.T) {
 	requireDocker(t)
 	if testing.Short() {
@@ -233,9 +234,65 @@ func TestComposeStack(t *testing.T) {
 	}
 	t.Logf("cluster healthy: %s", time.Since(start).Round(time.Second))
 
+	// The cluster path: the same job submitted to the nodes, which share
+	// the partitions; one node is killed and its partitions move on.
+	c.must(2*time.Minute, "stop", "job") // leave the CPU to the nodes
+	c.must(2*time.Minute, "--profile", "cluster-job", "run", "--rm", "-T", "submit")
+	clusterDone := func(alive ...string) func() error {
+		return func() error {
+			out, err := c.run(time.Minute, "exec", "-T", alive[0], "/eddy", "ctl", "--addr", "http://"+alive[0]+":8080", "partitions", "-o", "json")
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			var parts []struct {
+				Job       string `json:"job"`
+				Partition int32  `json:"partition"`
+				Owner     string `json:"owner"`
+				State     string `json:"state"`
+				Progress  *struct {
+					Offset int64 `json:"offset"`
+					Lag    int64 `json:"lag"`
+				} `json:"progress"`
+			}
+			if err := json.Unmarshal([]byte(out), &parts); err != nil {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			var offsets int64
+			owners := map[string]int{}
+			for _, p := range parts {
+				if p.Job != "iot-work-cluster" {
+					continue
+				}
+				if p.State != "running" || p.Progress == nil || p.Progress.Lag != 0 || !slices.Contains(alive, p.Owner) {
+					return fmt.Errorf("partition %d: %s on %s, progress %+v", p.Partition, p.State, p.Owner, p.Progress)
+				}
+				offsets += p.Progress.Offset
+				owners[p.Owner]++
+			}
+			if offsets != aberdeenInput {
+				return fmt.Errorf("offsets add up to %d of %d (owners %v)", offsets, aberdeenInput, owners)
+			}
+			t.Logf("cluster job: every partition at the end, owners %v", owners)
+			return nil
+		}
+	}
+	eventually(t, 3*time.Minute, "cluster job read the topic", clusterDone("node1", "node2", "node3"))
+	t.Logf("cluster job done: %s", time.Since(start).Round(time.Second))
+	c.must(time.Minute, "kill", "node3")
+	eventually(t, 2*time.Minute, "node3's partitions taken over", clusterDone("node1", "node2"))
+	t.Logf("node3 killed, partitions taken over: %s", time.Since(start).Round(time.Second))
+	c.must(2*time.Minute, "stop", "node1", "node2") // hand over, flush, close the SQLite file
+	holder := strings.TrimSpace(mustRun(t, "docker", "create", "-v", c.project+"_shared:/shared", testImage))
+	defer run(t, time.Minute, "", nil, "docker", "rm", "-f", holder)
+	clusterDir := t.TempDir()
+	mustRun(t, "docker", "cp", holder+":/shared/iot-work-cluster.db", clusterDir)
+	for _, suffix := range []string{"-wal", "-shm"} {
+		run(t, time.Minute, "", nil, "docker", "cp", holder+":/shared/iot-work-cluster.db"+suffix, clusterDir)
+	}
+	countRows(t, filepath.Join(clusterDir, "iot-work-cluster.db"), map[string]int64{"readings": aberdeenValid, "dead_letters": aberdeenDeadLetters, "late_records": 0})
+
 	// A bounded run in the job service, from the start (fresh checkpoint
 	// storage): the summary and the tables.
-	c.must(2*time.Minute, "stop", "job")
 	out := c.must(4*time.Minute, "run", "--rm", "-T", "job", "run", "--job", "/jobs/iot-work-compose.yaml",
 		"--bounded", "--quiet", "--metrics-addr=", "--log-level=warn", "--checkpoint-storage=file:///data/checkpoints-bounded")
 	t.Logf("bounded run in the job service:\n%s", lastLines(out, 9))
@@ -248,26 +305,32 @@ func TestComposeStack(t *testing.T) {
 
 	// Copy the database off the volume (the image has no sqlite3 and no shell).
 	dir := t.TempDir()
-	holder := strings.TrimSpace(mustRun(t, "docker", "create", "-v", c.project+"_job-data:/data", testImage))
-	defer run(t, time.Minute, "", nil, "docker", "rm", "-f", holder)
-	mustRun(t, "docker", "cp", holder+":/data/iot-work.db", dir)
+	jobHolder := strings.TrimSpace(mustRun(t, "docker", "create", "-v", c.project+"_job-data:/data", testImage))
+	defer run(t, time.Minute, "", nil, "docker", "rm", "-f", jobHolder)
+	mustRun(t, "docker", "cp", jobHolder+":/data/iot-work.db", dir)
 	for _, suffix := range []string{"-wal", "-shm"} { // present only if not checkpointed
-		run(t, time.Minute, "", nil, "docker", "cp", holder+":/data/iot-work.db"+suffix, dir)
+		run(t, time.Minute, "", nil, "docker", "cp", jobHolder+":/data/iot-work.db"+suffix, dir)
 	}
-	db, err := sql.Open("sqlite", filepath.Join(dir, "iot-work.db"))
+	countRows(t, filepath.Join(dir, "iot-work.db"), map[string]int64{"readings": aberdeenValid, "work_periods": aberdeenWorkPeriods, "dead_letters": aberdeenDeadLetters, "late_records": 0})
+	t.Logf("compose stack checked in %s", time.Since(start).Round(time.Second))
+}
+
+// countRows checks the row counts of tables of an SQLite file.
+func countRows(t *testing.T, path string, want map[string]int64) {
+	t.Helper()
+	db, err := sql.Open("sqlite", path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	for table, want := range map[string]int64{"readings": aberdeenValid, "work_periods": aberdeenWorkPeriods, "dead_letters": aberdeenDeadLetters, "late_records": 0} {
+	for table, w := range want {
 		var n int64
 		if err := db.QueryRow("SELECT count(*) FROM " + table).Scan(&n); err != nil {
-			t.Errorf("%s: %v", table, err)
-		} else if n != want {
-			t.Errorf("%s has %d rows, want %d", table, n, want)
+			t.Errorf("%s: %s: %v", path, table, err)
+		} else if n != w {
+			t.Errorf("%s: %s has %d rows, want %d", filepath.Base(path), table, n, w)
 		}
 	}
-	t.Logf("compose stack checked in %s", time.Since(start).Round(time.Second))
 }
 
 func mustRun(t *testing.T, name string, args ...string) string {
