@@ -570,7 +570,7 @@ func (ck *checkpointer) begin(ctx context.Context, kind checkpoint.Kind, final b
 	ck.mu.Lock()
 	ck.status.InProgress = id
 	ck.mu.Unlock()
-	ck.j.log.Info("checkpoint started", "id", id, "kind", kind, "final", final)
+	ck.j.log.Debug("checkpoint started", "id", id, "kind", kind, "final", final)
 	for _, t := range ck.tasks {
 		key, err := ck.coord.SnapshotKey(id, t.partition)
 		if err != nil {
@@ -637,7 +637,7 @@ func (ck *checkpointer) complete(ctx context.Context, cur *inflight, m *checkpoi
 	if deleted, err := ck.coord.Retain(ctx); err != nil {
 		j.log.Warn("checkpoint retention", "err", err)
 	} else if len(deleted) > 0 {
-		j.log.Info("deleted old checkpoints", "deleted", deleted)
+		j.log.Debug("deleted old checkpoints", "deleted", deleted)
 	}
 	return w
 }

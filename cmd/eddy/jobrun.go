@@ -62,6 +62,9 @@ func (r *jobRun) run(ctx context.Context) (actors.Summary, error) {
 			return actors.Summary{}, fmt.Errorf("open sink %s: %w", u, err)
 		}
 	}
+	if len(all) == 0 {
+		return actors.Summary{}, errors.New("no sink: set sink (or sinks) in the job spec")
+	}
 	var sink sinks.Sink = all
 	if len(all) == 1 {
 		sink = all[0]

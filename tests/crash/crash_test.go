@@ -183,7 +183,7 @@ type run struct {
 
 func startRun(t *testing.T, spec string, env ...string) *run {
 	t.Helper()
-	cmd := exec.Command(eddyBin, "run", "--job", spec, "--bounded", "--quiet", "--metrics-addr", "", "--log-level", "info")
+	cmd := exec.Command(eddyBin, "run", "--job", spec, "--bounded", "--quiet", "--metrics-addr", "", "--log-level", "debug")
 	cmd.Env = append(os.Environ(), env...)
 	r := &run{cmd: cmd, lines: make(chan string, 4096), exited: make(chan struct{})}
 	cmd.Stdout = &r.stdout
