@@ -283,7 +283,7 @@ func TestComposeStack(t *testing.T) {
 	t.Logf("node3 killed, partitions taken over: %s", time.Since(start).Round(time.Second))
 	c.must(2*time.Minute, "stop", "node1", "node2") // hand over, flush, close the SQLite file
 	holder := strings.TrimSpace(mustRun(t, "docker", "create", "-v", c.project+"_shared:/shared", testImage))
-	defer run(t, time.Minute, "", nil, "docker", "rm", "-f", holder)
+	defer run(t, time.Minute, "", nil, "docker", "rm", "-f", "-v", holder)
 	clusterDir := t.TempDir()
 	mustRun(t, "docker", "cp", holder+":/shared/iot-work-cluster.db", clusterDir)
 	for _, suffix := range []string{"-wal", "-shm"} {
@@ -306,7 +306,7 @@ func TestComposeStack(t *testing.T) {
 	// Copy the database off the volume (the image has no sqlite3 and no shell).
 	dir := t.TempDir()
 	jobHolder := strings.TrimSpace(mustRun(t, "docker", "create", "-v", c.project+"_job-data:/data", testImage))
-	defer run(t, time.Minute, "", nil, "docker", "rm", "-f", jobHolder)
+	defer run(t, time.Minute, "", nil, "docker", "rm", "-f", "-v", jobHolder)
 	mustRun(t, "docker", "cp", jobHolder+":/data/iot-work.db", dir)
 	for _, suffix := range []string{"-wal", "-shm"} { // present only if not checkpointed
 		run(t, time.Minute, "", nil, "docker", "cp", jobHolder+":/data/iot-work.db"+suffix, dir)
