@@ -163,6 +163,11 @@ func TestComposeFile(t *testing.T) {
 			}
 		}
 		gossip[n] = c.flag("gossip-addr")
+		if g, ok := services[n]["stop_grace_period"].(string); !ok {
+			t.Errorf("%s: no stop_grace_period (docker's default 10 s cuts the partition handover short)", n)
+		} else if d, err := time.ParseDuration(g); err != nil || d <= drainTimeout(t, c) {
+			t.Errorf("%s: stop_grace_period %q must exceed --drain-timeout %s", n, g, drainTimeout(t, c))
+		}
 		nets := strs(t, services[n]["networks"], n+".networks")
 		if !slices.Equal(nets, []string{"cluster"}) {
 			t.Errorf("%s: networks %v, want only the private network cluster", n, nets)

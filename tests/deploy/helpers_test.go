@@ -302,3 +302,22 @@ func run(t *testing.T, timeout time.Duration, dir string, env []string, name str
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
+
+// drainTimeout is how long `eddy node` hands its partitions over on
+// SIGTERM: the --drain-timeout given in args, else its default.
+func drainTimeout(t *testing.T, c eddyCommand) time.Duration {
+	t.Helper()
+	v := c.flag("drain-timeout")
+	if v == "" {
+		f, ok := eddyFlags(t, "node")["drain-timeout"]
+		if !ok {
+			return 0 // no drain on this version of eddy node
+		}
+		v = f.Default
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		t.Fatalf("--drain-timeout %q: %v", v, err)
+	}
+	return d
+}

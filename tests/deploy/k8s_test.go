@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // k8sObjects loads every manifest listed in deploy/k8s/kustomization.yaml,
@@ -155,6 +156,9 @@ func TestKubernetesManifests(t *testing.T) {
 		if !slices.Contains(join, want) {
 			t.Errorf("--join %v lacks %s", join, want)
 		}
+	}
+	if grace := time.Duration(path(t, pod, "terminationGracePeriodSeconds").(int)) * time.Second; grace <= drainTimeout(t, c) {
+		t.Errorf("terminationGracePeriodSeconds %s <= --drain-timeout %s: the kubelet kills a node in the middle of handing its partitions over", grace, drainTimeout(t, c))
 	}
 	env := map[string]string{}
 	for _, e := range l(t, ctr["env"], "env") {
