@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -305,6 +306,52 @@ func BenchmarkPartitionOnPebble(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+		})
+	}
+}
+
+// BenchmarkMillionDevices holds 1,000,000 devices of open state in one
+// partition, all in memory or in pebble behind a cache of 10,000 states,
+// and reports the Go heap per device after a GC (go test -bench
+// MillionDevices -benchtime 1x ./actors/state).
+func BenchmarkMillionDevices(b *testing.B) {
+	const devices = 1_000_000
+	// One reading each, above the threshold: every device keeps an open
+	// work period (and, for the newest, a window).
+	msgs := make([][]byte, devices)
+	base := time.Date(2019, 3, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	for i := range msgs {
+		msgs[i] = fmt.Appendf(nil, `{"event_time":%d,"metric":60.5,"pboxid":"d%d"}`, base+int64(i)*150_000/devices, i)
+	}
+	for _, cache := range []int{0, 10_000} {
+		name := "in-memory"
+		if cache > 0 {
+			name = fmt.Sprintf("pebble+cache=%d", cache)
+		}
+		b.Run(name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				runtime.GC()
+				var before runtime.MemStats
+				runtime.ReadMemStats(&before)
+				p := operators.NewPartition(0, operators.DefaultConfig(), nil)
+				if cache > 0 {
+					p.SetStore(openTemp(b).Partition(0), cache)
+				}
+				var out operators.Output
+				start := time.Now()
+				for j, m := range msgs {
+					p.Process(int64(j), m, &out)
+					out.Reset()
+				}
+				took := time.Since(start)
+				runtime.GC()
+				var after runtime.MemStats
+				runtime.ReadMemStats(&after)
+				b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/float64(p.Devices()), "heap-B/device")
+				b.ReportMetric(float64(p.Devices()), "devices")
+				b.ReportMetric(float64(len(msgs))/took.Seconds(), "records/s")
+				runtime.KeepAlive(p)
+			}
 		})
 	}
 }
