@@ -29,7 +29,7 @@ func newAssignerMetrics(reg prometheus.Registerer) (*assignerMetrics, error) {
 		epoch: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "eddy_partition_lease_epoch",
 			Help: "Lease epoch (fencing token) under which a partition runs on this node; absent when it does not run here.",
-		}, []string{"job", "partition"}),
+		}, []string{"eddy_job", "partition"}),
 		handoffs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "eddy_partition_handoffs_total",
 			Help: "Partitions this node handed over to their new desired owner (drained, snapshotted, lease released).",

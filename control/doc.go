@@ -143,7 +143,7 @@
 // eddy_raft_fsm_keys, eddy_raft_fsm_bytes, eddy_raft_devices,
 // eddy_raft_fsm_restores_total, eddy_raft_autopilot_actions_total{action},
 // eddy_control_http_requests_total{method,code}; from an Assigner
-// eddy_partitions_owned, eddy_partition_lease_epoch{job,partition},
+// eddy_partitions_owned, eddy_partition_lease_epoch{eddy_job,partition},
 // eddy_partition_handoffs_total, eddy_partition_recoveries_total,
 // eddy_partition_recovery_seconds, eddy_partition_fencings_total,
 // eddy_partition_fenced, eddy_partition_leases_lost_total,
