@@ -19,7 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/eddy-iot/eddy/control"
-	"github.com/eddy-iot/eddy/jobs"
+	"github.com/eddy-iot/eddy/cluster/jobs"
 )
 
 // newNodeCmd is `eddy node`: the long-running process of a cluster member.
