@@ -42,6 +42,7 @@ import (
 	"time"
 
 	"github.com/eddy-iot/eddy/actors"
+	"github.com/eddy-iot/eddy/actors/checkpoint"
 	"github.com/eddy-iot/eddy/sinks"
 	"github.com/eddy-iot/eddy/tests/mariadbtest"
 	"github.com/eddy-iot/eddy/tests/oracle"
@@ -181,9 +182,10 @@ type run struct {
 	err    error
 }
 
-func startRun(t *testing.T, spec string, env ...string) *run {
+// startRun starts eddy run --bounded; metricsAddr "" serves no metrics.
+func startRun(t *testing.T, spec, metricsAddr string, env ...string) *run {
 	t.Helper()
-	cmd := exec.Command(eddyBin, "run", "--job", spec, "--bounded", "--quiet", "--metrics-addr", "", "--log-level", "debug")
+	cmd := exec.Command(eddyBin, "run", "--job", spec, "--bounded", "--quiet", "--metrics-addr", metricsAddr, "--log-level", "debug")
 	cmd.Env = append(os.Environ(), env...)
 	r := &run{cmd: cmd, lines: make(chan string, 4096), exited: make(chan struct{})}
 	cmd.Stdout = &r.stdout
@@ -227,6 +229,32 @@ func (r *run) waitLine(substr string, timeout time.Duration) bool {
 			return false
 		case <-deadline:
 			return false
+		}
+	}
+}
+
+// drain forgets the stderr lines delivered so far.
+func (r *run) drain() {
+	for {
+		select {
+		case <-r.lines:
+		default:
+			return
+		}
+	}
+}
+
+// waitReceived waits until the run's eddy_records_received_total reaches n;
+// false when the process exited first.
+func (r *run) waitReceived(addr string, n int64) bool {
+	for {
+		if received(addr) >= n {
+			return true
+		}
+		select {
+		case <-r.exited:
+			return false
+		case <-time.After(2 * time.Millisecond):
 		}
 	}
 }
@@ -314,7 +342,7 @@ func replay(t *testing.T, broker string, records int64) {
 // finish runs the job to its end and returns its output.
 func finish(t *testing.T, spec string) string {
 	t.Helper()
-	r := startRun(t, spec)
+	r := startRun(t, spec, "")
 	select {
 	case <-r.exited:
 	case <-time.After(5 * time.Minute):
@@ -356,31 +384,37 @@ func TestKillNineExactlyOnce(t *testing.T) {
 		if kind == killInCheckpoint {
 			env = append(env, actors.TestCheckpointDelayEnv+"=300ms")
 		}
-		r := startRun(t, spec, env...)
+		// Each run may use up to a third of the records left (counted from
+		// the newest complete checkpoint), whatever the machine's speed:
+		// the kills never finish the job.
+		left := want.Records - checkpointedRecords(t, dir)
+		gate := int64(rng.Float64() * float64(left) / 3)
+		addr := freeAddr(t)
+		r := startRun(t, spec, addr, env...)
 		var delay time.Duration
 		ok := true
 		switch kind {
-		case killInCheckpoint:
-			// The n-th checkpoint of this run has started; its partitions
-			// ack 300 ms after their snapshots are written.
-			for n := 1 + rng.IntN(3); n > 0 && ok; n-- {
-				ok = r.waitLine(`msg="checkpoint started"`, time.Minute)
+		case killInCheckpoint, killInPreCommit, killAfterCommit:
+			// After some progress, the next checkpoint's start (or end).
+			// killInCheckpoint runs ack 300 ms after their snapshots are
+			// written.
+			ok = r.waitReceived(addr, gate)
+			r.drain()
+			line := `msg="checkpoint started"`
+			if kind == killAfterCommit {
+				line = `msg="checkpoint complete"`
 			}
-			delay = time.Duration(rng.IntN(250)) * time.Millisecond
-		case killInPreCommit:
-			for n := 1 + rng.IntN(3); n > 0 && ok; n-- {
-				ok = r.waitLine(`msg="checkpoint started"`, time.Minute)
-			}
-			delay = time.Duration(rng.IntN(3000)) * time.Microsecond
-		case killAfterCommit:
-			for n := 1 + rng.IntN(3); n > 0 && ok; n-- {
-				ok = r.waitLine(`msg="checkpoint complete"`, time.Minute)
-			}
-			delay = time.Duration(rng.IntN(5000)) * time.Microsecond
+			ok = ok && r.waitLine(line, time.Minute)
+			delay = map[string]time.Duration{
+				killInCheckpoint: time.Duration(rng.IntN(250)) * time.Millisecond,
+				killInPreCommit:  time.Duration(rng.IntN(3000)) * time.Microsecond,
+				killAfterCommit:  time.Duration(rng.IntN(5000)) * time.Microsecond,
+			}[kind]
 		case killInRestore:
 			delay = time.Duration(rng.IntN(200)) * time.Millisecond
 		case killAnywhere:
-			delay = time.Duration(200+rng.IntN(4000)) * time.Millisecond
+			ok = r.waitReceived(addr, gate)
+			delay = time.Duration(rng.IntN(5000)) * time.Microsecond
 		}
 		if !ok {
 			r.kill()
@@ -396,8 +430,8 @@ func TestKillNineExactlyOnce(t *testing.T) {
 		}
 		restored := r.count(`msg="partition restored"`)
 		fallbacks := r.count("falling back")
-		t.Logf("kill %d: SIGKILL %s, %s after its trigger; %d partitions had restored a checkpoint, %d checkpoints started, %d ended, %d fallbacks",
-			i+1, kind, delay, restored, started, completed, fallbacks)
+		t.Logf("kill %d: SIGKILL %s, %s after its trigger (%d of %d records left at start); %d partitions had restored a checkpoint, %d checkpoints started, %d ended, %d fallbacks",
+			i+1, kind, delay, left, want.Records, restored, started, completed, fallbacks)
 		if fallbacks > 0 {
 			t.Errorf("kill %d: a restart found a corrupt snapshot (none was damaged):\n%s", i+1, r.output())
 		}
@@ -457,7 +491,7 @@ func TestCorruptSnapshotFallsBack(t *testing.T) {
 	want := oracleOf(t, records)
 	spec := writeSpec(t, dir, broker, dsn, false)
 
-	r := startRun(t, spec)
+	r := startRun(t, spec, "")
 	for n := 0; n < 3; n++ {
 		if !r.waitLine(`msg="checkpoint complete"`, time.Minute) {
 			r.kill()
@@ -522,6 +556,27 @@ func TestCorruptSnapshotFallsBack(t *testing.T) {
 		t.Fatalf("MySQL differs from the oracle after the fallback:\n%s", d.Format(10))
 	}
 	t.Logf("exact after falling back: %d readings, %d windows, %d work periods", got.Readings, len(got.Windows), len(got.WorkPeriods))
+}
+
+// checkpointedRecords returns the records the newest complete checkpoint
+// of the job in dir covers (the sum of its partitions' offsets).
+func checkpointedRecords(t *testing.T, dir string) int64 {
+	t.Helper()
+	ctx := context.Background()
+	st, err := checkpoint.OpenStorage(ctx, "file://"+filepath.Join(dir, "checkpoints"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ms, err := checkpoint.NewCatalog(st, "iot-work").Complete(ctx)
+	if err != nil || len(ms) == 0 {
+		return 0
+	}
+	var n int64
+	for _, a := range ms[0].Partitions {
+		n += a.Offset
+	}
+	return n
 }
 
 func containsLine(out string, all ...string) bool {
