@@ -150,8 +150,9 @@ func resolveIP(host string) (net.IP, error) {
 // empty list returns nil at once (the node starts a new cluster). Returns
 // ctx's error when it ends first, or ErrShutdown.
 func (m *Membership) Join(ctx context.Context, addrs []string) error {
+	addrs = m.withoutSelf(addrs)
 	if len(addrs) == 0 {
-		return nil
+		return nil // nothing but this node to join: it is the seed
 	}
 	backoff := 100 * time.Millisecond
 	for {
@@ -177,6 +178,22 @@ func (m *Membership) Join(ctx context.Context, addrs []string) error {
 			backoff *= 2
 		}
 	}
+}
+
+// withoutSelf drops the addresses that resolve to this node's own gossip
+// address: identical --join lists on every node (a Kubernetes StatefulSet)
+// name the node itself, and contacting yourself is not joining a cluster.
+// Addresses that do not resolve (yet) are kept.
+func (m *Membership) withoutSelf(addrs []string) []string {
+	self := m.list.LocalNode()
+	var out []string
+	for _, a := range addrs {
+		if ta, err := net.ResolveTCPAddr("tcp", a); err == nil && ta.IP.Equal(self.Addr) && ta.Port == int(self.Port) {
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
 }
 
 // LocalMeta returns the Meta this node advertises.

@@ -215,3 +215,30 @@ func aliveGauge(t *testing.T, reg *prometheus.Registry) float64 {
 	t.Fatal("eddy_members{status=alive} not found")
 	return 0
 }
+
+// TestJoinListNamingSelf: every node of a StatefulSet gets the same --join
+// list, itself included. Contacting itself must not count as joining: the
+// node keeps trying the others until one answers, and a list of only itself
+// means it is the seed.
+func TestJoinListNamingSelf(t *testing.T) {
+	a := start(t, "a", nil)
+	b := start(t, "b", nil)
+	self := a.LocalMeta().GossipAddr
+	if err := a.Join(context.Background(), []string{self}); err != nil {
+		t.Fatalf("join of only itself: %v, want nil (seed)", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := a.Join(ctx, []string{self, freeAddr(t)}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("join of itself and a dead address: %v, want deadline exceeded (itself is no contact)", err)
+	}
+	if err := a.Join(context.Background(), []string{self, b.LocalMeta().GossipAddr}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() error {
+		if s := status(a, "b"); s != "alive" {
+			return fmt.Errorf("b is %q in a's view", s)
+		}
+		return nil
+	})
+}
