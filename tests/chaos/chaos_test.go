@@ -63,22 +63,7 @@ const (
 	partitions = 12
 )
 
-func TestMain(m *testing.M) {
-	flag.Parse()
-	dir, err := os.MkdirTemp("", "eddy-chaos-bin-*")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	eddyBin, err = harness.Build(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "building eddy:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { harness.Main(m, &eddyBin) }
 
 const aberdeenMapping = "pboxid=sensor_id,event_time=timestamp,metric=P1,latitude=lat,longitude=lon"
 

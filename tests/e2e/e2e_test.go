@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/eddy-iot/eddy/actors/dataset/aberdeen"
+	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 	"github.com/eddy-iot/eddy/tests/mariadbtest"
 	"github.com/eddy-iot/eddy/tests/oracle"
 )
@@ -29,24 +30,7 @@ var (
 	eddyBin  string
 )
 
-func TestMain(m *testing.M) {
-	flag.Parse()
-	dir, err := os.MkdirTemp("", "eddy-e2e-bin-*")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	eddyBin = filepath.Join(dir, "eddy")
-	build := exec.Command("go", "build", "-o", eddyBin, "github.com/eddy-iot/eddy/cmd/eddy")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building eddy:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { harness.Main(m, &eddyBin) }
 
 // runDev runs `eddy dev --bounded` with args and returns its stdout.
 func runDev(t *testing.T, args ...string) string {
@@ -206,7 +190,11 @@ func TestSyntheticFlagsMatchOracle(t *testing.T) {
 	}{
 		{name: "tumbling-5m-lateness", delim: "|", flags: []string{"--window", "5m", "--threshold", "40", "--max-gap", "3m", "--allowed-lateness", "10m"},
 			window: oracle.WindowSpec{Kind: oracle.WindowTumbling, Size: 5 * time.Minute},
-			tune:   func(o *oracle.Options) { o.Threshold = 40; o.MaxGap = 3 * time.Minute; o.AllowedLateness = 10 * time.Minute }},
+			tune: func(o *oracle.Options) {
+				o.Threshold = 40
+				o.MaxGap = 3 * time.Minute
+				o.AllowedLateness = 10 * time.Minute
+			}},
 		{name: "sliding-gz", delim: ";", gz: true, flags: []string{"--window", "10m", "--slide", "2m", "--out-of-orderness", "30s"},
 			window: oracle.WindowSpec{Kind: oracle.WindowSliding, Size: 10 * time.Minute, Slide: 2 * time.Minute},
 			tune:   func(o *oracle.Options) { o.OutOfOrderness = 30 * time.Second }},

@@ -17,6 +17,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -28,6 +29,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/eddy-iot/eddy/control"
@@ -49,6 +51,26 @@ func Build(dir string) (string, error) {
 		return "", fmt.Errorf("go build ./cmd/eddy: %v\n%s", err, b)
 	}
 	return out, nil
+}
+
+// Main is the TestMain of a process-level test package: it parses the
+// flags, builds the eddy binary into a temporary directory (Build), stores
+// its path in *bin, runs the tests, removes the directory and exits with
+// the tests' code.
+func Main(m *testing.M, bin *string) {
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "eddy-test-bin-*")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if *bin, err = Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "building eddy:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 // BuildRetry is Build retried for up to total (other packages of the binary
