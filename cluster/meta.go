@@ -17,6 +17,10 @@ type Meta struct {
 	HTTPAddr   string `json:"http,omitempty"`
 	RaftAddr   string `json:"raft,omitempty"`
 	GossipAddr string `json:"gossip,omitempty"`
+	// ActorAddr is the host:port of the node's protoactor-go remote
+	// endpoint (virtual actors, package cluster/virtual); empty when the
+	// node does not serve virtual actors.
+	ActorAddr string `json:"actor,omitempty"`
 	// Voter reports whether the node is currently a Raft voter (as last seen
 	// by the node itself). It changes when autopilot promotes or removes it.
 	Voter bool `json:"voter,omitempty"`
