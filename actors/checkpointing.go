@@ -218,9 +218,9 @@ func (ck *checkpointer) restore(ctx context.Context, t *partitionTask) error {
 	t.store = ck.db.Partition(t.partition)
 	t.op = j.newOperators(t)
 	for _, ts := range j.tx {
-		txn, err := ts.Txn(ctx, j.cfg.Name, t.partition, ck.epoch)
+		txn, err := openTxn(ctx, ts, j.cfg.Name, t.partition, ck.epoch)
 		if err != nil {
-			return fmt.Errorf("actors: partition %d: open transactional sink: %w", t.partition, err)
+			return err
 		}
 		t.txns = append(t.txns, txn)
 	}
@@ -271,22 +271,36 @@ func (j *Job) newOperators(t *partitionTask) *operators.Partition {
 	return op
 }
 
+// ErrUntrackedSink: a transactional sink's writer does not implement
+// sinks.CommitTracker. Exactly-once recovery needs the sink itself to say
+// which checkpoint it committed last: a marker written after the commit
+// would be missing after a crash between the two, and the restore would
+// commit the rows of the checkpoints after it again.
+var ErrUntrackedSink = errors.New("actors: transactional sink does not report its last committed checkpoint (sinks.CommitTracker)")
+
+// openTxn opens the partition writer of a transactional sink and checks it
+// reports its commits.
+func openTxn(ctx context.Context, ts sinks.TransactionalSink, job string, p int32, epoch int64) (sinks.PartitionTxn, error) {
+	txn, err := ts.Txn(ctx, job, p, epoch)
+	if err != nil {
+		return nil, fmt.Errorf("actors: partition %d: open transactional sink: %w", p, err)
+	}
+	if _, ok := txn.(sinks.CommitTracker); !ok {
+		txn.Close()
+		return nil, fmt.Errorf("%w: %T", ErrUntrackedSink, ts)
+	}
+	return txn, nil
+}
+
 // eligibility returns whether t may restore from a manifest. Without
 // transactional sinks every complete checkpoint qualifies. With them, only
 // checkpoints whose transactions t committed: those up to the last
-// committed one that sinks implementing sinks.CommitTracker report (read
-// from Kafka after fencing, so exact), and, for sinks without it, those t
-// recorded a commit marker for.
+// committed one the sinks report (sinks.CommitTracker; read from Kafka
+// after fencing, so exact).
 func (ck *checkpointer) eligibility(t *partitionTask) (func(context.Context, *checkpoint.Manifest) (bool, error), error) {
 	limit := int64(math.MaxInt64)
-	untracked := false
 	for _, txn := range t.txns {
-		ct, ok := txn.(sinks.CommitTracker)
-		if !ok {
-			untracked = true
-			continue
-		}
-		c, ok := ct.LastCommitted()
+		c, ok := txn.(sinks.CommitTracker).LastCommitted()
 		if !ok {
 			c = 0 // nothing ever committed
 		}
@@ -297,13 +311,7 @@ func (ck *checkpointer) eligibility(t *partitionTask) (func(context.Context, *ch
 		if !m.Transactional {
 			return true, nil
 		}
-		if m.ID > limit {
-			return false, nil
-		}
-		if untracked {
-			return ck.cat.Committed(ctx, m, t.partition)
-		}
-		return true, nil
+		return m.ID <= limit, nil
 	}, nil
 }
 
@@ -767,15 +775,11 @@ func (ck *checkpointer) writeSnapshot(ctx context.Context, key string, hdr check
 // and records that in checkpoint storage.
 func (t *partitionTask) onCommit(c *commitCheckpoint) {
 	ck := t.ck
-	untracked := false
 	for _, txn := range t.txns {
 		if err := txn.Commit(t.ctx, c.id); err != nil {
 			t.failed = true
 			ck.fail(fmt.Errorf("actors: partition %d: commit of checkpoint %d: %w", t.partition, c.id, err))
 			return
-		}
-		if _, ok := txn.(sinks.CommitTracker); !ok {
-			untracked = true
 		}
 	}
 	if ck.coord == nil { // on a cluster the commit is tracked by the sinks
@@ -783,13 +787,6 @@ func (t *partitionTask) onCommit(c *commitCheckpoint) {
 		return
 	}
 	if err := ck.coord.Committed(t.ctx, c.id, t.partition); err != nil {
-		if untracked {
-			// Without the marker a restart would restore an older
-			// checkpoint and write its rows again.
-			t.failed = true
-			ck.fail(fmt.Errorf("actors: partition %d: recording the commit of checkpoint %d: %w", t.partition, c.id, err))
-			return
-		}
 		t.job.log.Warn("recording a commit marker", "partition", t.partition, "checkpoint", c.id, "err", err)
 	}
 	ck.send(ckEvent{id: c.id, partition: t.partition, committed: true})

@@ -326,16 +326,14 @@ func (r *Runtime) restore(ctx context.Context, t *partitionTask, epoch uint64, p
 	t.op = j.newOperators(t)
 	limit := int64(-1) // highest checkpoint known committed; -1 = no transactional sinks
 	for _, ts := range j.tx {
-		txn, err := ts.Txn(ctx, j.cfg.Name, t.partition, int64(epoch))
+		txn, err := openTxn(ctx, ts, j.cfg.Name, t.partition, int64(epoch))
 		if err != nil {
-			return fmt.Errorf("actors: partition %d: open transactional sink: %w", t.partition, err)
+			return err
 		}
 		t.txns = append(t.txns, txn)
 		c := int64(0)
-		if ct, ok := txn.(sinks.CommitTracker); ok {
-			if last, ok := ct.LastCommitted(); ok {
-				c = last
-			}
+		if last, ok := txn.(sinks.CommitTracker).LastCommitted(); ok {
+			c = last
 		}
 		if limit < 0 || c < limit {
 			limit = c
