@@ -25,10 +25,17 @@
 //
 // Usage:
 //
-//	n, err := virtual.Start(virtual.Config{NodeID: "n1", ActorAddr: "10.0.0.1:7947",
-//		Membership: m, Leases: leases, Local: runtime})
+//	n, err := virtual.Start(virtual.Config{NodeID: node.ID(), ActorAddr: "10.0.0.1:8302",
+//		Membership: node.Membership(),
+//		Leases:     virtual.ViewLeases{View: node.FSM().View},
+//		Local:      virtual.ProgressLocal{Source: runner}})
 //	defer n.Stop()
 //	st, err := n.PartitionStatus(ctx, "iot-work", 7)
+//
+// The node must advertise the same ActorAddr in its cluster.Meta (other
+// nodes learn it by gossip). Stop does not wait for protoactor's gossip
+// goroutines (protoactor stops them only on its graceful shutdown, which
+// sleeps 2 s).
 //
 // protoactor's own logging goes through Config.Logger at warning level and
 // above.

@@ -1,0 +1,42 @@
+package virtual
+
+import (
+	"time"
+
+	"github.com/eddy-iot/eddy/control"
+)
+
+// ViewLeases is the LeaseTable of a control node: the lease table of the
+// latest local Raft view (View is usually node.FSM().View). A released
+// lease (handed off, not yet acquired again) has no holder.
+type ViewLeases struct {
+	View func() control.View
+}
+
+// Owner implements LeaseTable.
+func (l ViewLeases) Owner(job string, partition int) (string, uint64, bool) {
+	ls, ok := l.View().Lease(job, int32(partition))
+	if !ok || ls.Released || ls.Owner == "" {
+		return "", 0, false
+	}
+	return ls.Owner, ls.Epoch, true
+}
+
+// ProgressLocal is the Local of a control.ProgressSource (the partition
+// runner of cluster/jobs).
+type ProgressLocal struct {
+	Source control.ProgressSource
+}
+
+// Progress implements Local.
+func (l ProgressLocal) Progress(job string, partition int) (Progress, bool) {
+	p, ok := l.Source.PartitionProgress(job, int32(partition))
+	if !ok {
+		return Progress{}, false
+	}
+	out := Progress{Offset: p.Offset, Lag: p.Lag}
+	if p.WatermarkMs != 0 {
+		out.Watermark = time.UnixMilli(p.WatermarkMs).UTC()
+	}
+	return out, true
+}
