@@ -40,3 +40,31 @@ func (l ProgressLocal) Progress(job string, partition int) (Progress, bool) {
 	}
 	return out, true
 }
+
+// AssignerLocal is the Local of a control node's partition assigner
+// (Partitions is usually svc.Assigner().Partitions, svc a cluster/jobs
+// Service): a partition runs here when the assigner reports it running
+// with progress.
+type AssignerLocal struct {
+	Partitions func() []control.PartitionStatus
+}
+
+// Progress implements Local.
+func (l AssignerLocal) Progress(job string, partition int) (Progress, bool) {
+	for _, ps := range l.Partitions() {
+		if ps.Job != job || int(ps.Partition) != partition {
+			continue
+		}
+		if ps.State != control.PartitionRunning || ps.Progress == nil {
+			return Progress{}, false
+		}
+		return ProgressLocal{Source: progressOf{*ps.Progress}}.Progress(job, partition)
+	}
+	return Progress{}, false
+}
+
+type progressOf struct{ p control.PartitionProgress }
+
+func (s progressOf) PartitionProgress(string, int32) (control.PartitionProgress, bool) {
+	return s.p, true
+}

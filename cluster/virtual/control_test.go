@@ -59,3 +59,24 @@ func TestProgressLocal(t *testing.T) {
 		t.Fatal("partition 3 does not run here")
 	}
 }
+
+func TestAssignerLocal(t *testing.T) {
+	l := AssignerLocal{Partitions: func() []control.PartitionStatus {
+		return []control.PartitionStatus{
+			{Job: "j", Partition: 0, State: control.PartitionRunning, Progress: &control.PartitionProgress{Offset: 7, Lag: 1, WatermarkMs: 1000}},
+			{Job: "j", Partition: 1, State: control.PartitionRunning}, // no progress yet
+			{Job: "k", Partition: 0, State: "starting"},
+		}
+	}}
+	if p, ok := l.Progress("j", 0); !ok || p.Offset != 7 || p.Lag != 1 || p.Watermark.UnixMilli() != 1000 {
+		t.Fatalf("j/0: %+v %v", p, ok)
+	}
+	for _, c := range []struct {
+		job string
+		p   int
+	}{{"j", 1}, {"k", 0}, {"j", 2}} {
+		if _, ok := l.Progress(c.job, c.p); ok {
+			t.Errorf("%s/%d reported as running", c.job, c.p)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	pcluster "github.com/asynkron/protoactor-go/cluster"
+	"github.com/eddy-iot/eddy/cluster"
 )
 
 // activatorName is the name of the actor every node runs to activate
@@ -15,6 +16,7 @@ const activatorName = "eddy-activator"
 // the node holding its lease (not on a hash of the member list). Activation
 // is only a routing hint: the grain checks the lease on every request.
 type leaseLookup struct {
+	members *cluster.Membership // node addresses (protoactor's member list is read without its lock)
 	leases  LeaseTable
 	timeout time.Duration
 	c       *pcluster.Cluster
@@ -48,16 +50,17 @@ func (l *leaseLookup) Get(ci *pcluster.ClusterIdentity) *actor.PID {
 	if !ok {
 		return nil
 	}
-	return activate(l.c, owner, ci, l.timeout)
-}
-
-// activate asks node's activator for ci's activation.
-func activate(c *pcluster.Cluster, node string, ci *pcluster.ClusterIdentity, timeout time.Duration) *actor.PID {
-	mem := c.MemberList.Members().GetMemberById(node)
-	if mem == nil {
+	mem, ok := l.members.Member(owner)
+	if !ok || mem.Status != cluster.StatusAlive || mem.ActorAddr == "" {
 		return nil
 	}
-	res, err := c.ActorSystem.Root.RequestFuture(actor.NewPID(mem.Address(), activatorName),
+	return activate(l.c, mem.ActorAddr, ci, l.timeout)
+}
+
+// activate asks the activator at addr (a node's ActorAddr) for ci's
+// activation.
+func activate(c *pcluster.Cluster, addr string, ci *pcluster.ClusterIdentity, timeout time.Duration) *actor.PID {
+	res, err := c.ActorSystem.Root.RequestFuture(actor.NewPID(addr, activatorName),
 		&pcluster.ActivationRequest{ClusterIdentity: ci}, timeout).Result()
 	if err != nil {
 		return nil

@@ -1,6 +1,8 @@
 package virtual
 
 import (
+	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -12,7 +14,8 @@ import (
 // memberlist Membership. The topology it publishes is the alive members
 // (not Leaving or Stopping) whose Meta.ActorAddr is set, each with member
 // ID = node ID and every kind of this node (all eddy nodes host the same
-// kinds). It republishes on every membership event and every second.
+// kinds). It looks again on every membership event and every second, and
+// publishes when the topology changed.
 type Provider struct {
 	m *cluster.Membership
 
@@ -20,6 +23,9 @@ type Provider struct {
 	stop    chan struct{}
 	wg      sync.WaitGroup
 	stopped bool
+
+	last      string // publisher goroutine only: signature of the last topology published
+	published bool
 }
 
 var _ pcluster.ClusterProvider = (*Provider)(nil)
@@ -64,8 +70,22 @@ func (p *Provider) start(c *pcluster.Cluster, kinds []string) {
 	}()
 }
 
+// publish hands the topology to protoactor when it changed since the last
+// call (called from the publisher goroutine only). protoactor's
+// UpdateClusterTopology reads its block list without a lock, racing with its
+// gossip actor; publishing only changes keeps that window to membership
+// changes.
 func (p *Provider) publish(c *pcluster.Cluster, kinds []string) {
-	c.MemberList.UpdateClusterTopology(Topology(p.m.Alive(), kinds))
+	top := Topology(p.m.Alive(), kinds)
+	var sig strings.Builder
+	for _, m := range top {
+		fmt.Fprintf(&sig, "%s@%s:%d;", m.Id, m.Host, m.Port)
+	}
+	if p.published && sig.String() == p.last {
+		return
+	}
+	p.published, p.last = true, sig.String()
+	c.MemberList.UpdateClusterTopology(top)
 }
 
 // Topology converts eddy members to protoactor members: alive, neither

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -130,6 +131,8 @@ func ParseIdentity(id string) (string, int, error) {
 	return id[:i], p, nil
 }
 
+var startMu sync.Mutex
+
 // Node is this node's member of the protoactor cluster.
 type Node struct {
 	cfg      Config
@@ -161,7 +164,7 @@ func Start(cfg Config) (n *Node, err error) {
 	g := &grain{node: cfg.NodeID, leases: cfg.Leases, local: cfg.Local, log: cfg.Logger}
 	kind := pcluster.NewKind(Kind, actor.PropsFromProducer(func() actor.Actor { return g }))
 	provider := NewProvider(cfg.Membership)
-	lookup := &leaseLookup{leases: cfg.Leases, timeout: cfg.RequestTimeout}
+	lookup := &leaseLookup{members: cfg.Membership, leases: cfg.Leases, timeout: cfg.RequestTimeout}
 	pc := pcluster.Configure(ClusterName, provider, lookup, remote.Configure(host, port),
 		pcluster.WithKinds(kind), pcluster.WithRequestTimeout(cfg.RequestTimeout))
 	c := pcluster.New(system, pc)
@@ -171,6 +174,10 @@ func Start(cfg Config) (n *Node, err error) {
 			err = fmt.Errorf("virtual: start actor cluster on %s: %v", cfg.ActorAddr, r)
 		}
 	}()
+	// protoactor's remote.Start sets grpc's global logger without a lock:
+	// nodes of one process (tests) start one at a time.
+	startMu.Lock()
+	defer startMu.Unlock()
 	c.StartMember()
 	return &Node{cfg: cfg, system: system, cluster: c, provider: provider}, nil
 }
