@@ -23,14 +23,11 @@
 package chaos
 
 import (
-	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -45,6 +42,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eddy-iot/eddy/actors/dataset/aberdeen"
 	"github.com/eddy-iot/eddy/control"
 	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 	"github.com/eddy-iot/eddy/tests/mariadbtest"
@@ -65,57 +63,18 @@ const (
 
 func TestMain(m *testing.M) { harness.Main(m, &eddyBin) }
 
-const aberdeenMapping = "pboxid=sensor_id,event_time=timestamp,metric=P1,latitude=lat,longitude=lon"
-
-func aberdeenPath() string {
-	return filepath.Join("..", "..", "actors", "dataset", "aberdeen", "aberdeen-sds011-2019-03-01_2019-05-24.csv.gz")
-}
-
 // oracleOf computes what the job over the first records Aberdeen records
 // must leave in its sinks.
 func oracleOf(t *testing.T, records int64) *oracle.Result {
 	t.Helper()
-	f, err := os.Open(aberdeenPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := oracle.DefaultOptions()
-	opts.Delimiter = ';'
+	opts := oracle.AberdeenOptions()
 	opts.Partitions = partitions
-	opts.Mapping, _ = oracle.ParseMapping(aberdeenMapping)
-	res, err := oracle.Compute(&firstLines{r: bufio.NewReader(zr), left: records + 1}, opts)
+	opts.Limit = records
+	res, err := oracle.Compute(aberdeen.Open(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return res
-}
-
-type firstLines struct {
-	r    *bufio.Reader
-	left int64
-	line []byte
-}
-
-func (f *firstLines) Read(p []byte) (int, error) {
-	for len(f.line) == 0 {
-		if f.left == 0 {
-			return 0, io.EOF
-		}
-		l, err := f.r.ReadBytes('\n')
-		if len(l) == 0 && err != nil {
-			return 0, err
-		}
-		f.line = l
-		f.left--
-	}
-	n := copy(p, f.line)
-	f.line = f.line[n:]
-	return n, nil
 }
 
 func startBroker(t *testing.T, dir string) string {

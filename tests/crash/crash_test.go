@@ -24,11 +24,9 @@ package crash
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -43,6 +41,7 @@ import (
 
 	"github.com/eddy-iot/eddy/actors"
 	"github.com/eddy-iot/eddy/actors/checkpoint"
+	"github.com/eddy-iot/eddy/actors/dataset/aberdeen"
 	"github.com/eddy-iot/eddy/sinks"
 	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 	"github.com/eddy-iot/eddy/tests/mariadbtest"
@@ -58,63 +57,17 @@ var (
 
 func TestMain(m *testing.M) { harness.Main(m, &eddyBin) }
 
-const aberdeenMapping = "pboxid=sensor_id,event_time=timestamp,metric=P1,latitude=lat,longitude=lon"
-
-// aberdeenPath is the Aberdeen dataset embedded in the repository (the
-// file eddy replay sends by default).
-func aberdeenPath() string {
-	return filepath.Join("..", "..", "actors", "dataset", "aberdeen", "aberdeen-sds011-2019-03-01_2019-05-24.csv.gz")
-}
-
 // oracleOf computes what a bounded run over the first records Aberdeen
 // records (all when 0) must leave in its sinks.
 func oracleOf(t *testing.T, records int64) *oracle.Result {
 	t.Helper()
-	f, err := os.Open(aberdeenPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var r io.Reader = zr
-	if records > 0 {
-		r = &firstLines{r: bufio.NewReader(zr), left: records + 1} // + header
-	}
-	opts := oracle.DefaultOptions()
-	opts.Delimiter = ';'
-	opts.Mapping, _ = oracle.ParseMapping(aberdeenMapping)
-	res, err := oracle.Compute(r, opts)
+	opts := oracle.AberdeenOptions()
+	opts.Limit = records
+	res, err := oracle.Compute(aberdeen.Open(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return res
-}
-
-// firstLines reads the first left lines of r.
-type firstLines struct {
-	r    *bufio.Reader
-	left int64
-	line []byte
-}
-
-func (f *firstLines) Read(p []byte) (int, error) {
-	for len(f.line) == 0 {
-		if f.left == 0 {
-			return 0, io.EOF
-		}
-		l, err := f.r.ReadBytes('\n')
-		if len(l) == 0 && err != nil {
-			return 0, err
-		}
-		f.line = l
-		f.left--
-	}
-	n := copy(p, f.line)
-	f.line = f.line[n:]
-	return n, nil
 }
 
 func freeAddr(t *testing.T) string {

@@ -88,13 +88,7 @@ func TestAberdeenBounded(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "aberdeen.db")
 	out := runDev(t, "--sink", "sqlite:"+db)
 
-	opts := oracle.DefaultOptions()
-	opts.Delimiter = aberdeen.Delimiter
-	var err error
-	if opts.Mapping, err = oracle.ParseMapping(aberdeen.Mapping); err != nil {
-		t.Fatal(err)
-	}
-	want, err := oracle.Compute(aberdeen.Open(), opts)
+	want, err := oracle.Compute(aberdeen.Open(), oracle.AberdeenOptions())
 	if err != nil {
 		t.Fatal(err)
 	}

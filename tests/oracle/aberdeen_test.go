@@ -1,11 +1,14 @@
 package oracle
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/eddy-iot/eddy/actors/dataset/aberdeen"
 )
 
 // aberdeenPath is the real dataset (see /work/shared/data/README.md);
@@ -89,5 +92,23 @@ func TestAberdeen(t *testing.T) {
 		len(res.Windows), len(res.WorkPeriods), res.PartitionRecords)
 	if total != res.Records {
 		t.Errorf("partitions hold %d records, want %d", total, res.Records)
+	}
+}
+
+// TestLimit: Options.Limit computes over the first records only, like
+// `eddy replay --limit`.
+func TestLimit(t *testing.T) {
+	opts := AberdeenOptions()
+	opts.Limit = 1000
+	res, err := Compute(aberdeen.Open(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Records != 1000 || res.Readings+res.Late+res.DeadLetters != 1000 {
+		t.Fatalf("limit 1000: %s", res.Summary())
+	}
+	opts.Limit = -1
+	if _, err := Compute(aberdeen.Open(), opts); !errors.Is(err, ErrBadOptions) {
+		t.Fatalf("limit -1: %v, want ErrBadOptions", err)
 	}
 }

@@ -81,8 +81,8 @@ func readCSV(r io.Reader, o *Options, fn func(*rawRecord)) (int64, error) {
 		}
 		return row[i]
 	}
-	var skipped int64
-	for {
+	var skipped, sent int64
+	for o.Limit == 0 || sent < o.Limit {
 		row, err := cr.Read()
 		if errors.Is(err, io.EOF) {
 			return skipped, nil
@@ -101,14 +101,16 @@ func readCSV(r io.Reader, o *Options, fn func(*rawRecord)) (int64, error) {
 		}
 		fn(&rawRecord{pboxid: get(row, idx[0]), eventTime: get(row, idx[1]), metric: get(row, idx[2]),
 			latitude: get(row, idx[3]), longitude: get(row, idx[4])})
+		sent++
 	}
+	return skipped, nil
 }
 
 func readNDJSON(r io.Reader, o *Options, fn func(*rawRecord)) (int64, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	var skipped int64
-	for sc.Scan() {
+	var skipped, sent int64
+	for (o.Limit == 0 || sent < o.Limit) && sc.Scan() {
 		line := bytes.TrimSpace(sc.Bytes())
 		if len(line) == 0 {
 			skipped++
@@ -132,6 +134,7 @@ func readNDJSON(r io.Reader, o *Options, fn func(*rawRecord)) (int64, error) {
 			rec.latitude, rec.longitude = get(o.Mapping.Latitude), get(o.Mapping.Longitude)
 		}
 		fn(rec)
+		sent++
 	}
 	if err := sc.Err(); err != nil {
 		return skipped, fmt.Errorf("oracle: ndjson: %w", err)

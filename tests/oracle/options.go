@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/eddy-iot/eddy/actors/dataset/aberdeen"
 )
 
 // ErrBadOptions is wrapped by every error Options.Validate returns.
@@ -110,6 +112,18 @@ type Options struct {
 	AllowedLateness time.Duration
 	// Devices maps pboxid to business data; may be nil.
 	Devices map[string]Device
+	// Limit computes over the first Limit records only (the rows the
+	// replayer sends, as `eddy replay --limit`); 0 = all; must be >= 0.
+	Limit int64
+}
+
+// AberdeenOptions returns DefaultOptions for the embedded Aberdeen dataset
+// (package aberdeen): its delimiter and column mapping.
+func AberdeenOptions() Options {
+	o := DefaultOptions()
+	o.Delimiter = aberdeen.Delimiter
+	o.Mapping, _ = ParseMapping(aberdeen.Mapping)
+	return o
 }
 
 // DefaultOptions returns the defaults of the iot-work job for a CSV input
@@ -148,6 +162,9 @@ func (o *Options) Validate() error {
 	}
 	if o.Partitions <= 0 {
 		return bad("partitions %d: want > 0", o.Partitions)
+	}
+	if o.Limit < 0 {
+		return bad("limit %d: want >= 0 (0 = all records)", o.Limit)
 	}
 	switch o.Window.Kind {
 	case WindowTumbling:
