@@ -58,6 +58,7 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/leases/history", n.handleLeaseHistory)
 	mux.HandleFunc("GET /v1/partitions", n.handlePartitions)
 	mux.HandleFunc("GET /v1/local/partitions", n.handleLocalPartitions)
+	mux.HandleFunc("GET /v1/partitions/{job}/{partition}", n.handlePartitionLookup)
 	mux.HandleFunc("GET /v1/checkpoints", n.handleCheckpoints)
 	mux.HandleFunc("GET /v1/cluster/members", n.handleMembers)
 	mux.HandleFunc("GET /v1/cluster/raft", n.handleRaft)

@@ -27,6 +27,9 @@ import (
 // non-voter) with its FSM replica, a memberlist member, and the HTTP API.
 // Its methods are safe for concurrent use.
 type Node struct {
+	// partitionLookup serves GET /v1/partitions/{job}/{partition}; nil = off.
+	partitionLookup atomic.Pointer[lookupHolder]
+
 	cfg     Config
 	log     *slog.Logger
 	fsm     *FSM

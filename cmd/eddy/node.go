@@ -18,8 +18,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
-	"github.com/eddy-iot/eddy/control"
+	"github.com/eddy-iot/eddy/cluster"
 	"github.com/eddy-iot/eddy/cluster/jobs"
+	"github.com/eddy-iot/eddy/cluster/virtual"
+	"github.com/eddy-iot/eddy/control"
 )
 
 // newNodeCmd is `eddy node`: the long-running process of a cluster member.
@@ -27,6 +29,7 @@ func newNodeCmd() *cobra.Command {
 	cfg := control.DefaultConfig()
 	var tokenFile, logLevel, jobFile string
 	drainTimeout := time.Minute
+	var actorAddr string
 	cmd := &cobra.Command{
 		Use:   "node --id ID --data-dir DIR [--join HOST:PORT,...] [--bootstrap-expect 3]",
 		Short: "Run a cluster member: Raft control plane (the JobManager), gossip, HTTP API",
@@ -72,7 +75,7 @@ restart resumes its place. 'eddy ctl leave' removes it for good.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return runNode(ctx, cfg, jobFile, drainTimeout, cmd.OutOrStdout())
+			return runNode(ctx, cfg, jobFile, drainTimeout, actorAddr, cmd.OutOrStdout())
 		},
 	}
 	fl := cmd.Flags()
@@ -87,6 +90,7 @@ restart resumes its place. 'eddy ctl leave' removes it for good.`,
 	fl.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fl.StringVar(&jobFile, "job", "", "YAML job spec to submit at start unless a job of its name is stored (like eddy ctl job submit)")
 	fl.DurationVar(&drainTimeout, "drain-timeout", drainTimeout, "on SIGTERM, how long to hand partitions over before stopping anyway")
+	fl.StringVar(&actorAddr, "actor-addr", "", `protoactor-go address (host:port) of this node's virtual actors: each device partition is addressable by identity "<job>/<partition>" from any node, GET /v1/partitions/{job}/{partition}; "" = off`)
 	fl.IntVar(&cfg.MaxValueBytes, "max-value-bytes", cfg.MaxValueBytes, "largest accepted value, in bytes (larger: HTTP 413)")
 	fl.DurationVar(&cfg.ApplyTimeout, "apply-timeout", cfg.ApplyTimeout, "how long a write may wait to be committed")
 	fl.DurationVar(&cfg.LeaderWait, "leader-wait", cfg.LeaderWait, "how long a request waits for a leader before HTTP 503")
@@ -116,7 +120,7 @@ restart resumes its place. 'eddy ctl leave' removes it for good.`,
 // With jobFile, the node first submits that job (if no job of that name
 // is stored yet), as eddy ctl job submit would; its enrichment reads the
 // broadcast device data from the local Raft replica.
-func runNode(ctx context.Context, cfg control.Config, jobFile string, drainTimeout time.Duration, out io.Writer) error {
+func runNode(ctx context.Context, cfg control.Config, jobFile string, drainTimeout time.Duration, actorAddr string, out io.Writer) error {
 	var submit *control.JobPut
 	if jobFile != "" {
 		spec, jcfg, err := loadJobSpec(jobFile, false)
@@ -148,6 +152,12 @@ func runNode(ctx context.Context, cfg control.Config, jobFile string, drainTimeo
 	if err != nil {
 		return errors.Join(err, node.Close())
 	}
+	var vn *virtual.Node
+	if actorAddr != "" {
+		if vn, err = startVirtualActors(node, svc, cfg, actorAddr); err != nil {
+			return errors.Join(err, svc.Close(), node.Close())
+		}
+	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -173,6 +183,10 @@ func runNode(ctx context.Context, cfg control.Config, jobFile string, drainTimeo
 		cfg.Logger.Info("left the cluster, stopping")
 	}
 	cancel()
+	if vn != nil {
+		node.SetPartitionLookup(nil)
+		vn.Stop()
+	}
 	return errors.Join(svc.Close(), node.Close())
 }
 
@@ -204,4 +218,29 @@ func parseLogLevel(s string) (slog.Level, error) {
 		return l, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
 	}
 	return l, nil
+}
+
+// startVirtualActors makes every device partition a protoactor-go virtual
+// actor addressable by identity from any node (package cluster/virtual):
+// activation follows the Raft lease, and a grain on a node without the lease
+// answers "not owner". It serves GET /v1/partitions/{job}/{partition}.
+func startVirtualActors(node *control.Node, svc *jobs.Service, cfg control.Config, addr string) (*virtual.Node, error) {
+	if err := node.Membership().UpdateMeta(func(m *cluster.Meta) { m.ActorAddr = addr }, time.Second); err != nil {
+		return nil, fmt.Errorf("--actor-addr: advertise: %w", err)
+	}
+	vn, err := virtual.Start(virtual.Config{
+		NodeID:     cfg.ID,
+		ActorAddr:  addr,
+		Membership: node.Membership(),
+		Leases:     virtual.ViewLeases{View: node.FSM().View},
+		Local:      virtual.AssignerLocal{Partitions: svc.Assigner().Partitions},
+		Logger:     cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("--actor-addr %s: %w", addr, err)
+	}
+	node.SetPartitionLookup(func(ctx context.Context, job string, p int32) (any, error) {
+		return vn.PartitionStatus(ctx, job, int(p))
+	})
+	return vn, nil
 }
