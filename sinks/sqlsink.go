@@ -10,6 +10,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // tableDef is one output table as the SQL sinks see it: columns in the order
@@ -258,8 +261,20 @@ func (e *sqlEngine) writeTx(ctx context.Context) error {
 	if e.conn != nil {
 		// SQLite: statements are prepared on the one connection, so the
 		// transaction is driven by hand on it.
-		if _, err := e.conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-			return err
+		begin := func() error { _, err := e.conn.ExecContext(ctx, "BEGIN IMMEDIATE"); return err }
+		if err := begin(); err != nil {
+			// Either the BEGIN ran although ctx ended before the driver
+			// returned, or an earlier ROLLBACK was cut short by the late
+			// interrupt of a cancelled statement and the transaction is
+			// still open: leave none open, and retry once while ctx lives.
+			e.rollbackConn()
+			if ctx.Err() != nil {
+				return err
+			}
+			if err := begin(); err != nil {
+				e.rollbackConn()
+				return err
+			}
 		}
 	} else {
 		var err error
@@ -271,7 +286,7 @@ func (e *sqlEngine) writeTx(ctx context.Context) error {
 		if tx != nil {
 			tx.Rollback()
 		} else {
-			e.conn.ExecContext(context.Background(), "ROLLBACK")
+			e.rollbackConn()
 		}
 	}
 	counts := [5]int{len(e.p.Readings), len(e.p.Windows), len(e.p.WorkPeriods), len(e.p.Late), len(e.p.DeadLetters)}
@@ -288,6 +303,19 @@ func (e *sqlEngine) writeTx(ctx context.Context) error {
 		rollback()
 	}
 	return err
+}
+
+// rollbackConn ends the SQLite connection's transaction, if any. A cancelled
+// statement's interrupt can land on the ROLLBACK itself, so it is tried a
+// few times; "no transaction is active" also ends the loop.
+func (e *sqlEngine) rollbackConn() {
+	for i := 0; i < 3; i++ {
+		_, err := e.conn.ExecContext(context.Background(), "ROLLBACK")
+		var se *sqlite.Error
+		if err == nil || !errors.As(err, &se) || se.Code() != sqlite3.SQLITE_INTERRUPT {
+			return
+		}
+	}
 }
 
 // renewConn replaces the SQLite connection and drops its statements.
