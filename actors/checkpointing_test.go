@@ -329,111 +329,107 @@ func TestCrashRecoveryExactlyOnce(t *testing.T) {
 	brokers := startBroker(t, 4, msgs)
 	want := reference(t, brokers)
 
-	for _, tracker := range []bool{true} {
-		t.Run(fmt.Sprintf("tracker=%v", tracker), func(t *testing.T) {
-			rng := rand.New(rand.NewPCG(seed, 1))
-			dir := t.TempDir()
-			sqlRows := newDurable()
-			broker := &txnBroker{d: newDurable(), committed: map[int32]int64{}}
-			crashes, restored := 0, 0
-			for run := 0; ; run++ {
-				plain := &flushSink{d: sqlRows, delay: 2 * time.Millisecond}
-				tx := &txnSink{b: broker, tracker: tracker}
-				cfg := crashConfig(brokers, dir)
-				cfg.BatchSize = 16
-				job, err := NewJob(cfg, MultiSink{plain, tx}, nil, nil, slog.New(slog.DiscardHandler))
-				if err != nil {
-					t.Fatal(err)
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				done := make(chan error, 1)
-				var sum Summary
-				go func() {
-					var err error
-					sum, err = job.Run(ctx)
-					done <- err
-				}()
-				if run < 10 {
-					// Crash somewhere in the run: after some progress,
-					// while a checkpoint is in progress, or right after
-					// one completed.
-					how := rng.IntN(3)
-					frac := rng.Float64()
-					var crash <-chan time.Time
-					poll := time.NewTicker(200 * time.Microsecond)
-					var base, progress int64 = -1, -1
-				wait:
-					for {
-						select {
-						case <-poll.C:
-							st := job.CheckpointStatus()
-							var got int64
-							for _, p := range job.Status() {
-								got += p.Received
-							}
-							if len(job.Status()) == 0 {
-								continue // not started yet
-							}
-							if progress < 0 { // restored counters included
-								base = st.Completed
-								progress = got + int64(frac*float64(int64(len(msgs))-got))
-							}
-							if crash == nil && got > 0 && ((how == 0 && got >= progress) || (how == 1 && st.InProgress != 0) || (how == 2 && st.Completed > base)) {
-								crash = time.After(time.Duration(rng.IntN(3000)) * time.Microsecond)
-							}
-						case <-crash:
-							break wait
-						case err := <-done:
-							poll.Stop()
-							cancel()
-							if err != nil {
-								t.Fatalf("run %d: %v", run, err)
-							}
-							break wait
-						}
+	rng := rand.New(rand.NewPCG(seed, 1))
+	dir := t.TempDir()
+	sqlRows := newDurable()
+	broker := &txnBroker{d: newDurable(), committed: map[int32]int64{}}
+	crashes, restored := 0, 0
+	for run := 0; ; run++ {
+		plain := &flushSink{d: sqlRows, delay: 2 * time.Millisecond}
+		tx := &txnSink{b: broker, tracker: true}
+		cfg := crashConfig(brokers, dir)
+		cfg.BatchSize = 16
+		job, err := NewJob(cfg, MultiSink{plain, tx}, nil, nil, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		done := make(chan error, 1)
+		var sum Summary
+		go func() {
+			var err error
+			sum, err = job.Run(ctx)
+			done <- err
+		}()
+		if run < 10 {
+			// Crash somewhere in the run: after some progress,
+			// while a checkpoint is in progress, or right after
+			// one completed.
+			how := rng.IntN(3)
+			frac := rng.Float64()
+			var crash <-chan time.Time
+			poll := time.NewTicker(200 * time.Microsecond)
+			var base, progress int64 = -1, -1
+		wait:
+			for {
+				select {
+				case <-poll.C:
+					st := job.CheckpointStatus()
+					var got int64
+					for _, p := range job.Status() {
+						got += p.Received
 					}
+					if len(job.Status()) == 0 {
+						continue // not started yet
+					}
+					if progress < 0 { // restored counters included
+						base = st.Completed
+						progress = got + int64(frac*float64(int64(len(msgs))-got))
+					}
+					if crash == nil && got > 0 && ((how == 0 && got >= progress) || (how == 1 && st.InProgress != 0) || (how == 2 && st.Completed > base)) {
+						crash = time.After(time.Duration(rng.IntN(3000)) * time.Microsecond)
+					}
+				case <-crash:
+					break wait
+				case err := <-done:
 					poll.Stop()
-					if crash != nil && ctx.Err() == nil {
-						plain.crash()
-						tx.crash()
-						cancel()
-						<-done
-						crashes++
-						var got, restoredFrom int64
-						for _, p := range job.Status() {
-							got += p.Received
-							restoredFrom = max(restoredFrom, p.Restored)
-						}
-						t.Logf("run %d: restored from %d, crashed (%s) at %d records, %d checkpoints completed",
-							run, restoredFrom, []string{"progress", "in checkpoint", "after checkpoint"}[how], got, job.CheckpointStatus().Completed)
-						continue
-					}
-				} else if err := <-done; err != nil {
 					cancel()
-					t.Fatalf("final run: %v", err)
+					if err != nil {
+						t.Fatalf("run %d: %v", run, err)
+					}
+					break wait
 				}
+			}
+			poll.Stop()
+			if crash != nil && ctx.Err() == nil {
+				plain.crash()
+				tx.crash()
 				cancel()
-				if sum.Restored > 0 {
-					restored++
+				<-done
+				crashes++
+				var got, restoredFrom int64
+				for _, p := range job.Status() {
+					got += p.Received
+					restoredFrom = max(restoredFrom, p.Restored)
 				}
-				if sum.Received != int64(len(msgs)) || sum.FinalCheckpoint == 0 {
-					t.Fatalf("run %d: summary received %d (want %d), final checkpoint %d", run, sum.Received, len(msgs), sum.FinalCheckpoint)
-				}
-				break
+				t.Logf("run %d: restored from %d, crashed (%s) at %d records, %d checkpoints completed",
+					run, restoredFrom, []string{"progress", "in checkpoint", "after checkpoint"}[how], got, job.CheckpointStatus().Completed)
+				continue
 			}
-			if d := sqlRows.diff(want); d != "" {
-				t.Fatalf("plain sink after %d crashes differs from an uninterrupted run:\n%s", crashes, d)
-			}
-			if d := broker.d.diff(want); d != "" {
-				t.Fatalf("transactional sink after %d crashes differs:\n%s", crashes, d)
-			}
-			if broker.dups != 0 {
-				t.Fatalf("transactional sink committed %d duplicate rows", broker.dups)
-			}
-			t.Logf("%d crashes; plain sink stored %d rows for %d keys; transactional sink %d rows", crashes, sqlRows.rows,
-				len(want.readings)+len(want.windows)+len(want.periods)+len(want.late)+len(want.dead), broker.d.rows)
-		})
+		} else if err := <-done; err != nil {
+			cancel()
+			t.Fatalf("final run: %v", err)
+		}
+		cancel()
+		if sum.Restored > 0 {
+			restored++
+		}
+		if sum.Received != int64(len(msgs)) || sum.FinalCheckpoint == 0 {
+			t.Fatalf("run %d: summary received %d (want %d), final checkpoint %d", run, sum.Received, len(msgs), sum.FinalCheckpoint)
+		}
+		break
 	}
+	if d := sqlRows.diff(want); d != "" {
+		t.Fatalf("plain sink after %d crashes differs from an uninterrupted run:\n%s", crashes, d)
+	}
+	if d := broker.d.diff(want); d != "" {
+		t.Fatalf("transactional sink after %d crashes differs:\n%s", crashes, d)
+	}
+	if broker.dups != 0 {
+		t.Fatalf("transactional sink committed %d duplicate rows", broker.dups)
+	}
+	t.Logf("%d crashes; plain sink stored %d rows for %d keys; transactional sink %d rows", crashes, sqlRows.rows,
+		len(want.readings)+len(want.windows)+len(want.periods)+len(want.late)+len(want.dead), broker.d.rows)
 }
 
 // TestCorruptSnapshotFallsBack corrupts the newest snapshot of a partition
