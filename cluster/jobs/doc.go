@@ -40,9 +40,10 @@
 // The leader deletes the snapshots of checkpoints the FSM no longer retains
 // (control.RetainCheckpoints per job); handoff snapshots are not deleted
 // yet. Starting a cluster job from a savepoint, and savepoints of cluster
-// jobs, are not supported yet. Partitions are not protoactor cluster
-// "virtual actors" addressable from other nodes: each runs as a local actor
-// on the node holding its lease. A changed job spec is picked up when the job's
+// jobs, are not supported yet. Each partition runs as a local actor on the
+// node holding its lease; with `eddy node --actor-addr` it is also a
+// protoactor-go virtual actor addressable by identity from any node
+// (package cluster/virtual). A changed job spec is picked up when the job's
 // runtime is recreated (every partition of the job moved away from the
 // node), not at once. The metrics of a job register only for the first
 // runtime of that job name in the process.
