@@ -292,6 +292,29 @@ func (n *Node) consistentRead(w http.ResponseWriter, r *http.Request) (done bool
 	return false
 }
 
+// prepareRead reads ?consistent, ?index and ?wait and brings this node's
+// view up to date for a read: leader-verified with ?consistent (a follower
+// forwards the read), else up to the writes acknowledged through this node.
+// done reports that the response is already written (an error, or the
+// forwarded answer).
+func (n *Node) prepareRead(w http.ResponseWriter, r *http.Request, q url.Values) (index uint64, wait time.Duration, done bool) {
+	consistent, err := boolParam(q, "consistent")
+	if err != nil {
+		writeError(w, err)
+		return 0, 0, true
+	}
+	index, wait, _, err = blocking(q)
+	if err != nil {
+		writeError(w, err)
+		return 0, 0, true
+	}
+	if consistent {
+		return index, wait, n.consistentRead(w, r)
+	}
+	n.syncLocal(r.Context())
+	return index, wait, false
+}
+
 func setIndex(w http.ResponseWriter, idx uint64) {
 	if idx == 0 {
 		idx = 1 // so that ?index=<returned> always blocks
@@ -306,27 +329,14 @@ func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	consistent, err := boolParam(q, "consistent")
-	if err != nil {
-		writeError(w, err)
-		return
-	}
 	raw, err := boolParam(q, "raw")
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	index, wait, _, err := blocking(q)
-	if err != nil {
-		writeError(w, err)
+	index, wait, done := n.prepareRead(w, r, q)
+	if done {
 		return
-	}
-	if consistent {
-		if n.consistentRead(w, r) {
-			return
-		}
-	} else {
-		n.syncLocal(r.Context())
 	}
 	v := n.waitView(r, index, wait, func(v View) uint64 { return v.KeyIndex(key) })
 	setIndex(w, v.KeyIndex(key))
@@ -355,22 +365,9 @@ func (n *Node) handleList(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	consistent, err := boolParam(q, "consistent")
-	if err != nil {
-		writeError(w, err)
+	index, wait, done := n.prepareRead(w, r, q)
+	if done {
 		return
-	}
-	index, wait, _, err := blocking(q)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	if consistent {
-		if n.consistentRead(w, r) {
-			return
-		}
-	} else {
-		n.syncLocal(r.Context())
 	}
 	v := n.waitView(r, index, wait, func(v View) uint64 { return v.PrefixIndex(prefix) })
 	idx := v.PrefixIndex(prefix)
