@@ -94,7 +94,7 @@ func startBroker(t *testing.T, dir string) string {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 	})
-	eventually(t, 15*time.Second, func() error {
+	harness.Eventually(t, 15*time.Second, func() error {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			c.Close()
@@ -102,21 +102,6 @@ func startBroker(t *testing.T, dir string) string {
 		return err
 	})
 	return addr
-}
-
-func eventually(t *testing.T, timeout time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // sample is one observation of a partition running on a node.
@@ -339,7 +324,7 @@ batch_size: 1024
 	owg.Add(1)
 	go func() { defer owg.Done(); obs.run(octx) }()
 	defer func() { ocancel(); owg.Wait() }()
-	eventually(t, 60*time.Second, func() error { return obs.allRunning("") })
+	harness.Eventually(t, 60*time.Second, func() error { return obs.allRunning("") })
 	t.Logf("all %d partitions run after %s", partitions, time.Since(began).Round(time.Millisecond))
 
 	// The continuous input.
@@ -366,7 +351,7 @@ batch_size: 1024
 	// moved measures the handoff pauses of the partitions that move to
 	// node (running on another before) once everything runs again.
 	moved := func(node string, before map[int32]sample) {
-		eventually(t, 60*time.Second, func() error { return obs.allRunning("") })
+		harness.Eventually(t, 60*time.Second, func() error { return obs.allRunning("") })
 		for p, old := range before {
 			now := obs.ownedBy(node)
 			if _, ok := now[p]; !ok || old.node == node {
@@ -415,7 +400,7 @@ batch_size: 1024
 				t.Fatal(err)
 			}
 			var worst time.Duration
-			eventually(t, 60*time.Second, func() error {
+			harness.Eventually(t, 60*time.Second, func() error {
 				for p, e := range orphans {
 					if _, _, ok := obs.firstRunningAfter(p, victim.ID, e); !ok {
 						return fmt.Errorf("partition %d of killed %s not running again", p, victim.ID)
@@ -465,7 +450,7 @@ batch_size: 1024
 				t.Fatal(err)
 			}
 			t.Logf("event %d: SIGTERM %s, exited after %s; its partitions moved:", i+1, victim.ID, time.Since(stopped).Round(time.Millisecond))
-			eventually(t, 60*time.Second, func() error { return obs.allRunning(victim.ID) })
+			harness.Eventually(t, 60*time.Second, func() error { return obs.allRunning(victim.ID) })
 			for p, old := range before {
 				if old.node != victim.ID {
 					continue
@@ -490,7 +475,7 @@ batch_size: 1024
 		t.Fatal("replay did not finish")
 	}
 	t.Logf("replay finished after %s", time.Since(began).Round(time.Second))
-	eventually(t, 3*time.Minute, func() error {
+	harness.Eventually(t, 3*time.Minute, func() error {
 		own := obs.owners()
 		for p := int32(0); p < partitions; p++ {
 			if ss := own[p]; len(ss) != 1 || ss[0].off != want.PartitionRecords[p] {

@@ -35,7 +35,7 @@ func TestFiveNodesAutopilot(t *testing.T) {
 	if err := n6.Start(binary); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, func() error {
+	harness.Eventually(t, 20*time.Second, func() error {
 		_, st, err := c.Leader()
 		if err != nil {
 			return err
@@ -75,7 +75,7 @@ func TestFiveNodesAutopilot(t *testing.T) {
 	t.Logf("killed %s and %s; writes acknowledged: %d", victims[0].ID, victims[1].ID, len(a.m))
 
 	// Autopilot: n6 promoted, the dead voters removed.
-	eventually(t, 30*time.Second, func() error {
+	harness.Eventually(t, 30*time.Second, func() error {
 		_, st, err := c.Leader()
 		if err != nil {
 			return err
@@ -93,7 +93,7 @@ func TestFiveNodesAutopilot(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 40*time.Second, func() error {
+	harness.Eventually(t, 40*time.Second, func() error {
 		_, st, err := c.Leader()
 		if err != nil {
 			return err
@@ -104,7 +104,7 @@ func TestFiveNodesAutopilot(t *testing.T) {
 		return nil
 	})
 	for _, n := range c.Nodes {
-		eventually(t, 20*time.Second, func() error { return a.verify(ctx, n.Client(time.Second), "ap/", false) })
+		harness.Eventually(t, 20*time.Second, func() error { return a.verify(ctx, n.Client(time.Second), "ap/", false) })
 	}
 }
 
@@ -120,7 +120,7 @@ func TestManualPromoteRemove(t *testing.T) {
 	if err := n4.Start(binary); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, func() error {
+	harness.Eventually(t, 20*time.Second, func() error {
 		_, st, err := c.Leader()
 		if err != nil {
 			return err
@@ -144,7 +144,7 @@ func TestManualPromoteRemove(t *testing.T) {
 	if _, err := ctl(t, n4.URL(), "raft", "promote", n4.ID); err != nil { // forwarded to the leader
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, func() error {
+	harness.Eventually(t, 10*time.Second, func() error {
 		_, st, err := c.Leader()
 		if err != nil {
 			return err

@@ -107,7 +107,7 @@ func TestThreeNodeCluster(t *testing.T) {
 
 	// Every replica serves the write locally.
 	for _, n := range c.Nodes {
-		eventually(t, time.Second, func() error {
+		harness.Eventually(t, time.Second, func() error {
 			_, err := n.Client(time.Second).Get(ctx, "devices/17079", client.ReadOptions{})
 			return err
 		})
@@ -155,7 +155,7 @@ func TestThreeNodeCluster(t *testing.T) {
 	if err := n4.Start(binary); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, func() error {
+	harness.Eventually(t, 20*time.Second, func() error {
 		_, st, err := c.Leader()
 		if err != nil {
 			return err
@@ -175,7 +175,7 @@ func TestThreeNodeCluster(t *testing.T) {
 	if err := n4.Wait(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, func() error {
+	harness.Eventually(t, 10*time.Second, func() error {
 		_, st, err := c.Leader()
 		if err != nil {
 			return err
@@ -225,7 +225,7 @@ func TestLeaderKillFailover(t *testing.T) {
 	if err := leader.Start(binary); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, func() error {
+	harness.Eventually(t, 20*time.Second, func() error {
 		st, err := leader.Status()
 		if err != nil {
 			return err

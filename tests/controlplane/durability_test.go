@@ -105,7 +105,7 @@ func TestDurability(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The restarted node catches up and serves everything locally.
-		eventually(t, 30*time.Second, func() error { return a.verify(ctx, n.Client(time.Second), "dur/", false) })
+		harness.Eventually(t, 30*time.Second, func() error { return a.verify(ctx, n.Client(time.Second), "dur/", false) })
 	}
 
 	// Whole-cluster crash: SIGKILL all, restart all.
@@ -124,7 +124,7 @@ func TestDurability(t *testing.T) {
 		t.Fatalf("after restarting all nodes: %v", err)
 	}
 	for _, n := range c.Nodes {
-		eventually(t, 30*time.Second, func() error { return a.verify(ctx, n.Client(time.Second), "dur/", false) })
+		harness.Eventually(t, 30*time.Second, func() error { return a.verify(ctx, n.Client(time.Second), "dur/", false) })
 	}
 	t.Logf("all %d acknowledged writes readable after a full-cluster SIGKILL and restart", len(a.m))
 }
@@ -158,7 +158,7 @@ func TestSnapshotCatchUp(t *testing.T) {
 	}
 	// The leader compacts its log beyond what the down node has.
 	var leaderSt interface{ String() string }
-	eventually(t, 30*time.Second, func() error {
+	harness.Eventually(t, 30*time.Second, func() error {
 		_, st, err := c.Leader()
 		if err != nil {
 			return err
@@ -174,7 +174,7 @@ func TestSnapshotCatchUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	restarted := time.Now()
-	eventually(t, 60*time.Second, func() error { return a.verify(ctx, down.Client(time.Second), "snap/", false) })
+	harness.Eventually(t, 60*time.Second, func() error { return a.verify(ctx, down.Client(time.Second), "snap/", false) })
 	st, err = down.Status()
 	if err != nil {
 		t.Fatal(err)

@@ -89,7 +89,7 @@ func startCluster(t *testing.T, n, expect int, args ...string) *harness.Cluster 
 	if err := c.StartAll(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, func() error {
+	harness.Eventually(t, 30*time.Second, func() error {
 		_, st, err := c.Leader()
 		if err != nil {
 			return err
@@ -100,22 +100,6 @@ func startCluster(t *testing.T, n, expect int, args ...string) *harness.Cluster 
 		return nil
 	})
 	return c
-}
-
-// eventually polls fn every 50 ms until it returns nil or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not true after %v: %v", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func ctxTimeout(t *testing.T, d time.Duration) context.Context {

@@ -70,20 +70,10 @@ func oracleOf(t *testing.T, records int64) *oracle.Result {
 	return res
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // startBroker runs `eddy dev broker` as a process until the test ends.
 func startBroker(t *testing.T, dir string) string {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := harness.FreeAddr(t)
 	cmd := exec.Command(eddyBin, "dev", "broker", "--listen", addr, "--partitions", "12", "--data-dir", filepath.Join(dir, "kafka"))
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -326,7 +316,7 @@ func TestKillNineExactlyOnce(t *testing.T) {
 		// the kills never finish the job.
 		left := want.Records - checkpointedRecords(t, dir)
 		gate := int64(rng.Float64() * float64(left) / 3)
-		addr := freeAddr(t)
+		addr := harness.FreeAddr(t)
 		r := startRun(t, spec, addr, env...)
 		var delay time.Duration
 		ok := true
@@ -566,7 +556,7 @@ func TestSavepointCommands(t *testing.T) {
 	replay(t, broker, records)
 	want := oracleOf(t, records)
 	spec := writeSpec(t, dir, broker, dsn, false)
-	addr := freeAddr(t)
+	addr := harness.FreeAddr(t)
 
 	cmd := exec.Command(eddyBin, "run", "--job", spec, "--quiet", "--metrics-addr", addr, "--log-level", "warn")
 	var out bytes.Buffer

@@ -18,6 +18,7 @@ import (
 
 	_ "modernc.org/sqlite"
 
+	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 	"github.com/eddy-iot/eddy/tests/oracle"
 )
 
@@ -57,7 +58,7 @@ func TestContinuousModeRowsVisibleAndGracefulStop(t *testing.T) {
 	}
 
 	db := filepath.Join(dir, "out.db")
-	metrics := freeAddr(t)
+	metrics := harness.FreeAddr(t)
 	cmd := exec.Command(eddyBin, "dev", "--data", data, "--map", mapping, "--sink", "sqlite:"+db,
 		"--metrics-addr", metrics, "--quiet")
 	var out bytes.Buffer
@@ -67,7 +68,7 @@ func TestContinuousModeRowsVisibleAndGracefulStop(t *testing.T) {
 	}
 	defer cmd.Process.Kill()
 
-	eventually(t, time.Minute, func() error {
+	harness.Eventually(t, time.Minute, func() error {
 		v, err := metricValue(metrics, "eddy_records_received_total")
 		if err != nil {
 			return err
@@ -82,7 +83,7 @@ func TestContinuousModeRowsVisibleAndGracefulStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	eventually(t, 10*time.Second, func() error {
+	harness.Eventually(t, 10*time.Second, func() error {
 		var n int64
 		if err := conn.QueryRow("select count(*) from readings").Scan(&n); err != nil {
 			return err

@@ -15,6 +15,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/eddy-iot/eddy/actors/devbroker"
+	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 )
 
 // TestNodeJobEnrichesFromRaft runs the job inside `eddy node`: enrichment
@@ -31,9 +32,9 @@ func TestNodeJobEnrichesFromRaft(t *testing.T) {
 	spec := filepath.Join(dir, "job.yaml")
 	os.WriteFile(spec, []byte(fmt.Sprintf("source:\n  brokers: [%q]\nsink: %q\n", broker.Addrs()[0], "sqlite:"+db)), 0o644)
 
-	httpAddr := freeAddr(t)
+	httpAddr := harness.FreeAddr(t)
 	node := exec.Command(eddyBin, "node", "--id", "n1", "--data-dir", filepath.Join(dir, "n1"),
-		"--http-addr", httpAddr, "--raft-addr", freeAddr(t), "--gossip-addr", freeAddr(t),
+		"--http-addr", httpAddr, "--raft-addr", harness.FreeAddr(t), "--gossip-addr", harness.FreeAddr(t),
 		"--bootstrap-expect", "1", "--job", spec, "--log-level", "warn")
 	var nlog bytes.Buffer
 	node.Stdout, node.Stderr = &nlog, &nlog
@@ -49,7 +50,7 @@ func TestNodeJobEnrichesFromRaft(t *testing.T) {
 		}
 		return string(out)
 	}
-	eventually(t, 30*time.Second, func() error {
+	harness.Eventually(t, 30*time.Second, func() error {
 		if out := ctl("config", "put", "devices/d1", `{"company":"acme","site":"north"}`); strings.HasPrefix(out, "ERROR") {
 			return fmt.Errorf("%s", out)
 		}
@@ -84,7 +85,7 @@ func TestNodeJobEnrichesFromRaft(t *testing.T) {
 		return c, err
 	}
 	send()
-	eventually(t, 30*time.Second, func() error {
+	harness.Eventually(t, 30*time.Second, func() error {
 		c, err := companyOf(seq)
 		if err == nil && c != "acme" {
 			return fmt.Errorf("company %q, want acme", c)
@@ -101,7 +102,7 @@ func TestNodeJobEnrichesFromRaft(t *testing.T) {
 	for firstNew == 0 && time.Since(changed) < 5*time.Second {
 		send()
 		m := seq
-		eventually(t, 10*time.Second, func() error {
+		harness.Eventually(t, 10*time.Second, func() error {
 			_, err := companyOf(m)
 			return err
 		})
@@ -117,7 +118,7 @@ func TestNodeJobEnrichesFromRaft(t *testing.T) {
 	time.Sleep(time.Until(changed.Add(time.Second)))
 	send()
 	m := seq
-	eventually(t, 10*time.Second, func() error {
+	harness.Eventually(t, 10*time.Second, func() error {
 		c, err := companyOf(m)
 		if err == nil && c != "globex" {
 			return fmt.Errorf("reading sent 1s after the change has company %q", c)

@@ -13,36 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 	"github.com/eddy-iot/eddy/tests/mariadbtest"
 	"github.com/eddy-iot/eddy/tests/oracle"
 )
-
-// freeAddr returns a free 127.0.0.1 port.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// eventually polls fn until it returns nil or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %v", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
 
 // eddy runs the eddy binary to completion and returns its combined output.
 func eddy(t *testing.T, args ...string) string {
@@ -66,7 +40,7 @@ func TestRunJobSpecAgainstBrokerProcess(t *testing.T) {
 	dsn := mariadbtest.DSN(t)
 	s := seed(t)
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := harness.FreeAddr(t)
 	broker := exec.Command(eddyBin, "dev", "broker", "--listen", addr, "--partitions", "6", "--data-dir", filepath.Join(dir, "kafka"))
 	var blog bytes.Buffer
 	broker.Stdout, broker.Stderr = &blog, &blog
@@ -74,7 +48,7 @@ func TestRunJobSpecAgainstBrokerProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { broker.Process.Kill(); broker.Wait() })
-	eventually(t, 10*time.Second, func() error {
+	harness.Eventually(t, 10*time.Second, func() error {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			c.Close()

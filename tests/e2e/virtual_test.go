@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/eddy-iot/eddy/actors/devbroker"
+	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 )
 
 // TestPartitionsAreVirtualActors: with --actor-addr every device partition
@@ -30,10 +31,10 @@ func TestPartitionsAreVirtualActors(t *testing.T) {
 	os.WriteFile(spec, []byte(fmt.Sprintf("name: iot-work\nsource:\n  brokers: [%q]\nsink: discard\n", broker.Addrs()[0])), 0o644)
 
 	type node struct{ id, http, gossip string }
-	nodes := []node{{"n1", freeAddr(t), freeAddr(t)}, {"n2", freeAddr(t), freeAddr(t)}}
+	nodes := []node{{"n1", harness.FreeAddr(t), harness.FreeAddr(t)}, {"n2", harness.FreeAddr(t), harness.FreeAddr(t)}}
 	for i, n := range nodes {
 		args := []string{"node", "--id", n.id, "--data-dir", filepath.Join(dir, n.id), "--http-addr", n.http,
-			"--raft-addr", freeAddr(t), "--gossip-addr", n.gossip, "--actor-addr", freeAddr(t), "--log-level", "warn"}
+			"--raft-addr", harness.FreeAddr(t), "--gossip-addr", n.gossip, "--actor-addr", harness.FreeAddr(t), "--log-level", "warn"}
 		if i == 0 {
 			args = append(args, "--bootstrap-expect", "1", "--job", spec)
 		} else {
@@ -74,7 +75,7 @@ func TestPartitionsAreVirtualActors(t *testing.T) {
 		return st, json.NewDecoder(resp.Body).Decode(&st)
 	}
 	owners := map[string]int{}
-	eventually(t, 60*time.Second, func() error {
+	harness.Eventually(t, 60*time.Second, func() error {
 		clear(owners)
 		for p := 0; p < parts; p++ {
 			var first status

@@ -87,6 +87,33 @@ func BuildRetry(dir string, total time.Duration, logf func(string, ...any)) (str
 	}
 }
 
+// Eventually polls fn every 50 ms until it returns nil, and fails t with
+// fn's last error when timeout passes first (nats-server's checkFor).
+func Eventually(t testing.TB, timeout time.Duration, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not true after %v: %v", timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// FreeAddr returns a 127.0.0.1:port address free for TCP and UDP, or fails t.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	a, err := FreeAddrs(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a[0]
+}
+
 // FreeAddrs returns n distinct 127.0.0.1:port addresses that were free for
 // both TCP and UDP.
 func FreeAddrs(n int) ([]string, error) {
