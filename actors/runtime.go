@@ -77,6 +77,15 @@ type RuntimeHooks struct {
 	// Failed reports that partition p (epoch) stopped on an error (source,
 	// sink, state store); the runtime no longer runs it. nil: logged only.
 	Failed func(p int32, epoch uint64, err error)
+	// LeaseValid reports whether this node's lease of partition p under
+	// epoch is still valid (not expired by the holder's clock bound, not
+	// taken over). The SQL sinks ask it right before each write
+	// transaction for every partition with buffered rows, and drop the
+	// rows of a partition whose lease is no longer valid instead of
+	// writing them (sinks.EpochWriter.SetLeaseGuard). It is called with a
+	// sink's buffer lock held: it must be fast and must not block (read
+	// local state, no Raft round trip). nil: always valid.
+	LeaseValid func(p int32, epoch uint64) bool
 }
 
 // Runtime runs a chosen, changing set of one job's device partitions on this
