@@ -8,8 +8,11 @@
 // 5th node, and finally stops one gracefully (SIGTERM: live handoff).
 //
 // At the end the MySQL tables must equal the independent batch computation
-// of tests/oracle exactly, and the lease history from Raft must show one
-// holder per partition at a time. The test prints the time from each
+// of tests/oracle exactly, the lease history from Raft must show one
+// holder per partition at a time, and the partition observer (every node's
+// GET /v1/local/partitions every 25 ms) must never have seen two nodes run
+// one partition in overlapping time, at the same epoch or at different
+// epochs, nor a node run an epoch after Raft granted a newer one. The test prints the time from each
 // SIGKILL until every orphaned partition runs again on another node, and the
 // pause of each partition moved by a live handoff (a join, a restarted node
 // taking its partitions back, a graceful stop): from the last poll that saw
@@ -25,25 +28,17 @@ package chaos
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"math/rand/v2"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/eddy-iot/eddy/actors/dataset/aberdeen"
-	"github.com/eddy-iot/eddy/control"
 	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 	"github.com/eddy-iot/eddy/tests/mariadbtest"
 	"github.com/eddy-iot/eddy/tests/oracle"
@@ -77,199 +72,6 @@ func oracleOf(t *testing.T, records int64) *oracle.Result {
 	return res
 }
 
-func startBroker(t *testing.T, dir string) string {
-	t.Helper()
-	addrs, err := harness.FreeAddrs(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := addrs[0]
-	cmd := exec.Command(eddyBin, "dev", "broker", "--listen", addr, "--partitions", fmt.Sprint(partitions), "--data-dir", filepath.Join(dir, "kafka"))
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	})
-	harness.Eventually(t, 15*time.Second, func() error {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err
-	})
-	return addr
-}
-
-// sample is one observation of a partition running on a node.
-type sample struct {
-	node  string
-	epoch uint64
-	state string
-	off   int64
-}
-
-// observer polls every running node's /v1/local/partitions and keeps, per
-// partition, the timeline of who runs it.
-type observer struct {
-	c     *harness.Cluster
-	hc    *http.Client
-	mu    sync.Mutex
-	last  map[int32]map[string]time.Time // partition → node → last seen running
-	first map[int32]map[string]time.Time // partition → node@epoch → first seen running
-	cur   map[int32][]sample             // latest round
-	dup   []string                       // two nodes running one partition at one epoch
-}
-
-func newObserver(c *harness.Cluster) *observer {
-	return &observer{c: c, hc: &http.Client{Timeout: 500 * time.Millisecond},
-		last: map[int32]map[string]time.Time{}, first: map[int32]map[string]time.Time{}, cur: map[int32][]sample{}}
-}
-
-func (o *observer) run(ctx context.Context) {
-	for ctx.Err() == nil {
-		round := map[int32][]sample{}
-		var mu sync.Mutex
-		var wg sync.WaitGroup
-		for _, n := range o.c.Nodes {
-			if !n.Running() {
-				continue
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				resp, err := o.hc.Get(n.URL() + "/v1/local/partitions")
-				if err != nil {
-					return
-				}
-				defer resp.Body.Close()
-				var list []control.PartitionStatus
-				if json.NewDecoder(resp.Body).Decode(&list) != nil {
-					return
-				}
-				mu.Lock()
-				defer mu.Unlock()
-				for _, s := range list {
-					sm := sample{node: n.ID, epoch: s.Epoch, state: s.State, off: -1}
-					if s.Progress != nil {
-						sm.off = s.Progress.Offset
-					}
-					round[s.Partition] = append(round[s.Partition], sm)
-				}
-			}()
-		}
-		wg.Wait()
-		now := time.Now()
-		o.mu.Lock()
-		o.cur = round
-		for p, ss := range round {
-			if o.last[p] == nil {
-				o.last[p], o.first[p] = map[string]time.Time{}, map[string]time.Time{}
-			}
-			epochs := map[uint64]string{}
-			for _, s := range ss {
-				if s.state != control.PartitionRunning {
-					continue
-				}
-				if other, ok := epochs[s.epoch]; ok && other != s.node {
-					o.dup = append(o.dup, fmt.Sprintf("partition %d: %s and %s both run epoch %d", p, other, s.node, s.epoch))
-				}
-				epochs[s.epoch] = s.node
-				o.last[p][s.node] = now
-				k := fmt.Sprintf("%s@%d", s.node, s.epoch)
-				if _, ok := o.first[p][k]; !ok {
-					o.first[p][k] = now
-				}
-			}
-		}
-		o.mu.Unlock()
-		select {
-		case <-ctx.Done():
-		case <-time.After(25 * time.Millisecond):
-		}
-	}
-}
-
-// owners returns, per partition, the nodes that run it (latest round).
-func (o *observer) owners() map[int32][]sample {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	out := map[int32][]sample{}
-	for p, ss := range o.cur {
-		for _, s := range ss {
-			if s.state == control.PartitionRunning {
-				out[p] = append(out[p], s)
-			}
-		}
-	}
-	return out
-}
-
-// ownedBy returns the partitions node runs (latest round), with epochs.
-func (o *observer) ownedBy(node string) map[int32]uint64 {
-	out := map[int32]uint64{}
-	for p, ss := range o.owners() {
-		for _, s := range ss {
-			if s.node == node {
-				out[p] = s.epoch
-			}
-		}
-	}
-	return out
-}
-
-// allRunning reports whether every partition runs on exactly one node,
-// none on skip.
-func (o *observer) allRunning(skip string) error {
-	own := o.owners()
-	for p := int32(0); p < partitions; p++ {
-		ss := own[p]
-		if len(ss) != 1 {
-			return fmt.Errorf("partition %d runs on %d nodes: %v", p, len(ss), ss)
-		}
-		if ss[0].node == skip {
-			return fmt.Errorf("partition %d still on %s", p, skip)
-		}
-	}
-	return nil
-}
-
-// firstRunningAfter returns when partition p was first seen running on a
-// node other than not, with an epoch above epoch.
-func (o *observer) firstRunningAfter(p int32, not string, epoch uint64) (time.Time, string, bool) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	var best time.Time
-	var who string
-	for k, at := range o.first[p] {
-		var node string
-		var e uint64
-		fmt.Sscanf(strings.Replace(k, "@", " ", 1), "%s %d", &node, &e)
-		if node != not && e > epoch && (best.IsZero() || at.Before(best)) {
-			best, who = at, node
-		}
-	}
-	return best, who, !best.IsZero()
-}
-
-func (o *observer) lastRunning(p int32, node string) time.Time {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.last[p][node]
-}
-
-func median(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
 func TestChaos(t *testing.T) {
 	seed := *seedFlag
 	if seed == 0 {
@@ -280,25 +82,12 @@ func TestChaos(t *testing.T) {
 	began := time.Now()
 	dsn := mariadbtest.DSN(t)
 	dir := t.TempDir()
-	broker := startBroker(t, dir)
+	broker := harness.StartBroker(t, eddyBin, dir, partitions)
 	want := oracleOf(t, *recordsFlag)
 	t.Logf("oracle: %d records, %d windows, %d work periods", want.Records, len(want.Windows), len(want.WorkPeriods))
 
 	// The spec: bounded at the offsets the replay will reach.
-	var ends strings.Builder
-	for p, n := range want.PartitionRecords {
-		fmt.Fprintf(&ends, "    %d: %d\n", p, n)
-	}
-	spec := fmt.Sprintf(`name: %s
-source:
-  brokers: [%q]
-  end_offsets:
-%ssink: %q
-checkpoint:
-  storage: %q
-  interval: 1s
-batch_size: 1024
-`, job, broker, ends.String(), "mysql:"+dsn, "file://"+filepath.Join(dir, "checkpoints"))
+	spec := harness.BoundedSpec(job, broker, want, "mysql:"+dsn, "file://"+filepath.Join(dir, "checkpoints"), "")
 
 	c, err := harness.New(harness.Options{Binary: eddyBin, Dir: dir, Nodes: 3, BootstrapExpect: 3, Logf: t.Logf})
 	if err != nil {
@@ -318,27 +107,12 @@ batch_size: 1024
 		t.Fatal(err)
 	}
 
-	obs := newObserver(c)
-	octx, ocancel := context.WithCancel(ctx)
-	var owg sync.WaitGroup
-	owg.Add(1)
-	go func() { defer owg.Done(); obs.run(octx) }()
-	defer func() { ocancel(); owg.Wait() }()
-	harness.Eventually(t, 60*time.Second, func() error { return obs.allRunning("") })
+	obs := harness.StartObserver(t, c, partitions)
+	harness.Eventually(t, 60*time.Second, func() error { return obs.AllRunning("") })
 	t.Logf("all %d partitions run after %s", partitions, time.Since(began).Round(time.Millisecond))
 
 	// The continuous input.
-	replay := exec.Command(eddyBin, "replay", "--brokers", broker, "--limit", fmt.Sprint(*recordsFlag), "--speed", fmt.Sprint(*speedFlag), "--quiet")
-	var replayOut bytes.Buffer
-	replay.Stdout, replay.Stderr = &replayOut, &replayOut
-	if err := replay.Start(); err != nil {
-		t.Fatal(err)
-	}
-	replayDone := make(chan error, 1)
-	go func() { replayDone <- replay.Wait() }()
-	defer func() {
-		replay.Process.Kill()
-	}()
+	replay := harness.StartReplay(t, eddyBin, broker, "--limit", fmt.Sprint(*recordsFlag), "--speed", fmt.Sprint(*speedFlag))
 
 	// The schedule: three kills (one of the leader) and two joins in a
 	// seeded order, then a graceful stop.
@@ -350,29 +124,22 @@ batch_size: 1024
 	var recoveries, pauses []time.Duration
 	// moved measures the handoff pauses of the partitions that move to
 	// node (running on another before) once everything runs again.
-	moved := func(node string, before map[int32]sample) {
-		harness.Eventually(t, 60*time.Second, func() error { return obs.allRunning("") })
+	moved := func(node string, before map[int32]harness.Sample) {
+		harness.Eventually(t, 60*time.Second, func() error { return obs.AllRunning("") })
 		for p, old := range before {
-			now := obs.ownedBy(node)
-			if _, ok := now[p]; !ok || old.node == node {
+			now := obs.OwnedBy(node)
+			if _, ok := now[p]; !ok || old.Node == node {
 				continue
 			}
-			lastOld := obs.lastRunning(p, old.node)
-			first, _, ok := obs.firstRunningAfter(p, old.node, old.epoch)
+			lastOld := obs.LastRunning(p, old.Node)
+			first, _, ok := obs.FirstRunningAfter(p, old.Node, old.Epoch)
 			if !ok || lastOld.IsZero() {
 				continue
 			}
 			pause := first.Sub(lastOld)
 			pauses = append(pauses, pause)
-			t.Logf("  partition %2d: %s → %s, pause %s", p, old.node, node, pause.Round(time.Millisecond))
+			t.Logf("  partition %2d: %s → %s, pause %s", p, old.Node, node, pause.Round(time.Millisecond))
 		}
-	}
-	snapshot := func() map[int32]sample {
-		out := map[int32]sample{}
-		for p, ss := range obs.owners() {
-			out[p] = ss[0]
-		}
-		return out
 	}
 	for i, ev := range events {
 		time.Sleep(time.Duration(1500+rng.IntN(2000)) * time.Millisecond)
@@ -394,30 +161,18 @@ batch_size: 1024
 				}
 				victim = alive[rng.IntN(len(alive))]
 			}
-			orphans := obs.ownedBy(victim.ID)
+			orphans := obs.OwnedBy(victim.ID)
 			killed := time.Now()
 			if err := victim.Kill(); err != nil {
 				t.Fatal(err)
 			}
-			var worst time.Duration
-			harness.Eventually(t, 60*time.Second, func() error {
-				for p, e := range orphans {
-					if _, _, ok := obs.firstRunningAfter(p, victim.ID, e); !ok {
-						return fmt.Errorf("partition %d of killed %s not running again", p, victim.ID)
-					}
-				}
-				return nil
-			})
-			for p, e := range orphans {
-				at, _, _ := obs.firstRunningAfter(p, victim.ID, e)
-				worst = max(worst, at.Sub(killed))
-			}
+			worst := obs.Recovery(t, victim.ID, orphans, killed, 60*time.Second)
 			if len(orphans) > 0 {
 				recoveries = append(recoveries, worst)
 			}
 			t.Logf("event %d: SIGKILL %s (%s); its %d partitions run again after %s", i+1, victim.ID, ev, len(orphans), worst.Round(time.Millisecond))
 			time.Sleep(time.Duration(500+rng.IntN(1500)) * time.Millisecond)
-			before := snapshot()
+			before := obs.Snapshot()
 			if err := victim.Start(eddyBin); err != nil {
 				t.Fatal(err)
 			}
@@ -429,7 +184,7 @@ batch_size: 1024
 			if err != nil {
 				t.Fatal(err)
 			}
-			before := snapshot()
+			before := obs.Snapshot()
 			if err := n.Start(eddyBin); err != nil {
 				t.Fatal(err)
 			}
@@ -444,67 +199,37 @@ batch_size: 1024
 				}
 			}
 			victim := cands[rng.IntN(len(cands))]
-			before := snapshot()
+			before := obs.Snapshot()
 			stopped := time.Now()
 			if err := victim.Stop(60 * time.Second); err != nil {
 				t.Fatal(err)
 			}
 			t.Logf("event %d: SIGTERM %s, exited after %s; its partitions moved:", i+1, victim.ID, time.Since(stopped).Round(time.Millisecond))
-			harness.Eventually(t, 60*time.Second, func() error { return obs.allRunning(victim.ID) })
+			harness.Eventually(t, 60*time.Second, func() error { return obs.AllRunning(victim.ID) })
 			for p, old := range before {
-				if old.node != victim.ID {
+				if old.Node != victim.ID {
 					continue
 				}
-				first, who, ok := obs.firstRunningAfter(p, old.node, old.epoch)
+				first, who, ok := obs.FirstRunningAfter(p, old.Node, old.Epoch)
 				if !ok {
 					continue
 				}
-				pause := first.Sub(obs.lastRunning(p, old.node))
+				pause := first.Sub(obs.LastRunning(p, old.Node))
 				pauses = append(pauses, pause)
-				t.Logf("  partition %2d: %s → %s, pause %s", p, old.node, who, pause.Round(time.Millisecond))
+				t.Logf("  partition %2d: %s → %s, pause %s", p, old.Node, who, pause.Round(time.Millisecond))
 			}
 		}
 	}
 
-	select {
-	case err := <-replayDone:
-		if err != nil {
-			t.Fatalf("replay: %v\n%s", err, replayOut.String())
-		}
-	case <-ctx.Done():
-		t.Fatal("replay did not finish")
+	if err := replay.Wait(ctx); err != nil {
+		t.Fatal(err)
 	}
 	t.Logf("replay finished after %s", time.Since(began).Round(time.Second))
-	harness.Eventually(t, 3*time.Minute, func() error {
-		own := obs.owners()
-		for p := int32(0); p < partitions; p++ {
-			if ss := own[p]; len(ss) != 1 || ss[0].off != want.PartitionRecords[p] {
-				return fmt.Errorf("partition %d not at its end offset %d: %v", p, want.PartitionRecords[p], ss)
-			}
-		}
-		return nil
-	})
+	harness.Eventually(t, 3*time.Minute, func() error { return obs.AtOffsets(want.PartitionRecords) })
 	t.Logf("every partition at its end offset after %s", time.Since(began).Round(time.Second))
 
 	// The tables: rows are flushed within a second of the end.
-	var last *oracle.Diff
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		got, err := oracle.LoadMySQL(ctx, dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if last = oracle.Compare(got, want); last.Equal() {
-			t.Logf("MySQL equals the oracle: %d readings, %d windows, %d work periods, %d dead letters",
-				got.Readings, len(got.Windows), len(got.WorkPeriods), got.DeadLetters)
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("MySQL differs from the oracle:\n%s", last.Format(10))
-			break
-		}
-		time.Sleep(2 * time.Second)
-	}
+	harness.WaitOracle(t, ctx, dsn, want, 60*time.Second)
 
 	// The moves went through snapshots: handoff points at joins and stops,
 	// checkpoints in Raft after kills.
@@ -550,17 +275,18 @@ batch_size: 1024
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkLeaseHistory(t, hist)
-	obs.mu.Lock()
-	for _, d := range obs.dup {
-		t.Errorf("observed: %s", d)
+	harness.CheckLeaseHistory(t, hist)
+	// One writer per partition at a time, by what the nodes said they ran:
+	// no two running intervals overlap (same or different epochs), and no
+	// node ran an epoch after Raft granted a newer one.
+	for _, v := range obs.Violations(hist) {
+		t.Errorf("observed: %s", v)
 	}
-	obs.mu.Unlock()
 
 	t.Logf("seed %d: recovery after SIGKILL (kill → every orphaned partition running elsewhere): %v, median %s",
-		seed, roundAll(recoveries), median(recoveries).Round(time.Millisecond))
+		seed, harness.RoundAll(recoveries), harness.Median(recoveries).Round(time.Millisecond))
 	t.Logf("seed %d: handoff pause per moved partition: %d moves, median %s, max %s",
-		seed, len(pauses), median(pauses).Round(time.Millisecond), slices.Max(append(pauses, 0)).Round(time.Millisecond))
+		seed, len(pauses), harness.Median(pauses).Round(time.Millisecond), slices.Max(append(pauses, 0)).Round(time.Millisecond))
 	t.Logf("seed %d: done in %s", seed, time.Since(began).Round(time.Second))
 	if testing.Verbose() || t.Failed() {
 		for _, n := range c.Nodes {
@@ -571,53 +297,3 @@ batch_size: 1024
 	}
 }
 
-func roundAll(ds []time.Duration) []time.Duration {
-	out := make([]time.Duration, len(ds))
-	for i, d := range ds {
-		out[i] = d.Round(time.Millisecond)
-	}
-	return out
-}
-
-// checkLeaseHistory replays the lease events in Raft order: every grant
-// is the previous epoch + 1, an acquire finds the lease free or released
-// (or held by the acquirer), a takeover names the holder it replaces, and a
-// release comes from the holder.
-func checkLeaseHistory(t *testing.T, hist []control.LeaseEvent) {
-	t.Helper()
-	sort.Slice(hist, func(i, j int) bool { return hist[i].Index < hist[j].Index })
-	type st struct {
-		holder   string
-		epoch    uint64
-		released bool
-	}
-	leases := map[int32]*st{}
-	kinds := map[string]int{}
-	for _, e := range hist {
-		kinds[e.Kind]++
-		l := leases[e.Partition]
-		if l == nil {
-			l = &st{released: true}
-			leases[e.Partition] = l
-		}
-		switch e.Kind {
-		case control.LeaseGranted, control.LeaseTakenOver:
-			if e.Epoch != l.epoch+1 {
-				t.Errorf("lease %d at index %d: epoch %d after %d", e.Partition, e.Index, e.Epoch, l.epoch)
-			}
-			if e.Kind == control.LeaseGranted && !l.released && l.holder != e.Owner {
-				t.Errorf("lease %d at index %d: %s acquired it while %s held it", e.Partition, e.Index, e.Owner, l.holder)
-			}
-			if e.Kind == control.LeaseTakenOver && (l.released || e.PrevOwner != l.holder) {
-				t.Errorf("lease %d at index %d: takeover by %s names %q, holder was %q (released %v)", e.Partition, e.Index, e.Owner, e.PrevOwner, l.holder, l.released)
-			}
-			l.holder, l.epoch, l.released = e.Owner, e.Epoch, false
-		case control.LeaseReleased:
-			if l.released || l.holder != e.Owner || l.epoch != e.Epoch {
-				t.Errorf("lease %d at index %d: release by %s at epoch %d, holder %s at %d (released %v)", e.Partition, e.Index, e.Owner, e.Epoch, l.holder, l.epoch, l.released)
-			}
-			l.released = true
-		}
-	}
-	t.Logf("lease history: %d events (%v), one holder per partition at every Raft index", len(hist), kinds)
-}

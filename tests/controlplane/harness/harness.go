@@ -151,6 +151,11 @@ type Options struct {
 	Args []string
 	// Logf receives harness events (default: discard).
 	Logf func(format string, args ...any)
+	// GidBase, when > 0, runs node i (n1, n2, ...; joined nodes too) with
+	// primary group GidBase+i (uid stays 0; needs root), so that iptables
+	// can match its outbound packets with `-m owner --gid-owner`. 0 =
+	// the test's own group.
+	GidBase uint32
 }
 
 // Cluster is a set of eddy node processes.
@@ -165,6 +170,9 @@ type Node struct {
 	ID, HTTPAddr, RaftAddr, GossipAddr string
 	DataDir, LogPath                   string
 	Args                               []string
+	// Gid is the primary group the process runs with (0 = inherited); see
+	// Options.GidBase.
+	Gid uint32
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -194,17 +202,21 @@ func New(opts Options) (*Cluster, error) {
 				join = append(join, g)
 			}
 		}
-		c.Nodes = append(c.Nodes, c.newNode(fmt.Sprintf("n%d", i+1), addrs[3*i:3*i+3], opts.BootstrapExpect, join))
+		c.Nodes = append(c.Nodes, c.newNode(i+1, addrs[3*i:3*i+3], opts.BootstrapExpect, join))
 	}
 	return c, nil
 }
 
-func (c *Cluster) newNode(id string, addrs []string, expect int, join []string) *Node {
+func (c *Cluster) newNode(i int, addrs []string, expect int, join []string) *Node {
+	id := fmt.Sprintf("n%d", i)
 	n := &Node{
 		ID: id, HTTPAddr: addrs[0], RaftAddr: addrs[1], GossipAddr: addrs[2],
 		DataDir: filepath.Join(c.opts.Dir, id, "data"),
 		LogPath: filepath.Join(c.opts.Dir, id+".log"),
 		logf:    c.opts.Logf,
+	}
+	if c.opts.GidBase > 0 {
+		n.Gid = c.opts.GidBase + uint32(i)
 	}
 	n.Args = []string{"node", "--id", id, "--data-dir", n.DataDir,
 		"--http-addr", n.HTTPAddr, "--raft-addr", n.RaftAddr, "--gossip-addr", n.GossipAddr,
@@ -229,7 +241,7 @@ func (c *Cluster) AddNode(extraArgs ...string) (*Node, error) {
 	for _, n := range c.Nodes {
 		join = append(join, n.GossipAddr)
 	}
-	n := c.newNode(fmt.Sprintf("n%d", len(c.Nodes)+1), addrs, 0, join)
+	n := c.newNode(len(c.Nodes)+1, addrs, 0, join)
 	n.Args = append(n.Args, extraArgs...)
 	c.Nodes = append(c.Nodes, n)
 	return n, nil
@@ -270,6 +282,9 @@ func (n *Node) Start(binary string) error {
 	fmt.Fprintf(logf, "==== harness: start %s at %s\n", n.ID, time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(binary, n.Args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if n.Gid != 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(os.Getuid()), Gid: n.Gid, NoSetGroups: true}}
+	}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("harness: start %s: %w", n.ID, err)
@@ -298,6 +313,27 @@ func (n *Node) Running() bool {
 	default:
 		return true
 	}
+}
+
+// Pid returns the process id of the running process, 0 when not running.
+func (n *Node) Pid() int {
+	if !n.Running() {
+		return 0
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cmd.Process.Pid
+}
+
+// Signal sends sig (e.g. SIGSTOP, SIGCONT) without waiting; it does
+// nothing when the process is not running.
+func (n *Node) Signal(sig syscall.Signal) error {
+	if !n.Running() {
+		return nil
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cmd.Process.Signal(sig)
 }
 
 // Kill sends SIGKILL and waits for the process to exit.
