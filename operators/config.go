@@ -69,6 +69,51 @@ type Config struct {
 	// MaxMessageBytes is the largest accepted message value in bytes; bigger
 	// values are dead letters with reason oversized. Must be > 0. Default 1 MiB.
 	MaxMessageBytes int
+	// MaxFuture is the watermark guard against device clocks far ahead: a
+	// reading whose event time is more than MaxFuture ahead of the
+	// processing time (Partition.AdvanceProcessingTime) is a dead letter
+	// with reason future_event_time and does not move the watermark. 0 =
+	// off. Must be >= 0, whole milliseconds, at most MaxGuardDuration.
+	// Default 0 here; jobs use DefaultMaxFuture in unbounded mode and 0 in
+	// bounded replays, whose output must not depend on the wall clock.
+	MaxFuture time.Duration
+	// IdleTimeout is Flink's WatermarkStrategy.withIdleness for a device
+	// partition: once the partition has received no record for IdleTimeout
+	// of processing time, every Partition.AdvanceProcessingTime(now) moves
+	// the watermark to max(W, now − OutOfOrderness), so the windows and
+	// work periods of a quiet partition fire. It makes the output depend on
+	// processing time (a record arriving after an idle stretch may be late
+	// where a replay would find it on time), which is why it is off by
+	// default and never used in bounded mode. 0 = off. Must be >= 0, whole
+	// milliseconds, at most MaxGuardDuration. Default 0.
+	IdleTimeout time.Duration
+}
+
+// The range of times every sink can store: SQL DATETIME holds
+// 1000-01-01 00:00:00 to 9999-12-31 23:59:59.999 (at millisecond precision),
+// Unix ms UTC.
+const (
+	MinSinkTime int64 = -30610224000000 // 1000-01-01T00:00:00.000Z
+	MaxSinkTime int64 = 253402300799999 // 9999-12-31T23:59:59.999Z
+)
+
+// EventTimeRange returns the accepted event times [lo, hi] in Unix ms UTC:
+// [MinSinkTime + E, MaxSinkTime − E], where E is the window extent (the
+// size of tumbling and sliding windows, the gap of sessions). Every window
+// that contains a reading in the range then starts and ends inside the
+// sinks' range: a window [s, e) of a reading at t has t − E < s <= t and
+// t < e <= t + E. Work periods start and end at reading times and need no
+// margin. Readings outside are dead letters (event_time_out_of_range).
+func (c *Config) EventTimeRange() (lo, hi int64) {
+	var e time.Duration
+	switch c.Window.Kind {
+	case WindowSession:
+		e = c.Window.Gap
+	default:
+		e = c.Window.Size
+	}
+	ext := min(max(e.Milliseconds(), 0), maxDuration.Milliseconds())
+	return MinSinkTime + ext, MaxSinkTime - ext
 }
 
 // Defaults of Config.
@@ -78,6 +123,13 @@ const (
 	DefaultMaxGap          = 10 * time.Minute
 	DefaultOutOfOrderness  = 5 * time.Second
 	DefaultMaxMessageBytes = 1 << 20
+	// DefaultMaxFuture is the max_future guard of unbounded jobs.
+	DefaultMaxFuture = time.Hour
+	// MaxGuardDuration bounds MaxFuture and IdleTimeout: a guard further
+	// ahead would let one bad device clock hold the watermark of its
+	// partition for longer than a week, and an idle timeout of more than a
+	// week is no timeout.
+	MaxGuardDuration = 7 * 24 * time.Hour
 )
 
 // maxDuration bounds every duration of Config (about 100 years) so that event
@@ -139,6 +191,12 @@ func (c *Config) Validate() error {
 	if c.MaxMessageBytes <= 0 {
 		return fmt.Errorf("operators: max message bytes must be > 0, got %d", c.MaxMessageBytes)
 	}
+	if err := checkGuard("max future", "off", c.MaxFuture); err != nil {
+		return err
+	}
+	if err := checkGuard("idle timeout", "off", c.IdleTimeout); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -152,6 +210,18 @@ func checkDuration(name string, d time.Duration, zeroOK bool) error {
 		return fmt.Errorf("operators: %s must be a whole number of milliseconds, got %v", name, d)
 	case d > maxDuration:
 		return fmt.Errorf("operators: %s must be <= %v, got %v", name, maxDuration, d)
+	}
+	return nil
+}
+
+func checkGuard(name, zero string, d time.Duration) error {
+	switch {
+	case d < 0:
+		return fmt.Errorf("operators: %s must be >= 0 (0 = %s), got %v", name, zero, d)
+	case d%time.Millisecond != 0:
+		return fmt.Errorf("operators: %s must be a whole number of milliseconds, got %v", name, d)
+	case d > MaxGuardDuration:
+		return fmt.Errorf("operators: %s must be <= %v, got %v", name, MaxGuardDuration, d)
 	}
 	return nil
 }

@@ -37,6 +37,13 @@ func TestConfigValidate(t *testing.T) {
 		{"huge lateness", func(c *Config) { c.AllowedLateness = 200 * 365 * 24 * time.Hour }, "allowed lateness must be <="},
 		{"zero max message bytes", func(c *Config) { c.MaxMessageBytes = 0 }, "max message bytes must be > 0, got 0"},
 		{"nil location ok", func(c *Config) { c.Location = nil }, ""},
+		{"max future ok", func(c *Config) { c.MaxFuture = DefaultMaxFuture }, ""},
+		{"negative max future", func(c *Config) { c.MaxFuture = -time.Hour }, "max future must be >= 0 (0 = off), got -1h0m0s"},
+		{"sub-millisecond max future", func(c *Config) { c.MaxFuture = time.Hour + time.Microsecond }, "max future must be a whole number of milliseconds"},
+		{"absurd max future", func(c *Config) { c.MaxFuture = 365 * 24 * time.Hour }, "max future must be <= 168h0m0s, got 8760h0m0s"},
+		{"idle timeout ok", func(c *Config) { c.IdleTimeout = time.Minute }, ""},
+		{"negative idle timeout", func(c *Config) { c.IdleTimeout = -time.Second }, "idle timeout must be >= 0 (0 = off), got -1s"},
+		{"absurd idle timeout", func(c *Config) { c.IdleTimeout = 30 * 24 * time.Hour }, "idle timeout must be <= 168h0m0s"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

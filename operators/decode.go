@@ -24,6 +24,17 @@ const (
 	ReasonInvalidMetric    = "invalid_metric"
 	ReasonInvalidLatitude  = "invalid_latitude"
 	ReasonInvalidLongitude = "invalid_longitude"
+	// ReasonPboxIDTooLong: the device id is longer than MaxPboxIDBytes.
+	ReasonPboxIDTooLong = "pboxid_too_long"
+	// ReasonEventTimeOutOfRange: the event time parsed but lies outside
+	// Config.EventTimeRange, so a window of it could not be stored.
+	ReasonEventTimeOutOfRange = "event_time_out_of_range"
+	// ReasonMetricOutOfRange: |metric| > MaxAbsMetric, so a sum of it could
+	// overflow.
+	ReasonMetricOutOfRange = "metric_out_of_range"
+	// ReasonFutureEventTime: the event time is more than Config.MaxFuture
+	// ahead of the processing time (Partition.AdvanceProcessingTime).
+	ReasonFutureEventTime = "future_event_time"
 	// ReasonOperatorPanic is the dead-letter reason of a record that kept
 	// panicking the operator chain; the partition actor gives it (package
 	// actors), with the panic value as detail.
@@ -45,7 +56,8 @@ func ReasonLabel(reason string) string {
 	switch reason {
 	case ReasonMalformedJSON, ReasonOversized, ReasonMissingPboxID, ReasonInvalidPboxID,
 		ReasonMissingEventTime, ReasonInvalidEventTime, ReasonMissingMetric, ReasonInvalidMetric,
-		ReasonInvalidLatitude, ReasonInvalidLongitude, ReasonOperatorPanic, ReasonLate:
+		ReasonInvalidLatitude, ReasonInvalidLongitude, ReasonPboxIDTooLong, ReasonEventTimeOutOfRange,
+		ReasonMetricOutOfRange, ReasonFutureEventTime, ReasonOperatorPanic, ReasonLate:
 		return reason
 	}
 	return ReasonOther
@@ -68,9 +80,9 @@ func (e *DecodeError) Error() string {
 
 // Decoded is one valid message of the seed schema.
 type Decoded struct {
-	PboxID    string  // non-empty, not all white space
-	EventTime int64   // Unix ms UTC, within years 0001..9999
-	Metric    float64 // finite
+	PboxID    string  // 1..MaxPboxIDBytes bytes of UTF-8 (see Decoder)
+	EventTime int64   // Unix ms UTC, within Config.EventTimeRange
+	Metric    float64 // |Metric| <= MaxAbsMetric
 	Latitude  float64 // in [-90, 90]; NaN when absent
 	Longitude float64 // in [-180, 180]; NaN when absent
 }
@@ -83,15 +95,26 @@ type Decoded struct {
 // space around it is allowed). Unknown members are ignored; a repeated
 // member's last value wins; member names are case-sensitive.
 //
-//   - pboxid: a non-empty JSON string that is not all white space (kept
-//     as is), or a JSON integer (used as written, e.g. 17079).
+//   - pboxid: a JSON string or a JSON integer (used as written, e.g.
+//     17079). Empty → invalid_pboxid; more than MaxPboxIDBytes bytes →
+//     pboxid_too_long; a control character (Unicode Cc: U+0000..U+001F,
+//     U+007F..U+009F), U+FFFD (invalid UTF-8 or an unpaired surrogate
+//     upstream) or white space at the start or end → invalid_pboxid. The
+//     id is kept as is otherwise. These rules keep ids distinct in every
+//     sink: a 64-character key column truncates nothing, and a PAD SPACE
+//     collation cannot make "a" and "a " one key.
 //   - event_time: a JSON string "YYYY-MM-DD HH:MM:SS[.fff]" or
 //     "YYYY-MM-DDTHH:MM:SS[.fff]" in Config.Location, an RFC 3339 string with
 //     "Z" or a ±HH:MM offset, a string of only digits (optional leading '-')
 //     or a JSON integer: Unix milliseconds. Fractions of 1..9 digits are
-//     truncated to milliseconds. Years 0001..9999 only.
+//     truncated to milliseconds. Anything else, or a time outside the years
+//     0001..9999, → invalid_event_time. A time outside
+//     Config.EventTimeRange (the SQL DATETIME range shrunk by the window
+//     extent) → event_time_out_of_range.
 //   - metric: a JSON number or a string holding a decimal number
-//     (surrounding white space ignored); must be finite.
+//     (surrounding white space ignored); must be finite (else
+//     invalid_metric) and |metric| <= MaxAbsMetric (else
+//     metric_out_of_range).
 //   - latitude, longitude: optional (absent or null = NaN); a JSON number or
 //     numeric string in [-90, 90] and [-180, 180].
 //
@@ -102,9 +125,11 @@ type Decoded struct {
 // The scanner is hand-written and allocation-free for valid input. A Decoder
 // is not safe for concurrent use; use one per partition.
 type Decoder struct {
-	maxBytes int
-	loc      *time.Location
-	utc      bool
+	maxBytes    int
+	loc         *time.Location
+	utc         bool
+	minT, maxT  int64 // Config.EventTimeRange
+	rangeDetail string
 
 	sc     scanner
 	keyBuf []byte // unescaped member names
@@ -116,14 +141,17 @@ type Decoder struct {
 // maxIntern bounds the pboxid intern table of Decoder.Decode.
 const maxIntern = 1 << 14
 
-// NewDecoder returns a Decoder for cfg's Location and MaxMessageBytes
-// (cfg need not be otherwise valid; MaxMessageBytes <= 0 means the default).
+// NewDecoder returns a Decoder for cfg's Location, MaxMessageBytes and
+// EventTimeRange (cfg need not be otherwise valid; MaxMessageBytes <= 0
+// means the default).
 func NewDecoder(cfg Config) *Decoder {
 	d := &Decoder{maxBytes: cfg.MaxMessageBytes, loc: cfg.location()}
 	if d.maxBytes <= 0 {
 		d.maxBytes = DefaultMaxMessageBytes
 	}
 	d.utc = d.loc == time.UTC
+	d.minT, d.maxT = cfg.EventTimeRange()
+	d.rangeDetail = " is outside [" + formatMillis(d.minT) + ", " + formatMillis(d.maxT) + "] (the sinks' DATETIME range less the window extent)"
 	return d
 }
 
@@ -206,13 +234,16 @@ func (d *Decoder) decode(value []byte, r *rawDecoded) *DecodeError {
 			d.idBuf = unescapeJSON(d.idBuf[:0], pbox.raw)
 			id = d.idBuf
 		}
-		if isBlank(id) {
-			return decodeErr(ReasonInvalidPboxID, "empty or white space only")
+		if err := checkPboxID(id); err != nil {
+			return err
 		}
 		r.pboxID = id
 	case kindNumber:
 		if !isIntegerLiteral(pbox.raw) {
 			return decodeErr(ReasonInvalidPboxID, "number "+string(pbox.raw)+" is not an integer")
+		}
+		if len(pbox.raw) > MaxPboxIDBytes {
+			return decodeErr(ReasonPboxIDTooLong, strconv.Itoa(len(pbox.raw))+" bytes > "+strconv.Itoa(MaxPboxIDBytes))
 		}
 		r.pboxID = pbox.raw
 	default:
@@ -249,6 +280,9 @@ func (d *Decoder) decode(value []byte, r *rawDecoded) *DecodeError {
 	default:
 		return decodeErr(ReasonInvalidEventTime, "got "+describe(etime)+", want a string or an integer")
 	}
+	if r.eventTime < d.minT || r.eventTime > d.maxT {
+		return decodeErr(ReasonEventTimeOutOfRange, formatMillis(r.eventTime)+d.rangeDetail)
+	}
 
 	// metric
 	if metric.kind == kindAbsent || metric.kind == kindNull {
@@ -257,6 +291,9 @@ func (d *Decoder) decode(value []byte, r *rawDecoded) *DecodeError {
 	m, detail := d.number(metric)
 	if detail != "" {
 		return decodeErr(ReasonInvalidMetric, detail)
+	}
+	if m > MaxAbsMetric || m < -MaxAbsMetric {
+		return decodeErr(ReasonMetricOutOfRange, strconv.FormatFloat(m, 'g', -1, 64)+" is outside [-1e290, 1e290]")
 	}
 	r.metric = m
 
@@ -534,5 +571,61 @@ func asciiSpace(c byte) bool {
 	return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'
 }
 
-// isBlank reports whether b is empty or only white space.
-func isBlank(b []byte) bool { return len(trimSpace(b)) == 0 }
+// MaxPboxIDBytes is the longest accepted device id in bytes: the key columns
+// of the SQL sinks are VARCHAR(64), and 64 bytes are at most 64 characters.
+const MaxPboxIDBytes = 64
+
+// MaxAbsMetric bounds |metric|. With every value at most 1e290 in
+// magnitude, any sum of up to 2^53 of them stays below 2.5e306 even with
+// the rounding of every addition (each multiplies the bound by at most
+// 1+2^-53, and (1+2^-53)^(2^53) < e), so the count, sum, min, max and avg of
+// every window and work period are finite DOUBLEs that every sink stores.
+// The alternative, dead-lettering the reading that would make a sum
+// overflow, would make a reading's validity depend on its window, on the
+// arrival order and on session merges; this rule depends on the reading
+// alone. Physical sensors are more than 280 orders of magnitude below it.
+const MaxAbsMetric = 1e290
+
+// checkPboxID applies the device id rules of Decoder to a JSON string's
+// unescaped bytes (valid UTF-8 after the scanner, but checked again).
+func checkPboxID(id []byte) *DecodeError {
+	if len(id) == 0 {
+		return decodeErr(ReasonInvalidPboxID, "empty")
+	}
+	if len(id) > MaxPboxIDBytes {
+		return decodeErr(ReasonPboxIDTooLong, strconv.Itoa(len(id))+" bytes > "+strconv.Itoa(MaxPboxIDBytes))
+	}
+	for i := 0; i < len(id); {
+		c := id[i]
+		if c < utf8.RuneSelf {
+			if c < 0x20 || c == 0x7f {
+				return decodeErr(ReasonInvalidPboxID, "control character "+strconv.QuoteRune(rune(c))+" at byte "+strconv.Itoa(i))
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRune(id[i:])
+		switch {
+		case r == utf8.RuneError && n <= 1:
+			return decodeErr(ReasonInvalidPboxID, "invalid UTF-8 at byte "+strconv.Itoa(i))
+		case r == utf8.RuneError:
+			return decodeErr(ReasonInvalidPboxID, "U+FFFD at byte "+strconv.Itoa(i)+" (invalid UTF-8 or an unpaired surrogate upstream)")
+		case unicode.IsControl(r):
+			return decodeErr(ReasonInvalidPboxID, "control character "+strconv.QuoteRune(r)+" at byte "+strconv.Itoa(i))
+		}
+		i += n
+	}
+	if t := trimSpace(id); len(t) != len(id) {
+		if len(t) == 0 {
+			return decodeErr(ReasonInvalidPboxID, "white space only")
+		}
+		return decodeErr(ReasonInvalidPboxID, quoteTrunc(id)+" has white space at the start or end")
+	}
+	return nil
+}
+
+// formatMillis renders Unix ms as "YYYY-MM-DD HH:MM:SS.sss" UTC for error
+// details.
+func formatMillis(ms int64) string {
+	return time.UnixMilli(ms).UTC().Format("2006-01-02 15:04:05.000")
+}

@@ -3,6 +3,7 @@ package operators
 import (
 	"errors"
 	"math"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -35,14 +36,17 @@ func TestDecodeValid(t *testing.T) {
 		{"epoch ms negative", `{"event_time":-1000,"metric":1,"pboxid":"a"}`, Decoded{"a", -1000, 1, nan, nan}},
 		{"epoch ms negative string", `{"event_time":"-86400000","metric":1,"pboxid":"a"}`, Decoded{"a", -86400000, 1, nan, nan}},
 		{"pre-1970 text", `{"event_time":"1969-12-31 23:59:59.999","metric":1,"pboxid":"a"}`, Decoded{"a", -1, 1, nan, nan}},
-		{"year 1", `{"event_time":"0001-01-01 00:00:00","metric":1,"pboxid":"a"}`, Decoded{"a", minEventTime, 1, nan, nan}},
+		{"first accepted minute", `{"event_time":"1000-01-01 00:01:00","metric":1,"pboxid":"a"}`, Decoded{"a", ms(1000, 1, 1, 0, 1, 0, 0), 1, nan, nan}},
+		{"last accepted time", `{"event_time":"9999-12-31 23:58:59.999","metric":1,"pboxid":"a"}`, Decoded{"a", ms(9999, 12, 31, 23, 58, 59, 999), 1, nan, nan}},
+		{"largest metric", `{"event_time":"2019-03-01 00:00:08","metric":-1e290,"pboxid":"a"}`, Decoded{"a", base, -1e290, nan, nan}},
+		{"64-byte pboxid", `{"event_time":"2019-03-01 00:00:08","metric":1,"pboxid":"` + strings.Repeat("x", 64) + `"}`, Decoded{strings.Repeat("x", 64), base, 1, nan, nan}},
+		{"pboxid inner space and non-ASCII", `{"event_time":"2019-03-01 00:00:08","metric":1,"pboxid":"Aberdeen Nord \u00e9"}`, Decoded{"Aberdeen Nord é", base, 1, nan, nan}},
 		{"leap day", `{"event_time":"2020-02-29 12:00:00","metric":1,"pboxid":"a"}`, Decoded{"a", ms(2020, 2, 29, 12, 0, 0, 0), 1, nan, nan}},
 		{"numeric string metric", `{"event_time":"2019-03-01 00:00:08","metric":" 11.5 ","pboxid":"a"}`, Decoded{"a", base, 11.5, nan, nan}},
 		{"metric exponent", `{"event_time":"2019-03-01 00:00:08","metric":-1.5e2,"pboxid":"a"}`, Decoded{"a", base, -150, nan, nan}},
 		{"metric string sign and dot", `{"event_time":"2019-03-01 00:00:08","metric":"+.5","pboxid":"a"}`, Decoded{"a", base, 0.5, nan, nan}},
 		{"integer pboxid", `{"event_time":"2019-03-01 00:00:08","metric":1,"pboxid":17079}`, Decoded{"17079", base, 1, nan, nan}},
 		{"escaped pboxid", `{"event_time":"2019-03-01 00:00:08","metric":1,"pboxid":"a\u00e9\"b"}`, Decoded{"aé\"b", base, 1, nan, nan}},
-		{"pboxid kept with spaces", `{"event_time":"2019-03-01 00:00:08","metric":1,"pboxid":" a "}`, Decoded{" a ", base, 1, nan, nan}},
 		{"escaped key", `{"event_time":"2019-03-01 00:00:08","metric":1,"pbox\u0069d":"x"}`, Decoded{"x", base, 1, nan, nan}},
 		{"duplicate key last wins", `{"event_time":"2019-03-01 00:00:08","metric":1,"metric":2,"pboxid":"a"}`, Decoded{"a", base, 2, nan, nan}},
 		{"unknown fields ignored", `{"x":[1,{"y":null}],"event_time":"2019-03-01 00:00:08","metric":1,"pboxid":"a","z":true}`, Decoded{"a", base, 1, nan, nan}},
@@ -133,6 +137,20 @@ func TestDecodeErrors(t *testing.T) {
 		{"bool pboxid", `{"event_time":"2019-03-01 00:00:08","metric":1,"pboxid":true}`, ReasonInvalidPboxID},
 		{"object pboxid", `{"event_time":"2019-03-01 00:00:08","metric":1,"pboxid":{}}`, ReasonInvalidPboxID},
 		{"pboxid before event_time", `{"metric":1,"pboxid":""}`, ReasonInvalidPboxID},
+		{"pboxid leading space", `{"event_time":"2019-03-01 00:00:08","metric":1,"pboxid":" a"}`, ReasonInvalidPboxID},
+		{"pboxid trailing space", `{"event_time":"2019-03-01 00:00:08","metric":1,"pboxid":"dev "}`, ReasonInvalidPboxID},
+		{"pboxid trailing NBSP", `{"event_time":"2019-03-01 00:00:08","metric":1,"pboxid":"dev\u00a0"}`, ReasonInvalidPboxID},
+		{"pboxid escaped control char", `{"event_time":"2019-03-01 00:00:08","metric":1,"pboxid":"de\u0001v"}`, ReasonInvalidPboxID},
+		{"pboxid escaped NUL", `{"event_time":"2019-03-01 00:00:08","metric":1,"pboxid":"dev\u0000"}`, ReasonInvalidPboxID},
+		{"pboxid tab", `{"event_time":"2019-03-01 00:00:08","metric":1,"pboxid":"a\tb"}`, ReasonInvalidPboxID},
+		{"pboxid DEL", `{"event_time":"2019-03-01 00:00:08","metric":1,"pboxid":"a\u007fb"}`, ReasonInvalidPboxID},
+		{"pboxid C1 control", `{"event_time":"2019-03-01 00:00:08","metric":1,"pboxid":"a\u0085b"}`, ReasonInvalidPboxID},
+		{"pboxid unpaired surrogate", `{"event_time":"2019-03-01 00:00:08","metric":1,"pboxid":"a\ud800"}`, ReasonInvalidPboxID},
+		{"pboxid U+FFFD", `{"event_time":"2019-03-01 00:00:08","metric":1,"pboxid":"a\ufffd"}`, ReasonInvalidPboxID},
+		{"pboxid 65 bytes", `{"event_time":"2019-03-01 00:00:08","metric":1,"pboxid":"` + strings.Repeat("x", 65) + `"}`, ReasonPboxIDTooLong},
+		{"pboxid 33 two-byte characters", `{"event_time":"2019-03-01 00:00:08","metric":1,"pboxid":"` + strings.Repeat("é", 33) + `"}`, ReasonPboxIDTooLong},
+		{"pboxid 65-digit integer", `{"event_time":"2019-03-01 00:00:08","metric":1,"pboxid":` + strings.Repeat("7", 65) + `}`, ReasonPboxIDTooLong},
+		{"pboxid too long before event_time", `{"metric":1,"pboxid":"` + strings.Repeat("x", 65) + `"}`, ReasonPboxIDTooLong},
 		{"missing event_time", `{"metric":1,"pboxid":"a"}`, ReasonMissingEventTime},
 		{"null event_time", `{"event_time":null,"metric":1,"pboxid":"a"}`, ReasonMissingEventTime},
 		{"event_time before metric", `{"metric":"x","pboxid":"a"}`, ReasonMissingEventTime},
@@ -154,6 +172,13 @@ func TestDecodeErrors(t *testing.T) {
 		{"epoch too large", `{"event_time":99999999999999999999,"metric":1,"pboxid":"a"}`, ReasonInvalidEventTime},
 		{"bool event_time", `{"event_time":false,"metric":1,"pboxid":"a"}`, ReasonInvalidEventTime},
 		{"empty event_time", `{"event_time":"","metric":1,"pboxid":"a"}`, ReasonInvalidEventTime},
+		{"year 1", `{"event_time":"0001-01-01 00:00:00","metric":1,"pboxid":"a"}`, ReasonEventTimeOutOfRange},
+		{"year 999", `{"event_time":"0999-12-31 23:59:59.999","metric":1,"pboxid":"a"}`, ReasonEventTimeOutOfRange},
+		{"first minute of 1000", `{"event_time":"1000-01-01 00:00:59.999","metric":1,"pboxid":"a"}`, ReasonEventTimeOutOfRange},
+		{"window would end in 10000", `{"event_time":"9999-12-31 23:59:00","metric":1,"pboxid":"a"}`, ReasonEventTimeOutOfRange},
+		{"last millisecond", `{"event_time":253402300799999,"metric":1,"pboxid":"a"}`, ReasonEventTimeOutOfRange},
+		{"offset moves into year 999", `{"event_time":"1000-01-01T00:30:00+01:00","metric":1,"pboxid":"a"}`, ReasonEventTimeOutOfRange},
+		{"out of range before metric", `{"event_time":"0999-01-01 00:00:00","metric":"x","pboxid":"a"}`, ReasonEventTimeOutOfRange},
 		{"missing metric", `{"event_time":"2019-03-01 00:00:08","pboxid":"a"}`, ReasonMissingMetric},
 		{"null metric", `{"event_time":"2019-03-01 00:00:08","metric":null,"pboxid":"a"}`, ReasonMissingMetric},
 		{"empty metric", `{"event_time":"2019-03-01 00:00:08","metric":"","pboxid":"a"}`, ReasonInvalidMetric},
@@ -167,6 +192,10 @@ func TestDecodeErrors(t *testing.T) {
 		{"bool metric", `{"event_time":"2019-03-01 00:00:08","metric":true,"pboxid":"a"}`, ReasonInvalidMetric},
 		{"object metric", `{"event_time":"2019-03-01 00:00:08","metric":{"v":1},"pboxid":"a"}`, ReasonInvalidMetric},
 		{"array metric", `{"event_time":"2019-03-01 00:00:08","metric":[1],"pboxid":"a"}`, ReasonInvalidMetric},
+		{"metric above 1e290", `{"event_time":"2019-03-01 00:00:08","metric":1e308,"pboxid":"a"}`, ReasonMetricOutOfRange},
+		{"metric below -1e290", `{"event_time":"2019-03-01 00:00:08","metric":"-1.0000000000001e290","pboxid":"a"}`, ReasonMetricOutOfRange},
+		{"largest double", `{"event_time":"2019-03-01 00:00:08","metric":1.7976931348623157e308,"pboxid":"a"}`, ReasonMetricOutOfRange},
+		{"metric out of range before latitude", `{"event_time":"2019-03-01 00:00:08","metric":1e300,"pboxid":"a","latitude":100}`, ReasonMetricOutOfRange},
 		{"metric before latitude", `{"event_time":"2019-03-01 00:00:08","metric":"x","pboxid":"a","latitude":100}`, ReasonInvalidMetric},
 		{"latitude range", `{` + ok + `,"latitude":90.0001}`, ReasonInvalidLatitude},
 		{"latitude negative range", `{` + ok + `,"latitude":-91}`, ReasonInvalidLatitude},
@@ -192,6 +221,38 @@ func TestDecodeErrors(t *testing.T) {
 				t.Fatalf("ReasonLabel(%q) = %q, want %q", err.Error(), ReasonLabel(err.Error()), tc.reason)
 			}
 		})
+	}
+}
+
+// TestEventTimeRangeFollowsWindow: the accepted range shrinks by the window
+// size (tumbling, sliding) or the session gap, at both ends.
+func TestEventTimeRangeFollowsWindow(t *testing.T) {
+	for _, tc := range []struct {
+		w   WindowSpec
+		ext time.Duration
+	}{
+		{WindowSpec{Kind: WindowTumbling, Size: time.Minute}, time.Minute},
+		{WindowSpec{Size: time.Hour}, time.Hour},
+		{WindowSpec{Kind: WindowSliding, Size: 24 * time.Hour, Slide: time.Hour}, 24 * time.Hour},
+		{WindowSpec{Kind: WindowSession, Size: time.Hour, Gap: 30 * time.Minute}, 30 * time.Minute},
+	} {
+		cfg := DefaultConfig()
+		cfg.Window = tc.w
+		lo, hi := cfg.EventTimeRange()
+		if lo != ms(1000, 1, 1, 0, 0, 0, 0)+tc.ext.Milliseconds() || hi != ms(9999, 12, 31, 23, 59, 59, 999)-tc.ext.Milliseconds() {
+			t.Errorf("%+v: range [%s, %s]", tc.w, formatMillis(lo), formatMillis(hi))
+		}
+		dec := NewDecoder(cfg)
+		for _, c := range []struct {
+			t  int64
+			ok bool
+		}{{lo, true}, {hi, true}, {lo - 1, false}, {hi + 1, false}} {
+			_, err := dec.Decode([]byte(`{"pboxid":"a","metric":1,"event_time":` + strconv.FormatInt(c.t, 10) + `}`))
+			var de *DecodeError
+			if c.ok && err != nil || !c.ok && (!errors.As(err, &de) || de.Reason != ReasonEventTimeOutOfRange) {
+				t.Errorf("%+v: event time %s: error %v, want ok=%v", tc.w, formatMillis(c.t), err, c.ok)
+			}
+		}
 	}
 }
 

@@ -3,8 +3,10 @@
 // watermarks, event-time windows and work-period detection.
 //
 // Everything here is a plain struct driven by method calls: no goroutines,
-// no I/O, no clocks. Time enters only as the event times of the records, so
-// the same input in the same order always yields the same output.
+// no I/O, no clocks. Time enters as the event times of the records and, only
+// for the watermark guards, as processing time passed in by the caller, so
+// the same input in the same order always yields the same output (with the
+// guards off, whatever the wall clock).
 //
 // # Usage
 //
@@ -28,7 +30,17 @@
 //
 //   - Decoder: one JSON object per message of the seed schema; invalid
 //     records become dead letters whose Reason is a Reason* constant plus
-//     detail (see Decoder for the exact rules and check order).
+//     detail (see Decoder for the exact rules and check order). The rules
+//     are a contract: every value a Partition accepts, every sink can store
+//     — event times within Config.EventTimeRange (SQL DATETIME less the
+//     window extent), |metric| <= MaxAbsMetric (so no sum overflows), device
+//     ids of 1..MaxPboxIDBytes bytes without control characters, U+FFFD or
+//     white space at either end.
+//   - Watermark guards, both off by default: Config.MaxFuture turns readings
+//     too far ahead of the processing time into dead letters
+//     (future_event_time) that do not move the watermark; Config.IdleTimeout
+//     lets the watermark of a quiet partition follow processing time.
+//     Processing time comes in through Partition.AdvanceProcessingTime.
 //   - Watermark: per partition, max event time of the valid records so far
 //     minus Config.OutOfOrderness.
 //   - Late records: event time < watermark − Config.AllowedLateness, watermark

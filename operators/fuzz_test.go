@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -22,6 +24,9 @@ func FuzzDecode(f *testing.F) {
 		`{"pboxid":"","metric":1}`,
 		`{"a":[1,{"b":[true,false,null]}],"pboxid":"p","event_time":"0001-01-01 00:00:00Z","metric":0}`,
 		`{"pboxid":"\ud800","event_time":0,"metric":0}`,
+		`{"pboxid":"dev ","event_time":"9999-12-31 23:59:30","metric":1e308}`,
+		`{"pboxid":"a\u0001","event_time":"0999-01-01 00:00:00","metric":-1e291}`,
+		`{"pboxid":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx","event_time":0,"metric":0}`,
 		`[]`, `{`, `{"x":1}x`, ``, `"s"`, `{"metric":NaN}`,
 	} {
 		f.Add([]byte(s))
@@ -48,20 +53,12 @@ func FuzzDecode(f *testing.F) {
 		if !isObject {
 			t.Fatalf("accepted %q that encoding/json rejects", b)
 		}
-		if strings.TrimSpace(got.PboxID) == "" {
-			t.Fatalf("blank pboxid %q", got.PboxID)
-		}
-		if math.IsNaN(got.Metric) || math.IsInf(got.Metric, 0) {
-			t.Fatalf("metric %v", got.Metric)
-		}
+		checkStorable(t, got)
 		if !math.IsNaN(got.Latitude) && (got.Latitude < -90 || got.Latitude > 90) {
 			t.Fatalf("latitude %v", got.Latitude)
 		}
 		if !math.IsNaN(got.Longitude) && (got.Longitude < -180 || got.Longitude > 180) {
 			t.Fatalf("longitude %v", got.Longitude)
-		}
-		if !validEventTime(got.EventTime) {
-			t.Fatalf("event time %d", got.EventTime)
 		}
 		// Cross-check the fields with encoding/json.
 		var m map[string]any
@@ -93,6 +90,105 @@ func FuzzDecode(f *testing.F) {
 		}
 		if want != got.Metric {
 			t.Fatalf("metric %v, encoding/json %v", got.Metric, want)
+		}
+	})
+}
+
+// checkStorable fails t unless d obeys the validation contract: every sink
+// can store it (see Decoder).
+func checkStorable(t *testing.T, d Decoded) {
+	t.Helper()
+	id := d.PboxID
+	if id == "" || len(id) > MaxPboxIDBytes || !utf8.ValidString(id) || strings.ContainsRune(id, utf8.RuneError) ||
+		strings.TrimSpace(id) != id || strings.IndexFunc(id, unicode.IsControl) >= 0 {
+		t.Fatalf("pboxid %q breaks the device id rules", id)
+	}
+	if math.IsNaN(d.Metric) || math.Abs(d.Metric) > MaxAbsMetric {
+		t.Fatalf("metric %v", d.Metric)
+	}
+	cfg := DefaultConfig()
+	if lo, hi := cfg.EventTimeRange(); d.EventTime < lo || d.EventTime > hi {
+		t.Fatalf("event time %d outside [%d, %d]", d.EventTime, lo, hi)
+	}
+}
+
+// FuzzPartitionStorable runs arbitrary lines through a Partition with both
+// watermark guards on and processing time moving in steps, and checks that
+// every row it emits can be stored by every sink (times in the DATETIME
+// range, finite floats, device ids by the rules), that every record is
+// counted once, and that the watermark never runs ahead of processing time
+// plus max_future.
+func FuzzPartitionStorable(f *testing.F) {
+	f.Add([]byte(`{"pboxid":"a","event_time":"2026-01-01 00:00:00","metric":60}
+{"pboxid":"a","event_time":"2026-01-01 00:00:30","metric":1e290}
+{"pboxid":"a","event_time":"2106-02-07 06:28:16","metric":1}
+{"pboxid":"b","event_time":"9999-12-31 23:59:30","metric":1e308}
+{"pboxid":"a","event_time":"2026-01-01 00:05:00","metric":-1e290}`), uint16(700), uint8(1))
+	f.Add([]byte(`{"pboxid":"a","event_time":"0999-01-01 00:00:00","metric":1}
+{"pboxid":"dev ","event_time":1767225600000,"metric":1}`), uint16(60000), uint8(2))
+	f.Fuzz(func(t *testing.T, data []byte, step uint16, kind uint8) {
+		cfg := DefaultConfig()
+		switch kind % 3 {
+		case 1:
+			cfg.Window = WindowSpec{Kind: WindowSliding, Size: 10 * time.Minute, Slide: time.Minute}
+		case 2:
+			cfg.Window = WindowSpec{Kind: WindowSession, Gap: 5 * time.Minute}
+		}
+		cfg.MaxFuture = time.Hour
+		cfg.IdleTimeout = time.Minute
+		cfg.AllowedLateness = time.Minute
+		p := NewPartition(0, cfg, nil)
+		lo, hi := cfg.EventTimeRange()
+		inSink := func(ms int64) bool { return ms >= MinSinkTime && ms <= MaxSinkTime }
+		finite := func(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
+		now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+		var out Output
+		var n int64
+		check := func() {
+			for _, r := range out.Readings {
+				if r.EventTime < lo || r.EventTime > hi || !finite(r.Metric) || len(r.PboxID) > MaxPboxIDBytes {
+					t.Fatalf("reading %+v", r)
+				}
+			}
+			for _, w := range out.Windows {
+				if !inSink(w.Start) || !inSink(w.End) || !finite(w.Sum) || !finite(w.Avg) || !finite(w.Min) || !finite(w.Max) {
+					t.Fatalf("window %+v", w)
+				}
+			}
+			for _, w := range out.WorkPeriods {
+				if !inSink(w.Start) || !inSink(w.End) || !finite(w.AvgMetric) || !finite(w.MaxMetric) {
+					t.Fatalf("work period %+v", w)
+				}
+			}
+			for _, l := range out.Late {
+				if !inSink(l.EventTime) || !inSink(l.Watermark) {
+					t.Fatalf("late %+v", l)
+				}
+			}
+			for _, d := range out.DeadLetters {
+				if ReasonLabel(d.Reason) == ReasonOther {
+					t.Fatalf("dead letter reason %q", d.Reason)
+				}
+			}
+			if wm := p.Watermark(); wm != math.MaxInt64 && wm > now+cfg.MaxFuture.Milliseconds()-cfg.OutOfOrderness.Milliseconds() {
+				t.Fatalf("watermark %d ahead of processing time %d + max_future", wm, now)
+			}
+			out.Reset()
+		}
+		for i, line := range bytes.Split(data, []byte("\n")) {
+			if i%3 == 0 {
+				now += int64(step) * 100
+				p.AdvanceProcessingTime(now, &out)
+				check()
+			}
+			p.Process(int64(i), line, &out)
+			n++
+			check()
+		}
+		p.Finish(&out)
+		check()
+		if st := p.Stats(); st.Received != n || st.Valid+st.DeadLetters != n {
+			t.Fatalf("stats %+v for %d records", st, n)
 		}
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"time"
 )
 
 // PartitionStats are the cumulative counters of a Partition.
@@ -39,6 +40,9 @@ type deviceState struct {
 // Config.OutOfOrderness (math.MinInt64 before the first). Per record:
 //
 //  1. A record that fails decoding is appended to Output.DeadLetters.
+//     So is, with reason future_event_time, a record whose event time is
+//     more than Config.MaxFuture ahead of the processing time (when both
+//     are set): it neither moves W nor enters any state.
 //  2. A valid record with event time t < W − Config.AllowedLateness (W
 //     before this record) is appended to Output.Late and otherwise ignored.
 //  3. Every other record is enriched from the DeviceLookup, appended to
@@ -67,8 +71,14 @@ type deviceState struct {
 // else Config.Threshold) when each reading arrives; company and site of
 // windows and work periods are looked up when they are emitted.
 //
-// Within one Process or Finish call emissions are ordered by (end, pboxid,
-// start). Finish is the final watermark of bounded mode.
+// Within one Process, Finish or AdvanceProcessingTime call emissions are
+// ordered by (end, pboxid, start). Finish is the final watermark of bounded
+// mode.
+//
+// Processing time (the wall clock) enters only through
+// AdvanceProcessingTime; it matters only for Config.MaxFuture and
+// Config.IdleTimeout, both off by default, so that by default the output
+// depends on the records alone.
 //
 // A Partition is not safe for concurrent use; it starts no goroutines and
 // does no I/O.
@@ -82,6 +92,10 @@ type Partition struct {
 	maxGap, ooo, lateness int64 // ms
 	fireDelta             int64 // 0; 1 for sessions (fire when W > end)
 	wm                    int64
+	maxFuture, idle       int64 // Config.MaxFuture, Config.IdleTimeout, ms; 0 = off
+	now                   int64 // processing time, Unix ms; valid when hasNow
+	hasNow                bool
+	lastRecord            int64 // processing time of the last record received
 	stats                 PartitionStats
 	raw                   rawDecoded
 	defaultThreshold      float64
@@ -116,6 +130,8 @@ func NewPartition(partition int32, cfg Config, devices DeviceLookup) *Partition 
 		maxGap:           cfg.MaxGap.Milliseconds(),
 		ooo:              cfg.OutOfOrderness.Milliseconds(),
 		lateness:         cfg.AllowedLateness.Milliseconds(),
+		maxFuture:        cfg.MaxFuture.Milliseconds(),
+		idle:             cfg.IdleTimeout.Milliseconds(),
 		wm:               math.MinInt64,
 		index:            make(map[string]*deviceEntry),
 		defaultThreshold: cfg.Threshold,
@@ -160,18 +176,17 @@ func (p *Partition) lookup(id string) DeviceInfo {
 // it (the partition actor does, after a supervised restart).
 func (p *Partition) Process(offset int64, value []byte, out *Output) {
 	r := &p.raw
+	p.lastRecord = p.now
 	if err := p.dec.decode(value, r); err != nil {
-		p.stats.Received++
-		p.stats.DeadLetters++
-		out.DeadLetters = append(out.DeadLetters, DeadLetter{
-			Partition: p.partition,
-			Offset:    offset,
-			Reason:    err.Error(),
-			Payload:   slices.Clone(value),
-		})
+		p.deadLetter(offset, err.Error(), value, out)
 		return
 	}
 	t := r.eventTime
+	if p.maxFuture > 0 && p.hasNow && t-p.now > p.maxFuture {
+		p.deadLetter(offset, ReasonFutureEventTime+": "+formatMillis(t)+" is more than "+
+			time.Duration(p.maxFuture*int64(time.Millisecond)).String()+" ahead of the processing time "+formatMillis(p.now), value, out)
+		return
+	}
 	if p.wm != math.MinInt64 && t < p.wm-p.lateness {
 		p.stats.Received++
 		p.stats.Valid++
@@ -235,8 +250,25 @@ func (p *Partition) Process(offset int64, value []byte, out *Output) {
 	if w := t - p.ooo; w > p.wm {
 		p.wm = w
 	}
-	nw, np := len(out.Windows), len(out.WorkPeriods)
 	p.reschedule(d.e)
+	p.fire(out)
+}
+
+// deadLetter appends a dead letter of the record at offset.
+func (p *Partition) deadLetter(offset int64, reason string, value []byte, out *Output) {
+	p.stats.Received++
+	p.stats.DeadLetters++
+	out.DeadLetters = append(out.DeadLetters, DeadLetter{
+		Partition: p.partition,
+		Offset:    offset,
+		Reason:    reason,
+		Payload:   slices.Clone(value),
+	})
+}
+
+// fire does the work of every device that the watermark has reached.
+func (p *Partition) fire(out *Output) {
+	nw, np := len(out.Windows), len(out.WorkPeriods)
 	for len(p.heap) > 0 && p.heap[0].wake <= p.wm {
 		top := p.heap[0]
 		p.advance(p.load(top), p.wm, out)
@@ -244,6 +276,33 @@ func (p *Partition) Process(offset int64, value []byte, out *Output) {
 	}
 	sortEmissions(out, nw, np)
 	p.evict()
+}
+
+// AdvanceProcessingTime sets the processing time (the wall clock), now in
+// Unix ms UTC; the partition actor calls it before every batch, and, with
+// Config.IdleTimeout set, on a timer while no records arrive. Processing
+// time never goes back: an earlier now is ignored. It is used for
+// Config.MaxFuture (a record is checked against the latest processing
+// time; before the first call there is no check) and Config.IdleTimeout:
+// when the partition has received no record (valid, late or dead letter)
+// for IdleTimeout — counted from the first call if it never received one —
+// the watermark becomes max(W, now − OutOfOrderness) and what that
+// completes is appended to out. Processing time is not part of the
+// snapshot: after a restore the idle clock starts again at the first call.
+// After Finish it does nothing.
+func (p *Partition) AdvanceProcessingTime(now int64, out *Output) {
+	if !p.hasNow {
+		p.now, p.hasNow, p.lastRecord = now, true, now
+	} else if now > p.now {
+		p.now = now
+	}
+	if p.idle <= 0 || p.now-p.lastRecord < p.idle || p.wm == math.MaxInt64 {
+		return
+	}
+	if w := p.now - p.ooo; w > p.wm {
+		p.wm = w
+		p.fire(out)
+	}
 }
 
 // Finish applies the final watermark of bounded mode (+∞): it fires every

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -439,44 +440,74 @@ func TestNewPartitionRejectsBadConfig(t *testing.T) {
 	NewPartition(0, Config{}, nil)
 }
 
+// TestExtremeEventTimes feeds readings at both ends of EventTimeRange with
+// the largest window extents: every window start and end, work period and
+// late record stays within the sinks' range, and one millisecond beyond
+// the range is a dead letter.
 func TestExtremeEventTimes(t *testing.T) {
 	for _, kind := range []WindowSpec{
+		{Kind: WindowTumbling, Size: time.Minute},
+		{Kind: WindowTumbling, Size: 7 * time.Minute},
 		{Kind: WindowTumbling, Size: maxDuration},
 		{Kind: WindowSliding, Size: maxDuration, Slide: maxDuration / 4},
+		{Kind: WindowSliding, Size: 10 * time.Minute, Slide: 3 * time.Minute},
 		{Kind: WindowSession, Gap: maxDuration},
+		{Kind: WindowSession, Gap: time.Second},
 	} {
 		cfg := DefaultConfig()
 		cfg.Window = kind
 		cfg.MaxGap, cfg.OutOfOrderness, cfg.AllowedLateness = maxDuration, maxDuration, maxDuration
 		cfg.Threshold = -1
+		lo, hi := cfg.EventTimeRange()
 		f := newFeeder(t, cfg, nil)
 		var all Output
-		for _, r := range []string{
-			`{"pboxid":"a","event_time":"0001-01-01 00:00:00","metric":1}`,
-			`{"pboxid":"a","event_time":"9999-12-31T23:59:59.999Z","metric":2}`,
-			`{"pboxid":"a","event_time":"0001-01-01 00:00:00","metric":3}`, // late
-			`{"pboxid":"a","event_time":253402300799999,"metric":4}`,
-		} {
-			out := f.feed(r)
+		add := func(out Output) {
 			all.Windows = append(all.Windows, out.Windows...)
 			all.WorkPeriods = append(all.WorkPeriods, out.WorkPeriods...)
 			all.Late = append(all.Late, out.Late...)
+			all.DeadLetters = append(all.DeadLetters, out.DeadLetters...)
 		}
-		fin := f.finish()
-		all.Windows = append(all.Windows, fin.Windows...)
-		all.WorkPeriods = append(all.WorkPeriods, fin.WorkPeriods...)
-		if len(all.Late) != 1 || len(all.WorkPeriods) != 2 {
-			t.Fatalf("%s: late %d, work periods %+v", kind.Kind, len(all.Late), all.WorkPeriods)
+		recAt := func(t int64, m int) string {
+			return `{"pboxid":"a","event_time":` + strconv.FormatInt(t, 10) + `,"metric":` + strconv.Itoa(m) + `}`
 		}
+		for _, r := range []string{
+			recAt(lo, 1),
+			recAt(lo-1, 9), // dead letter
+			recAt(hi, 2),
+			recAt(hi+1, 9), // dead letter
+			recAt(lo, 3),   // late
+			recAt(hi, 4),
+		} {
+			add(f.feed(r))
+		}
+		add(f.finish())
+		name := fmt.Sprintf("%s %v/%v/%v", kind.Kind, kind.Size, kind.Slide, kind.Gap)
+		if len(all.Late) != 1 || len(all.WorkPeriods) != 2 || len(all.DeadLetters) != 2 {
+			t.Fatalf("%s: late %d, dead letters %+v, work periods %+v", name, len(all.Late), all.DeadLetters, all.WorkPeriods)
+		}
+		for _, d := range all.DeadLetters {
+			if ReasonLabel(d.Reason) != ReasonEventTimeOutOfRange {
+				t.Fatalf("%s: dead letter %q", name, d.Reason)
+			}
+		}
+		inSink := func(ms int64) bool { return ms >= MinSinkTime && ms <= MaxSinkTime }
 		var count int64
 		for _, w := range all.Windows {
-			if w.Start > w.End || w.Count < 1 {
-				t.Fatalf("%s: window %+v", kind.Kind, w)
+			if w.Start > w.End || w.Count < 1 || !inSink(w.Start) || !inSink(w.End) {
+				t.Fatalf("%s: window [%s, %s) %+v", name, formatMillis(w.Start), formatMillis(w.End), w)
 			}
 			count += w.Count
 		}
+		for _, p := range all.WorkPeriods {
+			if !inSink(p.Start) || !inSink(p.End) {
+				t.Fatalf("%s: work period %+v", name, p)
+			}
+		}
+		if l := all.Late[0]; !inSink(l.EventTime) || !inSink(l.Watermark) {
+			t.Fatalf("%s: late record %+v", name, l)
+		}
 		if kind.Kind != WindowSliding && count != 3 {
-			t.Fatalf("%s: windows %+v", kind.Kind, all.Windows)
+			t.Fatalf("%s: windows %+v", name, all.Windows)
 		}
 	}
 }

@@ -18,12 +18,19 @@
 //     hash partitioner does (FNV-1a 32 of the key, as int32, modulo the
 //     partition count, negated when negative; key = the pboxid text) and its
 //     offset (consecutive from 0 per partition, in file order).
-//  3. Decodes each record through the column mapping: pboxid non-empty;
-//     event_time "YYYY-MM-DD HH:MM:SS[.fff]" or with "T", UTC, or RFC 3339
-//     with an offset, or integer epoch milliseconds; metric a finite number
-//     (a numeric string is accepted); latitude in [-90, 90] and longitude in
-//     [-180, 180], each optional (empty or null = absent). Anything else is a
-//     dead letter.
+//  3. Decodes each record through the column mapping, by the job's
+//     validation contract (README, "What the job computes"): the sent
+//     message value (its size computed by the replayer's conversion rules)
+//     at most MaxMessageBytes; pboxid 1..64 bytes of UTF-8 without control
+//     characters, U+FFFD or white space at either end; event_time
+//     "YYYY-MM-DD HH:MM:SS[.fff]" or with "T", UTC, or RFC 3339 with an
+//     offset, or integer epoch milliseconds, within 1000-01-01 + E ..
+//     9999-12-31 23:59:59.999 − E (E = window size or session gap); metric a
+//     finite number (a numeric string is accepted) with |metric| <= 1e290;
+//     latitude in [-90, 90] and longitude in [-180, 180], each optional
+//     (empty or null = absent); with MaxFuture set, event time at most
+//     MaxFuture after Now. Anything else is a dead letter whose Reason
+//     starts with the job's reason name (ReasonLabel).
 //  4. Simulates the watermark of every partition in offset order: W = max
 //     event time of the valid records so far − out-of-orderness. A valid
 //     record with event time < W − allowed lateness (W before the record) is

@@ -99,8 +99,16 @@ func readCSV(r io.Reader, o *Options, fn func(*rawRecord)) (int64, error) {
 			skipped++
 			continue
 		}
-		fn(&rawRecord{pboxid: get(row, idx[0]), eventTime: get(row, idx[1]), metric: get(row, idx[2]),
-			latitude: get(row, idx[3]), longitude: get(row, idx[4])})
+		rec := &rawRecord{pboxid: get(row, idx[0]), eventTime: get(row, idx[1]), metric: get(row, idx[2]),
+			latitude: get(row, idx[3]), longitude: get(row, idx[4])}
+		var vals [5]sentValue
+		for i, v := range []any{rec.eventTime, rec.metric, rec.pboxid, rec.latitude, rec.longitude} {
+			if s, ok := v.(string); ok {
+				vals[i] = sentValue{text: s, hasText: true}
+			}
+		}
+		rec.size = sentSize(&vals)
+		fn(rec)
 		sent++
 	}
 	return skipped, nil
@@ -132,6 +140,15 @@ func readNDJSON(r io.Reader, o *Options, fn func(*rawRecord)) (int64, error) {
 			}
 			rec.pboxid, rec.eventTime, rec.metric = get(o.Mapping.PboxID), get(o.Mapping.EventTime), get(o.Mapping.Metric)
 			rec.latitude, rec.longitude = get(o.Mapping.Latitude), get(o.Mapping.Longitude)
+			var raws map[string]json.RawMessage
+			_ = json.Unmarshal(line, &raws) // valid: decoded above
+			var vals [5]sentValue
+			for i, col := range []string{o.Mapping.EventTime, o.Mapping.Metric, o.Mapping.PboxID, o.Mapping.Latitude, o.Mapping.Longitude} {
+				if col != "" {
+					vals[i].raw = raws[col]
+				}
+			}
+			rec.size = sentSize(&vals)
 		}
 		fn(rec)
 		sent++

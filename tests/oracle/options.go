@@ -115,7 +115,21 @@ type Options struct {
 	// Limit computes over the first Limit records only (the rows the
 	// replayer sends, as `eddy replay --limit`); 0 = all; must be >= 0.
 	Limit int64
+	// MaxMessageBytes: a sent message value longer than this is a dead
+	// letter (oversized); 0 = DefaultMaxMessageBytes; must be >= 0.
+	MaxMessageBytes int
+	// MaxFuture, when > 0, makes a valid record whose event time is more
+	// than MaxFuture after Now a dead letter (future_event_time) that does
+	// not move the watermark: the job's event_time.max_future guard, with Now
+	// standing for the job's wall clock. It is off by default, as in the
+	// job's bounded replays; a caller that sets it must keep the data far
+	// from Now + MaxFuture, since the job reads its clock per batch.
+	MaxFuture time.Duration
+	Now       time.Time
 }
+
+// DefaultMaxMessageBytes is the job's default largest message value, 1 MiB.
+const DefaultMaxMessageBytes = 1 << 20
 
 // AberdeenOptions returns DefaultOptions for the embedded Aberdeen dataset
 // (package aberdeen): its delimiter and column mapping.
@@ -165,6 +179,12 @@ func (o *Options) Validate() error {
 	}
 	if o.Limit < 0 {
 		return bad("limit %d: want >= 0 (0 = all records)", o.Limit)
+	}
+	if o.MaxMessageBytes < 0 {
+		return bad("max message bytes %d: want >= 0 (0 = %d)", o.MaxMessageBytes, DefaultMaxMessageBytes)
+	}
+	if o.MaxFuture < 0 || (o.MaxFuture > 0 && o.Now.IsZero()) {
+		return bad("max future %v with now %v: want >= 0, and a now when > 0", o.MaxFuture, o.Now)
 	}
 	switch o.Window.Kind {
 	case WindowTumbling:

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"sort"
+	"time"
 )
 
 // Window is one window aggregate row. Times are Unix ms UTC.
@@ -132,13 +133,21 @@ func Compute(r io.Reader, opts Options) (*Result, error) {
 	maxT := make([]int64, opts.Partitions)
 	seen := make([]bool, opts.Partitions)
 	var readings []Reading
+	val := newValidator(&opts)
+	future := int64(math.MaxInt64)
+	if opts.MaxFuture > 0 {
+		future = opts.Now.UnixMilli() + opts.MaxFuture.Milliseconds()
+	}
 
 	skipped, err := readRecords(r, &opts, func(raw *rawRecord) {
 		res.Records++
 		p := Partition(keyOf(raw), opts.Partitions)
 		off := res.PartitionRecords[p]
 		res.PartitionRecords[p]++
-		d, reason := decode(raw)
+		d, reason := val.decode(raw)
+		if reason == "" && d.eventTime > future {
+			reason = fmt.Sprintf("%s: %s is more than %v after %s", reasonFutureEventTime, FormatTime(d.eventTime), opts.MaxFuture, opts.Now.UTC().Format(time.RFC3339))
+		}
 		if reason != "" {
 			res.DeadLetters++
 			res.DeadLetterRecords = append(res.DeadLetterRecords, DeadLetter{Partition: p, Offset: off, Line: res.Records, Reason: reason})
