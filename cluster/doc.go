@@ -14,9 +14,10 @@
 // (highest random weight) hashing; every node computes the same owners from
 // the same set of placeable members (Member.Placeable: alive, Assignable,
 // not leaving or stopping), and a membership change moves only the
-// partitions it must (see placement.go). The Assignable and FencedAt
-// metadata flags are how a node tells the others whether it takes
-// partitions and which of its leases it has stopped processing.
+// partitions it must (see placement.go). The Assignable metadata flag is
+// how a node tells the others whether it takes partitions. Gossip is only
+// the placement hint: whether a lease may be taken over is decided in Raft
+// (package control, Leases and time).
 //
 // Usage:
 //

@@ -43,13 +43,6 @@ type Meta struct {
 	// Placement (Assign) only considers alive members with Assignable set
 	// (and neither Leaving nor Stopping).
 	Assignable bool `json:"assignable,omitempty"`
-	// FencedAt is set when the node lost contact with the Raft majority and
-	// stopped all its partitions: every partition lease it holds that was
-	// granted at a Raft index <= FencedAt is no longer processed by it, so
-	// the partition's desired owner may take that lease over although the
-	// node is alive. It only grows (0 = never fenced since the node
-	// started).
-	FencedAt uint64 `json:"fenced_at,omitempty"`
 }
 
 // Placeable reports whether placement may give partitions to the member:

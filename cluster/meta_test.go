@@ -44,7 +44,7 @@ func TestUpdateMetaConcurrentFields(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for i := uint64(1); i <= 20; i++ {
-			_ = a.UpdateMeta(func(m *Meta) { m.FencedAt = i }, time.Second)
+			_ = a.UpdateMeta(func(m *Meta) { m.HTTPAddr = fmt.Sprint(i) }, time.Second)
 		}
 	}()
 	go func() {
@@ -54,12 +54,12 @@ func TestUpdateMetaConcurrentFields(t *testing.T) {
 		}
 	}()
 	wg.Wait()
-	if m := a.LocalMeta(); m.FencedAt != 20 || !m.Assignable {
-		t.Fatalf("local meta %+v, want FencedAt 20 and Assignable", m)
+	if m := a.LocalMeta(); m.HTTPAddr != "20" || !m.Assignable {
+		t.Fatalf("local meta %+v, want HTTPAddr 20 and Assignable", m)
 	}
 	eventually(t, 3*time.Second, func() error {
 		m, ok := b.Member("a")
-		if !ok || m.FencedAt != 20 || !m.Assignable {
+		if !ok || m.HTTPAddr != "20" || !m.Assignable {
 			return fmt.Errorf("b sees a as %+v", m)
 		}
 		return nil
@@ -68,7 +68,7 @@ func TestUpdateMetaConcurrentFields(t *testing.T) {
 		t.Error("UpdateMeta changed the node id")
 	}
 	a.Shutdown()
-	if err := a.UpdateMeta(func(m *Meta) { m.FencedAt++ }, time.Second); !errors.Is(err, ErrShutdown) {
+	if err := a.UpdateMeta(func(m *Meta) { m.HTTPAddr += "x" }, time.Second); !errors.Is(err, ErrShutdown) {
 		t.Errorf("UpdateMeta after Shutdown: %v, want ErrShutdown", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -114,13 +115,19 @@ type AssignerConfig struct {
 	// normal leader election (about 0.5–1.5 s with the default Raft
 	// timeouts), or every leader change stops all partitions. Default 2 s.
 	LeaseConfirm time.Duration
-	// TakeoverDelay: how long a lease holder must have been failed, left
-	// or unknown in this node's membership view before this node takes its
-	// lease over. Default 0: take over as soon as gossip declares it dead
-	// (about 1 s after a kill); zombie writes are fenced by the epoch. Set
-	// it to LeaseConfirm to also keep a node that lost both gossip and
-	// Raft at once from overlapping in time with its successor.
-	TakeoverDelay time.Duration
+	// LeaseTTL is the time bound of this node's partition leases: the node
+	// renews them through Raft every LeaseTTL/4; a lease it could not renew
+	// is valid for LeaseTTL − LeaseSafety after the send time of its last
+	// confirmed renewal, and another node takes it over only after seeing
+	// no renewal for LeaseTTL + LeaseSafety (package documentation, Leases
+	// and time). Recovery after a node dies takes about LeaseTTL +
+	// LeaseSafety. Must be >= 8 × CheckInterval; default 3 s.
+	LeaseTTL time.Duration
+	// LeaseSafety is the margin on both sides of a lease's expiry: it
+	// covers clock-rate differences between nodes and the time between the
+	// holder's last check and the stop of its writes. Must be > 0 and
+	// < LeaseTTL/2; default 500 ms.
+	LeaseSafety time.Duration
 	// CheckInterval: how often the fencing check and the reconcile run
 	// besides membership and FSM events; default 100 ms.
 	CheckInterval time.Duration
@@ -144,6 +151,8 @@ func DefaultAssignerConfig() AssignerConfig {
 	return AssignerConfig{
 		PartitionCountRefresh: time.Minute,
 		LeaseConfirm:          2 * time.Second,
+		LeaseTTL:              3 * time.Second,
+		LeaseSafety:           500 * time.Millisecond,
 		CheckInterval:         100 * time.Millisecond,
 		Parallelism:           8,
 		RetryMin:              100 * time.Millisecond,
@@ -164,8 +173,10 @@ func (c *AssignerConfig) Validate() error {
 		return bad("LeaseConfirm (%v) must be >= 10ms", c.LeaseConfirm)
 	case c.CheckInterval <= 0 || c.CheckInterval > c.LeaseConfirm/2:
 		return bad("CheckInterval (%v) must be > 0 and <= LeaseConfirm/2 (%v)", c.CheckInterval, c.LeaseConfirm/2)
-	case c.TakeoverDelay < 0:
-		return bad("TakeoverDelay (%v) must be >= 0", c.TakeoverDelay)
+	case c.LeaseTTL < 8*c.CheckInterval:
+		return bad("LeaseTTL (%v) must be >= 8 × CheckInterval (%v)", c.LeaseTTL, 8*c.CheckInterval)
+	case c.LeaseSafety <= 0 || 2*c.LeaseSafety >= c.LeaseTTL:
+		return bad("LeaseSafety (%v) must be > 0 and < LeaseTTL/2 (%v)", c.LeaseSafety, c.LeaseTTL/2)
 	case c.Parallelism < 1:
 		return bad("Parallelism (%d) must be >= 1", c.Parallelism)
 	case c.RetryMin <= 0 || c.RetryMax < c.RetryMin:
@@ -213,18 +224,17 @@ type Assigner struct {
 	statusMu sync.Mutex
 	status   []PartitionStatus
 
+	clock *leaseClock // this node's lease validity, shared with the sinks' guard
+
 	// Owned by the loop goroutine.
-	slots          map[pkey]*slot
-	inflight       int
-	lastConfirmed  time.Time
-	fenced         bool
-	fencePublished bool
-	fencedAt       uint64
-	maxGrant       uint64
-	draining       bool
-	drainedClosed  bool
-	unknownSince   map[string]time.Time
-	warnedNoCount  map[string]bool
+	slots         map[pkey]*slot
+	inflight      int
+	lastConfirmed time.Time
+	fenced        bool
+	draining      bool
+	drainedClosed bool
+	renewals      renewWatch
+	warnedNoCount map[string]bool
 }
 
 type pkey struct {
@@ -264,14 +274,13 @@ type opResult struct {
 	granted   bool  // opStart: the lease was granted
 	lease     Lease // opStart: the granted lease
 	takeover  bool
-	deadSince time.Time // opStart takeover of a dead holder: when it was seen dead
+	deadSince time.Time // opStart takeover: when the holder's last renewal was first seen
 	index     uint64    // opHandoff/opRelease: index of the release
 	err       error
 }
 
 type metaState struct {
 	assignable bool
-	fencedAt   uint64
 }
 
 type partitionCount struct {
@@ -298,8 +307,9 @@ func NewAssigner(n *Node, cfg AssignerConfig) (*Assigner, error) {
 		metaKick:      make(chan struct{}, 1),
 		counts:        make(map[string]*partitionCount),
 		slots:         make(map[pkey]*slot),
-		unknownSince:  make(map[string]time.Time),
+		renewals:      renewWatch{},
 		warnedNoCount: make(map[string]bool),
+		clock:         newLeaseClock(cfg.LeaseTTL, cfg.LeaseSafety),
 	}
 	if a.log == nil {
 		a.log = n.log
@@ -320,10 +330,11 @@ func NewAssigner(n *Node, cfg AssignerConfig) (*Assigner, error) {
 		return nil, fmt.Errorf("%w: node %s already has an assigner", ErrConflict, n.cfg.ID)
 	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
-	a.wg.Add(3)
+	a.wg.Add(4)
 	go a.run()
 	go a.watchFSM()
 	go a.publishMeta()
+	go a.renewLoop()
 	return a, nil
 }
 
@@ -419,7 +430,7 @@ func (a *Assigner) watchFSM() {
 	}
 }
 
-// publishMeta gossips the Assignable and FencedAt flags the loop wants.
+// publishMeta gossips the Assignable flag the loop wants.
 func (a *Assigner) publishMeta() {
 	defer a.wg.Done()
 	for {
@@ -433,7 +444,6 @@ func (a *Assigner) publishMeta() {
 		a.metaMu.Unlock()
 		err := a.n.members.UpdateMeta(func(m *cluster.Meta) {
 			m.Assignable = want.assignable
-			m.FencedAt = max(m.FencedAt, want.fencedAt)
 		}, time.Second)
 		if errors.Is(err, cluster.ErrShutdown) {
 			return
@@ -451,9 +461,9 @@ func (a *Assigner) publishMeta() {
 
 // setMeta records the flags to gossip and wakes the publisher if they
 // differ from what it last published.
-func (a *Assigner) setMeta(assignable bool, fencedAt uint64) {
+func (a *Assigner) setMeta(assignable bool) {
 	a.metaMu.Lock()
-	a.metaWant = metaState{assignable: assignable, fencedAt: fencedAt}
+	a.metaWant = metaState{assignable: assignable}
 	changed := a.metaWant != a.metaPublished
 	a.metaMu.Unlock()
 	if changed {
@@ -533,14 +543,14 @@ func (a *Assigner) updateContact(now time.Time) {
 
 func (a *Assigner) step(now time.Time) {
 	a.updateContact(now)
-	fenced := a.lastConfirmed.IsZero() || now.Sub(a.lastConfirmed) > a.cfg.LeaseConfirm
+	fenced := a.lastConfirmed.IsZero() || now.Sub(a.lastConfirmed) > a.cfg.LeaseConfirm || !a.clock.nodeValid(now)
 	switch {
 	case fenced && !a.fenced:
-		a.fenced, a.fencePublished = true, false
+		a.fenced = true
 		a.metrics.fenced.Set(1)
 		if a.busy() {
 			a.metrics.fencings.Inc()
-			a.log.Warn("lost contact with the Raft majority: stopping every partition", "last_contact", a.lastConfirmed, "lease_confirm", a.cfg.LeaseConfirm)
+			a.log.Warn("lost contact with the Raft majority or could not renew the node lease: stopping every partition", "last_contact", a.lastConfirmed, "lease_confirm", a.cfg.LeaseConfirm, "lease_ttl", a.cfg.LeaseTTL)
 		}
 	case !fenced && a.fenced:
 		a.fenced = false
@@ -565,28 +575,22 @@ func (a *Assigner) busy() bool {
 	return false
 }
 
-// stepFenced stops everything; once nothing runs it publishes FencedAt, so
-// that desired owners may take the leases over although this node is alive.
+// stepFenced stops everything and withdraws Assignable. The leases stay
+// with this node in Raft until they expire (no renewal for LeaseTTL +
+// LeaseSafety in the other nodes' view), then the desired owners take them
+// over; or until this node renews again and restarts them.
 func (a *Assigner) stepFenced() {
-	quiet := true
 	for _, s := range a.slots {
 		switch {
 		case s.op != nil:
-			quiet = false
 			if s.op.kind != opStop {
 				s.op.cancel()
 			}
 		case s.running:
-			quiet = false
 			a.startStop(s)
 		}
 	}
-	if quiet && !a.fencePublished {
-		a.fencedAt = max(a.fencedAt, a.maxGrant, a.n.raft.AppliedIndex())
-		a.fencePublished = true
-		a.log.Info("fenced: no partition runs here", "fenced_at", a.fencedAt)
-	}
-	a.setMeta(false, a.fencedAt)
+	a.setMeta(false)
 }
 
 // placeable returns the ids of the members placement may use, in this
@@ -607,15 +611,26 @@ func (a *Assigner) placeable(members []cluster.Member, self bool) []string {
 func (a *Assigner) reconcile(now time.Time) {
 	me := a.n.cfg.ID
 	assignable := a.n.Joined() && !a.draining
-	a.setMeta(assignable, a.fencedAt)
+	a.setMeta(assignable)
 	view := a.n.fsm.View()
 	members := a.n.members.Members()
 	byID := make(map[string]cluster.Member, len(members))
+	ids := make([]string, 0, len(members))
 	for _, m := range members {
 		byID[m.ID] = m
-		delete(a.unknownSince, m.ID)
+		ids = append(ids, m.ID)
 	}
-	eligible := a.placeable(members, assignable)
+	a.renewals.observe(view, ids, a.cfg.LeaseTTL, a.cfg.LeaseSafety, now)
+	// Placement: the members gossip calls placeable, minus those whose
+	// node lease has expired in Raft (a node cut from Raft but not from
+	// gossip must not keep partitions nobody may take over).
+	eligible := slices.DeleteFunc(a.placeable(members, false), func(id string) bool {
+		_, _, expired := a.renewals.expired(id, now)
+		return expired
+	})
+	if assignable {
+		eligible = append(eligible, me)
+	}
 
 	desired := map[pkey]bool{}
 	jobs := view.Jobs()
@@ -685,6 +700,12 @@ func (a *Assigner) reconcilePartition(k pkey, view View, want bool, byID map[str
 	}
 	lease, has := view.Lease(k.job, k.p)
 	if s != nil && s.running {
+		if !a.clock.valid(k.job, k.p, s.lease.Epoch, now) {
+			a.metrics.lost.Inc()
+			a.log.Warn("lease expired (not renewed in time): stopping the partition", "job", k.job, "partition", k.p, "epoch", s.lease.Epoch, "lease_ttl", a.cfg.LeaseTTL)
+			a.startStop(s)
+			return
+		}
 		if view.Index() >= s.lease.ModifyIndex && (!has || lease.Owner != me || lease.Epoch != s.lease.Epoch || lease.Released) {
 			a.metrics.lost.Inc()
 			a.log.Warn("lease lost: stopping the partition", "job", k.job, "partition", k.p, "epoch", s.lease.Epoch, "lease", describeLease(leasePtr(lease, has)))
@@ -712,35 +733,79 @@ func (a *Assigner) reconcilePartition(k pkey, view View, want bool, byID map[str
 	if now.Before(s.notBefore) || a.inflight >= a.cfg.Parallelism {
 		return
 	}
-	cmd := LeaseAcquire{Job: k.job, Partition: k.p, Owner: me}
+	cmd := LeaseAcquire{Job: k.job, Partition: k.p, Owner: me,
+		TTLMs: a.cfg.LeaseTTL.Milliseconds(), SafetyMs: a.cfg.LeaseSafety.Milliseconds()}
 	var deadSince time.Time
 	switch {
 	case !has:
 	case lease.Released || lease.Owner == me:
 		cmd.PrevEpoch = lease.Epoch
 	default:
+		// Held by another node: only its expiry in Raft allows a takeover,
+		// whatever gossip says (a node cut from gossip but not from Raft
+		// keeps renewing and keeps its leases: no ping-pong).
 		cmd.PrevEpoch = lease.Epoch
-		holder, known := byID[lease.Owner]
-		switch {
-		case !known || holder.Status != cluster.StatusAlive:
-			since := holder.Since
-			if !known {
-				if since = a.unknownSince[lease.Owner]; since.IsZero() {
-					since = now
-					a.unknownSince[lease.Owner] = now
-				}
-			}
-			if now.Sub(since) < a.cfg.TakeoverDelay {
-				return
-			}
-			cmd.Takeover, deadSince = true, since
-		case lease.ModifyIndex <= holder.FencedAt:
-			cmd.Takeover = true // the holder announced it stopped it
-		default:
+		idx, since, expired := a.renewals.expired(lease.Owner, now)
+		if !expired {
 			return // the holder runs it; it hands it over once it sees us
+		}
+		cmd.Takeover, cmd.HolderRenewIndex, deadSince = true, idx, since
+		if holder, known := byID[lease.Owner]; known && holder.Status != cluster.StatusAlive && holder.Since.Before(since) {
+			deadSince = holder.Since
 		}
 	}
 	a.startAcquire(s, cmd, deadSince)
+}
+
+// LeaseValid reports whether this node may still process and write for
+// partition p of job under lease epoch: the lease was granted to this node
+// and renewed through Raft recently enough (AssignerConfig.LeaseTTL −
+// LeaseSafety after the send time of its last confirmed renewal). A false
+// answer is final for that epoch: the Assigner stops the partition and
+// starts it again under a new epoch. Safe for concurrent use; cheap enough
+// for every sink write.
+func (a *Assigner) LeaseValid(job string, p int32, epoch uint64) bool {
+	return a.clock.valid(job, p, epoch, time.Now())
+}
+
+// renewLoop renews this node's lease through Raft every LeaseTTL/4 (sooner
+// after a failure, never more often than CheckInterval).
+func (a *Assigner) renewLoop() {
+	defer a.wg.Done()
+	every := a.cfg.LeaseTTL / 4
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	failing := false
+	for {
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-timer.C:
+		}
+		sent := time.Now()
+		ctx, cancel := context.WithTimeout(a.ctx, a.cfg.LeaseTTL-a.cfg.LeaseSafety)
+		res, err := a.n.Apply(ctx, LeaseRenew{Owner: a.n.cfg.ID, TTLMs: a.cfg.LeaseTTL.Milliseconds(), SafetyMs: a.cfg.LeaseSafety.Milliseconds()})
+		cancel()
+		next := every
+		switch {
+		case err == nil:
+			a.clock.renewed(res.Leases, sent)
+			if failing {
+				a.log.Info("node lease renewed again")
+			}
+			failing = false
+		case a.ctx.Err() != nil:
+			return
+		default:
+			if !failing {
+				a.log.Warn("node lease renewal failed; partitions stop when their leases expire", "err", err, "lease_ttl", a.cfg.LeaseTTL)
+			}
+			failing = true
+			next = a.cfg.CheckInterval
+		}
+		a.kickLoop()
+		timer.Reset(max(a.cfg.CheckInterval, next-time.Since(sent)))
+	}
 }
 
 func leasePtr(l Lease, ok bool) *Lease {
@@ -768,12 +833,14 @@ func (a *Assigner) launch(s *slot, kind opKind, fn func(ctx context.Context) opR
 func (a *Assigner) startAcquire(s *slot, cmd LeaseAcquire, deadSince time.Time) {
 	a.launch(s, opStart, func(ctx context.Context) opResult {
 		r := opResult{takeover: cmd.Takeover, deadSince: deadSince}
+		sent := time.Now()
 		res, err := a.n.Apply(ctx, cmd)
 		if err != nil {
 			r.err = fmt.Errorf("acquire lease: %w", err)
 			return r
 		}
 		r.granted, r.lease = true, *res.Lease
+		a.clock.granted(r.lease, sent)
 		if err := ctx.Err(); err != nil {
 			r.err = err
 			return r
@@ -858,9 +925,11 @@ func (a *Assigner) finish(r opResult, now time.Time) {
 	case opStart:
 		if r.granted {
 			s.lease = r.lease
-			a.maxGrant = max(a.maxGrant, r.lease.ModifyIndex)
 		}
 		if r.err != nil {
+			if r.granted {
+				a.clock.forget(k.job, k.p, r.lease.Epoch)
+			}
 			a.backoff(s, now)
 			switch {
 			case errors.Is(r.err, ErrConflict):
@@ -885,6 +954,7 @@ func (a *Assigner) finish(r opResult, now time.Time) {
 		a.log.Info("partition started", "job", k.job, "partition", k.p, "epoch", r.lease.Epoch, "takeover", r.takeover, "handoff", r.lease.Handoff != nil)
 	case opHandoff:
 		s.running = false
+		a.clock.forget(k.job, k.p, s.lease.Epoch)
 		a.metrics.handoffs.Inc()
 		a.metrics.epoch.DeleteLabelValues(k.job, fmt.Sprint(k.p))
 		if r.err != nil {
@@ -896,6 +966,7 @@ func (a *Assigner) finish(r opResult, now time.Time) {
 		a.log.Info("partition handed off", "job", k.job, "partition", k.p, "epoch", s.lease.Epoch)
 	case opStop:
 		s.running = false
+		a.clock.forget(k.job, k.p, s.lease.Epoch)
 		a.metrics.epoch.DeleteLabelValues(k.job, fmt.Sprint(k.p))
 		a.log.Info("partition stopped", "job", k.job, "partition", k.p, "epoch", s.lease.Epoch)
 	case opRelease:

@@ -21,6 +21,7 @@ const (
 	TypeCheckpointStart CommandType = 7
 	TypeCheckpointAck   CommandType = 8
 	TypeSetVoterTarget  CommandType = 9
+	TypeLeaseRenew      CommandType = 14
 )
 
 // Command is a state change of the FSM. Validate checks everything that can
@@ -75,17 +76,42 @@ type JobDelete struct {
 // current epoch of the partition equals PrevEpoch (0 when no lease was ever
 // granted) and one of these holds: no lease exists, the lease is released,
 // its owner is Owner (a restarted owner re-acquires and fences its earlier
-// incarnation), or Takeover is set. The caller sets Takeover only after it
-// has seen, in its membership view, that the current owner is not a live
-// member; the FSM cannot check liveness itself. On success the lease is
-// {Owner, PrevEpoch+1, Released: false}. Otherwise ErrConflict, and the
-// caller re-reads the lease and decides again.
+// incarnation), or Takeover is set and the holder's node lease has not been
+// renewed since the renewal the caller saw expire: the holder's
+// NodeLease.RenewIndex still equals HolderRenewIndex (0 when the holder
+// never renewed). The caller sets Takeover only after that renewal has been
+// the holder's newest for the holder's LeaseTTL + LeaseSafety on the
+// caller's own clock (see the package documentation, Leases and time): the
+// FSM never grants a takeover on a node's gossip view alone. On success the
+// lease is {Owner, PrevEpoch+1, Released: false}, and the acquire counts as
+// a renewal of Owner's node lease. Otherwise ErrConflict, and the caller
+// re-reads the lease and decides again.
 type LeaseAcquire struct {
 	Job       string `json:"job"`
 	Partition int32  `json:"partition"`
 	Owner     string `json:"owner"`
 	PrevEpoch uint64 `json:"prev_epoch"`
 	Takeover  bool   `json:"takeover,omitempty"`
+	// HolderRenewIndex is, for a takeover, the holder's NodeLease.RenewIndex
+	// that the caller saw expire.
+	HolderRenewIndex uint64 `json:"holder_renew_index,omitempty"`
+	// TTLMs and SafetyMs are Owner's lease timing (AssignerConfig.LeaseTTL
+	// and LeaseSafety, in ms), recorded in its node lease like a renewal.
+	TTLMs    int64 `json:"ttl_ms,omitempty"`
+	SafetyMs int64 `json:"safety_ms,omitempty"`
+}
+
+// LeaseRenew renews the node lease of Owner: the time bound of every
+// partition lease Owner holds (Gray & Cheriton's leases, one record per node
+// like a Chubby session). It always succeeds; it sets Owner's
+// NodeLease{RenewIndex: the entry's index, TTLMs, SafetyMs} and returns in
+// Result.Leases every lease Owner holds (unreleased), so that the holder
+// extends exactly the leases Raft still says are its own. TTLMs and SafetyMs
+// tell the other nodes how long to wait before a takeover.
+type LeaseRenew struct {
+	Owner    string `json:"owner"`
+	TTLMs    int64  `json:"ttl_ms"`
+	SafetyMs int64  `json:"safety_ms"`
 }
 
 // LeaseRelease gives the lease of (Job, Partition) up. It succeeds iff Owner
@@ -147,6 +173,7 @@ func (LeaseRelease) Type() CommandType    { return TypeLeaseRelease }
 func (CheckpointStart) Type() CommandType { return TypeCheckpointStart }
 func (CheckpointAck) Type() CommandType   { return TypeCheckpointAck }
 func (SetVoterTarget) Type() CommandType  { return TypeSetVoterTarget }
+func (LeaseRenew) Type() CommandType      { return TypeLeaseRenew }
 
 // Validate implements Command.
 func (c KVSet) Validate() error {
@@ -190,7 +217,32 @@ func validateLeaseKey(job string, partition int32, owner string) error {
 }
 
 // Validate implements Command.
-func (c LeaseAcquire) Validate() error { return validateLeaseKey(c.Job, c.Partition, c.Owner) }
+func (c LeaseAcquire) Validate() error {
+	if err := validateLeaseKey(c.Job, c.Partition, c.Owner); err != nil {
+		return err
+	}
+	return validateLeaseTiming(c.TTLMs, c.SafetyMs, true)
+}
+
+// Validate implements Command.
+func (c LeaseRenew) Validate() error {
+	if c.Owner == "" {
+		return fmt.Errorf("%w: lease owner (node id) must not be empty", ErrInvalid)
+	}
+	return validateLeaseTiming(c.TTLMs, c.SafetyMs, false)
+}
+
+// validateLeaseTiming checks a node's declared lease timing; zero is allowed
+// in an acquire (older proposers; the taker then uses its own timing).
+func validateLeaseTiming(ttl, safety int64, zeroOK bool) error {
+	if zeroOK && ttl == 0 && safety == 0 {
+		return nil
+	}
+	if ttl <= 0 || safety <= 0 || 2*safety >= ttl {
+		return fmt.Errorf("%w: lease timing needs ttl > 2 × safety > 0, got ttl %d ms, safety %d ms", ErrInvalid, ttl, safety)
+	}
+	return nil
+}
 
 // Validate implements Command.
 func (c LeaseRelease) Validate() error {
@@ -276,6 +328,8 @@ func DecodeCommand(data []byte) (Command, error) {
 		c = &CheckpointAck{}
 	case TypeSetVoterTarget:
 		c = &SetVoterTarget{}
+	case TypeLeaseRenew:
+		c = &LeaseRenew{}
 	default:
 		return nil, fmt.Errorf("%w: unknown command type %d", ErrInvalid, data[0])
 	}
@@ -306,6 +360,8 @@ func deref(c Command) Command {
 	case *CheckpointAck:
 		return *v
 	case *SetVoterTarget:
+		return *v
+	case *LeaseRenew:
 		return *v
 	}
 	return c

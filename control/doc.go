@@ -71,40 +71,75 @@
 //   - Acquire. The desired owner asks Raft for the lease with PrevEpoch =
 //     the current epoch (the grant is epoch+1) when the lease is free,
 //     released, or held by itself (a restarted owner fences its earlier
-//     incarnation); with Takeover when the holder is failed, left or
-//     unknown in its view (after AssignerConfig.TakeoverDelay), or alive
-//     but fenced at or after the lease's ModifyIndex (Meta.FencedAt).
-//     Otherwise it waits: the holder hands the partition over once it sees
-//     the same placement. After the grant, Runner.Start(lease).
+//     incarnation); with Takeover only when the holder's lease has expired
+//     in Raft (below). Otherwise it waits: the holder hands the partition
+//     over once it sees the same placement. After the grant,
+//     Runner.Start(lease).
 //   - Live handoff. A node that runs a partition it is no longer the desired
 //     owner of calls Runner.Handoff (finish the batch, snapshot, commit,
 //     stop), then releases the lease with the handoff point (Lease.Handoff);
 //     the desired owner sees the release in its replica, acquires and
 //     resumes from it. Other partitions never pause.
-//   - Recovery. When a node dies, gossip declares it failed (about 1 s with
-//     the default gossip tuning) and each of its partitions is taken over by
-//     its new desired owner, which restores the last complete checkpoint
-//     (or a newer handoff point) and replays from its offset.
+//   - Recovery. When a node dies its renewals stop; LeaseTTL + LeaseSafety
+//     (default 3.5 s) after the last renewal it saw, each of its
+//     partitions' new desired owner takes the lease over, restores the last
+//     complete checkpoint (or a newer handoff point) and replays from its
+//     offset.
 //   - Lost lease. A node whose replica shows that a partition it runs is
-//     no longer leased to it at its epoch stops it at once (Runner.Stop).
+//     no longer leased to it at its epoch, or whose lease expired, stops it
+//     at once (Runner.Stop).
 //   - Fencing. A node that has not been in confirmed contact with the Raft
-//     majority for AssignerConfig.LeaseConfirm (default 2 s) — it is not the
-//     leader (hashicorp/raft steps a leader down after LeaderLeaseTimeout
-//     without a quorum) and has not heard from a known leader — stops every
-//     partition, withdraws Assignable, and once nothing runs announces
-//     FencedAt = the highest Raft index of a lease granted to it (at least
-//     its applied index), so that desired owners take those leases over.
+//     majority for AssignerConfig.LeaseConfirm (default 2 s), or whose node
+//     lease expired, stops every partition and withdraws Assignable.
+//
+// # Leases and time
+//
+// Failure is decided in Raft, not in one node's gossip view. Partition
+// leases are time-bound leases (Gray & Cheriton, "Leases: an efficient
+// fault-tolerant mechanism for distributed file cache consistency", SOSP
+// 1989), renewed per node like a Chubby session: every node proposes
+// LeaseRenew every LeaseTTL/4, and every LeaseAcquire counts as a renewal
+// too. The FSM has no clock; it records only the Raft index of each node's
+// last renewal (NodeLease.RenewIndex). The argument needs no synchronised
+// clocks, only clocks whose rates differ by less than LeaseSafety per
+// LeaseTTL:
+//
+//   - Holder. A renewal (or acquire) sent at local time s and confirmed by
+//     Raft keeps every lease it lists valid until s + TTL − Safety. The
+//     holder checks that bound before it processes a batch, before every
+//     sink write transaction (the sinks' lease guard, LeaseValid) and
+//     before every checkpoint ack; past it the partition stops, its
+//     buffered rows are dropped, and it restarts later under a new epoch
+//     from its last checkpoint. Expiry is sticky: a late renewal does not
+//     revive an epoch.
+//   - Taker. A node that sees a holder's RenewIndex r first at local time
+//     o (o is after r was applied, so after its send time s) may propose
+//     a takeover once r is still the newest it has seen at o + TTL +
+//     Safety, naming r (LeaseAcquire.HolderRenewIndex). The FSM grants it
+//     only if the holder's RenewIndex is still r: a renewal committed in
+//     between wins. So the grant happens after o + TTL + Safety > s + TTL −
+//     Safety: the holder stopped writing at least 2 × Safety before.
+//
+// Gossip is only the placement hint: a node that gossip calls dead but
+// that still renews keeps its leases (a gossip-only partition causes no
+// ping-pong), and a node gossip calls alive whose renewals stopped is left
+// out of placement so that its partitions move (a Raft-only partition).
+// Time bounds alone cannot stop a holder that is paused between its check
+// and its write (a GC pause, SIGSTOP): that is Kleppmann's argument for
+// fencing tokens ("How to do distributed locking", 2016). So every write
+// also carries the lease epoch and the stores reject older epochs: SQL rows
+// carry an epoch column and an upsert never lets a lower epoch overwrite a
+// higher one, checkpoint acks are accepted only at the current epoch, and
+// Kafka transactional ids per partition fence zombie producers.
 //
 // Invariants: a partition's epoch strictly increases with every grant (the
 // FSM grants only PrevEpoch+1), so no two grants share an epoch; every
 // Runner.Start gets a fresh epoch; a lease is held by one node at any Raft
-// index. Sink writes and checkpoint acks carry the epoch (CheckpointAck is
-// rejected unless the lease is held at exactly that epoch; Kafka
-// transactional ids per partition fence zombie producers), so a node that
-// keeps running on a stale lease — the timing assumptions behind
-// LeaseConfirm broken — cannot commit. The FSM keeps the last
-// LeaseHistoryLimit grants, takeovers and releases (GET /v1/leases/history)
-// to check this after the fact.
+// index. The FSM keeps the last LeaseHistoryLimit grants, takeovers and
+// releases (GET /v1/leases/history) to check this after the fact. An
+// operator must not run two processes with the same node id, and must give
+// every node the same lease timing or at least timing the others can read
+// (each node records its own in its node lease and takers use it).
 //
 // Assigner.Shutdown drains a node (every partition handed over, leases
 // released; Node.Leave calls it); Assigner.Close and Node.Close stop its

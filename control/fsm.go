@@ -68,11 +68,12 @@ type state struct {
 	checkpoints *iradix.Tree // checkpointKey → *Checkpoint
 	history     *iradix.Tree // big-endian Raft index → *LeaseEvent
 	historyLen  int
+	nodeLeases  *iradix.Tree // node id → *NodeLease
 	settings    Settings
 }
 
 func emptyState() *state {
-	return &state{kv: iradix.New(), tombs: iradix.New(), jobs: iradix.New(), leases: iradix.New(), checkpoints: iradix.New(), history: iradix.New()}
+	return &state{kv: iradix.New(), tombs: iradix.New(), jobs: iradix.New(), leases: iradix.New(), checkpoints: iradix.New(), history: iradix.New(), nodeLeases: iradix.New()}
 }
 
 func leaseKey(job string, partition int32) []byte {
@@ -189,6 +190,7 @@ type txn struct {
 	leases  *iradix.Txn
 	ckpts   *iradix.Txn
 	history *iradix.Txn
+	nodes   *iradix.Txn
 	devices map[string]struct{} // pboxids whose key changed
 	// appendedAt is the leader's append time of the log being applied.
 	appendedAt time.Time
@@ -229,6 +231,9 @@ func (t *txn) commit() *state {
 	if t.history != nil {
 		st.history = t.history.CommitOnly()
 	}
+	if t.nodes != nil {
+		st.nodeLeases = t.nodes.CommitOnly()
+	}
 	return &st
 }
 
@@ -263,6 +268,8 @@ func (t *txn) apply(cmd Command) (Result, error) {
 	case SetVoterTarget:
 		t.st.settings.VoterTarget = c.Voters
 		return Result{}, nil
+	case LeaseRenew:
+		return t.leaseRenew(c), nil
 	}
 	return Result{}, fmt.Errorf("%w: command %T has no apply", ErrInvalid, cmd)
 }
@@ -371,9 +378,15 @@ func (t *txn) leaseAcquire(c LeaseAcquire) (Result, error) {
 		return Result{Lease: cur}, fmt.Errorf("%w: lease %s/%d is at epoch %d, not %d", ErrConflict, c.Job, c.Partition, epoch, c.PrevEpoch)
 	}
 	held := cur != nil && !cur.Released
-	if held && cur.Owner != c.Owner && !c.Takeover {
-		return Result{Lease: cur}, fmt.Errorf("%w: lease %s/%d is held by %s at epoch %d", ErrConflict, c.Job, c.Partition, cur.Owner, cur.Epoch)
+	if held && cur.Owner != c.Owner {
+		if !c.Takeover {
+			return Result{Lease: cur}, fmt.Errorf("%w: lease %s/%d is held by %s at epoch %d", ErrConflict, c.Job, c.Partition, cur.Owner, cur.Epoch)
+		}
+		if hl := t.nodeLease(cur.Owner); hl.RenewIndex != c.HolderRenewIndex {
+			return Result{Lease: cur}, fmt.Errorf("%w: lease %s/%d: holder %s renewed its node lease at index %d, after the renewal %d the takeover saw expire", ErrConflict, c.Job, c.Partition, cur.Owner, hl.RenewIndex, c.HolderRenewIndex)
+		}
 	}
+	t.renew(c.Owner, c.TTLMs, c.SafetyMs)
 	l := &Lease{Job: c.Job, Partition: c.Partition, Owner: c.Owner, Epoch: epoch + 1, ModifyIndex: t.index}
 	ev := &LeaseEvent{Kind: LeaseGranted, Job: c.Job, Partition: c.Partition, Owner: c.Owner, Epoch: l.Epoch}
 	if cur != nil {
@@ -528,6 +541,7 @@ type snapRecord struct {
 	Lease      *Lease      `json:"lease,omitempty"`
 	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
 	LeaseEvent *LeaseEvent `json:"lease_event,omitempty"`
+	NodeLease  *NodeLease  `json:"node_lease,omitempty"`
 }
 
 type fsmSnapshot struct{ st *state }
@@ -562,6 +576,7 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	walk(s.st.leases, func(v interface{}) snapRecord { return snapRecord{Lease: v.(*Lease)} })
 	walk(s.st.checkpoints, func(v interface{}) snapRecord { return snapRecord{Checkpoint: v.(*Checkpoint)} })
 	walk(s.st.history, func(v interface{}) snapRecord { return snapRecord{LeaseEvent: v.(*LeaseEvent)} })
+	walk(s.st.nodeLeases, func(v interface{}) snapRecord { return snapRecord{NodeLease: v.(*NodeLease)} })
 	if err != nil {
 		return err
 	}
@@ -596,7 +611,7 @@ func readSnapshot(r io.Reader) (*state, error) {
 	}
 	st := emptyState()
 	st.index, st.settings, st.tombFloor = h.Index, h.Settings, h.Index
-	kv, jobs, leases, ckpts, hist := st.kv.Txn(), st.jobs.Txn(), st.leases.Txn(), st.checkpoints.Txn(), st.history.Txn()
+	kv, jobs, leases, ckpts, hist, nodes := st.kv.Txn(), st.jobs.Txn(), st.leases.Txn(), st.checkpoints.Txn(), st.history.Txn(), st.nodeLeases.Txn()
 	for {
 		var rec snapRecord
 		err := dec.Decode(&rec)
@@ -621,11 +636,14 @@ func readSnapshot(r io.Reader) (*state, error) {
 			ckpts.Insert(checkpointKey(rec.Checkpoint.Job, rec.Checkpoint.ID), rec.Checkpoint)
 		case rec.LeaseEvent != nil:
 			hist.Insert(binary.BigEndian.AppendUint64(nil, rec.LeaseEvent.Index), rec.LeaseEvent)
+		case rec.NodeLease != nil:
+			nodes.Insert([]byte(rec.NodeLease.Node), rec.NodeLease)
 		default:
 			return nil, errors.New("empty record")
 		}
 	}
 	st.kv, st.jobs, st.leases, st.checkpoints, st.history = kv.CommitOnly(), jobs.CommitOnly(), leases.CommitOnly(), ckpts.CommitOnly(), hist.CommitOnly()
+	st.nodeLeases = nodes.CommitOnly()
 	st.historyLen = st.history.Len()
 	if st.kv.Len() != h.Keys {
 		return nil, fmt.Errorf("snapshot has %d keys, header says %d (truncated?)", st.kv.Len(), h.Keys)

@@ -184,7 +184,17 @@ func TestFSMLeases(t *testing.T) {
 		{"stale prev epoch", func() (Result, error) { return acq("n2", 0, false) }, ErrConflict, "n1", 1},
 		{"held by other without takeover", func() (Result, error) { return acq("n2", 1, false) }, ErrConflict, "n1", 1},
 		{"owner re-acquires and fences itself", func() (Result, error) { return acq("n1", 1, false) }, nil, "n1", 2},
-		{"takeover (holder dead)", func() (Result, error) { return acq("n2", 2, true) }, nil, "n2", 3},
+		{"renewal by the holder", func() (Result, error) {
+			return a.apply(LeaseRenew{Owner: "n1", TTLMs: 3000, SafetyMs: 500})
+		}, nil, "n1", 2},
+		{"takeover naming an older renewal", func() (Result, error) {
+			n1, _ := a.fsm.View().NodeLease("n1")
+			return a.apply(LeaseAcquire{Job: "iot", Partition: 3, Owner: "n2", PrevEpoch: 2, Takeover: true, HolderRenewIndex: n1.RenewIndex - 1})
+		}, ErrConflict, "n1", 2},
+		{"takeover after the holder's lease expired", func() (Result, error) {
+			n1, _ := a.fsm.View().NodeLease("n1")
+			return a.apply(LeaseAcquire{Job: "iot", Partition: 3, Owner: "n2", PrevEpoch: 2, Takeover: true, HolderRenewIndex: n1.RenewIndex})
+		}, nil, "n2", 3},
 		{"release by non-owner", func() (Result, error) {
 			return a.apply(LeaseRelease{Job: "iot", Partition: 3, Owner: "n1", Epoch: 3})
 		}, ErrConflict, "n2", 3},
@@ -208,6 +218,14 @@ func TestFSMLeases(t *testing.T) {
 	}
 	if n := len(a.fsm.View().Leases("iot")); n != 1 {
 		t.Errorf("%d leases of job iot, want 1", n)
+	}
+	// A renewal returns exactly the leases the owner holds.
+	r, err := a.apply(LeaseRenew{Owner: "n3", TTLMs: 3000, SafetyMs: 500})
+	if err != nil || len(r.Leases) != 1 || r.Leases[0].Epoch != 4 {
+		t.Errorf("renewal of n3: %+v, %v; want its one lease at epoch 4", r.Leases, err)
+	}
+	if nl, ok := a.fsm.View().NodeLease("n3"); !ok || nl.RenewIndex != r.Index || nl.TTLMs != 3000 {
+		t.Errorf("node lease of n3 %+v, want renew index %d, ttl 3000 ms", nl, r.Index)
 	}
 	if n := len(a.fsm.View().Leases("io")); n != 0 {
 		t.Errorf("job prefix io matched %d leases of job iot", n)

@@ -40,8 +40,8 @@ func TestFSMLeaseHistoryAndHandoff(t *testing.T) {
 	if h := r.Lease.Handoff; h == nil || h.Offset != 42 || r.Lease.Epoch != 2 {
 		t.Fatalf("new owner's lease %+v: the handoff point must survive the acquire", r.Lease)
 	}
-	must(LeaseAcquire{Job: "j", Partition: 0, Owner: "n3", PrevEpoch: 2, Takeover: true}) // 5: e3 takeover
-	must(LeaseRelease{Job: "j", Partition: 0, Owner: "n3", Epoch: 3})                     // 6: keeps handoff
+	must(LeaseAcquire{Job: "j", Partition: 0, Owner: "n3", PrevEpoch: 2, Takeover: true, HolderRenewIndex: 4}) // 5: e3 takeover (n2's acquire at 4 was its last renewal)
+	must(LeaseRelease{Job: "j", Partition: 0, Owner: "n3", Epoch: 3})                                          // 6: keeps handoff
 	if l, _ := a.fsm.View().Lease("j", 0); l.Handoff == nil || l.Handoff.Epoch != 1 {
 		t.Fatalf("a release without a point dropped the earlier one: %+v", l)
 	}

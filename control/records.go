@@ -56,12 +56,30 @@ type HandoffPoint struct {
 	Snapshot string `json:"snapshot"`
 }
 
+// NodeLease is the time bound of every partition lease a node holds: the
+// node renews it through Raft (LeaseRenew, and every LeaseAcquire it makes)
+// about every TTL/4. The FSM holds no clock: RenewIndex is the only thing
+// other nodes compare. A node that sees RenewIndex unchanged for TTL +
+// Safety on its own clock may take the node's partition leases over (see
+// the package documentation, Leases and time).
+type NodeLease struct {
+	Node string `json:"node"`
+	// RenewIndex is the Raft index of the node's last renewal.
+	RenewIndex uint64 `json:"renew_index"`
+	// TTLMs and SafetyMs are the node's lease timing, ms.
+	TTLMs    int64 `json:"ttl_ms"`
+	SafetyMs int64 `json:"safety_ms"`
+	// RenewedMs is the leader's append time of the renewal (Unix ms;
+	// informational, never used to decide).
+	RenewedMs int64 `json:"renewed_ms,omitempty"`
+}
+
 // Lease event kinds (LeaseEvent.Kind).
 const (
 	// LeaseGranted: an acquire of a free, released or own lease.
 	LeaseGranted = "acquire"
 	// LeaseTakenOver: an acquire with Takeover of a lease another node
-	// still held (it was dead or fenced in the acquirer's view).
+	// still held, after that node's lease expired (it stopped renewing).
 	LeaseTakenOver = "takeover"
 	// LeaseReleased: the holder gave the lease up.
 	LeaseReleased = "release"
@@ -139,4 +157,6 @@ type Result struct {
 	Job        *Job        `json:"job,omitempty"`
 	Lease      *Lease      `json:"lease,omitempty"`
 	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
+	// Leases: LeaseRenew's every lease the owner holds (unreleased).
+	Leases []Lease `json:"leases,omitempty"`
 }

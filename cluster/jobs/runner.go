@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -77,6 +78,10 @@ type Runner struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	// asg is the node's Assigner (set right after it starts): its lease
+	// clock decides whether a partition may still write and ack.
+	asg atomic.Pointer[control.Assigner]
+
 	mu     sync.Mutex
 	jobs   map[string]*jobRuntime
 	owned  map[pkey]uint64      // partitions started by the Assigner, by epoch
@@ -104,6 +109,13 @@ func newRunner(node *control.Node, cfg Config) *Runner {
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	return r
+}
+
+// leaseValid reports whether partition p of job may still write under
+// epoch on this node (control.Assigner.LeaseValid).
+func (r *Runner) leaseValid(job string, p int32, epoch uint64) bool {
+	a := r.asg.Load()
+	return a != nil && a.LeaseValid(job, p, epoch)
 }
 
 func (r *Runner) lock(k pkey) *sync.Mutex {
@@ -181,6 +193,12 @@ func (r *Runner) runtime(ctx context.Context, job string) (*jobRuntime, error) {
 	log := r.log.With("job", job)
 	jr.rt, err = actors.NewRuntime(cfg, sink, r.cfg.Devices, r.reg, log, actors.RuntimeHooks{
 		Ack: func(ctx context.Context, p int32, epoch uint64, id int64, pt actors.RestorePoint) {
+			// An expired lease may have dropped rows of this epoch: never
+			// ack a checkpoint for it.
+			if !r.leaseValid(job, p, epoch) {
+				log.Warn("not acking a checkpoint: the lease expired", "partition", p, "epoch", epoch, "checkpoint", id)
+				return
+			}
 			r.ack(ctx, job, p, epoch, id, pt)
 		},
 		Failed: func(p int32, epoch uint64, err error) { r.failed(job, p, epoch, err) },

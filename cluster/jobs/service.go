@@ -51,6 +51,9 @@ func Start(node *control.Node, cfg Config) (*Service, error) {
 	if acfg.LeaseConfirm == 0 {
 		acfg = control.DefaultAssignerConfig()
 		acfg.Logger, acfg.Registerer = cfg.Assigner.Logger, cfg.Assigner.Registerer
+		if cfg.Assigner.LeaseTTL > 0 {
+			acfg.LeaseTTL, acfg.LeaseSafety = cfg.Assigner.LeaseTTL, cfg.Assigner.LeaseSafety
+		}
 	}
 	acfg.Runner = s.runner
 	acfg.Progress = s.runner
@@ -61,6 +64,7 @@ func Start(node *control.Node, cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s.asg = asg
+	s.runner.asg.Store(asg)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.wg.Add(1)
 	go func() {

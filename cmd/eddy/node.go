@@ -29,6 +29,7 @@ func newNodeCmd() *cobra.Command {
 	cfg := control.DefaultConfig()
 	var tokenFile, logLevel, jobFile string
 	drainTimeout := time.Minute
+	acfg := control.DefaultAssignerConfig()
 	var actorAddr string
 	cmd := &cobra.Command{
 		Use:   "node --id ID --data-dir DIR [--join HOST:PORT,...] [--bootstrap-expect 3]",
@@ -75,7 +76,7 @@ restart resumes its place. 'eddy ctl leave' removes it for good.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return runNode(ctx, cfg, jobFile, drainTimeout, actorAddr, cmd.OutOrStdout())
+			return runNode(ctx, cfg, acfg, jobFile, drainTimeout, actorAddr, cmd.OutOrStdout())
 		},
 	}
 	fl := cmd.Flags()
@@ -89,6 +90,8 @@ restart resumes its place. 'eddy ctl leave' removes it for good.`,
 	fl.StringVar(&tokenFile, "api-token-file", "", "file holding a bearer token required for API writes (shared by all nodes)")
 	fl.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fl.StringVar(&jobFile, "job", "", "YAML job spec to submit at start unless a job of its name is stored (like eddy ctl job submit)")
+	fl.DurationVar(&acfg.LeaseTTL, "lease-ttl", acfg.LeaseTTL, "time bound of this node's partition leases, renewed through Raft every TTL/4: a node that cannot renew stops writing TTL − safety after its last renewal, others take over after TTL + safety without a renewal (so about the recovery time after a crash)")
+	fl.DurationVar(&acfg.LeaseSafety, "lease-safety", acfg.LeaseSafety, "margin on both sides of a lease's expiry (clock-rate differences, stop latency); < lease-ttl/2")
 	fl.DurationVar(&drainTimeout, "drain-timeout", drainTimeout, "on SIGTERM, how long to hand partitions over before stopping anyway")
 	fl.StringVar(&actorAddr, "actor-addr", "", `protoactor-go address (host:port) of this node's virtual actors: each device partition is addressable by identity "<job>/<partition>" from any node, GET /v1/partitions/{job}/{partition}; "" = off`)
 	fl.IntVar(&cfg.MaxValueBytes, "max-value-bytes", cfg.MaxValueBytes, "largest accepted value, in bytes (larger: HTTP 413)")
@@ -120,7 +123,7 @@ restart resumes its place. 'eddy ctl leave' removes it for good.`,
 // With jobFile, the node first submits that job (if no job of that name
 // is stored yet), as eddy ctl job submit would; its enrichment reads the
 // broadcast device data from the local Raft replica.
-func runNode(ctx context.Context, cfg control.Config, jobFile string, drainTimeout time.Duration, actorAddr string, out io.Writer) error {
+func runNode(ctx context.Context, cfg control.Config, acfg control.AssignerConfig, jobFile string, drainTimeout time.Duration, actorAddr string, out io.Writer) error {
 	var submit *control.JobPut
 	if jobFile != "" {
 		spec, jcfg, err := loadJobSpec(jobFile, false)
@@ -148,6 +151,7 @@ func runNode(ctx context.Context, cfg control.Config, jobFile string, drainTimeo
 		Devices:    node.Devices(),
 		Logger:     cfg.Logger,
 		Registerer: reg,
+		Assigner:   acfg,
 	})
 	if err != nil {
 		return errors.Join(err, node.Close())
