@@ -106,9 +106,10 @@
 //
 //   - Holder. A renewal (or acquire) sent at local time s and confirmed by
 //     Raft keeps every lease it lists valid until s + TTL − Safety. The
-//     holder checks that bound before it processes a batch, before every
-//     sink write transaction (the sinks' lease guard, LeaseValid) and
-//     before every checkpoint ack; past it the partition stops, its
+//     holder checks that bound in its reconcile loop (every CheckInterval),
+//     before every SQL sink write transaction (the sinks' lease guard,
+//     LeaseValid) and before every checkpoint ack; past it the partition
+//     stops, its
 //     buffered rows are dropped, and it restarts later under a new epoch
 //     from its last checkpoint. Expiry is sticky: a late renewal does not
 //     revive an epoch.
