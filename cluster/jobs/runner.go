@@ -201,7 +201,7 @@ func (r *Runner) runtime(ctx context.Context, job string) (*jobRuntime, error) {
 			}
 			r.ack(ctx, job, p, epoch, id, pt)
 		},
-		Failed: func(p int32, epoch uint64, err error) { r.failed(job, p, epoch, err) },
+		Failed:     func(p int32, epoch uint64, err error) { r.failed(job, p, epoch, err) },
 		LeaseValid: func(p int32, epoch uint64) bool { return r.leaseValid(job, p, epoch) },
 	})
 	if err != nil {
