@@ -128,11 +128,24 @@ func (t *partitionTask) read(ctx context.Context, consumer sarama.Consumer, root
 	}
 	defer pc.AsyncClose()
 	size, linger := t.job.cfg.BatchSize, t.job.cfg.BatchLinger
+	// With an idle timeout (unbounded only), empty batches carry the
+	// processing time to a quiet partition (operators.Config.IdleTimeout).
+	var idle <-chan time.Time
+	if it := t.job.cfg.Operators.IdleTimeout; it > 0 && t.end < 0 {
+		tick := time.NewTicker(min(it, time.Second))
+		defer tick.Stop()
+		idle = tick.C
+	}
 	for {
 		b := &recordBatch{records: make([]*sarama.ConsumerMessage, 0, min(size, 1024))}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-idle:
+			if err := t.deliver(ctx, root, b); err != nil {
+				return err
+			}
+			continue
 		case cerr := <-pc.Errors():
 			return fmt.Errorf("actors: partition %d: %w", t.partition, cerr)
 		case m := <-pc.Messages():
@@ -225,6 +238,9 @@ func (t *partitionTask) process() {
 			panic(r)
 		}
 	}()
+	if t.cursor == 0 {
+		t.op.AdvanceProcessingTime(time.Now().UnixMilli(), &t.out)
+	}
 	for t.cursor < len(b.records) {
 		m := b.records[t.cursor]
 		if m.Offset == t.poisonOffset && t.poisonAttempts >= maxRecordAttempts {

@@ -34,6 +34,17 @@ type Spec struct {
 	EventTime struct {
 		OutOfOrderness  *Duration `yaml:"out_of_orderness"`
 		AllowedLateness *Duration `yaml:"allowed_lateness"`
+		// MaxFuture is the watermark guard: a reading more than this ahead
+		// of the wall clock is a dead letter (future_event_time) and does
+		// not move the watermark. Unset: operators.DefaultMaxFuture (1h)
+		// for an unbounded source, 0 (off) for a bounded one; "0s" = off.
+		// At most operators.MaxGuardDuration. See operators.Config.MaxFuture.
+		MaxFuture *Duration `yaml:"max_future"`
+		// IdleTimeout, unbounded sources only: once a partition has
+		// received no record for this long, its watermark follows
+		// processing time (Flink's withIdleness). Unset or "0s": off.
+		// See operators.Config.IdleTimeout.
+		IdleTimeout *Duration `yaml:"idle_timeout"`
 	} `yaml:"event_time"`
 	Window struct {
 		Kind  string    `yaml:"kind"`
@@ -128,6 +139,12 @@ func (s *Spec) Config() (Config, error) {
 	}
 	setDur(&c.Operators.OutOfOrderness, s.EventTime.OutOfOrderness)
 	setDur(&c.Operators.AllowedLateness, s.EventTime.AllowedLateness)
+	c.Operators.MaxFuture = DefaultMaxFuture(c.Source.Bounded)
+	setDur(&c.Operators.MaxFuture, s.EventTime.MaxFuture)
+	setDur(&c.Operators.IdleTimeout, s.EventTime.IdleTimeout)
+	if err := CheckGuards(c.Operators.MaxFuture, c.Operators.IdleTimeout, c.Source.Bounded, "event_time.max_future", "event_time.idle_timeout"); err != nil {
+		return c, fmt.Errorf("actors: job spec %w", err)
+	}
 	if s.Window.Kind != "" {
 		c.Operators.Window.Kind = operators.WindowKind(s.Window.Kind)
 	}
@@ -173,6 +190,39 @@ func (s *Spec) SinkURLs() []string {
 		out = append(out, s.Sink)
 	}
 	return append(out, s.Sinks...)
+}
+
+// DefaultMaxFuture is the event_time.max_future of a job that does not set
+// it: operators.DefaultMaxFuture for an unbounded source, 0 (off) for a
+// bounded one, whose output must not depend on the wall clock.
+func DefaultMaxFuture(bounded bool) time.Duration {
+	if bounded {
+		return 0
+	}
+	return operators.DefaultMaxFuture
+}
+
+// CheckGuards validates the watermark guards of a job under the names the
+// user gave them (spec fields or flags): both >= 0, whole milliseconds, at
+// most operators.MaxGuardDuration, and no idle timeout on a bounded source.
+func CheckGuards(maxFuture, idleTimeout time.Duration, bounded bool, maxFutureName, idleName string) error {
+	for _, g := range []struct {
+		name string
+		v    time.Duration
+	}{{maxFutureName, maxFuture}, {idleName, idleTimeout}} {
+		switch {
+		case g.v < 0:
+			return fmt.Errorf("%s must be >= 0 (0 = off), got %v", g.name, g.v)
+		case g.v%time.Millisecond != 0:
+			return fmt.Errorf("%s must be a whole number of milliseconds, got %v", g.name, g.v)
+		case g.v > operators.MaxGuardDuration:
+			return fmt.Errorf("%s must be at most %v (a longer guard is no guard), got %v", g.name, operators.MaxGuardDuration, g.v)
+		}
+	}
+	if bounded && idleTimeout > 0 {
+		return fmt.Errorf("%s applies only to unbounded sources: it makes the output depend on processing time, and a bounded replay must not; remove it or make the source unbounded", idleName)
+	}
+	return nil
 }
 
 func setIf(dst *string, v string) {

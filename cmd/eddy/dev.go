@@ -36,6 +36,9 @@ type devFlags struct {
 	listen, metricsAddr              string
 	timezone                         string
 	quiet                            bool
+	maxMessageBytes                  int
+	maxFuture, idleTimeout           time.Duration
+	maxFutureSet                     bool // --max-future given; else the mode's default
 }
 
 func newDevCmd() *cobra.Command {
@@ -62,6 +65,7 @@ dead_letters (and the view daily_work_time).`,
   eddy dev broker --listen 127.0.0.1:9092`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			f.maxFutureSet = cmd.Flags().Changed("max-future")
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return runDev(ctx, &f, cmd.OutOrStdout(), cmd.ErrOrStderr())
@@ -89,6 +93,9 @@ dead_letters (and the view daily_work_time).`,
 	fl.StringVar(&f.metricsAddr, "metrics-addr", defaultMetricsAddr, `serve /metrics on this address ("" = off; the default falls back to a free port when taken)`)
 	fl.StringVar(&f.timezone, "timezone", "UTC", "time zone of event_time strings without an offset")
 	fl.BoolVar(&f.quiet, "quiet", false, "no live progress lines on stderr")
+	fl.IntVar(&f.maxMessageBytes, "max-message-bytes", def.MaxMessageBytes, "largest message value in bytes; bigger ones are dead letters (oversized)")
+	fl.DurationVar(&f.maxFuture, "max-future", operators.DefaultMaxFuture, "a reading more than this ahead of the wall clock is a dead letter (future_event_time) and does not move the watermark; 0 = off (default: 1h, or off with --bounded)")
+	fl.DurationVar(&f.idleTimeout, "idle-timeout", 0, "unbounded only: after this long without records a partition's watermark follows processing time; 0 = off")
 	cmd.AddCommand(newDevBrokerCmd())
 	return cmd
 }
@@ -115,6 +122,15 @@ func (f *devFlags) operatorConfig() (operators.Config, error) {
 		return c, fmt.Errorf("--timezone: %w", err)
 	}
 	c.Location = loc
+	c.MaxMessageBytes = f.maxMessageBytes
+	c.MaxFuture = actors.DefaultMaxFuture(f.bounded)
+	if f.maxFutureSet {
+		c.MaxFuture = f.maxFuture
+	}
+	c.IdleTimeout = f.idleTimeout
+	if err := actors.CheckGuards(c.MaxFuture, c.IdleTimeout, f.bounded, "--max-future", "--idle-timeout"); err != nil {
+		return c, err
+	}
 	return c, c.Validate()
 }
 
