@@ -1,0 +1,202 @@
+package faults
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eddy-iot/eddy/control"
+	"github.com/eddy-iot/eddy/tests/controlplane/harness"
+)
+
+// TestStalledCheckpoint makes one partition's snapshot uploads to the
+// file:// checkpoint storage fail for a seeded 10–20 s, then heals. The
+// storage (gocloud fileblob) writes a temporary file next to the key and
+// renames it into place; the test takes the keys of that partition's
+// snapshots of the next checkpoints (JOB/cluster/chk-%020d/p%05d-e%d.snap,
+// the layout of actors.Runtime) with non-empty directories, so every rename
+// fails, and removes them to heal. The job uses the default checkpoint
+// timeout. End: a checkpoint started after the heal completes; the newest
+// complete checkpoint is never evicted from GET /v1/checkpoints while newer
+// ones are incomplete (polled every 200 ms); the tables equal the oracle.
+func TestStalledCheckpoint(t *testing.T) {
+	require(t)
+	rng := seeded(t)
+	e := newEnv(t, envConfig{rng: rng, replayFor: 50 * time.Second})
+	cw := watchCheckpoints(t, e)
+	e.startReplay()
+	harness.Eventually(t, 30*time.Second, func() error {
+		if cw.newestComplete() == 0 {
+			return fmt.Errorf("no complete checkpoint yet")
+		}
+		return nil
+	})
+	time.Sleep(between(rng, 2*time.Second, 5*time.Second))
+
+	p := int32(rng.IntN(partitions))
+	var epoch uint64
+	harness.Eventually(t, 30*time.Second, func() error {
+		own := e.obs.Owners()[p]
+		if len(own) != 1 {
+			return fmt.Errorf("partition %d runs on %d nodes", p, len(own))
+		}
+		epoch = own[0].Epoch
+		return nil
+	})
+	first := cw.newest() + 1
+	const ahead, epochs = 300, 4
+	var blocked []string
+	for id := first; id < first+ahead; id++ {
+		for ep := epoch; ep < epoch+epochs; ep++ {
+			key := filepath.Join(e.checkpoints, job, "cluster", fmt.Sprintf("chk-%020d", id), fmt.Sprintf("p%05d-e%d.snap", p, ep))
+			if err := os.MkdirAll(filepath.Join(key, "blocked"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			blocked = append(blocked, key)
+		}
+	}
+	stall := between(rng, 10*time.Second, 20*time.Second)
+	lastComplete := cw.newestComplete()
+	t.Logf("stall: partition %d (epoch %d) cannot upload its snapshots of checkpoints %d..%d for %s; newest complete checkpoint %d",
+		p, epoch, first, first+ahead-1, stall.Round(time.Millisecond), lastComplete)
+	heal := func() {
+		for _, k := range blocked {
+			if err := os.RemoveAll(k); err != nil {
+				t.Errorf("heal: %v", err)
+			}
+		}
+		blocked = nil
+	}
+	t.Cleanup(heal)
+	time.Sleep(stall)
+	heal()
+	healedAt, newestAtHeal := time.Now(), cw.newest()
+	completedInStall := cw.completeIn(first, newestAtHeal)
+	t.Logf("healed: checkpoints %d..%d started during the stall, complete among them: %v", first, newestAtHeal, completedInStall)
+	if newestAtHeal >= first && len(completedInStall) > 0 {
+		t.Errorf("the stall did not stop checkpoints %v from completing: the fault was not injected", completedInStall)
+	}
+
+	var later uint64
+	deadline := time.Now().Add(60 * time.Second)
+	for later == 0 && time.Now().Before(deadline) {
+		if ids := cw.completeIn(newestAtHeal+1, 1<<62); len(ids) > 0 {
+			later = ids[0]
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if later == 0 {
+		t.Errorf("no checkpoint started after the heal (id > %d) completed within 60 s; newest complete is still %d (a failed snapshot upload blocks checkpoints)", newestAtHeal, cw.newestComplete())
+	} else {
+		t.Logf("checkpoint %d, started after the heal, complete %s after it", later, cw.completedAt(later).Sub(healedAt).Round(time.Millisecond))
+	}
+	e.finish()
+	for _, v := range cw.evictions() {
+		t.Errorf("checkpoint retention: %s", v)
+	}
+}
+
+// checkpointWatch polls GET /v1/checkpoints every 200 ms until the test
+// ends.
+type checkpointWatch struct {
+	mu       sync.Mutex
+	seen     map[uint64]time.Time // id → first seen complete
+	maxID    uint64
+	maxDone  uint64
+	evicted  []string
+}
+
+func watchCheckpoints(t *testing.T, e *env) *checkpointWatch {
+	cw := &checkpointWatch{seen: map[uint64]time.Time{}}
+	ctx, cancel := context.WithCancel(e.ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		cl := e.c.Client(0, time.Second)
+		for ctx.Err() == nil {
+			cps, err := cl.Checkpoints(ctx, job)
+			if err == nil {
+				cw.observe(cps)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return cw
+}
+
+func (cw *checkpointWatch) observe(cps []control.Checkpoint) {
+	cw.mu.Lock()
+	defer cw.mu.Unlock()
+	var retained []uint64
+	haveNewest := cw.maxDone == 0
+	for _, cp := range cps {
+		cw.maxID = max(cw.maxID, cp.ID)
+		retained = append(retained, cp.ID)
+		if !cp.Complete {
+			continue
+		}
+		if _, ok := cw.seen[cp.ID]; !ok {
+			cw.seen[cp.ID] = time.Now()
+		}
+		if cp.ID >= cw.maxDone {
+			haveNewest = true
+		}
+	}
+	if !haveNewest && len(cw.evicted) < 5 {
+		slices.Sort(retained)
+		cw.evicted = append(cw.evicted, fmt.Sprintf("at %s the newest complete checkpoint %d was evicted; retained: %v (none of them complete and newer)",
+			time.Now().Format("15:04:05.000"), cw.maxDone, retained))
+	}
+	for _, cp := range cps {
+		if cp.Complete {
+			cw.maxDone = max(cw.maxDone, cp.ID)
+		}
+	}
+}
+
+func (cw *checkpointWatch) newest() uint64 {
+	cw.mu.Lock()
+	defer cw.mu.Unlock()
+	return cw.maxID
+}
+
+func (cw *checkpointWatch) newestComplete() uint64 {
+	cw.mu.Lock()
+	defer cw.mu.Unlock()
+	return cw.maxDone
+}
+
+// completeIn returns the ids in [lo, hi] seen complete, ascending.
+func (cw *checkpointWatch) completeIn(lo, hi uint64) []uint64 {
+	cw.mu.Lock()
+	defer cw.mu.Unlock()
+	var out []uint64
+	for id := range cw.seen {
+		if id >= lo && id <= hi {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (cw *checkpointWatch) completedAt(id uint64) time.Time {
+	cw.mu.Lock()
+	defer cw.mu.Unlock()
+	return cw.seen[id]
+}
+
+func (cw *checkpointWatch) evictions() []string {
+	cw.mu.Lock()
+	defer cw.mu.Unlock()
+	return slices.Clone(cw.evicted)
+}
