@@ -296,4 +296,3 @@ func TestChaos(t *testing.T) {
 		}
 	}
 }
-

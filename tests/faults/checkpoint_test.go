@@ -104,11 +104,11 @@ func TestStalledCheckpoint(t *testing.T) {
 // checkpointWatch polls GET /v1/checkpoints every 200 ms until the test
 // ends.
 type checkpointWatch struct {
-	mu       sync.Mutex
-	seen     map[uint64]time.Time // id → first seen complete
-	maxID    uint64
-	maxDone  uint64
-	evicted  []string
+	mu      sync.Mutex
+	seen    map[uint64]time.Time // id → first seen complete
+	maxID   uint64
+	maxDone uint64
+	evicted []string
 }
 
 func watchCheckpoints(t *testing.T, e *env) *checkpointWatch {

@@ -97,4 +97,3 @@ func logRecoveries(t *testing.T, fault string, ds []time.Duration) {
 	t.Logf("recovery after %s (fault → every orphaned partition running elsewhere): %v, median %s, max %s",
 		fault, harness.RoundAll(ds), harness.Median(ds).Round(time.Millisecond), slices.Max(ds).Round(time.Millisecond))
 }
-

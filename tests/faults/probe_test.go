@@ -17,4 +17,3 @@ func probeDial(addr string) int {
 	c.Close()
 	return 0
 }
-
