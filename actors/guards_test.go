@@ -33,7 +33,8 @@ func TestGuardsUnbounded(t *testing.T) {
 	cfg.Operators.MaxFuture = time.Hour
 	cfg.Operators.IdleTimeout = time.Second
 	sink := &memSink{}
-	job, err := NewJob(cfg, sink, nil, nil, slog.New(slog.DiscardHandler))
+	reg := newTestRegistry()
+	job, err := NewJob(cfg, sink, nil, reg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,5 +71,24 @@ func TestGuardsUnbounded(t *testing.T) {
 	}
 	if w := sink.out.Windows[1]; w.Count != 2 || w.Sum != 150 {
 		t.Fatalf("windows %+v", sink.out.Windows)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() == "eddy_records_failed_total" {
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "reason" {
+						failed[l.GetValue()] += m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+	}
+	if len(failed) != 1 || failed[operators.ReasonFutureEventTime] != 1 {
+		t.Fatalf("eddy_records_failed_total %v, want {future_event_time: 1}", failed)
 	}
 }

@@ -72,7 +72,7 @@ type DeadLetter struct {
 //
 // Records = Readings + Late + DeadLetters. For a Result loaded from a sink
 // (LoadSQLite, LoadMySQL) only Readings, Late, DeadLetters (the row counts of
-// those tables), Windows and WorkPeriods are set.
+// those tables), Windows, WorkPeriods and DeadLetterRecords are set.
 type Result struct {
 	Records     int64 // records sent to Kafka
 	Skipped     int64 // input rows the replayer skips (bad column count, blank lines)

@@ -53,8 +53,10 @@ func LoadMySQL(ctx context.Context, dsn string) (*Result, error) {
 }
 
 // Load reads the outputs of a job from an open SQLite or MySQL database:
-// the row counts of readings, late_records and dead_letters, and every row
-// of window_aggregates and work_periods (sorted as Compute sorts them). NULL
+// the row counts of readings, late_records and dead_letters, every row of
+// window_aggregates and work_periods (sorted as Compute sorts them), and the
+// partition, offset and reason of every dead letter (DeadLetterRecords,
+// sorted by partition and offset; Line is 0). NULL
 // latitude/longitude become NaN, NULL company/site "".
 func Load(ctx context.Context, db *sql.DB) (*Result, error) {
 	res := &Result{}
@@ -120,6 +122,22 @@ func Load(ctx context.Context, db *sql.DB) (*Result, error) {
 	}
 	if err := prows.Err(); err != nil {
 		return nil, fmt.Errorf("oracle: read %s: %w", TableWorkPeriods, err)
+	}
+	drows, err := db.QueryContext(ctx, "SELECT source_partition, source_offset, reason FROM "+TableDeadLetters+
+		" ORDER BY source_partition, source_offset")
+	if err != nil {
+		return nil, fmt.Errorf("oracle: query %s: %w", TableDeadLetters, err)
+	}
+	defer drows.Close()
+	for drows.Next() {
+		var d DeadLetter
+		if err := drows.Scan(&d.Partition, &d.Offset, &d.Reason); err != nil {
+			return nil, fmt.Errorf("oracle: scan %s: %w", TableDeadLetters, err)
+		}
+		res.DeadLetterRecords = append(res.DeadLetterRecords, d)
+	}
+	if err := drows.Err(); err != nil {
+		return nil, fmt.Errorf("oracle: read %s: %w", TableDeadLetters, err)
 	}
 	sortWindows(res.Windows)
 	sortWorkPeriods(res.WorkPeriods)
