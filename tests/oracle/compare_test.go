@@ -130,9 +130,11 @@ func store(t *testing.T, db *sql.DB, d sqlDialect, r *Result) {
 	exec("CREATE TABLE work_periods (pboxid VARCHAR(64) NOT NULL, period_start " + tt + " NOT NULL, period_end " + tt + " NOT NULL," +
 		" duration_s DOUBLE NOT NULL, samples BIGINT NOT NULL, avg_metric DOUBLE NOT NULL, max_metric DOUBLE NOT NULL," +
 		" company VARCHAR(255) NULL, site VARCHAR(255) NULL, PRIMARY KEY (pboxid, period_start))")
-	for _, table := range []string{"readings", "late_records", "dead_letters"} {
+	for _, table := range []string{"readings", "late_records"} {
 		exec("CREATE TABLE " + table + " (source_partition INT NOT NULL, source_offset BIGINT NOT NULL, PRIMARY KEY (source_partition, source_offset))")
 	}
+	exec("CREATE TABLE dead_letters (source_partition INT NOT NULL, source_offset BIGINT NOT NULL, reason VARCHAR(255) NOT NULL," +
+		" PRIMARY KEY (source_partition, source_offset))")
 	null := func(f float64) any {
 		if math.IsNaN(f) {
 			return nil
@@ -152,6 +154,10 @@ func store(t *testing.T, db *sql.DB, d sqlDialect, r *Result) {
 		n     int64
 	}{{"readings", r.Readings}, {"late_records", r.Late}, {"dead_letters", r.DeadLetters}} {
 		for i := range c.n {
+			if c.table == "dead_letters" {
+				exec("INSERT INTO dead_letters VALUES (0, ?, 'invalid_metric: x')", i)
+				continue
+			}
 			exec("INSERT INTO "+c.table+" VALUES (0, ?)", i)
 		}
 	}
