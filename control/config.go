@@ -66,6 +66,12 @@ type Config struct {
 	// Gossip tunes memberlist; its Meta is filled in by the node.
 	Gossip cluster.Config
 
+	// ValidateJob, when set, checks a job spec before PUT /v1/jobs/{name}
+	// stores it (eddy node wires jobs.ValidateSpec, which uses
+	// actors.LoadSpec); its error is answered 400 with its message, and
+	// nothing reaches Raft. nil: specs are stored unchecked.
+	ValidateJob func(name, spec string) error
+
 	// Logger for the node; Raft's own logs are at Raft.LogLevel.
 	// Default: slog.Default().
 	Logger *slog.Logger

@@ -483,6 +483,12 @@ func (n *Node) handleJobPut(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if v := n.cfg.ValidateJob; v != nil {
+		if err := v(r.PathValue("name"), string(body)); err != nil {
+			writeError(w, fmt.Errorf("%w: job %s: %w", ErrInvalid, r.PathValue("name"), err))
+			return
+		}
+	}
 	res, err := n.Apply(r.Context(), JobPut{Name: r.PathValue("name"), Spec: string(body), Partitions: int32(partitions)})
 	if err != nil {
 		writeError(w, err)

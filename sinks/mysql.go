@@ -11,6 +11,8 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eddy-iot/eddy/sinks/secret"
 )
 
 // MySQL writes to a MySQL 8 or MariaDB 10.5+ database (driver
@@ -87,10 +89,10 @@ func NewMySQL(dsn string, cfg Config, reg prometheus.Registerer) (*MySQL, error)
 func NormalizeMySQLDSN(dsn string) (*mysql.Config, error) {
 	mc, err := mysql.ParseDSN(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("sinks: bad MySQL DSN %q (want user:pass@tcp(host:3306)/db): %w", dsn, err)
+		return nil, fmt.Errorf("sinks: bad MySQL DSN %q (want user:pass@tcp(host:3306)/db): %w", secret.RedactDSN(dsn), err)
 	}
 	if mc.DBName == "" {
-		return nil, fmt.Errorf("sinks: MySQL DSN %q names no database (want user:pass@tcp(host:3306)/db)", dsn)
+		return nil, fmt.Errorf("sinks: MySQL DSN %q names no database (want user:pass@tcp(host:3306)/db)", secret.RedactDSN(dsn))
 	}
 	mc.ParseTime = true
 	mc.Loc = time.UTC

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eddy-iot/eddy/operators"
+	"github.com/eddy-iot/eddy/sinks/secret"
 )
 
 // Batch is a group of output rows handed to a sink in one call: the
@@ -189,7 +190,7 @@ kafka://HOST:PORT[,HOST:PORT...][?OPTIONS]
 func Open(url string, cfg Config, reg prometheus.Registerer) (Sink, error) {
 	scheme, rest, hasColon := strings.Cut(url, ":")
 	bad := func(why string) error {
-		return fmt.Errorf("%w %q: %s; valid forms:\n%s", ErrBadURL, url, why, URLForms)
+		return fmt.Errorf("%w %q: %s; valid forms:\n%s", ErrBadURL, secret.RedactURL(url), why, URLForms)
 	}
 	switch scheme {
 	case "sqlite":

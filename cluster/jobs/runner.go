@@ -18,6 +18,7 @@ import (
 	"github.com/eddy-iot/eddy/control"
 	"github.com/eddy-iot/eddy/operators"
 	"github.com/eddy-iot/eddy/sinks"
+	"github.com/eddy-iot/eddy/sinks/secret"
 )
 
 // ErrClosed is returned by Runner methods after Close.
@@ -131,11 +132,7 @@ func (r *Runner) lock(k pkey) *sync.Mutex {
 
 // jobConfig turns a stored job into its runtime configuration on this node.
 func (r *Runner) jobConfig(j control.Job) (actors.Config, *actors.Spec, error) {
-	spec, err := actors.ParseSpec([]byte(j.Spec))
-	if err != nil {
-		return actors.Config{}, nil, err
-	}
-	cfg, err := spec.Config()
+	spec, cfg, err := loadClusterSpec(j.Spec)
 	if err != nil {
 		return cfg, nil, err
 	}
@@ -163,9 +160,6 @@ func (r *Runner) runtime(ctx context.Context, job string) (*jobRuntime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jobs: job %s: %w", job, err)
 	}
-	if spec.Broadcast.DevicesFile != "" {
-		return nil, fmt.Errorf("jobs: job %s: broadcast.devices_file is not used on a cluster: device data comes from Raft (eddy ctl devices import FILE)", job)
-	}
 	jr := &jobRuntime{name: job, modify: j.ModifyIndex, cfg: cfg}
 	if cfg.Checkpoint.Enabled() {
 		jr.interval, jr.timeout = cfg.Checkpoint.Interval, cfg.Checkpoint.Timeout
@@ -179,11 +173,11 @@ func (r *Runner) runtime(ctx context.Context, job string) (*jobRuntime, error) {
 	for _, u := range spec.SinkURLs() {
 		s, err := sinks.Open(u, sinks.DefaultConfig(), r.reg)
 		if err != nil {
-			return nil, fmt.Errorf("jobs: job %s: %w", job, err)
+			return nil, secret.RedactError(fmt.Errorf("jobs: job %s: %w", job, err))
 		}
 		jr.sink = append(jr.sink, s)
 		if err := s.Open(ctx); err != nil {
-			return nil, fmt.Errorf("jobs: job %s: open sink %s: %w", job, u, err)
+			return nil, secret.RedactError(fmt.Errorf("jobs: job %s: open sink %s: %w", job, secret.RedactURL(u), err))
 		}
 	}
 	var sink sinks.Sink = jr.sink

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
 
 	"github.com/eddy-iot/eddy/actors"
 	"github.com/eddy-iot/eddy/control"
@@ -519,7 +520,10 @@ func newCtlJobCmd(o *ctlOptions) *cobra.Command {
 	submit := &cobra.Command{
 		Use:   "submit FILE [--partitions N]",
 		Short: "Validate a YAML job spec and store it; every node then runs the partitions placement gives it",
-		Long: `Validates the job spec (as eddy run does) and stores it in Raft under its name
+		Long: `Sends the job spec to the node, which validates it (actors.LoadSpec, as eddy
+run and every node that runs it do: unknown fields, durations, sink URLs,
+${NAME} references against the node's environment) and refuses a bad one
+with HTTP 400 naming the field; a good one is stored in Raft under its name
 (the spec's name:, or --name). Every node runs the device partitions that
 placement gives it. --partitions is the partition count of the source topic;
 without it the nodes ask the source. Submitting a job that exists replaces its
@@ -533,16 +537,17 @@ spec (running partitions keep the old one until they move).`,
 			if err != nil {
 				return err
 			}
-			spec, err := actors.ParseSpec(data)
-			if err != nil {
-				return fmt.Errorf("%s: %w", args[0], err)
-			}
-			jcfg, err := spec.Config()
-			if err != nil {
-				return fmt.Errorf("%s: %w", args[0], err)
-			}
 			if name == "" {
-				name = jcfg.Name
+				// The node validates the whole spec (with its own
+				// environment for ${NAME}); here only its name is read.
+				var head struct {
+					Name string `yaml:"name"`
+				}
+				// Unreadable YAML: the node refuses it with the reason.
+				_ = yaml.Unmarshal(data, &head)
+				if name = head.Name; name == "" {
+					name = actors.DefaultConfig().Name
+				}
 			}
 			if err := control.ValidateName("job", name); err != nil {
 				return fmt.Errorf("job name: %w (set name: in the spec or --name)", err)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eddy-iot/eddy/cluster/jobs"
 	"github.com/eddy-iot/eddy/control"
 )
 
@@ -94,6 +95,7 @@ func TestCtlJobsPartitions(t *testing.T) {
 	cfg.ID, cfg.DataDir = "n1", t.TempDir()
 	cfg.HTTPAddr, cfg.RaftAddr, cfg.GossipAddr = addrs[0], addrs[1], addrs[2]
 	cfg.BootstrapExpect = 1
+	cfg.ValidateJob = jobs.ValidateSpec
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	node, err := control.StartNode(cfg)
 	if err != nil {

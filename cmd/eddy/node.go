@@ -126,12 +126,9 @@ restart resumes its place. 'eddy ctl leave' removes it for good.`,
 func runNode(ctx context.Context, cfg control.Config, acfg control.AssignerConfig, jobFile string, drainTimeout time.Duration, actorAddr string, out io.Writer) error {
 	var submit *control.JobPut
 	if jobFile != "" {
-		spec, jcfg, err := loadJobSpec(jobFile, false)
+		_, jcfg, err := loadJobSpec(jobFile, false, true)
 		if err != nil {
 			return err
-		}
-		if spec.Broadcast.DevicesFile != "" {
-			return fmt.Errorf("%s: broadcast.devices_file is not used by eddy node: device data comes from Raft (eddy ctl devices import FILE)", jobFile)
 		}
 		data, err := os.ReadFile(jobFile)
 		if err != nil {
@@ -142,6 +139,7 @@ func runNode(ctx context.Context, cfg control.Config, acfg control.AssignerConfi
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg.Registerer, cfg.Gatherer = reg, reg
+	cfg.ValidateJob = jobs.ValidateSpec
 	node, err := control.StartNode(cfg)
 	if err != nil {
 		return err

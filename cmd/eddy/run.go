@@ -43,7 +43,7 @@ newest complete checkpoint and goes on from there. Savepoints: eddy savepoint.`,
   eddy run --job deploy/jobs/iot-work.yaml --from-savepoint 42`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			spec, cfg, err := loadJobSpec(jobFile, bounded)
+			spec, cfg, err := loadJobSpec(jobFile, bounded, false)
 			if err != nil {
 				return err
 			}
@@ -102,23 +102,17 @@ newest complete checkpoint and goes on from there. Savepoints: eddy savepoint.`,
 	return cmd
 }
 
-// loadJobSpec reads a YAML job spec and its validated configuration;
-// bounded forces bounded mode.
-func loadJobSpec(path string, bounded bool) (*actors.Spec, actors.Config, error) {
+// loadJobSpec reads a YAML job spec and its validated configuration
+// (actors.LoadSpec: ${NAME} expanded from the environment); bounded forces
+// bounded mode, cluster applies the rules of a cluster job.
+func loadJobSpec(path string, bounded, cluster bool) (*actors.Spec, actors.Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, actors.Config{}, err
 	}
-	spec, err := actors.ParseSpec(data)
+	spec, cfg, err := actors.LoadSpec(data, actors.SpecOptions{Bounded: bounded, Cluster: cluster})
 	if err != nil {
-		return nil, actors.Config{}, fmt.Errorf("%s: %w", path, err)
-	}
-	if bounded {
-		spec.Source.Bounded = true
-	}
-	cfg, err := spec.Config()
-	if err != nil {
-		return nil, cfg, fmt.Errorf("%s: %w", path, err)
+		return nil, cfg, fmt.Errorf("%s:\n%w", path, err)
 	}
 	return spec, cfg, nil
 }

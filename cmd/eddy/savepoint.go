@@ -203,7 +203,7 @@ func (f *catalogFlags) register(cmd *cobra.Command) {
 func (f *catalogFlags) open(ctx context.Context) (*checkpoint.Catalog, func(), error) {
 	storage, name := f.storage, f.name
 	if f.jobFile != "" {
-		_, cfg, err := loadJobSpec(f.jobFile, false)
+		_, cfg, err := loadJobSpec(f.jobFile, false, false)
 		if err != nil {
 			return nil, nil, err
 		}
