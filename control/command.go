@@ -22,6 +22,8 @@ const (
 	TypeCheckpointAck   CommandType = 8
 	TypeSetVoterTarget  CommandType = 9
 	TypeLeaseRenew      CommandType = 14
+	// 10..13 and 15 are left to lease commands.
+	TypeCheckpointAbort CommandType = 16
 )
 
 // Command is a state change of the FSM. Validate checks everything that can
@@ -133,12 +135,36 @@ type LeaseRelease struct {
 
 // CheckpointStart opens checkpoint ID of Job for Partitions partitions. ID
 // must be greater than every earlier checkpoint id of the job (ErrConflict
-// otherwise). The FSM keeps the last RetainCheckpoints checkpoints per job.
+// otherwise). An earlier checkpoint still incomplete is aborted ("superseded
+// by checkpoint ID").
+//
+// Retention: after the start the FSM keeps, of the job's checkpoints, the
+// newest Retain ones (by id, this one included) plus the newest complete
+// one, however old: a run of incomplete or aborted checkpoints never evicts
+// the last complete checkpoint, which holds a restorable snapshot of every
+// partition. Everything older goes. Retain 0 means RetainCheckpoints; it is
+// the job spec's checkpoint.retain when the spec sets it.
 type CheckpointStart struct {
 	Job        string `json:"job"`
 	ID         uint64 `json:"id"`
 	Partitions int32  `json:"partitions"`
 	StartedMs  int64  `json:"started_ms"`
+	Retain     int    `json:"retain,omitempty"`
+}
+
+// MaxRetainCheckpoints bounds CheckpointStart.Retain.
+const MaxRetainCheckpoints = 1000
+
+// CheckpointAbort gives up checkpoint ID of Job: it takes no more acks and
+// never completes; the partitions that had not acked are recorded in
+// Checkpoint.Missing, Reason in Checkpoint.AbortReason. The coordinator
+// aborts a checkpoint whose acks are missing past its ack timeout, then
+// starts the next one. ErrNotFound for an unknown checkpoint, ErrConflict
+// for a complete one; aborting an aborted checkpoint is a no-op success.
+type CheckpointAbort struct {
+	Job    string `json:"job"`
+	ID     uint64 `json:"id"`
+	Reason string `json:"reason"`
 }
 
 // CheckpointAck records that Partition has checkpointed ID: its state
@@ -161,7 +187,8 @@ type SetVoterTarget struct {
 	Voters int `json:"voters"`
 }
 
-// RetainCheckpoints is how many checkpoints per job the FSM keeps.
+// RetainCheckpoints is how many checkpoints per job the FSM keeps by
+// default (see CheckpointStart), besides the newest complete one.
 const RetainCheckpoints = 10
 
 func (KVSet) Type() CommandType           { return TypeKVSet }
@@ -174,6 +201,7 @@ func (CheckpointStart) Type() CommandType { return TypeCheckpointStart }
 func (CheckpointAck) Type() CommandType   { return TypeCheckpointAck }
 func (SetVoterTarget) Type() CommandType  { return TypeSetVoterTarget }
 func (LeaseRenew) Type() CommandType      { return TypeLeaseRenew }
+func (CheckpointAbort) Type() CommandType { return TypeCheckpointAbort }
 
 // Validate implements Command.
 func (c KVSet) Validate() error {
@@ -269,6 +297,23 @@ func (c CheckpointStart) Validate() error {
 	if c.Partitions <= 0 {
 		return fmt.Errorf("%w: checkpoint partitions must be >= 1, got %d", ErrInvalid, c.Partitions)
 	}
+	if c.Retain < 0 || c.Retain > MaxRetainCheckpoints {
+		return fmt.Errorf("%w: checkpoint retain must be in 0..%d (0 = %d), got %d", ErrInvalid, MaxRetainCheckpoints, RetainCheckpoints, c.Retain)
+	}
+	return nil
+}
+
+// Validate implements Command.
+func (c CheckpointAbort) Validate() error {
+	if err := ValidateName("job", c.Job); err != nil {
+		return err
+	}
+	if c.ID == 0 {
+		return fmt.Errorf("%w: checkpoint id must be >= 1", ErrInvalid)
+	}
+	if len(c.Reason) > 1024 {
+		return fmt.Errorf("%w: abort reason is %d bytes, at most 1024", ErrInvalid, len(c.Reason))
+	}
 	return nil
 }
 
@@ -330,6 +375,8 @@ func DecodeCommand(data []byte) (Command, error) {
 		c = &SetVoterTarget{}
 	case TypeLeaseRenew:
 		c = &LeaseRenew{}
+	case TypeCheckpointAbort:
+		c = &CheckpointAbort{}
 	default:
 		return nil, fmt.Errorf("%w: unknown command type %d", ErrInvalid, data[0])
 	}
@@ -362,6 +409,8 @@ func deref(c Command) Command {
 	case *SetVoterTarget:
 		return *v
 	case *LeaseRenew:
+		return *v
+	case *CheckpointAbort:
 		return *v
 	}
 	return c

@@ -265,6 +265,8 @@ func (t *txn) apply(cmd Command) (Result, error) {
 		return t.checkpointStart(c)
 	case CheckpointAck:
 		return t.checkpointAck(c)
+	case CheckpointAbort:
+		return t.checkpointAbort(c)
 	case SetVoterTarget:
 		t.st.settings.VoterTarget = c.Voters
 		return Result{}, nil
@@ -341,10 +343,31 @@ func (t *txn) jobPut(c JobPut) (Result, error) {
 	return Result{Job: j}, nil
 }
 
+// jobDelete removes a job with its checkpoint records and handoff points.
+// Its leases stay, released and without handoff point, as the floor of
+// the partitions' epochs: a job submitted again under the same name
+// continues above the old epochs, so that a fencing token is never issued
+// twice (a sink that stored rows at epoch 7 of the old job must not see a
+// new writer at epoch 1 as older).
 func (t *txn) jobDelete(c JobDelete) (Result, error) {
 	v, ok := t.jobTxn().Delete([]byte(c.Name))
 	if !ok {
 		return Result{}, nil
+	}
+	p := jobPrefix(c.Name)
+	t.ckptTxn().DeletePrefix(p)
+	var held []*Lease
+	t.leaseTxn().Root().WalkPrefix(p, func(k []byte, v interface{}) bool {
+		held = append(held, v.(*Lease))
+		return false
+	})
+	for _, l := range held {
+		if l.Released && l.Handoff == nil {
+			continue
+		}
+		n := *l
+		n.Released, n.Handoff, n.ModifyIndex = true, nil, t.index
+		t.leaseTxn().Insert(leaseKey(n.Job, n.Partition), &n)
 	}
 	return Result{Job: v.(*Job), Deleted: true}, nil
 }
@@ -449,24 +472,91 @@ func (t *txn) ckptTxn() *iradix.Txn {
 	return t.ckpts
 }
 
+// checkpointStart opens a checkpoint, aborts the incomplete earlier ones
+// and applies the retention of CheckpointStart.
 func (t *txn) checkpointStart(c CheckpointStart) (Result, error) {
 	ck := t.ckptTxn()
 	// Existing checkpoints of the job, ascending by id.
-	var ids []uint64
+	var cps []*Checkpoint
 	ck.Root().WalkPrefix(jobPrefix(c.Job), func(k []byte, v interface{}) bool {
-		ids = append(ids, v.(*Checkpoint).ID)
+		cps = append(cps, v.(*Checkpoint))
 		return false
 	})
-	if n := len(ids); n > 0 && ids[n-1] >= c.ID {
-		return Result{}, fmt.Errorf("%w: checkpoint %d of job %s is not newer than checkpoint %d", ErrConflict, c.ID, c.Job, ids[n-1])
+	if n := len(cps); n > 0 && cps[n-1].ID >= c.ID {
+		return Result{}, fmt.Errorf("%w: checkpoint %d of job %s is not newer than checkpoint %d", ErrConflict, c.ID, c.Job, cps[n-1].ID)
+	}
+	for i, old := range cps {
+		if !old.Complete && !old.Aborted {
+			cps[i] = t.abortCheckpoint(old, fmt.Sprintf("superseded by checkpoint %d", c.ID))
+		}
 	}
 	cp := &Checkpoint{Job: c.Job, ID: c.ID, Partitions: c.Partitions, StartedMs: c.StartedMs, Acks: []PartitionAck{}, StartIndex: t.index}
 	ck.Insert(checkpointKey(c.Job, c.ID), cp)
-	for len(ids)+1 > RetainCheckpoints {
-		ck.Delete(checkpointKey(c.Job, ids[0]))
-		ids = ids[1:]
+	cps = append(cps, cp)
+	for _, id := range evictCheckpoints(cps, c.Retain) {
+		ck.Delete(checkpointKey(c.Job, id))
 	}
 	return Result{Checkpoint: cp}, nil
+}
+
+// evictCheckpoints returns the ids of cps (one job's, ascending by id) that
+// retention drops: all but the newest retain (0 = RetainCheckpoints) and
+// the newest complete one.
+func evictCheckpoints(cps []*Checkpoint, retain int) []uint64 {
+	if retain <= 0 {
+		retain = RetainCheckpoints
+	}
+	lastComplete := -1
+	for i, cp := range cps {
+		if cp.Complete {
+			lastComplete = i
+		}
+	}
+	var out []uint64
+	for i := 0; i < len(cps)-retain; i++ {
+		if i != lastComplete {
+			out = append(out, cps[i].ID)
+		}
+	}
+	return out
+}
+
+// abortCheckpoint stores cp as aborted with reason and its missing
+// partitions, and returns the new record.
+func (t *txn) abortCheckpoint(cp *Checkpoint, reason string) *Checkpoint {
+	n := *cp
+	n.Aborted, n.AbortReason, n.AbortIndex = true, reason, t.index
+	n.Missing = []int32{}
+	acked := make(map[int32]bool, len(cp.Acks))
+	for _, a := range cp.Acks {
+		acked[a.Partition] = true
+	}
+	for p := int32(0); p < cp.Partitions; p++ {
+		if !acked[p] {
+			n.Missing = append(n.Missing, p)
+		}
+	}
+	t.ckptTxn().Insert(checkpointKey(cp.Job, cp.ID), &n)
+	return &n
+}
+
+func (t *txn) checkpointAbort(c CheckpointAbort) (Result, error) {
+	v, ok := t.ckptTxn().Get(checkpointKey(c.Job, c.ID))
+	if !ok {
+		return Result{}, fmt.Errorf("%w: checkpoint %d of job %s", ErrNotFound, c.ID, c.Job)
+	}
+	cp := v.(*Checkpoint)
+	switch {
+	case cp.Aborted:
+		return Result{Checkpoint: cp}, nil
+	case cp.Complete:
+		return Result{Checkpoint: cp}, fmt.Errorf("%w: checkpoint %d of job %s is already complete", ErrConflict, c.ID, c.Job)
+	}
+	reason := c.Reason
+	if reason == "" {
+		reason = "aborted"
+	}
+	return Result{Checkpoint: t.abortCheckpoint(cp, reason)}, nil
 }
 
 func (t *txn) checkpointAck(c CheckpointAck) (Result, error) {
@@ -496,6 +586,9 @@ func (t *txn) checkpointAck(c CheckpointAck) (Result, error) {
 	}
 	if cp.Complete {
 		return Result{Checkpoint: cp}, fmt.Errorf("%w: checkpoint %d is already complete", ErrConflict, c.ID)
+	}
+	if cp.Aborted {
+		return Result{Checkpoint: cp}, fmt.Errorf("%w: checkpoint %d of job %s was aborted (%s)", ErrConflict, c.ID, c.Job, cp.AbortReason)
 	}
 	n := *cp
 	n.Acks = make([]PartitionAck, 0, len(cp.Acks)+1)

@@ -109,7 +109,9 @@ const LeaseHistoryLimit = 10000
 
 // Checkpoint is the record of checkpoint ID of a job: which partitions have
 // acknowledged it, with what offset and state snapshot. It is Complete when
-// all Partitions partitions have acknowledged.
+// all Partitions partitions have acknowledged, Aborted when the coordinator
+// gave up on it (CheckpointAbort) or a newer checkpoint started before it
+// completed; an aborted checkpoint takes no more acks and never completes.
 type Checkpoint struct {
 	Job        string `json:"job"`
 	ID         uint64 `json:"id"`
@@ -122,6 +124,16 @@ type Checkpoint struct {
 	Complete      bool           `json:"complete"`
 	StartIndex    uint64         `json:"start_index"`
 	CompleteIndex uint64         `json:"complete_index,omitempty"`
+	// Aborted is set by CheckpointAbort, or by the CheckpointStart of a
+	// newer checkpoint while this one was incomplete.
+	Aborted bool `json:"aborted,omitempty"`
+	// AbortReason says why, e.g. "acks missing after 30s" or "superseded
+	// by checkpoint 12".
+	AbortReason string `json:"abort_reason,omitempty"`
+	// Missing lists the partitions that had not acked when it was
+	// aborted, ascending.
+	Missing    []int32 `json:"missing,omitempty"`
+	AbortIndex uint64  `json:"abort_index,omitempty"`
 }
 
 // PartitionAck is one partition's acknowledgement of a checkpoint.

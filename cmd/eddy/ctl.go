@@ -712,7 +712,7 @@ func newCtlCheckpointsCmd(o *ctlOptions) *cobra.Command {
 	var job string
 	cmd := &cobra.Command{
 		Use:   "checkpoints [--job J]",
-		Short: "List the retained checkpoints: id, acknowledged partitions, completion",
+		Short: "List the retained checkpoints: id, acknowledged partitions, state (complete, pending, aborted with the partitions that did not ack)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := o.client()
@@ -727,7 +727,7 @@ func newCtlCheckpointsCmd(o *ctlOptions) *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), cs)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "JOB\tID\tSTARTED\tACKED\tCOMPLETE\tMIN OFFSET\tMAX OFFSET")
+			fmt.Fprintln(tw, "JOB\tID\tSTARTED\tACKED\tSTATE\tMIN OFFSET\tMAX OFFSET")
 			for _, cp := range cs {
 				started := "-"
 				if cp.StartedMs > 0 {
@@ -741,13 +741,29 @@ func newCtlCheckpointsCmd(o *ctlOptions) *cobra.Command {
 					}
 					minOff, maxOff = strconv.FormatInt(lo, 10), strconv.FormatInt(hi, 10)
 				}
-				fmt.Fprintf(tw, "%s\t%d\t%s\t%d/%d\t%v\t%s\t%s\n", cp.Job, cp.ID, started, len(cp.Acks), cp.Partitions, cp.Complete, minOff, maxOff)
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%d/%d\t%s\t%s\t%s\n", cp.Job, cp.ID, started, len(cp.Acks), cp.Partitions, checkpointState(cp), minOff, maxOff)
 			}
 			return tw.Flush()
 		},
 	}
 	cmd.Flags().StringVar(&job, "job", "", "only this job")
 	return cmd
+}
+
+// checkpointState is the STATE column of eddy ctl checkpoints: "complete",
+// "pending", or "aborted (missing 1,4: <reason>)".
+func checkpointState(cp control.Checkpoint) string {
+	switch {
+	case cp.Complete:
+		return "complete"
+	case !cp.Aborted:
+		return "pending"
+	}
+	ps := make([]string, len(cp.Missing))
+	for i, p := range cp.Missing {
+		ps[i] = strconv.Itoa(int(p))
+	}
+	return fmt.Sprintf("aborted (missing %s: %s)", strings.Join(ps, ","), cp.AbortReason)
 }
 
 func newCtlLeasesCmd(o *ctlOptions) *cobra.Command {

@@ -1,0 +1,165 @@
+package control
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"reflect"
+	"testing"
+)
+
+func checkpointIDs(v View, job string) []uint64 {
+	var out []uint64
+	for _, cp := range v.Checkpoints(job) {
+		out = append(out, cp.ID)
+	}
+	return out
+}
+
+// TestFSMRetentionKeepsLastComplete: a run of incomplete checkpoints longer
+// than the retention never evicts the newest complete checkpoint, and the
+// job's checkpoint.retain (CheckpointStart.Retain) sets how many of the
+// newest are kept besides it.
+func TestFSMRetentionKeepsLastComplete(t *testing.T) {
+	a := newApplier(t)
+	for p := int32(0); p < 2; p++ {
+		a.must(LeaseAcquire{Job: "iot", Partition: p, Owner: "n1"})
+	}
+	ack := func(id uint64, p int32) {
+		a.must(CheckpointAck{Job: "iot", ID: id, Partition: p, Epoch: 1, Offset: int64(100*id) + int64(p), Snapshot: "s"})
+	}
+	// 1 and 2 complete, then 3..20 with partition 1 never acking.
+	for id := uint64(1); id <= 2; id++ {
+		a.must(CheckpointStart{Job: "iot", ID: id, Partitions: 2, Retain: 3})
+		ack(id, 0)
+		ack(id, 1)
+	}
+	for id := uint64(3); id <= 20; id++ {
+		a.must(CheckpointStart{Job: "iot", ID: id, Partitions: 2, Retain: 3})
+		ack(id, 0)
+	}
+	v := a.fsm.View()
+	if got, want := checkpointIDs(v, "iot"), []uint64{2, 18, 19, 20}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("retained %v, want %v (newest complete 2 + the newest 3)", got, want)
+	}
+	cp, ok := v.LastCompleteCheckpoint("iot")
+	if !ok || cp.ID != 2 || len(cp.Acks) != 2 {
+		t.Fatalf("last complete %+v %v, want checkpoint 2 with both acks", cp, ok)
+	}
+	// Every older incomplete one was aborted when its successor started.
+	for _, c := range v.Checkpoints("iot") {
+		if c.ID == 18 || c.ID == 19 {
+			if !c.Aborted || !reflect.DeepEqual(c.Missing, []int32{1}) || c.AbortReason == "" {
+				t.Errorf("checkpoint %d: aborted %v missing %v reason %q, want aborted, missing [1]", c.ID, c.Aborted, c.Missing, c.AbortReason)
+			}
+		}
+	}
+	// A newer complete one replaces 2 as the one kept.
+	ack(20, 1)
+	a.must(CheckpointStart{Job: "iot", ID: 21, Partitions: 2, Retain: 3})
+	if got, want := checkpointIDs(a.fsm.View(), "iot"), []uint64{19, 20, 21}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("retained %v, want %v", got, want)
+	}
+	// Retain 0 is the default.
+	for id := uint64(22); id < 22+RetainCheckpoints; id++ {
+		a.must(CheckpointStart{Job: "iot", ID: id, Partitions: 2})
+	}
+	if n := len(a.fsm.View().Checkpoints("iot")); n != RetainCheckpoints+1 {
+		t.Errorf("%d retained with the default, want %d (+ complete 20)", n, RetainCheckpoints+1)
+	}
+	if err := (CheckpointStart{Job: "iot", ID: 99, Partitions: 2, Retain: -1}).Validate(); !errors.Is(err, ErrInvalid) {
+		t.Errorf("retain -1: %v, want ErrInvalid", err)
+	}
+}
+
+// TestFSMCheckpointAbort: an aborted checkpoint records its missing
+// partitions, takes no more acks, never completes, and survives a
+// snapshot/restore.
+func TestFSMCheckpointAbort(t *testing.T) {
+	a := newApplier(t)
+	for p := int32(0); p < 3; p++ {
+		a.must(LeaseAcquire{Job: "iot", Partition: p, Owner: "n1"})
+	}
+	a.must(CheckpointStart{Job: "iot", ID: 1, Partitions: 3})
+	a.must(CheckpointAck{Job: "iot", ID: 1, Partition: 1, Epoch: 1, Offset: 5, Snapshot: "s1"})
+	if _, err := a.apply(CheckpointAbort{Job: "iot", ID: 7, Reason: "x"}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("abort of an unknown checkpoint: %v, want ErrNotFound", err)
+	}
+	r := a.must(CheckpointAbort{Job: "iot", ID: 1, Reason: "acks missing after 30s"})
+	if cp := r.Checkpoint; !cp.Aborted || cp.Complete || !reflect.DeepEqual(cp.Missing, []int32{0, 2}) || cp.AbortReason != "acks missing after 30s" || cp.AbortIndex == 0 {
+		t.Fatalf("aborted checkpoint %+v", cp)
+	}
+	a.must(CheckpointAbort{Job: "iot", ID: 1, Reason: "again"}) // idempotent
+	for _, p := range []int32{0, 2} {
+		if _, err := a.apply(CheckpointAck{Job: "iot", ID: 1, Partition: p, Epoch: 1, Offset: 5, Snapshot: "s"}); !errors.Is(err, ErrConflict) {
+			t.Errorf("ack of partition %d after the abort: %v, want ErrConflict", p, err)
+		}
+	}
+	if _, ok := a.fsm.View().LastCompleteCheckpoint("iot"); ok {
+		t.Error("an aborted checkpoint counts as complete")
+	}
+	// The next one completes; aborting it then is a conflict.
+	a.must(CheckpointStart{Job: "iot", ID: 2, Partitions: 3})
+	for p := int32(0); p < 3; p++ {
+		a.must(CheckpointAck{Job: "iot", ID: 2, Partition: p, Epoch: 1, Offset: 9, Snapshot: "s"})
+	}
+	if _, err := a.apply(CheckpointAbort{Job: "iot", ID: 2, Reason: "late"}); !errors.Is(err, ErrConflict) {
+		t.Errorf("abort of a complete checkpoint: %v, want ErrConflict", err)
+	}
+	var buf bytes.Buffer
+	snap, _ := a.fsm.Snapshot()
+	if err := snap.Persist(&memSink{Buffer: &buf}); err != nil {
+		t.Fatal(err)
+	}
+	restored := NewFSM(nil)
+	if err := restored.Restore(io.NopCloser(bytes.NewReader(buf.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := restored.View().Checkpoints("iot"), a.fsm.View().Checkpoints("iot"); !reflect.DeepEqual(got, want) {
+		t.Errorf("restored checkpoints differ:\n got %+v\nwant %+v", got, want)
+	}
+	if _, err := DecodeCommand([]byte{byte(TypeCheckpointAbort), '{', '}'}); err != nil {
+		t.Errorf("decode abort: %v", err)
+	}
+	if err := (CheckpointAbort{Job: "iot"}).Validate(); !errors.Is(err, ErrInvalid) {
+		t.Errorf("abort without id: %v, want ErrInvalid", err)
+	}
+}
+
+// TestFSMJobDeleteDropsCheckpointsAndHandoffs: deleting a job drops its
+// checkpoints and handoff points and releases its leases, keeping their
+// epochs, so that a job submitted again under the name continues above
+// them; other jobs are untouched.
+func TestFSMJobDeleteDropsCheckpointsAndHandoffs(t *testing.T) {
+	a := newApplier(t)
+	for _, job := range []string{"iot", "iot2"} {
+		a.must(JobPut{Name: job, Spec: "x: 1\n"})
+		a.must(LeaseAcquire{Job: job, Partition: 0, Owner: "n1"})
+		a.must(LeaseRelease{Job: job, Partition: 0, Owner: "n1", Epoch: 1, Handoff: &HandoffPoint{Offset: 4, Snapshot: "h"}})
+		a.must(LeaseAcquire{Job: job, Partition: 0, Owner: "n2", PrevEpoch: 1})
+		a.must(CheckpointStart{Job: job, ID: 1, Partitions: 1})
+		a.must(CheckpointAck{Job: job, ID: 1, Partition: 0, Epoch: 2, Offset: 5, Snapshot: "s"})
+	}
+	if r := a.must(JobDelete{Name: "iot"}); !r.Deleted {
+		t.Fatal("job not deleted")
+	}
+	v := a.fsm.View()
+	if n := len(v.Checkpoints("iot")); n != 0 {
+		t.Errorf("%d checkpoints of the deleted job kept", n)
+	}
+	l, ok := v.Lease("iot", 0)
+	if !ok || !l.Released || l.Handoff != nil || l.Epoch != 2 {
+		t.Errorf("lease of the deleted job %+v %v, want released at epoch 2 without handoff", l, ok)
+	}
+	if n := len(v.Checkpoints("iot2")); n != 1 {
+		t.Errorf("other job: %d checkpoints, want 1", n)
+	}
+	if l, _ := v.Lease("iot2", 0); l.Released || l.Handoff == nil {
+		t.Errorf("other job's lease changed: %+v", l)
+	}
+	// Submitted again: the next grant is epoch 3.
+	a.must(JobPut{Name: "iot", Spec: "x: 2\n"})
+	if r := a.must(LeaseAcquire{Job: "iot", Partition: 0, Owner: "n3", PrevEpoch: 2}); r.Lease.Epoch != 3 {
+		t.Errorf("epoch after re-submit %d, want 3", r.Lease.Epoch)
+	}
+}
