@@ -73,6 +73,10 @@ type Spec struct {
 		Interval *Duration `yaml:"interval"`
 		Timeout  *Duration `yaml:"timeout"`
 		Retain   int       `yaml:"retain"`
+		// AckTimeout (cluster jobs) bounds how long the coordinator waits
+		// for the acks of a checkpoint before it aborts it and starts the
+		// next; see Spec.CheckpointAckTimeout.
+		AckTimeout *Duration `yaml:"ack_timeout"`
 	} `yaml:"checkpoint"`
 	// State configures the pebble state backend (see StateConfig).
 	State struct {
@@ -180,7 +184,27 @@ func (s *Spec) Config() (Config, error) {
 			return c, fmt.Errorf("actors: job spec: sinks[%d] is empty", i)
 		}
 	}
+	if a := s.Checkpoint.AckTimeout; a != nil && (time.Duration(*a) < time.Second || time.Duration(*a) > c.Checkpoint.Timeout) {
+		return c, fmt.Errorf("actors: job spec: checkpoint.ack_timeout is %v; it must be >= 1s and <= checkpoint.timeout (%v); leave it out for max(3 x interval, 30s)", time.Duration(*a), c.Checkpoint.Timeout)
+	}
 	return c, c.Validate()
+}
+
+// MinCheckpointAckTimeout is the floor of the default checkpoint ack
+// timeout of cluster jobs.
+const MinCheckpointAckTimeout = 30 * time.Second
+
+// CheckpointAckTimeout returns how long the checkpoint coordinator of a
+// cluster job waits for the acks of a checkpoint before it aborts it (the
+// partitions that failed retry at the next one): checkpoint.ack_timeout if
+// set, else max(3 x interval, 30 s), never more than timeout (the
+// checkpoint.timeout of cfg).
+func (s *Spec) CheckpointAckTimeout(cfg CheckpointConfig) time.Duration {
+	d := max(3*cfg.Interval, MinCheckpointAckTimeout)
+	if a := s.Checkpoint.AckTimeout; a != nil {
+		d = time.Duration(*a)
+	}
+	return min(d, cfg.Timeout)
 }
 
 // SinkURLs returns the sink URLs of the spec: Sink (if set), then Sinks.

@@ -25,7 +25,17 @@
 //
 // The checkpoint coordinator runs on the Raft leader: every job's
 // checkpoint.interval it appends CheckpointStart{id+1} to the Raft log once
-// the previous checkpoint completed (or timed out after checkpoint.timeout).
+// the previous checkpoint completed or was aborted. A checkpoint whose acks
+// are still missing after the job's checkpoint.ack_timeout (default
+// max(3 x interval, 30 s), at most checkpoint.timeout) is aborted in Raft
+// (CheckpointAbort: every node sees it; eddy ctl checkpoints shows
+// "aborted (missing 1,4: ...)") and the next one starts at once; a
+// partition whose snapshot failed takes a new one at that next barrier. With
+// transactional sinks the partitions that got the aborted checkpoint's
+// barrier are restarted from their last committed checkpoint, which aborts
+// their open Kafka transaction instead of leaving it to the broker's
+// transaction timeout (keep interval + ack_timeout below it; 60 s by
+// default).
 // Every node sends a barrier of the newest incomplete checkpoint to each
 // partition it runs that has not acked it (a partition started later acks
 // it as soon as it runs); each partition snapshots between two batches and
@@ -37,9 +47,14 @@
 //
 // # Limits
 //
-// The leader deletes the snapshots of checkpoints the FSM no longer retains
-// (control.RetainCheckpoints per job); handoff snapshots are not deleted
-// yet. Starting a cluster job from a savepoint, and savepoints of cluster
+// The FSM retains per job the newest checkpoint.retain checkpoints (default
+// control.RetainCheckpoints) plus the newest complete one. Every
+// Config.SnapshotGCInterval the leader deletes from checkpoint storage the
+// snapshots no retained checkpoint references (below the newest checkpoint,
+// whose uploads may be in flight), the handoff snapshots of older lease
+// epochs that are not a lease's handoff point, and everything of a job
+// deleted while this node knew it (a leader elected after the delete does
+// not know the deleted job's storage: those snapshots stay). Starting a cluster job from a savepoint, and savepoints of cluster
 // jobs, are not supported yet. Each partition runs as a local actor on the
 // node holding its lease; with `eddy node --actor-addr` it is also a
 // protoactor-go virtual actor addressable by identity from any node

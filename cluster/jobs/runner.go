@@ -39,6 +39,10 @@ type Config struct {
 	// CoordinatorTick is how often the checkpoint coordinator looks at the
 	// FSM besides its changes; default 100 ms.
 	CoordinatorTick time.Duration
+	// SnapshotGCInterval is how often the Raft leader deletes, per job, the
+	// snapshots in checkpoint storage that no retained checkpoint, handoff
+	// point or job references; default 10 s (DefaultSnapshotGCInterval).
+	SnapshotGCInterval time.Duration
 	// Logger; default: slog.Default().
 	Logger *slog.Logger
 	// Registerer receives job and sink metrics; nil: not registered.
@@ -52,6 +56,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CoordinatorTick < 0 {
 		return fmt.Errorf("jobs: CoordinatorTick (%v) must be >= 0", c.CoordinatorTick)
+	}
+	if c.SnapshotGCInterval < 0 {
+		return fmt.Errorf("jobs: SnapshotGCInterval (%v) must be >= 0 (0 = %v)", c.SnapshotGCInterval, DefaultSnapshotGCInterval)
 	}
 	return nil
 }
@@ -70,10 +77,11 @@ type jobRuntime struct {
 // Runner implements control.Runner and control.ProgressSource with one
 // actors.Runtime per job. Safe for concurrent use.
 type Runner struct {
-	node *control.Node
-	cfg  Config
-	log  *slog.Logger
-	reg  prometheus.Registerer
+	node    *control.Node
+	cfg     Config
+	log     *slog.Logger
+	reg     prometheus.Registerer
+	metrics *metrics
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -332,44 +340,125 @@ func (r *Runner) ack(ctx context.Context, job string, p int32, epoch uint64, id 
 }
 
 // failed restarts a partition that stopped on an error, from its newest
-// restore point, as long as the Assigner still has it here under epoch.
+// restore point, as long as the Assigner still has it here under epoch
+// (retried with a backoff of 1 s doubling up to 30 s).
 func (r *Runner) failed(job string, p int32, epoch uint64, cause error) {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		k := pkey{job, p}
 		for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
 			select {
 			case <-r.ctx.Done():
 				return
 			case <-time.After(delay):
 			}
-			m := r.lock(k)
-			m.Lock()
-			r.mu.Lock()
-			owned := r.owned[k] == epoch
-			jr := r.jobs[job]
-			r.mu.Unlock()
-			if !owned || jr == nil {
-				m.Unlock()
-				return
-			}
-			jr.rt.Stop(p)
-			view := r.node.FSM().View()
-			lease, ok := view.Lease(job, p)
-			if !ok || lease.Owner != r.node.ID() || lease.Epoch != epoch || lease.Released {
-				m.Unlock()
-				return
-			}
-			err := jr.rt.Start(r.ctx, p, epoch, restorePoints(view, lease, jr.rt.Transactional()))
-			m.Unlock()
-			if err == nil {
+			done, err := r.restartNow(job, p, epoch)
+			if err == nil && done {
+				r.metrics.restarts.WithLabelValues("failed").Inc()
 				r.log.Warn("failed partition restarted", "job", job, "partition", p, "epoch", epoch, "cause", cause)
+			}
+			if done {
 				return
 			}
-			r.log.Error("restarting a failed partition", "job", job, "partition", p, "err", err)
+			if err != nil {
+				r.log.Error("restarting a failed partition", "job", job, "partition", p, "err", err)
+			}
 		}
 	}()
+}
+
+// restart stops partition p of job (epoch) and starts it again from its
+// newest restore point, in the background, as long as the Assigner still
+// has it here under epoch; why is logged.
+func (r *Runner) restart(job string, p int32, epoch uint64, why string) {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		for delay := 100 * time.Millisecond; ; delay = min(2*delay, 30*time.Second) {
+			done, err := r.restartNow(job, p, epoch)
+			if err == nil && done {
+				r.metrics.restarts.WithLabelValues("checkpoint_aborted").Inc()
+				r.log.Warn("partition restarted from its last committed checkpoint", "job", job, "partition", p, "epoch", epoch, "why", why)
+			}
+			if done {
+				return
+			}
+			if err != nil {
+				r.log.Error("restarting a partition", "job", job, "partition", p, "why", why, "err", err)
+			}
+			select {
+			case <-r.ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+		}
+	}()
+}
+
+// freshFor bounds how old this node's last contact with the Raft leader
+// may be for a restart to trust the local replica's lease records.
+const freshFor = time.Second
+
+// restartNow stops and restarts partition p under epoch. done is false
+// (with err) when the restart should be tried again later: the start
+// failed, or the local replica is not known to be fresh — not the leader,
+// no contact with the leader within freshFor, or commits the leader sent
+// not applied yet — since a stale replica could show a lease that was
+// taken over meanwhile, and restarting it would fence the rightful owner's
+// transactional producer. done is true without error when there is nothing
+// to do (the partition is no longer ours under epoch).
+func (r *Runner) restartNow(job string, p int32, epoch uint64) (done bool, err error) {
+	k := pkey{job, p}
+	m := r.lock(k)
+	m.Lock()
+	defer m.Unlock()
+	r.mu.Lock()
+	owned := r.owned[k] == epoch
+	jr := r.jobs[job]
+	r.mu.Unlock()
+	if !owned || jr == nil {
+		return true, nil
+	}
+	if err := r.replicaFresh(); err != nil {
+		return false, err
+	}
+	view := r.node.FSM().View()
+	lease, ok := view.Lease(job, p)
+	if !ok || lease.Owner != r.node.ID() || lease.Epoch != epoch || lease.Released {
+		jr.rt.Stop(p)
+		return true, nil
+	}
+	jr.rt.Stop(p)
+	if err := jr.rt.Start(r.ctx, p, epoch, restorePoints(view, lease, jr.rt.Transactional())); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// replicaFresh reports (nil) whether the local replica reflects what the
+// Raft leader had committed at most freshFor ago.
+func (r *Runner) replicaFresh() error {
+	rf := r.node.Raft()
+	if r.node.IsLeader() {
+		return nil
+	}
+	_, leader := rf.LeaderWithID()
+	lc := rf.LastContact()
+	if leader == "" || lc.IsZero() || time.Since(lc) > freshFor {
+		return fmt.Errorf("jobs: no recent contact with the Raft leader (last %v): the local lease records may be stale", lc.Format(time.RFC3339Nano))
+	}
+	commit := rf.CommitIndex()
+	for deadline := time.Now().Add(freshFor); rf.AppliedIndex() < commit; {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("jobs: local replica applied %d, behind the commit index %d", rf.AppliedIndex(), commit)
+		}
+		select {
+		case <-r.ctx.Done():
+			return ErrClosed
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // close stops every partition and closes the runtimes and sinks.

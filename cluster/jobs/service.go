@@ -3,10 +3,13 @@ package jobs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/eddy-iot/eddy/actors"
+	"github.com/eddy-iot/eddy/actors/checkpoint"
 	"github.com/eddy-iot/eddy/control"
 )
 
@@ -14,11 +17,12 @@ import (
 // a Runner, and the checkpoint coordinator (active on the Raft leader) plus
 // this node's barrier and commit driver.
 type Service struct {
-	node   *control.Node
-	cfg    Config
-	log    *slog.Logger
-	runner *Runner
-	asg    *control.Assigner
+	node    *control.Node
+	cfg     Config
+	log     *slog.Logger
+	runner  *Runner
+	asg     *control.Assigner
+	metrics *metrics
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -27,9 +31,25 @@ type Service struct {
 
 	// coordinator state, touched by the coordinator goroutine only
 	committed map[string]uint64 // newest checkpoint told to commit, by job
-	retained  map[string]uint64 // oldest checkpoint id retained when storage was last pruned, by job
 	started   map[string]time.Time
+	aborting  map[string]time.Time         // when an abort of the newest checkpoint was last proposed, by job
+	aborted   map[string]uint64            // newest aborted checkpoint handled by drive, by job
+	barriers  map[string]map[int32]barrier // last barrier drive sent each partition, by job
+	storages  map[string]string            // checkpoint storage URL of every job seen, for its garbage
+	gcAt      map[string]time.Time         // last snapshot collection, by job
+	gcBusy    map[string]bool              // a collection of the job runs
+	stores    map[string]*checkpoint.Storage
+	gcDone    chan string // job whose collection ended
 }
+
+// barrier is a checkpoint barrier drive sent a partition under a lease epoch.
+type barrier struct {
+	epoch uint64
+	id    uint64
+}
+
+// DefaultSnapshotGCInterval is the default of Config.SnapshotGCInterval.
+const DefaultSnapshotGCInterval = 10 * time.Second
 
 // Start starts the Service on node. Close (a hard stop, like a kill) or
 // Shutdown (hand every partition over first) end it.
@@ -43,10 +63,18 @@ func Start(node *control.Node, cfg Config) (*Service, error) {
 	if cfg.CoordinatorTick == 0 {
 		cfg.CoordinatorTick = 100 * time.Millisecond
 	}
+	if cfg.SnapshotGCInterval == 0 {
+		cfg.SnapshotGCInterval = DefaultSnapshotGCInterval
+	}
 	s := &Service{node: node, cfg: cfg, log: cfg.Logger.With("component", "jobs"),
-		committed: map[string]uint64{}, retained: map[string]uint64{}, started: map[string]time.Time{}}
+		committed: map[string]uint64{}, started: map[string]time.Time{}, aborting: map[string]time.Time{},
+		aborted: map[string]uint64{}, barriers: map[string]map[int32]barrier{}, storages: map[string]string{},
+		gcAt: map[string]time.Time{}, gcBusy: map[string]bool{}, stores: map[string]*checkpoint.Storage{},
+		gcDone: make(chan string, 16)}
+	s.metrics = newMetrics(cfg.Registerer)
 	s.runner = newRunner(node, cfg)
 	s.runner.log = cfg.Logger
+	s.runner.metrics = s.metrics
 	acfg := cfg.Assigner
 	if acfg.LeaseConfirm == 0 {
 		acfg = control.DefaultAssignerConfig()
@@ -101,6 +129,9 @@ func (s *Service) Close() error {
 		s.cancel()
 		s.wg.Wait()
 		err = errors.Join(s.asg.Close(), s.runner.close())
+		for _, st := range s.stores {
+			err = errors.Join(err, st.Close())
+		}
 	})
 	return err
 }
@@ -117,9 +148,19 @@ func (s *Service) coordinate() {
 		if s.ctx.Err() != nil {
 			return
 		}
+	drained:
+		for {
+			select {
+			case job := <-s.gcDone:
+				delete(s.gcBusy, job)
+			default:
+				break drained
+			}
+		}
 		last = view.Index()
 		if s.node.IsLeader() {
 			s.lead(view)
+			s.collectDeleted(view)
 		}
 		s.drive(view)
 		s.runner.gc(view)
@@ -127,27 +168,36 @@ func (s *Service) coordinate() {
 }
 
 // lead starts the next checkpoint of every job with checkpoints whose
-// previous one completed at least an interval ago, or timed out.
+// previous one completed at least an interval ago or was aborted, and
+// aborts the newest checkpoint when its acks are missing past the job's
+// ack timeout (actors.Spec.CheckpointAckTimeout).
 func (s *Service) lead(view control.View) {
 	now := time.Now()
 	for _, j := range view.Jobs() {
-		cfg, _, err := s.runner.jobConfig(j)
+		cfg, spec, err := s.runner.jobConfig(j)
 		if err != nil || !cfg.Checkpoint.Enabled() {
 			continue
 		}
+		s.storages[j.Name] = cfg.Checkpoint.Storage
 		n := s.asg.PartitionCount(j)
 		if n <= 0 {
 			continue
 		}
 		cps := view.Checkpoints(j.Name)
-		s.retain(j.Name, cps)
+		s.collect(j.Name, cfg.Checkpoint.Storage, view, cps, now)
 		next := uint64(1)
 		if len(cps) > 0 {
 			cp := cps[len(cps)-1]
 			next = cp.ID + 1
 			age := now.Sub(time.UnixMilli(cp.StartedMs))
-			if cp.Complete && age < cfg.Checkpoint.Interval || !cp.Complete && age < cfg.Checkpoint.Timeout {
+			switch {
+			case cp.Complete && age < cfg.Checkpoint.Interval:
 				continue
+			case !cp.Complete && !cp.Aborted:
+				if d := spec.CheckpointAckTimeout(cfg.Checkpoint); age >= d {
+					s.abort(j.Name, cp, d, now)
+				}
+				continue // the next starts once the abort is applied
 			}
 		}
 		// Do not propose the same start twice while the first is in flight.
@@ -155,12 +205,13 @@ func (s *Service) lead(view control.View) {
 			continue
 		}
 		s.started[j.Name] = now
+		start := control.CheckpointStart{Job: j.Name, ID: next, Partitions: n, StartedMs: now.UnixMilli(), Retain: spec.Checkpoint.Retain}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
 			defer cancel()
-			_, err := s.node.Apply(ctx, control.CheckpointStart{Job: j.Name, ID: next, Partitions: n, StartedMs: now.UnixMilli()})
+			_, err := s.node.Apply(ctx, start)
 			if err != nil && !errors.Is(err, control.ErrConflict) {
 				s.log.Debug("starting a checkpoint", "job", j.Name, "id", next, "err", err)
 			}
@@ -168,8 +219,48 @@ func (s *Service) lead(view control.View) {
 	}
 }
 
-// drive sends the newest incomplete checkpoint's barrier to every partition
-// this node runs that has not acked it, and commits complete ones.
+// abort proposes CheckpointAbort for cp, whose acks are missing after d.
+func (s *Service) abort(job string, cp control.Checkpoint, d time.Duration, now time.Time) {
+	if t, ok := s.aborting[job]; ok && now.Sub(t) < time.Second {
+		return
+	}
+	s.aborting[job] = now
+	acked := make(map[int32]bool, len(cp.Acks))
+	for _, a := range cp.Acks {
+		acked[a.Partition] = true
+	}
+	var missing []int32
+	for p := int32(0); p < cp.Partitions; p++ {
+		if !acked[p] {
+			missing = append(missing, p)
+		}
+	}
+	s.log.Warn("aborting a checkpoint: acks missing; the next checkpoint starts now", "job", job, "checkpoint", cp.ID,
+		"ack_timeout", d, "missing", missing, "acked", len(cp.Acks), "partitions", cp.Partitions)
+	cmd := control.CheckpointAbort{Job: job, ID: cp.ID, Reason: fmt.Sprintf("acks missing after %v", d)}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+		defer cancel()
+		res, err := s.node.Apply(ctx, cmd)
+		switch {
+		case err == nil && res.Checkpoint != nil && res.Checkpoint.AbortIndex == res.Index:
+			s.metrics.aborts.Inc()
+		case err != nil && !errors.Is(err, control.ErrConflict):
+			s.log.Debug("aborting a checkpoint", "job", job, "id", cp.ID, "err", err)
+		}
+	}()
+}
+
+// drive sends the newest pending checkpoint's barrier to every partition
+// this node runs that has not acked it, commits complete checkpoints, and,
+// with transactional sinks, restarts the partitions that got the barrier
+// of an aborted checkpoint: their open transaction, pre-committed for a
+// checkpoint that will never complete, is aborted (Runtime.Stop) before the
+// broker's transaction timeout could, and they resume from the last
+// committed checkpoint. Without transactional sinks nothing is undone: a
+// partition whose snapshot failed takes a new one at the next barrier.
 func (s *Service) drive(view control.View) {
 	s.runner.mu.Lock()
 	jobs := make([]*jobRuntime, 0, len(s.runner.jobs))
@@ -186,19 +277,38 @@ func (s *Service) drive(view control.View) {
 			continue
 		}
 		running := jr.rt.Running()
-		if cp := cps[len(cps)-1]; !cp.Complete {
+		sent := s.barriers[jr.name]
+		if sent == nil {
+			sent = map[int32]barrier{}
+			s.barriers[jr.name] = sent
+		}
+		if cp := cps[len(cps)-1]; !cp.Complete && !cp.Aborted {
 			acked := make(map[int32]bool, len(cp.Acks))
 			for _, a := range cp.Acks {
 				acked[a.Partition] = true
 			}
 			for p, epoch := range running {
-				if !acked[p] {
-					_ = jr.rt.Barrier(p, epoch, int64(cp.ID))
+				if !acked[p] && jr.rt.Barrier(p, epoch, int64(cp.ID)) == nil {
+					sent[p] = barrier{epoch: epoch, id: cp.ID}
 				}
 			}
 		}
 		if !jr.rt.Transactional() {
 			continue
+		}
+		for i := len(cps) - 1; i >= 0; i-- {
+			cp := cps[i]
+			if !cp.Aborted || cp.ID <= s.aborted[jr.name] {
+				continue
+			}
+			s.aborted[jr.name] = cp.ID
+			for p, b := range sent {
+				if b.id == cp.ID && running[p] == b.epoch {
+					delete(sent, p)
+					s.runner.restart(jr.name, p, b.epoch, fmt.Sprintf("checkpoint %d aborted (%s)", cp.ID, cp.AbortReason))
+				}
+			}
+			break
 		}
 		if cp, ok := view.LastCompleteCheckpoint(jr.name); ok && cp.ID > s.committed[jr.name] {
 			s.committed[jr.name] = cp.ID
@@ -209,31 +319,88 @@ func (s *Service) drive(view control.View) {
 	}
 }
 
-// retain deletes, on the leader, the snapshots of checkpoints the FSM no
-// longer retains (it keeps control.RetainCheckpoints per job).
-func (s *Service) retain(job string, cps []control.Checkpoint) {
-	if len(cps) < control.RetainCheckpoints || cps[0].ID <= s.retained[job] {
+// collect deletes, on the leader and at most every SnapshotGCInterval per job, the
+// snapshots of job that nothing references any more: checkpoint snapshots
+// of checkpoints the FSM no longer retains (older than its newest
+// checkpoint, whose uploads may be in flight), and handoff snapshots of an
+// epoch older than the partition's lease epoch that are not the lease's
+// handoff point.
+func (s *Service) collect(job, url string, view control.View, cps []control.Checkpoint, now time.Time) {
+	if len(cps) == 0 || s.gcBusy[job] || now.Sub(s.gcAt[job]) < s.cfg.SnapshotGCInterval {
 		return
 	}
-	s.runner.mu.Lock()
-	jr := s.runner.jobs[job]
-	s.runner.mu.Unlock()
-	if jr == nil {
-		return
+	retained := make(map[int64]bool, len(cps))
+	for _, cp := range cps {
+		retained[int64(cp.ID)] = true
 	}
-	s.retained[job] = cps[0].ID
-	oldest := int64(cps[0].ID)
+	newest := int64(cps[len(cps)-1].ID)
+	leases := map[int32]control.Lease{}
+	for _, l := range view.Leases(job) {
+		leases[l.Partition] = l
+	}
+	keepCheckpoint := func(id int64) bool { return id >= newest || retained[id] }
+	keepHandoff := func(p int32, epoch uint64) bool {
+		l, ok := leases[p]
+		return !ok || epoch >= l.Epoch || l.Handoff != nil && l.Handoff.Epoch == epoch
+	}
+	s.gc(job, url, func(ctx context.Context, st *checkpoint.Storage) (int, error) {
+		return actors.DeleteClusterSnapshots(ctx, st, job, keepCheckpoint, keepHandoff)
+	})
+}
+
+// collectDeleted deletes every snapshot of the jobs that were deleted
+// since this node saw them (it must have been the leader, or become it
+// while it still knew the job's checkpoint storage).
+func (s *Service) collectDeleted(view control.View) {
+	for job, url := range s.storages {
+		if _, ok := view.Job(job); ok || s.gcBusy[job] {
+			continue
+		}
+		delete(s.storages, job)
+		delete(s.barriers, job)
+		s.gc(job, url, func(ctx context.Context, st *checkpoint.Storage) (int, error) {
+			keys, err := st.List(ctx, actors.ClusterSnapshotPrefix(job))
+			if err != nil {
+				return 0, err
+			}
+			return len(keys), st.DeletePrefix(ctx, actors.ClusterSnapshotPrefix(job))
+		})
+	}
+}
+
+// gc runs del against the checkpoint storage at url in a goroutine, one
+// per job at a time.
+func (s *Service) gc(job, url string, del func(context.Context, *checkpoint.Storage) (int, error)) {
+	s.gcAt[job] = time.Now()
+	st := s.stores[url]
+	if st == nil {
+		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+		var err error
+		st, err = checkpoint.OpenStorage(ctx, url)
+		cancel()
+		if err != nil {
+			s.log.Warn("opening checkpoint storage for garbage collection", "job", job, "err", err)
+			return
+		}
+		s.stores[url] = st
+	}
+	s.gcBusy[job] = true
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
-		defer cancel()
-		deleted, err := jr.rt.DeleteCheckpointsBefore(ctx, oldest)
-		if err != nil {
-			s.log.Warn("deleting old checkpoint snapshots", "job", job, "err", err)
+		n, err := del(ctx, st)
+		cancel()
+		if err != nil && s.ctx.Err() == nil {
+			s.log.Warn("deleting unreferenced checkpoint snapshots", "job", job, "err", err)
 		}
-		if len(deleted) > 0 {
-			s.log.Debug("deleted old checkpoint snapshots", "job", job, "checkpoints", len(deleted))
+		if n > 0 {
+			s.log.Debug("deleted unreferenced checkpoint snapshots", "job", job, "objects", n)
+			s.metrics.snapshotsDeleted.Add(float64(n))
+		}
+		select {
+		case s.gcDone <- job:
+		case <-s.ctx.Done():
 		}
 	}()
 }

@@ -1,0 +1,290 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/eddy-iot/eddy/actors"
+	"github.com/eddy-iot/eddy/actors/devbroker"
+	"github.com/eddy-iot/eddy/control"
+)
+
+func freeAddrs(t *testing.T, n int) []string {
+	t.Helper()
+	var out []string
+	var hold []func() error
+	defer func() {
+		for _, h := range hold {
+			h()
+		}
+	}()
+	for len(out) < n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		hold = append(hold, l.Close)
+		u, err := net.ListenPacket("udp", l.Addr().String())
+		if err != nil {
+			continue
+		}
+		hold = append(hold, u.Close)
+		out = append(out, l.Addr().String())
+	}
+	return out
+}
+
+func testLogger() *slog.Logger {
+	level := slog.LevelWarn
+	if os.Getenv("EDDY_TEST_LOG") != "" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// cluster1 is a one-node cluster with a job Service and a kfake broker.
+type cluster1 struct {
+	node   *control.Node
+	svc    *Service
+	broker *devbroker.Broker
+	reg    *prometheus.Registry
+}
+
+func startCluster1(t *testing.T, partitions int) *cluster1 {
+	t.Helper()
+	b, err := devbroker.Start(devbroker.Config{Partitions: partitions})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	addrs := freeAddrs(t, 3)
+	cfg := control.DefaultConfig()
+	cfg.ID, cfg.DataDir = "n1", t.TempDir()
+	cfg.HTTPAddr, cfg.RaftAddr, cfg.GossipAddr = addrs[0], addrs[1], addrs[2]
+	cfg.BootstrapExpect = 1
+	cfg.Logger = testLogger()
+	node, err := control.StartNode(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { node.Close() })
+	reg := prometheus.NewRegistry()
+	svc, err := Start(node, Config{StateDir: t.TempDir(), Logger: cfg.Logger, Registerer: reg, SnapshotGCInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Close() })
+	deadline := time.Now().Add(20 * time.Second)
+	for !node.IsLeader() {
+		if time.Now().After(deadline) {
+			t.Fatal("no leader")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return &cluster1{node: node, svc: svc, broker: b, reg: reg}
+}
+
+func (c *cluster1) submit(t *testing.T, name, spec string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := actors.ParseSpec([]byte(spec)); err != nil {
+		t.Fatalf("spec: %v", err)
+	}
+	if _, err := c.node.Apply(ctx, control.JobPut{Name: name, Spec: spec, Partitions: 2}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// blockCheckpoints makes the snapshot uploads of checkpoints ids of job
+// fail on every partition: a regular file where the checkpoint's
+// directory must be created.
+func blockCheckpoints(t *testing.T, dir, job string, ids ...uint64) {
+	t.Helper()
+	base := filepath.Join(dir, job, "cluster")
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if err := os.WriteFile(filepath.Join(base, fmt.Sprintf("chk-%020d", id)), []byte("not a directory"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// watchComplete fails t if a published FSM view ever lacks a complete
+// checkpoint of job after one existed (retention evicted the last
+// complete checkpoint). It returns a func that stops watching.
+func watchComplete(t *testing.T, fsm *control.FSM, job string) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	seen := false
+	go func() {
+		defer close(done)
+		_, _ = fsm.Wait(ctx, func(v control.View) bool {
+			cp, ok := v.LastCompleteCheckpoint(job)
+			if ok {
+				seen = true
+			} else if seen {
+				t.Errorf("at index %d no complete checkpoint of %s is retained any more: %+v", v.Index(), job, v.Checkpoints(job))
+				return true
+			}
+			_ = cp
+			return false
+		})
+	}()
+	return func() { cancel(); <-done }
+}
+
+// TestCheckpointAbortedAndRetried: uploads of checkpoints 3..6 fail on
+// every partition. Each is aborted after the ack timeout (1 s) with its
+// missing partitions recorded, the next one starts at once, checkpoint 7
+// completes; through it all the last complete checkpoint (2) stays
+// retained although retain is 2, and snapshots of evicted checkpoints are
+// deleted from storage.
+func TestCheckpointAbortedAndRetried(t *testing.T) {
+	c := startCluster1(t, 2)
+	dir := t.TempDir()
+	const job = "abort-job"
+	blockCheckpoints(t, dir, job, 3, 4, 5, 6)
+	stop := watchComplete(t, c.node.FSM(), job)
+	defer stop()
+	c.submit(t, job, fmt.Sprintf(`name: %s
+source:
+  brokers: [%q]
+  topic: iot-topic
+sink: discard
+checkpoint:
+  storage: "file://%s"
+  interval: 100ms
+  ack_timeout: 1s
+  retain: 2
+`, job, c.broker.Addrs()[0], dir))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	v, err := c.node.FSM().Wait(ctx, func(v control.View) bool {
+		cp, ok := v.LastCompleteCheckpoint(job)
+		return ok && cp.ID >= 7
+	})
+	if err != nil {
+		t.Fatalf("no checkpoint >= 7 completed: %v; checkpoints %+v", err, v.Checkpoints(job))
+	}
+	stop()
+	var aborted []control.Checkpoint
+	for _, cp := range v.Checkpoints(job) {
+		if cp.Aborted {
+			aborted = append(aborted, cp)
+		}
+	}
+	if len(aborted) == 0 {
+		t.Fatalf("no aborted checkpoint retained: %+v", v.Checkpoints(job))
+	}
+	for _, cp := range aborted {
+		if cp.ID < 3 || cp.ID > 6 || !reflect.DeepEqual(cp.Missing, []int32{0, 1}) || cp.AbortReason != "acks missing after 1s" {
+			t.Errorf("aborted checkpoint %d: missing %v reason %q, want one of 3..6 missing [0 1] after 1s", cp.ID, cp.Missing, cp.AbortReason)
+		}
+	}
+	if n := counterValue(t, c.svc.metrics.aborts); n != 4 {
+		t.Errorf("eddy_checkpoint_aborts_total = %v, want 4", n)
+	}
+	// Storage: once the newest checkpoints complete, the snapshots of the
+	// evicted ones (1, 2) go; what the retained checkpoints reference stays.
+	waitFor(t, 20*time.Second, func() error {
+		v := c.node.FSM().View()
+		keep := map[string]bool{}
+		for _, cp := range v.Checkpoints(job) {
+			for _, a := range cp.Acks {
+				k, _, _, _ := actors.ParseSnapshotRef(a.Snapshot)
+				keep[k] = true
+			}
+		}
+		for _, id := range []uint64{1, 2} {
+			matches, _ := filepath.Glob(filepath.Join(dir, job, "cluster", fmt.Sprintf("chk-%020d", id), "*.snap"))
+			for _, m := range matches {
+				if rel, _ := filepath.Rel(dir, m); !keep[filepath.ToSlash(rel)] {
+					return fmt.Errorf("snapshot %s of an evicted checkpoint is still stored", rel)
+				}
+			}
+		}
+		for k := range keep {
+			if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(k))); err != nil {
+				return fmt.Errorf("a retained snapshot is gone: %v", err)
+			}
+		}
+		return nil
+	})
+	if n := counterValue(t, c.svc.metrics.snapshotsDeleted); n == 0 {
+		t.Error("eddy_checkpoint_snapshots_deleted_total is 0")
+	}
+}
+
+// TestCheckpointAbortRestartsTransactionalPartitions: with the Kafka
+// transactional sink, an aborted checkpoint restarts the partitions that
+// pre-committed it (their open transaction is aborted, not left to the
+// broker's transaction timeout), and later checkpoints complete and commit.
+func TestCheckpointAbortRestartsTransactionalPartitions(t *testing.T) {
+	c := startCluster1(t, 2)
+	dir := t.TempDir()
+	const job = "txn-job"
+	blockCheckpoints(t, dir, job, 3)
+	c.submit(t, job, fmt.Sprintf(`name: %s
+source:
+  brokers: [%q]
+  topic: iot-topic
+sinks: ["kafka://%s?create_topics=true&partitions=2&replication=1"]
+checkpoint:
+  storage: "file://%s"
+  interval: 100ms
+  ack_timeout: 1s
+`, job, c.broker.Addrs()[0], c.broker.Addrs()[0], dir))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	v, err := c.node.FSM().Wait(ctx, func(v control.View) bool {
+		cp, ok := v.LastCompleteCheckpoint(job)
+		return ok && cp.ID >= 5
+	})
+	if err != nil {
+		t.Fatalf("no checkpoint >= 5 completed: %v; checkpoints %+v", err, v.Checkpoints(job))
+	}
+	waitFor(t, 10*time.Second, func() error {
+		if n := counterValue(t, c.svc.metrics.restarts.WithLabelValues("checkpoint_aborted")); n < 2 {
+			return fmt.Errorf("eddy_partition_restarts_total{reason=checkpoint_aborted} = %v, want >= 2 (both partitions pre-committed checkpoint 3)", n)
+		}
+		return nil
+	})
+}
+
+func waitFor(t *testing.T, timeout time.Duration, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not true after %v: %v", timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
