@@ -422,6 +422,9 @@ func (r *Runner) restartNow(job string, p int32, epoch uint64) (done bool, err e
 	if err := r.replicaFresh(); err != nil {
 		return false, err
 	}
+	if !r.leaseValid(job, p, epoch) {
+		return false, fmt.Errorf("jobs: the lease of %s/%d at epoch %d is not valid on this node's lease clock", job, p, epoch)
+	}
 	view := r.node.FSM().View()
 	lease, ok := view.Lease(job, p)
 	if !ok || lease.Owner != r.node.ID() || lease.Epoch != epoch || lease.Released {
