@@ -127,39 +127,41 @@ func TestFSMCheckpointAbort(t *testing.T) {
 }
 
 // TestFSMJobDeleteDropsCheckpointsAndHandoffs: deleting a job drops its
-// checkpoints and handoff points and releases its leases, keeping their
-// epochs, so that a job submitted again under the name continues above
-// them; other jobs are untouched.
+// checkpoints and keeps its leases as the epoch floor; a job submitted again
+// under the name continues above the old epochs and does not resume from
+// the deleted job's handoff points; other jobs are untouched.
 func TestFSMJobDeleteDropsCheckpointsAndHandoffs(t *testing.T) {
 	a := newApplier(t)
 	for _, job := range []string{"iot", "iot2"} {
 		a.must(JobPut{Name: job, Spec: "x: 1\n"})
 		a.must(LeaseAcquire{Job: job, Partition: 0, Owner: "n1"})
-		a.must(LeaseRelease{Job: job, Partition: 0, Owner: "n1", Epoch: 1, Handoff: &HandoffPoint{Offset: 4, Snapshot: "h"}})
-		a.must(LeaseAcquire{Job: job, Partition: 0, Owner: "n2", PrevEpoch: 1})
 		a.must(CheckpointStart{Job: job, ID: 1, Partitions: 1})
-		a.must(CheckpointAck{Job: job, ID: 1, Partition: 0, Epoch: 2, Offset: 5, Snapshot: "s"})
+		a.must(CheckpointAck{Job: job, ID: 1, Partition: 0, Epoch: 1, Offset: 5, Snapshot: "s"})
 	}
 	if r := a.must(JobDelete{Name: "iot"}); !r.Deleted {
 		t.Fatal("job not deleted")
 	}
+	// The holder releases with a handoff point as its partition stops.
+	a.must(LeaseRelease{Job: "iot", Partition: 0, Owner: "n1", Epoch: 1, Handoff: &HandoffPoint{Offset: 4, Snapshot: "h"}})
 	v := a.fsm.View()
 	if n := len(v.Checkpoints("iot")); n != 0 {
 		t.Errorf("%d checkpoints of the deleted job kept", n)
 	}
-	l, ok := v.Lease("iot", 0)
-	if !ok || !l.Released || l.Handoff != nil || l.Epoch != 2 {
-		t.Errorf("lease of the deleted job %+v %v, want released at epoch 2 without handoff", l, ok)
-	}
 	if n := len(v.Checkpoints("iot2")); n != 1 {
 		t.Errorf("other job: %d checkpoints, want 1", n)
 	}
-	if l, _ := v.Lease("iot2", 0); l.Released || l.Handoff == nil {
-		t.Errorf("other job's lease changed: %+v", l)
-	}
-	// Submitted again: the next grant is epoch 3.
+	// Submitted again: no handoff point, the next grant is epoch 2.
 	a.must(JobPut{Name: "iot", Spec: "x: 2\n"})
-	if r := a.must(LeaseAcquire{Job: "iot", Partition: 0, Owner: "n3", PrevEpoch: 2}); r.Lease.Epoch != 3 {
-		t.Errorf("epoch after re-submit %d, want 3", r.Lease.Epoch)
+	if l, ok := a.fsm.View().Lease("iot", 0); !ok || l.Handoff != nil || l.Epoch != 1 || !l.Released {
+		t.Errorf("lease after re-submit %+v %v, want released at epoch 1 without handoff", l, ok)
+	}
+	if r := a.must(LeaseAcquire{Job: "iot", Partition: 0, Owner: "n3", PrevEpoch: 1}); r.Lease.Epoch != 2 {
+		t.Errorf("epoch after re-submit %d, want 2", r.Lease.Epoch)
+	}
+	// An update of a live job keeps its handoff points.
+	a.must(LeaseRelease{Job: "iot2", Partition: 0, Owner: "n1", Epoch: 1, Handoff: &HandoffPoint{Offset: 4, Snapshot: "h"}})
+	a.must(JobPut{Name: "iot2", Spec: "x: 3\n"})
+	if l, _ := a.fsm.View().Lease("iot2", 0); l.Handoff == nil {
+		t.Errorf("a spec update dropped the handoff point: %+v", l)
 	}
 }

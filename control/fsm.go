@@ -338,38 +338,44 @@ func (t *txn) jobPut(c JobPut) (Result, error) {
 	j := &Job{Name: c.Name, Spec: c.Spec, Partitions: c.Partitions, CreateIndex: t.index, ModifyIndex: t.index}
 	if v, ok := jobs.Get([]byte(c.Name)); ok {
 		j.CreateIndex = v.(*Job).CreateIndex
+	} else {
+		t.dropHandoffs(c.Name)
 	}
 	jobs.Insert([]byte(c.Name), j)
 	return Result{Job: j}, nil
 }
 
-// jobDelete removes a job with its checkpoint records and handoff points.
-// Its leases stay, released and without handoff point, as the floor of
-// the partitions' epochs: a job submitted again under the same name
-// continues above the old epochs, so that a fencing token is never issued
-// twice (a sink that stored rows at epoch 7 of the old job must not see a
-// new writer at epoch 1 as older).
+// jobDelete removes a job and its checkpoint records. Its leases stay:
+// the holders release them (with handoff points) as their partitions stop,
+// and they remain the floor of the partitions' epochs, so that a job
+// submitted again under the name continues above the old epochs and a
+// fencing token is never issued twice (a sink that stored rows at epoch 7
+// of the old job must not see a new writer at epoch 1 as older). The
+// handoff points are dropped when the job is submitted again (jobPut).
 func (t *txn) jobDelete(c JobDelete) (Result, error) {
 	v, ok := t.jobTxn().Delete([]byte(c.Name))
 	if !ok {
 		return Result{}, nil
 	}
-	p := jobPrefix(c.Name)
-	t.ckptTxn().DeletePrefix(p)
-	var held []*Lease
-	t.leaseTxn().Root().WalkPrefix(p, func(k []byte, v interface{}) bool {
-		held = append(held, v.(*Lease))
+	t.ckptTxn().DeletePrefix(jobPrefix(c.Name))
+	return Result{Job: v.(*Job), Deleted: true}, nil
+}
+
+// dropHandoffs clears the handoff points of job's leases: a job submitted
+// anew must not resume from the snapshots of a deleted job of that name.
+func (t *txn) dropHandoffs(job string) {
+	var stale []*Lease
+	t.leaseTxn().Root().WalkPrefix(jobPrefix(job), func(k []byte, v interface{}) bool {
+		if l := v.(*Lease); l.Handoff != nil {
+			stale = append(stale, l)
+		}
 		return false
 	})
-	for _, l := range held {
-		if l.Released && l.Handoff == nil {
-			continue
-		}
+	for _, l := range stale {
 		n := *l
-		n.Released, n.Handoff, n.ModifyIndex = true, nil, t.index
+		n.Handoff, n.ModifyIndex = nil, t.index
 		t.leaseTxn().Insert(leaseKey(n.Job, n.Partition), &n)
 	}
-	return Result{Job: v.(*Job), Deleted: true}, nil
 }
 
 func (t *txn) leaseTxn() *iradix.Txn {
