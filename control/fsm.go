@@ -69,11 +69,12 @@ type state struct {
 	history     *iradix.Tree // big-endian Raft index → *LeaseEvent
 	historyLen  int
 	nodeLeases  *iradix.Tree // node id → *NodeLease
+	devVersions *iradix.Tree // pboxid → *deviceVersions
 	settings    Settings
 }
 
 func emptyState() *state {
-	return &state{kv: iradix.New(), tombs: iradix.New(), jobs: iradix.New(), leases: iradix.New(), checkpoints: iradix.New(), history: iradix.New(), nodeLeases: iradix.New()}
+	return &state{kv: iradix.New(), tombs: iradix.New(), jobs: iradix.New(), leases: iradix.New(), checkpoints: iradix.New(), history: iradix.New(), nodeLeases: iradix.New(), devVersions: iradix.New()}
 }
 
 func leaseKey(job string, partition int32) []byte {
@@ -191,6 +192,7 @@ type txn struct {
 	ckpts   *iradix.Txn
 	history *iradix.Txn
 	nodes   *iradix.Txn
+	devVers *iradix.Txn
 	devices map[string]struct{} // pboxids whose key changed
 	// appendedAt is the leader's append time of the log being applied.
 	appendedAt time.Time
@@ -233,6 +235,9 @@ func (t *txn) commit() *state {
 	}
 	if t.nodes != nil {
 		st.nodeLeases = t.nodes.CommitOnly()
+	}
+	if t.devVers != nil {
+		st.devVersions = t.devVers.CommitOnly()
 	}
 	return &st
 }
@@ -302,6 +307,7 @@ func (t *txn) kvSet(c KVSet) (Result, error) {
 	kv.Insert(k, e)
 	t.tombs.Delete(k)
 	t.touchDevice(c.Key)
+	t.versionDevice(c.Key, prev, e)
 	return Result{Entry: e}, nil
 }
 
@@ -323,6 +329,7 @@ func (t *txn) kvDelete(c KVDelete) (Result, error) {
 	t.tombs.Insert(k, t.index)
 	t.st.kvBytes -= int64(len(prev.Key) + len(prev.Value))
 	t.touchDevice(c.Key)
+	t.versionDevice(c.Key, prev, nil)
 	return Result{Entry: prev, Deleted: true}, nil
 }
 
@@ -635,12 +642,13 @@ type snapHeader struct {
 }
 
 type snapRecord struct {
-	KV         *KVEntry    `json:"kv,omitempty"`
-	Job        *Job        `json:"job,omitempty"`
-	Lease      *Lease      `json:"lease,omitempty"`
-	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
-	LeaseEvent *LeaseEvent `json:"lease_event,omitempty"`
-	NodeLease  *NodeLease  `json:"node_lease,omitempty"`
+	KV         *KVEntry        `json:"kv,omitempty"`
+	Job        *Job            `json:"job,omitempty"`
+	Lease      *Lease          `json:"lease,omitempty"`
+	Checkpoint *Checkpoint     `json:"checkpoint,omitempty"`
+	LeaseEvent *LeaseEvent     `json:"lease_event,omitempty"`
+	NodeLease  *NodeLease      `json:"node_lease,omitempty"`
+	Device     *deviceVersions `json:"device_versions,omitempty"`
 }
 
 type fsmSnapshot struct{ st *state }
@@ -676,6 +684,7 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	walk(s.st.checkpoints, func(v interface{}) snapRecord { return snapRecord{Checkpoint: v.(*Checkpoint)} })
 	walk(s.st.history, func(v interface{}) snapRecord { return snapRecord{LeaseEvent: v.(*LeaseEvent)} })
 	walk(s.st.nodeLeases, func(v interface{}) snapRecord { return snapRecord{NodeLease: v.(*NodeLease)} })
+	walk(s.st.devVersions, func(v interface{}) snapRecord { return snapRecord{Device: v.(*deviceVersions)} })
 	if err != nil {
 		return err
 	}
@@ -711,6 +720,7 @@ func readSnapshot(r io.Reader) (*state, error) {
 	st := emptyState()
 	st.index, st.settings, st.tombFloor = h.Index, h.Settings, h.Index
 	kv, jobs, leases, ckpts, hist, nodes := st.kv.Txn(), st.jobs.Txn(), st.leases.Txn(), st.checkpoints.Txn(), st.history.Txn(), st.nodeLeases.Txn()
+	devs := st.devVersions.Txn()
 	for {
 		var rec snapRecord
 		err := dec.Decode(&rec)
@@ -737,12 +747,14 @@ func readSnapshot(r io.Reader) (*state, error) {
 			hist.Insert(binary.BigEndian.AppendUint64(nil, rec.LeaseEvent.Index), rec.LeaseEvent)
 		case rec.NodeLease != nil:
 			nodes.Insert([]byte(rec.NodeLease.Node), rec.NodeLease)
+		case rec.Device != nil:
+			devs.Insert([]byte(rec.Device.ID), rec.Device)
 		default:
 			return nil, errors.New("empty record")
 		}
 	}
 	st.kv, st.jobs, st.leases, st.checkpoints, st.history = kv.CommitOnly(), jobs.CommitOnly(), leases.CommitOnly(), ckpts.CommitOnly(), hist.CommitOnly()
-	st.nodeLeases = nodes.CommitOnly()
+	st.nodeLeases, st.devVersions = nodes.CommitOnly(), devs.CommitOnly()
 	st.historyLen = st.history.Len()
 	if st.kv.Len() != h.Keys {
 		return nil, fmt.Errorf("snapshot has %d keys, header says %d (truncated?)", st.kv.Len(), h.Keys)

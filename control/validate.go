@@ -86,22 +86,40 @@ func ValidateValue(key, value string) error {
 
 // parseDevice decodes the value of a devices/<pboxid> key.
 func parseDevice(value string) (operators.DeviceInfo, error) {
-	var d operators.DeviceInfo
+	var d struct {
+		operators.DeviceInfo
+		ValidFrom *string `json:"valid_from"`
+	}
 	dec := json.NewDecoder(strings.NewReader(value))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&d); err != nil {
-		return d, fmt.Errorf("invalid device JSON (want {\"company\": string, \"site\": string, \"threshold\": number}): %v", err)
+		return d.DeviceInfo, fmt.Errorf("invalid device JSON (want {\"company\": string, \"site\": string, \"threshold\": number, \"valid_from\": time}): %v", err)
 	}
 	if dec.More() {
-		return d, fmt.Errorf("invalid device JSON: trailing data after the object")
+		return d.DeviceInfo, fmt.Errorf("invalid device JSON: trailing data after the object")
 	}
 	if t := bytes.TrimSpace([]byte(value)); len(t) == 0 || t[0] != '{' {
-		return d, fmt.Errorf("invalid device JSON: want a JSON object")
+		return d.DeviceInfo, fmt.Errorf("invalid device JSON: want a JSON object")
 	}
 	if d.Threshold != nil && (math.IsNaN(*d.Threshold) || math.IsInf(*d.Threshold, 0)) {
-		return d, fmt.Errorf("threshold must be finite")
+		return d.DeviceInfo, fmt.Errorf("threshold must be finite")
 	}
-	return d, nil
+	if _, _, err := parseValidFrom(d.ValidFrom); err != nil {
+		return d.DeviceInfo, err
+	}
+	return d.DeviceInfo, nil
+}
+
+// deviceValidFrom returns the valid_from field of a device JSON value (nil if
+// absent or unreadable).
+func deviceValidFrom(value string) *string {
+	var d struct {
+		ValidFrom *string `json:"valid_from"`
+	}
+	if json.Unmarshal([]byte(value), &d) != nil {
+		return nil
+	}
+	return d.ValidFrom
 }
 
 // ValidateName checks a job name: 1..128 characters from [A-Za-z0-9_.-].

@@ -30,6 +30,19 @@ type DeviceLookup interface {
 	Device(pboxid string) (DeviceInfo, bool)
 }
 
+// VersionedDeviceLookup is a DeviceLookup that keeps versions of the device
+// data, each valid from an event time (the control plane's, see package
+// control). A Partition given one enriches as of event time — Flink SQL's
+// event-time temporal join: a reading with the version in force at its
+// event time, a window or work period with the version in force at its
+// start — so that a replay computes what the first run computed.
+type VersionedDeviceLookup interface {
+	DeviceLookup
+	// DeviceAt returns the data of pboxid in force at event time eventMs
+	// (Unix ms) and whether the device was known then.
+	DeviceAt(pboxid string, eventMs int64) (DeviceInfo, bool)
+}
+
 // DeviceMap is a static DeviceLookup: pboxid → DeviceInfo. It must not be
 // modified after it is handed to a Partition; it is then safe for concurrent
 // use. A nil DeviceMap knows no device.

@@ -67,9 +67,11 @@ type deviceState struct {
 // period is emitted when a released reading ends it or when W − L > its last
 // reading + MaxGap. (Readings with equal event times can make two periods of
 // a device share a start, and so a sink key (pboxid, start).) The threshold
-// is that of the device (DeviceInfo.Threshold,
-// else Config.Threshold) when each reading arrives; company and site of
-// windows and work periods are looked up when they are emitted.
+// is that of the device (DeviceInfo.Threshold, else Config.Threshold); with
+// a VersionedDeviceLookup it is the version in force at the reading's event
+// time, and company and site of windows and work periods are those in force
+// at their start (an event-time temporal join); with a plain DeviceLookup
+// they are looked up when each reading arrives and when rows are emitted.
 //
 // Within one Process, Finish or AdvanceProcessingTime call emissions are
 // ordered by (end, pboxid, start). Finish is the final watermark of bounded
@@ -158,11 +160,17 @@ func (p *Partition) Watermark() int64 { return p.wm }
 // Stats returns the cumulative counters.
 func (p *Partition) Stats() PartitionStats { return p.stats }
 
-func (p *Partition) lookup(id string) DeviceInfo {
+// lookup returns the data of device id in force at event time t.
+func (p *Partition) lookup(id string, t int64) DeviceInfo {
 	if p.devices == nil {
 		return DeviceInfo{}
 	}
-	info, _ := p.devices.Device(id)
+	var info DeviceInfo
+	if v, ok := p.devices.(VersionedDeviceLookup); ok {
+		info, _ = v.DeviceAt(id, t)
+	} else {
+		info, _ = p.devices.Device(id)
+	}
 	return info
 }
 
@@ -215,7 +223,7 @@ func (p *Partition) Process(offset int64, value []byte, out *Output) {
 	} else {
 		id = string(r.pboxID) // interned in the new entry: one allocation per device
 	}
-	info := p.lookup(id)
+	info := p.lookup(id, t)
 	var d *deviceState
 	if known {
 		d = p.load(e)
@@ -325,8 +333,6 @@ func (p *Partition) Finish(out *Output) {
 // advance does the work of d that watermark w completes.
 func (p *Partition) advance(d *deviceState, w int64, out *Output) {
 	d.dirty = true
-	var info DeviceInfo
-	looked := false
 	// Windows are sorted by end: those that fire form a prefix, and so do
 	// those beyond allowed lateness (all fired by then), which are dropped.
 	drop := 0
@@ -336,10 +342,7 @@ func (p *Partition) advance(d *deviceState, w int64, out *Output) {
 			break
 		}
 		if !win.Fired {
-			if !looked {
-				info, looked = p.lookup(d.ID), true
-			}
-			out.Windows = append(out.Windows, win.aggregate(d.ID, info))
+			out.Windows = append(out.Windows, win.aggregate(d.ID, p.lookup(d.ID, win.Start)))
 			p.stats.WindowsFired++
 			win.Fired = true
 		}
@@ -355,10 +358,7 @@ func (p *Partition) advance(d *deviceState, w int64, out *Output) {
 	k := 0
 	for k < len(d.Pending) && d.Pending[k].T <= limit {
 		if run, ended := d.feedRun(d.Pending[k], p.maxGap); ended {
-			if !looked {
-				info, looked = p.lookup(d.ID), true
-			}
-			p.emitRun(&run, d.ID, info, out)
+			p.emitRun(&run, d.ID, out)
 		}
 		k++
 	}
@@ -366,16 +366,13 @@ func (p *Partition) advance(d *deviceState, w int64, out *Output) {
 		d.Pending = dropFront(d.Pending, k)
 	}
 	if d.Run.Active && limit-p.maxGap > d.Run.Last {
-		if !looked {
-			info = p.lookup(d.ID)
-		}
-		p.emitRun(&d.Run, d.ID, info, out)
+		p.emitRun(&d.Run, d.ID, out)
 		d.Run = workRun{}
 	}
 }
 
-func (p *Partition) emitRun(r *workRun, id string, info DeviceInfo, out *Output) {
-	out.WorkPeriods = append(out.WorkPeriods, r.period(id, info))
+func (p *Partition) emitRun(r *workRun, id string, out *Output) {
+	out.WorkPeriods = append(out.WorkPeriods, r.period(id, p.lookup(id, r.Start)))
 	p.stats.WorkPeriods++
 }
 

@@ -20,7 +20,8 @@ import (
 
 // TestNodeJobEnrichesFromRaft runs the job inside `eddy node`: enrichment
 // reads devices/<pboxid> from the node's Raft replica, and a change made
-// through the API is used by the running job within a second.
+// through the API (valid from an event time just ahead of the input) is used
+// by the running job within a second.
 func TestNodeJobEnrichesFromRaft(t *testing.T) {
 	broker, err := devbroker.Start(devbroker.Config{Listen: "127.0.0.1:0", Partitions: 4, Topics: []string{"iot-topic"}})
 	if err != nil {
@@ -93,8 +94,11 @@ func TestNodeJobEnrichesFromRaft(t *testing.T) {
 		return err
 	})
 
+	// Device data is versioned by event time: the new version applies to
+	// readings from valid_from on — here the next reading sent.
 	changed := time.Now()
-	if out := ctl("config", "put", "devices/d1", `{"company":"globex","site":"south"}`); strings.HasPrefix(out, "ERROR") {
+	validFrom := base.Add(time.Duration(seq+1) * time.Second).Format(time.RFC3339)
+	if out := ctl("config", "put", "devices/d1", `{"company":"globex","site":"south","valid_from":"`+validFrom+`"}`); strings.HasPrefix(out, "ERROR") {
 		t.Fatal(out)
 	}
 	// Measure how soon the running job uses the change.

@@ -87,6 +87,14 @@ type Device struct {
 	Threshold *float64 `json:"threshold,omitempty" yaml:"threshold,omitempty"` // nil: the job's threshold
 }
 
+// DeviceVersion is one version of a device's business data, valid from an
+// event time on.
+type DeviceVersion struct {
+	ValidFromMs int64 // Unix ms; math.MinInt64 = always
+	Device      Device
+	Deleted     bool // the device is unknown from ValidFromMs on
+}
+
 // Options configures Compute. Start from DefaultOptions.
 type Options struct {
 	// Format is FormatCSV or FormatNDJSON; default csv.
@@ -112,6 +120,11 @@ type Options struct {
 	AllowedLateness time.Duration
 	// Devices maps pboxid to business data; may be nil.
 	Devices map[string]Device
+	// DeviceVersions, when it has a pboxid, replaces Devices for it: the
+	// data in force at an event time is the newest version whose
+	// ValidFromMs <= that time (none: unknown). Readings use the version at
+	// their event time, windows and work periods the one at their start.
+	DeviceVersions map[string][]DeviceVersion
 	// Limit computes over the first Limit records only (the rows the
 	// replayer sends, as `eddy replay --limit`); 0 = all; must be >= 0.
 	Limit int64

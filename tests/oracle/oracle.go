@@ -1,11 +1,13 @@
 package oracle
 
 import (
+	"cmp"
 	"fmt"
 	"hash/fnv"
 	"io"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"time"
 )
@@ -191,16 +193,20 @@ func Compute(r io.Reader, opts Options) (*Result, error) {
 			j++
 		}
 		dev := readings[i:j]
-		info := opts.Devices[dev[0].PboxID]
-		threshold := opts.Threshold
-		if info.Threshold != nil {
-			threshold = *info.Threshold
+		at := deviceAt(opts, dev[0].PboxID)
+		threshold := func(t int64) float64 {
+			if th := at(t).Threshold; th != nil {
+				return *th
+			}
+			return opts.Threshold
 		}
 		for _, w := range deviceWindows(dev, opts.Window) {
+			info := at(w.Start)
 			w.Company, w.Site = info.Company, info.Site
 			res.Windows = append(res.Windows, w)
 		}
 		for _, p := range deviceWorkPeriods(dev, threshold, opts.MaxGap.Milliseconds()) {
+			info := at(p.Start)
 			p.Company, p.Site = info.Company, info.Site
 			res.WorkPeriods = append(res.WorkPeriods, p)
 		}
@@ -314,7 +320,31 @@ func deviceWindows(dev []Reading, spec WindowSpec) []Window {
 
 // deviceWorkPeriods returns the work periods of one device; dev is sorted by
 // (event time, offset).
-func deviceWorkPeriods(dev []Reading, threshold float64, maxGap int64) []WorkPeriod {
+// deviceAt returns the business data of pboxid as a function of event time.
+func deviceAt(opts Options, pboxid string) func(t int64) Device {
+	vs, ok := opts.DeviceVersions[pboxid]
+	if !ok {
+		d := opts.Devices[pboxid]
+		return func(int64) Device { return d }
+	}
+	vs = slices.Clone(vs)
+	slices.SortStableFunc(vs, func(a, b DeviceVersion) int { return cmp.Compare(a.ValidFromMs, b.ValidFromMs) })
+	return func(t int64) Device {
+		var cur Device
+		for _, v := range vs { // few versions
+			if v.ValidFromMs > t {
+				break
+			}
+			cur = v.Device
+			if v.Deleted {
+				cur = Device{}
+			}
+		}
+		return cur
+	}
+}
+
+func deviceWorkPeriods(dev []Reading, threshold func(t int64) float64, maxGap int64) []WorkPeriod {
 	var out []WorkPeriod
 	var run []Reading
 	flush := func() {
@@ -334,7 +364,7 @@ func deviceWorkPeriods(dev []Reading, threshold float64, maxGap int64) []WorkPer
 		run = run[:0]
 	}
 	for _, r := range dev {
-		if r.Metric <= threshold {
+		if r.Metric <= threshold(r.EventTime) {
 			flush()
 			continue
 		}
