@@ -21,13 +21,15 @@ import (
 // snapshots of the next checkpoints (JOB/cluster/chk-%020d/p%05d-e%d.snap,
 // the layout of actors.Runtime) with non-empty directories, so every rename
 // fails, and removes them to heal. The job uses the default checkpoint
-// timeout. End: a checkpoint started after the heal completes; the newest
-// complete checkpoint is never evicted from GET /v1/checkpoints while newer
-// ones are incomplete (polled every 200 ms); the tables equal the oracle.
+// timeout and writes to MySQL and to the transactional Kafka sink. End: a
+// checkpoint started after the heal completes; the newest complete
+// checkpoint is never evicted from GET /v1/checkpoints while newer ones are
+// incomplete (polled every 200 ms); the MySQL tables and the read_committed
+// Kafka topics equal the oracle.
 func TestStalledCheckpoint(t *testing.T) {
 	require(t)
 	rng := seeded(t)
-	e := newEnv(t, envConfig{rng: rng, replayFor: 50 * time.Second})
+	e := newEnv(t, envConfig{rng: rng, replayFor: 50 * time.Second, kafkaSink: true}) // allowed lateness 0: one Kafka message per window
 	cw := watchCheckpoints(t, e)
 	e.startReplay()
 	harness.Eventually(t, 30*time.Second, func() error {
@@ -96,6 +98,7 @@ func TestStalledCheckpoint(t *testing.T) {
 		t.Logf("checkpoint %d, started after the heal, complete %s after it", later, cw.completedAt(later).Sub(healedAt).Round(time.Millisecond))
 	}
 	e.finish()
+	harness.WaitKafkaOracle(t, e.ctx, e.broker, job, e.want, 60*time.Second)
 	for _, v := range cw.evictions() {
 		t.Errorf("checkpoint retention: %s", v)
 	}

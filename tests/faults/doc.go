@@ -2,8 +2,10 @@
 // the eddy processes: three real `eddy node` processes (tests/controlplane/
 // harness), a broker process (`eddy dev broker`), MariaDB and a continuous
 // `eddy replay` of a seeded, out-of-order dataset (event times displaced by
-// up to 90 s; out-of-orderness 5 s, allowed lateness 30 s), so that windows
-// fire, re-fire with late-but-allowed records, and some records are late.
+// up to 90 s; out-of-orderness 5 s, allowed lateness 30 s except where
+// noted), so that windows fire, fire again with late-but-allowed records
+// (rows that differ between a zombie and the new owner), and some records
+// are late.
 // The job is bounded at the offsets the replay reaches (source.end_offsets)
 // and every test ends with the MySQL tables equal to the independent batch
 // computation of tests/oracle, exactly.
@@ -32,7 +34,9 @@
 //     coming checkpoints are taken by directories, so the storage's rename
 //     fails), then heal. Later checkpoints must complete, and the newest
 //     complete checkpoint must never be evicted while newer ones are
-//     incomplete (GET /v1/checkpoints, polled).
+//     incomplete (GET /v1/checkpoints, polled). The job also writes to the
+//     transactional Kafka sink, whose read_committed topics must equal the
+//     oracle too (allowed lateness 0 here: one message per window).
 //   - TestStoppedMariaDB: a private mariadbd (own datadir and port; the
 //     shared server on 3306 is never touched) is SIGSTOPped for a seeded
 //     10–60 s during the run; prints the nodes' RSS during the outage.

@@ -123,16 +123,18 @@ func writeDataset(path string, n int, rng *rand.Rand) error {
 	return f.Close()
 }
 
-// jobEventTime is the event-time section of the job spec; oracleOptions
-// matches it.
-const jobEventTime = "event_time:\n  out_of_orderness: 5s\n  allowed_lateness: 30s\n"
+// jobEventTime is the event-time section of the job spec with allowed
+// lateness lateness; oracleOptions matches it.
+func jobEventTime(lateness time.Duration) string {
+	return fmt.Sprintf("event_time:\n  out_of_orderness: 5s\n  allowed_lateness: %s\n", lateness)
+}
 
-func oracleOptions() oracle.Options {
+func oracleOptions(lateness time.Duration) oracle.Options {
 	o := oracle.DefaultOptions()
 	o.Format = oracle.FormatNDJSON
 	o.Partitions = partitions
 	o.OutOfOrderness = 5 * time.Second
-	o.AllowedLateness = 30 * time.Second
+	o.AllowedLateness = lateness
 	return o
 }
 
@@ -143,10 +145,18 @@ type envConfig struct {
 	dsn string
 	// replayFor is how long the replay runs (sets --speed).
 	replayFor time.Duration
+	// lateness is the job's allowed lateness: > 0 makes windows fire again
+	// when a record within it arrives (different rows under one key over
+	// time, what a stale writer can get wrong); 0 makes every window fire
+	// once (a Kafka sink then has one message per key).
+	lateness time.Duration
 	// gidBase: see harness.Options.GidBase.
 	gidBase uint32
 	// nodeArgs are extra flags of every node.
 	nodeArgs []string
+	// kafkaSink adds eddy's transactional Kafka sink (harness.KafkaSinkURL)
+	// on the test's broker to the MySQL sink.
+	kafkaSink bool
 }
 
 // env is one test's cluster: broker, 3 nodes, the job submitted and
@@ -180,7 +190,7 @@ func newEnv(t *testing.T, cfg envConfig) *env {
 		t.Fatal(err)
 	}
 	var err error
-	if e.want, err = oracle.ComputeFile(e.data, oracleOptions()); err != nil {
+	if e.want, err = oracle.ComputeFile(e.data, oracleOptions(cfg.lateness)); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("oracle: %s", e.want.Summary())
@@ -188,7 +198,11 @@ func newEnv(t *testing.T, cfg envConfig) *env {
 	e.speed = span.Seconds() / cfg.replayFor.Seconds()
 	e.broker = harness.StartBroker(t, eddyBin, e.dir, partitions)
 	e.checkpoints = filepath.Join(e.dir, "checkpoints")
-	spec := harness.BoundedSpec(job, e.broker, e.want, "mysql:"+e.dsn, "file://"+e.checkpoints, jobEventTime)
+	extra := jobEventTime(cfg.lateness)
+	if cfg.kafkaSink {
+		extra += fmt.Sprintf("sinks: [%q]\n", harness.KafkaSinkURL(e.broker, partitions))
+	}
+	spec := harness.BoundedSpec(job, e.broker, e.want, "mysql:"+e.dsn, "file://"+e.checkpoints, extra)
 
 	e.c, err = harness.New(harness.Options{Binary: eddyBin, Dir: e.dir, Nodes: 3, BootstrapExpect: 3,
 		Args: cfg.nodeArgs, GidBase: cfg.gidBase, Logf: t.Logf})

@@ -115,7 +115,7 @@ func TestStoppedMariaDB(t *testing.T) {
 	require(t, "mysql_install_db", "mariadbd")
 	rng := seeded(t)
 	db := startMariaDB(t)
-	e := newEnv(t, envConfig{rng: rng, dsn: db.dsn, replayFor: 30 * time.Second})
+	e := newEnv(t, envConfig{rng: rng, dsn: db.dsn, replayFor: 30 * time.Second, lateness: 30 * time.Second})
 	e.startReplay()
 	time.Sleep(between(rng, 3*time.Second, 6*time.Second))
 	outage := between(rng, 10*time.Second, 60*time.Second)

@@ -23,7 +23,7 @@ func TestNetworkPartition(t *testing.T) {
 	require(t, "iptables")
 	rng := seeded(t)
 	nf := newNetFaults(t)
-	e := newEnv(t, envConfig{rng: rng, replayFor: 55 * time.Second, gidBase: 61000})
+	e := newEnv(t, envConfig{rng: rng, replayFor: 55 * time.Second, lateness: 30 * time.Second, gidBase: 61000})
 	voters := watchVoters(t, e.c)
 	e.startReplay()
 
@@ -65,6 +65,10 @@ func TestNetworkPartition(t *testing.T) {
 		nf.cut(target, e.c.Nodes, kinds...)
 		t.Logf("case %d %s: cut %v of %s (leader %s, owns %d partitions) for %s", i+1, cs, kinds, target.ID, leader.ID, len(owned), hold.Round(time.Millisecond))
 		time.Sleep(hold)
+		moved := "no partition moved to another node during the cut"
+		if rec, ok := recovered(e.obs, target.ID, owned, from); ok && rec < hold {
+			moved = fmt.Sprintf("its partitions ran elsewhere %s after the cut", rec.Round(time.Millisecond))
+		}
 		nf.heal()
 		healed := time.Now()
 		harness.Eventually(t, 60*time.Second, func() error { return e.obs.AllRunning("") })
@@ -77,8 +81,8 @@ func TestNetworkPartition(t *testing.T) {
 				worst, wp = n, p
 			}
 		}
-		t.Logf("case %d %s: healed; all running %s after the heal; lease grants per partition in the case: max %d (partition %d), %v",
-			i+1, cs, settled[len(settled)-1].Round(time.Millisecond), worst, wp, changes)
+		t.Logf("case %d %s: healed; %s; all running %s after the heal; lease grants per partition in the case: max %d (partition %d), %v",
+			i+1, cs, moved, settled[len(settled)-1].Round(time.Millisecond), worst, wp, changes)
 		if (cs == "gossip-follower" || cs == "gossip-leader") && worst > 2 {
 			t.Errorf("case %s: partition %d changed its lease %d times during a gossip-only cut of %s (ping-pong; want at most 2)", cs, wp, worst, target.ID)
 		}

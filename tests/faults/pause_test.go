@@ -1,7 +1,9 @@
 package faults
 
 import (
+	"os/exec"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -19,7 +21,7 @@ import (
 func TestPause(t *testing.T) {
 	require(t)
 	rng := seeded(t)
-	e := newEnv(t, envConfig{rng: rng, replayFor: 45 * time.Second})
+	e := newEnv(t, envConfig{rng: rng, replayFor: 45 * time.Second, lateness: 30 * time.Second})
 	audit := epochAudit(t, e.dsn)
 	e.startReplay()
 
@@ -69,8 +71,26 @@ func TestPause(t *testing.T) {
 	for _, a := range audit() {
 		t.Errorf("epoch regressed: %s", a)
 	}
+	t.Logf("lease timing in force: %s", leaseTiming())
 	logRecoveries(t, "SIGSTOP", stopped)
 	logRecoveries(t, "SIGKILL", killed)
+}
+
+// leaseTiming returns the lease and failure-detector flags of `eddy node`
+// with their defaults (the timing the recovery times were measured under).
+func leaseTiming() string {
+	out, _ := exec.Command(eddyBin, "node", "--help").CombinedOutput()
+	var parts []string
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 0 && (strings.HasPrefix(f[0], "--lease") || strings.HasPrefix(f[0], "--gossip-") || strings.HasPrefix(f[0], "--takeover")) {
+			parts = append(parts, strings.Join(f, " "))
+		}
+	}
+	if len(parts) == 0 {
+		return "no --lease-* flag (leases without a time bound)"
+	}
+	return strings.Join(parts, "; ")
 }
 
 // recovered returns how long after at every partition of orphans was first

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/eddy-iot/eddy/control"
+	"github.com/eddy-iot/eddy/sinks"
 	"github.com/eddy-iot/eddy/tests/oracle"
 )
 
@@ -196,4 +197,57 @@ func RoundAll(ds []time.Duration) []time.Duration {
 		out[i] = d.Round(time.Millisecond)
 	}
 	return out
+}
+
+// KafkaSinkURL is the URL of eddy's transactional Kafka sink on broker for
+// the tables WaitKafkaOracle compares (readings go to the SQL sink only).
+func KafkaSinkURL(broker string, partitions int32) string {
+	return fmt.Sprintf("kafka://%s?tables=window_aggregates,work_periods,late_records,dead_letters&create_topics=true&partitions=%d", broker, partitions)
+}
+
+// LoadKafka reads job's Kafka sink topics on broker as a read_committed
+// consumer (sinks.ReadCommitted) into an oracle.Result; Readings is left 0.
+func LoadKafka(ctx context.Context, broker, job string) (*oracle.Result, error) {
+	b, err := sinks.ReadCommitted(ctx, []string{broker}, job+".window_aggregates", job+".work_periods",
+		job+".late_records", job+".dead_letters")
+	if err != nil {
+		return nil, err
+	}
+	r := &oracle.Result{Late: int64(len(b.Late)), DeadLetters: int64(len(b.DeadLetters))}
+	for _, w := range b.Windows {
+		r.Windows = append(r.Windows, oracle.Window{PboxID: w.PboxID, Start: w.Start, End: w.End, Count: w.Count,
+			Sum: w.Sum, Min: w.Min, Max: w.Max, Avg: w.Avg, Latitude: w.Latitude, Longitude: w.Longitude, Company: w.Company, Site: w.Site})
+	}
+	for _, p := range b.WorkPeriods {
+		r.WorkPeriods = append(r.WorkPeriods, oracle.WorkPeriod{PboxID: p.PboxID, Start: p.Start, End: p.End,
+			DurationS: float64(p.End-p.Start) / 1000, Samples: p.Samples, AvgMetric: p.AvgMetric, MaxMetric: p.MaxMetric,
+			Company: p.Company, Site: p.Site})
+	}
+	return r, nil
+}
+
+// WaitKafkaOracle polls job's Kafka sink on broker (read_committed) until
+// it equals want (duplicates count as extra rows), and fails t with the
+// difference after timeout.
+func WaitKafkaOracle(t testing.TB, ctx context.Context, broker, job string, want *oracle.Result, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got, err := LoadKafka(ctx, broker, job)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got.Readings = want.Readings
+		diff := oracle.Compare(got, want)
+		if diff.Equal() {
+			t.Logf("Kafka (read_committed) equals the oracle: %d windows, %d work periods, %d late, %d dead letters, no duplicate",
+				len(got.Windows), len(got.WorkPeriods), got.Late, got.DeadLetters)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("read_committed Kafka output differs from the oracle (duplicates are extras):\n%s", diff.Format(10))
+			return
+		}
+		time.Sleep(2 * time.Second)
+	}
 }
