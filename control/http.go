@@ -17,6 +17,8 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/eddy-iot/eddy/sinks/secret"
 )
 
 // MaxWait is the longest blocking-query wait (?wait=); longer values are
@@ -451,7 +453,11 @@ func (n *Node) handleJobs(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, n.fsm.View().Jobs())
+	jobs := n.fsm.View().Jobs()
+	for i := range jobs {
+		jobs[i].Spec = secret.RedactText(jobs[i].Spec)
+	}
+	writeJSON(w, http.StatusOK, jobs)
 }
 
 func (n *Node) handleJobGet(w http.ResponseWriter, r *http.Request) {
@@ -464,6 +470,7 @@ func (n *Node) handleJobGet(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: job %q", ErrNotFound, r.PathValue("name")))
 		return
 	}
+	j.Spec = secret.RedactText(j.Spec)
 	writeJSON(w, http.StatusOK, j)
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/eddy-iot/eddy/actors/dataset"
 	"github.com/eddy-iot/eddy/actors/devbroker"
 	"github.com/eddy-iot/eddy/operators"
+	"github.com/eddy-iot/eddy/sinks/secret"
 )
 
 // devFlags are the flags of `eddy dev`; their names are a public interface
@@ -188,7 +189,7 @@ func runDev(ctx context.Context, f *devFlags, stdout, stderr io.Writer) error {
 	defer broker.Close()
 	fmt.Fprintf(stdout, "broker: %s, topic iot-topic with %d partitions\n", strings.Join(broker.Addrs(), ","), f.partitions)
 	fmt.Fprintf(stdout, "data:   %s (%s, mapping %s)\n", reader.Name(), reader.Format(), reader.Mapping())
-	fmt.Fprintf(stdout, "sink:   %s\n", f.sink)
+	fmt.Fprintf(stdout, "sink:   %s\n", secret.RedactURL(f.sink))
 
 	cfg := actors.DefaultConfig()
 	cfg.Source.Brokers = broker.Addrs()

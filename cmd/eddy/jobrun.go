@@ -19,6 +19,7 @@ import (
 	"github.com/eddy-iot/eddy/actors"
 	"github.com/eddy-iot/eddy/operators"
 	"github.com/eddy-iot/eddy/sinks"
+	"github.com/eddy-iot/eddy/sinks/secret"
 )
 
 // jobRun is what `eddy dev` and `eddy run` share: open the sink, serve
@@ -42,6 +43,11 @@ type jobRun struct {
 }
 
 func (r *jobRun) run(ctx context.Context) (actors.Summary, error) {
+	sum, err := r.runJob(ctx)
+	return sum, secret.RedactError(err) // a password never reaches the terminal
+}
+
+func (r *jobRun) runJob(ctx context.Context) (actors.Summary, error) {
 	reg := r.reg
 	if reg == nil {
 		reg = prometheus.NewRegistry()
@@ -59,7 +65,7 @@ func (r *jobRun) run(ctx context.Context) (actors.Summary, error) {
 		}
 		all = append(all, s)
 		if err := s.Open(ctx); err != nil {
-			return actors.Summary{}, fmt.Errorf("open sink %s: %w", u, err)
+			return actors.Summary{}, secret.RedactError(fmt.Errorf("open sink %s: %w", secret.RedactURL(u), err))
 		}
 	}
 	if len(all) == 0 {
@@ -74,7 +80,7 @@ func (r *jobRun) run(ctx context.Context) (actors.Summary, error) {
 		return actors.Summary{}, err
 	}
 	if c := r.cfg.Checkpoint; c.Enabled() {
-		fmt.Fprintf(r.out, "checkpoints: %s every %s (keep %d), state in %s\n", c.Storage, c.Interval, c.Retain, r.cfg.StateDir())
+		fmt.Fprintf(r.out, "checkpoints: %s every %s (keep %d), state in %s\n", secret.RedactURL(c.Storage), c.Interval, c.Retain, r.cfg.StateDir())
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
