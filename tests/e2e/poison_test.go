@@ -8,14 +8,19 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
+
 	"github.com/eddy-iot/eddy/actors/dataset/aberdeen"
+	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 	"github.com/eddy-iot/eddy/tests/mariadbtest"
 	"github.com/eddy-iot/eddy/tests/oracle"
 )
@@ -200,28 +205,163 @@ func TestPoisonFile(t *testing.T) {
 	t.Run("sqlite guard off", func(t *testing.T) {
 		db := filepath.Join(t.TempDir(), "poison.db")
 		_, w := run(t, "sqlite:"+db, false)
-		off := map[int64]string{}
-		for rec, reason := range want {
-			if reason != "future_event_time" {
-				off[rec] = reason
-			}
-		}
 		if w.Late == 0 {
 			t.Fatalf("oracle: no late record with the guard off; the far-future rows should have moved their watermarks")
 		}
 		got := loadSQLite(t, db)
-		checkDeadLetters(t, got, w, off)
+		checkDeadLetters(t, got, w, reasonsFor(want, false))
 		compare(t, got, w)
 	})
 
-	t.Run("mariadb guard on", func(t *testing.T) {
-		dsn := mariadbtest.DSN(t)
-		_, w := run(t, "mysql:"+dsn, true)
-		got, err := oracle.LoadMySQL(context.Background(), dsn)
+	for _, guard := range []bool{true, false} {
+		t.Run(map[bool]string{true: "mariadb guard on", false: "mariadb guard off"}[guard], func(t *testing.T) {
+			dsn := mariadbtest.DSN(t)
+			_, w := run(t, "mysql:"+dsn, guard)
+			got, err := oracle.LoadMySQL(context.Background(), dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkDeadLetters(t, got, w, reasonsFor(want, guard))
+			compare(t, got, w)
+		})
+	}
+}
+
+// reasonsFor returns the expected dead letters with the max_future guard on
+// or off (then the far-future readings are valid).
+func reasonsFor(want map[int64]string, guard bool) map[int64]string {
+	if guard {
+		return want
+	}
+	off := map[int64]string{}
+	for rec, reason := range want {
+		if reason != "future_event_time" {
+			off[rec] = reason
+		}
+	}
+	return off
+}
+
+// TestPoisonRawMessages produces message values the replayer would never
+// send — malformed JSON, raw invalid UTF-8 and control bytes, an empty
+// value — straight into `eddy dev broker`, next to the other poison cases,
+// and runs `eddy run --job spec.yaml --bounded` with event_time.max_future
+// and format.max_message_bytes set in the spec: every poison message is a
+// dead letter with its reason at its partition and offset, the valid ones
+// are readings, and the summary balances.
+func TestPoisonRawMessages(t *testing.T) {
+	dir := t.TempDir()
+	addr := harness.FreeAddr(t)
+	broker := exec.Command(eddyBin, "dev", "broker", "--listen", addr, "--partitions", "3")
+	var blog bytes.Buffer
+	broker.Stdout, broker.Stderr = &blog, &blog
+	if err := broker.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { broker.Process.Kill(); broker.Wait() })
+	harness.Eventually(t, 10*time.Second, func() error {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+
+	ok := func(sec int, id string) string {
+		return fmt.Sprintf(`{"event_time":"2019-03-01 00:%02d:%02d","metric":%d,"pboxid":%q}`, sec/60, sec%60, 40+sec%30, id)
+	}
+	msgs := []struct{ key, value, reason string }{
+		{"a", ok(1, "a"), ""},
+		{"a", `{"event_time":"2019-03-01 00:00:08","metric":1,`, "malformed_json"},
+		{"dev", "{\"event_time\":\"2019-03-01 00:00:09\",\"metric\":1,\"pboxid\":\"dev\xff\"}", "malformed_json"},
+		{"dev", "{\"event_time\":\"2019-03-01 00:00:09\",\"metric\":1,\"pboxid\":\"de\x01v\"}", "malformed_json"},
+		{"a", `[1,2]`, "malformed_json"},
+		{"a", ``, "malformed_json"},
+		{"b", ok(2, "b"), ""},
+		{"a", `{"event_time":"2019-03-01 00:00:10","metric":1,"pboxid":"a\u0000"}`, "invalid_pboxid"},
+		{"a", `{"event_time":"2019-03-01 00:00:10","metric":1,"pboxid":"a","x":"` + strings.Repeat("z", 300) + `"}`, "oversized"},
+		{"a", `{"event_time":"2106-02-07T06:28:16Z","metric":1,"pboxid":"a"}`, "future_event_time"},
+		{"b", `{"event_time":"9999-12-31 23:59:59.999","metric":1,"pboxid":"b"}`, "event_time_out_of_range"},
+		{"b", `{"event_time":"0999-12-31 23:59:59.999","metric":1,"pboxid":"b"}`, "event_time_out_of_range"},
+		{"b", `{"event_time":"2019-03-01 00:00:12","metric":1e308,"pboxid":"b"}`, "metric_out_of_range"},
+		{"c", `{"event_time":"2019-03-01 00:00:12","metric":1,"pboxid":"` + strings.Repeat("c", 65) + `"}`, "pboxid_too_long"},
+		{"c", ok(3, "c"), ""},
+		{"a", ok(70, "a"), ""}, // on time: the future reading moved no watermark
+		{"b", ok(75, "b"), ""},
+	}
+	sc := sarama.NewConfig()
+	sc.Version = sarama.V2_8_0_0
+	sc.Producer.Return.Successes = true
+	sc.Producer.Partitioner = sarama.NewHashPartitioner
+	sc.Producer.RequiredAcks = sarama.WaitForLocal
+	prod, err := sarama.NewSyncProducer([]string{addr}, sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type key struct {
+		p int32
+		o int64
+	}
+	want := map[key]string{}
+	valid := 0
+	for _, m := range msgs {
+		p, o, err := prod.SendMessage(&sarama.ProducerMessage{Topic: "iot-topic", Key: sarama.StringEncoder(m.key), Value: sarama.ByteEncoder(m.value)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkDeadLetters(t, got, w, want)
-		compare(t, got, w)
-	})
+		if m.reason == "" {
+			valid++
+		} else {
+			want[key{p, o}] = m.reason
+		}
+	}
+	prod.Close()
+
+	db := filepath.Join(dir, "raw.db")
+	spec := filepath.Join(dir, "job.yaml")
+	if err := os.WriteFile(spec, []byte(fmt.Sprintf(`name: poison
+source: {brokers: [%q], topic: iot-topic}
+format: {max_message_bytes: 256}
+event_time: {max_future: 1h}
+sink: %q
+`, addr, "sqlite:"+db)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := eddy(t, "run", "--job", spec, "--bounded", "--metrics-addr", "", "--quiet")
+	t.Log(out)
+	if !strings.Contains(out, "(ok)") {
+		t.Fatalf("summary does not balance:\n%s", out)
+	}
+	got := loadSQLite(t, db)
+	if got.Readings != int64(valid) || got.Late != 0 || got.DeadLetters != int64(len(want)) {
+		t.Fatalf("readings %d late %d dead letters %d, want %d 0 %d", got.Readings, got.Late, got.DeadLetters, valid, len(want))
+	}
+	for _, d := range got.DeadLetterRecords {
+		if r := want[key{d.Partition, d.Offset}]; oracle.ReasonLabel(d.Reason) != r {
+			t.Errorf("partition %d offset %d: reason %q, want %s", d.Partition, d.Offset, d.Reason, r)
+		}
+	}
+}
+
+// TestGuardFlagErrors: bad watermark guard settings are refused with the
+// flag or field named.
+func TestGuardFlagErrors(t *testing.T) {
+	dir := t.TempDir()
+	spec := filepath.Join(dir, "idle.yaml")
+	os.WriteFile(spec, []byte("source: {brokers: [127.0.0.1:1]}\nevent_time: {idle_timeout: 1m}\nsink: discard\n"), 0o644)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"dev", "--max-future", "-1h"}, "--max-future must be >= 0 (0 = off), got -1h0m0s"},
+		{[]string{"dev", "--max-future", "9000h"}, "--max-future must be at most 168h0m0s"},
+		{[]string{"dev", "--bounded", "--idle-timeout", "1m"}, "--idle-timeout applies only to unbounded sources"},
+		{[]string{"dev", "--idle-timeout", "-1s"}, "--idle-timeout must be >= 0"},
+		{[]string{"run", "--job", spec, "--bounded"}, "event_time.idle_timeout applies only to unbounded sources"},
+	} {
+		out, err := exec.Command(eddyBin, c.args...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), c.want) {
+			t.Errorf("eddy %s: %v, output %q; want an error mentioning %q", strings.Join(c.args, " "), err, out, c.want)
+		}
+	}
 }
