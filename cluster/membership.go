@@ -155,7 +155,7 @@ func (m *Membership) Join(ctx context.Context, addrs []string) error {
 		return nil // nothing but this node to join: it is the seed
 	}
 	backoff := 100 * time.Millisecond
-	for {
+	for attempt := 1; ; attempt++ {
 		select {
 		case <-m.stop:
 			return ErrShutdown
@@ -166,7 +166,7 @@ func (m *Membership) Join(ctx context.Context, addrs []string) error {
 			m.log.Info("joined cluster", "contacted", n)
 			return nil
 		}
-		m.log.Debug("join failed, retrying", "peers", addrs, "err", err, "backoff", backoff)
+		m.log.Warn("join failed, retrying", "peers", addrs, "attempt", attempt, "err", err, "retry_in", backoff)
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("cluster: join %v: %w (last error: %v)", addrs, ctx.Err(), err)

@@ -36,7 +36,7 @@ func (o *ctlOptions) client() (*client.Client, error) {
 	if o.output != "table" && o.output != "json" {
 		return nil, fmt.Errorf("-o %q: want table or json", o.output)
 	}
-	cfg := client.Config{Addrs: strings.Split(o.addr, ","), RetryTimeout: o.timeout}
+	cfg := client.Config{Addrs: strings.Split(o.addr, ","), RetryTimeout: o.timeout, FailFastRefused: true}
 	if o.tokenFile != "" {
 		b, err := os.ReadFile(o.tokenFile)
 		if err != nil {
@@ -55,6 +55,31 @@ func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// requireSubcommands makes every command below c that only groups
+// subcommands (no Run of its own) fail, listing the valid ones, when it is
+// called without one or with an unknown one (cobra prints help and exits 0).
+func requireSubcommands(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		requireSubcommands(sub)
+	}
+	if !c.HasParent() || !c.HasSubCommands() || c.Run != nil || c.RunE != nil {
+		return
+	}
+	c.Args = cobra.ArbitraryArgs
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		var names []string
+		for _, s := range cmd.Commands() {
+			if s.IsAvailableCommand() {
+				names = append(names, s.Name())
+			}
+		}
+		if len(args) == 0 {
+			return fmt.Errorf("%s needs a subcommand: %s (see %s --help)", cmd.CommandPath(), strings.Join(names, ", "), cmd.CommandPath())
+		}
+		return fmt.Errorf("unknown command %q for %q; valid: %s", args[0], cmd.CommandPath(), strings.Join(names, ", "))
+	}
 }
 
 // newCtlCmd is `eddy ctl`: a client of the control-plane HTTP API.

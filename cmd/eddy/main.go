@@ -38,5 +38,6 @@ Start here:  eddy dev --bounded     (embedded broker + Aberdeen data + SQLite)`,
 		newCtlCmd(),
 		newSavepointCmd(),
 	)
+	requireSubcommands(root)
 	return root
 }

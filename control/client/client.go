@@ -34,6 +34,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/eddy-iot/eddy/control"
@@ -50,6 +51,13 @@ type Config struct {
 	// RetryTimeout bounds the retries of a request that certainly did not
 	// take effect; default 10 s.
 	RetryTimeout time.Duration
+	// FailFastRefused makes a request fail at once, with an error saying
+	// "connection refused to ADDR", when every address refused the
+	// connection (nothing listens there: a typo, or no node running)
+	// instead of retrying for RetryTimeout. A pinned request (Leave) fails
+	// at the first refusal. eddy ctl sets it; default false (a restarting
+	// node is waited for).
+	FailFastRefused bool
 	// RequestTimeout bounds one HTTP attempt (blocking watches add their
 	// wait); default 15 s.
 	RequestTimeout time.Duration
@@ -351,6 +359,7 @@ func (c *Client) do(ctx context.Context, req request, out any) (http.Header, err
 	deadline := time.Now().Add(c.cfg.RetryTimeout)
 	backoff := 25 * time.Millisecond
 	start := int(c.cur.Load())
+	refused := map[int]bool{}
 	for attempt := 0; ; attempt++ {
 		i := (start + attempt) % len(c.addrs)
 		if req.pinned {
@@ -362,6 +371,15 @@ func (c *Client) do(ctx context.Context, req request, out any) (http.Header, err
 				c.cur.Store(int64(i))
 			}
 			return h, err
+		}
+		var ue *UnreachableError
+		if errors.As(err, &ue) && ue.Refused {
+			refused[i] = true
+		} else {
+			delete(refused, i)
+		}
+		if c.cfg.FailFastRefused && (req.pinned && refused[0] || len(refused) == len(c.addrs)) {
+			return nil, err
 		}
 		if isDialError(err) && !req.pinned {
 			c.cur.Store(int64((i + 1) % len(c.addrs))) // next call starts elsewhere
@@ -434,7 +452,7 @@ func (c *Client) attempt(ctx context.Context, base string, req request, out any)
 	resp, err := c.hc.Do(hreq)
 	if err != nil {
 		if isDialError(err) {
-			return nil, fmt.Errorf("%w: %s unreachable: %w", control.ErrNoLeader, base, err), true
+			return nil, &UnreachableError{Addr: base, Refused: errors.Is(err, syscall.ECONNREFUSED), Err: err}, true
 		}
 		if req.idempotent {
 			return nil, fmt.Errorf("client: %s %s: %w", req.method, u, err), true
@@ -473,6 +491,26 @@ func (c *Client) attempt(ctx context.Context, base string, req request, out any)
 	}
 	return resp.Header, nil, false
 }
+
+// UnreachableError is a failed connection to a node: nothing listens at
+// Addr (Refused), or the dial failed otherwise (timeout, no route, DNS).
+// It wraps control.ErrNoLeader (the request had no effect and may be
+// retried elsewhere) and the dial error.
+type UnreachableError struct {
+	Addr    string
+	Refused bool
+	Err     error
+}
+
+func (e *UnreachableError) Error() string {
+	if e.Refused {
+		return fmt.Sprintf("connection refused to %s (is an eddy node listening there? check --addr or EDDY_ADDR)", e.Addr)
+	}
+	return fmt.Sprintf("%s unreachable: %v", e.Addr, e.Err)
+}
+
+// Unwrap returns control.ErrNoLeader and the dial error.
+func (e *UnreachableError) Unwrap() []error { return []error{control.ErrNoLeader, e.Err} }
 
 func isDialError(err error) bool {
 	var op *net.OpError

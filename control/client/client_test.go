@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
+	"strings"
 	"testing"
 	"time"
 
@@ -156,5 +157,19 @@ func TestClientGivesUpAfterRetryTimeout(t *testing.T) {
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("gave up after %v", d)
+	}
+}
+
+func TestClientFailFastRefused(t *testing.T) {
+	dead := deadAddr(t)
+	c, _ := New(Config{Addrs: []string{dead, deadAddr(t)}, RetryTimeout: 5 * time.Second, FailFastRefused: true})
+	start := time.Now()
+	_, err := c.Put(context.Background(), "k", nil)
+	var ue *UnreachableError
+	if !errors.As(err, &ue) || !ue.Refused || !errors.Is(err, control.ErrNoLeader) || !strings.Contains(err.Error(), "connection refused to http://") {
+		t.Fatalf("err %v, want connection refused", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("gave up after %v, want at once", d)
 	}
 }
