@@ -226,8 +226,9 @@ type Job struct {
 // NewJob validates cfg and returns a job writing to sink (a MultiSink for
 // several). With checkpoints on, members that are sinks.TransactionalSink
 // are written through one PartitionTxn per partition and committed with
-// each checkpoint; all others are written with Write and pre-committed with
-// Flush. The caller opens and closes the sinks. devices is the broadcast
+// each checkpoint; all others are written with Write (WriteEpoch for a
+// sinks.EpochWriter, at epoch 0; NewJob installs the job's backpressure
+// hook on it) and pre-committed with Flush. The caller opens and closes the sinks. devices is the broadcast
 // business data used for enrichment (nil: none). Metrics register on reg
 // (nil: not registered). log nil means slog.Default().
 func NewJob(cfg Config, sink sinks.Sink, devices operators.DeviceLookup, reg prometheus.Registerer, log *slog.Logger) (*Job, error) {
@@ -246,9 +247,38 @@ func NewJob(cfg Config, sink sinks.Sink, devices operators.DeviceLookup, reg pro
 			j.tx = append(j.tx, ts)
 		} else {
 			j.plain = append(j.plain, s)
+			if ew, ok := s.(sinks.EpochWriter); ok {
+				ew.SetBackpressureHook(j.backpressured)
+			}
 		}
 	}
 	return j, nil
+}
+
+// backpressured is the sinks' backpressure hook: it shows a partition
+// waiting for sink buffer space in eddy_partition_backpressured.
+func (j *Job) backpressured(p int32, waiting bool) {
+	v := 0.0
+	if waiting {
+		v = 1
+		j.log.Debug("partition waits for sink buffer space (backpressure)", "partition", p)
+	}
+	j.metrics.Backpressured.WithLabelValues(partitionLabel(p)).Set(v)
+}
+
+// dropBuffered discards the rows partition p left in the buffers of the
+// plain sinks that fence by epoch (it stopped, failed or lost its lease:
+// its next owner writes them again from its restore point).
+func (j *Job) dropBuffered(p int32) {
+	n := 0
+	for _, s := range j.plain {
+		if ew, ok := s.(sinks.EpochWriter); ok {
+			n += ew.Drop(p)
+		}
+	}
+	if n > 0 {
+		j.log.Info("dropped the unwritten sink rows of a stopped partition", "partition", p, "rows", n)
+	}
 }
 
 // MultiSink is a Sink that writes to each of its members in order. Give

@@ -22,6 +22,7 @@ type Metrics struct {
 	BatchSeconds  prometheus.Histogram
 	ActorRestarts prometheus.Counter
 	StateDevices  *prometheus.GaugeVec // label partition
+	Backpressured *prometheus.GaugeVec // label partition
 
 	// Checkpoints (checkpoints on).
 	CheckpointSeconds          prometheus.Histogram
@@ -85,6 +86,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "eddy_state_devices",
 		Help: "Devices with open keyed state (windows, buffered readings, open work period) in the partition.",
 	}, []string{"partition"})
+	m.Backpressured = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "eddy_partition_backpressured",
+		Help: "1 while the partition actor waits for space in a sink's full buffer (it reads no records meanwhile: backpressure, e.g. during a sink outage), else 0.",
+	}, []string{"partition"})
 	durations := prometheus.ExponentialBuckets(0.0005, 2, 18) // 0.5 ms .. 65 s
 	m.CheckpointSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "eddy_checkpoint_duration_seconds",
@@ -124,7 +129,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	})
 	if reg != nil {
 		reg.MustRegister(m.Received, m.Parsed, m.Failed, m.Late, m.WindowsFired,
-			m.WorkPeriods, m.Lag, m.Watermark, m.BatchSeconds, m.ActorRestarts, m.StateDevices,
+			m.WorkPeriods, m.Lag, m.Watermark, m.BatchSeconds, m.ActorRestarts, m.StateDevices, m.Backpressured,
 			m.CheckpointSeconds, m.CheckpointPartitionSeconds, m.CheckpointSyncSeconds, m.CheckpointBytes,
 			m.CheckpointLastID, m.Checkpoints, m.RestoreSeconds, m.RestoreFallbacks)
 	}

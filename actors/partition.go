@@ -40,9 +40,12 @@ type partitionTask struct {
 	job       *Job
 	ctx       context.Context
 	partition int32
-	pid       *actor.PID
-	start     int64 // first offset to read
-	end       int64 // bounded end offset (exclusive); -1 unbounded
+	// epoch is the lease epoch the partition runs under (the fencing
+	// token its sink writes carry); 0 for a local Job.
+	epoch uint64
+	pid   *actor.PID
+	start int64 // first offset to read
+	end   int64 // bounded end offset (exclusive); -1 unbounded
 
 	op       *operators.Partition
 	out      operators.Output
@@ -342,14 +345,22 @@ func (t *partitionTask) status() PartitionStatus {
 	}
 }
 
-// write hands the emissions of a batch to every sink: the plain ones, and
-// the partition's transactions of the transactional ones.
+// write hands the emissions of a batch to every sink: the plain ones (under
+// the partition's lease epoch where the sink fences by epoch), and the
+// partition's transactions of the transactional ones. A sink whose buffer
+// is full blocks it (backpressure; see Job.backpressured).
 func (t *partitionTask) write() error {
 	if t.out.Len() == 0 {
 		return nil
 	}
 	for _, s := range t.job.plain {
-		if err := s.Write(t.ctx, &t.out); err != nil {
+		var err error
+		if ew, ok := s.(sinks.EpochWriter); ok {
+			err = ew.WriteEpoch(t.ctx, t.partition, t.epoch, &t.out)
+		} else {
+			err = s.Write(t.ctx, &t.out)
+		}
+		if err != nil {
 			return fmt.Errorf("actors: partition %d: sink write: %w", t.partition, err)
 		}
 	}

@@ -167,6 +167,11 @@ func NewRuntime(cfg Config, sink sinks.Sink, devices operators.DeviceLookup, reg
 		handoffs: map[int32]chan ckEvent{},
 		barriers: map[barrierKey]uint64{},
 	}
+	for _, s := range j.plain {
+		if ew, ok := s.(sinks.EpochWriter); ok {
+			ew.SetLeaseGuard(hooks.LeaseValid)
+		}
+	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	if cfg.Checkpoint.Enabled() {
 		st, err := checkpoint.OpenStorage(r.ctx, cfg.Checkpoint.Storage)
@@ -271,6 +276,7 @@ func (r *Runtime) Start(ctx context.Context, p int32, epoch uint64, points []Res
 	if err != nil {
 		return err
 	}
+	t.epoch = epoch
 	if r.ck != nil {
 		if err := r.restore(ctx, t, epoch, points); err != nil {
 			t.closeTxns()
@@ -313,6 +319,9 @@ func (r *Runtime) Start(ctx context.Context, p int32, epoch uint64, points []Res
 		case readCtx.Err() != nil: // stopped or handed off
 		default:
 			j.log.Error("partition failed", "partition", p, "epoch", epoch, "err", err)
+			// Its restart replays from a restore point: what it left
+			// buffered must not be written twice (or after its lease).
+			j.dropBuffered(p)
 			if r.hooks.Failed != nil {
 				r.hooks.Failed(p, epoch, err)
 			}
@@ -523,10 +532,14 @@ func (r *Runtime) Handoff(ctx context.Context, p int32, epoch uint64) (RestorePo
 }
 
 // Stop stops partition p at once: no snapshot; what its transactional sinks
-// hold uncommitted is aborted. It returns when the partition no longer
-// processes or writes (rows it handed to a plain sink's buffer before may
-// still be flushed: SQL sinks are idempotent upserts of the same rows).
-// Stopping a partition that does not run is a no-op.
+// hold uncommitted is aborted, and the rows it left in the buffers of the
+// plain sinks that fence by epoch (sinks.EpochWriter.Drop) are dropped, so
+// they are never written after its lease is lost (its next owner writes
+// them again from its restore point). It returns when the partition no
+// longer processes or writes (rows a sink flush had already begun to write
+// may still commit; the epoch condition of the SQL upserts keeps them from
+// replacing a newer owner's rows). Stopping a partition that does not run
+// is a no-op.
 func (r *Runtime) Stop(p int32) {
 	r.mu.Lock()
 	rp := r.parts[p]
@@ -540,6 +553,7 @@ func (r *Runtime) Stop(p int32) {
 	_ = r.system.Root.StopFuture(rp.t.pid).Wait()
 	rp.stopTask()
 	rp.t.closeTxns()
+	r.j.dropBuffered(p)
 	r.j.log.Info("partition stopped", "partition", p, "epoch", rp.epoch, "offset", rp.t.nextOffset.Load())
 }
 

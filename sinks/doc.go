@@ -39,6 +39,8 @@
 //	                   key (source_partition, source_offset)
 //	dead_letters      (source_partition, source_offset, reason, payload, payload_bytes)
 //	                   key (source_partition, source_offset)
+//	rejected_rows     (source_table, pboxid, start_ms, reason, payload, payload_bytes)
+//	                   key (source_table, pboxid, start_ms): refused windows and work periods
 //	daily_work_time   view: (pboxid, day, periods, seconds) per UTC day of period_start
 //
 // The key of readings includes event_time because MySQL requires the
@@ -50,24 +52,60 @@
 // valid UTF-8 (U+FFFD) and cut to their column: pboxid 64 characters,
 // company, site and reason 255.
 //
-// # Idempotence
+// # Idempotence and fencing
 //
 // Every row is written with a multi-row upsert (SQLite INSERT ... ON
 // CONFLICT DO UPDATE, MySQL INSERT ... ON DUPLICATE KEY UPDATE): a row
 // written again replaces itself, so a replay after recovery leaves the same
 // table contents, and a window fired again (allowed lateness) replaces its
-// earlier row. Within a sink, rows are written in the order they were
+// earlier row. Within a partition, rows are written in the order they were
 // handed to Write.
 //
-// # Buffering and errors
+// Every table has a column epoch (BIGINT UNSIGNED in MySQL, INTEGER in
+// SQLite, default 0): the lease epoch of the partition owner that wrote
+// the row (EpochWriter.WriteEpoch; Write is epoch 0). The upsert is
+// conditional — MySQL: col = IF(VALUES(epoch) >= epoch, VALUES(col), col)
+// for each column, then epoch = GREATEST(epoch, VALUES(epoch)); SQLite:
+// DO UPDATE ... WHERE excluded.epoch >= <table>.epoch — so a row stored at
+// a higher epoch is never replaced by a lower one: the fencing token of
+// Kleppmann's argument, checked by the store itself, so that a zombie owner
+// (paused, cut off) cannot overwrite the current owner's rows however late
+// its buffered rows arrive. Equal epochs replace each other. Open adds the
+// column to tables an older eddy created (their rows get epoch 0).
 //
-// The SQL sinks buffer copies of the rows and write them in one
-// transaction once Config.BatchRows rows are buffered, or on Flush. Rows
-// leave the buffer only when their transaction commits: after a store error
-// they stay buffered, in order, and the next Write or Flush retries them.
-// Write rejects a whole batch, buffering nothing, with an error wrapping
-// ErrInvalidRow if a row cannot be stored in every dialect (a time outside
-// years 1000–9999, a non-finite metric or aggregate).
+// # Buffering, backpressure and errors
+//
+// The SQL sinks buffer copies of the rows, one buffer per device partition
+// and epoch, and write every buffer in one transaction once
+// Config.BatchRows rows are buffered, or on Flush. Rows leave the buffer
+// only when their transaction commits: after a store error they stay
+// buffered, in order, and the next write or Flush retries them (Write does
+// not return store errors; Flush does). EpochWriter.Drop discards a
+// stopped partition's rows, a lease guard (SetLeaseGuard) drops the rows of
+// a partition whose lease expired right before the write, and rows of a
+// newer epoch of a partition drop the older epoch's. The buffer holds at
+// most Config.MaxBufferBytes (default 64 MiB): a Write that does not fit
+// blocks until a write frees space (backpressure), trying the write
+// itself; nothing is dropped.
+//
+// # Rejected rows
+//
+// A row no SQL store can hold (a time outside years 1000–9999, a non-finite
+// metric or aggregate) is replaced by its rejection when it is buffered.
+// When the store refuses a transaction for a row's values (MySQL errors
+// 1048, 1264, 1265, 1292, 1366, 1367, 1406, 1526, 1690, 3819, 4025; SQLite
+// constraint, mismatch and too-big errors — never for connection errors,
+// deadlocks or timeouts, which are retried), the flush bisects it: each
+// half is written on its own, recursively, until the refused rows are
+// single, and every other row is written. Each refused row is stored with
+// reason "sink_rejected: <error>" (ReasonSinkRejected): a reading or late
+// record as a dead letter under its source record's (partition, offset) —
+// a record is exactly one of reading, late record and dead letter, so the
+// key is free — with the reading as JSON or the late record's payload; a
+// dead letter again without its payload; a window aggregate or work
+// period in the table rejected_rows, keyed by (source_table, pboxid,
+// start_ms), apart from the source records' keys. Rejections are counted
+// in eddy_sink_rows_rejected_total{sink,table}.
 //
 // # MySQL partitions
 //
@@ -98,7 +136,9 @@
 // # Metrics
 //
 // eddy_sink_rows_written_total{sink,table}, eddy_sink_flush_seconds{sink},
-// eddy_sink_partition_errors_total{sink}, and for transactional sinks
+// eddy_sink_partition_errors_total{sink}, eddy_sink_buffer_bytes{sink},
+// eddy_sink_write_errors_total{sink}, eddy_sink_rows_dropped_total{sink,reason},
+// eddy_sink_rows_rejected_total{sink,table}, and for transactional sinks
 // eddy_sink_txn_commits_total{sink}, eddy_sink_txn_aborts_total{sink},
 // eddy_sink_txn_fenced_total{sink}, registered on the Registerer given to
 // the constructor (nil: none). Several sinks may share one Registerer.

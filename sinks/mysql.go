@@ -41,7 +41,10 @@ type MySQL struct {
 	covered map[int64]bool // event days whose partitions (and days ahead) were ensured
 }
 
-var _ Sink = (*MySQL)(nil)
+var (
+	_ Sink        = (*MySQL)(nil)
+	_ EpochWriter = (*MySQL)(nil)
+)
 
 // mysqlMaxVars is the MySQL protocol's limit on placeholders in a statement.
 const mysqlMaxVars = 65535
@@ -65,17 +68,30 @@ func NewMySQL(dsn string, cfg Config, reg prometheus.Registerer) (*MySQL, error)
 		maxVars: mysqlMaxVars,
 		quote:   func(s string) string { return "`" + s + "`" },
 	}
-	d.upsert = func(t *tableDef) string {
+	d.upsert = func(t *tableDef, fenced bool) string {
 		var b strings.Builder
 		b.WriteString("ON DUPLICATE KEY UPDATE ")
 		for i, c := range t.nonKey() {
 			if i > 0 {
 				b.WriteString(", ")
 			}
-			fmt.Fprintf(&b, "%s = VALUES(%s)", d.quote(c), d.quote(c))
+			c = d.quote(c)
+			if fenced {
+				// The epoch is assigned last: MySQL and MariaDB evaluate
+				// the assignments left to right, later ones seeing the
+				// updated values, so every IF compares with the stored
+				// row's epoch.
+				fmt.Fprintf(&b, "%s = IF(VALUES(`epoch`) >= `epoch`, VALUES(%s), %s)", c, c, c)
+			} else {
+				fmt.Fprintf(&b, "%s = VALUES(%s)", c, c)
+			}
+		}
+		if fenced {
+			b.WriteString(", `epoch` = GREATEST(`epoch`, VALUES(`epoch`))")
 		}
 		return b.String()
 	}
+	d.rowError = mysqlRowError
 	s := &MySQL{dsn: mc, now: time.Now}
 	s.e = newSQLEngine(d, cfg.withDefaults(), newMetrics(reg, "mysql"))
 	s.e.beforeWrite = s.ensureReadingPartitions
@@ -122,6 +138,7 @@ var mysqlSchema = []string{
 	longitude        DOUBLE       NULL,
 	company          VARCHAR(255) NOT NULL DEFAULT '',
 	site             VARCHAR(255) NOT NULL DEFAULT '',
+	epoch            BIGINT UNSIGNED NOT NULL DEFAULT 0,
 	PRIMARY KEY (event_time, source_partition, source_offset)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={collation}
 PARTITION BY RANGE COLUMNS(event_time) (
@@ -141,6 +158,7 @@ PARTITION BY RANGE COLUMNS(event_time) (
 	longitude    DOUBLE       NULL,
 	company      VARCHAR(255) NOT NULL DEFAULT '',
 	site         VARCHAR(255) NOT NULL DEFAULT '',
+	epoch        BIGINT UNSIGNED NOT NULL DEFAULT 0,
 	PRIMARY KEY (pboxid, window_start)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={collation}`,
 	`CREATE TABLE IF NOT EXISTS work_periods (
@@ -153,6 +171,7 @@ PARTITION BY RANGE COLUMNS(event_time) (
 	max_metric   DOUBLE       NOT NULL,
 	company      VARCHAR(255) NOT NULL DEFAULT '',
 	site         VARCHAR(255) NOT NULL DEFAULT '',
+	epoch        BIGINT UNSIGNED NOT NULL DEFAULT 0,
 	PRIMARY KEY (pboxid, period_start)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={collation}`,
 	`CREATE TABLE IF NOT EXISTS late_records (
@@ -164,6 +183,7 @@ PARTITION BY RANGE COLUMNS(event_time) (
 	reason           VARCHAR(255) NOT NULL,
 	payload          MEDIUMBLOB   NOT NULL,
 	payload_bytes    BIGINT       NOT NULL,
+	epoch            BIGINT UNSIGNED NOT NULL DEFAULT 0,
 	PRIMARY KEY (source_partition, source_offset)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={collation}`,
 	`CREATE TABLE IF NOT EXISTS dead_letters (
@@ -172,7 +192,18 @@ PARTITION BY RANGE COLUMNS(event_time) (
 	reason           VARCHAR(255) NOT NULL,
 	payload          MEDIUMBLOB   NOT NULL,
 	payload_bytes    BIGINT       NOT NULL,
+	epoch            BIGINT UNSIGNED NOT NULL DEFAULT 0,
 	PRIMARY KEY (source_partition, source_offset)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={collation}`,
+	`CREATE TABLE IF NOT EXISTS rejected_rows (
+	source_table  VARCHAR(64)  NOT NULL,
+	pboxid        VARCHAR(64)  NOT NULL,
+	start_ms      BIGINT       NOT NULL,
+	reason        VARCHAR(255) NOT NULL,
+	payload       MEDIUMBLOB   NOT NULL,
+	payload_bytes BIGINT       NOT NULL,
+	epoch         BIGINT UNSIGNED NOT NULL DEFAULT 0,
+	PRIMARY KEY (source_table, pboxid, start_ms)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={collation}`,
 	`CREATE OR REPLACE VIEW daily_work_time AS
 SELECT pboxid, DATE(period_start) AS day, COUNT(*) AS periods, SUM(duration_s) AS seconds
@@ -258,6 +289,9 @@ func (s *MySQL) setup(ctx context.Context, db *sql.DB) error {
 			return fmt.Errorf("create schema: %w", err)
 		}
 	}
+	if err := mysqlMigrate(ctx, db); err != nil {
+		return err
+	}
 	s.db = db
 	s.covered = map[int64]bool{}
 	if err := s.loadLayout(ctx); err != nil {
@@ -268,6 +302,46 @@ func (s *MySQL) setup(ctx context.Context, db *sql.DB) error {
 		wanted = append(wanted, d)
 	}
 	return s.splitDays(ctx, wanted)
+}
+
+// mysqlMigrate adds the epoch column to the tables of a database created
+// by an eddy without fencing (their rows get epoch 0). Several sinks may
+// race to do it: a duplicate column is success.
+func mysqlMigrate(ctx context.Context, db *sql.DB) error {
+	for _, td := range tableDefs {
+		var n int
+		err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = ?",
+			td.name, epochCol).Scan(&n)
+		if err != nil {
+			return fmt.Errorf("migrate schema: %w", err)
+		}
+		if n > 0 {
+			continue
+		}
+		_, err = db.ExecContext(ctx, "ALTER TABLE `"+td.name+"` ADD COLUMN `epoch` BIGINT UNSIGNED NOT NULL DEFAULT 0")
+		var me *mysql.MySQLError
+		if err != nil && !(errors.As(err, &me) && me.Number == 1060) { // ER_DUP_FIELDNAME
+			return fmt.Errorf("migrate schema: add column epoch to %s: %w", td.name, err)
+		}
+	}
+	return nil
+}
+
+// mysqlRowError reports whether err is MySQL/MariaDB refusing a row's
+// values: out of range (1264, 1690), a bad time (1292), a bad or truncated
+// value (1265, 1366, 1367), data too long (1406), NULL in a NOT NULL column
+// (1048), no partition for the value (1526), a CHECK constraint (3819,
+// 4025).
+func mysqlRowError(err error) bool {
+	var me *mysql.MySQLError
+	if !errors.As(err, &me) {
+		return false
+	}
+	switch me.Number {
+	case 1048, 1264, 1265, 1292, 1366, 1367, 1406, 1526, 1690, 3819, 4025:
+		return true
+	}
+	return false
 }
 
 // binaryCollation picks a binary utf8mb4 collation without trailing-space
@@ -329,19 +403,21 @@ FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAM
 // event day of the pending readings, and the days ahead of it, a partition
 // of its own. Failures are counted and otherwise ignored: the rows still
 // land in a wider partition.
-func (s *MySQL) ensureReadingPartitions(ctx context.Context, p *pending) {
+func (s *MySQL) ensureReadingPartitions(ctx context.Context, sel *selection) {
 	var days, wanted []int64
 	prev := int64(-noBound)
-	for i := range p.Readings {
-		d := floorDiv(p.Readings[i].EventTime, msPerDay)
-		if d == prev || s.covered[d] || slices.Contains(days, d) {
+	for _, g := range sel[tReadings] {
+		for i := g.lo; i < g.hi; i++ {
+			d := floorDiv(g.rows.Readings[i].EventTime, msPerDay)
+			if d == prev || s.covered[d] || slices.Contains(days, d) {
+				prev = d
+				continue
+			}
 			prev = d
-			continue
-		}
-		prev = d
-		days = append(days, d)
-		for a := d; a <= d+int64(s.e.cfg.PartitionDaysAhead); a++ {
-			wanted = append(wanted, a)
+			days = append(days, d)
+			for a := d; a <= d+int64(s.e.cfg.PartitionDaysAhead); a++ {
+				wanted = append(wanted, a)
+			}
 		}
 	}
 	if len(wanted) == 0 {
@@ -382,15 +458,31 @@ func (s *MySQL) splitDays(ctx context.Context, wanted []int64) error {
 	return fmt.Errorf("create daily partitions of readings: %w", err)
 }
 
-// Write checks and buffers copies of the rows of b, and writes the buffer
-// in one transaction once Config.BatchRows rows are buffered. It returns an
-// error wrapping ErrInvalidRow, buffering nothing, if a row cannot be
-// stored; a store error (the rows stay buffered and the next Write or Flush
-// retries them); ErrNotOpen before Open; ErrClosed after Close.
-func (s *MySQL) Write(ctx context.Context, b *Batch) error { return s.e.write(ctx, b) }
+// Write buffers copies of the rows of b under NoPartition at epoch 0 (see
+// WriteEpoch, whose rules apply), and writes the buffer in one
+// transaction once Config.BatchRows rows are buffered.
+func (s *MySQL) Write(ctx context.Context, b *Batch) error { return s.e.write(ctx, NoPartition, 0, b) }
+
+// WriteEpoch implements EpochWriter: it buffers copies of the rows of b as
+// written by partition p under lease epoch, and writes the buffer in one
+// transaction once Config.BatchRows rows are buffered.
+func (s *MySQL) WriteEpoch(ctx context.Context, p int32, epoch uint64, b *Batch) error {
+	return s.e.write(ctx, p, epoch, b)
+}
+
+// Drop implements EpochWriter.
+func (s *MySQL) Drop(p int32) int { return s.e.drop(p) }
+
+// SetLeaseGuard implements EpochWriter.
+func (s *MySQL) SetLeaseGuard(valid func(p int32, epoch uint64) bool) { s.e.setGuard(valid) }
+
+// SetBackpressureHook implements EpochWriter.
+func (s *MySQL) SetBackpressureHook(fn func(p int32, waiting bool)) { s.e.setBackpressure(fn) }
 
 // Flush writes every buffered row in one transaction and returns when it is
-// committed. On error the rows stay buffered for the next Flush.
+// committed (rows the store refuses are isolated and replaced by their
+// rejections; see ReasonSinkRejected). On error the rows stay buffered for
+// the next Flush.
 func (s *MySQL) Flush(ctx context.Context) error { return s.e.flush(ctx) }
 
 // Close writes the buffered rows (within 30 s) and closes the connections.

@@ -290,8 +290,8 @@ func TestMySQLCreatesDatabase(t *testing.T) {
 	if err := st.db.QueryRow("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?", cfg.DBName).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
-	if n != 6 { // five tables and the view
-		t.Fatalf("database %s has %d tables and views, want 6", cfg.DBName, n)
+	if n != 7 { // five tables, rejected_rows and the view
+		t.Fatalf("database %s has %d tables and views, want 7", cfg.DBName, n)
 	}
 }
 

@@ -32,6 +32,63 @@ type Sink interface {
 	Close() error
 }
 
+// NoPartition is the partition under which Sink.Write buffers rows in a
+// sink that is also an EpochWriter: rows not written by a leased device
+// partition (epoch 0, never fenced, never asked to the lease guard).
+const NoPartition int32 = -1
+
+// EpochWriter is implemented by the sinks that fence writes by lease epoch
+// (the SQL sinks). Every row it stores carries, in the column epoch, the
+// lease epoch (the fencing token) of the partition owner that wrote it, and
+// a row is never replaced by a row of a lower epoch: a paused or
+// partitioned former owner (a zombie) cannot overwrite what the current
+// owner wrote, even when its buffered rows reach the store late. Rows of
+// equal epochs replace each other (a replay, a re-fired window), so eddy
+// run, which writes epoch 0, keeps the last-write-wins upserts.
+//
+// The sink keeps one buffer per device partition, holding the epoch its
+// rows were written under; a flush writes every partition's buffer in one
+// transaction. All methods are safe for concurrent use.
+type EpochWriter interface {
+	// WriteEpoch buffers copies of the rows of b as written by device
+	// partition p under lease epoch (which must be <= math.MaxInt64).
+	// Rows of p buffered under a lower epoch are dropped first (a newer
+	// owner of p on this node; counted as
+	// eddy_sink_rows_dropped_total{reason="fenced"}); a write under an
+	// epoch lower than one p already wrote under returns an error
+	// wrapping ErrStaleEpoch and buffers nothing. When the buffer holds
+	// Config.MaxBufferBytes, WriteEpoch blocks until a write frees space
+	// (backpressure: the partition stops reading), trying the write
+	// itself meanwhile; it returns ctx's error (wrapped, with the last
+	// store error) if ctx ends first, buffering nothing. A failed store
+	// write is not WriteEpoch's error: the rows stay buffered and the
+	// next flush retries them (eddy_sink_write_errors_total counts the
+	// failures, and Flush returns them). Also ErrNotOpen, ErrClosed.
+	WriteEpoch(ctx context.Context, p int32, epoch uint64, b *Batch) error
+	// Drop discards every row of partition p buffered and not yet written
+	// (the partition stopped or lost its lease), and returns how many
+	// rows it dropped (eddy_sink_rows_dropped_total{reason=
+	// "partition_stopped"}). Rows of p that a flush already began to
+	// write are not recalled: their transaction may still commit, and
+	// the epoch condition keeps them from replacing a newer owner's rows.
+	Drop(p int32) int
+	// SetLeaseGuard installs valid, asked right before each write
+	// transaction (and each transaction of a bisection) for every
+	// partition with rows in it; rows of a partition whose guard returns
+	// false are dropped, never written, and counted in
+	// eddy_sink_rows_dropped_total{reason="lease_expired"}. It is called
+	// with the sink's buffer lock held: it must be fast, must not block
+	// and must not call the sink. Not asked for NoPartition. nil (the
+	// default): always valid.
+	SetLeaseGuard(valid func(p int32, epoch uint64) bool)
+	// SetBackpressureHook installs fn, called on the writer's goroutine
+	// with waiting true when a WriteEpoch (or Write) of partition p starts
+	// to wait for buffer space and with false when it stops waiting
+	// (the partition actor sets eddy_partition_backpressured from it).
+	// fn must not call the sink. nil (the default): not reported.
+	SetBackpressureHook(fn func(p int32, waiting bool))
+}
+
 // TransactionalSink is a sink whose rows become visible only when a
 // checkpoint completes: the two-phase-commit sink of Flink
 // (TwoPhaseCommitSinkFunction). Each device partition writes through its own
@@ -76,10 +133,10 @@ var (
 	ErrClosed = errors.New("sinks: closed")
 	// ErrNotOpen is returned by Write and Flush before a successful Open.
 	ErrNotOpen = errors.New("sinks: not open")
-	// ErrInvalidRow is wrapped by the error Write returns when a row cannot
-	// be stored (a time outside years 1000–9999, a non-finite metric); the
-	// whole batch is then rejected and nothing of it is buffered.
-	ErrInvalidRow = errors.New("sinks: invalid row")
+	// ErrStaleEpoch is wrapped by the error EpochWriter.WriteEpoch returns
+	// for a write under a lease epoch older than one the partition already
+	// wrote under (a zombie owner on the same node).
+	ErrStaleEpoch = errors.New("sinks: write under a stale lease epoch")
 	// ErrBadURL is wrapped by the error Open returns for a sink URL it cannot
 	// parse.
 	ErrBadURL = errors.New("sinks: bad sink URL")
@@ -95,6 +152,9 @@ const (
 	// MaxPartitionsLimit is the largest allowed Config.MaxPartitions (the
 	// MySQL/MariaDB limit on partitions per table).
 	MaxPartitionsLimit = 8192
+	// MinBufferBytes and MaxBufferBytesLimit bound Config.MaxBufferBytes.
+	MinBufferBytes      = 1 << 10
+	MaxBufferBytesLimit = 1 << 40
 )
 
 // Config tunes the SQL sinks. The zero value means "all defaults"; every
@@ -121,16 +181,26 @@ type Config struct {
 	// own; their rows stay in a wider partition (nothing is lost). Must be in
 	// [3, MaxPartitionsLimit]; default 1024.
 	MaxPartitions int
+	// MaxBufferBytes bounds the memory of the rows a SQL sink buffers
+	// (cleaned copies: structs, strings and payloads), summed over every
+	// partition. When the buffer is full a Write blocks until a write
+	// to the store frees space, so a sink outage stops the partitions
+	// from reading instead of growing memory without bound; nothing is
+	// dropped. A batch is always taken into an empty buffer, so the
+	// buffer may exceed the limit by one batch. Must be in
+	// [MinBufferBytes, MaxBufferBytesLimit]; default 64 MiB.
+	MaxBufferBytes int64
 }
 
 // DefaultConfig returns the default Config: BatchRows 1000, MaxPayloadBytes
-// 1 MiB, PartitionDaysAhead 7, MaxPartitions 1024.
+// 1 MiB, PartitionDaysAhead 7, MaxPartitions 1024, MaxBufferBytes 64 MiB.
 func DefaultConfig() Config {
 	return Config{
 		BatchRows:          1000,
 		MaxPayloadBytes:    1 << 20,
 		PartitionDaysAhead: 7,
 		MaxPartitions:      1024,
+		MaxBufferBytes:     64 << 20,
 	}
 }
 
@@ -149,6 +219,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxPartitions == 0 {
 		c.MaxPartitions = d.MaxPartitions
 	}
+	if c.MaxBufferBytes == 0 {
+		c.MaxBufferBytes = d.MaxBufferBytes
+	}
 	return c
 }
 
@@ -165,6 +238,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("sinks: PartitionDaysAhead is %d; must be in [1, 366] (0 means the default %d)", c.PartitionDaysAhead, DefaultConfig().PartitionDaysAhead)
 	case c.MaxPartitions < 3 || c.MaxPartitions > MaxPartitionsLimit:
 		return fmt.Errorf("sinks: MaxPartitions is %d; must be in [3, %d] (0 means the default %d)", c.MaxPartitions, MaxPartitionsLimit, DefaultConfig().MaxPartitions)
+	case c.MaxBufferBytes < MinBufferBytes || c.MaxBufferBytes > MaxBufferBytesLimit:
+		return fmt.Errorf("sinks: MaxBufferBytes is %d; must be in [%d, %d] (0 means the default %d)", c.MaxBufferBytes, MinBufferBytes, int64(MaxBufferBytesLimit), DefaultConfig().MaxBufferBytes)
 	}
 	return nil
 }

@@ -31,7 +31,10 @@ type SQLite struct {
 	e    *sqlEngine
 }
 
-var _ Sink = (*SQLite)(nil)
+var (
+	_ Sink        = (*SQLite)(nil)
+	_ EpochWriter = (*SQLite)(nil)
+)
 
 // sqliteMaxVars is SQLite's default SQLITE_MAX_VARIABLE_NUMBER.
 const sqliteMaxVars = 32766
@@ -52,7 +55,7 @@ func NewSQLite(path string, cfg Config, reg prometheus.Registerer) (*SQLite, err
 		maxVars: sqliteMaxVars,
 		quote:   func(s string) string { return `"` + s + `"` },
 	}
-	d.upsert = func(t *tableDef) string {
+	d.upsert = func(t *tableDef, fenced bool) string {
 		var b strings.Builder
 		b.WriteString("ON CONFLICT (")
 		for i, k := range t.key {
@@ -68,8 +71,12 @@ func NewSQLite(path string, cfg Config, reg prometheus.Registerer) (*SQLite, err
 			}
 			fmt.Fprintf(&b, "%s = excluded.%s", d.quote(c), d.quote(c))
 		}
+		if fenced {
+			fmt.Fprintf(&b, `, "epoch" = excluded."epoch" WHERE excluded."epoch" >= %s."epoch"`, d.quote(t.name))
+		}
 		return b.String()
 	}
+	d.rowError = sqliteRowError
 	return &SQLite{path: path, e: newSQLEngine(d, cfg.withDefaults(), newMetrics(reg, "sqlite"))}, nil
 }
 
@@ -85,6 +92,7 @@ var sqliteSchema = []string{
 	longitude        REAL,
 	company          TEXT    NOT NULL DEFAULT '',
 	site             TEXT    NOT NULL DEFAULT '',
+	epoch            INTEGER NOT NULL DEFAULT 0,
 	PRIMARY KEY (event_time, source_partition, source_offset)
 ) WITHOUT ROWID, STRICT`,
 	`CREATE TABLE IF NOT EXISTS window_aggregates (
@@ -100,6 +108,7 @@ var sqliteSchema = []string{
 	longitude    REAL,
 	company      TEXT    NOT NULL DEFAULT '',
 	site         TEXT    NOT NULL DEFAULT '',
+	epoch        INTEGER NOT NULL DEFAULT 0,
 	PRIMARY KEY (pboxid, window_start)
 ) WITHOUT ROWID, STRICT`,
 	`CREATE TABLE IF NOT EXISTS work_periods (
@@ -112,6 +121,7 @@ var sqliteSchema = []string{
 	max_metric   REAL    NOT NULL,
 	company      TEXT    NOT NULL DEFAULT '',
 	site         TEXT    NOT NULL DEFAULT '',
+	epoch        INTEGER NOT NULL DEFAULT 0,
 	PRIMARY KEY (pboxid, period_start)
 ) WITHOUT ROWID, STRICT`,
 	`CREATE TABLE IF NOT EXISTS late_records (
@@ -123,6 +133,7 @@ var sqliteSchema = []string{
 	reason           TEXT    NOT NULL,
 	payload          BLOB    NOT NULL,
 	payload_bytes    INTEGER NOT NULL,
+	epoch            INTEGER NOT NULL DEFAULT 0,
 	PRIMARY KEY (source_partition, source_offset)
 ) STRICT`,
 	`CREATE TABLE IF NOT EXISTS dead_letters (
@@ -131,7 +142,18 @@ var sqliteSchema = []string{
 	reason           TEXT    NOT NULL,
 	payload          BLOB    NOT NULL,
 	payload_bytes    INTEGER NOT NULL,
+	epoch            INTEGER NOT NULL DEFAULT 0,
 	PRIMARY KEY (source_partition, source_offset)
+) STRICT`,
+	`CREATE TABLE IF NOT EXISTS rejected_rows (
+	source_table  TEXT    NOT NULL,
+	pboxid        TEXT    NOT NULL,
+	start_ms      INTEGER NOT NULL,
+	reason        TEXT    NOT NULL,
+	payload       BLOB    NOT NULL,
+	payload_bytes INTEGER NOT NULL,
+	epoch         INTEGER NOT NULL DEFAULT 0,
+	PRIMARY KEY (source_table, pboxid, start_ms)
 ) STRICT`,
 	`CREATE VIEW IF NOT EXISTS daily_work_time AS
 SELECT pboxid, substr(period_start, 1, 10) AS day, COUNT(*) AS periods, SUM(duration_s) AS seconds
@@ -165,6 +187,10 @@ func (s *SQLite) Open(ctx context.Context) error {
 				return nil, fmt.Errorf("sinks: sqlite %s: create schema: %w", s.path, err)
 			}
 		}
+		if err := sqliteMigrate(ctx, db); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("sinks: sqlite %s: migrate schema: %w", s.path, err)
+		}
 		conn, err := db.Conn(ctx)
 		if err != nil {
 			db.Close()
@@ -175,15 +201,57 @@ func (s *SQLite) Open(ctx context.Context) error {
 	})
 }
 
-// Write checks and buffers copies of the rows of b, and writes the buffer
-// in one transaction once Config.BatchRows rows are buffered. It returns an
-// error wrapping ErrInvalidRow, buffering nothing, if a row cannot be
-// stored; a store error (the rows stay buffered and the next Write or Flush
-// retries them); ErrNotOpen before Open; ErrClosed after Close.
-func (s *SQLite) Write(ctx context.Context, b *Batch) error { return s.e.write(ctx, b) }
+// sqliteMigrate adds the epoch column to the tables of a database created
+// by an eddy without fencing (their rows get epoch 0). Several sinks may
+// race to do it: a duplicate column is success.
+func sqliteMigrate(ctx context.Context, db *sql.DB) error {
+	for _, td := range tableDefs {
+		has := func() (bool, error) {
+			var n int
+			err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?", td.name, epochCol).Scan(&n)
+			return n > 0, err
+		}
+		ok, err := has()
+		if err != nil {
+			return err
+		}
+		if ok {
+			continue
+		}
+		if _, err := db.ExecContext(ctx, `ALTER TABLE "`+td.name+`" ADD COLUMN "epoch" INTEGER NOT NULL DEFAULT 0`); err != nil {
+			if ok, herr := has(); herr != nil || !ok {
+				return fmt.Errorf("add column epoch to %s: %w", td.name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Write buffers copies of the rows of b under NoPartition at epoch 0 (see
+// WriteEpoch, whose rules apply), and writes the buffer in one
+// transaction once Config.BatchRows rows are buffered.
+func (s *SQLite) Write(ctx context.Context, b *Batch) error { return s.e.write(ctx, NoPartition, 0, b) }
+
+// WriteEpoch implements EpochWriter: it buffers copies of the rows of b as
+// written by partition p under lease epoch, and writes the buffer in one
+// transaction once Config.BatchRows rows are buffered.
+func (s *SQLite) WriteEpoch(ctx context.Context, p int32, epoch uint64, b *Batch) error {
+	return s.e.write(ctx, p, epoch, b)
+}
+
+// Drop implements EpochWriter.
+func (s *SQLite) Drop(p int32) int { return s.e.drop(p) }
+
+// SetLeaseGuard implements EpochWriter.
+func (s *SQLite) SetLeaseGuard(valid func(p int32, epoch uint64) bool) { s.e.setGuard(valid) }
+
+// SetBackpressureHook implements EpochWriter.
+func (s *SQLite) SetBackpressureHook(fn func(p int32, waiting bool)) { s.e.setBackpressure(fn) }
 
 // Flush writes every buffered row in one transaction and returns when it is
-// committed. On error the rows stay buffered for the next Flush.
+// committed (rows the store refuses are isolated and replaced by their
+// rejections; see ReasonSinkRejected). On error the rows stay buffered for
+// the next Flush.
 func (s *SQLite) Flush(ctx context.Context) error { return s.e.flush(ctx) }
 
 // Close writes the buffered rows (within 30 s) and closes the database. It

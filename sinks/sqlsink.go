@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -16,15 +17,19 @@ import (
 )
 
 // tableDef is one output table as the SQL sinks see it: columns in the order
-// of the INSERT statements, and the conflict key of the upsert.
+// of the INSERT statements (without the epoch column, which the fenced
+// statements add last), and the conflict key of the upsert.
 type tableDef struct {
 	name string
 	cols []string
 	key  []string
 }
 
-// tableDefs are the five tables, indexed like tableOrder.
-var tableDefs = [5]tableDef{
+// epochCol is the column that holds the lease epoch of a row's writer.
+const epochCol = "epoch"
+
+// tableDefs are the tables, indexed like sqlTables (tReadings ...).
+var tableDefs = [numTables]tableDef{
 	{TableReadings,
 		[]string{"source_partition", "source_offset", "pboxid", "event_time", "metric", "latitude", "longitude", "company", "site"},
 		[]string{"event_time", "source_partition", "source_offset"}},
@@ -40,6 +45,9 @@ var tableDefs = [5]tableDef{
 	{TableDeadLetters,
 		[]string{"source_partition", "source_offset", "reason", "payload", "payload_bytes"},
 		[]string{"source_partition", "source_offset"}},
+	{TableRejected,
+		[]string{"source_table", "pboxid", "start_ms", "reason", "payload", "payload_bytes"},
+		[]string{"source_table", "pboxid", "start_ms"}},
 }
 
 // dialect is what differs between the SQL stores in the write path.
@@ -50,23 +58,34 @@ type dialect struct {
 	// max_allowed_packet); 0 means no bound.
 	stmtBytes int
 	quote     func(ident string) string
-	upsert    func(t *tableDef) string // the clause after VALUES
+	// upsert is the clause after VALUES; fenced: rows carry the epoch
+	// column and never replace a row of a higher epoch.
+	upsert func(t *tableDef, fenced bool) string
+	// rowError reports whether err is the store refusing a row's values
+	// (a constraint, a value out of range): the flush then bisects the
+	// transaction to find the row. Connection errors, deadlocks and
+	// timeouts are not row errors: the rows stay buffered for a retry.
+	rowError func(err error) bool
 }
 
 // insertSQL is the multi-row upsert of n rows into t.
-func (d *dialect) insertSQL(t *tableDef, n int) string {
+func (d *dialect) insertSQL(t *tableDef, n int, fenced bool) string {
+	cols := t.cols
+	if fenced {
+		cols = append(slices.Clip(cols), epochCol)
+	}
 	var b strings.Builder
 	b.WriteString("INSERT INTO ")
 	b.WriteString(d.quote(t.name))
 	b.WriteString(" (")
-	for i, c := range t.cols {
+	for i, c := range cols {
 		if i > 0 {
 			b.WriteString(", ")
 		}
 		b.WriteString(d.quote(c))
 	}
 	b.WriteString(") VALUES ")
-	row := "(?" + strings.Repeat(",?", len(t.cols)-1) + ")"
+	row := "(?" + strings.Repeat(",?", len(cols)-1) + ")"
 	b.Grow(n * (len(row) + 1))
 	for i := range n {
 		if i > 0 {
@@ -75,19 +94,16 @@ func (d *dialect) insertSQL(t *tableDef, n int) string {
 		b.WriteString(row)
 	}
 	b.WriteByte(' ')
-	b.WriteString(d.upsert(t))
+	b.WriteString(d.upsert(t, fenced))
 	return b.String()
 }
 
-// nonKey lists the columns of t outside its key: the ones an upsert sets.
+// nonKey lists the columns of t outside its key (epoch excluded): the ones
+// an upsert sets.
 func (t *tableDef) nonKey() []string {
 	var out []string
 	for _, c := range t.cols {
-		isKey := false
-		for _, k := range t.key {
-			isKey = isKey || c == k
-		}
-		if !isKey {
+		if !slices.Contains(t.key, c) {
 			out = append(out, c)
 		}
 	}
@@ -103,11 +119,109 @@ const (
 	stateClosed
 )
 
-// sqlEngine is the write path shared by the SQL sinks: it buffers cleaned
-// copies of the rows handed to write, and writes them in one transaction of
-// multi-row upserts once Config.BatchRows are buffered or on flush. Rows
-// leave the buffer only when their transaction commits, so a failed write is
-// retried, in the same order, by the next write or flush.
+// partBuf is the buffer of one device partition: cleaned copies of the rows
+// it wrote under one lease epoch, not yet committed.
+type partBuf struct {
+	p     int32
+	epoch uint64
+	rows  pending
+	bytes int64 // rowBytes of rows
+	// Guarded by sqlEngine.mu, set while a flush writes the buffer:
+	// inflight is how many rows of each table the flush writes (rows
+	// appended meanwhile come after them); expired marks a buffer whose
+	// lease guard said no.
+	inflight [numTables]int
+	expired  bool
+}
+
+// seg is the rows [lo, hi) of one table of a partition buffer b. rows is
+// a copy of b.rows taken under sqlEngine.mu when the flush began (its
+// slices' first elements are not touched until the flush ends, while
+// writers may append to b.rows meanwhile).
+type seg struct {
+	b      *partBuf
+	rows   *pending
+	lo, hi int
+}
+
+// selection is what one write transaction carries: for each table, in
+// write order, ranges of rows of partition buffers.
+type selection [numTables][]seg
+
+func (s *selection) rows() int {
+	n := 0
+	for t := range s {
+		for _, g := range s[t] {
+			n += g.hi - g.lo
+		}
+	}
+	return n
+}
+
+// split returns the first half of s's rows, in write order (table by
+// table, segments in order), and the rest.
+func (s *selection) split() (a, b selection) {
+	half := s.rows() / 2
+	for t := range s {
+		for _, g := range s[t] {
+			n := g.hi - g.lo
+			switch {
+			case half >= n:
+				a[t] = append(a[t], g)
+				half -= n
+			case half > 0:
+				a[t] = append(a[t], seg{g.b, g.rows, g.lo, g.lo + half})
+				b[t] = append(b[t], seg{g.b, g.rows, g.lo + half, g.hi})
+				half = 0
+			default:
+				b[t] = append(b[t], g)
+			}
+		}
+	}
+	return a, b
+}
+
+// first returns the segment and table of the first row of s (which must
+// not be empty).
+func (s *selection) first() (g seg, t int) {
+	for t := range s {
+		for _, g := range s[t] {
+			if g.hi > g.lo {
+				return g, t
+			}
+		}
+	}
+	panic("sinks: empty selection")
+}
+
+// rejection is a row the store refused (row g.lo of table t), with its
+// error.
+type rejection struct {
+	g   seg
+	t   int
+	err error
+}
+
+// Reasons of eddy_sink_rows_dropped_total.
+const (
+	reasonStopped      = "partition_stopped" // Drop: the partition stopped or lost its lease
+	reasonLeaseExpired = "lease_expired"     // the lease guard said no before a write
+	reasonFenced       = "fenced"            // a newer epoch of the partition wrote, or the write was stale
+	reasonUnstorable   = "unstorable"        // the rejection of a rejected row was rejected too
+)
+
+// sqlEngine is the write path shared by the SQL sinks. It keeps one buffer
+// per device partition (partBuf) and writes every buffer in one transaction
+// of multi-row upserts once Config.BatchRows rows are buffered, on flush, or
+// when a writer waits for buffer space. Rows leave the buffer only when
+// their transaction commits, so a failed write is retried, in the same
+// order, by the next flush; a partition's rows are dropped by Drop, by the
+// lease guard, or when a newer epoch of the partition writes.
+//
+// Locks: io (a one-slot semaphore, so that waiting for it can respect a
+// context) serialises store I/O and guards conn, stmts, queries and args;
+// mu guards everything else and is never held during store I/O. Lock order:
+// io, then mu.
 type sqlEngine struct {
 	d   dialect
 	cfg Config
@@ -115,18 +229,33 @@ type sqlEngine struct {
 	// stmtRows is the most rows per INSERT statement (Config.BatchRows; a
 	// benchmark knob).
 	stmtRows int
-	// beforeWrite, if set, runs before every transaction with the rows about
-	// to be written (MySQL creates daily partitions there).
-	beforeWrite func(ctx context.Context, p *pending)
+	// unfenced writes without the epoch column, with unconditional
+	// upserts, as eddy did before fencing: a benchmark knob.
+	unfenced bool
+	// beforeWrite, if set, runs before every flush with the rows about to
+	// be written (MySQL creates daily partitions there); io is held.
+	beforeWrite func(ctx context.Context, sel *selection)
 
-	mu      sync.Mutex // guards everything below; held during store I/O
-	state   int
-	db      *sql.DB
+	io      chan struct{}
 	conn    *sql.Conn // SQLite: the one connection, with the prepared statements; nil for MySQL
-	p       pending
 	args    []any
 	queries map[stmtKey]string
 	stmts   map[stmtKey]*sql.Stmt
+
+	mu    sync.Mutex
+	state int
+	db    *sql.DB
+	bufs  map[int32]*partBuf
+	// maxEpoch is the highest epoch each partition wrote under; kept after
+	// Drop, so that a stale writer stays fenced.
+	maxEpoch map[int32]uint64
+	bytes    int64 // sum of bufs' bytes
+	nrows    int   // sum of bufs' rows
+	// space is closed (and replaced) whenever bytes shrink or the state
+	// changes: writers waiting for buffer space wait on it.
+	space        chan struct{}
+	guard        func(p int32, epoch uint64) bool
+	backpressure func(p int32, waiting bool)
 }
 
 func newSQLEngine(d dialect, cfg Config, m *metrics) *sqlEngine {
@@ -135,17 +264,26 @@ func newSQLEngine(d dialect, cfg Config, m *metrics) *sqlEngine {
 		cfg:      cfg,
 		m:        m,
 		stmtRows: cfg.BatchRows,
+		io:       make(chan struct{}, 1),
 		queries:  map[stmtKey]string{},
 		stmts:    map[stmtKey]*sql.Stmt{},
+		bufs:     map[int32]*partBuf{},
+		maxEpoch: map[int32]uint64{},
+		space:    make(chan struct{}),
 	}
 }
 
 // open runs setup (which creates the schema and returns the database
 // handle) unless the engine is open already.
 func (e *sqlEngine) open(ctx context.Context, setup func(ctx context.Context) (*sql.DB, error)) error {
+	if err := e.acquire(ctx); err != nil {
+		return err
+	}
+	defer e.release()
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	switch e.state {
+	st := e.state
+	e.mu.Unlock()
+	switch st {
 	case stateOpen:
 		return nil
 	case stateClosed:
@@ -155,11 +293,14 @@ func (e *sqlEngine) open(ctx context.Context, setup func(ctx context.Context) (*
 	if err != nil {
 		return err
 	}
+	e.mu.Lock()
 	e.db = db
 	e.state = stateOpen
+	e.mu.Unlock()
 	return nil
 }
 
+// usable reports ErrNotOpen or ErrClosed; mu is held.
 func (e *sqlEngine) usable() error {
 	switch e.state {
 	case stateNew:
@@ -170,75 +311,256 @@ func (e *sqlEngine) usable() error {
 	return nil
 }
 
-func (e *sqlEngine) write(ctx context.Context, b *Batch) error {
-	if err := checkBatch(b); err != nil {
-		return err
+// signal wakes the writers waiting for buffer space; mu is held.
+func (e *sqlEngine) signal() {
+	close(e.space)
+	e.space = make(chan struct{})
+}
+
+// acquire takes the io semaphore, or returns ctx's error.
+func (e *sqlEngine) acquire(ctx context.Context) error {
+	select {
+	case e.io <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (e *sqlEngine) release() { <-e.io }
+
+// A writer waiting for buffer space tries to write the buffer itself; after
+// a failed write it waits between minWaitBackoff and maxWaitBackoff
+// (doubling) before it tries again, or less if space is freed meanwhile.
+const (
+	minWaitBackoff = 50 * time.Millisecond
+	maxWaitBackoff = 2 * time.Second
+)
+
+// write buffers b as written by partition p under epoch (see
+// EpochWriter.WriteEpoch).
+func (e *sqlEngine) write(ctx context.Context, p int32, epoch uint64, b *Batch) error {
+	if epoch > math.MaxInt64 {
+		return fmt.Errorf("sinks: %s: lease epoch %d of partition %d exceeds the storable %d", e.d.name, epoch, p, int64(math.MaxInt64))
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	if err := e.usable(); err != nil {
+		e.mu.Unlock()
 		return err
 	}
-	e.p.add(b, e.cfg.MaxPayloadBytes)
-	if e.p.Len() >= e.cfg.BatchRows {
-		return e.writePending(ctx)
+	if b.Len() == 0 {
+		e.mu.Unlock()
+		return nil
+	}
+	if err := e.waitSpace(ctx, p, batchBytes(b, e.cfg.MaxPayloadBytes)); err != nil {
+		e.mu.Unlock()
+		return err
+	}
+	if hi, ok := e.maxEpoch[p]; ok && epoch < hi {
+		e.mu.Unlock()
+		e.m.dropped(reasonFenced, b.Len())
+		return fmt.Errorf("%w: partition %d wrote under epoch %d to %s, which has rows of epoch %d", ErrStaleEpoch, p, epoch, e.d.name, hi)
+	}
+	e.maxEpoch[p] = epoch
+	buf := e.bufs[p]
+	if buf != nil && buf.epoch < epoch {
+		// A newer owner of the partition on this node: the older one's
+		// rows must never be written.
+		e.dropLocked(buf, reasonFenced)
+		buf = nil
+	}
+	if buf == nil {
+		buf = &partBuf{p: p, epoch: epoch}
+		e.bufs[p] = buf
+	}
+	var lens [numTables]int
+	for t := range numTables {
+		lens[t] = buf.rows.len(t)
+	}
+	rej := buf.rows.add(b, e.cfg.MaxPayloadBytes)
+	var added int64
+	rows := 0
+	for t := range numTables {
+		for i := lens[t]; i < buf.rows.len(t); i++ {
+			added += buf.rows.rowBytes(t, i)
+			rows++
+		}
+	}
+	buf.bytes += added
+	e.bytes += added
+	e.nrows += rows
+	full := e.nrows >= e.cfg.BatchRows
+	e.mu.Unlock()
+	e.m.bufferBytes.Add(float64(added))
+	e.m.rejectedRows(&rej)
+	if full {
+		// Write now unless another flush is writing (it or the next one
+		// takes these rows). A failure keeps the rows buffered; it is
+		// counted, and the next flush retries.
+		select {
+		case e.io <- struct{}{}:
+			_ = e.flushIO(ctx)
+			e.release()
+		default:
+		}
 	}
 	return nil
 }
 
-func (e *sqlEngine) flush(ctx context.Context) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if err := e.usable(); err != nil {
-		return err
-	}
-	return e.writePending(ctx)
-}
-
-// close writes what is buffered (bounded by timeout), then releases the
-// database. The rows are dropped if that write fails; the error says so.
-func (e *sqlEngine) close(timeout time.Duration) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.state == stateClosed {
+// waitSpace returns once need more bytes fit into the buffer
+// (Config.MaxBufferBytes; an empty buffer takes any batch), writing the
+// buffer itself meanwhile. mu is held on entry and on return; it is
+// released while waiting.
+func (e *sqlEngine) waitSpace(ctx context.Context, p int32, need int64) error {
+	limit := e.cfg.MaxBufferBytes
+	if e.bytes == 0 || e.bytes+need <= limit {
 		return nil
 	}
-	var err error
-	if e.state == stateOpen {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		if n := e.p.Len(); n > 0 {
-			if werr := e.writePending(ctx); werr != nil {
-				err = fmt.Errorf("sinks: %s: close dropped %d unwritten rows: %w", e.d.name, n, werr)
-			}
-		}
-		cancel()
-		for _, s := range e.stmts {
-			s.Close()
-		}
-		if e.conn != nil {
-			e.conn.Close()
-		}
-		if cerr := e.db.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("sinks: %s: close: %w", e.d.name, cerr)
-		}
+	hook := e.backpressure
+	if hook != nil {
+		e.mu.Unlock()
+		hook(p, true)
+		e.mu.Lock()
 	}
-	e.state = stateClosed
-	e.p = pending{}
+	err := e.waitLoop(ctx, p, need)
+	if hook != nil {
+		e.mu.Unlock()
+		hook(p, false)
+		e.mu.Lock()
+	}
 	return err
 }
 
-// writePending writes every buffered row in one transaction. On success
-// the buffer is emptied; on failure it is kept whole.
-func (e *sqlEngine) writePending(ctx context.Context) error {
-	n := e.p.Len()
+// waitLoop is waitSpace's loop; mu is held on entry and on return.
+func (e *sqlEngine) waitLoop(ctx context.Context, p int32, need int64) error {
+	limit := e.cfg.MaxBufferBytes
+	backoff := minWaitBackoff
+	var lastErr error
+	for e.bytes > 0 && e.bytes+need > limit {
+		space := e.space
+		e.mu.Unlock()
+		var err error
+		select {
+		case e.io <- struct{}{}:
+			err = e.flushIO(ctx)
+			e.release()
+			if err != nil && ctx.Err() == nil {
+				lastErr = err
+				timer := time.NewTimer(backoff)
+				backoff = min(2*backoff, maxWaitBackoff)
+				select {
+				case <-space:
+				case <-timer.C:
+				case <-ctx.Done():
+				}
+				timer.Stop()
+			}
+		case <-space:
+		case <-ctx.Done():
+		}
+		e.mu.Lock()
+		if err := e.usable(); err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			if lastErr != nil {
+				return fmt.Errorf("sinks: %s: partition %d waited for buffer space (%d of %d bytes buffered): %w; last write error: %v",
+					e.d.name, p, e.bytes, limit, ctx.Err(), lastErr)
+			}
+			return fmt.Errorf("sinks: %s: partition %d waited for buffer space (%d of %d bytes buffered): %w", e.d.name, p, e.bytes, limit, ctx.Err())
+		}
+	}
+	return nil
+}
+
+// drop discards the buffered rows of partition p (EpochWriter.Drop).
+func (e *sqlEngine) drop(p int32) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	buf := e.bufs[p]
+	if buf == nil {
+		return 0
+	}
+	return e.dropLocked(buf, reasonStopped)
+}
+
+// dropLocked discards buf and every row in it; mu is held. A flush that is
+// writing the buffer still commits the rows it took.
+func (e *sqlEngine) dropLocked(buf *partBuf, reason string) int {
+	n := buf.rows.rows()
+	delete(e.bufs, buf.p)
+	e.bytes -= buf.bytes
+	e.nrows -= n
+	e.m.bufferBytes.Sub(float64(buf.bytes))
+	e.m.dropped(reason, n)
+	e.signal()
+	return n
+}
+
+func (e *sqlEngine) setGuard(valid func(p int32, epoch uint64) bool) {
+	e.mu.Lock()
+	e.guard = valid
+	e.mu.Unlock()
+}
+
+func (e *sqlEngine) setBackpressure(fn func(p int32, waiting bool)) {
+	e.mu.Lock()
+	e.backpressure = fn
+	e.mu.Unlock()
+}
+
+func (e *sqlEngine) flush(ctx context.Context) error {
+	if err := e.acquire(ctx); err != nil {
+		return fmt.Errorf("sinks: %s: flush: %w", e.d.name, err)
+	}
+	defer e.release()
+	return e.flushIO(ctx)
+}
+
+// flushIO writes every buffered row, io held: one transaction, bisected
+// when the store refuses a row (writeSel). On success the rows written
+// leave their buffers; on failure they stay.
+func (e *sqlEngine) flushIO(ctx context.Context) error {
+	e.mu.Lock()
+	if err := e.usable(); err != nil {
+		e.mu.Unlock()
+		return err
+	}
+	var sel selection
+	flushing := make([]*partBuf, 0, len(e.bufs))
+	for _, b := range e.bufs {
+		if b.rows.rows() > 0 {
+			flushing = append(flushing, b)
+		}
+	}
+	slices.SortFunc(flushing, func(x, y *partBuf) int { return int(x.p) - int(y.p) })
+	snaps := make([]pending, len(flushing))
+	for i, b := range flushing {
+		snaps[i] = b.rows
+	}
+	for t := range numTables {
+		for i, b := range flushing {
+			n := b.rows.len(t)
+			b.inflight[t] = n
+			if n > 0 {
+				sel[t] = append(sel[t], seg{b, &snaps[i], 0, n})
+			}
+		}
+	}
+	e.mu.Unlock()
+	n := sel.rows()
 	if n == 0 {
 		return nil
 	}
 	start := time.Now()
 	if e.beforeWrite != nil {
-		e.beforeWrite(ctx, &e.p)
+		e.beforeWrite(ctx, &sel)
 	}
-	err := e.writeTx(ctx)
+	var rej []rejection
+	err := e.writeSel(ctx, sel, &rej)
+	if err == nil && len(rej) > 0 {
+		err = e.writeRejections(ctx, rej)
+	}
 	clear(e.args[:cap(e.args)]) // drop references to row strings and payloads
 	if err != nil && e.conn != nil && errors.Is(err, sql.ErrConnDone) {
 		// database/sql gave up the SQLite connection (e.g. after a
@@ -247,16 +569,188 @@ func (e *sqlEngine) writePending(ctx context.Context) error {
 			err = errors.Join(err, cerr)
 		}
 	}
+	e.mu.Lock()
+	freed := false
+	for _, b := range flushing {
+		switch {
+		case e.bufs[b.p] != b: // dropped meanwhile; accounted then
+		case b.expired:
+			e.dropLocked(b, reasonLeaseExpired)
+		case err == nil:
+			nb := b.rows.removeFront(&b.inflight)
+			for _, k := range b.inflight {
+				e.nrows -= k
+			}
+			b.bytes -= nb
+			e.bytes -= nb
+			e.m.bufferBytes.Sub(float64(nb))
+			freed = true
+		}
+		b.inflight = [numTables]int{}
+	}
+	if freed {
+		e.signal()
+	}
+	e.mu.Unlock()
 	if err != nil {
+		e.m.writeErrors.Inc()
 		return fmt.Errorf("sinks: %s: write %d rows (kept for retry): %w", e.d.name, n, err)
 	}
 	e.m.observeFlush(start)
-	e.m.written(&e.p.Output)
-	e.p.reset()
 	return nil
 }
 
-func (e *sqlEngine) writeTx(ctx context.Context) error {
+// liveLocked returns sel without the rows of partitions whose lease guard
+// says no (marking their buffers expired); mu is held.
+func (e *sqlEngine) liveLocked(sel selection) selection {
+	var out selection
+	for t := range sel {
+		for _, g := range sel[t] {
+			b := g.b
+			if !b.expired && b.p != NoPartition && e.guard != nil && !e.guard(b.p, b.epoch) {
+				b.expired = true
+			}
+			if !b.expired {
+				out[t] = append(out[t], g)
+			}
+		}
+	}
+	return out
+}
+
+// writeSel writes sel in one transaction, after asking the lease guard.
+// When the store refuses a row (dialect.rowError), it bisects: each half is
+// written (and bisected) on its own, in order, until the refused rows are
+// single; they are appended to rej. Any other error ends it.
+func (e *sqlEngine) writeSel(ctx context.Context, sel selection, rej *[]rejection) error {
+	e.mu.Lock()
+	sel = e.liveLocked(sel)
+	e.mu.Unlock()
+	n := sel.rows()
+	if n == 0 {
+		return nil
+	}
+	err := e.writeTx(ctx, &sel)
+	if err == nil {
+		e.m.writtenSel(&sel)
+		return nil
+	}
+	if ctx.Err() != nil || !e.d.rowError(err) {
+		return err
+	}
+	if n == 1 {
+		g, t := sel.first()
+		*rej = append(*rej, rejection{g, t, err})
+		return nil
+	}
+	a, b := sel.split()
+	if err := e.writeSel(ctx, a, rej); err != nil {
+		return err
+	}
+	return e.writeSel(ctx, b, rej)
+}
+
+// writeRejections writes what replaces the rows the store refused (see
+// ReasonSinkRejected), under each row's partition and epoch. A
+// replacement the store refuses too is dropped and counted.
+func (e *sqlEngine) writeRejections(ctx context.Context, rej []rejection) error {
+	tmp := map[*partBuf]*partBuf{}
+	var order []*partBuf
+	var counts [numTables]int
+	for _, r := range rej {
+		nb := tmp[r.g.b]
+		if nb == nil {
+			nb = &partBuf{p: r.g.b.p, epoch: r.g.b.epoch}
+			tmp[r.g.b] = nb
+			order = append(order, nb)
+		}
+		why := r.err.Error()
+		src, i := r.g.rows, r.g.lo
+		switch r.t {
+		case tReadings:
+			nb.rows.rejectReading(&src.Readings[i], why, e.cfg.MaxPayloadBytes)
+		case tWindows:
+			nb.rows.rejectWindow(&src.Windows[i], why, e.cfg.MaxPayloadBytes)
+		case tWorkPeriods:
+			nb.rows.rejectWorkPeriod(&src.WorkPeriods[i], why, e.cfg.MaxPayloadBytes)
+		case tLate:
+			nb.rows.rejectLate(&src.Late[i], src.lateBytes[i], why)
+		case tDeadLetters:
+			nb.rows.rejectDeadLetter(&src.DeadLetters[i], src.deadBytes[i], why)
+		default: // a rejection refused: nothing is left to store
+			e.m.dropped(reasonUnstorable, 1)
+			continue
+		}
+		counts[r.t]++
+	}
+	e.m.rejectedRows(&counts)
+	var sel selection
+	for t := range numTables {
+		for _, b := range order {
+			if n := b.rows.len(t); n > 0 {
+				sel[t] = append(sel[t], seg{b, &b.rows, 0, n})
+			}
+		}
+	}
+	var again []rejection
+	if err := e.writeSel(ctx, sel, &again); err != nil {
+		return err
+	}
+	e.m.dropped(reasonUnstorable, len(again))
+	return nil
+}
+
+// close writes what is buffered (bounded by timeout), then releases the
+// database. The rows are dropped if that write fails; the error says so.
+func (e *sqlEngine) close(timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	held := e.acquire(ctx) == nil
+	if held {
+		defer e.release()
+	}
+	e.mu.Lock()
+	st := e.state
+	n := e.nrows
+	e.mu.Unlock()
+	if st == stateClosed {
+		return nil
+	}
+	var err error
+	if st == stateOpen {
+		if !held {
+			err = fmt.Errorf("sinks: %s: close dropped %d unwritten rows: a write did not end within %s", e.d.name, n, timeout)
+		} else {
+			if n > 0 {
+				if werr := e.flushIO(ctx); werr != nil {
+					err = fmt.Errorf("sinks: %s: close dropped %d unwritten rows: %w", e.d.name, n, werr)
+				}
+			}
+			for _, s := range e.stmts {
+				s.Close()
+			}
+			if e.conn != nil {
+				e.conn.Close()
+			}
+		}
+	}
+	e.mu.Lock()
+	e.state = stateClosed
+	e.m.bufferBytes.Sub(float64(e.bytes))
+	e.bufs, e.bytes, e.nrows = map[int32]*partBuf{}, 0, 0
+	e.signal()
+	db := e.db
+	e.mu.Unlock()
+	if db != nil {
+		if cerr := db.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("sinks: %s: close: %w", e.d.name, cerr)
+		}
+	}
+	return err
+}
+
+// writeTx writes sel in one transaction; io is held.
+func (e *sqlEngine) writeTx(ctx context.Context, sel *selection) error {
 	var tx *sql.Tx
 	if e.conn != nil {
 		// SQLite: statements are prepared on the one connection, so the
@@ -277,8 +771,11 @@ func (e *sqlEngine) writeTx(ctx context.Context) error {
 			}
 		}
 	} else {
+		e.mu.Lock()
+		db := e.db
+		e.mu.Unlock()
 		var err error
-		if tx, err = e.db.BeginTx(ctx, nil); err != nil {
+		if tx, err = db.BeginTx(ctx, nil); err != nil {
 			return err
 		}
 	}
@@ -289,9 +786,11 @@ func (e *sqlEngine) writeTx(ctx context.Context) error {
 			e.rollbackConn()
 		}
 	}
-	counts := [5]int{len(e.p.Readings), len(e.p.Windows), len(e.p.WorkPeriods), len(e.p.Late), len(e.p.DeadLetters)}
-	for t, n := range counts {
-		if err := e.execRows(ctx, tx, t, n); err != nil {
+	for t := range numTables {
+		if len(sel[t]) == 0 {
+			continue
+		}
+		if err := e.execRows(ctx, tx, t, sel[t]); err != nil {
 			rollback()
 			return fmt.Errorf("%s: %w", tableDefs[t].name, err)
 		}
@@ -335,27 +834,56 @@ func (e *sqlEngine) renewConn(ctx context.Context) error {
 
 // maxRows is the most rows of table t in one statement.
 func (e *sqlEngine) maxRows(t int) int {
-	return max(1, min(e.stmtRows, e.d.maxVars/len(tableDefs[t].cols)))
+	cols := len(tableDefs[t].cols)
+	if !e.unfenced {
+		cols++
+	}
+	return max(1, min(e.stmtRows, e.d.maxVars/cols))
 }
 
-// execRows inserts the n pending rows of table t: full statements of
-// maxRows rows, then the rest in statements whose row counts are powers of
-// two, so that a handful of statement shapes per table is prepared and
-// cached. With a statement size bound, statements carry fewer rows when
-// their payloads are large.
-func (e *sqlEngine) execRows(ctx context.Context, tx *sql.Tx, t, n int) error {
+// cursor walks the rows of a list of segments.
+type cursor struct {
+	segs  []seg
+	si, i int
+}
+
+func (c *cursor) seg() *seg { return &c.segs[c.si] }
+
+func (c *cursor) next() {
+	c.i++
+	if c.i >= c.segs[c.si].hi {
+		c.si++
+		if c.si < len(c.segs) {
+			c.i = c.segs[c.si].lo
+		}
+	}
+}
+
+// execRows inserts the rows of table t in segs: full statements of maxRows
+// rows, then the rest in statements whose row counts are powers of two, so
+// that a handful of statement shapes per table is prepared and cached.
+// With a statement size bound, statements carry fewer rows when their
+// payloads are large.
+func (e *sqlEngine) execRows(ctx context.Context, tx *sql.Tx, t int, segs []seg) error {
+	n := 0
+	for _, g := range segs {
+		n += g.hi - g.lo
+	}
 	full := e.maxRows(t)
-	for i := 0; i < n; {
-		k := min(full, n-i)
+	c := cursor{segs: segs, i: segs[0].lo}
+	for done := 0; done < n; {
+		k := min(full, n-done)
 		if e.d.stmtBytes > 0 {
 			size, fit := 0, 0
+			cc := c
 			for fit < k {
-				s := e.rowSize(t, i+fit)
+				s := e.rowSize(t, cc.seg().rows, cc.i)
 				if fit > 0 && size+s > e.d.stmtBytes {
 					break
 				}
 				size += s
 				fit++
+				cc.next()
 			}
 			k = fit
 		}
@@ -363,14 +891,16 @@ func (e *sqlEngine) execRows(ctx context.Context, tx *sql.Tx, t, n int) error {
 			k = 1 << (bits.Len(uint(k)) - 1)
 		}
 		args := e.args[:0]
-		for r := i; r < i+k; r++ {
-			args = e.appendRow(args, t, r)
+		for range k {
+			g := c.seg()
+			args = e.appendRow(args, t, g.rows, g.b.epoch, c.i)
+			c.next()
 		}
 		e.args = args
 		if err := e.exec(ctx, tx, stmtKey{t, k}, args); err != nil {
 			return err
 		}
-		i += k
+		done += k
 	}
 	return nil
 }
@@ -378,7 +908,7 @@ func (e *sqlEngine) execRows(ctx context.Context, tx *sql.Tx, t, n int) error {
 func (e *sqlEngine) exec(ctx context.Context, tx *sql.Tx, key stmtKey, args []any) error {
 	q, ok := e.queries[key]
 	if !ok {
-		q = e.d.insertSQL(&tableDefs[key.table], key.rows)
+		q = e.d.insertSQL(&tableDefs[key.table], key.rows, !e.unfenced)
 		e.queries[key] = q
 	}
 	if tx != nil {
@@ -397,55 +927,62 @@ func (e *sqlEngine) exec(ctx context.Context, tx *sql.Tx, key stmtKey, args []an
 	return err
 }
 
-// rowSize estimates the bytes row i of table t adds to a statement sent as
-// text (strings and payloads may be escaped to twice their length).
-func (e *sqlEngine) rowSize(t, i int) int {
-	const fixed = 160
-	p := &e.p
+// rowSize estimates the bytes row i of table t of p adds to a statement
+// sent as text (strings and payloads may be escaped to twice their length).
+func (e *sqlEngine) rowSize(t int, p *pending, i int) int {
+	const fixed = 180
 	switch t {
-	case 0:
+	case tReadings:
 		r := &p.Readings[i]
 		return fixed + 2*(len(r.PboxID)+len(r.Company)+len(r.Site))
-	case 1:
+	case tWindows:
 		w := &p.Windows[i]
 		return fixed + 2*(len(w.PboxID)+len(w.Company)+len(w.Site))
-	case 2:
+	case tWorkPeriods:
 		w := &p.WorkPeriods[i]
 		return fixed + 2*(len(w.PboxID)+len(w.Company)+len(w.Site))
-	case 3:
+	case tLate:
 		l := &p.Late[i]
 		return fixed + 2*(len(l.PboxID)+len(l.Reason)+len(l.Payload))
-	default:
+	case tDeadLetters:
 		d := &p.DeadLetters[i]
 		return fixed + 2*(len(d.Reason)+len(d.Payload))
 	}
+	r := &p.Rejected[i]
+	return fixed + 2*(len(r.Table)+len(r.PboxID)+len(r.Reason)+len(r.Payload))
 }
 
-// appendRow appends the column values of row i of table t, in tableDefs
-// order.
-func (e *sqlEngine) appendRow(args []any, t, i int) []any {
-	p := &e.p
+// appendRow appends the column values of row i of table t of p, in
+// tableDefs order, then (fenced) epoch.
+func (e *sqlEngine) appendRow(args []any, t int, p *pending, epoch uint64, i int) []any {
 	switch t {
-	case 0:
+	case tReadings:
 		r := &p.Readings[i]
-		return append(args, int64(r.Partition), r.Offset, r.PboxID, sqlTime(r.EventTime), r.Metric,
+		args = append(args, int64(r.Partition), r.Offset, r.PboxID, sqlTime(r.EventTime), r.Metric,
 			nullFloat(r.Latitude), nullFloat(r.Longitude), r.Company, r.Site)
-	case 1:
+	case tWindows:
 		w := &p.Windows[i]
-		return append(args, w.PboxID, sqlTime(w.Start), sqlTime(w.End), w.Count, w.Sum, w.Min, w.Max, w.Avg,
+		args = append(args, w.PboxID, sqlTime(w.Start), sqlTime(w.End), w.Count, w.Sum, w.Min, w.Max, w.Avg,
 			nullFloat(w.Latitude), nullFloat(w.Longitude), w.Company, w.Site)
-	case 2:
+	case tWorkPeriods:
 		w := &p.WorkPeriods[i]
-		return append(args, w.PboxID, sqlTime(w.Start), sqlTime(w.End), w.DurationSeconds(), w.Samples,
+		args = append(args, w.PboxID, sqlTime(w.Start), sqlTime(w.End), w.DurationSeconds(), w.Samples,
 			w.AvgMetric, w.MaxMetric, w.Company, w.Site)
-	case 3:
+	case tLate:
 		l := &p.Late[i]
-		return append(args, int64(l.Partition), l.Offset, l.PboxID, sqlTime(l.EventTime), sqlTime(l.Watermark),
+		args = append(args, int64(l.Partition), l.Offset, l.PboxID, sqlTime(l.EventTime), sqlTime(l.Watermark),
 			l.Reason, blob(l.Payload), p.lateBytes[i])
-	default:
+	case tDeadLetters:
 		d := &p.DeadLetters[i]
-		return append(args, int64(d.Partition), d.Offset, d.Reason, blob(d.Payload), p.deadBytes[i])
+		args = append(args, int64(d.Partition), d.Offset, d.Reason, blob(d.Payload), p.deadBytes[i])
+	default:
+		r := &p.Rejected[i]
+		args = append(args, r.Table, r.PboxID, r.StartMs, r.Reason, blob(r.Payload), int64(len(r.Payload)))
 	}
+	if !e.unfenced {
+		args = append(args, int64(epoch))
+	}
+	return args
 }
 
 // nullFloat is f, or SQL NULL for NaN.
@@ -463,4 +1000,19 @@ func blob(b []byte) []byte {
 		return []byte{}
 	}
 	return b
+}
+
+// sqliteRowError reports whether err is SQLite refusing a row's values: a
+// constraint (NOT NULL, CHECK, a trigger's RAISE, a STRICT column's type),
+// a datatype mismatch or a value too big.
+func sqliteRowError(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Code() & 0xff {
+	case sqlite3.SQLITE_CONSTRAINT, sqlite3.SQLITE_MISMATCH, sqlite3.SQLITE_TOOBIG:
+		return true
+	}
+	return false
 }

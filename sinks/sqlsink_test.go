@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"path/filepath"
@@ -316,8 +317,8 @@ func TestSchemaCreatedIdempotently(t *testing.T) {
 			}
 		}
 		for _, td := range tableDefs {
-			if got := st.columns(t, td.name); !slices.Equal(got, td.cols) {
-				t.Errorf("table %s has columns %v, want %v", td.name, got, td.cols)
+			if got, want := st.columns(t, td.name), append(slices.Clone(td.cols), "epoch"); !slices.Equal(got, want) {
+				t.Errorf("table %s has columns %v, want %v", td.name, got, want)
 			}
 		}
 		if got, want := st.columns(t, ViewDailyWorkTime), []string{"pboxid", "day", "periods", "seconds"}; !slices.Equal(got, want) {
@@ -508,28 +509,131 @@ func TestStringsCleanedAndKeysExact(t *testing.T) {
 	})
 }
 
-func TestInvalidRowRejectsWholeBatch(t *testing.T) {
+// TestUnstorableRowsRejected writes rows no SQL store can hold (times
+// outside years 1000-9999, non-finite numbers) beside good ones: the good
+// rows are written, each bad one becomes its rejection (ReasonSinkRejected)
+// and nothing fails.
+func TestUnstorableRowsRejected(t *testing.T) {
 	forEachStore(t, func(t *testing.T, st *store) {
-		s := st.openSink(t, Config{})
-		good := operators.Reading{Partition: 0, Offset: 1, PboxID: "d", EventTime: ms("2019-03-01 00:00:00.000"), Metric: 1}
-		for _, tc := range []struct {
-			name string
-			b    *Batch
-		}{
-			{"year 10000", &Batch{Readings: []operators.Reading{good, {Partition: 0, Offset: 2, PboxID: "d", EventTime: ms("9999-12-31 23:59:59.999") + 1}}}},
-			{"year 999", &Batch{Readings: []operators.Reading{good, {Partition: 0, Offset: 2, PboxID: "d", EventTime: ms("1000-01-01 00:00:00.000") - 1}}}},
-			{"NaN metric", &Batch{Readings: []operators.Reading{good, {Partition: 0, Offset: 2, PboxID: "d", EventTime: 0, Metric: nan}}}},
-			{"Inf avg", &Batch{Readings: []operators.Reading{good}, Windows: []operators.WindowAggregate{{PboxID: "d", Avg: math.Inf(1)}}}},
-			{"NaN work period", &Batch{Readings: []operators.Reading{good}, WorkPeriods: []operators.WorkPeriod{{PboxID: "d", AvgMetric: nan}}}},
-			{"late watermark", &Batch{Readings: []operators.Reading{good}, Late: []operators.LateRecord{{PboxID: "d", Watermark: math.MinInt64}}}},
-		} {
-			if err := s.Write(context.Background(), tc.b); !errors.Is(err, ErrInvalidRow) {
-				t.Errorf("%s: Write error %v, want ErrInvalidRow", tc.name, err)
+		reg := prometheus.NewRegistry()
+		s := st.newSink(t, Config{}, reg)
+		if err := s.Open(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		good := operators.Reading{Partition: 0, Offset: 1, PboxID: "d", EventTime: ms("2019-03-01 00:00:00.000"), Metric: 1, Latitude: nan, Longitude: nan}
+		goodW := operators.WindowAggregate{PboxID: "d", Start: ms("2019-03-01 00:00:00.000"), End: ms("2019-03-01 00:01:00.000"), Count: 1, Sum: 1, Min: 1, Max: 1, Avg: 1, Latitude: nan, Longitude: nan}
+		y10000 := ms("9999-12-31 23:59:59.999") + 1
+		y999 := ms("1000-01-01 00:00:00.000") - 1
+		in := &Batch{
+			Readings: []operators.Reading{good,
+				{Partition: 0, Offset: 2, PboxID: "d", EventTime: y10000, Metric: 1},
+				{Partition: 0, Offset: 3, PboxID: "d", EventTime: y999, Metric: 1},
+				{Partition: 0, Offset: 4, PboxID: "d", EventTime: 0, Metric: nan},
+			},
+			Windows: []operators.WindowAggregate{goodW,
+				{PboxID: "d", Start: ms("2019-03-01 00:01:00.000"), End: ms("2019-03-01 00:02:00.000"), Count: 2, Sum: math.Inf(1), Min: 1e308, Max: 1e308, Avg: math.Inf(1)},
+				{PboxID: "e", Start: y10000 - 60_000, End: y10000, Count: 1, Sum: 1, Min: 1, Max: 1, Avg: 1},
+			},
+			WorkPeriods: []operators.WorkPeriod{{PboxID: "d", Start: y999, End: 0, Samples: 1, AvgMetric: 60, MaxMetric: 60}},
+			Late:        []operators.LateRecord{{Partition: 0, Offset: 5, PboxID: "d", EventTime: 0, Watermark: math.MinInt64, Reason: "late", Payload: []byte("raw")}},
+		}
+		mustWrite(t, s, in)
+		mustFlush(t, s)
+		got := st.readAll(t)
+		if d := diffBatch(&Batch{Readings: []operators.Reading{good}, Windows: []operators.WindowAggregate{goodW}}, &Batch{Readings: got.Readings, Windows: got.Windows, WorkPeriods: got.WorkPeriods, Late: got.Late}); d != "" {
+			t.Fatal(d)
+		}
+		var dead []string
+		for _, d := range got.DeadLetters {
+			dead = append(dead, fmt.Sprintf("%d/%d %s", d.Partition, d.Offset, d.Reason))
+		}
+		want := []string{
+			"0/2 sink_rejected: readings.event_time is 253402300800000 ms, outside years 1000-9999",
+			"0/3 sink_rejected: readings.event_time is -30610224000001 ms, outside years 1000-9999",
+			"0/4 sink_rejected: readings.metric is NaN",
+			"0/5 sink_rejected: late_records.watermark is -9223372036854775808 ms, outside years 1000-9999",
+		}
+		if !slices.Equal(dead, want) {
+			t.Errorf("dead letters:\n got %q\nwant %q", dead, want)
+		}
+		if p := string(got.DeadLetters[0].Payload); !strings.HasPrefix(p, `{"table":"readings","source_partition":0,"source_offset":2,`) {
+			t.Errorf("payload of a rejected reading is %q, want the reading as JSON", p)
+		}
+		if p := string(got.DeadLetters[3].Payload); p != "raw" {
+			t.Errorf("payload of a rejected late record is %q, want its source payload", p)
+		}
+		rej := st.rejected(t)
+		wantRej := []string{
+			"window_aggregates d 1551398460000 sink_rejected: window_aggregates.sum is +Inf",
+			"window_aggregates e 253402300740000 sink_rejected: window_aggregates.window_end is 253402300800000 ms, outside years 1000-9999",
+			"work_periods d -30610224000001 sink_rejected: work_periods.period_start is -30610224000001 ms, outside years 1000-9999",
+		}
+		if !slices.Equal(rej, wantRej) {
+			t.Errorf("rejected_rows:\n got %q\nwant %q", rej, wantRej)
+		}
+		for table, n := range map[string]float64{TableReadings: 3, TableWindows: 2, TableWorkPeriods: 1, TableLate: 1, TableDeadLetters: 0} {
+			if got := counterValue(t, reg, "eddy_sink_rows_rejected_total", map[string]string{"sink": st.kind, "table": table}); got != n {
+				t.Errorf("eddy_sink_rows_rejected_total{table=%q} = %v, want %v", table, got, n)
 			}
 		}
-		mustFlush(t, s)
-		wantContents(t, st, &Batch{})
 	})
+}
+
+// rejected lists rejected_rows as "table pboxid start_ms reason", in key
+// order.
+func (st *store) rejected(t testing.TB) []string {
+	t.Helper()
+	rows, err := st.db.Query("SELECT source_table, pboxid, start_ms, reason FROM rejected_rows ORDER BY source_table, pboxid, start_ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var table, id, reason string
+		var start int64
+		if err := rows.Scan(&table, &id, &start, &reason); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, fmt.Sprintf("%s %s %d %s", table, id, start, reason))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// counterValue is the value of the counter or gauge name{labels} in reg (0
+// if absent).
+func counterValue(t testing.TB, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, l := range m.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for k, v := range labels {
+				if have[k] != v {
+					continue next
+				}
+			}
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return 0
 }
 
 func TestLifecycle(t *testing.T) {
@@ -627,7 +731,13 @@ func TestConcurrentWriters(t *testing.T) {
 				defer wg.Done()
 				for i := range batches {
 					rs := benchReadings((w*batches+i)*rows, rows)
-					if err := s.Write(context.Background(), &Batch{Readings: rs}); err != nil {
+					write := s.Write
+					if w%2 == 1 { // half of them as leased partitions
+						write = func(ctx context.Context, b *Batch) error {
+							return epochWriter(t, s).WriteEpoch(ctx, int32(w), 1, b)
+						}
+					}
+					if err := write(context.Background(), &Batch{Readings: rs}); err != nil {
 						errs <- err
 						return
 					}
@@ -839,5 +949,442 @@ func TestCancelledFlushThenRetry(t *testing.T) {
 		want := sampleBatch()
 		want.Readings = append(want.Readings, many...)
 		wantContents(t, st, want)
+	})
+}
+
+func epochWriter(t testing.TB, s Sink) EpochWriter {
+	t.Helper()
+	ew, ok := s.(EpochWriter)
+	if !ok {
+		t.Fatalf("%T is not an EpochWriter", s)
+	}
+	return ew
+}
+
+func mustWriteEpoch(t testing.TB, s Sink, p int32, epoch uint64, b *Batch) {
+	t.Helper()
+	if err := epochWriter(t, s).WriteEpoch(context.Background(), p, epoch, b); err != nil {
+		t.Fatalf("WriteEpoch(p%d, epoch %d): %v", p, epoch, err)
+	}
+}
+
+var y10000 = ms("9999-12-31 23:59:59.999") + 1
+
+// fenceRows makes rows of partition 0 in every table (rejected_rows
+// through a window ending in year 10000), one per key, whose non-key
+// values all depend on v.
+func fenceRows(v int, keys ...int) *Batch {
+	t0 := ms("2019-03-01 00:00:00.000")
+	b := &Batch{}
+	f := float64(v)
+	for _, k := range keys {
+		k64 := int64(k)
+		b.Readings = append(b.Readings, operators.Reading{Partition: 0, Offset: k64, PboxID: "d", EventTime: t0 + k64*1000,
+			Metric: f, Latitude: nan, Longitude: nan, Company: fmt.Sprint("c", v)})
+		b.Windows = append(b.Windows, operators.WindowAggregate{PboxID: "d", Start: t0 + k64*60_000, End: t0 + k64*60_000 + 60_000,
+			Count: int64(v), Sum: f, Min: f, Max: f, Avg: f, Latitude: nan, Longitude: nan, Site: fmt.Sprint("s", v)},
+			operators.WindowAggregate{PboxID: fmt.Sprint("z", k), Start: y10000 - 60_000, End: y10000 + int64(v),
+				Count: 1, Latitude: nan, Longitude: nan})
+		b.WorkPeriods = append(b.WorkPeriods, operators.WorkPeriod{PboxID: "d", Start: t0 + k64*600_000, End: t0 + k64*600_000 + int64(v)*1000,
+			Samples: int64(v), AvgMetric: 50 + f, MaxMetric: 50 + f})
+		b.Late = append(b.Late, operators.LateRecord{Partition: 0, Offset: 1000 + k64, PboxID: "d", EventTime: t0, Watermark: t0 + int64(v),
+			Reason: "late", Payload: []byte(fmt.Sprint("late ", v))})
+		b.DeadLetters = append(b.DeadLetters, operators.DeadLetter{Partition: 0, Offset: 2000 + k64, Reason: fmt.Sprint("bad ", v),
+			Payload: []byte(fmt.Sprint("payload ", v))})
+	}
+	return b
+}
+
+// storedRows is what ReadAll shows of b (its storable rows), and the rows
+// of rejected_rows it makes (see TestUnstorableRowsRejected).
+func storedRows(bs ...*Batch) (*Batch, []string) {
+	out := &Batch{}
+	var rej []string
+	for _, b := range bs {
+		out.Readings = append(out.Readings, b.Readings...)
+		out.WorkPeriods = append(out.WorkPeriods, b.WorkPeriods...)
+		out.Late = append(out.Late, b.Late...)
+		out.DeadLetters = append(out.DeadLetters, b.DeadLetters...)
+		for _, w := range b.Windows {
+			if w.End < y10000 {
+				out.Windows = append(out.Windows, w)
+				continue
+			}
+			rej = append(rej, fmt.Sprintf("window_aggregates %s %d sink_rejected: window_aggregates.window_end is %d ms, outside years 1000-9999", w.PboxID, w.Start, w.End))
+		}
+	}
+	slices.Sort(rej)
+	return out, rej
+}
+
+// epochs returns, per table, "epoch:rows" of each epoch stored, ascending.
+func (st *store) epochs(t testing.TB) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, table := range sqlTables {
+		rows, err := st.db.Query("SELECT epoch, COUNT(*) FROM " + table + " GROUP BY epoch ORDER BY epoch")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var parts []string
+		for rows.Next() {
+			var e, n int64
+			if err := rows.Scan(&e, &n); err != nil {
+				t.Fatal(err)
+			}
+			parts = append(parts, fmt.Sprintf("%d:%d", e, n))
+		}
+		rows.Close()
+		out[table] = strings.Join(parts, " ")
+	}
+	return out
+}
+
+func wantEpochs(t testing.TB, st *store, want string) {
+	t.Helper()
+	for table, got := range st.epochs(t) {
+		if got != want {
+			t.Errorf("%s: epochs %q, want %q", table, got, want)
+		}
+	}
+}
+
+func wantStored(t testing.TB, st *store, bs ...*Batch) {
+	t.Helper()
+	want, rej := storedRows(bs...)
+	wantContents(t, st, want)
+	if got := st.rejected(t); !slices.Equal(got, rej) {
+		t.Fatalf("rejected_rows:\n got %q\nwant %q", got, rej)
+	}
+}
+
+// TestEpochFencing: a zombie owner at epoch 1 (another node, whose rows
+// reach the store late) writes the keys the owner at epoch 2 wrote: every
+// table keeps the epoch-2 values, while keys nobody wrote are still
+// inserted at epoch 1; equal epochs replace (a replay, a re-fired window),
+// and a higher epoch replaces.
+func TestEpochFencing(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st *store) {
+		owner := st.openSink(t, Config{})
+		zombie := st.openSink(t, Config{})
+		mustWriteEpoch(t, owner, 0, 2, fenceRows(2, 1, 2))
+		mustFlush(t, owner)
+		wantStored(t, st, fenceRows(2, 1, 2))
+		wantEpochs(t, st, "2:2")
+
+		mustWriteEpoch(t, zombie, 0, 1, fenceRows(1, 1, 2, 3))
+		mustFlush(t, zombie)
+		wantStored(t, st, fenceRows(2, 1, 2), fenceRows(1, 3))
+		wantEpochs(t, st, "1:1 2:2")
+
+		mustWriteEpoch(t, owner, 0, 2, fenceRows(5, 2, 3))
+		mustFlush(t, owner)
+		wantStored(t, st, fenceRows(2, 1), fenceRows(5, 2, 3))
+		wantEpochs(t, st, "2:3")
+
+		mustWriteEpoch(t, zombie, 0, 3, fenceRows(7, 1))
+		mustFlush(t, zombie)
+		wantStored(t, st, fenceRows(7, 1), fenceRows(5, 2, 3))
+		wantEpochs(t, st, "2:2 3:1")
+
+		// Plain Write is epoch 0: it inserts new keys and replaces nothing
+		// written under a lease.
+		mustWrite(t, zombie, fenceRows(9, 1, 4))
+		mustFlush(t, zombie)
+		wantStored(t, st, fenceRows(7, 1), fenceRows(5, 2, 3), fenceRows(9, 4))
+		wantEpochs(t, st, "0:1 2:2 3:1")
+	})
+}
+
+// TestEpochBuffers: Drop discards a partition's buffered rows; rows of a
+// newer epoch of the partition drop the older epoch's; a write at a stale
+// epoch is refused; other partitions are untouched. Each drop is counted.
+func TestEpochBuffers(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st *store) {
+		reg := prometheus.NewRegistry()
+		s := st.newSink(t, Config{}, reg)
+		if err := s.Open(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		ew := epochWriter(t, s)
+		other := &Batch{Readings: benchReadings(0, 10)}
+		for i := range other.Readings {
+			other.Readings[i].Partition = 1
+		}
+		mustWriteEpoch(t, s, 1, 4, other)
+		mustWriteEpoch(t, s, 0, 1, fenceRows(1, 1, 2))
+		if n := ew.Drop(0); n != 12 { // 2 rows in each of the six tables
+			t.Errorf("Drop(0) = %d, want 12", n)
+		}
+		if n := ew.Drop(0); n != 0 {
+			t.Errorf("second Drop(0) = %d, want 0", n)
+		}
+		if n := ew.Drop(7); n != 0 {
+			t.Errorf("Drop of a partition that wrote nothing = %d, want 0", n)
+		}
+		mustWriteEpoch(t, s, 0, 1, fenceRows(3, 1, 2))
+		mustWriteEpoch(t, s, 0, 2, fenceRows(4, 2, 3)) // newer owner here: epoch-1 rows go
+		err := ew.WriteEpoch(context.Background(), 0, 1, fenceRows(5, 1))
+		if !errors.Is(err, ErrStaleEpoch) {
+			t.Errorf("WriteEpoch at stale epoch 1 after epoch 2: %v, want ErrStaleEpoch", err)
+		}
+		mustFlush(t, s)
+		wantStored(t, st, &Batch{Readings: other.Readings}, fenceRows(4, 2, 3))
+		for reason, want := range map[string]float64{"partition_stopped": 12, "fenced": 12 + 6} {
+			if got := counterValue(t, reg, "eddy_sink_rows_dropped_total", map[string]string{"sink": st.kind, "reason": reason}); got != want {
+				t.Errorf("eddy_sink_rows_dropped_total{reason=%q} = %v, want %v", reason, got, want)
+			}
+		}
+		if got := counterValue(t, reg, "eddy_sink_buffer_bytes", map[string]string{"sink": st.kind}); got != 0 {
+			t.Errorf("eddy_sink_buffer_bytes = %v after the flush, want 0", got)
+		}
+	})
+}
+
+// TestLeaseGuard: rows of a partition whose lease guard says no are
+// dropped before the write and counted; the others are written; the guard
+// is asked with each partition's epoch, never for NoPartition.
+func TestLeaseGuard(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st *store) {
+		reg := prometheus.NewRegistry()
+		s := st.newSink(t, Config{}, reg)
+		if err := s.Open(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		var mu sync.Mutex
+		asked := map[string]int{}
+		epochWriter(t, s).SetLeaseGuard(func(p int32, epoch uint64) bool {
+			mu.Lock()
+			asked[fmt.Sprintf("p%d@%d", p, epoch)]++
+			mu.Unlock()
+			return p != 3
+		})
+		expired := &Batch{Readings: benchReadings(0, 5)}
+		for i := range expired.Readings {
+			expired.Readings[i].Partition = 3
+		}
+		mustWriteEpoch(t, s, 3, 9, expired)
+		mustWriteEpoch(t, s, 0, 2, fenceRows(2, 1))
+		unleased := &Batch{Readings: benchReadings(100, 3)}
+		mustWrite(t, s, unleased)
+		mustFlush(t, s)
+		wantStored(t, st, fenceRows(2, 1), unleased)
+		if got := counterValue(t, reg, "eddy_sink_rows_dropped_total", map[string]string{"sink": st.kind, "reason": "lease_expired"}); got != 5 {
+			t.Errorf("eddy_sink_rows_dropped_total{reason=lease_expired} = %v, want 5", got)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if asked["p3@9"] == 0 || asked["p0@2"] == 0 || len(asked) != 2 {
+			t.Errorf("guard asked %v, want p3@9 and p0@2 only", asked)
+		}
+	})
+}
+
+// oldSchema is the schema of an eddy before fencing: the current one
+// without the epoch columns and without rejected_rows.
+func oldSchema(t testing.TB, st *store) []string {
+	t.Helper()
+	schema, fill := sqliteSchema, strings.NewReplacer()
+	if st.kind == "mysql" {
+		coll, err := binaryCollation(context.Background(), st.db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		schema, fill = mysqlSchema, strings.NewReplacer("{collation}", coll, "{today}", "2026-01-01")
+	}
+	var out []string
+	for _, q := range schema {
+		if strings.Contains(q, TableRejected) {
+			continue
+		}
+		var lines []string
+		for _, l := range strings.Split(q, "\n") {
+			if !strings.Contains(l, "epoch") {
+				lines = append(lines, l)
+			}
+		}
+		out = append(out, fill.Replace(strings.Join(lines, "\n")))
+	}
+	return out
+}
+
+// TestMigratesSchemaWithoutEpoch opens a sink on a database an older eddy
+// created (no epoch column, no rejected_rows) holding rows: Open adds the
+// columns (old rows at epoch 0) and the table, and fenced writes work.
+func TestMigratesSchemaWithoutEpoch(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st *store) {
+		for _, q := range oldSchema(t, st) {
+			if _, err := st.db.Exec(q); err != nil {
+				t.Fatalf("old schema: %v\n%s", err, q)
+			}
+		}
+		if cols := st.columns(t, TableWindows); slices.Contains(cols, "epoch") {
+			t.Fatalf("old schema has an epoch column: %v", cols)
+		}
+		old := fenceRows(1, 1, 2)
+		_, err := st.db.Exec("INSERT INTO window_aggregates (pboxid, window_start, window_end, `count`, `sum`, `min`, `max`, `avg`, company, site) VALUES (?, ?, ?, 1, 1, 1, 1, 1, '', 's1'), (?, ?, ?, 1, 1, 1, 1, 1, '', 's1')",
+			"d", sqlTime(old.Windows[0].Start), sqlTime(old.Windows[0].End), "d", sqlTime(old.Windows[2].Start), sqlTime(old.Windows[2].End))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 2 { // migrate, then open the migrated database
+			s := st.newSink(t, Config{}, nil)
+			if err := s.Open(context.Background()); err != nil {
+				t.Fatalf("Open #%d of an old database: %v", i+1, err)
+			}
+			s.Close()
+		}
+		for _, td := range tableDefs {
+			if got, want := st.columns(t, td.name), append(slices.Clone(td.cols), "epoch"); !slices.Equal(got, want) {
+				t.Errorf("migrated table %s has columns %v, want %v", td.name, got, want)
+			}
+		}
+		if n := st.count(t, "SELECT COUNT(*) FROM window_aggregates WHERE epoch = 0"); n != 2 {
+			t.Errorf("old window rows at epoch 0: %d, want 2", n)
+		}
+		s := st.openSink(t, Config{})
+		mustWriteEpoch(t, s, 0, 1, fenceRows(2, 2, 3))
+		mustFlush(t, s)
+		want := &Batch{Windows: []operators.WindowAggregate{{PboxID: "d", Start: old.Windows[0].Start, End: old.Windows[0].End,
+			Count: 1, Sum: 1, Min: 1, Max: 1, Avg: 1, Latitude: nan, Longitude: nan, Site: "s1"}}}
+		wantStored(t, st, want, fenceRows(2, 2, 3))
+		if n := st.count(t, "SELECT COUNT(*) FROM daily_work_time"); n != 1 {
+			t.Errorf("daily_work_time has %d rows after the migration, want 1", n)
+		}
+	})
+}
+
+// refuse makes the store refuse some rows that eddy considers valid, as a
+// DBA's constraint would: readings with metric >= 1000, windows with count
+// >= 1000, work periods with samples >= 1000, late records and dead letters
+// with reason 'poison', and rejected rows of pboxid 'never'. MySQL gets
+// CHECK constraints, SQLite (which cannot add one to a table) triggers.
+func (st *store) refuse(t testing.TB) {
+	t.Helper()
+	rules := []struct{ table, cond string }{
+		{TableReadings, "metric < 1000"},
+		{TableWindows, "`count` < 1000"},
+		{TableWorkPeriods, "samples < 1000"},
+		{TableLate, "reason <> 'poison'"},
+		{TableDeadLetters, "reason <> 'poison'"},
+		{TableRejected, "pboxid <> 'never'"},
+	}
+	for i, r := range rules {
+		q := fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT refuse_%d CHECK (%s)", r.table, i, r.cond)
+		if st.kind == "sqlite" {
+			cond := strings.NewReplacer("metric", "NEW.metric", "`count`", "NEW.`count`", "samples", "NEW.samples",
+				"reason", "NEW.reason", "pboxid", "NEW.pboxid").Replace(r.cond)
+			q = fmt.Sprintf("CREATE TRIGGER refuse_%d BEFORE INSERT ON %s WHEN NOT (%s) BEGIN SELECT RAISE(ABORT, 'refused by refuse_%d'); END", i, r.table, cond, i)
+		}
+		if _, err := st.db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+}
+
+// TestBisectIsolatesRefusedRows: the store refuses a few rows of every
+// table in one flush: the flush bisects down to exactly those rows, writes
+// all the others, stores each refused row's rejection (a dead letter under
+// the source record's key, or a row of rejected_rows), counts them, and
+// returns no error.
+func TestBisectIsolatesRefusedRows(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st *store) {
+		reg := prometheus.NewRegistry()
+		s := st.newSink(t, Config{BatchRows: MaxBatchRows}, reg)
+		if err := s.Open(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		st.refuse(t)
+		t0 := ms("2019-03-01 00:00:00.000")
+		in := &Batch{Readings: benchReadings(0, 300)}
+		badReadings := []int{0, 150, 151, 299}
+		for _, i := range badReadings {
+			in.Readings[i].Metric = 5000
+		}
+		for i := range 40 {
+			in.Windows = append(in.Windows, operators.WindowAggregate{PboxID: "d", Start: t0 + int64(i)*60_000, End: t0 + int64(i+1)*60_000,
+				Count: int64(i + 1), Sum: 1, Min: 1, Max: 1, Avg: 1, Latitude: nan, Longitude: nan})
+		}
+		in.Windows[7].Count = 5000
+		in.Windows = append(in.Windows, operators.WindowAggregate{PboxID: "never", Start: t0, End: t0 + 60_000, Count: 5000, Latitude: nan, Longitude: nan})
+		for i := range 20 {
+			in.WorkPeriods = append(in.WorkPeriods, operators.WorkPeriod{PboxID: "d", Start: t0 + int64(i)*3_600_000, End: t0 + int64(i)*3_600_000 + 60_000,
+				Samples: int64(i + 1), AvgMetric: 60, MaxMetric: 70})
+		}
+		in.WorkPeriods[19].Samples = 5000
+		for i := range 10 {
+			in.Late = append(in.Late, operators.LateRecord{Partition: 8, Offset: int64(i), PboxID: "d", EventTime: t0, Watermark: t0 + 1,
+				Reason: "late", Payload: []byte(fmt.Sprint("late ", i))})
+			in.DeadLetters = append(in.DeadLetters, operators.DeadLetter{Partition: 9, Offset: int64(i), Reason: "malformed_json",
+				Payload: []byte(fmt.Sprint("dead ", i))})
+		}
+		in.Late[3].Reason = "poison"
+		in.DeadLetters[5].Reason = "poison"
+		mustWrite(t, s, in)
+		mustFlush(t, s)
+
+		want := &Batch{Windows: slices.Delete(slices.Clone(in.Windows), 40, 41), WorkPeriods: in.WorkPeriods[:19]}
+		want.Windows = slices.Delete(want.Windows, 7, 8)
+		for i, r := range in.Readings {
+			if !slices.Contains(badReadings, i) {
+				want.Readings = append(want.Readings, r)
+			}
+		}
+		want.Late = slices.Delete(slices.Clone(in.Late), 3, 4)
+		want.DeadLetters = slices.Clone(in.DeadLetters)
+		got := st.readAll(t)
+		// The rejections' reasons carry the store's error: check their
+		// prefix, then compare the rest exactly.
+		prefixes := map[string]string{}
+		for i, d := range got.DeadLetters {
+			if !strings.HasPrefix(d.Reason, "sink_rejected: ") {
+				continue
+			}
+			table, _, _ := strings.Cut(strings.TrimPrefix(d.Reason, "sink_rejected: "), ":")
+			prefixes[fmt.Sprintf("%d/%d", d.Partition, d.Offset)] = table
+			got.DeadLetters[i].Reason = "sink_rejected: " + table
+		}
+		wantPrefixes := map[string]string{"0/0": TableReadings, "2/150": TableReadings, "3/151": TableReadings, "3/299": TableReadings,
+			"8/3": TableLate, "9/5": TableDeadLetters}
+		if !maps.Equal(prefixes, wantPrefixes) {
+			t.Errorf("rejected dead letters %v, want %v", prefixes, wantPrefixes)
+		}
+		want.DeadLetters[5] = operators.DeadLetter{Partition: 9, Offset: 5, Reason: "sink_rejected: dead_letters", Payload: []byte{}}
+		for _, i := range badReadings {
+			r := in.Readings[i]
+			js := appendReadingJSON(nil, &r)
+			want.DeadLetters = append(want.DeadLetters, operators.DeadLetter{Partition: r.Partition, Offset: r.Offset,
+				Reason: "sink_rejected: readings", Payload: js[:len(js)-1]})
+		}
+		want.DeadLetters = append(want.DeadLetters, operators.DeadLetter{Partition: 8, Offset: 3, Reason: "sink_rejected: late_records", Payload: []byte("late 3")})
+		if d := diffBatch(sorted(want), got); d != "" {
+			t.Fatal(d)
+		}
+		var rej []string
+		for _, r := range st.rejected(t) {
+			rej = append(rej, r[:strings.Index(r, "sink_rejected: ")+len("sink_rejected: ")+len(strings.Fields(r)[0])])
+		}
+		wantRej := []string{
+			fmt.Sprintf("window_aggregates d %d sink_rejected: window_aggregates", t0+7*60_000),
+			fmt.Sprintf("work_periods d %d sink_rejected: work_periods", t0+19*3_600_000),
+		}
+		if !slices.Equal(rej, wantRej) {
+			t.Errorf("rejected_rows:\n got %q\nwant %q", rej, wantRej)
+		}
+		for table, n := range map[string]float64{TableReadings: 4, TableWindows: 2, TableWorkPeriods: 1, TableLate: 1, TableDeadLetters: 1} {
+			if got := counterValue(t, reg, "eddy_sink_rows_rejected_total", map[string]string{"sink": st.kind, "table": table}); got != n {
+				t.Errorf("eddy_sink_rows_rejected_total{table=%q} = %v, want %v", table, got, n)
+			}
+		}
+		if got := counterValue(t, reg, "eddy_sink_rows_dropped_total", map[string]string{"sink": st.kind, "reason": "unstorable"}); got != 1 {
+			t.Errorf("eddy_sink_rows_dropped_total{reason=unstorable} = %v, want 1 (the window of pboxid never)", got)
+		}
+		// The buffer is empty: a second flush writes nothing.
+		if got := counterValue(t, reg, "eddy_sink_buffer_bytes", map[string]string{"sink": st.kind}); got != 0 {
+			t.Errorf("eddy_sink_buffer_bytes = %v, want 0", got)
+		}
 	})
 }
