@@ -83,9 +83,11 @@ func leaseTiming() string {
 	var parts []string
 	for _, l := range strings.Split(string(out), "\n") {
 		f := strings.Fields(l)
-		if len(f) > 0 && (strings.HasPrefix(f[0], "--lease") || strings.HasPrefix(f[0], "--gossip-") || strings.HasPrefix(f[0], "--takeover")) {
-			parts = append(parts, strings.Join(f, " "))
+		i := strings.LastIndex(l, "(default ")
+		if len(f) == 0 || i < 0 || !(strings.HasPrefix(f[0], "--lease") || strings.HasPrefix(f[0], "--gossip-probe") || strings.HasPrefix(f[0], "--gossip-suspicion")) {
+			continue
 		}
+		parts = append(parts, f[0]+" "+strings.TrimSuffix(strings.TrimPrefix(l[i:], "(default "), ")"))
 	}
 	if len(parts) == 0 {
 		return "no --lease-* flag (leases without a time bound)"
