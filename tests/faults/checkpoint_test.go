@@ -20,8 +20,9 @@ import (
 // renames it into place; the test takes the keys of that partition's
 // snapshots of the next checkpoints (JOB/cluster/chk-%020d/p%05d-e%d.snap,
 // the layout of actors.Runtime) with non-empty directories, so every rename
-// fails, and removes them to heal. The job uses the default checkpoint
-// timeout and writes to MySQL and to the transactional Kafka sink. End: a
+// fails, and removes them to heal. The job aborts a checkpoint whose acks
+// are missing for 2 s (checkpoint.ack_timeout), retains 2, and writes to
+// MySQL and to the transactional Kafka sink. End: a
 // checkpoint started after the heal completes; the newest complete
 // checkpoint is never evicted from GET /v1/checkpoints while newer ones are
 // incomplete (polled every 200 ms); the MySQL tables and the read_committed
@@ -29,7 +30,11 @@ import (
 func TestStalledCheckpoint(t *testing.T) {
 	require(t)
 	rng := seeded(t)
-	e := newEnv(t, envConfig{rng: rng, replayFor: 50 * time.Second, kafkaSink: true}) // allowed lateness 0: one Kafka message per window
+	// Allowed lateness 0: one Kafka message per window. A checkpoint whose
+	// acks are missing for 2 s is aborted and the next started, so the
+	// stall leaves several incomplete checkpoints, more than retain 2.
+	e := newEnv(t, envConfig{rng: rng, replayFor: 50 * time.Second, kafkaSink: true,
+		checkpointYAML: "  ack_timeout: 2s\n  retain: 2\n"})
 	cw := watchCheckpoints(t, e)
 	e.startReplay()
 	harness.Eventually(t, 30*time.Second, func() error {
@@ -78,9 +83,14 @@ func TestStalledCheckpoint(t *testing.T) {
 	time.Sleep(stall)
 	heal()
 	healedAt, newestAtHeal := time.Now(), cw.newest()
-	completedInStall := cw.completeIn(first, newestAtHeal)
-	t.Logf("healed: checkpoints %d..%d started during the stall, complete among them: %v", first, newestAtHeal, completedInStall)
-	if newestAtHeal >= first && len(completedInStall) > 0 {
+	var completedInStall []uint64
+	for _, id := range cw.completeIn(first, newestAtHeal) {
+		if cw.completedAt(id).Before(healedAt) {
+			completedInStall = append(completedInStall, id)
+		}
+	}
+	t.Logf("healed: checkpoints %d..%d started during the stall; complete before the heal: %v", first, newestAtHeal, completedInStall)
+	if len(completedInStall) > 0 {
 		t.Errorf("the stall did not stop checkpoints %v from completing: the fault was not injected", completedInStall)
 	}
 

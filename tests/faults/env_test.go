@@ -157,6 +157,9 @@ type envConfig struct {
 	// kafkaSink adds eddy's transactional Kafka sink (harness.KafkaSinkURL)
 	// on the test's broker to the MySQL sink.
 	kafkaSink bool
+	// checkpointYAML are more lines of the spec's checkpoint section
+	// (indented two spaces), e.g. "  ack_timeout: 2s\n".
+	checkpointYAML string
 }
 
 // env is one test's cluster: broker, 3 nodes, the job submitted and
@@ -203,6 +206,7 @@ func newEnv(t *testing.T, cfg envConfig) *env {
 		extra += fmt.Sprintf("sinks: [%q]\n", harness.KafkaSinkURL(e.broker, partitions))
 	}
 	spec := harness.BoundedSpec(job, e.broker, e.want, "mysql:"+e.dsn, "file://"+e.checkpoints, extra)
+	spec = strings.Replace(spec, "\ncheckpoint:\n", "\ncheckpoint:\n"+cfg.checkpointYAML, 1)
 
 	e.c, err = harness.New(harness.Options{Binary: eddyBin, Dir: e.dir, Nodes: 3, BootstrapExpect: 3,
 		Args: cfg.nodeArgs, GidBase: cfg.gidBase, Logf: t.Logf})
