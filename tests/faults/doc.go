@@ -12,9 +12,9 @@
 //
 // The faults, each a test with its own seeded schedule:
 //
-//   - TestPause: SIGSTOP of a partition owner for 1.5 s and for 10 s
-//     (longer than the failure detector and the lease), then SIGCONT, and a
-//     SIGKILL + restart. MariaDB triggers (BEFORE UPDATE on every sink
+//   - TestPause: SIGSTOP of a partition owner for 1.5 s, 4 s and 10 s
+//     (below, just past and far past the lease TTL + safety), then SIGCONT,
+//     and two SIGKILL + restart. MariaDB triggers (BEFORE UPDATE on every sink
 //     table) record any row whose epoch column would go down; the audit
 //     must stay empty. Prints the recovery time after SIGSTOP and SIGKILL.
 //   - TestNetworkPartition: iptables rules on 127.0.0.1 in a chain of its own

@@ -11,9 +11,9 @@ import (
 	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 )
 
-// TestPause SIGSTOPs a partition owner for 1.5 s and for 10 s (a GC pause,
+// TestPause SIGSTOPs a partition owner for 1.5 s, 4 s and 10 s (a GC pause,
 // a starved VM: the process does not know it was stopped), SIGCONTs it, and
-// SIGKILLs and restarts one, in a seeded order, while the replay runs. A
+// twice SIGKILLs and restarts one, in a seeded order, while the replay runs. A
 // stopped owner whose lease was taken over resumes as a zombie with rows in
 // its buffers; with allowed lateness its re-fired windows differ from the
 // new owner's. End: the tables equal the oracle, no row's epoch ever went
@@ -21,11 +21,14 @@ import (
 func TestPause(t *testing.T) {
 	require(t)
 	rng := seeded(t)
-	e := newEnv(t, envConfig{rng: rng, replayFor: 45 * time.Second, lateness: 30 * time.Second})
+	e := newEnv(t, envConfig{rng: rng, replayFor: 55 * time.Second, lateness: 30 * time.Second})
 	audit := epochAudit(t, e.dsn)
 	e.startReplay()
 
-	events := []string{"stop-1.5s", "stop-10s", "kill"}
+	// 1.5 s: below the lease TTL (the owner should keep its partitions);
+	// 4 s: just past TTL + safety (the owner resumes as the takeover
+	// happens); 10 s: far past it.
+	events := []string{"stop-1.5s", "stop-4s", "stop-10s", "kill", "kill"}
 	rng.Shuffle(len(events), func(i, j int) { events[i], events[j] = events[j], events[i] })
 	t.Logf("schedule: %v", events)
 	var stopped, killed []time.Duration
@@ -34,10 +37,10 @@ func TestPause(t *testing.T) {
 		victim, orphans := e.ownerOfSome(rng)
 		at := time.Now()
 		switch ev {
-		case "stop-1.5s", "stop-10s":
-			d := 1500 * time.Millisecond
-			if ev == "stop-10s" {
-				d = 10 * time.Second
+		case "stop-1.5s", "stop-4s", "stop-10s":
+			d, err := time.ParseDuration(strings.TrimPrefix(ev, "stop-"))
+			if err != nil {
+				t.Fatal(err)
 			}
 			if err := victim.Signal(syscall.SIGSTOP); err != nil {
 				t.Fatal(err)
