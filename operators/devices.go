@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	json "github.com/goccy/go-json"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // DeviceInfo is the broadcast business data of one device (control-plane key

@@ -8,7 +8,7 @@ import (
 	"io"
 	"os"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // LoadDevices reads a devices file: a JSON object or a YAML mapping from
