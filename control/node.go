@@ -65,12 +65,15 @@ type Node struct {
 	closeErr  error
 
 	mu         sync.Mutex
-	suppressed map[string]time.Time // ids removed on request: not re-added until then
+	suppressed map[string]suppression // ids removed on request: not re-added until then
 
 	// Owned by the control loop goroutine.
 	bootstrapped bool
 	deadSince    map[string]time.Time
 	warnedExpect bool
+	warnedQuorum bool
+
+	health raftHealth // the leader's Raft evidence about its peers (autopilot.go)
 }
 
 // StartNode opens the node's data dir, starts Raft, memberlist and the HTTP
@@ -99,7 +102,7 @@ func StartNode(cfg Config) (n *Node, err error) {
 		cancel:     cancel,
 		kick:       make(chan struct{}, 1),
 		leaveCh:    make(chan struct{}),
-		suppressed: make(map[string]time.Time),
+		suppressed: make(map[string]suppression),
 		deadSince:  make(map[string]time.Time),
 		peer: &http.Client{Transport: &http.Transport{
 			DialContext:         (&net.Dialer{Timeout: time.Second}).DialContext,
@@ -707,30 +710,41 @@ func (n *Node) syncMeta() {
 	}
 }
 
-// suppress keeps id from being re-added by autopilot for d.
+// suppress keeps id from being re-added by autopilot for d, or until its
+// member comes back alive after this call (a node that left and was
+// restarted joins again at once).
 func (n *Node) suppress(id string, d time.Duration) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.suppressed[id] = time.Now().Add(d)
+	now := time.Now()
+	n.suppressed[id] = suppression{at: now, until: now.Add(d)}
 }
 
-func (n *Node) isSuppressed(id string) bool {
+func (n *Node) isSuppressed(m cluster.Member) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	until, ok := n.suppressed[id]
-	if ok && time.Now().After(until) {
-		delete(n.suppressed, id)
+	s, ok := n.suppressed[m.ID]
+	if ok && (time.Now().After(s.until) || m.Status == cluster.StatusAlive && m.Since.After(s.at)) {
+		delete(n.suppressed, m.ID)
 		return false
 	}
 	return ok
 }
 
+// suppression is a server removed on request: not re-added until.
+type suppression struct{ at, until time.Time }
+
 // Leave removes this node from the cluster for good: it hands its device
 // partitions over (Assigner.Shutdown, if an assigner is attached), flags
-// itself as leaving, hands leadership over if it is the leader, asks the leader to
-// remove it from the Raft configuration, then closes Done. The caller (the
-// node process) then calls Close, which announces the memberlist leave.
-// Fails with ErrConflict if this node is the only voter.
+// itself as leaving, hands leadership over if it is the leader, asks the
+// leader to remove it from the Raft configuration (voter or non-voter;
+// autopilot then promotes a healthy non-voter if the voter target is no
+// longer met), then closes Done. The caller (the node process) then calls
+// Close, which announces the memberlist leave. A node restarted later with
+// its data dir rejoins as a non-voter. Fails with ErrConflict if this node
+// is the only voter, or if the voters left that the leader hears from over
+// Raft would not be a majority of the voter target (the node then stays in
+// the configuration).
 func (n *Node) Leave(ctx context.Context) error {
 	if a := n.assigner.Load(); a != nil {
 		// Hand the partitions over while this node can still release
@@ -780,6 +794,9 @@ func (n *Node) removeServer(ctx context.Context, id string) error {
 	return n.onLeader(ctx, "/v1/cluster/raft/remove", id, func() error {
 		if id == n.cfg.ID {
 			return fmt.Errorf("%w: the leader cannot remove itself; transfer leadership first (eddy ctl leave does)", ErrConflict)
+		}
+		if !n.canRemoveVoter(id) {
+			return fmt.Errorf("%w: removing voter %s would leave fewer healthy voters than a majority of the voter target; add or repair voters first", ErrConflict, id)
 		}
 		n.suppress(id, time.Minute)
 		if err := n.raft.RemoveServer(raft.ServerID(id), 0, n.cfg.ApplyTimeout).Error(); err != nil {

@@ -29,6 +29,7 @@ func newNodeCmd() *cobra.Command {
 	cfg := control.DefaultConfig()
 	var tokenFile, logLevel, jobFile string
 	drainTimeout := time.Minute
+	leaveOnTerminate := true
 	acfg := control.DefaultAssignerConfig()
 	var actorAddr string
 	cmd := &cobra.Command{
@@ -56,8 +57,14 @@ the partitions by live handoff; the partitions of a killed node are taken
 over about a second later and restored from their last checkpoint.
 
 SIGINT/SIGTERM stop the node gracefully: its partitions are handed over to
-their next owners first (--drain-timeout); it keeps its Raft membership, so a
-restart resumes its place. 'eddy ctl leave' removes it for good.`,
+their next owners first (--drain-timeout), then, with --leave-on-terminate
+(the default), it leaves the Raft configuration like 'eddy ctl leave': a
+leader hands leadership over first, a voter is replaced by a healthy
+non-voter (autopilot), and a voter whose removal would leave fewer healthy
+voters than a majority of the voter target stays. A node restarted with its
+data dir joins again as a non-voter. --leave-on-terminate=false keeps the
+Raft membership, so a restart resumes its place (the leader keeps
+heartbeating the stopped node until it is back or autopilot removes it).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			level, err := parseLogLevel(logLevel)
@@ -76,7 +83,7 @@ restart resumes its place. 'eddy ctl leave' removes it for good.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return runNode(ctx, cfg, acfg, jobFile, drainTimeout, actorAddr, cmd.OutOrStdout())
+			return runNode(ctx, cfg, acfg, jobFile, drainTimeout, leaveOnTerminate, actorAddr, cmd.OutOrStdout())
 		},
 	}
 	fl := cmd.Flags()
@@ -93,6 +100,7 @@ restart resumes its place. 'eddy ctl leave' removes it for good.`,
 	fl.DurationVar(&acfg.LeaseTTL, "lease-ttl", acfg.LeaseTTL, "time bound of this node's partition leases, renewed through Raft every TTL/4: a node that cannot renew stops writing TTL − safety after its last renewal, others take over after TTL + safety without a renewal (so about the recovery time after a crash)")
 	fl.DurationVar(&acfg.LeaseSafety, "lease-safety", acfg.LeaseSafety, "margin on both sides of a lease's expiry (clock-rate differences, stop latency); < lease-ttl/2")
 	fl.DurationVar(&drainTimeout, "drain-timeout", drainTimeout, "on SIGTERM, how long to hand partitions over before stopping anyway")
+	fl.BoolVar(&leaveOnTerminate, "leave-on-terminate", leaveOnTerminate, "on SIGTERM, after the handover, leave the Raft configuration (false: keep the membership for a restart)")
 	fl.StringVar(&actorAddr, "actor-addr", "", `protoactor-go address (host:port) of this node's virtual actors: each device partition is addressable by identity "<job>/<partition>" from any node, GET /v1/partitions/{job}/{partition}; "" = off`)
 	fl.IntVar(&cfg.MaxValueBytes, "max-value-bytes", cfg.MaxValueBytes, "largest accepted value, in bytes (larger: HTTP 413)")
 	fl.DurationVar(&cfg.ApplyTimeout, "apply-timeout", cfg.ApplyTimeout, "how long a write may wait to be committed")
@@ -123,7 +131,7 @@ restart resumes its place. 'eddy ctl leave' removes it for good.`,
 // With jobFile, the node first submits that job (if no job of that name
 // is stored yet), as eddy ctl job submit would; its enrichment reads the
 // broadcast device data from the local Raft replica.
-func runNode(ctx context.Context, cfg control.Config, acfg control.AssignerConfig, jobFile string, drainTimeout time.Duration, actorAddr string, out io.Writer) error {
+func runNode(ctx context.Context, cfg control.Config, acfg control.AssignerConfig, jobFile string, drainTimeout time.Duration, leaveOnTerminate bool, actorAddr string, out io.Writer) error {
 	var submit *control.JobPut
 	if jobFile != "" {
 		_, jcfg, err := loadJobSpec(jobFile, false, true)
@@ -174,12 +182,19 @@ func runNode(ctx context.Context, cfg control.Config, acfg control.AssignerConfi
 	fmt.Fprintf(out, "node %s: API http://%s\n", cfg.ID, cfg.HTTPAddr)
 	select {
 	case <-ctx.Done():
-		cfg.Logger.Info("signal received, handing partitions over and stopping")
+		cfg.Logger.Info("signal received, handing partitions over and stopping", "leave", leaveOnTerminate)
 		dctx, dcancel := context.WithTimeout(context.Background(), drainTimeout)
-		err = svc.Shutdown(dctx)
+		err = svc.Assigner().Shutdown(dctx)
 		dcancel()
 		if err != nil {
 			cfg.Logger.Warn("draining the partitions", "err", err)
+		}
+		if leaveOnTerminate {
+			lctx, lcancel := context.WithTimeout(context.Background(), 2*cfg.LeaderWait+cfg.ApplyTimeout)
+			if err := node.Leave(lctx); err != nil {
+				cfg.Logger.Warn("leaving the raft configuration; the node stays a member", "err", err)
+			}
+			lcancel()
 		}
 	case <-node.Done():
 		cfg.Logger.Info("left the cluster, stopping")
