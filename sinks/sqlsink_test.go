@@ -1388,3 +1388,122 @@ func TestBisectIsolatesRefusedRows(t *testing.T) {
 		}
 	})
 }
+
+// TestBufferLimitBackpressure breaks the store (drops readings) under a
+// sink with a small MaxBufferBytes: writers block once the buffer is full
+// (the backpressure hook says so, the buffer stays within its limit), a
+// blocked writer whose context ends returns its error and buffers nothing,
+// and once the store is repaired the blocked writer goes on and every row
+// arrives exactly once.
+func TestBufferLimitBackpressure(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st *store) {
+		const limit = 64 << 10
+		reg := prometheus.NewRegistry()
+		s := st.newSink(t, Config{MaxBufferBytes: limit, BatchRows: MaxBatchRows}, reg)
+		if err := s.Open(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		ew := epochWriter(t, s)
+		type event struct {
+			p       int32
+			waiting bool
+		}
+		events := make(chan event, 100)
+		ew.SetBackpressureHook(func(p int32, waiting bool) { events <- event{p, waiting} })
+		waitEvent := func(want event) {
+			t.Helper()
+			select {
+			case e := <-events:
+				if e != want {
+					t.Fatalf("backpressure hook %+v, want %+v", e, want)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatalf("no backpressure hook %+v within 20 s", want)
+			}
+		}
+		bytesBuffered := func() float64 {
+			return counterValue(t, reg, "eddy_sink_buffer_bytes", map[string]string{"sink": st.kind})
+		}
+		if _, err := st.db.Exec("DROP TABLE readings"); err != nil {
+			t.Fatal(err)
+		}
+		const batches, rows = 20, 100
+		done := make(chan error, 1)
+		go func() {
+			for i := range batches {
+				if err := ew.WriteEpoch(context.Background(), 0, 1, &Batch{Readings: benchReadings(i*rows, rows)}); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+		waitEvent(event{0, true})
+		if b := bytesBuffered(); b <= 0 || b > limit {
+			t.Errorf("eddy_sink_buffer_bytes = %v while blocked, want in (0, %d]", b, limit)
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the writer finished (%v) although the store is broken", err)
+		default:
+		}
+		// A second writer blocks too, and gives up with its context.
+		ctx, cancel := context.WithCancel(context.Background())
+		cancelled := make(chan error, 1)
+		go func() { cancelled <- ew.WriteEpoch(ctx, 1, 1, &Batch{Readings: benchReadings(10_000, rows)}) }()
+		waitEvent(event{1, true})
+		cancel()
+		if err := <-cancelled; !errors.Is(err, context.Canceled) {
+			t.Errorf("blocked WriteEpoch after cancel: %v, want context.Canceled", err)
+		}
+		waitEvent(event{1, false})
+		// The blocked writer keeps trying the write itself.
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			n := counterValue(t, reg, "eddy_sink_write_errors_total", map[string]string{"sink": st.kind})
+			if n >= 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("eddy_sink_write_errors_total = %v after 20 s of outage, want >= 2 (the blocked writer retries)", n)
+			}
+		}
+		repair := st.newSink(t, Config{}, nil) // Open recreates the table
+		if err := repair.Open(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		repair.Close()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("the blocked writer did not go on within 20 s of the repair")
+		}
+		waitEvent(event{0, false})
+		mustFlush(t, s)
+		wantContents(t, st, &Batch{Readings: benchReadings(0, batches*rows)})
+		if n := metricRows(t, reg, st.kind, TableReadings); n != batches*rows {
+			t.Errorf("eddy_sink_rows_written_total{table=readings} = %v, want %d: retries must not write rows twice", n, batches*rows)
+		}
+		if b := bytesBuffered(); b != 0 {
+			t.Errorf("eddy_sink_buffer_bytes = %v after the flush, want 0", b)
+		}
+	})
+}
+
+func TestConfigValidateBufferBytes(t *testing.T) {
+	for _, tc := range []struct {
+		n  int64
+		ok bool
+	}{{0, true}, {MinBufferBytes, true}, {MaxBufferBytesLimit, true}, {MinBufferBytes - 1, false}, {-1, false}, {MaxBufferBytesLimit + 1, false}} {
+		err := Config{MaxBufferBytes: tc.n}.Validate()
+		if (err == nil) != tc.ok {
+			t.Errorf("MaxBufferBytes %d: Validate() = %v, want ok=%v", tc.n, err, tc.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "MaxBufferBytes") {
+			t.Errorf("MaxBufferBytes %d: error %q does not name the field", tc.n, err)
+		}
+	}
+}
