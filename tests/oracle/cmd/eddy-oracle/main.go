@@ -44,6 +44,8 @@ func run(args []string) int {
 	sqlitePath := fs.String("sqlite", "", "compare with this eddy SQLite sink file")
 	mysqlDSN := fs.String("mysql", "", "compare with this eddy MySQL sink (go-sql-driver DSN)")
 	maxDiffs := fs.Int("max-diffs", 20, "example rows shown per difference category (0 = all)")
+	maxBytes := fs.Int("max-message-bytes", oracle.DefaultMaxMessageBytes, "largest message value; bigger ones are dead letters (as eddy dev --max-message-bytes)")
+	maxFuture := fs.Duration("max-future", 0, "event times more than this after now are dead letters (as eddy dev --max-future); 0 = off, eddy's bounded default")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -82,6 +84,10 @@ func run(args []string) int {
 		opts.Window = oracle.WindowSpec{Kind: oracle.WindowTumbling, Size: *window}
 	}
 	opts.Threshold, opts.MaxGap, opts.OutOfOrderness, opts.AllowedLateness = *threshold, *maxGap, *ooo, *lateness
+	opts.MaxMessageBytes = *maxBytes
+	if *maxFuture != 0 {
+		opts.MaxFuture, opts.Now = *maxFuture, time.Now()
+	}
 	if *devices != "" {
 		if opts.Devices, err = oracle.LoadDevices(*devices); err != nil {
 			return fail(err)
