@@ -25,8 +25,8 @@ func TestRun(t *testing.T) {
 	for _, q := range []string{
 		"CREATE TABLE window_aggregates (pboxid TEXT, window_start TEXT, window_end TEXT, `count` INTEGER, `sum` REAL, `min` REAL, `max` REAL, `avg` REAL, latitude REAL, longitude REAL, company TEXT, site TEXT)",
 		"CREATE TABLE work_periods (pboxid TEXT, period_start TEXT, period_end TEXT, duration_s REAL, samples INTEGER, avg_metric REAL, max_metric REAL, company TEXT, site TEXT)",
-		"CREATE TABLE readings (x INTEGER)", "CREATE TABLE late_records (x INTEGER)", "CREATE TABLE dead_letters (x INTEGER)",
-		"INSERT INTO readings VALUES (1)", "INSERT INTO dead_letters VALUES (1)",
+		"CREATE TABLE readings (x INTEGER)", "CREATE TABLE late_records (x INTEGER)", "CREATE TABLE dead_letters (source_partition INTEGER, source_offset INTEGER, reason TEXT)",
+		"INSERT INTO readings VALUES (1)", "INSERT INTO dead_letters VALUES (4, 1, 'invalid_metric: \"\"')",
 	} {
 		if _, err := db.Exec(q); err != nil {
 			t.Fatal(err)
