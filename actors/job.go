@@ -422,6 +422,9 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 			if err := ck.restore(runCtx, t); err != nil {
 				return Summary{}, err
 			}
+			if err := j.clampToLogStart(client, t); err != nil {
+				return Summary{}, err
+			}
 		}
 	}
 	for _, t := range tasks {

@@ -33,6 +33,10 @@ type Metrics struct {
 	Checkpoints                *prometheus.CounterVec // labels kind, result
 	RestoreSeconds             prometheus.Histogram
 	RestoreFallbacks           prometheus.Counter
+	// SourceOffsetResets and SourceSkippedRecords: restores whose offset
+	// was below the source partition's log start (clampToLogStart).
+	SourceOffsetResets   prometheus.Counter
+	SourceSkippedRecords prometheus.Counter
 }
 
 // NewMetrics creates the job metrics and registers them on reg when reg is
@@ -127,7 +131,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "eddy_checkpoint_restore_fallbacks_total",
 		Help: "Snapshots found corrupt or missing at restore; the partition fell back to an older checkpoint.",
 	})
+	m.SourceOffsetResets = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "eddy_source_offset_resets_total",
+		Help: "Partition restores whose source offset was below the log start of the source partition (records deleted by retention); the partition resumed at the log start.",
+	})
+	m.SourceSkippedRecords = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "eddy_source_skipped_records_total",
+		Help: "Source records skipped by those resets: between the restored offset and the log start, lost to the job.",
+	})
 	if reg != nil {
+		reg.MustRegister(m.SourceOffsetResets, m.SourceSkippedRecords)
 		reg.MustRegister(m.Received, m.Parsed, m.Failed, m.Late, m.WindowsFired,
 			m.WorkPeriods, m.Lag, m.Watermark, m.BatchSeconds, m.ActorRestarts, m.StateDevices, m.Backpressured,
 			m.CheckpointSeconds, m.CheckpointPartitionSeconds, m.CheckpointSyncSeconds, m.CheckpointBytes,

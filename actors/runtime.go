@@ -282,6 +282,10 @@ func (r *Runtime) Start(ctx context.Context, p int32, epoch uint64, points []Res
 			t.closeTxns()
 			return err
 		}
+		if err := j.clampToLogStart(r.client, t); err != nil {
+			t.closeTxns()
+			return err
+		}
 	}
 	props := actor.PropsFromProducer(func() actor.Actor { return &partitionActor{t: t} },
 		actor.WithGuardian(&reportingRestart{log: j.log, restarts: j.metrics.ActorRestarts}))
