@@ -36,6 +36,7 @@ type Service struct {
 	aborted   map[string]uint64            // newest aborted checkpoint handled by drive, by job
 	barriers  map[string]map[int32]barrier // last barrier drive sent each partition, by job
 	storages  map[string]string            // checkpoint storage URL of every job seen, for its garbage
+	deletedAt map[string]time.Time         // when a job of storages was seen deleted
 	gcAt      map[string]time.Time         // last snapshot collection, by job
 	gcBusy    map[string]bool              // a collection of the job runs
 	stores    map[string]*checkpoint.Storage
@@ -68,7 +69,7 @@ func Start(node *control.Node, cfg Config) (*Service, error) {
 	}
 	s := &Service{node: node, cfg: cfg, log: cfg.Logger.With("component", "jobs"),
 		committed: map[string]uint64{}, started: map[string]time.Time{}, aborting: map[string]time.Time{},
-		aborted: map[string]uint64{}, barriers: map[string]map[int32]barrier{}, storages: map[string]string{},
+		aborted: map[string]uint64{}, barriers: map[string]map[int32]barrier{}, storages: map[string]string{}, deletedAt: map[string]time.Time{},
 		gcAt: map[string]time.Time{}, gcBusy: map[string]bool{}, stores: map[string]*checkpoint.Storage{},
 		gcDone: make(chan string, 16)}
 	s.metrics = newMetrics(cfg.Registerer)
@@ -348,16 +349,35 @@ func (s *Service) collect(job, url string, view control.View, cps []control.Chec
 	})
 }
 
+// deletedGCFor is how long after a job's deletion the leader keeps deleting
+// its snapshots (uploads in flight when the partitions stopped may land
+// after the first pass).
+const deletedGCFor = time.Minute
+
 // collectDeleted deletes every snapshot of the jobs that were deleted
 // since this node saw them (it must have been the leader, or become it
-// while it still knew the job's checkpoint storage).
+// while it still knew the job's checkpoint storage), every
+// SnapshotGCInterval for deletedGCFor.
 func (s *Service) collectDeleted(view control.View) {
+	now := time.Now()
 	for job, url := range s.storages {
-		if _, ok := view.Job(job); ok || s.gcBusy[job] {
+		if _, ok := view.Job(job); ok {
+			delete(s.deletedAt, job)
 			continue
 		}
-		delete(s.storages, job)
-		delete(s.barriers, job)
+		if _, ok := s.deletedAt[job]; !ok {
+			s.deletedAt[job] = now
+			s.gcAt[job] = time.Time{}
+		}
+		if now.Sub(s.deletedAt[job]) > deletedGCFor {
+			delete(s.storages, job)
+			delete(s.deletedAt, job)
+			delete(s.barriers, job)
+			continue
+		}
+		if s.gcBusy[job] || now.Sub(s.gcAt[job]) < s.cfg.SnapshotGCInterval {
+			continue
+		}
 		s.gc(job, url, func(ctx context.Context, st *checkpoint.Storage) (int, error) {
 			keys, err := st.List(ctx, actors.ClusterSnapshotPrefix(job))
 			if err != nil {

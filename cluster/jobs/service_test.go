@@ -288,3 +288,53 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// TestDeletedJobSnapshotsCollected: after JobDelete the leader deletes
+// every snapshot of the job from checkpoint storage.
+func TestDeletedJobSnapshotsCollected(t *testing.T) {
+	c := startCluster1(t, 2)
+	dir := t.TempDir()
+	const job = "gone-job"
+	c.submit(t, job, fmt.Sprintf(`name: %s
+source:
+  brokers: [%q]
+  topic: iot-topic
+sink: discard
+checkpoint:
+  storage: "file://%s"
+  interval: 100ms
+`, job, c.broker.Addrs()[0], dir))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.node.FSM().Wait(ctx, func(v control.View) bool {
+		cp, ok := v.LastCompleteCheckpoint(job)
+		return ok && cp.ID >= 2
+	}); err != nil {
+		t.Fatal(err)
+	}
+	snaps := func() []string {
+		var out []string
+		filepath.Walk(filepath.Join(dir, job), func(p string, fi os.FileInfo, err error) error {
+			if err == nil && fi.Mode().IsRegular() {
+				out = append(out, p)
+			}
+			return nil
+		})
+		return out
+	}
+	if len(snaps()) == 0 {
+		t.Fatal("no snapshot stored before the delete")
+	}
+	if _, err := c.node.Apply(ctx, control.JobDelete{Name: job}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, func() error {
+		if left := snaps(); len(left) > 0 {
+			return fmt.Errorf("%d snapshots of the deleted job left, e.g. %s", len(left), left[0])
+		}
+		return nil
+	})
+	if v := c.node.FSM().View(); len(v.Checkpoints(job)) != 0 {
+		t.Errorf("checkpoints of the deleted job retained: %+v", v.Checkpoints(job))
+	}
+}
