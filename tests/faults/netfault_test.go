@@ -35,6 +35,7 @@ const (
 func newNetFaults(t *testing.T) *netFaults {
 	t.Helper()
 	n := &netFaults{t: t, chain: fmt.Sprintf("EDDY-FAULTS-%d", os.Getpid())}
+	n.removeStale()
 	n.ipt("-N", n.chain)
 	t.Cleanup(n.remove)
 	n.ipt("-I", "OUTPUT", "1", "-d", "127.0.0.1", "-j", n.chain)
@@ -51,10 +52,37 @@ func (n *netFaults) ipt(args ...string) {
 
 // remove deletes the jump and the chain; errors are reported, not fatal.
 func (n *netFaults) remove() {
-	for _, args := range [][]string{{"-D", "OUTPUT", "-d", "127.0.0.1", "-j", n.chain}, {"-F", n.chain}, {"-X", n.chain}} {
+	for _, err := range removeChain(n.chain) {
+		n.t.Errorf("cleanup: %v", err)
+	}
+}
+
+func removeChain(chain string) []error {
+	var errs []error
+	for _, args := range [][]string{{"-D", "OUTPUT", "-d", "127.0.0.1", "-j", chain}, {"-F", chain}, {"-X", chain}} {
 		if out, err := exec.Command("iptables", append([]string{"-w"}, args...)...).CombinedOutput(); err != nil {
-			n.t.Errorf("cleanup: iptables %s: %v\n%s", strings.Join(args, " "), err, out)
+			errs = append(errs, fmt.Errorf("iptables %s: %v: %s", strings.Join(args, " "), err, out))
 		}
+	}
+	return errs
+}
+
+// removeStale removes the chains of earlier test processes that died
+// before their cleanup ran (EDDY-FAULTS-<pid> with no process <pid>).
+func (n *netFaults) removeStale() {
+	out, err := exec.Command("iptables", "-w", "-S").Output()
+	if err != nil {
+		n.t.Fatalf("iptables -S: %v", err)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		chain, ok := strings.CutPrefix(l, "-N EDDY-FAULTS-")
+		if !ok {
+			continue
+		}
+		if _, err := os.Stat("/proc/" + chain); err == nil {
+			continue // its test is still running
+		}
+		n.t.Logf("removing stale chain EDDY-FAULTS-%s: %v", chain, removeChain("EDDY-FAULTS-"+chain))
 	}
 }
 
