@@ -28,7 +28,6 @@ import (
 // incomplete (polled every 200 ms); the MySQL tables and the read_committed
 // Kafka topics equal the oracle.
 func TestStalledCheckpoint(t *testing.T) {
-	require(t)
 	rng := seeded(t)
 	// Allowed lateness 0: one Kafka message per window. A checkpoint whose
 	// acks are missing for 2 s is aborted and the next started, so the

@@ -46,9 +46,12 @@
 // partition in overlapping time, at the same or different epochs; no node
 // running an epoch after Raft granted a newer one).
 //
-// The tests need root (iptables, per-node group ids, SIGSTOP of mariadbd)
-// and the tools iptables, mysql_install_db and mariadbd; without them they
-// skip, except with CI=true, where they fail. Run them with
+// TestPause, TestNetworkPartition and TestStalledCheckpoint need a MariaDB
+// server for their sink databases (tests/mariadbtest: skipped without one,
+// failed in CI). TestNetworkPartition
+// needs root and iptables, TestStoppedMariaDB root, mysql_install_db and
+// mariadbd; without them they skip, except with CI=true, where they fail.
+// Run them with
 //
 //	go test ./tests/faults -v                          # random seed, printed
 //	go test ./tests/faults -v -run TestPause -seed 42  # replay a schedule

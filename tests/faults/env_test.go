@@ -59,7 +59,7 @@ func require(t *testing.T, tools ...string) {
 		t.Skipf(format, a...)
 	}
 	if os.Geteuid() != 0 {
-		miss("fault injection needs root (iptables, per-node group ids, SIGSTOP of other processes)")
+		miss("%s needs root (iptables, per-node group ids, mariadbd --user=root)", t.Name())
 	}
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {

@@ -19,7 +19,6 @@ import (
 // new owner's. End: the tables equal the oracle, no row's epoch ever went
 // down (epoch audit), one holder per partition at a time.
 func TestPause(t *testing.T) {
-	require(t)
 	rng := seeded(t)
 	e := newEnv(t, envConfig{rng: rng, replayFor: 55 * time.Second, lateness: 30 * time.Second})
 	audit := epochAudit(t, e.dsn)
