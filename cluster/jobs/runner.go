@@ -187,6 +187,15 @@ func (r *Runner) runtime(ctx context.Context, job string) (*jobRuntime, error) {
 		if err := s.Open(ctx); err != nil {
 			return nil, secret.RedactError(fmt.Errorf("jobs: job %s: open sink %s: %w", job, secret.RedactURL(u), err))
 		}
+		if k, ok := s.(*sinks.Kafka); ok && cfg.Checkpoint.Enabled() {
+			// A transaction stays open from one checkpoint's commit to the
+			// next one's: about interval + checkpoint time, at most
+			// interval + ack timeout when a checkpoint is aborted.
+			if life, limit := cfg.Checkpoint.Interval+spec.CheckpointAckTimeout(cfg.Checkpoint), k.Config().TransactionTimeout; life >= limit {
+				r.log.Warn("checkpoint.interval + checkpoint.ack_timeout reach the Kafka transaction timeout: the broker may abort open transactions before a stalled checkpoint is aborted; lower them or raise txn_timeout",
+					"job", job, "interval", cfg.Checkpoint.Interval, "ack_timeout", spec.CheckpointAckTimeout(cfg.Checkpoint), "txn_timeout", limit)
+			}
+		}
 	}
 	var sink sinks.Sink = jr.sink
 	if len(jr.sink) == 1 {

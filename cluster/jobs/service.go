@@ -297,19 +297,18 @@ func (s *Service) drive(view control.View) {
 		if !jr.rt.Transactional() {
 			continue
 		}
-		for i := len(cps) - 1; i >= 0; i-- {
-			cp := cps[i]
-			if !cp.Aborted || cp.ID <= s.aborted[jr.name] {
-				continue
+		newlyAborted := map[uint64]control.Checkpoint{}
+		for _, cp := range cps {
+			if cp.Aborted && cp.ID > s.aborted[jr.name] {
+				newlyAborted[cp.ID] = cp
+				s.aborted[jr.name] = max(s.aborted[jr.name], cp.ID)
 			}
-			s.aborted[jr.name] = cp.ID
-			for p, b := range sent {
-				if b.id == cp.ID && running[p] == b.epoch {
-					delete(sent, p)
-					s.runner.restart(jr.name, p, b.epoch, fmt.Sprintf("checkpoint %d aborted (%s)", cp.ID, cp.AbortReason))
-				}
+		}
+		for p, b := range sent {
+			if cp, ok := newlyAborted[b.id]; ok && running[p] == b.epoch {
+				delete(sent, p)
+				s.runner.restart(jr.name, p, b.epoch, fmt.Sprintf("checkpoint %d aborted (%s)", cp.ID, cp.AbortReason))
 			}
-			break
 		}
 		if cp, ok := view.LastCompleteCheckpoint(jr.name); ok && cp.ID > s.committed[jr.name] {
 			s.committed[jr.name] = cp.ID
