@@ -554,8 +554,11 @@ func (r *Runtime) Stop(p int32) {
 	}
 	rp.stopRead()
 	<-rp.readDone
-	_ = r.system.Root.StopFuture(rp.t.pid).Wait()
+	// End the sink writes before waiting for the actor: a write blocked on
+	// a full sink buffer (backpressure during a sink outage) would
+	// otherwise hold the actor, and Stop, until the store comes back.
 	rp.stopTask()
+	_ = r.system.Root.StopFuture(rp.t.pid).Wait()
 	rp.t.closeTxns()
 	r.j.dropBuffered(p)
 	r.j.log.Info("partition stopped", "partition", p, "epoch", rp.epoch, "offset", rp.t.nextOffset.Load())
