@@ -377,6 +377,10 @@ func DecodeCommand(data []byte) (Command, error) {
 		c = &LeaseRenew{}
 	case TypeCheckpointAbort:
 		c = &CheckpointAbort{}
+	case TypeJobReport:
+		c = &JobReport{}
+	case TypeJobCancel:
+		c = &JobCancel{}
 	default:
 		return nil, fmt.Errorf("%w: unknown command type %d", ErrInvalid, data[0])
 	}
@@ -411,6 +415,10 @@ func deref(c Command) Command {
 	case *LeaseRenew:
 		return *v
 	case *CheckpointAbort:
+		return *v
+	case *JobReport:
+		return *v
+	case *JobCancel:
 		return *v
 	}
 	return c

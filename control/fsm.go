@@ -67,6 +67,7 @@ type state struct {
 	leases      *iradix.Tree // leaseKey → *Lease
 	checkpoints *iradix.Tree // checkpointKey → *Checkpoint
 	history     *iradix.Tree // big-endian Raft index → *LeaseEvent
+	jobStatus   *iradix.Tree // name → *JobStatus (jobstatus.go)
 	historyLen  int
 	nodeLeases  *iradix.Tree // node id → *NodeLease
 	devVersions *iradix.Tree // pboxid → *deviceVersions
@@ -74,7 +75,7 @@ type state struct {
 }
 
 func emptyState() *state {
-	return &state{kv: iradix.New(), tombs: iradix.New(), jobs: iradix.New(), leases: iradix.New(), checkpoints: iradix.New(), history: iradix.New(), nodeLeases: iradix.New(), devVersions: iradix.New()}
+	return &state{kv: iradix.New(), tombs: iradix.New(), jobs: iradix.New(), leases: iradix.New(), checkpoints: iradix.New(), history: iradix.New(), nodeLeases: iradix.New(), devVersions: iradix.New(), jobStatus: iradix.New()}
 }
 
 func leaseKey(job string, partition int32) []byte {
@@ -191,6 +192,7 @@ type txn struct {
 	leases  *iradix.Txn
 	ckpts   *iradix.Txn
 	history *iradix.Txn
+	jstatus *iradix.Txn
 	nodes   *iradix.Txn
 	devVers *iradix.Txn
 	devices map[string]struct{} // pboxids whose key changed
@@ -232,6 +234,9 @@ func (t *txn) commit() *state {
 	}
 	if t.history != nil {
 		st.history = t.history.CommitOnly()
+	}
+	if t.jstatus != nil {
+		st.jobStatus = t.jstatus.CommitOnly()
 	}
 	if t.nodes != nil {
 		st.nodeLeases = t.nodes.CommitOnly()
@@ -277,6 +282,10 @@ func (t *txn) apply(cmd Command) (Result, error) {
 		return Result{}, nil
 	case LeaseRenew:
 		return t.leaseRenew(c), nil
+	case JobReport:
+		return t.jobReport(c)
+	case JobCancel:
+		return t.jobCancel(c)
 	}
 	return Result{}, fmt.Errorf("%w: command %T has no apply", ErrInvalid, cmd)
 }
@@ -349,6 +358,7 @@ func (t *txn) jobPut(c JobPut) (Result, error) {
 		t.dropHandoffs(c.Name)
 	}
 	jobs.Insert([]byte(c.Name), j)
+	t.jobSubmitted(j)
 	return Result{Job: j}, nil
 }
 
@@ -365,6 +375,7 @@ func (t *txn) jobDelete(c JobDelete) (Result, error) {
 		return Result{}, nil
 	}
 	t.ckptTxn().DeletePrefix(jobPrefix(c.Name))
+	t.jobStatusDeleted(c.Name)
 	return Result{Job: v.(*Job), Deleted: true}, nil
 }
 
@@ -649,6 +660,7 @@ type snapRecord struct {
 	LeaseEvent *LeaseEvent     `json:"lease_event,omitempty"`
 	NodeLease  *NodeLease      `json:"node_lease,omitempty"`
 	Device     *deviceVersions `json:"device_versions,omitempty"`
+	JobStatus  *JobStatus      `json:"job_status,omitempty"`
 }
 
 type fsmSnapshot struct{ st *state }
@@ -685,6 +697,7 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	walk(s.st.history, func(v interface{}) snapRecord { return snapRecord{LeaseEvent: v.(*LeaseEvent)} })
 	walk(s.st.nodeLeases, func(v interface{}) snapRecord { return snapRecord{NodeLease: v.(*NodeLease)} })
 	walk(s.st.devVersions, func(v interface{}) snapRecord { return snapRecord{Device: v.(*deviceVersions)} })
+	walk(s.st.jobStatus, func(v interface{}) snapRecord { return snapRecord{JobStatus: v.(*JobStatus)} })
 	if err != nil {
 		return err
 	}
@@ -720,7 +733,7 @@ func readSnapshot(r io.Reader) (*state, error) {
 	st := emptyState()
 	st.index, st.settings, st.tombFloor = h.Index, h.Settings, h.Index
 	kv, jobs, leases, ckpts, hist, nodes := st.kv.Txn(), st.jobs.Txn(), st.leases.Txn(), st.checkpoints.Txn(), st.history.Txn(), st.nodeLeases.Txn()
-	devs := st.devVersions.Txn()
+	devs, jstat := st.devVersions.Txn(), st.jobStatus.Txn()
 	for {
 		var rec snapRecord
 		err := dec.Decode(&rec)
@@ -749,12 +762,14 @@ func readSnapshot(r io.Reader) (*state, error) {
 			nodes.Insert([]byte(rec.NodeLease.Node), rec.NodeLease)
 		case rec.Device != nil:
 			devs.Insert([]byte(rec.Device.ID), rec.Device)
+		case rec.JobStatus != nil:
+			jstat.Insert([]byte(rec.JobStatus.Name), rec.JobStatus)
 		default:
 			return nil, errors.New("empty record")
 		}
 	}
 	st.kv, st.jobs, st.leases, st.checkpoints, st.history = kv.CommitOnly(), jobs.CommitOnly(), leases.CommitOnly(), ckpts.CommitOnly(), hist.CommitOnly()
-	st.nodeLeases, st.devVersions = nodes.CommitOnly(), devs.CommitOnly()
+	st.nodeLeases, st.devVersions, st.jobStatus = nodes.CommitOnly(), devs.CommitOnly(), jstat.CommitOnly()
 	st.historyLen = st.history.Len()
 	if st.kv.Len() != h.Keys {
 		return nil, fmt.Errorf("snapshot has %d keys, header says %d (truncated?)", st.kv.Len(), h.Keys)

@@ -34,8 +34,9 @@ const (
 //	GET    /v1/config/{key}[?consistent][&index=N&wait=D][&raw]
 //	PUT    /v1/config/{key}[?cas=REV]     body = value
 //	DELETE /v1/config/{key}[?cas=REV]
-//	GET    /v1/jobs, GET|PUT|DELETE /v1/jobs/{name}
+//	GET    /v1/jobs, GET|PUT|DELETE /v1/jobs/{name}  (GET: spec, state, status)
 //	PUT    /v1/jobs/{name}[?partitions=N]  body = job spec (YAML)
+//	POST   /v1/jobs/{name}/cancel          stop the job on every node
 //	GET    /v1/leases[?job=J], GET /v1/leases/history[?job=J&partition=P]
 //	GET    /v1/partitions[?job=J]         leases, desired owners, holders' reports
 //	GET    /v1/local/partitions           partitions running on this node
@@ -56,6 +57,7 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/jobs/{name}", n.handleJobGet)
 	mux.HandleFunc("PUT /v1/jobs/{name}", n.handleJobPut)
 	mux.HandleFunc("DELETE /v1/jobs/{name}", n.handleJobDelete)
+	mux.HandleFunc("POST /v1/jobs/{name}/cancel", n.handleJobCancel)
 	mux.HandleFunc("GET /v1/leases", n.handleLeases)
 	mux.HandleFunc("GET /v1/leases/history", n.handleLeaseHistory)
 	mux.HandleFunc("GET /v1/partitions", n.handlePartitions)
@@ -93,7 +95,7 @@ func (h *apiHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if p == "/v1/config/" {
 				err = ValidateKey(rest)
 			} else {
-				err = ValidateName("job", rest)
+				err = ValidateName("job", strings.TrimSuffix(rest, "/cancel"))
 			}
 			if err != nil {
 				writeError(sw, err)
@@ -453,7 +455,8 @@ func (n *Node) handleJobs(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	jobs := n.fsm.View().Jobs()
+	n.syncLocal(r.Context())
+	jobs := n.fsm.View().JobInfos()
 	for i := range jobs {
 		jobs[i].Spec = secret.RedactText(jobs[i].Spec)
 	}
@@ -465,13 +468,27 @@ func (n *Node) handleJobGet(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	j, ok := n.fsm.View().Job(r.PathValue("name"))
+	n.syncLocal(r.Context())
+	j, ok := n.fsm.View().JobInfo(r.PathValue("name"))
 	if !ok {
 		writeError(w, fmt.Errorf("%w: job %q", ErrNotFound, r.PathValue("name")))
 		return
 	}
 	j.Spec = secret.RedactText(j.Spec)
 	writeJSON(w, http.StatusOK, j)
+}
+
+func (n *Node) handleJobCancel(w http.ResponseWriter, r *http.Request) {
+	if _, err := query(r); err != nil {
+		writeError(w, err)
+		return
+	}
+	res, err := n.Apply(r.Context(), JobCancel{Name: r.PathValue("name")})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"name": r.PathValue("name"), "cancelled": true, "index": res.Index})
 }
 
 func (n *Node) handleJobPut(w http.ResponseWriter, r *http.Request) {

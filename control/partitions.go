@@ -33,7 +33,8 @@ type PartitionInfo struct {
 	// Desired is the owner placement wants ("" when no node may take it).
 	Desired string `json:"desired"`
 	// State is the holder's report (running, starting, handing_off, ...)
-	// or one of unowned, released, owner_down, unreachable, unreported.
+	// or one of unowned, released, owner_down, unreachable, unreported;
+	// finished or failed when the holder reported so in Raft (JobReport).
 	State    string             `json:"state"`
 	Progress *PartitionProgress `json:"progress,omitempty"`
 }
@@ -141,6 +142,13 @@ func (n *Node) Partitions(ctx context.Context, job string) []PartitionInfo {
 						info.State, info.Progress = st.State, st.Progress
 					}
 				}
+			}
+			// The holder's report in Raft says more than a dead or
+			// silent holder: a bounded partition that reached its end,
+			// or one that stopped on an error.
+			if ps, ok := v.PartitionState(j.Name, p); ok && ps.Epoch == info.Epoch && ps.Owner == info.Owner && ps.Revision == j.ModifyIndex &&
+				(ps.State == PartitionFinished || ps.State == PartitionFailed) {
+				info.State = ps.State
 			}
 			out = append(out, info)
 		}

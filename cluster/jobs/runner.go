@@ -96,6 +96,7 @@ type Runner struct {
 	owned  map[pkey]uint64      // partitions started by the Assigner, by epoch
 	locks  map[pkey]*sync.Mutex // serialise a restart with Assigner calls
 	closed bool
+	rep    *reporter // job status reports to Raft (status.go)
 }
 
 type pkey struct {
@@ -117,6 +118,12 @@ func newRunner(node *control.Node, cfg Config) *Runner {
 		r.reg = nil
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
+	r.rep = newReporter(r)
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.rep.run(r.ctx)
+	}()
 	return r
 }
 
@@ -255,10 +262,12 @@ func (r *Runner) Start(ctx context.Context, lease control.Lease) error {
 	defer m.Unlock()
 	jr, err := r.runtime(ctx, lease.Job)
 	if err != nil {
+		r.reportFailed(lease.Job, lease.Partition, lease.Epoch, err)
 		return err
 	}
 	points := restorePoints(r.node.FSM().View(), lease, jr.rt.Transactional())
 	if err := jr.rt.Start(ctx, lease.Partition, lease.Epoch, points); err != nil {
+		r.reportFailed(lease.Job, lease.Partition, lease.Epoch, err)
 		return err
 	}
 	r.mu.Lock()
@@ -353,6 +362,7 @@ func (r *Runner) ack(ctx context.Context, job string, p int32, epoch uint64, id 
 // (retried with a backoff of 1 s doubling up to 30 s).
 func (r *Runner) failed(job string, p int32, epoch uint64, cause error) {
 	r.wg.Add(1)
+	r.reportFailed(job, p, epoch, cause)
 	go func() {
 		defer r.wg.Done()
 		for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
@@ -363,6 +373,7 @@ func (r *Runner) failed(job string, p int32, epoch uint64, cause error) {
 			}
 			done, err := r.restartNow(job, p, epoch)
 			if err == nil && done {
+				r.reportRestarted(job, p, epoch)
 				r.metrics.restarts.WithLabelValues("failed").Inc()
 				r.log.Warn("failed partition restarted", "job", job, "partition", p, "epoch", epoch, "cause", cause)
 			}
@@ -370,6 +381,7 @@ func (r *Runner) failed(job string, p int32, epoch uint64, cause error) {
 				return
 			}
 			if err != nil {
+				r.reportFailed(job, p, epoch, err)
 				r.log.Error("restarting a failed partition", "job", job, "partition", p, "err", err)
 			}
 		}
@@ -515,6 +527,7 @@ func (r *Runner) gc(view control.View) {
 	}
 	r.mu.Unlock()
 	for _, jr := range idle {
+		r.rep.forget(jr)
 		r.log.Info("job runtime closed (job cancelled or changed)", "job", jr.name)
 		if err := errors.Join(jr.rt.Close(), jr.sink.Close()); err != nil {
 			r.log.Warn("closing a job runtime", "job", jr.name, "err", err)

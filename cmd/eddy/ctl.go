@@ -538,7 +538,7 @@ func newCtlDevicesCmd(o *ctlOptions) *cobra.Command {
 }
 
 func newCtlJobCmd(o *ctlOptions) *cobra.Command {
-	cmd := &cobra.Command{Use: "job", Short: "Submit, list, show and cancel jobs (specs stored in Raft, run by every node on the partitions it owns)", Args: cobra.NoArgs}
+	cmd := &cobra.Command{Use: "job", Short: "Submit, list, show, wait for and cancel jobs (specs and states stored in Raft, run by every node on the partitions it owns)", Args: cobra.NoArgs}
 
 	var partitions int32
 	var name string
@@ -601,14 +601,14 @@ spec (running partitions keep the old one until they move).`,
 
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List jobs",
+		Short: "List jobs with their state (cancelled ones too)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := o.client()
 			if err != nil {
 				return err
 			}
-			jobs, err := c.Jobs(cmd.Context())
+			jobs, err := c.JobInfos(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -616,56 +616,126 @@ spec (running partitions keep the old one until they move).`,
 				return printJSON(cmd.OutOrStdout(), jobs)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tPARTITIONS\tREVISION\tCREATED AT")
+			fmt.Fprintln(tw, "NAME\tSTATE\tPARTITIONS\tREVISION\tCREATED AT")
 			for _, j := range jobs {
 				count := "source"
-				if j.Partitions > 0 {
-					count = strconv.Itoa(int(j.Partitions))
+				if j.Status != nil && j.Status.PartitionCount > 0 {
+					count = strconv.Itoa(int(j.Status.PartitionCount))
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", j.Name, count, j.ModifyIndex, j.CreateIndex)
+				rev := "-"
+				if j.ModifyIndex > 0 {
+					rev = strconv.FormatUint(j.ModifyIndex, 10)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", j.Name, j.State, count, rev, j.CreateIndex)
 			}
 			return tw.Flush()
 		},
 	}
 
+	var showSpec bool
 	get := &cobra.Command{
-		Use:   "get NAME",
-		Short: "Print a job's spec",
-		Args:  cobra.ExactArgs(1),
+		Use:   "get NAME [--spec]",
+		Short: "Show a job's state and every partition's (running, finished at offset N, failed with the error), or its spec",
+		Long: `Shows the job's state (submitted, running, finished, failed, cancelled) and
+the last report of each partition from Raft: state, holder and lease epoch,
+spec revision, offset (the end offset for finished), restarts and the last
+error with its time. Passwords are masked. --spec prints the spec instead.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
 				return err
 			}
-			j, err := c.GetJob(cmd.Context(), args[0])
+			j, err := c.JobInfo(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			if o.json() {
 				return printJSON(cmd.OutOrStdout(), j)
 			}
-			fmt.Fprint(cmd.OutOrStdout(), j.Spec)
-			if !strings.HasSuffix(j.Spec, "\n") {
-				fmt.Fprintln(cmd.OutOrStdout())
+			w := cmd.OutOrStdout()
+			if showSpec {
+				fmt.Fprint(w, j.Spec)
+				if !strings.HasSuffix(j.Spec, "\n") {
+					fmt.Fprintln(w)
+				}
+				return nil
 			}
+			printJobInfo(w, j)
 			return nil
 		},
 	}
+	get.Flags().BoolVar(&showSpec, "spec", false, "print the stored spec (passwords masked) instead of the status")
+
+	var waitFor string
+	var waitTimeout time.Duration
+	wait := &cobra.Command{
+		Use:   "wait NAME [--for finished|running] [--timeout D]",
+		Short: "Wait until a job is finished (or running); exit 1 if it fails or is cancelled",
+		Long: `Polls the job's state until it is --for (finished, the default, or running;
+a finished job counts as running). Exits 0 then; exits 1 at once when the job
+is failed (the error of its failed partitions is printed) or cancelled, or
+when --timeout passes (0 = no limit).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if waitFor != control.JobFinished && waitFor != control.JobRunning {
+				return fmt.Errorf("--for %q: want finished or running", waitFor)
+			}
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			if waitTimeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, waitTimeout)
+				defer cancel()
+			}
+			last := ""
+			for {
+				j, err := c.JobInfo(ctx, args[0])
+				if err != nil && ctx.Err() == nil {
+					return err
+				}
+				if err == nil {
+					if j.State != last && !o.json() {
+						fmt.Fprintf(cmd.ErrOrStderr(), "job %s: %s\n", args[0], j.State)
+					}
+					last = j.State
+					switch {
+					case j.State == waitFor, waitFor == control.JobRunning && j.State == control.JobFinished:
+						if o.json() {
+							return printJSON(cmd.OutOrStdout(), j)
+						}
+						fmt.Fprintf(cmd.OutOrStdout(), "job %s %s\n", args[0], j.State)
+						return nil
+					case j.State == control.JobFailed:
+						return fmt.Errorf("job %s failed: %s", args[0], failedPartitions(j))
+					case j.State == control.JobCancelled:
+						return fmt.Errorf("job %s was cancelled", args[0])
+					}
+				}
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("job %s: still %s after --timeout %s", args[0], last, waitTimeout)
+				case <-time.After(250 * time.Millisecond):
+				}
+			}
+		},
+	}
+	wait.Flags().StringVar(&waitFor, "for", control.JobFinished, "state to wait for: finished or running")
+	wait.Flags().DurationVar(&waitTimeout, "timeout", 0, "give up (exit 1) after this long; 0 = wait forever")
 
 	cancel := &cobra.Command{
-		Use:     "cancel NAME",
-		Aliases: []string{"delete", "rm"},
-		Short:   "Cancel a job: its partitions are drained and their leases released on every node",
-		Args:    cobra.ExactArgs(1),
+		Use:   "cancel NAME",
+		Short: "Cancel a job: it stops on every node (partitions drained, leases released); its rows stay in the sinks",
+		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
 				return err
 			}
-			if _, err := c.GetJob(cmd.Context(), args[0]); err != nil {
-				return err
-			}
-			if err := c.DeleteJob(cmd.Context(), args[0]); err != nil {
+			if err := c.CancelJob(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			if o.json() {
@@ -675,8 +745,61 @@ spec (running partitions keep the old one until they move).`,
 			return nil
 		},
 	}
-	cmd.AddCommand(submit, list, get, cancel)
+	cmd.AddCommand(submit, list, get, wait, cancel)
 	return cmd
+}
+
+// printJobInfo prints a job's state and its partitions' reports.
+func printJobInfo(w io.Writer, j control.JobInfo) {
+	st := j.Status
+	if st == nil {
+		st = &control.JobStatus{}
+	}
+	fmt.Fprintf(w, "job %s: %s (revision %d", j.Name, j.State, st.Revision)
+	if st.SubmittedMs > 0 {
+		fmt.Fprintf(w, ", submitted %s", msTime(st.SubmittedMs))
+	}
+	if st.CancelledMs > 0 {
+		fmt.Fprintf(w, ", cancelled %s", msTime(st.CancelledMs))
+	}
+	count := "from the source, not known yet"
+	if st.PartitionCount > 0 {
+		count = strconv.Itoa(int(st.PartitionCount))
+	}
+	fmt.Fprintf(w, "; partitions: %s)\n", count)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PARTITION\tSTATE\tOWNER\tEPOCH\tREVISION\tOFFSET\tRESTARTS\tLAST ERROR")
+	for _, p := range st.Partitions {
+		errText := "-"
+		if p.Error != "" {
+			errText = msTime(p.ErrorMs) + " " + oneLine(p.Error, 200)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", p.Partition, p.State, p.Owner, p.Epoch, p.Revision, p.Offset, p.Restarts, errText)
+	}
+	tw.Flush()
+}
+
+func msTime(ms int64) string {
+	if ms <= 0 {
+		return "-"
+	}
+	return time.UnixMilli(ms).UTC().Format("2006-01-02 15:04:05")
+}
+
+// failedPartitions describes the failed partitions of j and their errors.
+func failedPartitions(j control.JobInfo) string {
+	var parts []string
+	if j.Status != nil {
+		for _, p := range j.Status.Partitions {
+			if p.State == control.PartitionFailed {
+				parts = append(parts, fmt.Sprintf("partition %d (%s, epoch %d): %s", p.Partition, p.Owner, p.Epoch, p.Error))
+			}
+		}
+	}
+	if len(parts) == 0 {
+		return "no partition details"
+	}
+	return strings.Join(parts, "; ")
 }
 
 func newCtlPartitionsCmd(o *ctlOptions) *cobra.Command {

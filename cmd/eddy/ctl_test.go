@@ -132,7 +132,7 @@ func TestCtlJobsPartitions(t *testing.T) {
 	if out := runCtl(t, cfg.HTTPAddr, "job", "list"); !strings.Contains(out, "ctl-job") {
 		t.Errorf("job list:\n%s", out)
 	}
-	if out := runCtl(t, cfg.HTTPAddr, "job", "get", "ctl-job"); !strings.Contains(out, "sink: discard") {
+	if out := runCtl(t, cfg.HTTPAddr, "job", "get", "ctl-job", "--spec"); !strings.Contains(out, "sink: discard") {
 		t.Errorf("job get:\n%s", out)
 	}
 

@@ -284,6 +284,28 @@ func (c *Client) GetJob(ctx context.Context, name string) (control.Job, error) {
 	return j, err
 }
 
+// JobInfo reads a job with its state and per-partition status (also a
+// cancelled one; control.ErrNotFound if never submitted).
+func (c *Client) JobInfo(ctx context.Context, name string) (control.JobInfo, error) {
+	var j control.JobInfo
+	_, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/jobs/" + url.PathEscape(name), idempotent: true}, &j)
+	return j, err
+}
+
+// JobInfos lists the jobs with their state, cancelled ones included.
+func (c *Client) JobInfos(ctx context.Context) ([]control.JobInfo, error) {
+	var j []control.JobInfo
+	_, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/jobs", idempotent: true}, &j)
+	return j, err
+}
+
+// CancelJob stops a job on every node (control.JobCancel); its status stays,
+// as cancelled. control.ErrNotFound if the job does not exist.
+func (c *Client) CancelJob(ctx context.Context, name string) error {
+	_, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/jobs/" + url.PathEscape(name) + "/cancel"}, nil)
+	return err
+}
+
 // Jobs lists the job specs.
 func (c *Client) Jobs(ctx context.Context) ([]control.Job, error) {
 	var j []control.Job
