@@ -365,3 +365,79 @@ func TestGuardFlagErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestPoisonCluster: the poison file through a 3-node cluster job into
+// MariaDB — replayed with `eddy replay`, the job submitted through the API
+// with event_time.max_future and format.max_message_bytes in its spec and
+// bounded at the replayed offsets: the sink comes to equal the oracle, and
+// every poison row is a dead letter with its reason.
+func TestPoisonCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	const partitions = 12
+	dsn := mariadbtest.DSN(t)
+	dir := t.TempDir()
+	data, want, _ := poisonFile(t, dir, 20_000, 1_000)
+	opts := oracle.DefaultOptions()
+	opts.Format = oracle.FormatNDJSON
+	opts.Partitions = partitions
+	opts.MaxMessageBytes = 4096
+	opts.MaxFuture, opts.Now = time.Hour, time.Now()
+	w, err := oracle.ComputeFile(data, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	broker := harness.StartBroker(t, eddyBin, dir, partitions)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	if err := harness.StartReplay(t, eddyBin, broker, "--data", data).Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	spec := harness.BoundedSpec("poison", broker, w, "mysql:"+dsn, "file://"+filepath.Join(dir, "checkpoints"),
+		"format:\n  max_message_bytes: 4096\nevent_time:\n  max_future: 1h\n")
+	c, err := harness.New(harness.Options{Binary: eddyBin, Dir: dir, Nodes: 3, BootstrapExpect: 3, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.StartAll(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Client(0, 30*time.Second).SubmitJob(ctx, "poison", []byte(spec), partitions); err != nil {
+		t.Fatal(err)
+	}
+	// The sink creates its tables when a node opens it.
+	harness.Eventually(t, time.Minute, func() error { _, err := oracle.LoadMySQL(ctx, dsn); return err })
+	harness.WaitOracle(t, ctx, dsn, w, 2*time.Minute)
+	if t.Failed() {
+		for _, n := range c.Nodes {
+			t.Logf("%s log:\n%s", n.ID, n.LogTail(40))
+		}
+		return
+	}
+	got, err := oracle.LoadMySQL(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type key struct {
+		p int32
+		o int64
+	}
+	sink := map[key]string{}
+	for _, d := range got.DeadLetterRecords {
+		sink[key{d.Partition, d.Offset}] = oracle.ReasonLabel(d.Reason)
+	}
+	if len(w.DeadLetterRecords) != len(want) || len(sink) != len(want) || w.Late != 0 {
+		t.Fatalf("dead letters: oracle %d, sink %d, want %d; oracle late %d", len(w.DeadLetterRecords), len(sink), len(want), w.Late)
+	}
+	for _, d := range w.DeadLetterRecords {
+		if r := sink[key{d.Partition, d.Offset}]; r != want[d.Line] || oracle.ReasonLabel(d.Reason) != want[d.Line] {
+			t.Errorf("record %d: sink reason %q, oracle %q, want %s", d.Line, r, d.Reason, want[d.Line])
+		}
+	}
+}
