@@ -125,10 +125,13 @@ type RaftConfig struct {
 // voters.
 type AutopilotConfig struct {
 	// DeadServerTimeout: a voter or non-voter that is failed or left in
-	// the leader's membership view for this long is removed from the Raft
-	// configuration (after a healthy non-voter was promoted in its place
-	// when one exists). Default 30 s: a killed node that is restarted
-	// within that time keeps its place.
+	// the leader's membership view for this long, and that the leader's
+	// Raft heartbeats have not reached for as long, is removed from the
+	// Raft configuration (after a healthy non-voter was promoted in its
+	// place when one exists); a voter only while the voters left that Raft
+	// reaches are a majority of the voter target (see autopilot.go).
+	// Default 30 s: a killed node that is restarted within that time keeps
+	// its place.
 	DeadServerTimeout time.Duration
 	// StabilizationTime: a non-voter must be alive this long before it can
 	// be promoted; default 5 s.
