@@ -90,7 +90,20 @@
 // and CRC-32C, older ones on corruption); Barrier snapshots it for a
 // checkpoint numbered by the Raft leader and RuntimeHooks.Ack records the
 // ack; Handoff finishes the batch, snapshots, flushes and stops; Stop stops
-// at once. Source.EndOffsets bounds a job at given offsets, so that every
+// at once.
+//
+// Sink fencing: a partition writes its rows to the sinks that fence by epoch
+// (sinks.EpochWriter: the SQL sinks) under its lease epoch, so the store
+// never lets a former owner's late rows replace the current owner's; a
+// local Job writes epoch 0. Stop, and a partition that fails, drop what the
+// partition left in those sinks' buffers (its next owner writes it again
+// from its restore point), and RuntimeHooks.LeaseValid is asked by the
+// sinks right before each write transaction: rows of a partition whose
+// lease is no longer valid are dropped, never written. A sink whose buffer
+// is full blocks the partition's writes (backpressure): it reads no records
+// until the sink frees space; eddy_partition_backpressured shows it.
+//
+// Source.EndOffsets bounds a job at given offsets, so that every
 // partition of a bounded cluster job ends at the same input whenever and
 // wherever it starts.
 //
