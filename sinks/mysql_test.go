@@ -369,3 +369,58 @@ func TestReadAllWithParseTime(t *testing.T) {
 		t.Errorf("session lock_wait_timeout = %d (%v), want 30", lwt, err)
 	}
 }
+
+// TestMySQLBisectTypeErrors narrows columns under the sink, as a DBA
+// might, so that MariaDB itself refuses some values (1406 data too long,
+// 1264 out of range in strict mode): the refused rows become rejections,
+// every other row is written, and a broken table (1146) is no row error:
+// the flush fails and keeps the rows.
+func TestMySQLBisectTypeErrors(t *testing.T) {
+	st := newMySQLStore(t)
+	s := st.sink(t, Config{}, "2026-03-10", nil)
+	if err := s.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		"ALTER TABLE readings MODIFY site VARCHAR(4) NOT NULL DEFAULT ''",
+		"ALTER TABLE window_aggregates MODIFY `count` SMALLINT NOT NULL",
+	} {
+		if _, err := st.db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	rs := readingsAt(0, "2019-03-01 00:00:00.000", "2019-03-01 00:01:00.000", "2019-03-01 00:02:00.000")
+	rs[1].Site = "too long for four"
+	t0 := ms("2019-03-01 00:00:00.000")
+	ws := []operators.WindowAggregate{
+		{PboxID: "d", Start: t0, End: t0 + 60_000, Count: 7, Latitude: nan, Longitude: nan},
+		{PboxID: "d", Start: t0 + 60_000, End: t0 + 120_000, Count: 100_000, Latitude: nan, Longitude: nan},
+	}
+	mustWriteEpoch(t, s, 0, 1, &Batch{Readings: rs, Windows: ws})
+	mustFlush(t, s)
+	got, err := ReadAll(context.Background(), st.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Readings) != 2 || got.Readings[0].Offset != 0 || got.Readings[1].Offset != 2 || len(got.Windows) != 1 || got.Windows[0].Count != 7 {
+		t.Fatalf("stored readings %+v windows %+v; want offsets 0 and 2 and the window of count 7", got.Readings, got.Windows)
+	}
+	if len(got.DeadLetters) != 1 || got.DeadLetters[0].Offset != 1 || !strings.Contains(got.DeadLetters[0].Reason, "Error 1406") {
+		t.Errorf("dead letters %+v, want the reading at offset 1 with error 1406", got.DeadLetters)
+	}
+	var reason string
+	if err := st.db.QueryRow("SELECT reason FROM rejected_rows WHERE source_table = 'window_aggregates' AND start_ms = ?", t0+60_000).Scan(&reason); err != nil || !strings.Contains(reason, "Error 1264") {
+		t.Errorf("rejected window: reason %q (%v), want error 1264", reason, err)
+	}
+
+	if _, err := st.db.Exec("DROP TABLE window_aggregates"); err != nil {
+		t.Fatal(err)
+	}
+	mustWriteEpoch(t, s, 0, 1, &Batch{Windows: ws[:1]})
+	if err := s.Flush(context.Background()); err == nil || !strings.Contains(err.Error(), "kept for retry") {
+		t.Fatalf("Flush with a missing table: %v, want a kept-for-retry error", err)
+	}
+	if n := s.e.nrows; n != 1 {
+		t.Errorf("%d rows buffered after the failed flush, want 1", n)
+	}
+}
