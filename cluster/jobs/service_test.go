@@ -67,11 +67,26 @@ func startCluster1(t *testing.T, partitions int) *cluster1 {
 		t.Fatal(err)
 	}
 	t.Cleanup(b.Close)
+	node, svc, reg := startMember(t, "n1", 1, nil)
+	deadline := time.Now().Add(20 * time.Second)
+	for !node.IsLeader() {
+		if time.Now().After(deadline) {
+			t.Fatal("no leader")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return &cluster1{node: node, svc: svc, broker: b, reg: reg}
+}
+
+// startMember starts a control-plane node with a job Service.
+func startMember(t *testing.T, id string, expect int, join []string) (*control.Node, *Service, *prometheus.Registry) {
+	t.Helper()
 	addrs := freeAddrs(t, 3)
 	cfg := control.DefaultConfig()
-	cfg.ID, cfg.DataDir = "n1", t.TempDir()
+	cfg.ID, cfg.DataDir = id, t.TempDir()
 	cfg.HTTPAddr, cfg.RaftAddr, cfg.GossipAddr = addrs[0], addrs[1], addrs[2]
-	cfg.BootstrapExpect = 1
+	cfg.BootstrapExpect = expect
+	cfg.Join = join
 	cfg.Logger = testLogger()
 	node, err := control.StartNode(cfg)
 	if err != nil {
@@ -84,24 +99,22 @@ func startCluster1(t *testing.T, partitions int) *cluster1 {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { svc.Close() })
-	deadline := time.Now().Add(20 * time.Second)
-	for !node.IsLeader() {
-		if time.Now().After(deadline) {
-			t.Fatal("no leader")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return &cluster1{node: node, svc: svc, broker: b, reg: reg}
+	return node, svc, reg
 }
 
 func (c *cluster1) submit(t *testing.T, name, spec string) {
+	t.Helper()
+	c.submitN(t, name, spec, 2)
+}
+
+func (c *cluster1) submitN(t *testing.T, name, spec string, partitions int32) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := actors.ParseSpec([]byte(spec)); err != nil {
 		t.Fatalf("spec: %v", err)
 	}
-	if _, err := c.node.Apply(ctx, control.JobPut{Name: name, Spec: spec, Partitions: 2}); err != nil {
+	if _, err := c.node.Apply(ctx, control.JobPut{Name: name, Spec: spec, Partitions: partitions}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -337,4 +350,78 @@ checkpoint:
 	if v := c.node.FSM().View(); len(v.Checkpoints(job)) != 0 {
 		t.Errorf("checkpoints of the deleted job retained: %+v", v.Checkpoints(job))
 	}
+}
+
+// TestHandoffSnapshotsCollected: partitions move n1 → n2 when n2 joins and
+// back when n2 drains, each time by a live handoff with a snapshot. Once
+// the leases moved on, the leader deletes the handoff snapshots of older
+// epochs that are not a lease's handoff point, and keeps the ones that are.
+func TestHandoffSnapshotsCollected(t *testing.T) {
+	const partitions = 8
+	c := startCluster1(t, partitions)
+	dir := t.TempDir()
+	const job = "handoff-job"
+	c.submitN(t, job, fmt.Sprintf(`name: %s
+source:
+  brokers: [%q]
+  topic: iot-topic
+sink: discard
+checkpoint:
+  storage: "file://%s"
+  interval: 1s
+`, job, c.broker.Addrs()[0], dir), partitions)
+	leases := func() []control.Lease { return c.node.FSM().View().Leases(job) }
+	waitFor(t, 20*time.Second, func() error {
+		if n := len(leases()); n != partitions {
+			return fmt.Errorf("%d leases", n)
+		}
+		return nil
+	})
+	var join []string
+	for _, m := range c.node.Membership().Members() {
+		join = append(join, m.GossipAddr)
+	}
+	_, svc2, _ := startMember(t, "n2", 0, join)
+	waitFor(t, 30*time.Second, func() error {
+		for _, l := range leases() {
+			if l.Owner == "n2" && !l.Released && l.Handoff != nil {
+				return nil
+			}
+		}
+		return fmt.Errorf("no partition handed off to n2 yet: %+v", leases())
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := svc2.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Every partition is back on n1; those that moved twice have a handoff
+	// point of their second epoch, and their first one is garbage.
+	handoff := func(p int32, epoch uint64) string {
+		return filepath.Join(dir, job, "cluster", "handoff", fmt.Sprintf("p%05d-e%d.snap", p, epoch))
+	}
+	waitFor(t, 30*time.Second, func() error {
+		moved := 0
+		for _, l := range leases() {
+			if l.Owner != "n1" || l.Released {
+				return fmt.Errorf("partition %d: %+v, want held by n1", l.Partition, l)
+			}
+			if l.Handoff == nil || l.Epoch < 3 {
+				continue
+			}
+			moved++
+			if _, err := os.Stat(handoff(l.Partition, l.Handoff.Epoch)); err != nil {
+				return fmt.Errorf("the handoff point of partition %d is gone: %v", l.Partition, err)
+			}
+			for e := uint64(1); e < l.Handoff.Epoch; e++ {
+				if _, err := os.Stat(handoff(l.Partition, e)); err == nil {
+					return fmt.Errorf("handoff snapshot of partition %d epoch %d still stored (lease epoch %d, handoff point epoch %d)", l.Partition, e, l.Epoch, l.Handoff.Epoch)
+				}
+			}
+		}
+		if moved == 0 {
+			return fmt.Errorf("no partition moved there and back: %+v", leases())
+		}
+		return nil
+	})
 }
