@@ -62,6 +62,11 @@ type JobPut struct {
 	Name       string `json:"name"`
 	Spec       string `json:"spec"`
 	Partitions int32  `json:"partitions,omitempty"`
+	// ResetState drops the job's checkpoints and handoff points with this
+	// revision (eddy ctl job submit --allow-state-reset): its partitions
+	// start again from source.start_offset with empty state. Needed for a
+	// spec whose keyed state is incompatible with the checkpointed one.
+	ResetState bool `json:"reset_state,omitempty"`
 }
 
 // MaxPartitions is the largest partition count a job may declare.

@@ -67,10 +67,12 @@ type Config struct {
 	Gossip cluster.Config
 
 	// ValidateJob, when set, checks a job spec before PUT /v1/jobs/{name}
-	// stores it (eddy node wires jobs.ValidateSpec, which uses
-	// actors.LoadSpec); its error is answered 400 with its message, and
-	// nothing reaches Raft. nil: specs are stored unchecked.
-	ValidateJob func(name, spec string) error
+	// stores it; prev is the stored job of that name (nil if none), so an
+	// update can be checked against it. eddy node wires jobs.ValidateSpec
+	// (actors.LoadSpec, and the keyed-state compatibility of an update).
+	// An error wrapping ErrConflict is answered 409, any other 400, with
+	// its message; nothing reaches Raft. nil: specs are stored unchecked.
+	ValidateJob func(put JobPut, prev *Job) error
 
 	// Logger for the node; Raft's own logs are at Raft.LogLevel.
 	// Default: slog.Default().

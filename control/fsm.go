@@ -351,9 +351,12 @@ func (t *txn) jobTxn() *iradix.Txn {
 
 func (t *txn) jobPut(c JobPut) (Result, error) {
 	jobs := t.jobTxn()
-	j := &Job{Name: c.Name, Spec: c.Spec, Partitions: c.Partitions, CreateIndex: t.index, ModifyIndex: t.index}
+	j := &Job{Name: c.Name, Spec: c.Spec, Partitions: c.Partitions, CreateIndex: t.index, ModifyIndex: t.index, StateReset: c.ResetState}
 	if v, ok := jobs.Get([]byte(c.Name)); ok {
 		j.CreateIndex = v.(*Job).CreateIndex
+		if c.ResetState {
+			t.resetState(c.Name)
+		}
 	} else {
 		t.dropHandoffs(c.Name)
 	}

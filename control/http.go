@@ -35,7 +35,7 @@ const (
 //	PUT    /v1/config/{key}[?cas=REV]     body = value
 //	DELETE /v1/config/{key}[?cas=REV]
 //	GET    /v1/jobs, GET|PUT|DELETE /v1/jobs/{name}  (GET: spec, state, status)
-//	PUT    /v1/jobs/{name}[?partitions=N]  body = job spec (YAML)
+//	PUT    /v1/jobs/{name}[?partitions=N][&allow_state_reset]  body = job spec (YAML)
 //	POST   /v1/jobs/{name}/cancel          stop the job on every node
 //	GET    /v1/leases[?job=J], GET /v1/leases/history[?job=J&partition=P]
 //	GET    /v1/partitions[?job=J]         leases, desired owners, holders' reports
@@ -492,7 +492,12 @@ func (n *Node) handleJobCancel(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) handleJobPut(w http.ResponseWriter, r *http.Request) {
-	q, err := query(r, "partitions")
+	q, err := query(r, "partitions", "allow_state_reset")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	reset, err := boolParam(q, "allow_state_reset")
 	if err != nil {
 		writeError(w, err)
 		return
@@ -507,13 +512,21 @@ func (n *Node) handleJobPut(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	put := JobPut{Name: r.PathValue("name"), Spec: string(body), Partitions: int32(partitions), ResetState: reset}
 	if v := n.cfg.ValidateJob; v != nil {
-		if err := v(r.PathValue("name"), string(body)); err != nil {
-			writeError(w, fmt.Errorf("%w: job %s: %w", ErrInvalid, r.PathValue("name"), err))
+		var prev *Job
+		if j, ok := n.fsm.View().Job(put.Name); ok {
+			prev = &j
+		}
+		if err := v(put, prev); err != nil {
+			if !errors.Is(err, ErrConflict) {
+				err = fmt.Errorf("%w: job %s: %w", ErrInvalid, put.Name, err)
+			}
+			writeError(w, err)
 			return
 		}
 	}
-	res, err := n.Apply(r.Context(), JobPut{Name: r.PathValue("name"), Spec: string(body), Partitions: int32(partitions)})
+	res, err := n.Apply(r.Context(), put)
 	if err != nil {
 		writeError(w, err)
 		return

@@ -330,3 +330,10 @@ func (v View) PartitionState(job string, partition int32) (JobPartition, bool) {
 	}
 	return JobPartition{}, false
 }
+
+// resetState drops the checkpoints and handoff points of job (a revision
+// submitted with JobPut.ResetState).
+func (t *txn) resetState(job string) {
+	t.ckptTxn().DeletePrefix(jobPrefix(job))
+	t.dropHandoffs(job)
+}

@@ -22,6 +22,9 @@ type Job struct {
 	Partitions  int32  `json:"partitions,omitempty"`
 	CreateIndex uint64 `json:"create_index"`
 	ModifyIndex uint64 `json:"modify_index"`
+	// StateReset is set when this revision was submitted with
+	// JobPut.ResetState: its partitions restore no state of earlier ones.
+	StateReset bool `json:"state_reset,omitempty"`
 }
 
 // Lease is the ownership record of one device partition of one job: only

@@ -91,12 +91,13 @@ type Runner struct {
 	// clock decides whether a partition may still write and ack.
 	asg atomic.Pointer[control.Assigner]
 
-	mu     sync.Mutex
-	jobs   map[string]*jobRuntime
-	owned  map[pkey]uint64      // partitions started by the Assigner, by epoch
-	locks  map[pkey]*sync.Mutex // serialise a restart with Assigner calls
-	closed bool
-	rep    *reporter // job status reports to Raft (status.go)
+	mu      sync.Mutex
+	jobs    map[string]*jobRuntime
+	owned   map[pkey]uint64      // partitions started by the Assigner, by epoch
+	locks   map[pkey]*sync.Mutex // serialise a restart with Assigner calls
+	closed  bool
+	rep     *reporter       // job status reports to Raft (status.go)
+	rolling map[string]bool // jobs whose new revision rolls out (rollout.go)
 }
 
 type pkey struct {
@@ -118,7 +119,7 @@ func newRunner(node *control.Node, cfg Config) *Runner {
 		r.reg = nil
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
-	r.rep = newReporter(r)
+	r.rep, r.rolling = newReporter(r), map[string]bool{}
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -164,10 +165,15 @@ func (r *Runner) runtime(ctx context.Context, job string) (*jobRuntime, error) {
 	if r.closed {
 		return nil, ErrClosed
 	}
+	j, ok := r.node.FSM().View().Job(job)
 	if jr := r.jobs[job]; jr != nil {
+		if ok && jr.modify != j.ModifyIndex {
+			// A new revision rolls out (rollout.go): no partition starts
+			// on the old one meanwhile.
+			return nil, fmt.Errorf("jobs: job %s is moving from revision %d to %d on this node; retry", job, jr.modify, j.ModifyIndex)
+		}
 		return jr, nil
 	}
-	j, ok := r.node.FSM().View().Job(job)
 	if !ok {
 		return nil, fmt.Errorf("jobs: job %s is not in the local replica", job)
 	}

@@ -91,6 +91,7 @@ func (rp *reporter) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+			rp.r.rollout(rp.r.node.FSM().View())
 			rp.poll()
 		case <-rp.kick:
 		}

@@ -542,6 +542,7 @@ func newCtlJobCmd(o *ctlOptions) *cobra.Command {
 
 	var partitions int32
 	var name string
+	var allowReset bool
 	submit := &cobra.Command{
 		Use:   "submit FILE [--partitions N]",
 		Short: "Validate a YAML job spec and store it; every node then runs the partitions placement gives it",
@@ -551,8 +552,12 @@ ${NAME} references against the node's environment) and refuses a bad one
 with HTTP 400 naming the field; a good one is stored in Raft under its name
 (the spec's name:, or --name). Every node runs the device partitions that
 placement gives it. --partitions is the partition count of the source topic;
-without it the nodes ask the source. Submitting a job that exists replaces its
-spec (running partitions keep the old one until they move).`,
+without it the nodes ask the source. Submitting a job that exists is a new
+revision: every node drains its partitions of the job, snapshots them and
+restarts them with the new spec (eddy ctl job get shows each partition's
+revision). A revision whose keyed state is incompatible with the checkpoints
+(window kind or size, slide, gap, out-of-orderness, allowed lateness, max
+gap changed) is refused unless --allow-state-reset.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if partitions < 0 || partitions > control.MaxPartitions {
@@ -581,7 +586,7 @@ spec (running partitions keep the old one until they move).`,
 			if err != nil {
 				return err
 			}
-			j, err := c.SubmitJob(cmd.Context(), name, data, partitions)
+			j, err := c.SubmitJobWith(cmd.Context(), name, data, client.SubmitOptions{Partitions: partitions, AllowStateReset: allowReset})
 			if err != nil {
 				return err
 			}
@@ -598,6 +603,7 @@ spec (running partitions keep the old one until they move).`,
 	}
 	submit.Flags().Int32Var(&partitions, "partitions", 0, "partition count of the job's source topic (0 = the nodes ask the source)")
 	submit.Flags().StringVar(&name, "name", "", "job name (default: the spec's name)")
+	submit.Flags().BoolVar(&allowReset, "allow-state-reset", false, "accept an update whose keyed state (windows, out-of-orderness, lateness, max gap) is incompatible with the checkpoints, by dropping them: the partitions start again from source.start_offset")
 
 	list := &cobra.Command{
 		Use:   "list",

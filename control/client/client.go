@@ -316,10 +316,30 @@ func (c *Client) Jobs(ctx context.Context) ([]control.Job, error) {
 // SubmitJob stores the spec of job name with its partition count
 // (partitions 0: the nodes ask the job's source for it).
 func (c *Client) SubmitJob(ctx context.Context, name string, spec []byte, partitions int32) (control.Job, error) {
+	return c.SubmitJobWith(ctx, name, spec, SubmitOptions{Partitions: partitions})
+}
+
+// SubmitOptions modify SubmitJobWith.
+type SubmitOptions struct {
+	// Partitions is the job's partition count (0: the nodes ask the source).
+	Partitions int32
+	// AllowStateReset accepts a spec whose keyed state is incompatible with
+	// the checkpointed one by dropping the job's checkpoints (the
+	// partitions start again from source.start_offset); without it such an
+	// update is refused with control.ErrConflict.
+	AllowStateReset bool
+}
+
+// SubmitJobWith stores the spec of job name (a new revision of an existing
+// one rolls out to every partition).
+func (c *Client) SubmitJobWith(ctx context.Context, name string, spec []byte, o SubmitOptions) (control.Job, error) {
 	var j control.Job
 	q := url.Values{}
-	if partitions > 0 {
-		q.Set("partitions", strconv.FormatInt(int64(partitions), 10))
+	if o.Partitions > 0 {
+		q.Set("partitions", strconv.FormatInt(int64(o.Partitions), 10))
+	}
+	if o.AllowStateReset {
+		q.Set("allow_state_reset", "true")
 	}
 	_, err := c.do(ctx, request{method: http.MethodPut, path: "/v1/jobs/" + url.PathEscape(name), query: q, body: spec}, &j)
 	return j, err
