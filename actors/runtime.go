@@ -27,7 +27,16 @@ var (
 	// ErrPartitionNotRunning is returned by Handoff and Barrier for a
 	// partition the runtime does not run (under that epoch).
 	ErrPartitionNotRunning = errors.New("actors: partition not running")
+	// ErrLeaseNotValid is wrapped by the error of Handoff when
+	// RuntimeHooks.LeaseValid says the partition's lease expired before its
+	// handoff snapshot could be handed over.
+	ErrLeaseNotValid = errors.New("actors: lease no longer valid")
 )
+
+// leaseValid is RuntimeHooks.LeaseValid, true when it is nil.
+func (r *Runtime) leaseValid(p int32, epoch uint64) bool {
+	return r.hooks.LeaseValid == nil || r.hooks.LeaseValid(p, epoch)
+}
 
 // RestorePoint is a place a partition can be restored from: a snapshot in
 // checkpoint storage and the source offset it resumes at.
@@ -84,7 +93,11 @@ type RuntimeHooks struct {
 	// rows of a partition whose lease is no longer valid instead of
 	// writing them (sinks.EpochWriter.SetLeaseGuard). It is called with a
 	// sink's buffer lock held: it must be fast and must not block (read
-	// local state, no Raft round trip). nil: always valid.
+	// local state, no Raft round trip). The runtime also asks it before it
+	// reports a checkpoint ack (Ack) or returns a handoff point: a
+	// partition whose rows a sink may have dropped must not be restored
+	// from a snapshot taken after the drop. So the answer for (p, epoch)
+	// must be final once false. nil: always valid.
 	LeaseValid func(p int32, epoch uint64) bool
 }
 
@@ -477,6 +490,16 @@ func (r *Runtime) events() {
 				r.j.log.Warn("partition checkpoint failed", "partition", e.partition, "checkpoint", e.id, "err", e.err)
 				continue
 			}
+			if !r.leaseValid(e.partition, epoch) {
+				// The sinks may have dropped rows of the partition
+				// (lease guard) before this snapshot's pre-commit: a
+				// restore from it could lose them. LeaseValid's answer
+				// for an epoch is final once false, so no later ack
+				// of this epoch goes through either.
+				r.j.metrics.Checkpoints.WithLabelValues(string(checkpoint.KindCheckpoint), "failed").Inc()
+				r.j.log.Warn("partition checkpoint not acked: lease no longer valid", "partition", e.partition, "checkpoint", e.id, "epoch", epoch)
+				continue
+			}
 			pt := RestorePoint{Checkpoint: e.id, Offset: e.ack.Offset, Snapshot: FormatSnapshotRef(e.ack.Snapshot, e.ack.Bytes, e.ack.CRC32C)}
 			r.wg.Add(1)
 			go func() {
@@ -528,6 +551,9 @@ func (r *Runtime) Handoff(ctx context.Context, p int32, epoch uint64) (RestorePo
 	case e := <-w:
 		if e.err != nil {
 			return RestorePoint{}, fmt.Errorf("actors: partition %d: handoff snapshot: %w", p, e.err)
+		}
+		if !r.leaseValid(p, epoch) { // see events: its rows may have been dropped
+			return RestorePoint{}, fmt.Errorf("actors: partition %d: handoff snapshot: %w", p, ErrLeaseNotValid)
 		}
 		return RestorePoint{Checkpoint: id, Offset: e.ack.Offset, Snapshot: FormatSnapshotRef(e.ack.Snapshot, e.ack.Bytes, e.ack.CRC32C)}, nil
 	case <-ctx.Done():

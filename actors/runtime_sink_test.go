@@ -3,8 +3,10 @@ package actors
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"log/slog"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -171,5 +173,58 @@ func TestRuntimeStopDuringSinkOutage(t *testing.T) {
 	}
 	if v := gaugeSum(t, reg, "eddy_partition_backpressured", map[string]string{"partition": "0"}); v != 0 {
 		t.Errorf("eddy_partition_backpressured = %v after Stop, want 0", v)
+	}
+}
+
+// TestRuntimeNoAckAfterLeaseExpiry: once RuntimeHooks.LeaseValid says no
+// for a partition's epoch (its sinks may have dropped rows), the runtime
+// reports no checkpoint ack and hands off no snapshot for it: a restore
+// from such a snapshot could lose the dropped rows.
+func TestRuntimeNoAckAfterLeaseExpiry(t *testing.T) {
+	brokers := startBroker(t, 1, readingsFor([]string{"a", "b"}, 50))
+	var valid atomic.Bool
+	valid.Store(true)
+	acks := make(chan int64, 10)
+	c := testConfig(brokers)
+	c.Source.Bounded = false
+	c.Checkpoint.Storage = t.TempDir()
+	c.State.Dir = t.TempDir()
+	reg := prometheus.NewRegistry()
+	rt, err := NewRuntime(c, &memSink{}, nil, reg, slog.New(slog.DiscardHandler), RuntimeHooks{
+		Ack:        func(_ context.Context, p int32, epoch uint64, id int64, _ RestorePoint) { acks <- id },
+		LeaseValid: func(p int32, epoch uint64) bool { return valid.Load() },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	if err := rt.Start(context.Background(), 0, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Barrier(0, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case id := <-acks:
+		if id != 1 {
+			t.Fatalf("ack of checkpoint %d, want 1", id)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no ack of checkpoint 1 with a valid lease")
+	}
+	valid.Store(false)
+	if err := rt.Barrier(0, 1, 2); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "checkpoint 2 counted failed", func() bool {
+		return gaugeSum(t, reg, "eddy_checkpoints_total", map[string]string{"result": "failed"}) == 1
+	})
+	select {
+	case id := <-acks:
+		t.Fatalf("ack of checkpoint %d after the lease expired", id)
+	default:
+	}
+	if _, err := rt.Handoff(context.Background(), 0, 1); !errors.Is(err, ErrLeaseNotValid) {
+		t.Fatalf("Handoff after the lease expired: %v, want ErrLeaseNotValid", err)
 	}
 }
