@@ -55,11 +55,17 @@ func TestStalledCheckpoint(t *testing.T) {
 		return nil
 	})
 	first := cw.newest() + 1
-	const ahead, epochs = 300, 4
+	// Ids: a checkpoint at most every interval (1 s) through a stall of at
+	// most 20 s, and margin. Epochs: in case the partition restarts under a
+	// new lease during the stall.
+	const ahead, epochs = 40, 10
 	var blocked []string
 	for id := first; id < first+ahead; id++ {
 		for ep := epoch; ep < epoch+epochs; ep++ {
 			key := filepath.Join(e.checkpoints, job, "cluster", fmt.Sprintf("chk-%020d", id), fmt.Sprintf("p%05d-e%d.snap", p, ep))
+			if fi, err := os.Stat(key); err == nil && !fi.IsDir() {
+				continue // already uploaded: that checkpoint was under way
+			}
 			if err := os.MkdirAll(filepath.Join(key, "blocked"), 0o755); err != nil {
 				t.Fatal(err)
 			}
@@ -68,8 +74,8 @@ func TestStalledCheckpoint(t *testing.T) {
 	}
 	stall := between(rng, 10*time.Second, 20*time.Second)
 	lastComplete := cw.newestComplete()
-	t.Logf("stall: partition %d (epoch %d) cannot upload its snapshots of checkpoints %d..%d for %s; newest complete checkpoint %d",
-		p, epoch, first, first+ahead-1, stall.Round(time.Millisecond), lastComplete)
+	t.Logf("stall: partition %d (epochs %d..%d) cannot upload its snapshots of checkpoints %d..%d for %s; newest complete checkpoint %d",
+		p, epoch, epoch+epochs-1, first, first+ahead-1, stall.Round(time.Millisecond), lastComplete)
 	heal := func() {
 		for _, k := range blocked {
 			if err := os.RemoveAll(k); err != nil {
@@ -80,17 +86,31 @@ func TestStalledCheckpoint(t *testing.T) {
 	}
 	t.Cleanup(heal)
 	time.Sleep(stall)
+	healing, newestAtHeal := time.Now(), cw.newest() // removing hundreds of directories takes a moment
 	heal()
-	healedAt, newestAtHeal := time.Now(), cw.newest()
+	healedAt := time.Now()
+	if own := e.obs.Owners()[p]; len(own) == 1 {
+		t.Logf("partition %d runs at epoch %d at the heal", p, own[0].Epoch)
+	}
 	var completedInStall []uint64
 	for _, id := range cw.completeIn(first, newestAtHeal) {
-		if cw.completedAt(id).Before(healedAt) {
+		if cw.completedAt(id).Before(healing) {
 			completedInStall = append(completedInStall, id)
 		}
 	}
-	t.Logf("healed: checkpoints %d..%d started during the stall; complete before the heal: %v", first, newestAtHeal, completedInStall)
+	t.Logf("healed in %s: checkpoints %d..%d started during the stall; complete before the heal: %v", healedAt.Sub(healing).Round(time.Millisecond), first, newestAtHeal, completedInStall)
 	if len(completedInStall) > 0 {
-		t.Errorf("the stall did not stop checkpoints %v from completing: the fault was not injected", completedInStall)
+		var acks []string
+		if cps, err := e.cl.Checkpoints(e.ctx, job); err == nil {
+			for _, cp := range cps {
+				for _, a := range cp.Acks {
+					if a.Partition == p && slices.Contains(completedInStall, cp.ID) {
+						acks = append(acks, fmt.Sprintf("checkpoint %d: epoch %d snapshot %s", cp.ID, a.Epoch, a.Snapshot))
+					}
+				}
+			}
+		}
+		t.Errorf("the stall did not stop checkpoints %v from completing: the fault was not injected; partition %d's acks: %v", completedInStall, p, acks)
 	}
 
 	var later uint64
@@ -104,7 +124,7 @@ func TestStalledCheckpoint(t *testing.T) {
 	if later == 0 {
 		t.Errorf("no checkpoint started after the heal (id > %d) completed within 60 s; newest complete is still %d (a failed snapshot upload blocks checkpoints)", newestAtHeal, cw.newestComplete())
 	} else {
-		t.Logf("checkpoint %d, started after the heal, complete %s after it", later, cw.completedAt(later).Sub(healedAt).Round(time.Millisecond))
+		t.Logf("checkpoint %d, started after the heal began, complete %s after it began", later, cw.completedAt(later).Sub(healing).Round(time.Millisecond))
 	}
 	e.finish()
 	harness.WaitKafkaOracle(t, e.ctx, e.broker, job, e.want, 60*time.Second)
