@@ -40,10 +40,13 @@ import (
 // removed only if the voters left, counting only those healthy by Raft's
 // evidence (heartbeats reaching them now), still form a majority of the
 // voter target (Settings.VoterTarget; the current voter count when unset)
-// — so a leader that lost gossip, or that lost Raft contact with a
-// minority, never shrinks the voter set below a quorum it can prove.
-// Leave (RemoveServer of a healthy voter on request) is held to the same
-// rule.
+// and of the new configuration — so a leader that lost gossip, or that
+// lost Raft contact with a minority, never shrinks the voter set below a
+// quorum it can prove. A removal on request (Leave, eddy ctl raft remove)
+// must leave a majority of the new configuration healthy, or the change
+// could never commit; it is not held to the voter target, since the node
+// leaves anyway and a smaller configuration stays available where the
+// old one, with the node gone, would not.
 
 // raftHealth is the leader's Raft evidence about its peers: for every
 // server whose heartbeats fail, the last time the leader heard from it.
@@ -136,14 +139,10 @@ func (n *Node) raftSilentFor(id string, d time.Duration, now time.Time) bool {
 func quorum(n int) int { return n/2 + 1 }
 
 // safeVoterRemovals returns the voters of dead (in order) that may be
-// removed from the configuration now: while the voters left that are
-// healthy by Raft's evidence keep a majority of target (the voter target;
-// <= 0: the current voter count), and at most (voters-1)/2 in one round
-// (raft-autopilot's cap). voters is the current voter set.
-func safeVoterRemovals(voters []string, dead []string, target int, healthy func(id string) bool) []string {
-	if target <= 0 {
-		target = len(voters)
-	}
+// removed from the voter set voters now, at most maxRemovals of them:
+// while the voters left that are healthy by Raft's evidence number at
+// least minHealthy and a majority of the voters left.
+func safeVoterRemovals(voters []string, dead []string, minHealthy, maxRemovals int, healthy func(id string) bool) []string {
 	removed := map[string]bool{}
 	healthyLeft := func() int {
 		c := 0
@@ -155,13 +154,13 @@ func safeVoterRemovals(voters []string, dead []string, target int, healthy func(
 		return c
 	}
 	var out []string
-	budget := (len(voters) - 1) / 2
+	budget := maxRemovals
 	for _, id := range dead {
 		if budget <= 0 {
 			break
 		}
 		removed[id] = true
-		if healthyLeft() < quorum(target) {
+		if h := healthyLeft(); h < minHealthy || h < quorum(len(voters)-len(removed)) {
 			delete(removed, id)
 			continue
 		}
@@ -171,9 +170,19 @@ func safeVoterRemovals(voters []string, dead []string, target int, healthy func(
 	return out
 }
 
-// canRemoveVoter reports, on the leader, whether removing voter id keeps a
-// majority of the voter target among the healthy voters left (see
-// safeVoterRemovals); non-voters can always go.
+// autopilotRemovals is safeVoterRemovals for autopilot's dead voters: a
+// majority of the voter target (the voter count when unset) must stay
+// healthy, and at most (voters-1)/2 go in one round (raft-autopilot's cap).
+func autopilotRemovals(voters, dead []string, target int, healthy func(id string) bool) []string {
+	if target <= 0 {
+		target = len(voters)
+	}
+	return safeVoterRemovals(voters, dead, quorum(target), (len(voters)-1)/2, healthy)
+}
+
+// canRemoveVoter reports, on the leader, whether voter id may be removed on
+// request: the healthy voters left must be a majority of the voters left
+// (see safeVoterRemovals); non-voters can always go.
 func (n *Node) canRemoveVoter(id string) bool {
 	f := n.raft.GetConfiguration()
 	if f.Error() != nil {
@@ -191,7 +200,7 @@ func (n *Node) canRemoveVoter(id string) bool {
 		return true
 	}
 	now := time.Now()
-	ok := safeVoterRemovals(voters, []string{id}, n.fsm.View().Settings().VoterTarget, func(v string) bool { return n.raftHealthy(v, now) })
+	ok := safeVoterRemovals(voters, []string{id}, 0, 1, func(v string) bool { return n.raftHealthy(v, now) })
 	return len(ok) == 1
 }
 
@@ -333,7 +342,7 @@ func (n *Node) reconcile() {
 				}
 			}
 		}
-		safe := safeVoterRemovals(current, deadVoters, target, func(id string) bool { return n.raftHealthy(id, now) })
+		safe := autopilotRemovals(current, deadVoters, target, func(id string) bool { return n.raftHealthy(id, now) })
 		if len(safe) < len(deadVoters) && !n.warnedQuorum {
 			n.log.Warn("autopilot: not removing dead voters: the healthy voters left would not be a quorum of the voter target",
 				"dead", deadVoters, "removable", safe, "voters", current, "voter_target", target)

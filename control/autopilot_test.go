@@ -22,34 +22,48 @@ func TestSafeVoterRemovals(t *testing.T) {
 			return true
 		}
 	}
+	five := []string{"a", "b", "c", "d", "e"}
 	for _, c := range []struct {
 		name    string
+		leave   bool // a removal on request (canRemoveVoter), else autopilot
 		voters  []string
 		dead    []string
 		target  int
 		healthy func(string) bool
 		want    []string
 	}{
-		{"one of three dead", []string{"a", "b", "c"}, []string{"c"}, 3, healthyExcept("c"), []string{"c"}},
-		{"two of five dead", []string{"a", "b", "c", "d", "e"}, []string{"d", "e"}, 5, healthyExcept("d", "e"), []string{"d", "e"}},
+		{"one of three dead", false, []string{"a", "b", "c"}, []string{"c"}, 3, healthyExcept("c"), []string{"c"}},
+		{"two of five dead", false, five, []string{"d", "e"}, 5, healthyExcept("d", "e"), []string{"d", "e"}},
 		// Three of five down: removing any would leave 2 healthy < 3.
-		{"three of five dead", []string{"a", "b", "c", "d", "e"}, []string{"c", "d", "e"}, 5, healthyExcept("c", "d", "e"), nil},
-		// Gossip says b, c dead, but only c is silent over Raft and b is
-		// down too: removing c leaves a alone, 1 < 2.
-		{"leader with one healthy voter", []string{"a", "b", "c"}, []string{"c"}, 3, healthyExcept("b", "c"), nil},
+		{"three of five dead", false, five, []string{"c", "d", "e"}, 5, healthyExcept("c", "d", "e"), nil},
+		// c is silent over Raft, b too: removing c leaves a alone, 1 < 2.
+		{"leader with one healthy voter", false, []string{"a", "b", "c"}, []string{"c"}, 3, healthyExcept("b", "c"), nil},
 		// After an earlier removal the target still counts: 2 voters,
 		// one dead, target 3 → 1 healthy left < 2.
-		{"below the target", []string{"a", "b"}, []string{"b"}, 3, healthyExcept("b"), nil},
-		// (n-1)/2 per round: 4 voters, 3 of them "dead" but healthy
-		// count says otherwise — the cap alone limits to 1.
-		{"cap per round", []string{"a", "b", "c", "d"}, []string{"b", "c", "d"}, 1, healthyExcept(), []string{"b"}},
-		// Leave of a healthy voter with target 3 and 3 voters.
-		{"leave of a healthy voter", []string{"a", "b", "c"}, []string{"b"}, 3, healthyExcept(), []string{"b"}},
-		// Leave when one other voter is down: 1 healthy left < 2.
-		{"leave with one voter down", []string{"a", "b", "c"}, []string{"b"}, 3, healthyExcept("c"), nil},
-		{"target unset: the voter count", []string{"a", "b", "c"}, []string{"c"}, 0, healthyExcept("c"), []string{"c"}},
+		{"below the target", false, []string{"a", "b"}, []string{"b"}, 3, healthyExcept("b"), nil},
+		// (n-1)/2 per round: 4 voters, 3 "dead", all healthy by Raft
+		// (cannot happen, the rule alone is tested) → only 1.
+		{"cap per round", false, []string{"a", "b", "c", "d"}, []string{"b", "c", "d"}, 1, healthyExcept(), []string{"b"}},
+		// Six voters after promotions, target 3: removing two dead must
+		// leave a majority of the 4 left healthy (3 ≥ 3), a third not.
+		{"majority of the new configuration", false, []string{"a", "b", "c", "d", "e", "f"}, []string{"d", "e", "f"}, 3, healthyExcept("d", "e", "f"), []string{"d", "e"}},
+		{"target unset: the voter count", false, []string{"a", "b", "c"}, []string{"c"}, 0, healthyExcept("c"), []string{"c"}},
+		// Removals on request.
+		{"leave of a healthy voter", true, []string{"a", "b", "c"}, []string{"b"}, 3, healthyExcept(), []string{"b"}},
+		// {a,c} with c down could never commit the change.
+		{"leave with another voter down", true, []string{"a", "b", "c"}, []string{"b"}, 3, healthyExcept("c"), nil},
+		// {a,b} → {a}: available alone, where {a,b} without b is not.
+		{"leave of one of two", true, []string{"a", "b"}, []string{"b"}, 3, healthyExcept(), []string{"b"}},
+		{"leave of the only voter", true, []string{"a"}, []string{"a"}, 1, healthyExcept(), nil},
+		{"remove a dead voter on request", true, []string{"a", "b", "c"}, []string{"c"}, 3, healthyExcept("c"), []string{"c"}},
 	} {
-		if got := safeVoterRemovals(c.voters, c.dead, c.target, c.healthy); !reflect.DeepEqual(got, c.want) {
+		var got []string
+		if c.leave {
+			got = safeVoterRemovals(c.voters, c.dead, 0, 1, c.healthy)
+		} else {
+			got = autopilotRemovals(c.voters, c.dead, c.target, c.healthy)
+		}
+		if !reflect.DeepEqual(got, c.want) {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
 	}

@@ -743,8 +743,8 @@ type suppression struct{ at, until time.Time }
 // Close, which announces the memberlist leave. A node restarted later with
 // its data dir rejoins as a non-voter. Fails with ErrConflict if this node
 // is the only voter, or if the voters left that the leader hears from over
-// Raft would not be a majority of the voter target (the node then stays in
-// the configuration).
+// Raft would not be a majority of the voters left (the configuration change
+// could not commit; the node then stays in the configuration).
 func (n *Node) Leave(ctx context.Context) error {
 	if a := n.assigner.Load(); a != nil {
 		// Hand the partitions over while this node can still release
@@ -796,7 +796,7 @@ func (n *Node) removeServer(ctx context.Context, id string) error {
 			return fmt.Errorf("%w: the leader cannot remove itself; transfer leadership first (eddy ctl leave does)", ErrConflict)
 		}
 		if !n.canRemoveVoter(id) {
-			return fmt.Errorf("%w: removing voter %s would leave fewer healthy voters than a majority of the voter target; add or repair voters first", ErrConflict, id)
+			return fmt.Errorf("%w: removing voter %s would leave the healthy voters a minority of the new configuration, which could not commit it; repair the other voters first", ErrConflict, id)
 		}
 		n.suppress(id, time.Minute)
 		if err := n.raft.RemoveServer(raft.ServerID(id), 0, n.cfg.ApplyTimeout).Error(); err != nil {

@@ -60,8 +60,8 @@ SIGINT/SIGTERM stop the node gracefully: its partitions are handed over to
 their next owners first (--drain-timeout), then, with --leave-on-terminate
 (the default), it leaves the Raft configuration like 'eddy ctl leave': a
 leader hands leadership over first, a voter is replaced by a healthy
-non-voter (autopilot), and a voter whose removal would leave fewer healthy
-voters than a majority of the voter target stays. A node restarted with its
+non-voter (autopilot), and a voter stays when the voters left that Raft
+reaches would be a minority of the new configuration. A node restarted with its
 data dir joins again as a non-voter. --leave-on-terminate=false keeps the
 Raft membership, so a restart resumes its place (the leader keeps
 heartbeating the stopped node until it is back or autopilot removes it).`,
