@@ -72,13 +72,6 @@ const (
 	tRejected
 )
 
-func (p *pending) reset() {
-	p.Output.Reset()
-	p.Rejected = p.Rejected[:0]
-	p.lateBytes = p.lateBytes[:0]
-	p.deadBytes = p.deadBytes[:0]
-}
-
 // len returns the rows of table t in p.
 func (p *pending) len(t int) int {
 	switch t {

@@ -352,14 +352,24 @@ func (e *sqlEngine) write(ctx context.Context, p int32, epoch uint64, b *Batch) 
 		e.mu.Unlock()
 		return nil
 	}
+	stale := func() error {
+		if hi, ok := e.maxEpoch[p]; ok && epoch < hi {
+			e.m.dropped(reasonFenced, b.Len())
+			return fmt.Errorf("%w: partition %d wrote under epoch %d to %s, which has rows of epoch %d", ErrStaleEpoch, p, epoch, e.d.name, hi)
+		}
+		return nil
+	}
+	if err := stale(); err != nil {
+		e.mu.Unlock()
+		return err
+	}
 	if err := e.waitSpace(ctx, p, batchBytes(b, e.cfg.MaxPayloadBytes)); err != nil {
 		e.mu.Unlock()
 		return err
 	}
-	if hi, ok := e.maxEpoch[p]; ok && epoch < hi {
+	if err := stale(); err != nil { // a newer epoch wrote while this one waited
 		e.mu.Unlock()
-		e.m.dropped(reasonFenced, b.Len())
-		return fmt.Errorf("%w: partition %d wrote under epoch %d to %s, which has rows of epoch %d", ErrStaleEpoch, p, epoch, e.d.name, hi)
+		return err
 	}
 	e.maxEpoch[p] = epoch
 	buf := e.bufs[p]
@@ -389,9 +399,9 @@ func (e *sqlEngine) write(ctx context.Context, p int32, epoch uint64, b *Batch) 
 	buf.bytes += added
 	e.bytes += added
 	e.nrows += rows
+	e.m.bufferBytes.Add(float64(added))
 	full := e.nrows >= e.cfg.BatchRows
 	e.mu.Unlock()
-	e.m.bufferBytes.Add(float64(added))
 	e.m.rejectedRows(&rej)
 	if full {
 		// Write now unless another flush is writing (it or the next one
