@@ -268,6 +268,12 @@ func (s *Service) drive(view control.View) {
 	for _, jr := range s.runner.jobs {
 		jobs = append(jobs, jr)
 	}
+	for name := range s.barriers {
+		if s.runner.jobs[name] == nil { // runtime closed: its partitions are gone
+			delete(s.barriers, name)
+			delete(s.aborted, name)
+		}
+	}
 	s.runner.mu.Unlock()
 	for _, jr := range jobs {
 		if jr.interval == 0 {
