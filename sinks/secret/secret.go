@@ -28,7 +28,7 @@ const Mask = "xxxxx"
 // and the last '@' before its database masked.
 func RedactDSN(dsn string) string {
 	if cfg, err := mysql.ParseDSN(dsn); err == nil {
-		if cfg.Passwd == "" {
+		if cfg.Passwd == "" || envRef.MatchString(cfg.Passwd) {
 			return dsn
 		}
 		cfg.Passwd = Mask
@@ -44,11 +44,16 @@ func RedactDSN(dsn string) string {
 		return dsn
 	}
 	colon := strings.Index(head[:at], ":")
-	if colon < 0 {
+	if colon < 0 || envRef.MatchString(dsn[colon+1:at]) {
 		return dsn
 	}
 	return dsn[:colon+1] + Mask + dsn[at:]
 }
+
+// envRef matches a password that is only a reference to an environment
+// variable without default ("${MYSQL_PASSWORD}", a job spec's form): it is
+// no secret and stays visible.
+var envRef = regexp.MustCompile(`^\$\{[A-Za-z_][A-Za-z0-9_]*\}$`)
 
 // urlUserinfo matches the password of scheme://user:password@host URLs.
 var urlUserinfo = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@"']*:)([^@\s"'/]+)@`)
@@ -63,7 +68,17 @@ func RedactURL(u string) string {
 		}
 		return "mysql:" + slashes + RedactDSN(rest)
 	}
-	return urlUserinfo.ReplaceAllString(u, "${1}"+Mask+"@")
+	return maskUserinfo(u)
+}
+
+func maskUserinfo(s string) string {
+	return urlUserinfo.ReplaceAllStringFunc(s, func(m string) string {
+		sm := urlUserinfo.FindStringSubmatch(m)
+		if envRef.MatchString(sm[2]) {
+			return m
+		}
+		return sm[1] + Mask + "@"
+	})
 }
 
 // mysqlInText matches a mysql: sink URL inside free text (a YAML spec, an
@@ -89,9 +104,12 @@ func RedactText(s string) string {
 		if strings.HasSuffix(sm[1], "mysql:") {
 			return m // a mysql: URL, done above
 		}
+		if pw := strings.TrimSuffix(strings.TrimPrefix(m, sm[1]), "@"+sm[2]); envRef.MatchString(pw) {
+			return m
+		}
 		return sm[1] + Mask + "@" + sm[2]
 	})
-	return urlUserinfo.ReplaceAllString(s, "${1}"+Mask+"@")
+	return maskUserinfo(s)
 }
 
 // RedactError returns err with its message passed through RedactText; it

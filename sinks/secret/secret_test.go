@@ -18,6 +18,10 @@ func TestRedact(t *testing.T) {
 		{"kafka://user:s3cret@k1:9092", "kafka://user:xxxxx@k1:9092"},
 		{"s3://bucket/prefix", "s3://bucket/prefix"},
 		{"sqlite:/tmp/a@b.db", "sqlite:/tmp/a@b.db"},
+		// A reference to the environment is no secret; a default may be.
+		{"mysql:eddy:${PW}@tcp(h:1)/db", "mysql:eddy:${PW}@tcp(h:1)/db"},
+		{"mysql:eddy:${PW:-s3cret}@tcp(h:1)/db", "mysql:eddy:xxxxx@tcp(h:1)/db"},
+		{"kafka://u:${KPW}@k:9092", "kafka://u:${KPW}@k:9092"},
 	} {
 		if got := RedactURL(c.in); got != c.want {
 			t.Errorf("RedactURL(%q) = %q, want %q", c.in, got, c.want)
@@ -35,6 +39,9 @@ func TestRedact(t *testing.T) {
 	}
 	if got := RedactText(`bad MySQL DSN "eddy:pw-bare@tcp(db:3306)/" names no database`); strings.Contains(got, "pw-bare") || !strings.Contains(got, `"eddy:xxxxx@tcp(db:3306)/"`) {
 		t.Errorf("bare DSN: %s", got)
+	}
+	if got := RedactText(`sink: "mysql:eddy:${PW}@tcp(db:3306)/eddy"`); !strings.Contains(got, "${PW}") {
+		t.Errorf("env reference masked: %s", got)
 	}
 	base := errors.New("base")
 	err := RedactError(fmt.Errorf("open mysql:eddy:s3cret@tcp(db:3306)/eddy: %w", base))
