@@ -56,6 +56,19 @@
 // batch that touched a devices/ key, so a running job sees a change as soon
 // as its node has applied it (typically within tens of milliseconds).
 //
+// # Job lifecycle
+//
+// A job spec is checked before it is stored (Config.ValidateJob; eddy node
+// wires jobs.ValidateSpec: 400 for a spec every node would refuse, 409 for
+// an update whose keyed state is incompatible with the checkpoints unless
+// JobPut.ResetState). Each job has a JobStatus beside its spec: the FSM
+// derives its state (JobSubmitted, JobRunning, JobFinished, JobFailed,
+// JobCancelled) from the partitions' last JobReport — running, finished at
+// its end offset, or failed with the error — which the lease holder sends
+// on every change, fenced by its lease epoch. JobCancel removes the spec
+// (the holders hand their partitions off) and keeps the status. GET
+// /v1/jobs[/{name}] answer JobInfo; spec passwords are masked there.
+//
 // # Placement, leases and fencing
 //
 // Every node that processes device partitions runs an Assigner

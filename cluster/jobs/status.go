@@ -162,8 +162,10 @@ func (rp *reporter) send(ctx context.Context) {
 			return
 		}
 		if err != nil && !errors.Is(err, control.ErrConflict) && !errors.Is(err, control.ErrNotFound) && !errors.Is(err, control.ErrInvalid) {
+			// No leader (or no answer): the others wait for the next tick
+			// rather than each waiting out the apply timeout now.
 			rp.r.log.Debug("job report not recorded yet", "job", rep.Job, "partition", rep.Partition, "state", rep.State, "err", err)
-			continue
+			return
 		}
 		k := pkey{rep.Job, rep.Partition}
 		rp.mu.Lock()
