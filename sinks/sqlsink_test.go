@@ -1507,3 +1507,147 @@ func TestConfigValidateBufferBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestRandomFencing: several sinks on one store (nodes) write random
+// windows and readings of three partitions under random lease epochs —
+// current owners, zombies at older epochs, newer owners on the same node —
+// and flush at random. The store must equal a model in which a row replaces
+// the stored row of its key only if its epoch is >= the stored epoch, each
+// sink drops a partition's rows of older epochs when a newer one writes,
+// and refuses stale writes. Replay a failure with -seed=N.
+func TestRandomFencing(t *testing.T) {
+	seed := *seedFlag
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("seed %d (replay with -seed=%d)", seed, seed)
+	forEachStore(t, func(t *testing.T, st *store) {
+		rnd := rand.New(rand.NewPCG(seed, 1))
+		type wkey struct {
+			id    string
+			start int64
+		}
+		type stored[T any] struct {
+			row   T
+			epoch uint64
+		}
+		windows := map[wkey]stored[operators.WindowAggregate]{}
+		readings := map[[2]int64]stored[operators.Reading]{}
+		type pend struct {
+			epoch uint64
+			b     Batch
+		}
+		const nodes, parts = 3, 3
+		var sinks [nodes]Sink
+		var pending [nodes][parts]*pend // what each sink buffers, by partition
+		var maxEpoch [nodes][parts]uint64
+		for n := range sinks {
+			sinks[n] = st.openSink(t, Config{BatchRows: MaxBatchRows})
+		}
+		flush := func(n int) {
+			mustFlush(t, sinks[n])
+			for p := range parts {
+				pd := pending[n][p]
+				if pd == nil {
+					continue
+				}
+				for _, w := range pd.b.Windows {
+					k := wkey{w.PboxID, w.Start}
+					if s, ok := windows[k]; !ok || pd.epoch >= s.epoch {
+						windows[k] = stored[operators.WindowAggregate]{w, pd.epoch}
+					}
+				}
+				for _, r := range pd.b.Readings {
+					k := [2]int64{int64(r.Partition), r.Offset}
+					if s, ok := readings[k]; !ok || pd.epoch >= s.epoch {
+						readings[k] = stored[operators.Reading]{r, pd.epoch}
+					}
+				}
+				pending[n][p] = nil
+			}
+		}
+		t0 := ms("2019-03-01 00:00:00.000")
+		// epochOf[n][p] is the lease epoch under which node n writes
+		// partition p (0: never held it); a takeover gives p the next
+		// epoch on a random node, and the former holder goes on writing
+		// at its old epoch: a zombie.
+		var epochOf [nodes][parts]uint64
+		var current [parts]uint64
+		for range 300 {
+			n, p := rnd.IntN(nodes), rnd.IntN(parts)
+			switch r := rnd.IntN(10); {
+			case r == 0:
+				flush(n)
+				continue
+			case r == 1 || current[p] == 0:
+				current[p]++
+				epochOf[n][p] = current[p]
+				continue
+			case epochOf[n][p] == 0:
+				continue
+			}
+			epoch := epochOf[n][p]
+			if rnd.IntN(10) == 0 && epoch > 1 {
+				epoch-- // a stale write on the node
+			}
+			b := &Batch{}
+			for range 1 + rnd.IntN(10) {
+				k := rnd.IntN(8)
+				v := rnd.IntN(1000)
+				b.Windows = append(b.Windows, operators.WindowAggregate{PboxID: fmt.Sprintf("p%d-d%d", p, k%3), Start: t0 + int64(k)*60_000,
+					End: t0 + int64(k+1)*60_000, Count: int64(v), Sum: float64(v), Min: 1, Max: float64(v), Avg: 1, Latitude: nan, Longitude: nan})
+				o := int64(rnd.IntN(8))
+				b.Readings = append(b.Readings, operators.Reading{Partition: int32(p), Offset: o, PboxID: "d", EventTime: t0 + o*1000,
+					Metric: float64(v), Latitude: nan, Longitude: nan})
+			}
+			err := epochWriter(t, sinks[n]).WriteEpoch(context.Background(), int32(p), epoch, b)
+			if epoch < maxEpoch[n][p] {
+				if !errors.Is(err, ErrStaleEpoch) {
+					t.Fatalf("node %d partition %d: write at epoch %d after %d: %v, want ErrStaleEpoch", n, p, epoch, maxEpoch[n][p], err)
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			maxEpoch[n][p] = epoch
+			pd := pending[n][p]
+			if pd == nil || pd.epoch < epoch {
+				pd = &pend{epoch: epoch}
+				pending[n][p] = pd
+			}
+			pd.b.Windows = append(pd.b.Windows, b.Windows...)
+			pd.b.Readings = append(pd.b.Readings, b.Readings...)
+		}
+		for n := range nodes {
+			flush(n)
+		}
+		want := &Batch{}
+		wantEpochs := map[string]int{}
+		for _, s := range windows {
+			want.Windows = append(want.Windows, s.row)
+			wantEpochs[fmt.Sprint(s.epoch)]++
+		}
+		for _, s := range readings {
+			want.Readings = append(want.Readings, s.row)
+		}
+		wantContents(t, st, want)
+		rows, err := st.db.Query("SELECT epoch, COUNT(*) FROM window_aggregates GROUP BY epoch")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		got := map[string]int{}
+		for rows.Next() {
+			var e string
+			var c int
+			if err := rows.Scan(&e, &c); err != nil {
+				t.Fatal(err)
+			}
+			got[e] = c
+		}
+		if !maps.Equal(got, wantEpochs) {
+			t.Errorf("window rows by epoch %v, want %v", got, wantEpochs)
+		}
+	})
+}
