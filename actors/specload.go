@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"reflect"
 	"regexp"
@@ -199,7 +200,13 @@ func LoadSpec(data []byte, o SpecOptions) (*Spec, Config, error) {
 		}
 	}
 	if len(errs) > 0 {
-		sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line && errs[i].Line > 0 })
+		line := func(e *SpecError) int {
+			if e.Line == 0 {
+				return math.MaxInt // mistakes without a line (missing fields) last
+			}
+			return e.Line
+		}
+		sort.SliceStable(errs, func(i, j int) bool { return line(errs[i]) < line(errs[j]) })
 		return nil, Config{}, errs
 	}
 	return &spec, cfg, nil
@@ -251,7 +258,14 @@ var configRules = []struct{ prefix, field string }{
 	{"operators: idle timeout", "event_time.idle_timeout"},
 }
 
+// specFieldRe matches "actors: job spec: <field> ..." messages of
+// Spec.Config that name their field themselves.
+var specFieldRe = regexp.MustCompile(`^actors: job spec: ([a-z_]+(?:\.[a-z_]+)*(?:\[\d+\])?):? (.*)$`)
+
 func configField(msg string) (field, reason string) {
+	if m := specFieldRe.FindStringSubmatch(msg); m != nil && strings.Contains(m[1], ".") {
+		return m[1], m[1] + " " + m[2]
+	}
 	for _, r := range configRules {
 		if strings.HasPrefix(msg, r.prefix) {
 			reason = strings.TrimPrefix(msg, "actors: job spec format.time_zone: ")
