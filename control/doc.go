@@ -16,10 +16,15 @@
 // state never bootstraps again; it recovers from its data dir.
 //
 // The leader reconciles membership (autopilot, see AutopilotConfig): new
-// members are added as non-voters, servers failed for DeadServerTimeout
-// (default 30 s) are removed, a dead voter is first replaced by a healthy
+// members are added as non-voters; a server is removed only when both
+// gossip and the leader's own Raft heartbeats have called it dead for
+// DeadServerTimeout (default 30 s) and the healthy voters left keep a
+// majority of the voter target, so a leader cut off from gossip alone never
+// removes healthy voters; a dead voter is first replaced by a healthy
 // non-voter, and healthy non-voters are promoted while there are fewer than
-// Settings.VoterTarget voters (set from --bootstrap-expect).
+// Settings.VoterTarget voters (set from --bootstrap-expect). A node that
+// leaves (Node.Leave, SIGTERM with --leave-on-terminate) is removed from the
+// Raft configuration under the same quorum rule.
 //
 // # Consistency
 //
