@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/eddy-iot/eddy/control"
+	"github.com/eddy-iot/eddy/sinks"
 	"github.com/eddy-iot/eddy/sinks/secret"
 )
 
@@ -140,6 +141,14 @@ func (rp *reporter) poll() {
 			Revision: o.jr.modify, State: control.PartitionRunning, Partitions: n}
 		if st.Done {
 			rep.State, rep.Offset = control.PartitionFinished, st.NextOffset
+			if !(had && last.State == control.PartitionFinished && last.Epoch == o.epoch && last.Revision == rep.Revision) {
+				// finished means the rows are in the sinks: flush what the
+				// last batches left buffered first.
+				if err := rp.flush(o.jr); err != nil {
+					r.log.Warn("flush at the bounded end failed; the partition is reported finished once it succeeds", "job", o.k.job, "partition", o.k.p, "err", err)
+					rep.State = control.PartitionRunning
+				}
+			}
 		}
 		rp.set(rep)
 	}
@@ -204,4 +213,20 @@ func (r *Runner) revision(job string) uint64 {
 	}
 	j, _ := r.node.FSM().View().Job(job)
 	return j.ModifyIndex
+}
+
+// flush flushes the sinks of jr that rows are written to directly (with
+// checkpoints on, transactional sinks make rows visible when a checkpoint
+// commits instead).
+func (rp *reporter) flush(jr *jobRuntime) error {
+	ctx, cancel := context.WithTimeout(rp.r.ctx, 30*time.Second)
+	defer cancel()
+	var errs []error
+	for _, s := range jr.sink {
+		if _, tx := s.(sinks.TransactionalSink); tx && jr.cfg.Checkpoint.Enabled() {
+			continue
+		}
+		errs = append(errs, s.Flush(ctx))
+	}
+	return errors.Join(errs...)
 }
