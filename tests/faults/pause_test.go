@@ -53,7 +53,13 @@ func TestPause(t *testing.T) {
 				stopped = append(stopped, rec)
 				t.Logf("event %d: SIGSTOP %s for %s (%d partitions): all running elsewhere %s after the stop", i+1, victim.ID, d, len(orphans), rec.Round(time.Millisecond))
 			} else {
-				t.Logf("event %d: SIGSTOP %s for %s (%d partitions): not all taken over while it was stopped", i+1, victim.ID, d, len(orphans))
+				moved := 0
+				for p, ep := range orphans {
+					if _, _, ok := e.obs.FirstRunningAfter(p, victim.ID, ep); ok {
+						moved++
+					}
+				}
+				t.Logf("event %d: SIGSTOP %s for %s (%d partitions): %d of them moved to another node", i+1, victim.ID, d, len(orphans), moved)
 			}
 		case "kill":
 			if err := victim.Kill(); err != nil {
