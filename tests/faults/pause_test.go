@@ -41,6 +41,7 @@ func TestPause(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			e.obs.Stopping(victim.ID)
 			if err := victim.Signal(syscall.SIGSTOP); err != nil {
 				t.Fatal(err)
 			}
@@ -48,6 +49,7 @@ func TestPause(t *testing.T) {
 			if err := victim.Signal(syscall.SIGCONT); err != nil {
 				t.Fatal(err)
 			}
+			e.obs.Continued(victim.ID)
 			rec, ok := recovered(e.obs, victim.ID, orphans, at)
 			if ok {
 				stopped = append(stopped, rec)

@@ -42,7 +42,11 @@ type Observer struct {
 	first map[int32]map[nodeEpoch]time.Time // partition → node@epoch → first request that saw it running
 	runs  map[runKey]time.Time              // running interval → start of the last request inside it
 	order []runKey                          // runs in order of discovery
+	stops map[string][]pause                // node → the times the test had it SIGSTOPped
 }
+
+// pause is a time the test had a node stopped; to is zero while it lasts.
+type pause struct{ from, to time.Time }
 
 type nodeView struct {
 	at   time.Time // request start
@@ -69,7 +73,38 @@ const freshness = 400 * time.Millisecond
 func NewObserver(c *Cluster, partitions int32) *Observer {
 	return &Observer{c: c, partitions: partitions, hc: &http.Client{Timeout: 300 * time.Millisecond},
 		cur: map[string]nodeView{}, last: map[int32]map[string]time.Time{},
-		first: map[int32]map[nodeEpoch]time.Time{}, runs: map[runKey]time.Time{}}
+		first: map[int32]map[nodeEpoch]time.Time{}, runs: map[runKey]time.Time{}, stops: map[string][]pause{}}
+}
+
+// Stopping tells the observer that the test is about to SIGSTOP node, and
+// Continued that it has SIGCONTed it. An answer to a request sent while the
+// node was stopped is served after SIGCONT from the state the node had
+// before the stop, so it says nothing about the moment the request was
+// sent: the observer ignores it.
+func (o *Observer) Stopping(node string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.stops[node] = append(o.stops[node], pause{from: time.Now()})
+}
+
+// Continued: see Stopping.
+func (o *Observer) Continued(node string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if ps := o.stops[node]; len(ps) > 0 && ps[len(ps)-1].to.IsZero() {
+		ps[len(ps)-1].to = time.Now()
+	}
+}
+
+// sentWhileStopped reports whether a request sent to node at at was sent
+// while the test had it stopped. o.mu held.
+func (o *Observer) sentWhileStopped(node string, at time.Time) bool {
+	for _, p := range o.stops[node] {
+		if !at.Before(p.from) && (p.to.IsZero() || at.Before(p.to)) {
+			return true
+		}
+	}
+	return false
 }
 
 // StartObserver starts an observer of c in the background; it stops when
@@ -142,7 +177,7 @@ func (o *Observer) get(ctx context.Context, n *Node) ([]control.PartitionStatus,
 func (o *Observer) record(node string, at time.Time, list []control.PartitionStatus, err error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if err != nil {
+	if err != nil || o.sentWhileStopped(node, at) {
 		delete(o.cur, node)
 		return
 	}
