@@ -9,6 +9,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/eddy-iot/eddy/operators"
+	"github.com/eddy-iot/eddy/sinks"
 )
 
 // Spec is a YAML job spec, the production description of a job (see
@@ -66,6 +67,17 @@ type Spec struct {
 	Sink string `yaml:"sink"`
 	// Sinks are more sink URLs; the job writes every row to each sink.
 	Sinks []string `yaml:"sinks"`
+	// SinkOptions tune the SQL sinks (see SinkConfig).
+	SinkOptions struct {
+		// BufferBytes bounds the rows a SQL sink buffers (every
+		// partition of the job together); when full, partitions stop
+		// reading until a write frees space (backpressure: nothing is
+		// dropped). See sinks.Config.MaxBufferBytes; default 64 MiB.
+		BufferBytes int64 `yaml:"buffer_bytes"`
+		// BatchRows is how many rows one write transaction and one
+		// INSERT carry at most; see sinks.Config.BatchRows; default 1000.
+		BatchRows int `yaml:"batch_rows"`
+	} `yaml:"sink_options"`
 	// Checkpoint configures checkpoints (see CheckpointConfig); without
 	// storage there are none.
 	Checkpoint struct {
@@ -87,6 +99,19 @@ type Spec struct {
 	// BatchSize and BatchLinger tune actor batches; see Config.
 	BatchSize   int       `yaml:"batch_size"`
 	BatchLinger *Duration `yaml:"batch_linger"`
+}
+
+// SinkConfig returns the sinks' configuration of the spec: sinks.DefaultConfig
+// with the sink_options that are set. Validate it with sinks.Config.Validate.
+func (s *Spec) SinkConfig() sinks.Config {
+	c := sinks.DefaultConfig()
+	if s.SinkOptions.BufferBytes != 0 {
+		c.MaxBufferBytes = s.SinkOptions.BufferBytes
+	}
+	if s.SinkOptions.BatchRows != 0 {
+		c.BatchRows = s.SinkOptions.BatchRows
+	}
+	return c
 }
 
 // Duration is a time.Duration that reads from YAML as "1m30s".

@@ -188,6 +188,14 @@ func LoadSpec(data []byte, o SpecOptions) (*Spec, Config, error) {
 			errs = append(errs, &SpecError{Field: f, Line: line(f), Reason: err.Error()})
 		}
 	}
+	if o := spec.SinkOptions; o.BufferBytes != 0 && (o.BufferBytes < sinks.MinBufferBytes || o.BufferBytes > sinks.MaxBufferBytesLimit) {
+		errs = append(errs, &SpecError{Field: "sink_options.buffer_bytes", Line: line("sink_options.buffer_bytes"),
+			Reason: fmt.Sprintf("%d bytes; must be in [%d, %d] (1 KiB to 1 TiB); leave it out for 64 MiB", o.BufferBytes, sinks.MinBufferBytes, sinks.MaxBufferBytesLimit)})
+	}
+	if o := spec.SinkOptions; o.BatchRows != 0 && (o.BatchRows < 1 || o.BatchRows > sinks.MaxBatchRows) {
+		errs = append(errs, &SpecError{Field: "sink_options.batch_rows", Line: line("sink_options.batch_rows"),
+			Reason: fmt.Sprintf("%d; must be in [1, %d]; leave it out for %d", o.BatchRows, sinks.MaxBatchRows, sinks.DefaultConfig().BatchRows)})
+	}
 	probe.Sinks = nil
 	if probe.Sink == "" || checkSinkURL(probe.Sink) != nil {
 		probe.Sink = "discard"

@@ -192,7 +192,7 @@ func (r *Runner) runtime(ctx context.Context, job string) (*jobRuntime, error) {
 		}
 	}()
 	for _, u := range spec.SinkURLs() {
-		s, err := sinks.Open(u, sinks.DefaultConfig(), r.reg)
+		s, err := sinks.Open(u, spec.SinkConfig(), r.reg)
 		if err != nil {
 			return nil, secret.RedactError(fmt.Errorf("jobs: job %s: %w", job, err))
 		}

@@ -29,6 +29,7 @@ type jobRun struct {
 	sinkURL string
 	// extraSinks are more sink URLs; every row goes to each sink.
 	extraSinks  []string
+	sinkCfg     sinks.Config // zero value: every default
 	devices     operators.DeviceLookup
 	metricsAddr string // "" = no HTTP server
 	// reg, when set, is the registry to register the job's metrics on (a
@@ -59,7 +60,7 @@ func (r *jobRun) runJob(ctx context.Context) (actors.Summary, error) {
 		if u == "" {
 			continue
 		}
-		s, err := sinks.Open(u, sinks.DefaultConfig(), reg)
+		s, err := sinks.Open(u, r.sinkCfg, reg)
 		if err != nil {
 			return actors.Summary{}, err
 		}
