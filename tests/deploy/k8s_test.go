@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/eddy-iot/eddy/actors"
 )
 
 // k8sObjects loads every manifest listed in deploy/k8s/kustomization.yaml,
@@ -220,14 +222,33 @@ func TestKubernetesManifests(t *testing.T) {
 	if !ok {
 		t.Fatal("Secret/eddy-job-sink has no stringData.EDDY_MYSQL_DSN")
 	}
-	init := m(t, l(t, jpod["initContainers"], "initContainers")[0], "init container")
-	script := strings.Join(strs(t, init["command"], "init command"), " ")
-	if !strings.Contains(script, "$EDDY_MYSQL_DSN") || !strings.Contains(script, filepath.Base(jc.flag("job"))) {
-		t.Errorf("init container does not write %s with $EDDY_MYSQL_DSN: %s", jc.flag("job"), script)
+	if _, has := jpod["initContainers"]; has {
+		t.Error("the job pod has an init container: eddy expands ${EDDY_MYSQL_DSN} in the spec itself")
+	}
+	fromSecret := false
+	for _, e := range l(t, jctr["envFrom"], "job container envFrom") {
+		if path(t, m(t, e, "envFrom entry"), "secretRef", "name") == "eddy-job-sink" {
+			fromSecret = true
+		}
+	}
+	if !fromSecret {
+		t.Error("the job container does not take its env from Secret/eddy-job-sink")
 	}
 	for key, text := range m(t, cm["data"], "configmap data") {
-		// What the init container writes.
-		spec := s(t, text, key) + fmt.Sprintf("sink: %q\n", "mysql:"+dsn)
+		// What the container reads: the spec as is, ${EDDY_MYSQL_DSN} from the Secret.
+		if !strings.Contains(s(t, text, key), `sink: "mysql:${EDDY_MYSQL_DSN}"`) {
+			t.Errorf("ConfigMap %s: want the sink \"mysql:${EDDY_MYSQL_DSN}\"", key)
+		}
+		_, _, err := actors.LoadSpec([]byte(s(t, text, key)), actors.SpecOptions{Lookup: func(name string) (string, bool) {
+			if name == "EDDY_MYSQL_DSN" {
+				return dsn, true
+			}
+			return "", false
+		}})
+		if err != nil {
+			t.Errorf("ConfigMap %s with the Secret's DSN: %v", key, err)
+		}
+		spec := strings.ReplaceAll(s(t, text, key), "${EDDY_MYSQL_DSN}", dsn)
 		f := filepath.Join(t.TempDir(), key)
 		if err := os.WriteFile(f, []byte(spec), 0o644); err != nil {
 			t.Fatal(err)
