@@ -184,7 +184,9 @@ func (r *Runner) rollStart(job string, ps []int32, parts map[int32]uint64, point
 		}
 		if err := jr.rt.Start(r.ctx, p, epoch, pts); err != nil {
 			r.failed(job, p, epoch, err)
+			continue
 		}
+		r.rep.restarted(job, p, epoch, jr.modify) // clears a failed report of an earlier attempt
 	}
 	return true, nil
 }

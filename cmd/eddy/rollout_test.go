@@ -148,4 +148,36 @@ func TestJobUpdateRollsOut(t *testing.T) {
 		t.Error("revision not marked as a state reset")
 	}
 	allAt(rev3.ModifyIndex)
+
+	// A revision whose sink refuses connections: every partition is
+	// failed at it; the next revision repairs the job.
+	p := filepath.Join(dir, "roll-broken.yaml")
+	broken := fmt.Sprintf("name: roll\nsource:\n  brokers: [%q]\nsink: \"mysql:eddy:x@tcp(127.0.0.1:1)/eddy\"\ncheckpoint:\n  storage: %q\n  interval: 1s\nbatch_size: 50\nwindow:\n  size: 5m\n", b.Addrs()[0], ckpt)
+	if err := os.WriteFile(p, []byte(broken), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := ctl(addr, "job", "submit", p, "--partitions", fmt.Sprint(partitions)); err != nil {
+		t.Fatalf("broken update: %v\n%s", err, out)
+	}
+	rev4, _ := nodes[0].FSM().View().Job("roll")
+	eventually(t, 60*time.Second, func() string {
+		j, _ := nodes[0].FSM().View().JobInfo("roll")
+		if j.State != control.JobFailed {
+			return "job state " + j.State
+		}
+		for _, p := range j.Status.Partitions {
+			if p.State != control.PartitionFailed || p.Revision != rev4.ModifyIndex || !strings.Contains(p.Error, "127.0.0.1:1") {
+				return fmt.Sprintf("partition %+v", p)
+			}
+		}
+		return ""
+	})
+	if out, err := submit("5", "batch_size: 50\nwindow:\n  size: 5m\n"); err != nil {
+		t.Fatalf("repairing update: %v\n%s", err, out)
+	}
+	rev5, _ := nodes[0].FSM().View().Job("roll")
+	allAt(rev5.ModifyIndex)
+	if j, _ := nodes[0].FSM().View().JobInfo("roll"); j.State != control.JobRunning {
+		t.Errorf("repaired job is %s", j.State)
+	}
 }
