@@ -99,6 +99,10 @@ type Spec struct {
 	// BatchSize and BatchLinger tune actor batches; see Config.
 	BatchSize   int       `yaml:"batch_size"`
 	BatchLinger *Duration `yaml:"batch_linger"`
+
+	// env maps the values LoadSpec expanded from ${NAME} to "${NAME}"
+	// (see HideEnv).
+	env map[string]string
 }
 
 // SinkConfig returns the sinks' configuration of the spec: sinks.DefaultConfig

@@ -122,13 +122,21 @@ func LoadSpec(data []byte, o SpecOptions) (*Spec, Config, error) {
 	orig := indexNode(&root)
 	var errs SpecErrors
 	expanded := false
+	env := map[string]string{}
+	used := func(name, value string) {
+		if len(value) >= minHiddenLen {
+			env[value] = "${" + name + "}"
+		}
+	}
+	expandedAt := map[string]string{} // field → its text before expansion
 	walkScalars(&root, "", func(n *yaml.Node, path string) {
-		v, changed, err := expandEnv(n.Value, o.Lookup)
+		v, changed, err := expandEnv(n.Value, o.Lookup, used)
 		if err != nil {
 			errs = append(errs, &SpecError{Field: path, Line: n.Line, Reason: err.Error()})
 			return
 		}
 		if changed {
+			expandedAt[path] = n.Value
 			n.Value, expanded = v, true
 			if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle) == 0 {
 				// A plain scalar stays plain, so that "${N}" can give a
@@ -158,8 +166,16 @@ func LoadSpec(data []byte, o SpecOptions) (*Spec, Config, error) {
 				idx = indexNode(&n)
 			}
 		}
-		return nil, Config{}, decodeErrors(err, idx, orig)
+		es := decodeErrors(err, idx, orig)
+		for _, e := range es {
+			if text, ok := expandedAt[e.Field]; ok {
+				// yaml quotes (a prefix of) the value: not of an expansion.
+				e.Reason = quotedRe.ReplaceAllString(e.Reason, `"…"`) + fmt.Sprintf(" (the value is the expansion of %q)", text)
+			}
+		}
+		return nil, Config{}, hideEnv(es, env)
 	}
+	spec.env = env
 	if o.Bounded {
 		spec.Source.Bounded = true
 	}
@@ -215,7 +231,7 @@ func LoadSpec(data []byte, o SpecOptions) (*Spec, Config, error) {
 			return e.Line
 		}
 		sort.SliceStable(errs, func(i, j int) bool { return line(errs[i]) < line(errs[j]) })
-		return nil, Config{}, errs
+		return nil, Config{}, hideEnv(errs, env)
 	}
 	return &spec, cfg, nil
 }
@@ -285,7 +301,7 @@ func configField(msg string) (field, reason string) {
 }
 
 // expandEnv replaces ${NAME} and ${NAME:-default} in s (see LoadSpec).
-func expandEnv(s string, lookup func(string) (string, bool)) (string, bool, error) {
+func expandEnv(s string, lookup func(string) (string, bool), used func(name, value string)) (string, bool, error) {
 	if !strings.Contains(s, "${") {
 		return s, false, nil
 	}
@@ -314,6 +330,7 @@ func expandEnv(s string, lookup func(string) (string, bool)) (string, bool, erro
 		switch {
 		case ok && v != "":
 			b.WriteString(v)
+			used(name, v)
 		case hasDef:
 			b.WriteString(def)
 		case ok:
@@ -411,6 +428,7 @@ func walkScalars(n *yaml.Node, path string, fn func(*yaml.Node, string)) {
 }
 
 var (
+	quotedRe      = regexp.MustCompile(`"[^"]*"`)
 	yamlLineRe    = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 	unknownRe     = regexp.MustCompile(`^field (\S+) not found in type .*$`)
 	cannotUnmarsh = regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (\\S+)$")
@@ -548,3 +566,41 @@ func specFieldNames(path string) []string {
 // only snapshots of its own fingerprint, so two configurations with
 // different fingerprints cannot share checkpoints.
 func StateFingerprint(c Config) string { return operatorsFingerprint(c.Operators) }
+
+// minHiddenLen is the shortest expanded value HideEnv replaces (shorter
+// ones, like "1m" or "100", are too common to find reliably in a text).
+const minHiddenLen = 4
+
+// HideEnv replaces in s every value (of at least 4 bytes) that LoadSpec
+// expanded from the environment with its "${NAME}" reference, so that an
+// error about an expanded field never shows what the node's environment
+// holds (a submitter could otherwise read any variable of a node through
+// the errors of a bad spec).
+func (s *Spec) HideEnv(text string) string {
+	if s == nil {
+		return text
+	}
+	return hideText(text, s.env)
+}
+
+func hideText(text string, env map[string]string) string {
+	if len(env) == 0 {
+		return text
+	}
+	vals := make([]string, 0, len(env))
+	for v := range env {
+		vals = append(vals, v)
+	}
+	sort.Slice(vals, func(i, j int) bool { return len(vals[i]) > len(vals[j]) })
+	for _, v := range vals {
+		text = strings.ReplaceAll(text, v, env[v])
+	}
+	return text
+}
+
+func hideEnv(es SpecErrors, env map[string]string) SpecErrors {
+	for _, e := range es {
+		e.Reason = hideText(e.Reason, env)
+	}
+	return es
+}

@@ -69,6 +69,11 @@ func (rp *reporter) set(rep control.JobReport) {
 // poll does not report it running again until restarted says so.
 func (rp *reporter) failed(job string, p int32, epoch, revision uint64, err error) {
 	msg := secret.RedactText(err.Error())
+	if j, ok := rp.r.node.FSM().View().Job(job); ok {
+		if spec, _, lerr := loadClusterSpec(j.Spec); lerr == nil {
+			msg = spec.HideEnv(msg) // what ${NAME} gave stays on the node
+		}
+	}
 	if len(msg) > control.MaxReportError {
 		msg = msg[:control.MaxReportError]
 		for !utf8.ValidString(msg) {
