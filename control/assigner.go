@@ -543,7 +543,8 @@ func (a *Assigner) updateContact(now time.Time) {
 
 func (a *Assigner) step(now time.Time) {
 	a.updateContact(now)
-	fenced := a.lastConfirmed.IsZero() || now.Sub(a.lastConfirmed) > a.cfg.LeaseConfirm || !a.clock.nodeValid(now)
+	fenced := a.lastConfirmed.IsZero() || now.Sub(a.lastConfirmed) > a.cfg.LeaseConfirm ||
+		(a.needsLease(a.n.fsm.View()) && !a.clock.nodeValid(now))
 	switch {
 	case fenced && !a.fenced:
 		a.fenced = true
@@ -768,8 +769,24 @@ func (a *Assigner) LeaseValid(job string, p int32, epoch uint64) bool {
 	return a.clock.valid(job, p, epoch, time.Now())
 }
 
-// renewLoop renews this node's lease through Raft every LeaseTTL/4 (sooner
-// after a failure, never more often than CheckInterval).
+// needsLease reports whether this node must hold a valid node lease: some
+// job exists or it holds a partition lease. An idle cluster writes no
+// renewals to the Raft log.
+func (a *Assigner) needsLease(v View) bool {
+	if len(v.Jobs()) > 0 {
+		return true
+	}
+	for _, l := range v.Leases("") {
+		if l.Owner == a.n.cfg.ID && !l.Released {
+			return true
+		}
+	}
+	return false
+}
+
+// renewLoop renews this node's lease through Raft every LeaseTTL/4 while it
+// needs one (sooner after a failure, never more often than CheckInterval);
+// an idle node looks again at every applied change.
 func (a *Assigner) renewLoop() {
 	defer a.wg.Done()
 	every := a.cfg.LeaseTTL / 4
@@ -781,6 +798,14 @@ func (a *Assigner) renewLoop() {
 		case <-a.ctx.Done():
 			return
 		case <-timer.C:
+		}
+		if v := a.n.fsm.View(); !a.needsLease(v) {
+			// Idle: wait for the next applied change (a job submitted).
+			wctx, cancel := context.WithTimeout(a.ctx, a.cfg.LeaseTTL)
+			_, _ = a.n.fsm.Wait(wctx, func(n View) bool { return n.Index() != v.Index() })
+			cancel()
+			timer.Reset(0)
+			continue
 		}
 		sent := time.Now()
 		ctx, cancel := context.WithTimeout(a.ctx, a.cfg.LeaseTTL-a.cfg.LeaseSafety)
