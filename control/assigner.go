@@ -377,11 +377,22 @@ func (a *Assigner) Close() error {
 }
 
 // Partitions returns the partitions this node runs or is starting, handing
-// off or stopping, sorted by job and partition, with their progress.
+// off or stopping, sorted by job and partition, with their progress. A
+// partition whose lease has expired on this node's lease clock is reported
+// stopping, never running (a node that resumes after a pause answers from
+// the clock, before its loop has stopped the partition).
 func (a *Assigner) Partitions() []PartitionStatus {
 	a.statusMu.Lock()
 	out := append([]PartitionStatus(nil), a.status...)
 	a.statusMu.Unlock()
+	now := time.Now()
+	for i := range out {
+		// A node resumed after a pause must not report a partition whose
+		// lease expired meanwhile as running, even before its loop ran.
+		if out[i].State == PartitionRunning && !a.clock.valid(out[i].Job, out[i].Partition, out[i].Epoch, now) {
+			out[i].State = PartitionStopping
+		}
+	}
 	if a.progress != nil {
 		for i := range out {
 			if out[i].State != PartitionRunning {
