@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -17,31 +16,16 @@ import (
 	"github.com/eddy-iot/eddy/actors"
 	"github.com/eddy-iot/eddy/actors/devbroker"
 	"github.com/eddy-iot/eddy/control"
+	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 )
 
 func freeAddrs(t *testing.T, n int) []string {
 	t.Helper()
-	var out []string
-	var hold []func() error
-	defer func() {
-		for _, h := range hold {
-			h()
-		}
-	}()
-	for len(out) < n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		hold = append(hold, l.Close)
-		u, err := net.ListenPacket("udp", l.Addr().String())
-		if err != nil {
-			continue
-		}
-		hold = append(hold, u.Close)
-		out = append(out, l.Addr().String())
+	addrs, err := harness.FreeAddrs(n)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
+	return addrs
 }
 
 func testLogger() *slog.Logger {
@@ -213,7 +197,7 @@ checkpoint:
 	}
 	// Storage: once the newest checkpoints complete, the snapshots of the
 	// evicted ones (1, 2) go; what the retained checkpoints reference stays.
-	waitFor(t, 20*time.Second, func() error {
+	harness.Eventually(t, 20*time.Second, func() error {
 		v := c.node.FSM().View()
 		keep := map[string]bool{}
 		for _, cp := range v.Checkpoints(job) {
@@ -271,27 +255,12 @@ checkpoint:
 	if err != nil {
 		t.Fatalf("no checkpoint >= 5 completed: %v; checkpoints %+v", err, v.Checkpoints(job))
 	}
-	waitFor(t, 10*time.Second, func() error {
+	harness.Eventually(t, 10*time.Second, func() error {
 		if n := counterValue(t, c.svc.metrics.restarts.WithLabelValues("checkpoint_aborted")); n < 2 {
 			return fmt.Errorf("eddy_partition_restarts_total{reason=checkpoint_aborted} = %v, want >= 2 (both partitions pre-committed checkpoint 3)", n)
 		}
 		return nil
 	})
-}
-
-func waitFor(t *testing.T, timeout time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not true after %v: %v", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func counterValue(t *testing.T, c prometheus.Counter) float64 {
@@ -341,7 +310,7 @@ checkpoint:
 	if _, err := c.node.Apply(ctx, control.JobDelete{Name: job}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, func() error {
+	harness.Eventually(t, 20*time.Second, func() error {
 		if left := snaps(); len(left) > 0 {
 			return fmt.Errorf("%d snapshots of the deleted job left, e.g. %s", len(left), left[0])
 		}
@@ -371,7 +340,7 @@ checkpoint:
   interval: 1s
 `, job, c.broker.Addrs()[0], dir), partitions)
 	leases := func() []control.Lease { return c.node.FSM().View().Leases(job) }
-	waitFor(t, 20*time.Second, func() error {
+	harness.Eventually(t, 20*time.Second, func() error {
 		if n := len(leases()); n != partitions {
 			return fmt.Errorf("%d leases", n)
 		}
@@ -382,7 +351,7 @@ checkpoint:
 		join = append(join, m.GossipAddr)
 	}
 	_, svc2, _ := startMember(t, "n2", 0, join)
-	waitFor(t, 30*time.Second, func() error {
+	harness.Eventually(t, 30*time.Second, func() error {
 		for _, l := range leases() {
 			if l.Owner == "n2" && !l.Released && l.Handoff != nil {
 				return nil
@@ -400,7 +369,7 @@ checkpoint:
 	handoff := func(p int32, epoch uint64) string {
 		return filepath.Join(dir, job, "cluster", "handoff", fmt.Sprintf("p%05d-e%d.snap", p, epoch))
 	}
-	waitFor(t, 30*time.Second, func() error {
+	harness.Eventually(t, 30*time.Second, func() error {
 		moved := 0
 		for _, l := range leases() {
 			if l.Owner != "n1" || l.Released {

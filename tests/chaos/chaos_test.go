@@ -89,19 +89,9 @@ func TestChaos(t *testing.T) {
 	// The spec: bounded at the offsets the replay will reach.
 	spec := harness.BoundedSpec(job, broker, want, "mysql:"+dsn, "file://"+filepath.Join(dir, "checkpoints"), "")
 
-	c, err := harness.New(harness.Options{Binary: eddyBin, Dir: dir, Nodes: 3, BootstrapExpect: 3, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.StartAll(); err != nil {
-		t.Fatal(err)
-	}
+	c := harness.Start(t, harness.Options{Binary: eddyBin, Dir: dir, Nodes: 3, BootstrapExpect: 3, Logf: t.Logf})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	if _, _, err := c.WaitLeader(ctx); err != nil {
-		t.Fatal(err)
-	}
 	cl := c.Client(0, 30*time.Second)
 	if _, err := cl.SubmitJob(ctx, job, []byte(spec), partitions); err != nil {
 		t.Fatal(err)

@@ -68,19 +68,9 @@ func TestDeviceVersionsAcrossKill(t *testing.T) {
 	dir := t.TempDir()
 	broker := harness.StartBroker(t, eddyBin, dir, partitions)
 	spec := harness.BoundedSpec(job, broker, want, "mysql:"+dsn, "file://"+filepath.Join(dir, "checkpoints"), "")
-	c, err := harness.New(harness.Options{Binary: eddyBin, Dir: dir, Nodes: 3, BootstrapExpect: 3, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.StartAll(); err != nil {
-		t.Fatal(err)
-	}
+	c := harness.Start(t, harness.Options{Binary: eddyBin, Dir: dir, Nodes: 3, BootstrapExpect: 3, Logf: t.Logf})
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	if _, _, err := c.WaitLeader(ctx); err != nil {
-		t.Fatal(err)
-	}
 	cl := c.Client(0, 30*time.Second)
 	put := func(value string) {
 		t.Helper()

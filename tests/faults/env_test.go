@@ -208,25 +208,8 @@ func newEnv(t *testing.T, cfg envConfig) *env {
 	spec := harness.BoundedSpec(job, e.broker, e.want, "mysql:"+e.dsn, "file://"+e.checkpoints, extra)
 	spec = strings.Replace(spec, "\ncheckpoint:\n", "\ncheckpoint:\n"+cfg.checkpointYAML, 1)
 
-	e.c, err = harness.New(harness.Options{Binary: eddyBin, Dir: e.dir, Nodes: 3, BootstrapExpect: 3,
+	e.c = harness.Start(t, harness.Options{Binary: eddyBin, Dir: e.dir, Nodes: 3, BootstrapExpect: 3,
 		Args: cfg.nodeArgs, GidBase: cfg.gidBase, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, n := range e.c.Nodes {
-				t.Logf("---- %s log tail:\n%s", n.ID, n.LogTail(30))
-			}
-		}
-		e.c.Close()
-	})
-	if err := e.c.StartAll(); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := e.c.WaitLeader(ctx); err != nil {
-		t.Fatal(err)
-	}
 	e.cl = e.c.Client(0, 30*time.Second)
 	if _, err := e.cl.SubmitJob(ctx, job, []byte(spec), partitions); err != nil {
 		t.Fatal(err)

@@ -180,6 +180,35 @@ type Node struct {
 	logf func(string, ...any)
 }
 
+// Start prepares and starts opts.Nodes nodes (New, StartAll), waits for a
+// Raft leader (at most a minute) and returns the cluster; t fails on any
+// error. The nodes are stopped in t.Cleanup, which prints their log tails
+// when t failed.
+func Start(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	c, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range c.Nodes {
+				t.Logf("---- %s log tail:\n%s", n.ID, n.LogTail(30))
+			}
+		}
+		c.Close()
+	})
+	if err := c.StartAll(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, _, err := c.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // New prepares opts.Nodes nodes (n1, n2, ...), each joining all the others.
 // Nothing is started.
 func New(opts Options) (*Cluster, error) {
