@@ -187,7 +187,10 @@ type Config struct {
 	// to the store frees space, so a sink outage stops the partitions
 	// from reading instead of growing memory without bound; nothing is
 	// dropped. A batch is always taken into an empty buffer, so the
-	// buffer may exceed the limit by one batch. Must be in
+	// buffer may exceed the limit by one batch. Writes also wait once
+	// 16 × BatchRows rows are buffered, so that a store slower than the
+	// partitions bounds how far they run ahead of it (and so how long a
+	// checkpoint's flush takes), whatever the byte limit. Must be in
 	// [MinBufferBytes, MaxBufferBytesLimit]; default 64 MiB.
 	MaxBufferBytes int64
 }
