@@ -757,6 +757,9 @@ func (a *Assigner) reconcilePartition(k pkey, view View, want bool, byID map[str
 		// whatever gossip says (a node cut from gossip but not from Raft
 		// keeps renewing and keeps its leases: no ping-pong).
 		cmd.PrevEpoch = lease.Epoch
+		// A holder neither in gossip nor in the node leases (it never
+		// renewed: an older version) is watched from now, index 0.
+		a.renewals.watch(lease.Owner, a.cfg.LeaseTTL, a.cfg.LeaseSafety, now)
 		idx, since, expired := a.renewals.expired(lease.Owner, now)
 		if !expired {
 			return // the holder runs it; it hands it over once it sees us

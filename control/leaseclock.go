@@ -120,9 +120,15 @@ func (w renewWatch) observe(v View, owners []string, ttl, safety time.Duration, 
 		w.see(nl.Node, nl.RenewIndex, time.Duration(nl.TTLMs)*time.Millisecond, time.Duration(nl.SafetyMs)*time.Millisecond, ttl, safety, now)
 	}
 	for _, o := range owners {
-		if _, ok := w[o]; !ok {
-			w.see(o, 0, 0, 0, ttl, safety, now)
-		}
+		w.watch(o, ttl, safety, now)
+	}
+}
+
+// watch starts watching node from now, with index 0 and the local timing,
+// unless it is watched already.
+func (w renewWatch) watch(node string, ttl, safety time.Duration, now time.Time) {
+	if _, ok := w[node]; !ok {
+		w.see(node, 0, 0, 0, ttl, safety, now)
 	}
 }
 
