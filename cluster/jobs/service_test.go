@@ -86,6 +86,14 @@ func startMember(t *testing.T, id string, expect int, join []string) (*control.N
 	return node, svc, reg
 }
 
+// spec is the spec of job reading c's broker (topic iot-topic) into sink,
+// with checkpoints in dir every interval; more are further lines under
+// checkpoint: (e.g. "  retain: 2\n").
+func (c *cluster1) spec(job, sink, dir, interval, more string) string {
+	return fmt.Sprintf("name: %s\nsource:\n  brokers: [%q]\n  topic: iot-topic\nsink: %q\ncheckpoint:\n  storage: \"file://%s\"\n  interval: %s\n%s",
+		job, c.broker.Addrs()[0], sink, dir, interval, more)
+}
+
 func (c *cluster1) submit(t *testing.T, name, spec string) {
 	t.Helper()
 	c.submitN(t, name, spec, 2)
@@ -156,17 +164,7 @@ func TestCheckpointAbortedAndRetried(t *testing.T) {
 	blockCheckpoints(t, dir, job, 3, 4, 5, 6)
 	stop := watchComplete(t, c.node.FSM(), job)
 	defer stop()
-	c.submit(t, job, fmt.Sprintf(`name: %s
-source:
-  brokers: [%q]
-  topic: iot-topic
-sink: discard
-checkpoint:
-  storage: "file://%s"
-  interval: 100ms
-  ack_timeout: 1s
-  retain: 2
-`, job, c.broker.Addrs()[0], dir))
+	c.submit(t, job, c.spec(job, "discard", dir, "100ms", "  ack_timeout: 1s\n  retain: 2\n"))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -235,16 +233,7 @@ func TestCheckpointAbortRestartsTransactionalPartitions(t *testing.T) {
 	dir := t.TempDir()
 	const job = "txn-job"
 	blockCheckpoints(t, dir, job, 3)
-	c.submit(t, job, fmt.Sprintf(`name: %s
-source:
-  brokers: [%q]
-  topic: iot-topic
-sinks: ["kafka://%s?create_topics=true&partitions=2&replication=1"]
-checkpoint:
-  storage: "file://%s"
-  interval: 100ms
-  ack_timeout: 1s
-`, job, c.broker.Addrs()[0], c.broker.Addrs()[0], dir))
+	c.submit(t, job, c.spec(job, "kafka://"+c.broker.Addrs()[0]+"?create_topics=true&partitions=2&replication=1", dir, "100ms", "  ack_timeout: 1s\n"))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -277,15 +266,7 @@ func TestDeletedJobSnapshotsCollected(t *testing.T) {
 	c := startCluster1(t, 2)
 	dir := t.TempDir()
 	const job = "gone-job"
-	c.submit(t, job, fmt.Sprintf(`name: %s
-source:
-  brokers: [%q]
-  topic: iot-topic
-sink: discard
-checkpoint:
-  storage: "file://%s"
-  interval: 100ms
-`, job, c.broker.Addrs()[0], dir))
+	c.submit(t, job, c.spec(job, "discard", dir, "100ms", ""))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := c.node.FSM().Wait(ctx, func(v control.View) bool {
@@ -330,15 +311,7 @@ func TestHandoffSnapshotsCollected(t *testing.T) {
 	c := startCluster1(t, partitions)
 	dir := t.TempDir()
 	const job = "handoff-job"
-	c.submitN(t, job, fmt.Sprintf(`name: %s
-source:
-  brokers: [%q]
-  topic: iot-topic
-sink: discard
-checkpoint:
-  storage: "file://%s"
-  interval: 1s
-`, job, c.broker.Addrs()[0], dir), partitions)
+	c.submitN(t, job, c.spec(job, "discard", dir, "1s", ""), partitions)
 	leases := func() []control.Lease { return c.node.FSM().View().Leases(job) }
 	harness.Eventually(t, 20*time.Second, func() error {
 		if n := len(leases()); n != partitions {
