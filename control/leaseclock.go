@@ -107,10 +107,9 @@ func later(a, b time.Time) time.Time {
 type renewWatch map[string]renewSeen
 
 type renewSeen struct {
-	index          uint64
-	since          time.Time
-	ttl, safety    time.Duration
-	expiresForTake time.Time // since + ttl + safety
+	index   uint64
+	since   time.Time // when index was first seen
+	expires time.Time // since + the node's TTL + safety: a takeover may follow
 }
 
 // observe updates the watch from the view; nodes that never renewed are
@@ -140,7 +139,7 @@ func (w renewWatch) see(node string, index uint64, ttl, safety, defTTL, defSafet
 	if ok && s.index == index {
 		return
 	}
-	w[node] = renewSeen{index: index, since: now, ttl: ttl, safety: safety, expiresForTake: now.Add(ttl + safety)}
+	w[node] = renewSeen{index: index, since: now, expires: now.Add(ttl + safety)}
 }
 
 // expired reports whether node's lease has provably expired at now, and the
@@ -150,5 +149,5 @@ func (w renewWatch) expired(node string, now time.Time) (uint64, time.Time, bool
 	if !ok {
 		return 0, time.Time{}, false
 	}
-	return s.index, s.since, !now.Before(s.expiresForTake)
+	return s.index, s.since, !now.Before(s.expires)
 }
