@@ -82,7 +82,7 @@ func versionsOf(st *state, id string, log *slog.Logger) []deviceAt {
 	for _, v := range vs {
 		at := deviceAt{from: v.ValidFromMs}
 		if !v.Deleted {
-			info, err := parseDevice(v.Value)
+			info, _, _, err := parseDevice(v.Value)
 			if err != nil {
 				log.Warn("ignoring unparsable device data", "key", DevicesPrefix+id, "index", v.Index, "err", err)
 			} else {

@@ -102,7 +102,7 @@ func (t *txn) versionDevice(key string, prev, next *KVEntry) {
 		nv.Deleted = true
 	} else {
 		nv.Value = next.Value
-		if from, ok, err := parseValidFrom(deviceValidFrom(next.Value)); err == nil && ok {
+		if _, from, ok, err := parseDevice(next.Value); err == nil && ok {
 			nv.ValidFromMs = from
 		}
 	}

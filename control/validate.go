@@ -77,15 +77,16 @@ func ValidateValue(key, value string) error {
 		if id == "" || strings.Contains(id, "/") {
 			return fmt.Errorf("%w: device key %q must be devices/<pboxid> with a non-empty pboxid without '/'", ErrInvalid, key)
 		}
-		if _, err := parseDevice(value); err != nil {
+		if _, _, _, err := parseDevice(value); err != nil {
 			return fmt.Errorf("%w: value of %q: %v", ErrInvalid, key, err)
 		}
 	}
 	return nil
 }
 
-// parseDevice decodes the value of a devices/<pboxid> key.
-func parseDevice(value string) (operators.DeviceInfo, error) {
+// parseDevice decodes the value of a devices/<pboxid> key, and its
+// valid_from (Unix ms; hasFrom false when absent, see DeviceVersion).
+func parseDevice(value string) (info operators.DeviceInfo, validFromMs int64, hasFrom bool, err error) {
 	var d struct {
 		operators.DeviceInfo
 		ValidFrom *string `json:"valid_from"`
@@ -93,33 +94,22 @@ func parseDevice(value string) (operators.DeviceInfo, error) {
 	dec := json.NewDecoder(strings.NewReader(value))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&d); err != nil {
-		return d.DeviceInfo, fmt.Errorf("invalid device JSON (want {\"company\": string, \"site\": string, \"threshold\": number, \"valid_from\": time}): %v", err)
+		return d.DeviceInfo, 0, false, fmt.Errorf("invalid device JSON (want {\"company\": string, \"site\": string, \"threshold\": number, \"valid_from\": time}): %v", err)
 	}
 	if dec.More() {
-		return d.DeviceInfo, fmt.Errorf("invalid device JSON: trailing data after the object")
+		return d.DeviceInfo, 0, false, fmt.Errorf("invalid device JSON: trailing data after the object")
 	}
 	if t := bytes.TrimSpace([]byte(value)); len(t) == 0 || t[0] != '{' {
-		return d.DeviceInfo, fmt.Errorf("invalid device JSON: want a JSON object")
+		return d.DeviceInfo, 0, false, fmt.Errorf("invalid device JSON: want a JSON object")
 	}
 	if d.Threshold != nil && (math.IsNaN(*d.Threshold) || math.IsInf(*d.Threshold, 0)) {
-		return d.DeviceInfo, fmt.Errorf("threshold must be finite")
+		return d.DeviceInfo, 0, false, fmt.Errorf("threshold must be finite")
 	}
-	if _, _, err := parseValidFrom(d.ValidFrom); err != nil {
-		return d.DeviceInfo, err
+	validFromMs, hasFrom, err = parseValidFrom(d.ValidFrom)
+	if err != nil {
+		return d.DeviceInfo, 0, false, err
 	}
-	return d.DeviceInfo, nil
-}
-
-// deviceValidFrom returns the valid_from field of a device JSON value (nil if
-// absent or unreadable).
-func deviceValidFrom(value string) *string {
-	var d struct {
-		ValidFrom *string `json:"valid_from"`
-	}
-	if json.Unmarshal([]byte(value), &d) != nil {
-		return nil
-	}
-	return d.ValidFrom
+	return d.DeviceInfo, validFromMs, hasFrom, nil
 }
 
 // ValidateName checks a job name: 1..128 characters from [A-Za-z0-9_.-].
