@@ -87,6 +87,7 @@ type deviceState struct {
 type Partition struct {
 	partition int32
 	devices   DeviceLookup
+	versioned VersionedDeviceLookup // devices, when it keeps versions
 	dec       *Decoder
 
 	session               bool
@@ -138,6 +139,7 @@ func NewPartition(partition int32, cfg Config, devices DeviceLookup) *Partition 
 		index:            make(map[string]*deviceEntry),
 		defaultThreshold: cfg.Threshold,
 	}
+	p.versioned, _ = devices.(VersionedDeviceLookup)
 	p.lru.next, p.lru.prev = &p.lru, &p.lru
 	switch cfg.Window.Kind {
 	case WindowSession:
@@ -166,8 +168,8 @@ func (p *Partition) lookup(id string, t int64) DeviceInfo {
 		return DeviceInfo{}
 	}
 	var info DeviceInfo
-	if v, ok := p.devices.(VersionedDeviceLookup); ok {
-		info, _ = v.DeviceAt(id, t)
+	if p.versioned != nil {
+		info, _ = p.versioned.DeviceAt(id, t)
 	} else {
 		info, _ = p.devices.Device(id)
 	}
