@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -251,21 +250,7 @@ func reasonsFor(want map[int64]string, guard bool) map[int64]string {
 // are readings, and the summary balances.
 func TestPoisonRawMessages(t *testing.T) {
 	dir := t.TempDir()
-	addr := harness.FreeAddr(t)
-	broker := exec.Command(eddyBin, "dev", "broker", "--listen", addr, "--partitions", "3")
-	var blog bytes.Buffer
-	broker.Stdout, broker.Stderr = &blog, &blog
-	if err := broker.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { broker.Process.Kill(); broker.Wait() })
-	harness.Eventually(t, 10*time.Second, func() error {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err
-	})
+	addr := harness.StartBroker(t, eddyBin, dir, 3)
 
 	ok := func(sec int, id string) string {
 		return fmt.Sprintf(`{"event_time":"2019-03-01 00:%02d:%02d","metric":%d,"pboxid":%q}`, sec/60, sec%60, 40+sec%30, id)

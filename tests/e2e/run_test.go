@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,21 +39,7 @@ func TestRunJobSpecAgainstBrokerProcess(t *testing.T) {
 	dsn := mariadbtest.DSN(t)
 	s := seed(t)
 	dir := t.TempDir()
-	addr := harness.FreeAddr(t)
-	broker := exec.Command(eddyBin, "dev", "broker", "--listen", addr, "--partitions", "6", "--data-dir", filepath.Join(dir, "kafka"))
-	var blog bytes.Buffer
-	broker.Stdout, broker.Stderr = &blog, &blog
-	if err := broker.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { broker.Process.Kill(); broker.Wait() })
-	harness.Eventually(t, 10*time.Second, func() error {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err
-	})
+	addr := harness.StartBroker(t, eddyBin, dir, 6)
 
 	data := filepath.Join(dir, "data.csv")
 	if err := os.WriteFile(data, synthetic(rand.New(rand.NewPCG(s, 7)), 3000, ",", false), 0o644); err != nil {
