@@ -28,7 +28,6 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -42,7 +41,6 @@ import (
 	"github.com/eddy-iot/eddy/actors"
 	"github.com/eddy-iot/eddy/actors/checkpoint"
 	"github.com/eddy-iot/eddy/actors/dataset/aberdeen"
-	"github.com/eddy-iot/eddy/sinks"
 	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 	"github.com/eddy-iot/eddy/tests/mariadbtest"
 	"github.com/eddy-iot/eddy/tests/oracle"
@@ -73,29 +71,7 @@ func oracleOf(t *testing.T, records int64) *oracle.Result {
 // startBroker runs `eddy dev broker` as a process until the test ends.
 func startBroker(t *testing.T, dir string) string {
 	t.Helper()
-	addr := harness.FreeAddr(t)
-	cmd := exec.Command(eddyBin, "dev", "broker", "--listen", addr, "--partitions", "12", "--data-dir", filepath.Join(dir, "kafka"))
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	})
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			return addr
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("broker did not listen on %s: %v\n%s", addr, err, out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return harness.StartBroker(t, eddyBin, dir, 12)
 }
 
 // run is one eddy run process; its stderr lines are delivered on lines.
@@ -386,12 +362,10 @@ func TestKillNineExactlyOnce(t *testing.T) {
 			got.Readings, len(got.Windows), len(got.WorkPeriods), got.DeadLetters)
 	}
 
-	b, err := sinks.ReadCommitted(ctx, []string{broker}, "iot-work.window_aggregates", "iot-work.work_periods",
-		"iot-work.late_records", "iot-work.dead_letters")
+	kgot, err := harness.LoadKafka(ctx, broker, "iot-work")
 	if err != nil {
 		t.Fatal(err)
 	}
-	kgot := fromBatch(b)
 	kgot.Readings = want.Readings // readings go to MySQL only
 	if d := oracle.Compare(kgot, want); !d.Equal() {
 		t.Errorf("read_committed Kafka output differs from the oracle after %d kills (duplicates are extras):\n%s", *killsFlag, d.Format(10))
@@ -526,22 +500,6 @@ func lastLines(out, from string, n int) string {
 	}
 	ls := strings.SplitN(out[i:], "\n", n+1)
 	return strings.Join(ls[:min(n, len(ls))], "\n")
-}
-
-// fromBatch turns rows read back from Kafka into an oracle result, every
-// message one row (so a duplicate is an extra row).
-func fromBatch(b *sinks.Batch) *oracle.Result {
-	r := &oracle.Result{Late: int64(len(b.Late)), DeadLetters: int64(len(b.DeadLetters))}
-	for _, w := range b.Windows {
-		r.Windows = append(r.Windows, oracle.Window{PboxID: w.PboxID, Start: w.Start, End: w.End, Count: w.Count,
-			Sum: w.Sum, Min: w.Min, Max: w.Max, Avg: w.Avg, Latitude: w.Latitude, Longitude: w.Longitude, Company: w.Company, Site: w.Site})
-	}
-	for _, p := range b.WorkPeriods {
-		r.WorkPeriods = append(r.WorkPeriods, oracle.WorkPeriod{PboxID: p.PboxID, Start: p.Start, End: p.End,
-			DurationS: float64(p.End-p.Start) / 1000, Samples: p.Samples, AvgMetric: p.AvgMetric, MaxMetric: p.MaxMetric,
-			Company: p.Company, Site: p.Site})
-	}
-	return r
 }
 
 // TestSavepointCommands drives savepoints through the CLI: eddy savepoint
