@@ -34,6 +34,18 @@ type store struct {
 	db *sql.DB
 }
 
+// open makes a new sink on the store and opens it; it is closed when t
+// ends.
+func (st *store) open(t testing.TB, cfg Config, reg prometheus.Registerer) Sink {
+	t.Helper()
+	s := st.newSink(t, cfg, reg)
+	if err := s.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // forEachStore runs fn against a fresh SQLite file and a fresh MariaDB
 // database: the same behavioural suite for both dialects.
 func forEachStore(t *testing.T, fn func(t *testing.T, st *store)) {
@@ -516,11 +528,7 @@ func TestStringsCleanedAndKeysExact(t *testing.T) {
 func TestUnstorableRowsRejected(t *testing.T) {
 	forEachStore(t, func(t *testing.T, st *store) {
 		reg := prometheus.NewRegistry()
-		s := st.newSink(t, Config{}, reg)
-		if err := s.Open(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
+		s := st.open(t, Config{}, reg)
 		good := operators.Reading{Partition: 0, Offset: 1, PboxID: "d", EventTime: ms("2019-03-01 00:00:00.000"), Metric: 1, Latitude: nan, Longitude: nan}
 		goodW := operators.WindowAggregate{PboxID: "d", Start: ms("2019-03-01 00:00:00.000"), End: ms("2019-03-01 00:01:00.000"), Count: 1, Sum: 1, Min: 1, Max: 1, Avg: 1, Latitude: nan, Longitude: nan}
 		y10000 := ms("9999-12-31 23:59:59.999") + 1
@@ -1102,11 +1110,7 @@ func TestEpochFencing(t *testing.T) {
 func TestEpochBuffers(t *testing.T) {
 	forEachStore(t, func(t *testing.T, st *store) {
 		reg := prometheus.NewRegistry()
-		s := st.newSink(t, Config{}, reg)
-		if err := s.Open(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
+		s := st.open(t, Config{}, reg)
 		ew := epochWriter(t, s)
 		other := &Batch{Readings: benchReadings(0, 10)}
 		for i := range other.Readings {
@@ -1148,11 +1152,7 @@ func TestEpochBuffers(t *testing.T) {
 func TestLeaseGuard(t *testing.T) {
 	forEachStore(t, func(t *testing.T, st *store) {
 		reg := prometheus.NewRegistry()
-		s := st.newSink(t, Config{}, reg)
-		if err := s.Open(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
+		s := st.open(t, Config{}, reg)
 		var mu sync.Mutex
 		asked := map[string]int{}
 		epochWriter(t, s).SetLeaseGuard(func(p int32, epoch uint64) bool {
@@ -1292,11 +1292,7 @@ func (st *store) refuse(t testing.TB) {
 func TestBisectIsolatesRefusedRows(t *testing.T) {
 	forEachStore(t, func(t *testing.T, st *store) {
 		reg := prometheus.NewRegistry()
-		s := st.newSink(t, Config{BatchRows: MaxBatchRows}, reg)
-		if err := s.Open(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
+		s := st.open(t, Config{BatchRows: MaxBatchRows}, reg)
 		st.refuse(t)
 		t0 := ms("2019-03-01 00:00:00.000")
 		in := &Batch{Readings: benchReadings(0, 300)}
@@ -1399,11 +1395,7 @@ func TestBufferLimitBackpressure(t *testing.T) {
 	forEachStore(t, func(t *testing.T, st *store) {
 		const limit = 64 << 10
 		reg := prometheus.NewRegistry()
-		s := st.newSink(t, Config{MaxBufferBytes: limit, BatchRows: MaxBatchRows}, reg)
-		if err := s.Open(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
+		s := st.open(t, Config{MaxBufferBytes: limit, BatchRows: MaxBatchRows}, reg)
 		ew := epochWriter(t, s)
 		type event struct {
 			p       int32
