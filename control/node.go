@@ -110,6 +110,9 @@ func StartNode(cfg Config) (n *Node, err error) {
 			IdleConnTimeout:     30 * time.Second,
 		}},
 	}
+	// The cleanups run after a failing `return nil, err` has set n to nil:
+	// they use node.
+	node := n
 	var cleanup []func()
 	defer func() {
 		if err != nil {
@@ -138,7 +141,7 @@ func StartNode(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("control: open raft log %s (is another node using this data dir?): %w", filepath.Join(raftDir, "raft.db"), err)
 	}
-	cleanup = append(cleanup, func() { n.store.Close() })
+	cleanup = append(cleanup, func() { node.store.Close() })
 	logs, err := raft.NewLogCache(512, n.store)
 	if err != nil {
 		return nil, err
@@ -164,7 +167,7 @@ func StartNode(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("control: raft transport on %s: %w", cfg.RaftAddr, err)
 	}
-	cleanup = append(cleanup, func() { n.trans.Close() })
+	cleanup = append(cleanup, func() { node.trans.Close() })
 
 	hasState, err := raft.HasExistingState(logs, n.store, snaps)
 	if err != nil {
@@ -191,7 +194,7 @@ func StartNode(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("control: start raft: %w", err)
 	}
-	cleanup = append(cleanup, func() { n.raft.Shutdown().Error() })
+	cleanup = append(cleanup, func() { node.raft.Shutdown().Error() })
 
 	gcfg := cfg.Gossip
 	gcfg.Meta = cluster.Meta{
@@ -204,17 +207,17 @@ func StartNode(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	cleanup = append(cleanup, func() { n.members.Shutdown() })
+	cleanup = append(cleanup, func() { node.members.Shutdown() })
 
 	if n.metrics, err = newMetrics(cfg.Registerer, n); err != nil {
 		return nil, err
 	}
-	cleanup = append(cleanup, func() { n.metrics.unregister(cfg.Registerer) })
+	cleanup = append(cleanup, func() { node.metrics.unregister(cfg.Registerer) })
 	if len(cfg.Bridge.Brokers) > 0 {
 		if n.bridge, err = newBridge(n, cfg.Bridge, cfg.Registerer); err != nil {
 			return nil, err
 		}
-		cleanup = append(cleanup, func() { cfg.Registerer.Unregister(n.bridge.messages) })
+		cleanup = append(cleanup, func() { cfg.Registerer.Unregister(node.bridge.messages) })
 	}
 
 	n.httpSrv = &http.Server{Handler: n.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}

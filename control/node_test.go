@@ -293,3 +293,30 @@ func TestNodeConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestStartNodeFailsCleanly: a node whose gossip address is taken fails to
+// start with an error after its Raft instance was created, and releases
+// what it opened (its HTTP and Raft ports can be bound again) instead of
+// panicking in its cleanup.
+func TestStartNodeFailsCleanly(t *testing.T) {
+	cfg := testNodeConfig(t, "n1", 1, nil)
+	busy, err := net.Listen("tcp", cfg.GossipAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	n, err := StartNode(cfg)
+	if err == nil {
+		n.Close()
+		t.Fatal("StartNode succeeded on a busy gossip address")
+	}
+	t.Logf("StartNode: %v", err)
+	for _, addr := range []string{cfg.HTTPAddr, cfg.RaftAddr} {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Errorf("%s still held after the failed start: %v", addr, err)
+			continue
+		}
+		l.Close()
+	}
+}
