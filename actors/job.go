@@ -21,6 +21,7 @@ import (
 	"github.com/eddy-iot/eddy/actors/state"
 	"github.com/eddy-iot/eddy/operators"
 	"github.com/eddy-iot/eddy/sinks"
+	"github.com/eddy-iot/eddy/sinks/kafkaconf"
 )
 
 // ErrTopicNotFound is returned by Run when the source topic does not exist.
@@ -55,6 +56,9 @@ type SourceConfig struct {
 	EndOffsets map[int32]int64
 	// KafkaVersion is the protocol version sarama speaks; default "2.8.0".
 	KafkaVersion string
+	// Security is the TLS and SASL configuration of the connections to
+	// the brokers; default plaintext without authentication.
+	Security kafkaconf.Security
 }
 
 // Config is a job's runtime configuration. The zero value is not valid:
@@ -129,7 +133,7 @@ func DefaultConfig() Config {
 		Source: SourceConfig{
 			Topic:        "iot-topic",
 			StartOffset:  StartEarliest,
-			KafkaVersion: "2.8.0",
+			KafkaVersion: kafkaconf.DefaultVersion,
 		},
 		Operators:   operators.DefaultConfig(),
 		BatchSize:   4096,
@@ -176,6 +180,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := sarama.ParseKafkaVersion(c.Source.KafkaVersion); err != nil {
 		errs = append(errs, fmt.Errorf("actors: source kafka version %q: %w", c.Source.KafkaVersion, err))
+	}
+	if err := c.Source.Security.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("actors: source: %w", err))
 	}
 	if c.BatchSize <= 0 {
 		errs = append(errs, fmt.Errorf("actors: batch size must be > 0, got %d", c.BatchSize))
@@ -566,13 +573,10 @@ func (j *Job) summary() Summary {
 }
 
 func newSaramaClient(src SourceConfig) (sarama.Client, error) {
-	sc := sarama.NewConfig()
-	v, err := sarama.ParseKafkaVersion(src.KafkaVersion)
+	sc, err := kafkaconf.New("eddy", src.KafkaVersion, src.Security)
 	if err != nil {
 		return nil, err
 	}
-	sc.Version = v
-	sc.ClientID = "eddy"
 	sc.Consumer.Return.Errors = true
 	sc.Consumer.Fetch.Min = 1
 	sc.Consumer.Fetch.Default = 4 << 20
@@ -582,7 +586,7 @@ func newSaramaClient(src SourceConfig) (sarama.Client, error) {
 	sc.Metadata.AllowAutoTopicCreation = false // a job never creates its source
 	client, err := sarama.NewClient(src.Brokers, sc)
 	if err != nil {
-		return nil, fmt.Errorf("actors: connect to kafka %v: %w", src.Brokers, err)
+		return nil, fmt.Errorf("actors: connect to kafka %v: %w", src.Brokers, kafkaconf.Explain(err, src.Security))
 	}
 	return client, nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/eddy-iot/eddy/operators"
 	"github.com/eddy-iot/eddy/sinks"
+	"github.com/eddy-iot/eddy/sinks/kafkaconf"
 )
 
 // Spec is a YAML job spec, the production description of a job (see
@@ -27,6 +28,24 @@ type Spec struct {
 		// (exclusive) instead of the end at start; implies bounded.
 		EndOffsets   map[int32]int64 `yaml:"end_offsets"`
 		KafkaVersion string          `yaml:"kafka_version"`
+		// TLS to the brokers (see kafkaconf.TLS): enable, ca_file,
+		// cert_file, key_file, server_name.
+		TLS struct {
+			Enable     bool   `yaml:"enable"`
+			CAFile     string `yaml:"ca_file"`
+			CertFile   string `yaml:"cert_file"`
+			KeyFile    string `yaml:"key_file"`
+			ServerName string `yaml:"server_name"`
+		} `yaml:"tls"`
+		// SASL authentication (see kafkaconf.SASL): mechanism PLAIN,
+		// SCRAM-SHA-256 or SCRAM-SHA-512, user, password — write the
+		// password as "${KAFKA_PASSWORD}" so that the stored spec keeps
+		// only the reference.
+		SASL struct {
+			Mechanism string `yaml:"mechanism"`
+			User      string `yaml:"user"`
+			Password  string `yaml:"password"`
+		} `yaml:"sasl"`
 	} `yaml:"source"`
 	Format struct {
 		TimeZone        string `yaml:"time_zone"`
@@ -157,6 +176,10 @@ func (s *Spec) Config() (Config, error) {
 	setIf(&c.Source.Topic, s.Source.Topic)
 	setIf(&c.Source.StartOffset, s.Source.StartOffset)
 	setIf(&c.Source.KafkaVersion, s.Source.KafkaVersion)
+	c.Source.Security = kafkaconf.Security{
+		TLS:  kafkaconf.TLS(s.Source.TLS),
+		SASL: kafkaconf.SASL{Mechanism: s.Source.SASL.Mechanism, User: s.Source.SASL.User, Password: s.Source.SASL.Password},
+	}
 	c.Source.Partitions = s.Source.Partitions
 	c.Source.Bounded = s.Source.Bounded || len(s.Source.EndOffsets) > 0
 	c.Source.EndOffsets = s.Source.EndOffsets

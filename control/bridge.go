@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eddy-iot/eddy/operators"
+	"github.com/eddy-iot/eddy/sinks/kafkaconf"
 )
 
 // BridgeConfig configures the broadcast bridge: a Kafka consumer, run by the
@@ -35,6 +36,9 @@ type BridgeConfig struct {
 	Group string
 	// KafkaVersion is the protocol version to speak; default 2.8.0.
 	KafkaVersion string
+	// Security is the TLS and SASL configuration of the connections;
+	// default plaintext without authentication.
+	Security kafkaconf.Security
 }
 
 func (b BridgeConfig) withDefaults() BridgeConfig {
@@ -45,7 +49,7 @@ func (b BridgeConfig) withDefaults() BridgeConfig {
 		b.Group = "eddy-broadcast-bridge"
 	}
 	if b.KafkaVersion == "" {
-		b.KafkaVersion = "2.8.0"
+		b.KafkaVersion = kafkaconf.DefaultVersion
 	}
 	return b
 }
@@ -106,6 +110,9 @@ func newBridge(n *Node, cfg BridgeConfig, reg prometheus.Registerer) (*bridge, e
 	if _, err := sarama.ParseKafkaVersion(b.cfg.KafkaVersion); err != nil {
 		return nil, fmt.Errorf("%w: bridge Kafka version %q: %v", ErrInvalidConfig, b.cfg.KafkaVersion, err)
 	}
+	if err := b.cfg.Security.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: bridge: %v", ErrInvalidConfig, err)
+	}
 	if err := reg.Register(b.messages); err != nil {
 		return nil, fmt.Errorf("control: register bridge metrics: %w", err)
 	}
@@ -132,9 +139,7 @@ func (b *bridge) setLeader(leader bool) {
 func (b *bridge) run(ctx context.Context, done chan struct{}) {
 	defer close(done)
 	log := b.n.log.With("component", "bridge", "topic", b.cfg.Topic)
-	sc := sarama.NewConfig()
-	sc.Version, _ = sarama.ParseKafkaVersion(b.cfg.KafkaVersion)
-	sc.ClientID = "eddy-bridge-" + b.n.cfg.ID
+	sc := kafkaconf.MustNew("eddy-bridge-"+b.n.cfg.ID, b.cfg.KafkaVersion, b.cfg.Security) // validated by newBridge
 	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
 	sc.Consumer.Offsets.AutoCommit.Interval = 200 * time.Millisecond
 	backoff := time.Second

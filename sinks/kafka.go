@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eddy-iot/eddy/operators"
+	"github.com/eddy-iot/eddy/sinks/kafkaconf"
 )
 
 var (
@@ -178,9 +179,7 @@ func (k *Kafka) Config() KafkaConfig { return k.cfg }
 // request in flight per broker, successes and errors returned, rows routed
 // by rowPartitioner.
 func (k *Kafka) saramaConfig() *sarama.Config {
-	sc := sarama.NewConfig()
-	sc.Version = k.version
-	sc.ClientID = k.cfg.ClientID
+	sc := kafkaconf.MustNew(k.cfg.ClientID, k.cfg.Version, k.cfg.Security) // validated by NewKafka
 	sc.Net.MaxOpenRequests = 1
 	sc.Net.DialTimeout = 10 * time.Second
 	sc.Metadata.Retry.Backoff = 100 * time.Millisecond

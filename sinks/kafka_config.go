@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+
+	"github.com/eddy-iot/eddy/sinks/kafkaconf"
 )
 
 // DefaultKafkaTopicPrefix is the prefix of the default topic names: a table
@@ -49,6 +51,13 @@ type KafkaConfig struct {
 	Version string
 	// ClientID is the client.id of every connection; default "eddy".
 	ClientID string
+	// Security is the TLS and SASL configuration of the connections;
+	// default plaintext without authentication. In a sink URL: user and
+	// password as kafka://USER:PASSWORD@HOST:PORT (the password may be a
+	// ${NAME} reference in a job spec), sasl=PLAIN|SCRAM-SHA-256|
+	// SCRAM-SHA-512 (default PLAIN when a user is given), tls=true,
+	// tls_ca=FILE, tls_cert=FILE, tls_key=FILE, tls_server_name=NAME.
+	Security kafkaconf.Security
 	// TransactionalIDPrefix is put before "<job>-<partition>" to form the
 	// transactional id of a partition's producer; default "" (none).
 	TransactionalIDPrefix string
@@ -236,6 +245,9 @@ func (c KafkaConfig) Validate() error {
 	if _, err := kafkaCodec(c.Compression); err != nil {
 		return err
 	}
+	if err := c.Security.Validate(); err != nil {
+		return fmt.Errorf("sinks: kafka: %w", err)
+	}
 	switch {
 	case c.TransactionTimeout < time.Second || c.TransactionTimeout > time.Hour:
 		return fmt.Errorf("sinks: kafka: TransactionTimeout is %v; must be in [1s, 1h] (0 means the default %v)", c.TransactionTimeout, DefaultKafkaConfig().TransactionTimeout)
@@ -286,12 +298,12 @@ func kafkaCodec(name string) (sarama.CompressionCodec, error) {
 
 // kafkaURLOptions are the query parameters of a kafka: sink URL, besides
 // the table names.
-var kafkaURLOptions = []string{"prefix", "tables", "checkpoints", "version", "client_id", "txn_prefix", "txn_timeout", "compression", "create_topics", "partitions", "replication"}
+var kafkaURLOptions = []string{"prefix", "tables", "checkpoints", "version", "client_id", "txn_prefix", "txn_timeout", "compression", "create_topics", "partitions", "replication", "sasl", "tls", "tls_ca", "tls_cert", "tls_key", "tls_server_name"}
 
 // ParseKafkaURL parses a kafka: sink URL (see URLForms) into a KafkaConfig
 // (defaults for what the URL leaves out):
 //
-//	kafka://HOST:PORT[,HOST:PORT...][/][?OPTION=VALUE&...]
+//	kafka://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...][/][?OPTION=VALUE&...]
 //
 // Options: prefix=P (default topic names P.<table>; default iot-work),
 // tables=LIST (tables to write, comma-separated table names or "all";
@@ -300,8 +312,11 @@ var kafkaURLOptions = []string{"prefix", "tables", "checkpoints", "version", "cl
 // default P.checkpoints), version=V (default 2.8.0),
 // client_id=ID, txn_prefix=P (TransactionalIDPrefix), txn_timeout=DURATION
 // (e.g. 90s), compression=none|gzip|snappy|lz4|zstd, create_topics=BOOL,
-// partitions=N and replication=N (for created topics). Errors wrap
-// ErrBadURL; the result is not validated (NewKafka does).
+// partitions=N and replication=N (for created topics); USER:PASSWORD@
+// with sasl=PLAIN|SCRAM-SHA-256|SCRAM-SHA-512 (default PLAIN), tls=BOOL,
+// tls_ca=FILE, tls_cert=FILE, tls_key=FILE, tls_server_name=NAME (see
+// KafkaConfig.Security). Errors wrap ErrBadURL and never hold the
+// password; the result is not validated (NewKafka does).
 func ParseKafkaURL(s string) (KafkaConfig, error) {
 	bad := func(format string, args ...any) (KafkaConfig, error) {
 		return KafkaConfig{}, fmt.Errorf("%w %q: %s", ErrBadURL, s, fmt.Sprintf(format, args...))
@@ -313,6 +328,22 @@ func ParseKafkaURL(s string) (KafkaConfig, error) {
 	rest = strings.TrimPrefix(rest, "//")
 	hosts, query, _ := strings.Cut(rest, "?")
 	hosts = strings.TrimSuffix(hosts, "/")
+	var user, password string
+	if at := strings.LastIndex(hosts, "@"); at >= 0 {
+		userinfo := hosts[:at]
+		hosts = hosts[at+1:]
+		u, p, ok := strings.Cut(userinfo, ":")
+		if !ok || u == "" {
+			return bad("credentials: want USER:PASSWORD@ before the brokers")
+		}
+		var err error
+		if user, err = url.PathUnescape(u); err != nil {
+			return bad("user: %v", err)
+		}
+		if password, err = url.PathUnescape(p); err != nil {
+			return bad("password is not URL-escaped correctly")
+		}
+	}
 	if hosts == "" || strings.Contains(hosts, "/") {
 		return bad("kafka needs brokers: kafka://HOST:PORT[,HOST:PORT...][?OPTIONS]")
 	}
@@ -410,6 +441,26 @@ func ParseKafkaURL(s string) (KafkaConfig, error) {
 		}
 		cfg.TopicPartitions = int32(n)
 	}
+	if user != "" {
+		cfg.Security.SASL = kafkaconf.SASL{Mechanism: kafkaconf.Plain, User: user, Password: password}
+	}
+	if q.Has("sasl") {
+		if user == "" {
+			return bad("sasl= needs USER:PASSWORD@ before the brokers")
+		}
+		cfg.Security.SASL.Mechanism = strings.ToUpper(q.Get("sasl"))
+	}
+	if q.Has("tls") {
+		b, err := strconv.ParseBool(q.Get("tls"))
+		if err != nil {
+			return bad("tls: want true or false")
+		}
+		cfg.Security.TLS.Enable = b
+	}
+	cfg.Security.TLS.CAFile = q.Get("tls_ca")
+	cfg.Security.TLS.CertFile = q.Get("tls_cert")
+	cfg.Security.TLS.KeyFile = q.Get("tls_key")
+	cfg.Security.TLS.ServerName = q.Get("tls_server_name")
 	if q.Has("replication") {
 		n, err := strconv.ParseInt(q.Get("replication"), 10, 16)
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/eddy-iot/eddy/operators"
+	"github.com/eddy-iot/eddy/sinks/kafkaconf"
 )
 
 // ReadCommitted reads every committed row of topics (default: the default
@@ -31,12 +32,19 @@ import (
 // into memory: for tests and comparisons against a reference. Kafka
 // protocol 2.8.0 is spoken; ctx is checked between fetches.
 func ReadCommitted(ctx context.Context, brokers []string, topics ...string) (*Batch, error) {
+	return ReadCommittedWith(ctx, kafkaconf.Security{}, brokers, topics...)
+}
+
+// ReadCommittedWith is ReadCommitted over connections secured by sec (TLS,
+// SASL).
+func ReadCommittedWith(ctx context.Context, sec kafkaconf.Security, brokers []string, topics ...string) (*Batch, error) {
 	if len(topics) == 0 {
 		topics = DefaultKafkaConfig().Topics()
 	}
-	sc := sarama.NewConfig()
-	sc.Version = sarama.V2_8_0_0
-	sc.ClientID = "eddy-read-committed"
+	sc, err := kafkaconf.New("eddy-read-committed", "", sec)
+	if err != nil {
+		return nil, fmt.Errorf("sinks: read committed: %w", err)
+	}
 	sc.Metadata.AllowAutoTopicCreation = false
 	sc.Net.DialTimeout = 10 * time.Second
 	client, err := sarama.NewClient(brokers, sc)

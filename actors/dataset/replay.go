@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+
+	"github.com/eddy-iot/eddy/sinks/kafkaconf"
 )
 
 // KafkaVersion is the protocol version the replayer's sarama client
@@ -42,9 +44,7 @@ const maxListed = 10
 //     follow file order (the oracle relies on this);
 //   - Version = KafkaVersion, ClientID "eddy-replay".
 func NewProducerConfig() *sarama.Config {
-	c := sarama.NewConfig()
-	c.Version = KafkaVersion
-	c.ClientID = "eddy-replay"
+	c := kafkaconf.MustNew("eddy-replay", KafkaVersion.String(), kafkaconf.Security{})
 	c.ChannelBufferSize = 4096
 	c.Net.MaxOpenRequests = 1
 	c.Producer.Partitioner = sarama.NewHashPartitioner

@@ -48,6 +48,7 @@ import (
 	"github.com/eddy-iot/eddy/actors/dataset"
 	"github.com/eddy-iot/eddy/actors/devbroker"
 	"github.com/eddy-iot/eddy/sinks"
+	"github.com/eddy-iot/eddy/sinks/kafkaconf"
 )
 
 func main() {
@@ -240,8 +241,7 @@ func runJobWith(ctx context.Context, brokers []string, sink sinks.Sink, n int64,
 // rawConsume reads every partition to its end with a bare sarama consumer
 // that only counts messages: the raw limit.
 func rawConsume(brokers []string, n int64) (time.Duration, error) {
-	sc := sarama.NewConfig()
-	sc.Version = sarama.V2_8_0_0
+	sc := kafkaconf.MustNew("", "", kafkaconf.Security{})
 	sc.Consumer.Fetch.Default = 4 << 20
 	sc.ChannelBufferSize = 8192
 	start := time.Now()
