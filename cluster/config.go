@@ -45,6 +45,12 @@ type Config struct {
 	// TCPTimeout bounds TCP pushes/pulls and fallback pings; default 2 s.
 	TCPTimeout time.Duration
 
+	// SecretKey, when set, encrypts and authenticates all gossip
+	// (memberlist's AES-GCM keyring): 16, 24 or 32 bytes (AES-128/192/256),
+	// the same on every node. A node with another key, or none, cannot
+	// join. Default none (plaintext gossip). It is a secret: never logged.
+	SecretKey []byte
+
 	// ReapAfter is how long a failed or left member stays in Members;
 	// default 1 h. A member that comes back is alive again at once.
 	ReapAfter time.Duration
@@ -104,6 +110,9 @@ func (c *Config) Validate() error {
 	}
 	if c.GossipInterval <= 0 || c.PushPullInterval <= 0 || c.TCPTimeout <= 0 {
 		return bad("GossipInterval (%v), PushPullInterval (%v) and TCPTimeout (%v) must be > 0", c.GossipInterval, c.PushPullInterval, c.TCPTimeout)
+	}
+	if n := len(c.SecretKey); n != 0 && n != 16 && n != 24 && n != 32 {
+		return bad("SecretKey is %d bytes; must be 16, 24 or 32 (e.g. 32 random bytes, base64: openssl rand -base64 32)", n)
 	}
 	if c.ReapAfter <= 0 {
 		return bad("ReapAfter (%v) must be > 0", c.ReapAfter)

@@ -114,6 +114,10 @@ func New(cfg Config) (*Membership, error) {
 	mc.Delegate = (*delegate)(m)
 	mc.Events = (*eventDelegate)(m)
 	mc.Logger = log.New(&levelWriter{log: logger}, "", 0)
+	if len(cfg.SecretKey) > 0 {
+		mc.SecretKey = cfg.SecretKey // memberlist builds a one-key keyring from it
+		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	}
 
 	list, err := memberlist.Create(mc)
 	if err != nil {

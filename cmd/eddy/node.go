@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -27,7 +28,7 @@ import (
 // newNodeCmd is `eddy node`: the long-running process of a cluster member.
 func newNodeCmd() *cobra.Command {
 	cfg := control.DefaultConfig()
-	var tokenFile, logLevel, jobFile string
+	var tokenFile, gossipKeyFile, logLevel, jobFile string
 	drainTimeout := time.Minute
 	leaveOnTerminate := true
 	acfg := control.DefaultAssignerConfig()
@@ -81,6 +82,12 @@ heartbeating the stopped node until it is back or autopilot removes it).`,
 					return fmt.Errorf("--api-token-file %s is empty", tokenFile)
 				}
 			}
+			if cfg.APIToken == "" {
+				cfg.APIToken = strings.TrimSpace(os.Getenv("EDDY_TOKEN"))
+			}
+			if cfg.Gossip.SecretKey, err = readGossipKey(gossipKeyFile); err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return runNode(ctx, cfg, acfg, jobFile, drainTimeout, leaveOnTerminate, actorAddr, cmd.OutOrStdout())
@@ -94,7 +101,8 @@ heartbeating the stopped node until it is back or autopilot removes it).`,
 	fl.StringVar(&cfg.GossipAddr, "gossip-addr", "127.0.0.1:8301", "memberlist gossip address, TCP and UDP (host:port)")
 	fl.StringSliceVar(&cfg.Join, "join", nil, "gossip addresses of existing members to join, comma-separated (retried until one answers)")
 	fl.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 0, "voters of a new cluster (1, 3 or 5): bootstrap once that many such nodes met; 0 = join as non-voter")
-	fl.StringVar(&tokenFile, "api-token-file", "", "file holding a bearer token required for API writes (shared by all nodes)")
+	fl.StringVar(&tokenFile, "api-token-file", "", "file holding a bearer token required for API writes (shared by all nodes); default $EDDY_TOKEN (the variable eddy ctl reads too); never logged")
+	fl.StringVar(&gossipKeyFile, "gossip-key-file", "", "file holding the base64 gossip encryption key (16, 24 or 32 bytes, e.g. openssl rand -base64 32), the same on every node; default $EDDY_GOSSIP_KEY; none = plaintext gossip")
 	fl.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fl.StringVar(&jobFile, "job", "", "YAML job spec to submit at start unless a job of its name is stored (like eddy ctl job submit)")
 	fl.DurationVar(&acfg.LeaseTTL, "lease-ttl", acfg.LeaseTTL, "time bound of this node's partition leases, renewed through Raft every TTL/4: a node that cannot renew stops writing TTL − safety after its last renewal, others take over after TTL + safety without a renewal (so about the recovery time after a crash)")
@@ -260,4 +268,32 @@ func startVirtualActors(node *control.Node, svc *jobs.Service, cfg control.Confi
 		return vn.PartitionStatus(ctx, job, int(p))
 	})
 	return vn, nil
+}
+
+// readGossipKey returns the gossip encryption key: the base64 text of file,
+// else of $EDDY_GOSSIP_KEY, else none. Errors never hold the key.
+func readGossipKey(file string) ([]byte, error) {
+	text, from := os.Getenv("EDDY_GOSSIP_KEY"), "EDDY_GOSSIP_KEY"
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("--gossip-key-file: %w", err)
+		}
+		text, from = string(b), "--gossip-key-file "+file
+	}
+	text = strings.TrimSpace(text)
+	if text == "" {
+		if file != "" {
+			return nil, fmt.Errorf("%s is empty", from)
+		}
+		return nil, nil
+	}
+	key, err := base64.StdEncoding.DecodeString(text)
+	if err != nil {
+		return nil, fmt.Errorf("%s: not base64 (make a key with: openssl rand -base64 32)", from)
+	}
+	if n := len(key); n != 16 && n != 24 && n != 32 {
+		return nil, fmt.Errorf("%s: key is %d bytes; want 16, 24 or 32 (openssl rand -base64 32)", from, n)
+	}
+	return key, nil
 }
