@@ -65,6 +65,9 @@ type Config struct {
 	Bridge BridgeConfig
 	// Gossip tunes memberlist; its Meta is filled in by the node.
 	Gossip cluster.Config
+	// TLS, when set, serves the HTTP API as HTTPS and runs Raft over
+	// mutual TLS (see TLSConfig); default plaintext.
+	TLS TLSConfig
 
 	// ValidateJob, when set, checks a job spec before PUT /v1/jobs/{name}
 	// stores it; prev is the stored job of that name (nil if none), so an
@@ -180,6 +183,9 @@ var ErrInvalidConfig = errors.New("control: invalid config")
 // Validate checks the configuration; errors wrap ErrInvalidConfig and name
 // the field (or flag) to fix.
 func (c *Config) Validate() error {
+	if err := c.TLS.validate(); err != nil {
+		return err
+	}
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))
 	}

@@ -709,7 +709,7 @@ func (n *Node) peerRequest(ctx context.Context, method, addr, uri string, body [
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+uri, rd)
+	req, err := http.NewRequestWithContext(ctx, method, n.scheme+"://"+addr+uri, rd)
 	if err != nil {
 		return nil, err
 	}

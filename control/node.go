@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,6 +42,7 @@ type Node struct {
 	metrics *metrics
 	httpSrv *http.Server
 	peer    *http.Client // node-to-node HTTP (forwarding, health checks)
+	scheme  string       // of node-to-node URLs: "https" with Config.TLS, else "http"
 	bridge  *bridge      // nil when disabled
 
 	joined   atomic.Bool              // set once the memberlist join succeeded
@@ -104,6 +106,7 @@ func StartNode(cfg Config) (n *Node, err error) {
 		leaveCh:    make(chan struct{}),
 		suppressed: make(map[string]suppression),
 		deadSince:  make(map[string]time.Time),
+		scheme:     "http",
 		peer: &http.Client{Transport: &http.Transport{
 			DialContext:         (&net.Dialer{Timeout: time.Second}).DialContext,
 			MaxIdleConnsPerHost: 64,
@@ -127,6 +130,16 @@ func StartNode(cfg Config) (n *Node, err error) {
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("control: listen on HTTP address: %w", err)
+	}
+	var ntls *nodeTLS
+	if cfg.TLS.On() {
+		if ntls, err = cfg.TLS.load(); err != nil {
+			ln.Close()
+			return nil, err
+		}
+		ln = tls.NewListener(ln, ntls.http)
+		n.peer.Transport.(*http.Transport).TLSClientConfig = ntls.client
+		n.scheme = "https"
 	}
 	cleanup = append(cleanup, func() { ln.Close() })
 
@@ -156,10 +169,18 @@ func StartNode(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("control: raft address: %w", err)
 	}
-	if cfg.wrapStream != nil {
+	if cfg.wrapStream != nil || ntls != nil {
 		var stream raft.StreamLayer
-		if stream, err = newTCPStream(cfg.RaftAddr, adv); err == nil {
-			n.trans = raft.NewNetworkTransportWithLogger(cfg.wrapStream(stream), 3, 10*time.Second, hlog)
+		var tcp *tcpStream
+		if tcp, err = newTCPStream(cfg.RaftAddr, adv); err == nil {
+			stream = tcp
+			if ntls != nil {
+				stream = &tlsStream{tcpStream: tcp, server: ntls.raft, client: ntls.client}
+			}
+			if cfg.wrapStream != nil {
+				stream = cfg.wrapStream(stream)
+			}
+			n.trans = raft.NewNetworkTransportWithLogger(stream, 3, 10*time.Second, hlog)
 		}
 	} else {
 		n.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, 10*time.Second, hlog)

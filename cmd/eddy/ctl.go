@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +30,7 @@ import (
 type ctlOptions struct {
 	addr      string
 	tokenFile string
+	caFile    string
 	output    string
 	timeout   time.Duration
 }
@@ -45,6 +48,17 @@ func (o *ctlOptions) client() (*client.Client, error) {
 		cfg.Token = strings.TrimSpace(string(b))
 	} else if t := os.Getenv("EDDY_TOKEN"); t != "" {
 		cfg.Token = t
+	}
+	if o.caFile != "" {
+		pem, err := os.ReadFile(o.caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--ca %s holds no PEM certificate", o.caFile)
+		}
+		cfg.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	return client.New(cfg)
 }
@@ -111,6 +125,7 @@ Output is a table for people; -o json for scripts.
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&o.addr, "addr", defAddr, "node URL(s), comma-separated; env EDDY_ADDR")
 	pf.StringVar(&o.tokenFile, "token-file", "", "file with the API bearer token (or env EDDY_TOKEN)")
+	pf.StringVar(&o.caFile, "ca", "", "PEM file of the CA that signed the nodes' certificates, for https:// addresses (default the system roots)")
 	pf.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to retry while the cluster has no leader")
 	cmd.AddCommand(newCtlConfigCmd(o), newCtlMembersCmd(o), newCtlRaftCmd(o), newCtlLeaveCmd(o), newCtlDevicesCmd(o),

@@ -98,6 +98,7 @@ dead_letters (and the view daily_work_time).`,
 	fl.DurationVar(&f.maxFuture, "max-future", operators.DefaultMaxFuture, "a reading more than this ahead of the wall clock is a dead letter (future_event_time) and does not move the watermark; 0 = off (default: 1h, or off with --bounded)")
 	fl.DurationVar(&f.idleTimeout, "idle-timeout", 0, "unbounded only: after this long without records a partition's watermark follows processing time; 0 = off")
 	cmd.AddCommand(newDevBrokerCmd())
+	cmd.AddCommand(newDevCertsCmd())
 	return cmd
 }
 

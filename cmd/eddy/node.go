@@ -102,6 +102,9 @@ heartbeating the stopped node until it is back or autopilot removes it).`,
 	fl.StringSliceVar(&cfg.Join, "join", nil, "gossip addresses of existing members to join, comma-separated (retried until one answers)")
 	fl.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 0, "voters of a new cluster (1, 3 or 5): bootstrap once that many such nodes met; 0 = join as non-voter")
 	fl.StringVar(&tokenFile, "api-token-file", "", "file holding a bearer token required for API writes (shared by all nodes); default $EDDY_TOKEN (the variable eddy ctl reads too); never logged")
+	fl.StringVar(&cfg.TLS.CertFile, "tls-cert", "", "PEM certificate of this node (SANs: its HTTP and Raft hosts; server and client use); with --tls-key and --tls-ca the API is HTTPS and Raft runs over mutual TLS (eddy dev certs makes a test set)")
+	fl.StringVar(&cfg.TLS.KeyFile, "tls-key", "", "PEM private key of --tls-cert")
+	fl.StringVar(&cfg.TLS.CAFile, "tls-ca", "", "PEM CA that signs every node's certificate; Raft peers must present one")
 	fl.StringVar(&gossipKeyFile, "gossip-key-file", "", "file holding the base64 gossip encryption key (16, 24 or 32 bytes, e.g. openssl rand -base64 32), the same on every node; default $EDDY_GOSSIP_KEY; none = plaintext gossip")
 	fl.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fl.StringVar(&jobFile, "job", "", "YAML job spec to submit at start unless a job of its name is stored (like eddy ctl job submit)")
@@ -187,7 +190,11 @@ func runNode(ctx context.Context, cfg control.Config, acfg control.AssignerConfi
 			submitAtStart(runCtx, node, *submit, cfg.Logger)
 		}()
 	}
-	fmt.Fprintf(out, "node %s: API http://%s\n", cfg.ID, cfg.HTTPAddr)
+	scheme := "http"
+	if cfg.TLS.On() {
+		scheme = "https"
+	}
+	fmt.Fprintf(out, "node %s: API %s://%s\n", cfg.ID, scheme, cfg.HTTPAddr)
 	select {
 	case <-ctx.Done():
 		cfg.Logger.Info("signal received, handing partitions over and stopping", "leave", leaveOnTerminate)

@@ -24,6 +24,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -64,6 +65,10 @@ type Config struct {
 	// HTTPClient to use; default: a client with 2 s dial timeout and no
 	// redirects followed.
 	HTTPClient *http.Client
+	// TLS is the TLS configuration of the default HTTPClient, for https://
+	// addresses (e.g. RootCAs holding the cluster CA); default the system
+	// roots. Ignored when HTTPClient is set.
+	TLS *tls.Config
 }
 
 // Client talks to one cluster. Safe for concurrent use.
@@ -110,6 +115,7 @@ func New(cfg Config) (*Client, error) {
 				DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
 				MaxIdleConnsPerHost: 32,
 				IdleConnTimeout:     30 * time.Second,
+				TLSClientConfig:     cfg.TLS,
 			},
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
