@@ -28,7 +28,9 @@ SQLite, MySQL or stdout.
 Start here:  eddy dev --bounded     (embedded broker + Aberdeen data + SQLite)`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       versionText(),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	// Subcommands: one constructor each, in its own file.
 	root.AddCommand(
 		newDevCmd(),
@@ -37,6 +39,7 @@ Start here:  eddy dev --bounded     (embedded broker + Aberdeen data + SQLite)`,
 		newNodeCmd(),
 		newCtlCmd(),
 		newSavepointCmd(),
+		newVerifyCmd(),
 	)
 	requireSubcommands(root)
 	return root

@@ -8,7 +8,7 @@
 // 5th node, and finally stops one gracefully (SIGTERM: live handoff).
 //
 // At the end the MySQL tables must equal the independent batch computation
-// of tests/oracle exactly, the lease history from Raft must show one
+// of cmd/eddy/oracle exactly, the lease history from Raft must show one
 // holder per partition at a time, and the partition observer (every node's
 // GET /v1/local/partitions every 25 ms) must never have seen two nodes run
 // one partition in overlapping time, at the same epoch or at different
@@ -39,9 +39,9 @@ import (
 	"time"
 
 	"github.com/eddy-iot/eddy/actors/dataset/aberdeen"
+	"github.com/eddy-iot/eddy/cmd/eddy/oracle"
 	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 	"github.com/eddy-iot/eddy/tests/mariadbtest"
-	"github.com/eddy-iot/eddy/tests/oracle"
 )
 
 var (

@@ -5,7 +5,7 @@
 // completed (while the Kafka transactions commit), during start-up, or
 // anywhere — and restarted each time. At the end the MySQL tables and the
 // read_committed Kafka output must equal the independent batch computation
-// of tests/oracle exactly: no missing row, no duplicate.
+// of cmd/eddy/oracle exactly: no missing row, no duplicate.
 // TestCorruptSnapshotFallsBack damages the newest checkpoint before a
 // restart; TestSavepointCommands drives eddy savepoint, list, delete and
 // eddy run --from-savepoint.
@@ -41,9 +41,9 @@ import (
 	"github.com/eddy-iot/eddy/actors"
 	"github.com/eddy-iot/eddy/actors/checkpoint"
 	"github.com/eddy-iot/eddy/actors/dataset/aberdeen"
+	"github.com/eddy-iot/eddy/cmd/eddy/oracle"
 	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 	"github.com/eddy-iot/eddy/tests/mariadbtest"
-	"github.com/eddy-iot/eddy/tests/oracle"
 )
 
 var (

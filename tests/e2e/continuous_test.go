@@ -18,8 +18,8 @@ import (
 
 	_ "modernc.org/sqlite"
 
+	"github.com/eddy-iot/eddy/cmd/eddy/oracle"
 	"github.com/eddy-iot/eddy/tests/controlplane/harness"
-	"github.com/eddy-iot/eddy/tests/oracle"
 )
 
 // metricValue scrapes one unlabelled metric from a /metrics endpoint.

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/eddy-iot/eddy/actors/dataset/aberdeen"
+	"github.com/eddy-iot/eddy/cmd/eddy/oracle"
 	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 	"github.com/eddy-iot/eddy/tests/mariadbtest"
-	"github.com/eddy-iot/eddy/tests/oracle"
 )
 
 // TestDeviceVersionsAcrossKill changes a device's broadcast data while a

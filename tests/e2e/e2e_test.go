@@ -1,6 +1,6 @@
 // Package e2e runs the eddy binary end to end — embedded broker, replay,
 // partition actors, sink — and checks the sink contents against the
-// independent batch computation of tests/oracle, exactly.
+// independent batch computation of cmd/eddy/oracle, exactly.
 package e2e
 
 import (
@@ -20,9 +20,9 @@ import (
 	"time"
 
 	"github.com/eddy-iot/eddy/actors/dataset/aberdeen"
+	"github.com/eddy-iot/eddy/cmd/eddy/oracle"
 	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 	"github.com/eddy-iot/eddy/tests/mariadbtest"
-	"github.com/eddy-iot/eddy/tests/oracle"
 )
 
 var (

@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eddy-iot/eddy/cmd/eddy/oracle"
 	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 	"github.com/eddy-iot/eddy/tests/mariadbtest"
-	"github.com/eddy-iot/eddy/tests/oracle"
 )
 
 // eddy runs the eddy binary to completion and returns its combined output.

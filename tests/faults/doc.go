@@ -8,7 +8,7 @@
 // are late.
 // The job is bounded at the offsets the replay reaches (source.end_offsets)
 // and every test ends with the MySQL tables equal to the independent batch
-// computation of tests/oracle, exactly.
+// computation of cmd/eddy/oracle, exactly.
 //
 // The faults, each a test with its own seeded schedule:
 //

@@ -17,10 +17,10 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/eddy-iot/eddy/cmd/eddy/oracle"
 	"github.com/eddy-iot/eddy/control/client"
 	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 	"github.com/eddy-iot/eddy/tests/mariadbtest"
-	"github.com/eddy-iot/eddy/tests/oracle"
 )
 
 var (

@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eddy-iot/eddy/cmd/eddy/oracle"
 	"github.com/eddy-iot/eddy/control"
 	"github.com/eddy-iot/eddy/sinks"
-	"github.com/eddy-iot/eddy/tests/oracle"
 )
 
 // This file holds the pieces that tests running a streaming job over real

@@ -50,5 +50,8 @@
 //	diff := oracle.Compare(got, want)
 //	if !diff.Equal() { fmt.Print(diff.Format(20)) }
 //
-// The command tests/oracle/cmd/eddy-oracle does the same from flags.
+// The command eddy verify does the same from a job spec and flags. The
+// package lives under cmd/eddy because eddy verify is its supported user;
+// it must not move under operators/ (or import it): its value is that it is
+// an independent second implementation. The tests under tests/ import it too.
 package oracle
