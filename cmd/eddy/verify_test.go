@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	_ "modernc.org/sqlite"
+
+	"github.com/eddy-iot/eddy/operators"
 )
 
 // TestVerify runs eddy verify against a SQLite sink that first lacks the
@@ -55,5 +57,19 @@ func TestVerify(t *testing.T) {
 		"INSERT INTO work_periods VALUES ('A', '2019-03-01 00:00:10.000', '2019-03-01 00:00:10.000', 0, 1, 60, 60, '', '')")
 	if err := runVerify(context.Background(), &f, io.Discard); err != nil {
 		t.Fatalf("matching sink: %v", err)
+	}
+}
+
+// TestShippedDevicesFileLoads checks that deploy/devices.yaml, which the
+// README imports with eddy ctl devices import, is accepted by that command's
+// parser too.
+func TestShippedDevicesFileLoads(t *testing.T) {
+	b, err := os.ReadFile("../../deploy/devices.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := operators.LoadDevices(b)
+	if err != nil || len(d) != 5 {
+		t.Fatalf("LoadDevices: %d devices, %v; want 5, nil", len(d), err)
 	}
 }
