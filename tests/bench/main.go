@@ -51,6 +51,9 @@ import (
 	"github.com/eddy-iot/eddy/sinks/kafkaconf"
 )
 
+// batchRows is the --batch-rows flag.
+var batchRows int
+
 func main() {
 	var (
 		runs       = flag.Int("runs", 5, "runs of each variant; medians are reported")
@@ -62,6 +65,7 @@ func main() {
 	flag.IntVar(&synthDevices, "devices", 0, "synthetic dataset: this many devices (0 = use --data)")
 	flag.IntVar(&synthPerDevice, "per-device", 12, "synthetic dataset: readings per device, 30 s apart")
 	flag.DurationVar(&ckptInterval, "checkpoint-interval", 5*time.Second, "checkpoint interval of discard+checkpoint")
+	flag.IntVar(&batchRows, "batch-rows", sinks.DefaultConfig().BatchRows, "sinks.Config.BatchRows of the sqlite variant (rows per flush and per INSERT statement)")
 	flag.IntVar(&cacheDevices, "cache-devices", actors.DefaultCacheDevices, "device states cached in memory per partition (discard+checkpoint)")
 	flag.Parse()
 	if err := run(*runs, *data, *partitions, *cpuprofile, *variants); err != nil {
@@ -141,7 +145,9 @@ func run(runs int, data string, partitions int, cpuprofile, variants string) err
 	}
 	if want["sqlite"] {
 		vs = append(vs, variant{"eddy → sqlite", func(i int) (time.Duration, error) {
-			s, err := sinks.NewSQLite(filepath.Join(tmp, fmt.Sprintf("bench-%d.db", i)), sinks.DefaultConfig(), nil)
+			scfg := sinks.DefaultConfig()
+			scfg.BatchRows = batchRows
+			s, err := sinks.NewSQLite(filepath.Join(tmp, fmt.Sprintf("bench-%d.db", i)), scfg, nil)
 			if err != nil {
 				return 0, err
 			}
