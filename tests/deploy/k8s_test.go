@@ -306,3 +306,43 @@ func onPVC(t *testing.T, pod, ctr map[string]any, dir string) bool {
 	}
 	return false
 }
+
+// TestServiceMonitor checks deploy/k8s/monitoring: it builds on the base,
+// and its ServiceMonitor selects exactly one Service of the base — the
+// headless one, so every node pod is scraped once — on a port that Service
+// names, at /metrics (where eddy serves Prometheus metrics).
+func TestServiceMonitor(t *testing.T) {
+	kust := yamlDocs(t, deployPath("k8s", "monitoring", "kustomization.yaml"))[0]
+	res := fmt.Sprint(kust["resources"])
+	if !strings.Contains(res, "..") || !strings.Contains(res, "servicemonitor.yaml") {
+		t.Fatalf("monitoring/kustomization.yaml resources %s: want the base (..) and servicemonitor.yaml", res)
+	}
+	sm := yamlDocs(t, deployPath("k8s", "monitoring", "servicemonitor.yaml"))[0]
+	if sm["kind"] != "ServiceMonitor" || sm["apiVersion"] != "monitoring.coreos.com/v1" {
+		t.Fatalf("servicemonitor.yaml: %v %v, want monitoring.coreos.com/v1 ServiceMonitor", sm["apiVersion"], sm["kind"])
+	}
+	sel := path(t, sm, "spec", "selector", "matchLabels")
+	var selected []map[string]any
+	for key, o := range k8sObjects(t) {
+		if strings.HasPrefix(key, "Service/") && labelsMatch(t, sel, path(t, o, "metadata", "labels")) {
+			selected = append(selected, o)
+		}
+	}
+	if len(selected) != 1 || path(t, selected[0], "spec", "clusterIP") != "None" {
+		t.Fatalf("the ServiceMonitor selects %d Services, want exactly the headless one", len(selected))
+	}
+	eps, _ := path(t, sm, "spec", "endpoints").([]any)
+	if len(eps) == 0 {
+		t.Fatal("ServiceMonitor has no endpoints")
+	}
+	for _, ep := range eps {
+		port, p := path(t, ep, "port"), path(t, ep, "path")
+		found := false
+		for _, sp := range path(t, selected[0], "spec", "ports").([]any) {
+			found = found || path(t, sp, "name") == port
+		}
+		if !found || p != "/metrics" {
+			t.Errorf("endpoint port %v path %v: want a port the Service names and /metrics", port, p)
+		}
+	}
+}
