@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -227,56 +226,15 @@ type Assigner struct {
 	clock *leaseClock // this node's lease validity, shared with the sinks' guard
 
 	// Owned by the loop goroutine.
-	slots         map[pkey]*slot
-	inflight      int
+	planner       *planner                    // decides (assigner_plan.go)
+	cancels       map[pkey]context.CancelFunc // of the operations in flight
 	lastConfirmed time.Time
-	fenced        bool
-	draining      bool
-	drainedClosed bool
-	renewals      renewWatch
 	warnedNoCount map[string]bool
 }
 
 type pkey struct {
 	job string
 	p   int32
-}
-
-type opKind int
-
-const (
-	opStart opKind = iota
-	opHandoff
-	opStop
-	opRelease
-)
-
-// slot is this node's record of one partition.
-type slot struct {
-	key           pkey
-	running       bool
-	lease         Lease // the grant it runs (or last ran) under
-	op            *inflightOp
-	failures      int
-	notBefore     time.Time
-	releasedIndex uint64 // index of this node's last release
-	since         time.Time
-}
-
-type inflightOp struct {
-	kind   opKind
-	cancel context.CancelFunc
-}
-
-type opResult struct {
-	key       pkey
-	kind      opKind
-	granted   bool  // opStart: the lease was granted
-	lease     Lease // opStart: the granted lease
-	takeover  bool
-	deadSince time.Time // opStart takeover: when the holder's last renewal was first seen
-	index     uint64    // opHandoff/opRelease: index of the release
-	err       error
 }
 
 type metaState struct {
@@ -306,11 +264,11 @@ func NewAssigner(n *Node, cfg AssignerConfig) (*Assigner, error) {
 		done:          make(chan struct{}),
 		metaKick:      make(chan struct{}, 1),
 		counts:        make(map[string]*partitionCount),
-		slots:         make(map[pkey]*slot),
-		renewals:      renewWatch{},
+		cancels:       make(map[pkey]context.CancelFunc),
 		warnedNoCount: make(map[string]bool),
 		clock:         newLeaseClock(cfg.LeaseTTL, cfg.LeaseSafety),
 	}
+	a.planner = newPlanner(n.cfg.ID, cfg.planConfig(), a.clock)
 	if a.log == nil {
 		a.log = n.log
 	}
@@ -506,7 +464,7 @@ func (a *Assigner) run() {
 			}
 		case <-drainReq:
 			drainReq = nil
-			a.draining = true
+			a.planner.drain()
 			a.log.Info("draining: handing every partition over")
 		case <-a.kick:
 		}
@@ -539,6 +497,10 @@ func (a *Assigner) deliver(r opResult) {
 // was in contact with the Raft majority. A leader is (hashicorp/raft steps
 // a leader down after LeaderLeaseTimeout without a quorum); a follower is
 // as of its last contact with a known leader.
+// updateContact advances lastConfirmed: the last moment this node knew it
+// was in contact with the Raft majority. A leader is (hashicorp/raft steps
+// a leader down after LeaderLeaseTimeout without a quorum); a follower is
+// as of its last contact with a known leader.
 func (a *Assigner) updateContact(now time.Time) {
 	r := a.n.raft
 	if r.State() == raft.Leader {
@@ -552,224 +514,77 @@ func (a *Assigner) updateContact(now time.Time) {
 	}
 }
 
+// step gathers the planner's input, plans and performs the plan.
 func (a *Assigner) step(now time.Time) {
 	a.updateContact(now)
-	fenced := a.lastConfirmed.IsZero() || now.Sub(a.lastConfirmed) > a.cfg.LeaseConfirm ||
-		(a.needsLease(a.n.fsm.View()) && !a.clock.nodeValid(now))
+	view := a.n.fsm.View()
+	in := planInput{Now: now, View: view, Members: a.n.members.Members(), Joined: a.n.Joined(),
+		Contact: a.lastConfirmed, Partitions: a.partitionCounts(view.Jobs(), now)}
+	p := a.planner.plan(in)
 	switch {
-	case fenced && !a.fenced:
-		a.fenced = true
+	case p.fence:
 		a.metrics.fenced.Set(1)
-		if a.busy() {
+		if p.fenceBusy {
 			a.metrics.fencings.Inc()
 			a.log.Warn("lost contact with the Raft majority or could not renew the node lease: stopping every partition", "last_contact", a.lastConfirmed, "lease_confirm", a.cfg.LeaseConfirm, "lease_ttl", a.cfg.LeaseTTL)
 		}
-	case !fenced && a.fenced:
-		a.fenced = false
+	case p.unfence:
 		a.metrics.fenced.Set(0)
 		a.log.Info("in contact with the Raft majority")
 	}
-	if a.fenced {
-		a.stepFenced()
-	} else {
-		a.reconcile(now)
+	a.setMeta(p.assignable)
+	for _, o := range p.ops {
+		a.perform(o, view)
 	}
-	a.checkDrained()
+	if p.drained {
+		close(a.drained)
+		a.log.Info("drained: no partition runs here and no lease is held")
+	}
 }
 
-// busy reports whether any partition runs or has an operation in flight.
-func (a *Assigner) busy() bool {
-	for _, s := range a.slots {
-		if s.running || s.op != nil {
-			return true
-		}
-	}
-	return false
-}
-
-// stepFenced stops everything and withdraws Assignable. The leases stay
-// with this node in Raft until they expire (no renewal for LeaseTTL +
-// LeaseSafety in the other nodes' view), then the desired owners take them
-// over; or until this node renews again and restarts them.
-func (a *Assigner) stepFenced() {
-	for _, s := range a.slots {
-		switch {
-		case s.op != nil:
-			if s.op.kind != opStop {
-				s.op.cancel()
-			}
-		case s.running:
-			a.startStop(s)
-		}
-	}
-	a.setMeta(false)
-}
-
-// placeable returns the ids of the members placement may use, in this
-// node's view; this node itself counts when self is true.
-func (a *Assigner) placeable(members []cluster.Member, self bool) []string {
-	out := make([]string, 0, len(members))
-	for _, m := range members {
-		if m.ID != a.n.cfg.ID && m.Placeable() {
-			out = append(out, m.ID)
-		}
-	}
-	if self {
-		out = append(out, a.n.cfg.ID)
-	}
-	return out
-}
-
-func (a *Assigner) reconcile(now time.Time) {
-	me := a.n.cfg.ID
-	assignable := a.n.Joined() && !a.draining
-	a.setMeta(assignable)
-	view := a.n.fsm.View()
-	members := a.n.members.Members()
-	byID := make(map[string]cluster.Member, len(members))
-	ids := make([]string, 0, len(members))
-	for _, m := range members {
-		byID[m.ID] = m
-		ids = append(ids, m.ID)
-	}
-	a.renewals.observe(view, ids, a.cfg.LeaseTTL, a.cfg.LeaseSafety, now)
-	// Placement: the members gossip calls placeable, minus those whose
-	// node lease has expired in Raft (a node cut from Raft but not from
-	// gossip must not keep partitions nobody may take over).
-	eligible := slices.DeleteFunc(a.placeable(members, false), func(id string) bool {
-		_, _, expired := a.renewals.expired(id, now)
-		return expired
-	})
-	if assignable {
-		eligible = append(eligible, me)
-	}
-
-	desired := map[pkey]bool{}
-	jobs := view.Jobs()
+// partitionCounts returns the partition count of every job, asking
+// PartitionCount in the background for jobs that do not declare it, and
+// forgets the counts of jobs that are gone.
+func (a *Assigner) partitionCounts(jobs []Job, now time.Time) map[string]int32 {
+	out := make(map[string]int32, len(jobs))
 	live := make(map[string]bool, len(jobs))
 	for _, j := range jobs {
 		live[j.Name] = true
-		n := a.partitionCountFor(j, now)
-		for p := int32(0); p < n; p++ {
-			if cluster.Owner(cluster.PartitionKey(j.Name, p), eligible) == me {
-				desired[pkey{j.Name, p}] = true
-			}
-		}
+		out[j.Name] = a.partitionCountFor(j, now)
 	}
 	a.gcCounts(live)
-
-	keys := make([]pkey, 0, len(a.slots)+len(desired))
-	seen := map[pkey]bool{}
-	add := func(k pkey) {
-		if !seen[k] {
-			seen[k] = true
-			keys = append(keys, k)
-		}
-	}
-	for k := range a.slots {
-		add(k)
-	}
-	for k := range desired {
-		add(k)
-	}
-	for _, l := range view.Leases("") {
-		if l.Owner == me && !l.Released {
-			add(pkey{l.Job, l.Partition})
-		}
-	}
-	sort.Slice(keys, func(i, j int) bool {
-		if keys[i].job != keys[j].job {
-			return keys[i].job < keys[j].job
-		}
-		return keys[i].p < keys[j].p
-	})
-	for _, k := range keys {
-		a.reconcilePartition(k, view, desired[k], byID, now)
-	}
-	for k, s := range a.slots {
-		if !s.running && s.op == nil && !desired[k] && now.After(s.notBefore) {
-			if l, ok := view.Lease(k.job, k.p); !ok || l.Owner != me || l.Released {
-				delete(a.slots, k)
-			}
-		}
-	}
+	return out
 }
 
-func (a *Assigner) slotFor(k pkey, now time.Time) *slot {
-	s := a.slots[k]
-	if s == nil {
-		s = &slot{key: k, since: now}
-		a.slots[k] = s
-	}
-	return s
-}
-
-func (a *Assigner) reconcilePartition(k pkey, view View, want bool, byID map[string]cluster.Member, now time.Time) {
-	me := a.n.cfg.ID
-	s := a.slots[k]
-	if s != nil && s.op != nil {
-		return
-	}
-	lease, has := view.Lease(k.job, k.p)
-	if s != nil && s.running {
-		if !a.clock.valid(k.job, k.p, s.lease.Epoch, now) {
+// perform starts one op of the plan.
+func (a *Assigner) perform(o op, view View) {
+	k := o.key
+	switch o.kind {
+	case opCancel:
+		if c := a.cancels[k]; c != nil {
+			c()
+		}
+	case opStart:
+		a.startAcquire(k, o.acquire, o.deadSince)
+	case opHandoff:
+		a.startHandoff(k, o.lease)
+	case opStop:
+		switch o.reason {
+		case stopLeaseExpired:
 			a.metrics.lost.Inc()
-			a.log.Warn("lease expired (not renewed in time): stopping the partition", "job", k.job, "partition", k.p, "epoch", s.lease.Epoch, "lease_ttl", a.cfg.LeaseTTL)
-			a.startStop(s)
-			return
-		}
-		if view.Index() >= s.lease.ModifyIndex && (!has || lease.Owner != me || lease.Epoch != s.lease.Epoch || lease.Released) {
+			a.log.Warn("lease expired (not renewed in time): stopping the partition", "job", k.job, "partition", k.p, "epoch", o.lease.Epoch, "lease_ttl", a.cfg.LeaseTTL)
+		case stopLeaseLost:
 			a.metrics.lost.Inc()
-			a.log.Warn("lease lost: stopping the partition", "job", k.job, "partition", k.p, "epoch", s.lease.Epoch, "lease", describeLease(leasePtr(lease, has)))
-			a.startStop(s)
-			return
+			l, has := view.Lease(k.job, k.p)
+			a.log.Warn("lease lost: stopping the partition", "job", k.job, "partition", k.p, "epoch", o.lease.Epoch, "lease", describeLease(leasePtr(l, has)))
 		}
-		if !want && a.inflight < a.cfg.Parallelism {
-			a.startHandoff(s)
-		}
-		return
+		a.launch(k, opStop, func(context.Context) opResult {
+			a.cfg.Runner.Stop(k.job, k.p)
+			return opResult{}
+		})
+	case opRelease:
+		a.startRelease(k, o.lease)
 	}
-	if !want {
-		// A lease of ours that nothing runs under (left from a failed
-		// start, a failed release or an earlier incarnation): give it
-		// back so that the desired owner needs no takeover.
-		if has && lease.Owner == me && !lease.Released && (s == nil || view.Index() >= s.releasedIndex) {
-			s = a.slotFor(k, now)
-			if now.After(s.notBefore) && a.inflight < a.cfg.Parallelism {
-				a.startRelease(s, lease)
-			}
-		}
-		return
-	}
-	s = a.slotFor(k, now)
-	if now.Before(s.notBefore) || a.inflight >= a.cfg.Parallelism {
-		return
-	}
-	cmd := LeaseAcquire{Job: k.job, Partition: k.p, Owner: me,
-		TTLMs: a.cfg.LeaseTTL.Milliseconds(), SafetyMs: a.cfg.LeaseSafety.Milliseconds()}
-	var deadSince time.Time
-	switch {
-	case !has:
-	case lease.Released || lease.Owner == me:
-		cmd.PrevEpoch = lease.Epoch
-	default:
-		// Held by another node: only its expiry in Raft allows a takeover,
-		// whatever gossip says (a node cut from gossip but not from Raft
-		// keeps renewing and keeps its leases: no ping-pong).
-		cmd.PrevEpoch = lease.Epoch
-		// A holder neither in gossip nor in the node leases (it never
-		// renewed: an older version) is watched from now, index 0.
-		a.renewals.watch(lease.Owner, a.cfg.LeaseTTL, a.cfg.LeaseSafety, now)
-		idx, since, expired := a.renewals.expired(lease.Owner, now)
-		if !expired {
-			return // the holder runs it; it hands it over once it sees us
-		}
-		cmd.Takeover, cmd.HolderRenewIndex, deadSince = true, idx, since
-		if holder, known := byID[lease.Owner]; known && holder.Status != cluster.StatusAlive && holder.Since.Before(since) {
-			deadSince = holder.Since
-		}
-	}
-	a.startAcquire(s, cmd, deadSince)
 }
 
 // LeaseValid reports whether this node may still process and write for
@@ -781,21 +596,6 @@ func (a *Assigner) reconcilePartition(k pkey, view View, want bool, byID map[str
 // for every sink write.
 func (a *Assigner) LeaseValid(job string, p int32, epoch uint64) bool {
 	return a.clock.valid(job, p, epoch, time.Now())
-}
-
-// needsLease reports whether this node must hold a valid node lease: some
-// job exists or it holds a partition lease. An idle cluster writes no
-// renewals to the Raft log.
-func (a *Assigner) needsLease(v View) bool {
-	if len(v.Jobs()) > 0 {
-		return true
-	}
-	for _, l := range v.Leases("") {
-		if l.Owner == a.n.cfg.ID && !l.Released {
-			return true
-		}
-	}
-	return false
 }
 
 // renewLoop renews this node's lease through Raft every LeaseTTL/4 while it
@@ -813,7 +613,7 @@ func (a *Assigner) renewLoop() {
 			return
 		case <-timer.C:
 		}
-		if v := a.n.fsm.View(); !a.needsLease(v) {
+		if v := a.n.fsm.View(); !needsLease(v, a.n.cfg.ID) {
 			// Idle: wait for the next applied change (a job submitted).
 			wctx, cancel := context.WithTimeout(a.ctx, a.cfg.LeaseTTL)
 			_, _ = a.n.fsm.Wait(wctx, func(n View) bool { return n.Index() != v.Index() })
@@ -854,23 +654,23 @@ func leasePtr(l Lease, ok bool) *Lease {
 	return &l
 }
 
-func (a *Assigner) launch(s *slot, kind opKind, fn func(ctx context.Context) opResult) {
+// launch runs fn, the I/O of the planner's op kind for partition k, on its
+// own goroutine and delivers its result to the loop.
+func (a *Assigner) launch(k pkey, kind opKind, fn func(ctx context.Context) opResult) {
 	ctx, cancel := context.WithCancel(a.ctx)
-	s.op = &inflightOp{kind: kind, cancel: cancel}
-	s.since = time.Now()
-	a.inflight++
+	a.cancels[k] = cancel
 	a.opsWG.Add(1)
 	go func() {
 		defer a.opsWG.Done()
 		defer cancel()
 		r := fn(ctx)
-		r.key, r.kind = s.key, kind
+		r.key, r.kind = k, kind
 		a.deliver(r)
 	}()
 }
 
-func (a *Assigner) startAcquire(s *slot, cmd LeaseAcquire, deadSince time.Time) {
-	a.launch(s, opStart, func(ctx context.Context) opResult {
+func (a *Assigner) startAcquire(k pkey, cmd LeaseAcquire, deadSince time.Time) {
+	a.launch(k, opStart, func(ctx context.Context) opResult {
 		r := opResult{takeover: cmd.Takeover, deadSince: deadSince}
 		sent := time.Now()
 		res, err := a.n.Apply(ctx, cmd)
@@ -897,9 +697,8 @@ func (a *Assigner) startAcquire(s *slot, cmd LeaseAcquire, deadSince time.Time) 
 	})
 }
 
-func (a *Assigner) startHandoff(s *slot) {
-	lease := s.lease
-	a.launch(s, opHandoff, func(ctx context.Context) opResult {
+func (a *Assigner) startHandoff(k pkey, lease Lease) {
+	a.launch(k, opHandoff, func(ctx context.Context) opResult {
 		var r opResult
 		hctx, cancel := context.WithTimeout(ctx, a.cfg.HandoffTimeout)
 		point, err := a.cfg.Runner.Handoff(hctx, lease)
@@ -923,16 +722,8 @@ func (a *Assigner) startHandoff(s *slot) {
 	})
 }
 
-func (a *Assigner) startStop(s *slot) {
-	k := s.key
-	a.launch(s, opStop, func(context.Context) opResult {
-		a.cfg.Runner.Stop(k.job, k.p)
-		return opResult{}
-	})
-}
-
-func (a *Assigner) startRelease(s *slot, lease Lease) {
-	a.launch(s, opRelease, func(ctx context.Context) opResult {
+func (a *Assigner) startRelease(k pkey, lease Lease) {
+	a.launch(k, opRelease, func(ctx context.Context) opResult {
 		res, err := a.n.Apply(ctx, LeaseRelease{Job: lease.Job, Partition: lease.Partition, Owner: lease.Owner, Epoch: lease.Epoch})
 		if err != nil {
 			return opResult{err: fmt.Errorf("release lease: %w", err)}
@@ -941,35 +732,18 @@ func (a *Assigner) startRelease(s *slot, lease Lease) {
 	})
 }
 
-func (a *Assigner) backoff(s *slot, now time.Time) {
-	s.failures++
-	d := a.cfg.RetryMin
-	for i := 1; i < s.failures && d < a.cfg.RetryMax; i++ {
-		d *= 2
-	}
-	s.notBefore = now.Add(min(d, a.cfg.RetryMax))
-}
-
-// finish applies the result of an operation to its slot.
+// finish feeds the result of an operation to the planner, then logs it and
+// updates the metrics.
 func (a *Assigner) finish(r opResult, now time.Time) {
-	s := a.slots[r.key]
-	if s == nil || s.op == nil {
+	s := a.planner.finish(r, now)
+	if s == nil {
 		return
 	}
-	s.op = nil
-	s.since = now
-	a.inflight--
+	delete(a.cancels, r.key)
 	k := r.key
 	switch r.kind {
 	case opStart:
-		if r.granted {
-			s.lease = r.lease
-		}
 		if r.err != nil {
-			if r.granted {
-				a.clock.forget(k.job, k.p, r.lease.Epoch)
-			}
-			a.backoff(s, now)
 			switch {
 			case errors.Is(r.err, ErrConflict):
 				a.log.Debug("lease not granted", "job", k.job, "partition", k.p, "err", r.err)
@@ -982,7 +756,6 @@ func (a *Assigner) finish(r opResult, now time.Time) {
 			}
 			return
 		}
-		s.running, s.failures = true, 0
 		a.metrics.epoch.WithLabelValues(k.job, fmt.Sprint(k.p)).Set(float64(r.lease.Epoch))
 		if r.takeover {
 			a.metrics.recoveries.Inc()
@@ -992,73 +765,36 @@ func (a *Assigner) finish(r opResult, now time.Time) {
 		}
 		a.log.Info("partition started", "job", k.job, "partition", k.p, "epoch", r.lease.Epoch, "takeover", r.takeover, "handoff", r.lease.Handoff != nil)
 	case opHandoff:
-		s.running = false
-		a.clock.forget(k.job, k.p, s.lease.Epoch)
 		a.metrics.handoffs.Inc()
 		a.metrics.epoch.DeleteLabelValues(k.job, fmt.Sprint(k.p))
 		if r.err != nil {
-			a.backoff(s, now)
 			a.log.Warn("partition handed off but its lease is not released yet", "job", k.job, "partition", k.p, "err", r.err)
 			return
 		}
-		s.releasedIndex, s.failures = r.index, 0
 		a.log.Info("partition handed off", "job", k.job, "partition", k.p, "epoch", s.lease.Epoch)
 	case opStop:
-		s.running = false
-		a.clock.forget(k.job, k.p, s.lease.Epoch)
 		a.metrics.epoch.DeleteLabelValues(k.job, fmt.Sprint(k.p))
 		a.log.Info("partition stopped", "job", k.job, "partition", k.p, "epoch", s.lease.Epoch)
 	case opRelease:
 		if r.err != nil {
-			a.backoff(s, now)
 			if !errors.Is(r.err, ErrConflict) {
 				a.log.Warn("release of an unused lease failed", "job", k.job, "partition", k.p, "err", r.err)
 			}
 			return
 		}
-		s.releasedIndex, s.failures = r.index, 0
 	}
-	a.metrics.owned.Set(float64(a.countRunning()))
-}
-
-func (a *Assigner) countRunning() int {
-	n := 0
-	for _, s := range a.slots {
-		if s.running {
-			n++
-		}
-	}
-	return n
-}
-
-// checkDrained closes drained once a drain has nothing left to do.
-func (a *Assigner) checkDrained() {
-	if !a.draining || a.drainedClosed || a.busy() {
-		return
-	}
-	if !a.fenced {
-		for _, l := range a.n.fsm.View().Leases("") {
-			if l.Owner == a.n.cfg.ID && !l.Released {
-				return
-			}
-		}
-	}
-	a.drainedClosed = true
-	close(a.drained)
-	a.log.Info("drained: no partition runs here and no lease is held")
+	a.metrics.owned.Set(float64(a.planner.countRunning()))
 }
 
 // stopAll (on Close) cancels every operation, waits for them and stops
 // every partition still running.
 func (a *Assigner) stopAll() {
-	for _, s := range a.slots {
-		if s.op != nil {
-			s.op.cancel()
-		}
+	for _, c := range a.cancels {
+		c()
 	}
 	a.opsWG.Wait()
 	a.collect(time.Now())
-	for _, s := range a.slots {
+	for _, s := range a.planner.slots {
 		if s.running {
 			a.cfg.Runner.Stop(s.key.job, s.key.p)
 			s.running = false
@@ -1069,14 +805,16 @@ func (a *Assigner) stopAll() {
 	a.publishStatus()
 }
 
+var opStates = map[opKind]string{opStart: PartitionStarting, opHandoff: PartitionHandingOff, opStop: PartitionStopping, opRelease: PartitionReleasing}
+
 func (a *Assigner) publishStatus() {
-	out := make([]PartitionStatus, 0, len(a.slots))
-	for _, s := range a.slots {
+	out := make([]PartitionStatus, 0, len(a.planner.slots))
+	for _, s := range a.planner.slots {
 		st := PartitionStatus{Job: s.key.job, Partition: s.key.p, Node: a.n.cfg.ID, Since: s.since}
 		switch {
-		case s.op != nil:
-			st.State = map[opKind]string{opStart: PartitionStarting, opHandoff: PartitionHandingOff, opStop: PartitionStopping, opRelease: PartitionReleasing}[s.op.kind]
-			if s.op.kind != opStart {
+		case s.op != opNone:
+			st.State = opStates[s.op]
+			if s.op != opStart {
 				st.Epoch = s.lease.Epoch
 			}
 		case s.running:
