@@ -132,7 +132,7 @@ func TestTokenAndGossipKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(5 * time.Second) // many gossip rounds and join retries
-	members, err := c.Nodes[0].Client(5*time.Second).Members(ctx)
+	members, err := c.Nodes[0].Client(5 * time.Second).Members(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,25 +32,11 @@ func TestTLSCluster(t *testing.T) {
 		t.Fatalf("eddy dev certs: %v\n%s", err, out)
 	}
 	tokenFile := writeFile(t, dir, "token", token)
-	c, err := harness.New(harness.Options{
+	c := harness.Launch(t, harness.Options{
 		Binary: binary, Dir: dir, Nodes: 3, BootstrapExpect: 3,
 		Args: []string{"--api-token-file", tokenFile,
 			"--tls-cert", filepath.Join(certs, "node.pem"), "--tls-key", filepath.Join(certs, "node-key.pem"), "--tls-ca", filepath.Join(certs, "ca.pem")},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, n := range c.Nodes {
-				t.Logf("---- %s log tail:\n%s", n.ID, n.LogTail(30))
-			}
-		}
-		c.Close()
-	})
-	if err := c.StartAll(); err != nil {
-		t.Fatal(err)
-	}
 	pem, err := os.ReadFile(filepath.Join(certs, "ca.pem"))
 	if err != nil {
 		t.Fatal(err)

@@ -180,11 +180,24 @@ type Node struct {
 	logf func(string, ...any)
 }
 
-// Start prepares and starts opts.Nodes nodes (New, StartAll), waits for a
-// Raft leader (at most a minute) and returns the cluster; t fails on any
-// error. The nodes are stopped in t.Cleanup, which prints their log tails
-// when t failed.
+// Start is Launch followed by a wait for a Raft leader (at most a minute,
+// over plain HTTP); t fails on any error.
 func Start(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	c := Launch(t, opts)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, _, err := c.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// Launch prepares and starts opts.Nodes nodes (New, StartAll) without
+// waiting for a leader (for clusters the harness cannot poll, e.g. over
+// HTTPS); t fails on any error. The nodes are stopped in t.Cleanup, which
+// prints their log tails when t failed.
+func Launch(t testing.TB, opts Options) *Cluster {
 	t.Helper()
 	c, err := New(opts)
 	if err != nil {
@@ -199,11 +212,6 @@ func Start(t testing.TB, opts Options) *Cluster {
 		c.Close()
 	})
 	if err := c.StartAll(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if _, _, err := c.WaitLeader(ctx); err != nil {
 		t.Fatal(err)
 	}
 	return c
