@@ -30,6 +30,15 @@ type DeleteResult struct {
 	Index uint64 `json:"index"`
 }
 
+// Health is the answer of GET /healthz: the process is up.
+type Health struct {
+	Status string `json:"status"` // "ok"
+	ID     string `json:"id"`     // node id
+	// PID is the node's process id in its own PID namespace (1 in a
+	// container): eddy chaos signals local nodes by it.
+	PID int `json:"pid"`
+}
+
 // MemberInfo is one entry of GET /v1/cluster/members.
 type MemberInfo struct {
 	ID         string    `json:"id"`

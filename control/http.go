@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -44,7 +45,7 @@ const (
 //	GET    /v1/cluster/members, GET /v1/cluster/raft
 //	POST   /v1/cluster/leave, POST /v1/cluster/raft/{promote,remove} {"id": ID}
 //	POST   /v1/internal/apply             (node to node)
-//	GET    /metrics, /healthz, /readyz
+//	GET    /metrics, /healthz (Health), /readyz
 //
 // Errors are JSON ErrorBody with 400, 401, 404, 405, 409, 413, 503 or 504.
 func (n *Node) Handler() http.Handler {
@@ -72,7 +73,7 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/internal/apply", n.handleInternalApply)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.cfg.Gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "id": n.cfg.ID})
+		writeJSON(w, http.StatusOK, Health{Status: "ok", ID: n.cfg.ID, PID: os.Getpid()})
 	})
 	mux.HandleFunc("GET /readyz", n.handleReady)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { n.handleNoRoute(mux, w, r) })

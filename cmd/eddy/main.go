@@ -40,6 +40,7 @@ Start here:  eddy dev --bounded     (embedded broker + Aberdeen data + SQLite)`,
 		newCtlCmd(),
 		newSavepointCmd(),
 		newVerifyCmd(),
+		newChaosCmd(),
 	)
 	requireSubcommands(root)
 	return root

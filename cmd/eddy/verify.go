@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/eddy-iot/eddy/actors"
 	"github.com/eddy-iot/eddy/actors/dataset"
@@ -79,7 +80,12 @@ finishing).`,
 			return runVerify(ctx, &f, cmd.OutOrStdout())
 		},
 	}
-	fl := cmd.Flags()
+	f.register(cmd.Flags())
+	return cmd
+}
+
+// register adds the flags of eddy verify (also eddy chaos's) to fl.
+func (f *verifyFlags) register(fl *pflag.FlagSet) {
 	fl.StringVar(&f.job, "job", "", "job spec file (YAML, as for eddy run or eddy ctl job submit); required")
 	fl.StringVar(&f.data, "data", dataset.EmbeddedAberdeen, "dataset file replayed into the job's topic: .csv, .ndjson, .jsonl or .json, optionally .gz (default: the embedded Aberdeen data)")
 	fl.StringVar(&f.format, "format", "", "dataset format csv|ndjson (default: from the file name)")
@@ -91,7 +97,6 @@ finishing).`,
 	fl.StringVar(&f.sink, "sink", "", "sink to read: sqlite:PATH or mysql:DSN (default: the spec's first SQL sink)")
 	fl.IntVar(&f.maxDiffs, "max-diffs", 20, "example rows shown per difference category; 0 = all")
 	fl.DurationVar(&f.wait, "wait", 0, "re-read the sink every 2s until it matches or this much time has passed; 0 = read once")
-	return cmd
 }
 
 func runVerify(ctx context.Context, f *verifyFlags, stdout io.Writer) error {

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -142,40 +141,10 @@ func WaitOracle(t testing.TB, ctx context.Context, dsn string, want *oracle.Resu
 // holder it replaces, and a release comes from the holder.
 func CheckLeaseHistory(t testing.TB, hist []control.LeaseEvent) {
 	t.Helper()
-	hist = slices.Clone(hist)
-	sort.Slice(hist, func(i, j int) bool { return hist[i].Index < hist[j].Index })
-	type st struct {
-		holder   string
-		epoch    uint64
-		released bool
-	}
-	leases := map[int32]*st{}
-	kinds := map[string]int{}
-	for _, e := range hist {
-		kinds[e.Kind]++
-		l := leases[e.Partition]
-		if l == nil {
-			l = &st{released: true}
-			leases[e.Partition] = l
-		}
-		switch e.Kind {
-		case control.LeaseGranted, control.LeaseTakenOver:
-			if e.Epoch != l.epoch+1 {
-				t.Errorf("lease %d at index %d: epoch %d after %d", e.Partition, e.Index, e.Epoch, l.epoch)
-			}
-			if e.Kind == control.LeaseGranted && !l.released && l.holder != e.Owner {
-				t.Errorf("lease %d at index %d: %s acquired it while %s held it", e.Partition, e.Index, e.Owner, l.holder)
-			}
-			if e.Kind == control.LeaseTakenOver && (l.released || e.PrevOwner != l.holder) {
-				t.Errorf("lease %d at index %d: takeover by %s names %q, holder was %q (released %v)", e.Partition, e.Index, e.Owner, e.PrevOwner, l.holder, l.released)
-			}
-			l.holder, l.epoch, l.released = e.Owner, e.Epoch, false
-		case control.LeaseReleased:
-			if l.released || l.holder != e.Owner || l.epoch != e.Epoch {
-				t.Errorf("lease %d at index %d: release by %s at epoch %d, holder %s at %d (released %v)", e.Partition, e.Index, e.Owner, e.Epoch, l.holder, l.epoch, l.released)
-			}
-			l.released = true
-		}
+	kinds, err := control.CheckLeaseHistory(hist)
+	if err != nil {
+		t.Error(err)
+		return
 	}
 	t.Logf("lease history: %d events (%v), one holder per partition at every Raft index", len(hist), kinds)
 }
