@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -248,6 +247,14 @@ type chaosNode struct {
 	target  chaosTarget
 }
 
+// chaosRun is what the checks of a chaos run share.
+type chaosRun struct {
+	cl     *client.Client
+	hc     *http.Client // to each node, with --ca
+	scheme string       // of the --cluster URLs: http or https
+	job    string
+}
+
 type chaosFlags struct {
 	cluster, docker, schedule, join, logDir string
 	settle                                  time.Duration
@@ -343,6 +350,12 @@ func runChaos(ctx context.Context, f *chaosFlags, out io.Writer) error {
 		return err
 	}
 	defer cl.Close()
+	tc, err := f.ctl.tlsConfig()
+	if err != nil {
+		return err
+	}
+	scheme, _, _ := strings.Cut(urls[0], "://")
+	r := &chaosRun{cl: cl, job: spec.Name, scheme: scheme, hc: &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}}
 	if err := os.MkdirAll(f.logDir, 0o755); err != nil {
 		return fmt.Errorf("chaos: --log-dir: %w", err)
 	}
@@ -354,7 +367,7 @@ func runChaos(ctx context.Context, f *chaosFlags, out io.Writer) error {
 	}
 	var nodes []*chaosNode
 	for i, u := range urls {
-		h, err := health(ctx, u)
+		h, err := r.health(ctx, u)
 		if err != nil {
 			return fmt.Errorf("chaos: %s: %w", u, err)
 		}
@@ -377,7 +390,7 @@ func runChaos(ctx context.Context, f *chaosFlags, out io.Writer) error {
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(out, "%7.1fs  %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, args...))
 	}
-	if err := settled(ctx, cl, spec.Name, f.settle); err != nil {
+	if err := r.settled(ctx, f.settle); err != nil {
 		return fmt.Errorf("chaos: before the first event: %w", err)
 	}
 	joins := 0
@@ -405,7 +418,7 @@ func runChaos(ctx context.Context, f *chaosFlags, out io.Writer) error {
 			if err := victim.target.restart(); err != nil {
 				return fmt.Errorf("chaos: %s: %w", at, err)
 			}
-			if err := waitHealthy(ctx, victim.url, f.settle); err != nil {
+			if err := r.waitHealthy(ctx, victim.url, f.settle); err != nil {
 				return fmt.Errorf("chaos: %s: %s after its restart: %w", at, victim.id, err)
 			}
 			logf("%s: %s restarted (%s), answering", at, victim.id, victim.target)
@@ -440,7 +453,7 @@ func runChaos(ctx context.Context, f *chaosFlags, out io.Writer) error {
 			logf("%s: %d members alive", at, alive(before)+1)
 		}
 		t0 := time.Now()
-		if err := settled(ctx, cl, spec.Name, f.settle); err != nil {
+		if err := r.settled(ctx, f.settle); err != nil {
 			return fmt.Errorf("chaos: %s: %w", at, err)
 		}
 		logf("%s: every partition of %s runs again after %s", at, spec.Name, time.Since(t0).Round(time.Millisecond))
@@ -465,28 +478,15 @@ func runChaos(ctx context.Context, f *chaosFlags, out io.Writer) error {
 	return verr
 }
 
-func health(ctx context.Context, url string) (control.Health, error) {
+func (r *chaosRun) health(ctx context.Context, url string) (control.Health, error) {
 	var h control.Health
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(url, "/")+"/healthz", nil)
-	if err != nil {
-		return h, err
-	}
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Do(req)
-	if err != nil {
-		return h, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return h, fmt.Errorf("GET /healthz: %s", resp.Status)
-	}
-	return h, json.NewDecoder(resp.Body).Decode(&h)
+	return h, r.getJSON(ctx, strings.TrimSuffix(url, "/")+"/healthz", &h)
 }
 
-func waitHealthy(ctx context.Context, url string, timeout time.Duration) error {
+func (r *chaosRun) waitHealthy(ctx context.Context, url string, timeout time.Duration) error {
 	var err error
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
-		if _, err = health(ctx, url); err == nil {
+		if _, err = r.health(ctx, url); err == nil {
 			return nil
 		}
 		if serr := sleepCtx(ctx, 200*time.Millisecond); serr != nil {
@@ -496,27 +496,74 @@ func waitHealthy(ctx context.Context, url string, timeout time.Duration) error {
 	return fmt.Errorf("not answering after %s: %w", timeout, err)
 }
 
-// settled waits until every partition of job runs (or finished).
-func settled(ctx context.Context, cl *client.Client, job string, timeout time.Duration) error {
+// settled waits until every partition of job that has not finished runs
+// on exactly one node, by the nodes' own reports (GET /v1/local/partitions
+// of every alive member), not by the leases alone.
+func (r *chaosRun) settled(ctx context.Context, timeout time.Duration) error {
 	var last string
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
-		ps, err := cl.Partitions(ctx, job)
-		if err == nil && len(ps) > 0 {
-			idx := slices.IndexFunc(ps, func(p control.PartitionInfo) bool { return p.State != "running" && p.State != "finished" })
-			if idx < 0 {
-				return nil
-			}
-			last = fmt.Sprintf("partition %d is %s (owner %q)", ps[idx].Partition, ps[idx].State, ps[idx].Owner)
-		} else if err != nil {
-			last = err.Error()
-		} else {
-			last = "no partitions yet (is the job submitted?)"
+		if last = r.unsettled(ctx); last == "" {
+			return nil
 		}
-		if serr := sleepCtx(ctx, 250*time.Millisecond); serr != nil {
-			return serr
+		if err := sleepCtx(ctx, 250*time.Millisecond); err != nil {
+			return err
 		}
 	}
-	return fmt.Errorf("job %s not running everywhere after %s: %s", job, timeout, last)
+	return fmt.Errorf("job %s not running everywhere after %s: %s", r.job, timeout, last)
+}
+
+// unsettled returns why the job is not settled, "" when it is.
+func (r *chaosRun) unsettled(ctx context.Context) string {
+	ps, err := r.cl.Partitions(ctx, r.job)
+	if err != nil {
+		return err.Error()
+	}
+	if len(ps) == 0 {
+		return "no partitions yet (is the job submitted?)"
+	}
+	ms, err := r.cl.Members(ctx)
+	if err != nil {
+		return err.Error()
+	}
+	running := map[int32][]string{}
+	for _, m := range ms {
+		if m.Status != "alive" {
+			continue
+		}
+		var local []control.PartitionStatus
+		if err := r.getJSON(ctx, r.scheme+"://"+m.HTTPAddr+"/v1/local/partitions", &local); err != nil {
+			return fmt.Sprintf("%s: %v", m.ID, err)
+		}
+		for _, l := range local {
+			if l.Job == r.job && l.State == "running" {
+				running[l.Partition] = append(running[l.Partition], l.Node)
+			}
+		}
+	}
+	for _, p := range ps {
+		if p.State != "finished" && len(running[p.Partition]) != 1 {
+			return fmt.Sprintf("partition %d runs on %v (lease holder %q, state %s)", p.Partition, running[p.Partition], p.Owner, p.State)
+		}
+	}
+	return ""
+}
+
+func (r *chaosRun) getJSON(ctx context.Context, url string, v any) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := r.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
 }
 
 func leaderOf(ctx context.Context, cl *client.Client, nodes []*chaosNode) (*chaosNode, error) {

@@ -49,18 +49,29 @@ func (o *ctlOptions) client() (*client.Client, error) {
 	} else if t := os.Getenv("EDDY_TOKEN"); t != "" {
 		cfg.Token = t
 	}
-	if o.caFile != "" {
-		pem, err := os.ReadFile(o.caFile)
-		if err != nil {
-			return nil, fmt.Errorf("--ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--ca %s holds no PEM certificate", o.caFile)
-		}
-		cfg.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	tc, err := o.tlsConfig()
+	if err != nil {
+		return nil, err
 	}
+	cfg.TLS = tc
 	return client.New(cfg)
+}
+
+// tlsConfig is the client TLS configuration of --ca (nil without it: the
+// system roots).
+func (o *ctlOptions) tlsConfig() (*tls.Config, error) {
+	if o.caFile == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(o.caFile)
+	if err != nil {
+		return nil, fmt.Errorf("--ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--ca %s holds no PEM certificate", o.caFile)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
 func (o *ctlOptions) json() bool { return o.output == "json" }
