@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -150,7 +151,9 @@ func resolveIP(host string) (net.IP, error) {
 }
 
 // Join contacts the given gossip addresses (host:port) and retries, with
-// backoff up to 2 s, until at least one contact succeeds or ctx ends. An
+// exponential backoff (100 ms doubling to 2 s, ±20 % jitter so that nodes
+// started together do not retry in step), until at least one contact
+// succeeds or ctx ends. An
 // empty list returns nil at once (the node starts a new cluster). Returns
 // ctx's error when it ends first, or ErrShutdown.
 func (m *Membership) Join(ctx context.Context, addrs []string) error {
@@ -158,7 +161,7 @@ func (m *Membership) Join(ctx context.Context, addrs []string) error {
 	if len(addrs) == 0 {
 		return nil // nothing but this node to join: it is the seed
 	}
-	backoff := 100 * time.Millisecond
+	b := backoff.ExponentialBackOff{InitialInterval: 100 * time.Millisecond, RandomizationFactor: 0.2, Multiplier: 2, MaxInterval: 2 * time.Second}
 	for attempt := 1; ; attempt++ {
 		select {
 		case <-m.stop:
@@ -170,16 +173,14 @@ func (m *Membership) Join(ctx context.Context, addrs []string) error {
 			m.log.Info("joined cluster", "contacted", n)
 			return nil
 		}
-		m.log.Warn("join failed, retrying", "peers", addrs, "attempt", attempt, "err", err, "retry_in", backoff)
+		delay := b.NextBackOff()
+		m.log.Warn("join failed, retrying", "peers", addrs, "attempt", attempt, "err", err, "retry_in", delay)
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("cluster: join %v: %w (last error: %v)", addrs, ctx.Err(), err)
 		case <-m.stop:
 			return ErrShutdown
-		case <-time.After(backoff):
-		}
-		if backoff < 2*time.Second {
-			backoff *= 2
+		case <-time.After(delay):
 		}
 	}
 }

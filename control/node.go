@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/eddy-iot/eddy/cluster"
 	hclog "github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -413,10 +414,11 @@ func (n *Node) checkSize(cmd Command) error {
 // applyEncoded applies data on the leader, forwarding it if this node is
 // not the leader (unless the request was itself forwarded: then it answers
 // ErrNotLeader and the forwarder retries). Errors meaning "not applied" are
-// retried until a leader accepts or LeaderWait passes.
+// retried (5 ms doubling to 20 ms, ±20 % jitter) until a leader accepts or
+// LeaderWait passes.
 func (n *Node) applyEncoded(ctx context.Context, data []byte, forwarded bool) (Result, error) {
 	deadline := time.Now().Add(n.cfg.LeaderWait)
-	backoff := 5 * time.Millisecond
+	b := backoff.ExponentialBackOff{InitialInterval: 5 * time.Millisecond, RandomizationFactor: 0.2, Multiplier: 2, MaxInterval: 20 * time.Millisecond}
 	for {
 		var err error
 		var res Result
@@ -442,10 +444,7 @@ func (n *Node) applyEncoded(ctx context.Context, data []byte, forwarded bool) (R
 		case <-ctx.Done():
 		case <-n.ctx.Done():
 			return Result{}, ErrClosed
-		case <-time.After(backoff):
-		}
-		if backoff < 20*time.Millisecond {
-			backoff *= 2
+		case <-time.After(b.NextBackOff()):
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -330,8 +331,8 @@ func (e *sqlEngine) acquire(ctx context.Context) error {
 func (e *sqlEngine) release() { <-e.io }
 
 // A writer waiting for buffer space tries to write the buffer itself; after
-// a failed write it waits between minWaitBackoff and maxWaitBackoff
-// (doubling) before it tries again, or less if space is freed meanwhile.
+// a failed write it waits minWaitBackoff doubling to maxWaitBackoff (±20 %
+// jitter) before it tries again, or less if space is freed meanwhile.
 const (
 	minWaitBackoff = 50 * time.Millisecond
 	maxWaitBackoff = 2 * time.Second
@@ -461,7 +462,7 @@ func (e *sqlEngine) waitSpace(ctx context.Context, p int32, need int64) error {
 // waitLoop is waitSpace's loop; mu is held on entry and on return.
 func (e *sqlEngine) waitLoop(ctx context.Context, p int32, need int64) error {
 	limit := e.cfg.MaxBufferBytes
-	backoff := minWaitBackoff
+	b := backoff.ExponentialBackOff{InitialInterval: minWaitBackoff, RandomizationFactor: 0.2, Multiplier: 2, MaxInterval: maxWaitBackoff}
 	var lastErr error
 	for e.full(need) {
 		space := e.space
@@ -473,8 +474,7 @@ func (e *sqlEngine) waitLoop(ctx context.Context, p int32, need int64) error {
 			e.release()
 			if err != nil && ctx.Err() == nil {
 				lastErr = err
-				timer := time.NewTimer(backoff)
-				backoff = min(2*backoff, maxWaitBackoff)
+				timer := time.NewTimer(b.NextBackOff())
 				select {
 				case <-space:
 				case <-timer.C:

@@ -118,7 +118,8 @@ func (r *Runner) rollJob(job string, old *jobRuntime) {
 	}
 	unlock()
 
-	for delay := 500 * time.Millisecond; ; delay = min(2*delay, 30*time.Second) {
+	b := restartBackoff(500 * time.Millisecond)
+	for {
 		done, err := r.rollStart(job, ps, parts, points)
 		if done {
 			if err == nil {
@@ -126,6 +127,7 @@ func (r *Runner) rollJob(job string, old *jobRuntime) {
 			}
 			return
 		}
+		delay := b.NextBackOff()
 		log.Warn("rollout: the new revision does not start yet", "retry_in", delay, "err", err)
 		select {
 		case <-r.ctx.Done():

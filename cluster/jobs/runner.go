@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eddy-iot/eddy/actors"
@@ -363,19 +364,27 @@ func (r *Runner) ack(ctx context.Context, job string, p int32, epoch uint64, id 
 	}
 }
 
+// restartBackoff returns the delays between the attempts to (re)start a
+// partition: initial doubling to 30 s, ±20 % jitter so that the partitions
+// of a failed sink do not retry in step.
+func restartBackoff(initial time.Duration) *backoff.ExponentialBackOff {
+	return &backoff.ExponentialBackOff{InitialInterval: initial, RandomizationFactor: 0.2, Multiplier: 2, MaxInterval: 30 * time.Second}
+}
+
 // failed restarts a partition that stopped on an error, from its newest
 // restore point, as long as the Assigner still has it here under epoch
-// (retried with a backoff of 1 s doubling up to 30 s).
+// (retried with restartBackoff from 1 s).
 func (r *Runner) failed(job string, p int32, epoch uint64, cause error) {
 	r.wg.Add(1)
 	r.reportFailed(job, p, epoch, cause)
 	go func() {
 		defer r.wg.Done()
-		for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
+		b := restartBackoff(time.Second)
+		for {
 			select {
 			case <-r.ctx.Done():
 				return
-			case <-time.After(delay):
+			case <-time.After(b.NextBackOff()):
 			}
 			done, err := r.restartNow(job, p, epoch)
 			if err == nil && done {
@@ -401,7 +410,8 @@ func (r *Runner) restart(job string, p int32, epoch uint64, why string) {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		for delay := 100 * time.Millisecond; ; delay = min(2*delay, 30*time.Second) {
+		b := restartBackoff(100 * time.Millisecond)
+		for {
 			done, err := r.restartNow(job, p, epoch)
 			if err == nil && done {
 				r.metrics.restarts.WithLabelValues("checkpoint_aborted").Inc()
@@ -416,7 +426,7 @@ func (r *Runner) restart(job string, p int32, epoch uint64, why string) {
 			select {
 			case <-r.ctx.Done():
 				return
-			case <-time.After(delay):
+			case <-time.After(b.NextBackOff()):
 			}
 		}
 	}()

@@ -5,7 +5,8 @@
 //
 // Retries: a request that certainly did not take effect — connection
 // refused, or HTTP 503 (no leader / not leader / node closing) — is retried
-// with backoff (25 ms doubling to 500 ms), rotating through Config.Addrs,
+// with exponential backoff (25 ms doubling to 500 ms, ±20 % jitter;
+// github.com/cenkalti/backoff), rotating through Config.Addrs,
 // until Config.RetryTimeout or the context ends. Reads are also retried on
 // any other transport error. A write whose answer was lost (connection
 // reset after sending, HTTP 502/504) is not retried: it returns an error
@@ -37,6 +38,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/cenkalti/backoff/v5"
 
 	"github.com/eddy-iot/eddy/control"
 )
@@ -401,11 +404,17 @@ func (c *Client) DeleteJob(ctx context.Context, name string) error {
 	return err
 }
 
+// retryBackoff returns the delays between the attempts of one request:
+// 25 ms doubling to 500 ms, ±20 % jitter.
+func retryBackoff() *backoff.ExponentialBackOff {
+	return &backoff.ExponentialBackOff{InitialInterval: 25 * time.Millisecond, RandomizationFactor: 0.2, Multiplier: 2, MaxInterval: 500 * time.Millisecond}
+}
+
 // do sends req with the retry policy of the package doc and decodes a 200
 // answer into out (if not nil).
 func (c *Client) do(ctx context.Context, req request, out any) (http.Header, error) {
 	deadline := time.Now().Add(c.cfg.RetryTimeout)
-	backoff := 25 * time.Millisecond
+	b := retryBackoff()
 	start := int(c.cur.Load())
 	refused := map[int]bool{}
 	for attempt := 0; ; attempt++ {
@@ -444,10 +453,7 @@ func (c *Client) do(ctx context.Context, req request, out any) (http.Header, err
 			select {
 			case <-ctx.Done():
 				return nil, fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
-			case <-time.After(backoff):
-			}
-			if backoff < 500*time.Millisecond {
-				backoff *= 2
+			case <-time.After(b.NextBackOff()):
 			}
 		}
 	}
@@ -456,7 +462,7 @@ func (c *Client) do(ctx context.Context, req request, out any) (http.Header, err
 // doAt sends req to one address with the retry policy but no rotation.
 func (c *Client) doAt(ctx context.Context, addr string, req request, out any) (http.Header, error) {
 	deadline := time.Now().Add(c.cfg.RetryTimeout)
-	backoff := 25 * time.Millisecond
+	b := retryBackoff()
 	for {
 		h, err, retry := c.attempt(ctx, addr, req, out)
 		if !retry || ctx.Err() != nil || time.Now().After(deadline) {
@@ -465,10 +471,7 @@ func (c *Client) doAt(ctx context.Context, addr string, req request, out any) (h
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(backoff):
-		}
-		if backoff < 500*time.Millisecond {
-			backoff *= 2
+		case <-time.After(b.NextBackOff()):
 		}
 	}
 }
