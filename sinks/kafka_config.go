@@ -113,7 +113,7 @@ func DefaultKafkaConfig() KafkaConfig {
 		WindowsTopic:       DefaultKafkaTopicPrefix + "." + TableWindows,
 		WorkPeriodsTopic:   DefaultKafkaTopicPrefix + "." + TableWorkPeriods,
 		CheckpointTopic:    DefaultKafkaTopicPrefix + ".checkpoints",
-		Version:            "2.8.0",
+		Version:            kafkaconf.DefaultVersion,
 		ClientID:           "eddy",
 		TransactionTimeout: time.Minute,
 		Compression:        "none",
