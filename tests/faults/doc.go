@@ -37,6 +37,10 @@
 //     incomplete (GET /v1/checkpoints, polled). The job also writes to the
 //     transactional Kafka sink, whose read_committed topics must equal the
 //     oracle too (allowed lateness 0 here: one message per window).
+//   - TestHungBroker: the broker process (source, transactional Kafka sink
+//     and replay target) is SIGSTOPped twice for a seeded 5–20 s and 2–8 s;
+//     prints how long after SIGCONT the job reads again. The read_committed
+//     Kafka topics must equal the oracle too.
 //   - TestStoppedMariaDB: a private mariadbd (own datadir and port; the
 //     shared server on 3306 is never touched) is SIGSTOPped for a seeded
 //     10–60 s during the run; prints the nodes' RSS during the outage.

@@ -169,6 +169,7 @@ type env struct {
 	ctx            context.Context
 	dir, dsn, data string
 	broker         string
+	brokerProc     *harness.Broker
 	checkpoints    string // checkpoint storage directory
 	want           *oracle.Result
 	c              *harness.Cluster
@@ -199,7 +200,8 @@ func newEnv(t *testing.T, cfg envConfig) *env {
 	t.Logf("oracle: %s", e.want.Summary())
 	span := time.Duration(*recordsFlag) * eventStep
 	e.speed = span.Seconds() / cfg.replayFor.Seconds()
-	e.broker = harness.StartBroker(t, eddyBin, e.dir, partitions)
+	e.brokerProc = harness.StartBrokerProcess(t, eddyBin, e.dir, partitions)
+	e.broker = e.brokerProc.Addr
 	e.checkpoints = filepath.Join(e.dir, "checkpoints")
 	extra := jobEventTime(cfg.lateness)
 	if cfg.kafkaSink {

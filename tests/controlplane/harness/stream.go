@@ -29,6 +29,18 @@ import (
 // it accepts connections and returns its address. It is stopped (SIGTERM)
 // in t.Cleanup.
 func StartBroker(t testing.TB, bin, dir string, partitions int32) string {
+	return StartBrokerProcess(t, bin, dir, partitions).Addr
+}
+
+// Broker is a running `eddy dev broker` process.
+type Broker struct {
+	Addr string
+	Cmd  *exec.Cmd
+}
+
+// StartBrokerProcess is StartBroker, returning the process too (to signal
+// it: a hung broker is SIGSTOP).
+func StartBrokerProcess(t testing.TB, bin, dir string, partitions int32) *Broker {
 	t.Helper()
 	addr := FreeAddr(t)
 	cmd := exec.Command(bin, "dev", "broker", "--listen", addr, "--partitions", fmt.Sprint(partitions), "--data-dir", filepath.Join(dir, "kafka"))
@@ -38,6 +50,7 @@ func StartBroker(t testing.TB, bin, dir string, partitions int32) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGCONT)
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 	})
@@ -48,7 +61,7 @@ func StartBroker(t testing.TB, bin, dir string, partitions int32) string {
 		}
 		return err
 	})
-	return addr
+	return &Broker{Addr: addr, Cmd: cmd}
 }
 
 // Replay is a running `eddy replay` process.
