@@ -37,6 +37,11 @@
 //     incomplete (GET /v1/checkpoints, polled). The job also writes to the
 //     transactional Kafka sink, whose read_committed topics must equal the
 //     oracle too (allowed lateness 0 here: one message per window).
+//   - TestQuorumLoss: two of the three nodes SIGKILLed at once (the leader
+//     and a follower, then both followers) for a seeded 3–10 s: the
+//     survivor has no quorum, its leases expire unrenewed and it must stop
+//     its partitions; prints when it did and how long after the restart
+//     every partition ran again. Epoch audit as in TestPause.
 //   - TestHungBroker: the broker process (source, transactional Kafka sink
 //     and replay target) is SIGSTOPped twice for a seeded 5–20 s and 2–8 s;
 //     prints how long after SIGCONT the job reads again. The read_committed
