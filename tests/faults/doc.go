@@ -49,6 +49,9 @@
 //   - TestStoppedMariaDB: a private mariadbd (own datadir and port; the
 //     shared server on 3306 is never touched) is SIGSTOPped for a seeded
 //     10–60 s during the run; prints the nodes' RSS during the outage.
+//   - TestKilledMariaDB: the same private mariadbd SIGKILLed twice and
+//     restarted after a seeded 3–15 s (broken connections, refused ones,
+//     InnoDB crash recovery). Epoch audit as in TestPause.
 //
 // Every test also checks the Raft lease history (one holder per partition
 // at every index) and the partition observer (no two nodes running one
@@ -58,7 +61,7 @@
 // TestPause, TestNetworkPartition and TestStalledCheckpoint need a MariaDB
 // server for their sink databases (tests/mariadbtest: skipped without one,
 // failed in CI). TestNetworkPartition
-// needs root and iptables, TestStoppedMariaDB root, mysql_install_db and
+// needs root and iptables, TestStoppedMariaDB and TestKilledMariaDB root, mysql_install_db and
 // mariadbd; without them they skip, except with CI=true, where they fail.
 // Run them with
 //
