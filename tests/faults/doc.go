@@ -42,6 +42,9 @@
 //     survivor has no quorum, its leases expire unrenewed and it must stop
 //     its partitions; prints when it did and how long after the restart
 //     every partition ran again. Epoch audit as in TestPause.
+//   - TestDiskFull: node n2's data directory (Raft log, state store) on a
+//     64 MiB tmpfs of its own, filled to ENOSPC for a seeded 5–15 s, then
+//     freed. Needs root (mount). Epoch audit as in TestPause.
 //   - TestHungBroker: the broker process (source, transactional Kafka sink
 //     and replay target) is SIGSTOPped twice for a seeded 5–20 s and 2–8 s;
 //     prints how long after SIGCONT the job reads again. The read_committed

@@ -160,6 +160,9 @@ type envConfig struct {
 	// checkpointYAML are more lines of the spec's checkpoint section
 	// (indented two spaces), e.g. "  ack_timeout: 2s\n".
 	checkpointYAML string
+	// beforeStart, if set, runs before the nodes start, with the test's
+	// directory (node i keeps its data in dir/n<i>/data).
+	beforeStart func(dir string)
 }
 
 // env is one test's cluster: broker, 3 nodes, the job submitted and
@@ -210,6 +213,9 @@ func newEnv(t *testing.T, cfg envConfig) *env {
 	spec := harness.BoundedSpec(job, e.broker, e.want, "mysql:"+e.dsn, "file://"+e.checkpoints, extra)
 	spec = strings.Replace(spec, "\ncheckpoint:\n", "\ncheckpoint:\n"+cfg.checkpointYAML, 1)
 
+	if cfg.beforeStart != nil {
+		cfg.beforeStart(e.dir)
+	}
 	e.c = harness.Start(t, harness.Options{Binary: eddyBin, Dir: e.dir, Nodes: 3, BootstrapExpect: 3,
 		Args: cfg.nodeArgs, GidBase: cfg.gidBase, Logf: t.Logf})
 	e.cl = e.c.Client(0, 30*time.Second)
