@@ -66,6 +66,7 @@ type checkpointer struct {
 	epoch      int64                  // lease epoch substitute on one node: start time, Unix ms
 	delay      time.Duration          // TestCheckpointDelayEnv
 	fail       context.CancelCauseFunc
+	offsets    *OffsetCommitter // nil: offset commits off
 
 	events   chan ckEvent
 	requests chan *ckRequest
@@ -609,8 +610,9 @@ func (ck *checkpointer) abort(cur *inflight, cause error) {
 	}
 }
 
-// complete handles a complete checkpoint: metrics, the commit of the
-// transactional sinks, retention, the requester. It returns the wait for
+// complete handles a complete checkpoint: metrics, the commit of its
+// source offsets to the consumer group, the commit of the transactional
+// sinks, retention, the requester. It returns the wait for
 // the commits when the requester must see them first.
 func (ck *checkpointer) complete(ctx context.Context, cur *inflight, m *checkpoint.Manifest) *commitWait {
 	j := ck.j
@@ -626,6 +628,15 @@ func (ck *checkpointer) complete(ctx context.Context, cur *inflight, m *checkpoi
 	ck.status.Last = m
 	ck.status.Completed++
 	ck.mu.Unlock()
+
+	// The group's committed offsets follow the completed checkpoint (lag
+	// tools read them; restore does not): one asynchronous commit, so a
+	// slow broker never holds the coordinator loop.
+	offsets := make(map[int32]int64, len(m.Partitions))
+	for _, a := range m.Partitions {
+		offsets[a.Partition] = a.Offset
+	}
+	ck.offsets.Submit(m.ID, offsets)
 
 	var w *commitWait
 	if len(j.tx) > 0 {

@@ -59,6 +59,13 @@ type SourceConfig struct {
 	// Security is the TLS and SASL configuration of the connections to
 	// the brokers; default plaintext without authentication.
 	Security kafkaconf.Security
+	// GroupID is the Kafka consumer group the job commits the source
+	// offsets of its completed checkpoints to, for lag tools
+	// (kafka-consumer-groups, Burrow); a restore never reads them (see
+	// OffsetCommitter). "" = DefaultGroupID ("eddy-<job name>");
+	// GroupIDOff ("-") = no commits; else see ValidateGroupID. Without
+	// checkpoints nothing is committed.
+	GroupID string
 }
 
 // Config is a job's runtime configuration. The zero value is not valid:
@@ -184,6 +191,11 @@ func (c *Config) Validate() error {
 	if err := c.Source.Security.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("actors: source: %w", err))
 	}
+	if c.Source.GroupID != GroupIDOff {
+		if err := ValidateGroupID(c.OffsetGroup()); err != nil {
+			errs = append(errs, fmt.Errorf("actors: source group id: %w", err))
+		}
+	}
 	if c.BatchSize <= 0 {
 		errs = append(errs, fmt.Errorf("actors: batch size must be > 0, got %d", c.BatchSize))
 	}
@@ -222,6 +234,7 @@ type Job struct {
 	tx      []sinks.TransactionalSink // written through a PartitionTxn per partition (checkpoints on)
 	devices operators.DeviceLookup
 	metrics *Metrics
+	commits *prometheus.CounterVec // eddy_offset_commits_total
 	log     *slog.Logger
 
 	mu    sync.Mutex
@@ -248,7 +261,7 @@ func NewJob(cfg Config, sink sinks.Sink, devices operators.DeviceLookup, reg pro
 	if log == nil {
 		log = slog.Default()
 	}
-	j := &Job{cfg: cfg, devices: devices, metrics: NewMetrics(reg), log: log}
+	j := &Job{cfg: cfg, devices: devices, metrics: NewMetrics(reg), commits: NewOffsetCommitMetrics(reg), log: log}
 	for _, s := range flatten(sink) {
 		if ts, ok := s.(sinks.TransactionalSink); ok && cfg.Checkpoint.Enabled() {
 			j.tx = append(j.tx, ts)
@@ -404,6 +417,10 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 			return Summary{}, err
 		}
 		defer ck.close()
+		if ck.offsets, err = NewOffsetCommitter(j.cfg, j.commits, j.log); err != nil {
+			return Summary{}, err
+		}
+		defer ck.offsets.Close() // after the final checkpoint: sends its commit
 	}
 
 	system := newActorSystem(j.log)

@@ -28,6 +28,17 @@ type Spec struct {
 		// (exclusive) instead of the end at start; implies bounded.
 		EndOffsets   map[int32]int64 `yaml:"end_offsets"`
 		KafkaVersion string          `yaml:"kafka_version"`
+		// GroupID is the Kafka consumer group to which the source offsets
+		// of every completed checkpoint are committed (the next offset to
+		// read of each partition), so that kafka-consumer-groups
+		// --describe and Burrow show the job's lag. Informational only: a
+		// restore resumes from the checkpoint, never from the group; a
+		// failed commit is a warning and eddy_offset_commits_total{result=
+		// "error"}. Default "eddy-<name>"; "-" = no commits; no
+		// whitespace or control characters, at most 249 bytes. Use a
+		// group no other consumer joins (its members make the broker
+		// refuse eddy's commits).
+		GroupID string `yaml:"group_id"`
 		// TLS to the brokers (see kafkaconf.TLS): enable, ca_file,
 		// cert_file, key_file, server_name.
 		TLS struct {
@@ -176,6 +187,7 @@ func (s *Spec) Config() (Config, error) {
 	setIf(&c.Source.Topic, s.Source.Topic)
 	setIf(&c.Source.StartOffset, s.Source.StartOffset)
 	setIf(&c.Source.KafkaVersion, s.Source.KafkaVersion)
+	c.Source.GroupID = s.Source.GroupID
 	c.Source.Security = kafkaconf.Security{
 		TLS:  kafkaconf.TLS(s.Source.TLS),
 		SASL: kafkaconf.SASL{Mechanism: s.Source.SASL.Mechanism, User: s.Source.SASL.User, Password: s.Source.SASL.Password},

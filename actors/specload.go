@@ -262,6 +262,7 @@ var configRules = []struct{ prefix, field string }{
 	{"actors: source end offsets", "source.end_offsets"},
 	{"actors: source end offset", "source.end_offsets"},
 	{"actors: source kafka version", "source.kafka_version"},
+	{"actors: source group id", "source.group_id"},
 	{"actors: batch size", "batch_size"},
 	{"actors: batch linger", "batch_linger"},
 	{"actors: checkpoint interval", "checkpoint.interval"},
