@@ -71,11 +71,15 @@
 //     deleted. Config.Checkpoint.FromSavepoint starts a run from one: it is
 //     copied into a new checkpoint first, so a crash before the run's first
 //     checkpoint still restores the savepoint.
+//   - Lag: each completed checkpoint's resume offsets are committed to the
+//     Kafka consumer group Config.OffsetGroup (OffsetCommitter), for lag
+//     tools only; recovery never reads them.
 //
 // Metrics: eddy_checkpoint_duration_seconds, _partition_duration_seconds,
 // _sync_duration_seconds (the pause at the barrier), eddy_checkpoint_size_bytes,
 // eddy_checkpoint_last_completed_id, eddy_checkpoints_total{kind,result},
-// eddy_checkpoint_restore_duration_seconds, eddy_state_devices{partition}.
+// eddy_checkpoint_restore_duration_seconds, eddy_state_devices{partition},
+// eddy_offset_commits_total{result}.
 //
 // Single node only: the coordinator keeps its state in memory and in
 // checkpoint storage; two runs of one job must not share a storage URL. The

@@ -44,6 +44,9 @@
 // The FSM completes a checkpoint when all partitions acked; nodes then tell
 // the transactional sinks to commit. A new leader continues from the
 // records in the log: a leader change loses no ack and no checkpoint.
+// The leader also commits the complete checkpoint's offsets to the job's
+// Kafka consumer group (source.group_id, actors.OffsetCommitter), so lag
+// tools see the job's lag; recovery never reads them.
 //
 // # Limits
 //

@@ -1,6 +1,10 @@
 package jobs
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eddy-iot/eddy/actors"
+)
 
 // metrics of a Service, registered on Config.Registerer (a second Service
 // in the same process shares the first one's collectors).
@@ -11,6 +15,9 @@ type metrics struct {
 	aborts prometheus.Counter
 	// restarts: eddy_partition_restarts_total{reason}.
 	restarts *prometheus.CounterVec
+	// offsetCommits: eddy_offset_commits_total{result} of the leader's
+	// consumer-group offset commits (actors.NewOffsetCommitMetrics).
+	offsetCommits *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -28,10 +35,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Partitions this node restarted in place from their last restore point, by reason: failed (source, sink or state error), checkpoint_aborted (transactional sinks: the open transaction of an aborted checkpoint was aborted).",
 		}, []string{"reason"}),
 	}
+	m.offsetCommits = actors.NewOffsetCommitMetrics(nil)
 	m.restarts.WithLabelValues("failed")
 	m.restarts.WithLabelValues("checkpoint_aborted")
 	if reg != nil {
-		tolerantRegisterer{reg}.MustRegister(m.snapshotsDeleted, m.aborts, m.restarts)
+		tolerantRegisterer{reg}.MustRegister(m.snapshotsDeleted, m.aborts, m.restarts, m.offsetCommits)
 	}
 	return m
 }

@@ -40,7 +40,8 @@ type Service struct {
 	gcAt      map[string]time.Time         // last snapshot collection, by job
 	gcBusy    map[string]bool              // a collection of the job runs
 	stores    map[string]*checkpoint.Storage
-	gcDone    chan string // job whose collection ended
+	gcDone    chan string              // job whose collection ended
+	offsets   map[string]*groupOffsets // consumer-group offset committers, by job (leader)
 }
 
 // barrier is a checkpoint barrier drive sent a partition under a lease epoch.
@@ -71,7 +72,7 @@ func Start(node *control.Node, cfg Config) (*Service, error) {
 		committed: map[string]uint64{}, started: map[string]time.Time{}, aborting: map[string]time.Time{},
 		aborted: map[string]uint64{}, barriers: map[string]map[int32]barrier{}, storages: map[string]string{}, deletedAt: map[string]time.Time{},
 		gcAt: map[string]time.Time{}, gcBusy: map[string]bool{}, stores: map[string]*checkpoint.Storage{},
-		gcDone: make(chan string, 16)}
+		gcDone: make(chan string, 16), offsets: map[string]*groupOffsets{}}
 	s.metrics = newMetrics(cfg.Registerer)
 	s.runner = newRunner(node, cfg)
 	s.runner.log = cfg.Logger
@@ -129,6 +130,7 @@ func (s *Service) Close() error {
 	s.once.Do(func() {
 		s.cancel()
 		s.wg.Wait()
+		s.closeOffsets() // the coordinator goroutine that owns them returned
 		err = errors.Join(s.asg.Close(), s.runner.close())
 		for _, st := range s.stores {
 			err = errors.Join(err, st.Close())
@@ -162,6 +164,12 @@ func (s *Service) coordinate() {
 		if s.node.IsLeader() {
 			s.lead(view)
 			s.collectDeleted(view)
+			s.commitOffsets(view)
+		} else {
+			for name, g := range s.offsets { // leadership lost: the new leader commits
+				s.closeOffsetsLater(g.c)
+				delete(s.offsets, name)
+			}
 		}
 		s.drive(view)
 		s.runner.gc(view)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -366,4 +367,91 @@ func TestHandoffSnapshotsCollected(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestOffsetsCommittedToGroup: on a two-node cluster, the leader commits
+// the resume offsets of the newest complete checkpoint — of the
+// partitions of both nodes, in one commit — to the job's consumer group
+// (default eddy-<job>): an independent sarama ClusterAdmin reads exactly
+// the offsets the FSM's complete checkpoint holds, which cover every
+// produced record. The follower commits nothing.
+func TestOffsetsCommittedToGroup(t *testing.T) {
+	const partitions, records = 4, 400
+	c := startCluster1(t, partitions)
+	sc := sarama.NewConfig()
+	sc.Version = sarama.V2_8_0_0
+	sc.Producer.Return.Successes = true
+	sc.Producer.Partitioner = sarama.NewHashPartitioner
+	prod, err := sarama.NewSyncProducer(c.broker.Addrs(), sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []*sarama.ProducerMessage
+	for i := range records {
+		dev := fmt.Sprintf("dev-%d", i%10)
+		msgs = append(msgs, &sarama.ProducerMessage{Topic: "iot-topic", Key: sarama.StringEncoder(dev),
+			Value: sarama.StringEncoder(fmt.Sprintf(`{"event_time":"2019-03-01 00:%02d:%02d","metric":%d,"pboxid":%q,"latitude":57.1,"longitude":-2.1}`, i/60%60, i%60, i%100, dev))})
+	}
+	if err := prod.SendMessages(msgs); err != nil {
+		t.Fatal(err)
+	}
+	prod.Close()
+	var join []string
+	for _, m := range c.node.Membership().Members() {
+		join = append(join, m.GossipAddr)
+	}
+	_, svc2, _ := startMember(t, "n2", 0, join)
+	const job = "lag-job"
+	c.submitN(t, job, c.spec(job, "discard", t.TempDir(), "200ms", ""), partitions)
+
+	admin, err := sarama.NewClusterAdmin(c.broker.Addrs(), sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	var last control.Checkpoint
+	harness.Eventually(t, 60*time.Second, func() error {
+		cp, ok := c.node.FSM().View().LastCompleteCheckpoint(job)
+		if !ok {
+			return fmt.Errorf("no complete checkpoint")
+		}
+		want := map[int32]int64{}
+		var sum int64
+		for _, a := range cp.Acks {
+			want[a.Partition] = a.Offset
+			sum += a.Offset
+		}
+		if sum != records {
+			return fmt.Errorf("checkpoint %d covers %d of %d records", cp.ID, sum, records)
+		}
+		resp, err := admin.ListConsumerGroupOffsets("eddy-"+job, map[string][]int32{"iot-topic": {0, 1, 2, 3}})
+		if err != nil {
+			return err
+		}
+		got := map[int32]int64{}
+		for p, b := range resp.Blocks["iot-topic"] {
+			if b.Offset >= 0 {
+				got[p] = b.Offset
+			}
+		}
+		if !reflect.DeepEqual(got, want) {
+			return fmt.Errorf("group eddy-%s offsets %v, checkpoint %d offsets %v", job, got, cp.ID, want)
+		}
+		last = cp
+		return nil
+	})
+	owners := map[string]bool{}
+	for _, a := range c.node.FSM().View().Leases(job) {
+		owners[a.Owner] = true
+	}
+	t.Logf("group eddy-%s = checkpoint %d (%+v); partition owners %v", job, last.ID, last.Acks, owners)
+	if n := counterValue(t, c.svc.metrics.offsetCommits.WithLabelValues("ok")); n < 1 {
+		t.Errorf("leader: eddy_offset_commits_total{result=ok} = %v", n)
+	}
+	if n := counterValue(t, c.svc.metrics.offsetCommits.WithLabelValues("error")); n != 0 {
+		t.Errorf("leader: eddy_offset_commits_total{result=error} = %v", n)
+	}
+	if n := counterValue(t, svc2.metrics.offsetCommits.WithLabelValues("ok")); n != 0 {
+		t.Errorf("follower: eddy_offset_commits_total{result=ok} = %v, want 0", n)
+	}
 }
