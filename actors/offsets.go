@@ -93,7 +93,8 @@ const offsetCommitTimeout = 5 * time.Second
 // checkpoint's resume offset. It is a "simple" commit (Kafka's
 // OffsetCommit with generation -1 and no member id, as
 // kafka-consumer-groups --reset-offsets makes): eddy places partitions
-// itself and never joins the group. One OffsetCommit request to the
+// itself and never joins the group (Kafka and the kfake dev broker accept
+// such commits on a group without members). One OffsetCommit request to the
 // group coordinator carries every partition of the checkpoint. A group
 // with active members of another consumer refuses it (UNKNOWN_MEMBER_ID).
 //

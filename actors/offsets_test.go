@@ -272,3 +272,33 @@ func TestSpecGroupID(t *testing.T) {
 		}
 	}
 }
+
+// TestOffsetCommitterBrokerDown: with no broker listening, a commit fails
+// within the committer's timeouts, is counted as an error, and Close (which
+// sends the pending commit) returns; Submit after Close does nothing.
+func TestOffsetCommitterBrokerDown(t *testing.T) {
+	cfg := testConfig([]string{"127.0.0.1:1"}) // nothing listens on port 1
+	reg := newTestRegistry()
+	commits := NewOffsetCommitMetrics(reg)
+	c, err := NewOffsetCommitter(cfg, commits, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	c.Submit(1, map[int32]int64{0: 10, 1: 20})
+	c.Submit(2, map[int32]int64{0: 11, 1: 21})
+	c.Close()
+	c.Close()
+	c.Submit(3, map[int32]int64{0: 12})
+	took := time.Since(began)
+	if ok, bad := commitCount(t, reg, "ok"), commitCount(t, reg, "error"); ok != 0 || bad < 1 || bad > 2 {
+		t.Fatalf("eddy_offset_commits_total ok=%v error=%v, want 0 and 1..2", ok, bad)
+	}
+	if took > 30*time.Second {
+		t.Fatalf("Close took %v with the broker down", took)
+	}
+	t.Logf("broker down: %v errors, Close after %v", commitCount(t, reg, "error"), took.Round(time.Millisecond))
+	var nilC *OffsetCommitter
+	nilC.Submit(1, map[int32]int64{0: 1}) // commits off: no-ops
+	nilC.Close()
+}
