@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,7 +38,8 @@ var (
 // TestCheckpointDelayEnv names an environment variable for fault-injection
 // tests: a Go duration each partition waits after writing its snapshot and
 // before acknowledging the checkpoint, so that a test can kill the process
-// while a checkpoint is in progress. Unset in production.
+// while a checkpoint is in progress. Read only by a binary built with
+// -tags eddy_failpoints (the test harness's); a production build ignores it.
 const TestCheckpointDelayEnv = "EDDY_TEST_CHECKPOINT_DELAY"
 
 // barrier is the checkpoint barrier a partition actor handles between two
@@ -174,11 +174,11 @@ func (j *Job) openCheckpointing(ctx context.Context, parts []int32, fail context
 		requests: make(chan *ckRequest),
 		status:   CheckpointStatus{Enabled: true, Storage: st.URL(), StateDir: db.Dir()},
 	}
-	if v := os.Getenv(TestCheckpointDelayEnv); v != "" {
-		if ck.delay, err = time.ParseDuration(v); err != nil {
-			db.Close()
-			return nil, fmt.Errorf("actors: %s=%q: %w", TestCheckpointDelayEnv, v, err)
-		}
+	if ck.delay, err = testCheckpointDelay(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if ck.delay > 0 {
 		j.log.Warn("test hook: every partition delays its checkpoint ack", "delay", ck.delay)
 	}
 	ok = true

@@ -84,7 +84,8 @@
 // Single node only: the coordinator keeps its state in memory and in
 // checkpoint storage; two runs of one job must not share a storage URL. The
 // cluster moves the coordinator onto the Raft leader. For fault-injection
-// tests, TestCheckpointDelayEnv delays every partition's ack.
+// tests, TestCheckpointDelayEnv delays every partition's ack (a binary built
+// with -tags eddy_failpoints only).
 //
 // Cluster runtime: a Runtime (NewRuntime) runs a changing subset of a job's
 // partitions on one node of a cluster, each started, handed off and

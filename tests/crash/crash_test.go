@@ -323,6 +323,10 @@ func TestKillNineExactlyOnce(t *testing.T) {
 			r.kill()
 			t.Fatalf("kill %d (%s): the run ended before its trigger:\n%s", i+1, kind, r.output())
 		}
+		if kind == killInCheckpoint && r.count("test hook: every partition delays its checkpoint ack") == 0 {
+			r.kill()
+			t.Fatalf("kill %d: the eddy binary ignored %s (built without -tags eddy_failpoints?):\n%s", i+1, actors.TestCheckpointDelayEnv, r.output())
+		}
 		time.Sleep(delay)
 		started, completed := r.count(`msg="checkpoint started"`), r.count(`msg="checkpoint complete"`)+r.count(`msg="checkpoint aborted"`)
 		if !r.kill() {

@@ -37,12 +37,14 @@ import (
 )
 
 // Build compiles ./cmd/eddy of the enclosing module into dir/eddy and
-// returns its path. Must run with a working directory inside the module.
+// returns its path, with -tags eddy_failpoints (the fault-injection hooks,
+// e.g. actors.TestCheckpointDelayEnv). Must run with a working directory
+// inside the module.
 // With EDDY_RACE=1 in the environment the binary is built with -race (node
 // logs then contain any race report).
 func Build(dir string) (string, error) {
 	out := filepath.Join(dir, "eddy")
-	args := []string{"build", "-o", out}
+	args := []string{"build", "-tags", "eddy_failpoints", "-o", out}
 	if os.Getenv("EDDY_RACE") != "" {
 		args = append(args, "-race")
 	}
