@@ -12,7 +12,7 @@ import (
 	"github.com/eddy-iot/eddy/operators"
 )
 
-// ReadAll reads every row of the five tables of a SQLite or MySQL sink
+// ReadAll reads every row of the five tables of a SQLite, MySQL or PostgreSQL sink
 // database back into a Batch, each table ordered by its key: readings by
 // (source_partition, source_offset), windows and work periods by (pboxid,
 // start), late records and dead letters by (source_partition,
@@ -21,8 +21,11 @@ import (
 // memory: for tests, comparisons against a reference, and small tools.
 //
 // db is opened with sql.Open("sqlite", SQLiteDSN(path)) or
-// sql.Open("mysql", dsn); MySQL times are read correctly without
+// sql.Open("mysql", dsn) or sql.Open("pgx", url) (driver
+// jackc/pgx/v5/stdlib); MySQL times are read correctly without
 // parseTime, and with parseTime when loc is UTC (the driver's default).
+// The queries are plain SQL all three accept (no quoted identifiers, no
+// placeholders).
 func ReadAll(ctx context.Context, db *sql.DB) (*Batch, error) {
 	out := &Batch{}
 	err := readRows(ctx, db, "SELECT source_partition, source_offset, pboxid, event_time, metric, latitude, longitude, company, site FROM readings ORDER BY source_partition, source_offset",
@@ -39,7 +42,7 @@ func ReadAll(ctx context.Context, db *sql.DB) (*Batch, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = readRows(ctx, db, "SELECT pboxid, window_start, window_end, `count`, `sum`, `min`, `max`, `avg`, latitude, longitude, company, site FROM window_aggregates ORDER BY pboxid, window_start",
+	err = readRows(ctx, db, "SELECT pboxid, window_start, window_end, count, sum, min, max, avg, latitude, longitude, company, site FROM window_aggregates ORDER BY pboxid, window_start",
 		func(sc func(...any) error) error {
 			var w operators.WindowAggregate
 			var lat, lon sql.NullFloat64

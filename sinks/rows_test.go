@@ -130,7 +130,13 @@ func TestOpenURL(t *testing.T) {
 		{"ndjson:-", "*sinks.NDJSON", ""},
 		{"discard", "*sinks.Discard", ""},
 		{"", "", "empty sink URL"},
-		{"postgres://x", "", `unknown sink "postgres"`},
+		{"postgres://eddy:pw@127.0.0.1:5432/eddy?sslmode=disable", "*sinks.Postgres", ""},
+		{"postgresql://127.0.0.1/eddy", "*sinks.Postgres", ""},
+		{"oracle://x", "", `unknown sink "oracle"`},
+		{"postgres:x", "", "postgres needs a URL"},
+		{"postgres://", "", "postgres needs a URL"},
+		{"postgres://eddy:s3cret@127.0.0.1:5432/", "", "names no database"},
+		{"postgres://eddy:s3cret@127.0.0.1:99999/eddy", "", "bad PostgreSQL URL"},
 		{"sqlite:", "", "sqlite needs a file path"},
 		{"sqlite:a.db?x=1", "", "contain no '?'"},
 		{"mysql:", "", "mysql needs a DSN"},
@@ -148,6 +154,9 @@ func TestOpenURL(t *testing.T) {
 			}
 			if err != nil && strings.Contains(tc.errText, "sink") && !errors.Is(err, ErrBadURL) {
 				t.Errorf("Open(%q): %v does not wrap ErrBadURL", tc.url, err)
+			}
+			if err != nil && strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("Open(%q): error shows the password: %v", tc.url, err)
 			}
 			if err != nil && errors.Is(err, ErrBadURL) && !strings.Contains(err.Error(), "mysql:DSN") {
 				t.Errorf("Open(%q): error does not list the valid forms: %v", tc.url, err)
@@ -173,6 +182,8 @@ func typeName(s Sink) string {
 		return "*sinks.SQLite"
 	case *MySQL:
 		return "*sinks.MySQL"
+	case *Postgres:
+		return "*sinks.Postgres"
 	case *NDJSON:
 		return "*sinks.NDJSON"
 	case *Discard:

@@ -250,6 +250,9 @@ func (c Config) Validate() error {
 // URLForms lists the sink URLs Open accepts.
 const URLForms = `sqlite:PATH            SQLite database file (created if missing)
 mysql:DSN              MySQL/MariaDB, go-sql-driver DSN, e.g. mysql:root@tcp(127.0.0.1:3306)/eddy
+postgres://USER:PASS@HOST:5432/DB[?PARAMS]
+                       PostgreSQL (pgx URL; postgresql:// too), e.g.
+                       postgres://eddy:secret@127.0.0.1:5432/eddy?sslmode=disable
 stdout                 NDJSON on standard output
 ndjson:PATH            NDJSON appended to the file PATH (ndjson:- is standard output)
 discard                count rows and drop them
@@ -283,6 +286,15 @@ func Open(url string, cfg Config, reg prometheus.Registerer) (Sink, error) {
 			return nil, bad("mysql needs a DSN (mysql:user:pass@tcp(host:3306)/db)")
 		}
 		return NewMySQL(rest, cfg, reg)
+	case "postgres", "postgresql":
+		if !strings.HasPrefix(rest, "//") || len(rest) == 2 {
+			return nil, bad("postgres needs a URL (postgres://user:pass@host:5432/db)")
+		}
+		pg, err := NewPostgres(url, cfg, reg)
+		if err != nil {
+			return nil, bad(err.Error())
+		}
+		return pg, nil
 	case "stdout":
 		if hasColon {
 			return nil, bad("stdout takes no argument")

@@ -55,27 +55,7 @@ func NewSQLite(path string, cfg Config, reg prometheus.Registerer) (*SQLite, err
 		maxVars: sqliteMaxVars,
 		quote:   func(s string) string { return `"` + s + `"` },
 	}
-	d.upsert = func(t *tableDef, fenced bool) string {
-		var b strings.Builder
-		b.WriteString("ON CONFLICT (")
-		for i, k := range t.key {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString(d.quote(k))
-		}
-		b.WriteString(") DO UPDATE SET ")
-		for i, c := range t.nonKey() {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			fmt.Fprintf(&b, "%s = excluded.%s", d.quote(c), d.quote(c))
-		}
-		if fenced {
-			fmt.Fprintf(&b, `, "epoch" = excluded."epoch" WHERE excluded."epoch" >= %s."epoch"`, d.quote(t.name))
-		}
-		return b.String()
-	}
+	d.upsert = onConflictUpsert(d.quote)
 	d.rowError = sqliteRowError
 	return &SQLite{path: path, e: newSQLEngine(d, cfg.withDefaults(), newMetrics(reg, "sqlite"))}, nil
 }

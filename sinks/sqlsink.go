@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/bits"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -67,6 +68,15 @@ type dialect struct {
 	// transaction to find the row. Connection errors, deadlocks and
 	// timeouts are not row errors: the rows stay buffered for a retry.
 	rowError func(err error) bool
+	// numbered placeholders: $1, $2 ... (PostgreSQL) instead of ?.
+	numbered bool
+	// dedupe: a transaction carries at most one row per key of a table
+	// (PostgreSQL's ON CONFLICT DO UPDATE cannot affect a row twice in
+	// one statement); see dedupeSegs.
+	dedupe bool
+	// noNUL: text columns cannot hold U+0000 (PostgreSQL); it is stored
+	// as U+FFFD.
+	noNUL bool
 }
 
 // insertSQL is the multi-row upsert of n rows into t.
@@ -86,17 +96,64 @@ func (d *dialect) insertSQL(t *tableDef, n int, fenced bool) string {
 		b.WriteString(d.quote(c))
 	}
 	b.WriteString(") VALUES ")
-	row := "(?" + strings.Repeat(",?", len(cols)-1) + ")"
-	b.Grow(n * (len(row) + 1))
-	for i := range n {
-		if i > 0 {
-			b.WriteByte(',')
+	if d.numbered {
+		v := 0
+		for i := range n {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteByte('(')
+			for j := range cols {
+				if j > 0 {
+					b.WriteByte(',')
+				}
+				v++
+				b.WriteByte('$')
+				b.WriteString(strconv.Itoa(v))
+			}
+			b.WriteByte(')')
 		}
-		b.WriteString(row)
+	} else {
+		row := "(?" + strings.Repeat(",?", len(cols)-1) + ")"
+		b.Grow(n * (len(row) + 1))
+		for i := range n {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(row)
+		}
 	}
 	b.WriteByte(' ')
 	b.WriteString(d.upsert(t, fenced))
 	return b.String()
+}
+
+// onConflictUpsert is the upsert clause of SQLite and PostgreSQL:
+// ON CONFLICT (key) DO UPDATE SET col = excluded.col ..., and when fenced
+// epoch = excluded.epoch WHERE excluded.epoch >= <table>.epoch (the stored
+// row's epoch), so a row is never replaced by one of a lower epoch.
+func onConflictUpsert(quote func(string) string) func(t *tableDef, fenced bool) string {
+	return func(t *tableDef, fenced bool) string {
+		var b strings.Builder
+		b.WriteString("ON CONFLICT (")
+		for i, k := range t.key {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(quote(k))
+		}
+		b.WriteString(") DO UPDATE SET ")
+		for i, c := range t.nonKey() {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "%s = excluded.%s", quote(c), quote(c))
+		}
+		if fenced {
+			fmt.Fprintf(&b, `, "epoch" = excluded."epoch" WHERE excluded."epoch" >= %s."epoch"`, quote(t.name))
+		}
+		return b.String()
+	}
 }
 
 // nonKey lists the columns of t outside its key (epoch excluded): the ones
@@ -892,6 +949,11 @@ func (c *cursor) next() {
 // With a statement size bound, statements carry fewer rows when their
 // payloads are large.
 func (e *sqlEngine) execRows(ctx context.Context, tx *sql.Tx, t int, segs []seg) error {
+	if e.d.dedupe {
+		if segs = e.dedupeSegs(t, segs); len(segs) == 0 {
+			return nil
+		}
+	}
 	n := 0
 	for _, g := range segs {
 		n += g.hi - g.lo
@@ -954,6 +1016,109 @@ func (e *sqlEngine) exec(ctx context.Context, tx *sql.Tx, key stmtKey, args []an
 	return err
 }
 
+// rowKey is the conflict key of a row (tableDef.key): the strings and
+// integers of its key columns, unused ones zero.
+type rowKey struct {
+	s1, s2  string
+	a, b, c int64
+}
+
+// key returns the conflict key of row i of table t of p, its strings as
+// the store holds them (text).
+func (e *sqlEngine) key(t int, p *pending, i int) rowKey {
+	switch t {
+	case tReadings:
+		r := &p.Readings[i]
+		return rowKey{a: r.EventTime, b: int64(r.Partition), c: r.Offset}
+	case tWindows:
+		return rowKey{s1: e.text(p.Windows[i].PboxID), a: p.Windows[i].Start}
+	case tWorkPeriods:
+		return rowKey{s1: e.text(p.WorkPeriods[i].PboxID), a: p.WorkPeriods[i].Start}
+	case tLate:
+		return rowKey{b: int64(p.Late[i].Partition), c: p.Late[i].Offset}
+	case tDeadLetters:
+		return rowKey{b: int64(p.DeadLetters[i].Partition), c: p.DeadLetters[i].Offset}
+	}
+	r := &p.Rejected[i]
+	return rowKey{s1: e.text(r.Table), s2: e.text(r.PboxID), a: r.StartMs}
+}
+
+// dedupeSegs returns segs with one row per key: the last row of the
+// highest epoch of the key (the last row when unfenced). Applying the rows
+// one after the other, as MySQL and SQLite do within a multi-row upsert,
+// leaves that row (or the stored one, when it has a higher epoch still):
+// earlier rows are replaced by it, later ones of lower epochs are fenced.
+// So the transaction's outcome does not change; the other rows are not
+// sent (nor checked by the store). A replayed row or a re-fired window
+// buffered twice before a flush is the usual case.
+func (e *sqlEngine) dedupeSegs(t int, segs []seg) []seg {
+	n := 0
+	for _, g := range segs {
+		n += g.hi - g.lo
+	}
+	if n < 2 {
+		return segs
+	}
+	// Walk backwards: the first row met of a key is its last; a row met
+	// later replaces the kept one only with a strictly higher epoch.
+	type kept struct {
+		epoch uint64
+		j     int
+	}
+	seen := make(map[rowKey]kept, n)
+	drop := make([]bool, n)
+	dropped := 0
+	j := n
+	for si := len(segs) - 1; si >= 0; si-- {
+		g := segs[si]
+		for i := g.hi - 1; i >= g.lo; i-- {
+			j--
+			k := e.key(t, g.rows, i)
+			old, ok := seen[k]
+			switch {
+			case !ok:
+			case e.unfenced || old.epoch >= g.b.epoch:
+				drop[j] = true
+				dropped++
+				continue
+			default:
+				drop[old.j] = true
+				dropped++
+			}
+			seen[k] = kept{g.b.epoch, j}
+		}
+	}
+	if dropped == 0 {
+		return segs
+	}
+	out := make([]seg, 0, len(segs)+dropped)
+	j = 0
+	for _, g := range segs {
+		lo := g.lo
+		for i := g.lo; i < g.hi; i++ {
+			if drop[j] {
+				if i > lo {
+					out = append(out, seg{g.b, g.rows, lo, i})
+				}
+				lo = i + 1
+			}
+			j++
+		}
+		if g.hi > lo {
+			out = append(out, seg{g.b, g.rows, lo, g.hi})
+		}
+	}
+	return out
+}
+
+// text is s as a text column of the store holds it (see dialect.noNUL).
+func (e *sqlEngine) text(s string) string {
+	if e.d.noNUL && strings.IndexByte(s, 0) >= 0 {
+		return strings.ReplaceAll(s, "\x00", "\uFFFD")
+	}
+	return s
+}
+
 // rowSize estimates the bytes row i of table t of p adds to a statement
 // sent as text (strings and payloads may be escaped to twice their length).
 func (e *sqlEngine) rowSize(t int, p *pending, i int) int {
@@ -982,29 +1147,30 @@ func (e *sqlEngine) rowSize(t int, p *pending, i int) int {
 // appendRow appends the column values of row i of table t of p, in
 // tableDefs order, then (fenced) epoch.
 func (e *sqlEngine) appendRow(args []any, t int, p *pending, epoch uint64, i int) []any {
+	tx := e.text
 	switch t {
 	case tReadings:
 		r := &p.Readings[i]
-		args = append(args, int64(r.Partition), r.Offset, r.PboxID, sqlTime(r.EventTime), r.Metric,
-			nullFloat(r.Latitude), nullFloat(r.Longitude), r.Company, r.Site)
+		args = append(args, int64(r.Partition), r.Offset, tx(r.PboxID), sqlTime(r.EventTime), r.Metric,
+			nullFloat(r.Latitude), nullFloat(r.Longitude), tx(r.Company), tx(r.Site))
 	case tWindows:
 		w := &p.Windows[i]
-		args = append(args, w.PboxID, sqlTime(w.Start), sqlTime(w.End), w.Count, w.Sum, w.Min, w.Max, w.Avg,
-			nullFloat(w.Latitude), nullFloat(w.Longitude), w.Company, w.Site)
+		args = append(args, tx(w.PboxID), sqlTime(w.Start), sqlTime(w.End), w.Count, w.Sum, w.Min, w.Max, w.Avg,
+			nullFloat(w.Latitude), nullFloat(w.Longitude), tx(w.Company), tx(w.Site))
 	case tWorkPeriods:
 		w := &p.WorkPeriods[i]
-		args = append(args, w.PboxID, sqlTime(w.Start), sqlTime(w.End), w.DurationSeconds(), w.Samples,
-			w.AvgMetric, w.MaxMetric, w.Company, w.Site)
+		args = append(args, tx(w.PboxID), sqlTime(w.Start), sqlTime(w.End), w.DurationSeconds(), w.Samples,
+			w.AvgMetric, w.MaxMetric, tx(w.Company), tx(w.Site))
 	case tLate:
 		l := &p.Late[i]
-		args = append(args, int64(l.Partition), l.Offset, l.PboxID, sqlTime(l.EventTime), sqlTime(l.Watermark),
-			l.Reason, blob(l.Payload), p.lateBytes[i])
+		args = append(args, int64(l.Partition), l.Offset, tx(l.PboxID), sqlTime(l.EventTime), sqlTime(l.Watermark),
+			tx(l.Reason), blob(l.Payload), p.lateBytes[i])
 	case tDeadLetters:
 		d := &p.DeadLetters[i]
-		args = append(args, int64(d.Partition), d.Offset, d.Reason, blob(d.Payload), p.deadBytes[i])
+		args = append(args, int64(d.Partition), d.Offset, tx(d.Reason), blob(d.Payload), p.deadBytes[i])
 	default:
 		r := &p.Rejected[i]
-		args = append(args, r.Table, r.PboxID, r.StartMs, r.Reason, blob(r.Payload), int64(len(r.Payload)))
+		args = append(args, tx(r.Table), tx(r.PboxID), r.StartMs, tx(r.Reason), blob(r.Payload), int64(len(r.Payload)))
 	}
 	if !e.unfenced {
 		args = append(args, int64(epoch))

@@ -21,6 +21,7 @@ import (
 
 	"github.com/eddy-iot/eddy/operators"
 	"github.com/eddy-iot/eddy/tests/mariadbtest"
+	"github.com/eddy-iot/eddy/tests/pgtest"
 )
 
 var seedFlag = flag.Uint64("seed", 0, "seed of randomised tests (0: from the clock)")
@@ -46,8 +47,10 @@ func (st *store) open(t testing.TB, cfg Config, reg prometheus.Registerer) Sink 
 	return s
 }
 
-// forEachStore runs fn against a fresh SQLite file and a fresh MariaDB
-// database: the same behavioural suite for both dialects.
+// forEachStore runs fn against a fresh SQLite file, a fresh PostgreSQL
+// database and a fresh MariaDB database: the same behavioural suite for
+// every dialect. Queries of the tests are written for MySQL and SQLite
+// (backticks, ?) and go through st.q.
 func forEachStore(t *testing.T, fn func(t *testing.T, st *store)) {
 	t.Run("sqlite", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "eddy.db")
@@ -60,6 +63,30 @@ func forEachStore(t *testing.T, fn func(t *testing.T, st *store)) {
 			kind: "sqlite",
 			newSink: func(t testing.TB, cfg Config, reg prometheus.Registerer) Sink {
 				s, err := NewSQLite(path, cfg, reg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return s
+			},
+			db: db,
+		})
+	})
+	t.Run("postgres", func(t *testing.T) {
+		url := pgtest.URL(t)
+		// No statement cache: tests change the schema under the reader.
+		sep := "?"
+		if strings.Contains(url, "?") {
+			sep = "&"
+		}
+		db, err := sql.Open("pgx", url+sep+"default_query_exec_mode=exec")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		fn(t, &store{
+			kind: "postgres",
+			newSink: func(t testing.TB, cfg Config, reg prometheus.Registerer) Sink {
+				s, err := NewPostgres(url, cfg, reg)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -109,10 +136,37 @@ func (st *store) readAll(t testing.TB) *Batch {
 	return b
 }
 
+// q returns a test query in the store's dialect: for PostgreSQL,
+// backticks become double quotes and the placeholders ? become $1, $2 ...
+func (st *store) q(q string) string {
+	if st.kind != "postgres" {
+		return q
+	}
+	var b strings.Builder
+	n := 0
+	for _, c := range q {
+		switch c {
+		case '`':
+			b.WriteByte('"')
+		case '?':
+			n++
+			fmt.Fprintf(&b, "$%d", n)
+		default:
+			b.WriteRune(c)
+		}
+	}
+	return b.String()
+}
+
+// exec runs a statement written for MySQL and SQLite (see q).
+func (st *store) exec(q string, args ...any) (sql.Result, error) {
+	return st.db.Exec(st.q(q), args...)
+}
+
 func (st *store) count(t testing.TB, q string, args ...any) int {
 	t.Helper()
 	var n int
-	if err := st.db.QueryRow(q, args...).Scan(&n); err != nil {
+	if err := st.db.QueryRow(st.q(q), args...).Scan(&n); err != nil {
 		t.Fatalf("%s: %v", q, err)
 	}
 	return n
@@ -1104,6 +1158,37 @@ func TestEpochFencing(t *testing.T) {
 	})
 }
 
+// TestDuplicateKeysInOneFlush buffers several rows of the same keys, of
+// every table (rejected rows too), before one flush: within one batch,
+// across batches of a partition, and across partitions of different
+// epochs. Every store keeps what applying the rows in order leaves — the
+// last row of the highest epoch — PostgreSQL included, whose ON CONFLICT
+// cannot affect a row twice in one statement.
+func TestDuplicateKeysInOneFlush(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st *store) {
+		s := st.openSink(t, Config{BatchRows: MaxBatchRows})
+		// Partitions are flushed in order p0, p1, p2: key 1 is written at
+		// epoch 3, fenced at 1, replaced at 3; key 2 written at 3, fenced.
+		mustWriteEpoch(t, s, 0, 3, fenceRows(10, 1, 2))
+		mustWriteEpoch(t, s, 1, 1, fenceRows(20, 1, 2))
+		mustWriteEpoch(t, s, 2, 3, fenceRows(30, 1))
+		// Key 5 twice in one partition's buffer, key 6 twice in one batch.
+		mustWriteEpoch(t, s, 3, 2, fenceRows(40, 5))
+		mustWriteEpoch(t, s, 3, 2, fenceRows(41, 5))
+		twice := fenceRows(50, 6)
+		again := fenceRows(51, 6)
+		twice.Readings = append(twice.Readings, again.Readings...)
+		twice.Windows = append(twice.Windows, again.Windows...)
+		twice.WorkPeriods = append(twice.WorkPeriods, again.WorkPeriods...)
+		twice.Late = append(twice.Late, again.Late...)
+		twice.DeadLetters = append(twice.DeadLetters, again.DeadLetters...)
+		mustWriteEpoch(t, s, 3, 2, twice)
+		mustFlush(t, s)
+		wantStored(t, st, fenceRows(30, 1), fenceRows(10, 2), fenceRows(41, 5), fenceRows(51, 6))
+		wantEpochs(t, st, "2:2 3:2")
+	})
+}
+
 // TestEpochBuffers: Drop discards a partition's buffered rows; rows of a
 // newer epoch of the partition drop the older epoch's; a write at a stale
 // epoch is refused; other partitions are untouched. Each drop is counted.
@@ -1187,6 +1272,9 @@ func TestLeaseGuard(t *testing.T) {
 func oldSchema(t testing.TB, st *store) []string {
 	t.Helper()
 	schema, fill := sqliteSchema, strings.NewReplacer()
+	if st.kind == "postgres" {
+		schema = pgSchema
+	}
 	if st.kind == "mysql" {
 		coll, err := binaryCollation(context.Background(), st.db)
 		if err != nil {
@@ -1224,7 +1312,7 @@ func TestMigratesSchemaWithoutEpoch(t *testing.T) {
 			t.Fatalf("old schema has an epoch column: %v", cols)
 		}
 		old := fenceRows(1, 1, 2)
-		_, err := st.db.Exec("INSERT INTO window_aggregates (pboxid, window_start, window_end, `count`, `sum`, `min`, `max`, `avg`, company, site) VALUES (?, ?, ?, 1, 1, 1, 1, 1, '', 's1'), (?, ?, ?, 1, 1, 1, 1, 1, '', 's1')",
+		_, err := st.exec("INSERT INTO window_aggregates (pboxid, window_start, window_end, `count`, `sum`, `min`, `max`, `avg`, company, site) VALUES (?, ?, ?, 1, 1, 1, 1, 1, '', 's1'), (?, ?, ?, 1, 1, 1, 1, 1, '', 's1')",
 			"d", sqlTime(old.Windows[0].Start), sqlTime(old.Windows[0].End), "d", sqlTime(old.Windows[2].Start), sqlTime(old.Windows[2].End))
 		if err != nil {
 			t.Fatal(err)
@@ -1259,7 +1347,7 @@ func TestMigratesSchemaWithoutEpoch(t *testing.T) {
 // refuse makes the store refuse some rows that eddy considers valid, as a
 // DBA's constraint would: readings with metric >= 1000, windows with count
 // >= 1000, work periods with samples >= 1000, late records and dead letters
-// with reason 'poison', and rejected rows of pboxid 'never'. MySQL gets
+// with reason 'poison', and rejected rows of pboxid 'never'. MySQL and PostgreSQL get
 // CHECK constraints, SQLite (which cannot add one to a table) triggers.
 func (st *store) refuse(t testing.TB) {
 	t.Helper()
@@ -1278,7 +1366,7 @@ func (st *store) refuse(t testing.TB) {
 				"reason", "NEW.reason", "pboxid", "NEW.pboxid").Replace(r.cond)
 			q = fmt.Sprintf("CREATE TRIGGER refuse_%d BEFORE INSERT ON %s WHEN NOT (%s) BEGIN SELECT RAISE(ABORT, 'refused by refuse_%d'); END", i, r.table, cond, i)
 		}
-		if _, err := st.db.Exec(q); err != nil {
+		if _, err := st.exec(q); err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
