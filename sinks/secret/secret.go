@@ -59,7 +59,8 @@ var envRef = regexp.MustCompile(`^\$\{[A-Za-z_][A-Za-z0-9_]*\}$`)
 var urlUserinfo = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@"']*:)([^@\s"'/]+)@`)
 
 // RedactURL returns a sink or storage URL with its password masked: the
-// DSN of mysql:DSN, and the userinfo password of scheme://user:pass@host.
+// DSN of mysql:DSN, the userinfo password of scheme://user:pass@host
+// (postgres:// included), and a query parameter password=.
 func RedactURL(u string) string {
 	if rest, ok := strings.CutPrefix(u, "mysql:"); ok {
 		slashes := ""
@@ -71,13 +72,24 @@ func RedactURL(u string) string {
 	return maskUserinfo(u)
 }
 
+// urlPassword matches a password given as a URL query parameter
+// (postgres://host/db?user=u&password=p, as libpq and pgx accept it).
+var urlPassword = regexp.MustCompile(`([?&]password=)([^&\s"']+)`)
+
 func maskUserinfo(s string) string {
-	return urlUserinfo.ReplaceAllStringFunc(s, func(m string) string {
+	s = urlUserinfo.ReplaceAllStringFunc(s, func(m string) string {
 		sm := urlUserinfo.FindStringSubmatch(m)
 		if envRef.MatchString(sm[2]) {
 			return m
 		}
 		return sm[1] + Mask + "@"
+	})
+	return urlPassword.ReplaceAllStringFunc(s, func(m string) string {
+		sm := urlPassword.FindStringSubmatch(m)
+		if envRef.MatchString(sm[2]) {
+			return m
+		}
+		return sm[1] + Mask
 	})
 }
 
@@ -88,8 +100,8 @@ var mysqlInText = regexp.MustCompile(`mysql:[^\s"'\x60]+`)
 // bareDSN matches user:password@net( of a DSN without the mysql: prefix.
 var bareDSN = regexp.MustCompile(`((?:^|[\s"'(=])[^\s"':@/()]+:)[^\s"'@]*@((?:tcp|tcp6|unix)\()`)
 
-// RedactText masks every password of a mysql: URL or of a URL with
-// userinfo found in s (a job spec, an error message, a log line).
+// RedactText masks every password of a mysql: URL, of a URL with
+// userinfo, or of a URL query parameter password= found in s (a job spec, an error message, a log line).
 func RedactText(s string) string {
 	if !strings.Contains(s, "@") {
 		return s

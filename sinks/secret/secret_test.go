@@ -22,14 +22,18 @@ func TestRedact(t *testing.T) {
 		{"mysql:eddy:${PW}@tcp(h:1)/db", "mysql:eddy:${PW}@tcp(h:1)/db"},
 		{"mysql:eddy:${PW:-s3cret}@tcp(h:1)/db", "mysql:eddy:xxxxx@tcp(h:1)/db"},
 		{"kafka://u:${KPW}@k:9092", "kafka://u:${KPW}@k:9092"},
+		{"postgres://eddy:s3cret@127.0.0.1:5432/eddy?sslmode=disable", "postgres://eddy:xxxxx@127.0.0.1:5432/eddy?sslmode=disable"},
+		{"postgresql://eddy:s3cret@db/eddy", "postgresql://eddy:xxxxx@db/eddy"},
+		{"postgres://db/eddy?user=eddy&password=s3cret&sslmode=disable", "postgres://db/eddy?user=eddy&password=xxxxx&sslmode=disable"},
+		{"postgres://db/eddy?password=${PGPW}", "postgres://db/eddy?password=${PGPW}"},
 	} {
 		if got := RedactURL(c.in); got != c.want {
 			t.Errorf("RedactURL(%q) = %q, want %q", c.in, got, c.want)
 		}
 	}
-	spec := "name: x\nsink: \"mysql:eddy:s3cret@tcp(db:3306)/eddy\"\nsinks: [mysql:u:other-pw@tcp(h:1)/d, 'kafka://a:kpw@k:9092']\n"
+	spec := "name: x\nsink: \"mysql:eddy:s3cret@tcp(db:3306)/eddy\"\nsinks: [mysql:u:other-pw@tcp(h:1)/d, 'kafka://a:kpw@k:9092', \"postgres://p:pgpw@h/d\"]\n"
 	got := RedactText(spec)
-	for _, pw := range []string{"s3cret", "other-pw", "kpw"} {
+	for _, pw := range []string{"s3cret", "other-pw", "kpw", "pgpw"} {
 		if strings.Contains(got, pw) {
 			t.Errorf("RedactText left %q in:\n%s", pw, got)
 		}
