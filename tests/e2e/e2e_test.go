@@ -23,6 +23,7 @@ import (
 	"github.com/eddy-iot/eddy/cmd/eddy/oracle"
 	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 	"github.com/eddy-iot/eddy/tests/mariadbtest"
+	"github.com/eddy-iot/eddy/tests/pgtest"
 )
 
 var (
@@ -105,6 +106,27 @@ func TestAberdeenBounded(t *testing.T) {
 		t.Fatalf("summary work periods %d, oracle %d", got, len(want.WorkPeriods))
 	}
 	compare(t, loadSQLite(t, db), want)
+}
+
+// TestPostgresAberdeenMatchesOracle is the README's run command on the real
+// data into PostgreSQL (a postgres:// sink): all 929,022 records, and every
+// window aggregate and work period equal to the independent batch
+// computation.
+func TestPostgresAberdeenMatchesOracle(t *testing.T) {
+	if testing.Short() {
+		t.Skip("replays 929,022 records")
+	}
+	url := pgtest.URL(t)
+	runDev(t, "--sink", url)
+	want, err := oracle.Compute(aberdeen.Open(), oracle.AberdeenOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := oracle.LoadPostgres(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compare(t, got, want)
 }
 
 // synthetic writes a seeded random dataset: several devices, readings in

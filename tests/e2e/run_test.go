@@ -15,6 +15,7 @@ import (
 	"github.com/eddy-iot/eddy/cmd/eddy/oracle"
 	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 	"github.com/eddy-iot/eddy/tests/mariadbtest"
+	"github.com/eddy-iot/eddy/tests/pgtest"
 )
 
 // eddy runs the eddy binary to completion and returns its combined output.
@@ -37,18 +38,38 @@ func eddy(t *testing.T, args ...string) string {
 // oracle.
 func TestRunJobSpecAgainstBrokerProcess(t *testing.T) {
 	dsn := mariadbtest.DSN(t)
+	runJobSpec(t, "mysql:"+dsn, func() (*oracle.Result, error) { return oracle.LoadMySQL(context.Background(), dsn) })
+}
+
+// TestRunJobSpecIntoPostgres is the same production path into PostgreSQL
+// (a postgres:// sink), and `eddy verify` on the spec, reading the sink by
+// its URL, agrees.
+func TestRunJobSpecIntoPostgres(t *testing.T) {
+	url := pgtest.URL(t)
+	spec, data, mapping := runJobSpec(t, url, func() (*oracle.Result, error) { return oracle.LoadPostgres(context.Background(), url) })
+	out := eddy(t, "verify", "--job", spec, "--data", data, "--map", mapping, "--partitions", "6")
+	t.Log(out)
+	if strings.Contains(out, "eddy:eddy@") {
+		t.Errorf("eddy verify printed the sink password:\n%s", out)
+	}
+}
+
+// runJobSpec replays seeded data into a broker process, runs the job spec
+// with sink into it to the end, and compares what load reads with the
+// oracle. It returns the spec, data file and mapping.
+func runJobSpec(t *testing.T, sink string, load func() (*oracle.Result, error)) (spec, data, mapping string) {
 	s := seed(t)
 	dir := t.TempDir()
 	addr := harness.StartBroker(t, eddyBin, dir, 6)
 
-	data := filepath.Join(dir, "data.csv")
+	data = filepath.Join(dir, "data.csv")
 	if err := os.WriteFile(data, synthetic(rand.New(rand.NewPCG(s, 7)), 3000, ",", false), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	const mapping = "pboxid=box,event_time=when,metric=value,latitude=lat,longitude=lon"
+	mapping = "pboxid=box,event_time=when,metric=value,latitude=lat,longitude=lon"
 	t.Log(eddy(t, "replay", "--brokers", addr, "--topic", "iot-topic", "--data", data, "--map", mapping, "--quiet"))
 
-	spec := filepath.Join(dir, "job.yaml")
+	spec = filepath.Join(dir, "job.yaml")
 	if err := os.WriteFile(spec, []byte(fmt.Sprintf(`name: iot-work
 source:
   brokers: [%q]
@@ -59,7 +80,7 @@ work_periods:
   threshold: 45
   max_gap: 5m
 sink: %q
-`, addr, "mysql:"+dsn)), 0o644); err != nil {
+`, addr, sink)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	out := eddy(t, "run", "--job", spec, "--bounded", "--metrics-addr", "", "--quiet")
@@ -78,11 +99,12 @@ sink: %q
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := oracle.LoadMySQL(context.Background(), dsn)
+	got, err := load()
 	if err != nil {
 		t.Fatal(err)
 	}
 	compare(t, got, want)
+	return spec, data, mapping
 }
 
 // TestBadInputsGiveClearErrors checks that mistakes a user makes are

@@ -75,9 +75,18 @@ func URL(t testing.TB) string {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		// FORCE ends the sessions a test left open (PostgreSQL 13+).
-		if err := admin(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Errorf("pgtest: drop database %s: %v", name, err)
+		// A plain DROP waits up to 5 s for other sessions and ends
+		// autovacuum workers on the database (which FORCE may not signal
+		// without pg_signal_backend); FORCE then ends the sessions a test
+		// left open (PostgreSQL 13+).
+		var err error
+		for range 3 {
+			if err = admin(ctx, "DROP DATABASE IF EXISTS "+name); err == nil {
+				return
+			}
+		}
+		if ferr := admin(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); ferr != nil {
+			t.Errorf("pgtest: drop database %s: %v; with FORCE: %v", name, err, ferr)
 		}
 	})
 	u := *serverURL
@@ -112,12 +121,12 @@ func findServer() {
 		findErr = fmt.Errorf("%s: not a postgres:// URL", redact(dsn))
 		return
 	}
-	if u.Query().Get("connect_timeout") == "" {
-		q := u.Query()
+	ping := *u
+	if q := ping.Query(); q.Get("connect_timeout") == "" {
 		q.Set("connect_timeout", "3")
-		u.RawQuery = q.Encode()
+		ping.RawQuery = q.Encode()
 	}
-	db, err := sql.Open("pgx", u.String())
+	db, err := sql.Open("pgx", ping.String())
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		err = db.PingContext(ctx)

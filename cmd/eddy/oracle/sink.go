@@ -10,7 +10,11 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 	_ "modernc.org/sqlite" // driver "sqlite"
+
+	"github.com/eddy-iot/eddy/sinks/secret"
 )
 
 // Table names of eddy's SQL sinks.
@@ -52,7 +56,21 @@ func LoadMySQL(ctx context.Context, dsn string) (*Result, error) {
 	return Load(ctx, db)
 }
 
-// Load reads the outputs of a job from an open SQLite or MySQL database:
+// LoadPostgres reads the outputs of a job from eddy's PostgreSQL sink. url
+// is a pgx URL ("postgres://user:pass@host:5432/db?sslmode=disable");
+// errors do not show the password.
+func LoadPostgres(ctx context.Context, url string) (*Result, error) {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("oracle: postgres URL %s: %w", secret.RedactURL(url), secret.RedactError(err))
+	}
+	db := stdlib.OpenDB(*cfg)
+	defer db.Close()
+	res, err := Load(ctx, db)
+	return res, secret.RedactError(err)
+}
+
+// Load reads the outputs of a job from an open SQLite, MySQL or PostgreSQL database:
 // the row counts of readings, late_records and dead_letters, every row of
 // window_aggregates and work_periods (sorted as Compute sorts them), and the
 // partition, offset and reason of every dead letter (DeadLetterRecords,
@@ -70,7 +88,7 @@ func Load(ctx context.Context, db *sql.DB) (*Result, error) {
 	}
 	res.Records = res.Readings + res.Late + res.DeadLetters
 
-	rows, err := db.QueryContext(ctx, "SELECT pboxid, window_start, window_end, `count`, `sum`, `min`, `max`, `avg`,"+
+	rows, err := db.QueryContext(ctx, "SELECT pboxid, window_start, window_end, count, sum, min, max, avg,"+
 		" latitude, longitude, company, site FROM "+TableWindows)
 	if err != nil {
 		return nil, fmt.Errorf("oracle: query %s: %w", TableWindows, err)
