@@ -21,11 +21,11 @@ func TestPgRowError(t *testing.T) {
 		err  error
 		want bool
 	}{
-		{&pgconn.PgError{Code: "22003"}, true},  // numeric_value_out_of_range
-		{&pgconn.PgError{Code: "22001"}, true},  // string_data_right_truncation
-		{&pgconn.PgError{Code: "22021"}, true},  // character_not_in_repertoire (NUL)
-		{&pgconn.PgError{Code: "23502"}, true},  // not_null_violation
-		{&pgconn.PgError{Code: "23514"}, true},  // check_violation
+		{&pgconn.PgError{Code: "22003"}, true}, // numeric_value_out_of_range
+		{&pgconn.PgError{Code: "22001"}, true}, // string_data_right_truncation
+		{&pgconn.PgError{Code: "22021"}, true}, // character_not_in_repertoire (NUL)
+		{&pgconn.PgError{Code: "23502"}, true}, // not_null_violation
+		{&pgconn.PgError{Code: "23514"}, true}, // check_violation
 		{fmt.Errorf("readings: %w", &pgconn.PgError{Code: "23514"}), true},
 		{&pgconn.PgError{Code: "08006"}, false}, // connection_failure
 		{&pgconn.PgError{Code: "40001"}, false}, // serialization_failure
