@@ -92,8 +92,8 @@ type Spec struct {
 		// threshold}; relative to the working directory.
 		DevicesFile string `yaml:"devices_file"`
 	} `yaml:"broadcast"`
-	// Sink is a sink URL: sqlite:PATH, mysql:DSN, stdout, ndjson:PATH,
-	// discard, kafka://HOST:PORT (see sinks.URLForms).
+	// Sink is a sink URL: sqlite:PATH, mysql:DSN, postgres://URL, stdout,
+	// ndjson:PATH, discard, kafka://HOST:PORT (see sinks.URLForms).
 	Sink string `yaml:"sink"`
 	// Sinks are more sink URLs; the job writes every row to each sink.
 	Sinks []string `yaml:"sinks"`

@@ -56,7 +56,7 @@ func TestLoadSpecSeveralMistakes(t *testing.T) {
 // TestLoadSpecHidesEnv: an error about an expanded field shows the
 // ${NAME} reference, never what the environment holds.
 func TestLoadSpecHidesEnv(t *testing.T) {
-	env := map[string]string{"SECRET_SINK": "postgres://leak-value-1234", "BROKER": "k1:9092"}
+	env := map[string]string{"SECRET_SINK": "oracle://leak-value-1234", "BROKER": "k1:9092"}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	_, _, err := LoadSpec([]byte("source: {brokers: [\"${BROKER}\"]}\nsink: \"${SECRET_SINK}\"\nbatch_size: ${SECRET_SINK}\n"), SpecOptions{Lookup: lookup})
 	if err == nil || strings.Contains(err.Error(), "leak-value-1234") || !strings.Contains(err.Error(), "${SECRET_SINK}") {

@@ -10,6 +10,8 @@
 //
 //	SQLite   sqlite:PATH   embedded default, one file (NewSQLite)
 //	MySQL    mysql:DSN     MySQL 8 / MariaDB 10.5+ (NewMySQL)
+//	Postgres postgres://USER:PASS@HOST:5432/DB[?PARAMS]   PostgreSQL 13+,
+//	         a pgx URL, postgresql:// too (NewPostgres)
 //	NDJSON   stdout, ndjson:PATH   one JSON object per row (NewNDJSON)
 //	Discard  discard       counts and drops (NewDiscard)
 //	Kafka    kafka://HOST:PORT[,...][?OPTIONS]   one JSON message per row,
@@ -20,8 +22,9 @@
 // # Tables
 //
 // The SQL sinks create the same tables, with the same column names, in
-// both dialects. Times are UTC: DATETIME(3) in MySQL, TEXT
-// "YYYY-MM-DD HH:MM:SS.sss" in SQLite (always three fraction digits).
+// every dialect. Times are UTC: DATETIME(3) in MySQL, TIMESTAMP(3) in
+// PostgreSQL, TEXT "YYYY-MM-DD HH:MM:SS.sss" in SQLite (always three
+// fraction digits).
 // Coordinates are NULL when absent. company and site are the empty string
 // (never NULL) for devices without broadcast data.
 //
@@ -46,7 +49,8 @@
 // The key of readings includes event_time because MySQL requires the
 // partitioning column in every unique key; a replayed reading has the same
 // event time, so (source_partition, source_offset) still identifies it.
-// Payloads are BLOBs (MEDIUMBLOB in MySQL), so arbitrary bytes survive; a
+// Payloads are BLOBs (MEDIUMBLOB in MySQL, BYTEA in PostgreSQL), so
+// arbitrary bytes survive; a
 // payload longer than Config.MaxPayloadBytes (default 1 MiB) is cut to
 // that length and payload_bytes keeps the original length. Strings are made
 // valid UTF-8 (U+FFFD) and cut to their column: pboxid 64 characters,
@@ -54,19 +58,24 @@
 //
 // # Idempotence and fencing
 //
-// Every row is written with a multi-row upsert (SQLite INSERT ... ON
-// CONFLICT DO UPDATE, MySQL INSERT ... ON DUPLICATE KEY UPDATE): a row
+// Every row is written with a multi-row upsert (SQLite and PostgreSQL
+// INSERT ... ON CONFLICT (key) DO UPDATE, MySQL INSERT ... ON DUPLICATE KEY
+// UPDATE): a row
 // written again replaces itself, so a replay after recovery leaves the same
 // table contents, and a window fired again (allowed lateness) replaces its
 // earlier row. Within a partition, rows are written in the order they were
-// handed to Write.
+// handed to Write. PostgreSQL's ON CONFLICT cannot affect one row twice in
+// a statement, so there a transaction carries one row per key of a table:
+// the last of the highest epoch, the row the sequential upserts of the
+// other stores leave (see sqlEngine.dedupeSegs).
 //
-// Every table has a column epoch (BIGINT UNSIGNED in MySQL, INTEGER in
-// SQLite, default 0): the lease epoch of the partition owner that wrote
+// Every table has a column epoch (BIGINT UNSIGNED in MySQL, BIGINT in
+// PostgreSQL, INTEGER in SQLite, default 0): the lease epoch of the partition owner that wrote
 // the row (EpochWriter.WriteEpoch; Write is epoch 0). The upsert is
 // conditional — MySQL: col = IF(VALUES(epoch) >= epoch, VALUES(col), col)
-// for each column, then epoch = GREATEST(epoch, VALUES(epoch)); SQLite:
-// DO UPDATE ... WHERE excluded.epoch >= <table>.epoch — so a row stored at
+// for each column, then epoch = GREATEST(epoch, VALUES(epoch)); SQLite and
+// PostgreSQL: DO UPDATE ... WHERE excluded.epoch >= <table>.epoch — so a
+// row stored at
 // a higher epoch is never replaced by a lower one: the fencing token of
 // Kleppmann's argument, checked by the store itself, so that a zombie owner
 // (paused, cut off) cannot overwrite the current owner's rows however late
@@ -94,7 +103,8 @@
 // metric or aggregate) is replaced by its rejection when it is buffered.
 // When the store refuses a transaction for a row's values (MySQL errors
 // 1048, 1264, 1265, 1292, 1366, 1367, 1406, 1526, 1690, 3819, 4025; SQLite
-// constraint, mismatch and too-big errors — never for connection errors,
+// constraint, mismatch and too-big errors; PostgreSQL SQLSTATE classes 22
+// and 23 — never for connection errors (PostgreSQL class 08),
 // deadlocks or timeouts, which are retried), the flush bisects it: each
 // half is written on its own, recursively, until the refused rows are
 // single, and every other row is written. Each refused row is stored with

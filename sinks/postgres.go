@@ -93,7 +93,7 @@ func NewPostgres(url string, cfg Config, reg prometheus.Registerer) (*Postgres, 
 // ParsePostgresURL parses a postgres:// or postgresql:// URL with pgx and
 // requires a database name. Without connect_timeout it sets 10 s.
 func ParsePostgresURL(url string) (*pgx.ConnConfig, error) {
-	const want = "want postgres://user:pass@host:5432/db?sslmode=disable"
+	const want = "want postgres://USER@HOST:5432/DB?sslmode=disable, with USER:PASSWORD@ for a password"
 	if !strings.HasPrefix(url, "postgres://") && !strings.HasPrefix(url, "postgresql://") {
 		return nil, fmt.Errorf("sinks: bad PostgreSQL URL %q (%s)", secret.RedactURL(url), want)
 	}

@@ -290,11 +290,7 @@ func Open(url string, cfg Config, reg prometheus.Registerer) (Sink, error) {
 		if !strings.HasPrefix(rest, "//") || len(rest) == 2 {
 			return nil, bad("postgres needs a URL (postgres://user:pass@host:5432/db)")
 		}
-		pg, err := NewPostgres(url, cfg, reg)
-		if err != nil {
-			return nil, bad(err.Error())
-		}
-		return pg, nil
+		return NewPostgres(url, cfg, reg)
 	case "stdout":
 		if hasColon {
 			return nil, bad("stdout takes no argument")
