@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eddy-iot/eddy/control"
 )
 
 // Config configures a Membership. Start from DefaultConfig; the zero value
@@ -18,7 +20,7 @@ type Config struct {
 	// and must be unique in the cluster; Meta.GossipAddr (host:port) is the
 	// address memberlist binds (TCP and UDP) and advertises, unless BindAddr
 	// is set. The encoded Meta must fit in MaxMetaBytes.
-	Meta Meta
+	Meta control.Meta
 
 	// BindAddr (host:port) overrides the bind address, e.g. 0.0.0.0:7946
 	// while Meta.GossipAddr stays the advertised address. Default: "" (bind
@@ -97,7 +99,7 @@ func (c *Config) Validate() error {
 			return bad("BindAddr %q: %v (want host:port)", c.BindAddr, err)
 		}
 	}
-	if b, err := c.Meta.encode(); err != nil {
+	if b, err := encodeMeta(c.Meta); err != nil {
 		return bad("Meta: %v", err)
 	} else if len(b) > MaxMetaBytes {
 		return bad("Meta encodes to %d bytes, more than %d: shorten the id or addresses", len(b), MaxMetaBytes)

@@ -1,5 +1,9 @@
-// Package cluster is eddy's membership layer: which nodes exist, how to reach
-// them, and which of them are alive.
+// Package cluster is eddy's membership layer, above the control plane: which
+// nodes exist, how to reach them, and which of them are alive. Membership
+// implements control.Members, the port through which a control.Node sees
+// the cluster, and StartNode starts a control.Node over it (the member
+// record and its statuses, control.Meta and control.Member, belong to the
+// port).
 //
 // A Membership wraps a hashicorp/memberlist gossip instance (SWIM failure
 // detection, LAN profile tuned for fast detection). Every node advertises a
@@ -10,11 +14,12 @@
 // to bootstrap and grow the Raft group, and the partition assigner
 // (control.Assigner) uses it to place device partitions on live nodes.
 //
-// Placement: Owner and Assign map device partitions to members by rendezvous
-// (highest random weight) hashing; every node computes the same owners from
-// the same set of placeable members (Member.Placeable: alive, Assignable,
-// not leaving or stopping), and a membership change moves only the
-// partitions it must (see placement.go). The Assignable metadata flag is
+// Placement: control.Owner and control.Assign map device partitions to
+// members by rendezvous (highest random weight) hashing; every node computes
+// the same owners from the same set of placeable members
+// (control.Member.Placeable: alive, Assignable, not leaving or stopping),
+// and a membership change moves only the partitions it must (see
+// control/placement.go). The Assignable metadata flag is
 // how a node tells the others whether it takes partitions. Gossip is only
 // the placement hint: whether a lease may be taken over is decided in Raft
 // (package control, Leases and time).
@@ -22,7 +27,7 @@
 // Usage:
 //
 //	cfg := cluster.DefaultConfig()
-//	cfg.Meta = cluster.Meta{ID: "n1", HTTPAddr: "127.0.0.1:8080", RaftAddr: "127.0.0.1:8300", GossipAddr: "127.0.0.1:8301"}
+//	cfg.Meta = control.Meta{ID: "n1", HTTPAddr: "127.0.0.1:8080", RaftAddr: "127.0.0.1:8300", GossipAddr: "127.0.0.1:8301"}
 //	m, err := cluster.New(cfg)
 //	...
 //	defer m.Shutdown()

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -18,10 +17,13 @@ import (
 	"github.com/cenkalti/backoff/v5"
 	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eddy-iot/eddy/control"
 )
 
-// ErrShutdown is returned by the methods of a Membership after Shutdown.
-var ErrShutdown = errors.New("cluster: membership shut down")
+// ErrShutdown is returned by the methods of a Membership after Shutdown; it
+// wraps control.ErrMembersShutdown.
+var ErrShutdown = fmt.Errorf("cluster: %w", control.ErrMembersShutdown)
 
 // Membership is this node's view of the cluster. All methods are safe for
 // concurrent use.
@@ -38,9 +40,9 @@ type Membership struct {
 	updateMu sync.Mutex
 
 	mu      sync.Mutex
-	meta    Meta // local meta, guarded by mu
-	members map[string]*Member
-	subs    map[int]chan Event
+	meta    control.Meta // local meta, guarded by mu
+	members map[string]*control.Member
+	subs    map[int]chan control.Event
 	nextSub int
 	closed  bool
 
@@ -66,8 +68,8 @@ func New(cfg Config) (*Membership, error) {
 		cfg:     cfg,
 		log:     logger,
 		meta:    cfg.Meta,
-		members: make(map[string]*Member),
-		subs:    make(map[int]chan Event),
+		members: make(map[string]*control.Member),
+		subs:    make(map[int]chan control.Event),
 		stop:    make(chan struct{}),
 	}
 	reg := cfg.Registerer
@@ -202,7 +204,7 @@ func (m *Membership) withoutSelf(addrs []string) []string {
 }
 
 // LocalMeta returns the Meta this node advertises.
-func (m *Membership) LocalMeta() Meta {
+func (m *Membership) LocalMeta() control.Meta {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.meta
@@ -210,8 +212,8 @@ func (m *Membership) LocalMeta() Meta {
 
 // SetMeta replaces the local Meta (its ID must not change) and gossips it,
 // waiting up to timeout for the update to be broadcast.
-func (m *Membership) SetMeta(meta Meta, timeout time.Duration) error {
-	b, err := meta.encode()
+func (m *Membership) SetMeta(meta control.Meta, timeout time.Duration) error {
+	b, err := encodeMeta(meta)
 	if err != nil {
 		return err
 	}
@@ -238,7 +240,7 @@ func (m *Membership) SetMeta(meta Meta, timeout time.Duration) error {
 // and gossips it, waiting up to timeout for the broadcast. Unlike
 // LocalMeta+SetMeta, concurrent UpdateMeta calls never undo each other's
 // changes.
-func (m *Membership) UpdateMeta(fn func(*Meta), timeout time.Duration) error {
+func (m *Membership) UpdateMeta(fn func(*control.Meta), timeout time.Duration) error {
 	m.updateMu.Lock()
 	defer m.updateMu.Unlock()
 	m.mu.Lock()
@@ -256,7 +258,7 @@ func (m *Membership) UpdateMeta(fn func(*Meta), timeout time.Duration) error {
 		m.mu.Unlock()
 		return fmt.Errorf("cluster: UpdateMeta cannot change the node id from %q to %q", m.meta.ID, meta.ID)
 	}
-	b, err := meta.encode()
+	b, err := encodeMeta(meta)
 	if err == nil && len(b) > MaxMetaBytes {
 		err = fmt.Errorf("cluster: meta encodes to %d bytes, more than %d", len(b), MaxMetaBytes)
 	}
@@ -271,9 +273,9 @@ func (m *Membership) UpdateMeta(fn func(*Meta), timeout time.Duration) error {
 
 // Members returns every known member, alive, failed or left (the latter two
 // until Config.ReapAfter), sorted by ID. The slice is a copy.
-func (m *Membership) Members() []Member {
+func (m *Membership) Members() []control.Member {
 	m.mu.Lock()
-	out := make([]Member, 0, len(m.members))
+	out := make([]control.Member, 0, len(m.members))
 	for _, mem := range m.members {
 		out = append(out, *mem)
 	}
@@ -283,11 +285,11 @@ func (m *Membership) Members() []Member {
 }
 
 // Alive returns the alive members (including this node), sorted by ID.
-func (m *Membership) Alive() []Member {
+func (m *Membership) Alive() []control.Member {
 	all := m.Members()
 	out := all[:0]
 	for _, mem := range all {
-		if mem.Status == StatusAlive {
+		if mem.Status == control.StatusAlive {
 			out = append(out, mem)
 		}
 	}
@@ -295,12 +297,12 @@ func (m *Membership) Alive() []Member {
 }
 
 // Member returns the member with the given ID.
-func (m *Membership) Member(id string) (Member, bool) {
+func (m *Membership) Member(id string) (control.Member, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	mem, ok := m.members[id]
 	if !ok {
-		return Member{}, false
+		return control.Member{}, false
 	}
 	return *mem, true
 }
@@ -309,11 +311,11 @@ func (m *Membership) Member(id string) (Member, bool) {
 // (minimum 1) and a cancel function that closes it. Events that do not fit
 // in the buffer are dropped (see the package doc). The channel is closed by
 // cancel or Shutdown.
-func (m *Membership) Subscribe(buffer int) (<-chan Event, func()) {
+func (m *Membership) Subscribe(buffer int) (<-chan control.Event, func()) {
 	if buffer < 1 {
 		buffer = 1
 	}
-	ch := make(chan Event, buffer)
+	ch := make(chan control.Event, buffer)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -395,7 +397,7 @@ func (m *Membership) reapLoop() {
 		case now := <-t.C:
 			m.mu.Lock()
 			for id, mem := range m.members {
-				if mem.Status != StatusAlive && now.Sub(mem.Since) > m.cfg.ReapAfter {
+				if mem.Status != control.StatusAlive && now.Sub(mem.Since) > m.cfg.ReapAfter {
 					delete(m.members, id)
 				}
 			}
@@ -407,7 +409,7 @@ func (m *Membership) reapLoop() {
 
 // observe records a memberlist notification and fans it out. Called by
 // memberlist with its internal locks held: must not call into memberlist.
-func (m *Membership) observe(n *memberlist.Node, kind EventType) {
+func (m *Membership) observe(n *memberlist.Node, kind control.EventType) {
 	meta, err := decodeMeta(n.Meta)
 	if err != nil {
 		m.log.Warn("ignoring member with bad metadata", "node", n.Name, "err", err)
@@ -420,27 +422,27 @@ func (m *Membership) observe(n *memberlist.Node, kind EventType) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	prev, known := m.members[meta.ID]
-	if kind == EventFail && meta.Stopping {
-		kind = EventLeave // it announced its stop before going away
+	if kind == control.EventFail && meta.Stopping {
+		kind = control.EventLeave // it announced its stop before going away
 	}
-	status := StatusAlive
+	status := control.StatusAlive
 	switch kind {
-	case EventFail:
-		status = StatusFailed
-	case EventLeave:
-		status = StatusLeft
+	case control.EventFail:
+		status = control.StatusFailed
+	case control.EventLeave:
+		status = control.StatusLeft
 	}
-	mem := &Member{Meta: meta, Status: status, Since: now, Addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))}
+	mem := &control.Member{Meta: meta, Status: status, Since: now, Addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))}
 	if known && prev.Status == status {
 		mem.Since = prev.Since
 	}
 	m.members[meta.ID] = mem
 	m.metrics.update(m.members)
-	if kind == EventJoin && known && prev.Status == StatusAlive {
-		kind = EventUpdate
+	if kind == control.EventJoin && known && prev.Status == control.StatusAlive {
+		kind = control.EventUpdate
 	}
 	m.log.Debug("member event", "event", kind.String(), "id", meta.ID, "addr", mem.Addr)
-	ev := Event{Type: kind, Member: *mem}
+	ev := control.Event{Type: kind, Member: *mem}
 	for _, c := range m.subs {
 		select {
 		case c <- ev:
@@ -455,7 +457,7 @@ type delegate Membership
 func (d *delegate) NodeMeta(limit int) []byte {
 	m := (*Membership)(d)
 	m.mu.Lock()
-	b, err := m.meta.encode()
+	b, err := encodeMeta(m.meta)
 	m.mu.Unlock()
 	if err != nil || len(b) > limit {
 		m.log.Error("node metadata too large or unencodable", "bytes", len(b), "limit", limit, "err", err)
@@ -470,15 +472,19 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}
 
 type eventDelegate Membership
 
-func (e *eventDelegate) NotifyJoin(n *memberlist.Node) { (*Membership)(e).observe(n, EventJoin) }
+func (e *eventDelegate) NotifyJoin(n *memberlist.Node) {
+	(*Membership)(e).observe(n, control.EventJoin)
+}
 func (e *eventDelegate) NotifyUpdate(n *memberlist.Node) {
-	(*Membership)(e).observe(n, EventUpdate)
+	(*Membership)(e).observe(n, control.EventUpdate)
 }
 
 // NotifyLeave is called for failed and left nodes alike (memberlist's
 // Node.State is not set in this callback); observe tells them apart by the
 // Stopping flag.
-func (e *eventDelegate) NotifyLeave(n *memberlist.Node) { (*Membership)(e).observe(n, EventFail) }
+func (e *eventDelegate) NotifyLeave(n *memberlist.Node) {
+	(*Membership)(e).observe(n, control.EventFail)
+}
 
 // levelWriter turns memberlist's "[LEVEL] memberlist: msg" lines into slog
 // records at the matching level.

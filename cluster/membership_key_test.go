@@ -8,12 +8,14 @@ import (
 	"log/slog"
 	"testing"
 	"time"
+
+	"github.com/eddy-iot/eddy/control"
 )
 
 func startKeyed(t *testing.T, id string, key []byte, logs *bytes.Buffer) *Membership {
 	t.Helper()
 	cfg := DefaultConfig()
-	cfg.Meta = Meta{ID: id, GossipAddr: freeAddr(t), HTTPAddr: "127.0.0.1:1", RaftAddr: "127.0.0.1:2"}
+	cfg.Meta = control.Meta{ID: id, GossipAddr: freeAddr(t), HTTPAddr: "127.0.0.1:1", RaftAddr: "127.0.0.1:2"}
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg.SecretKey = key
 	m, err := New(cfg)
@@ -67,7 +69,7 @@ func TestGossipEncryption(t *testing.T) {
 
 func TestSecretKeyLength(t *testing.T) {
 	cfg := DefaultConfig()
-	cfg.Meta = Meta{ID: "a", GossipAddr: "127.0.0.1:7946"}
+	cfg.Meta = control.Meta{ID: "a", GossipAddr: "127.0.0.1:7946"}
 	cfg.SecretKey = []byte("short")
 	if err := cfg.Validate(); !errors.Is(err, ErrInvalidConfig) {
 		t.Fatalf("5-byte key: %v, want ErrInvalidConfig", err)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eddy-iot/eddy/control"
 )
 
 func eventually(t *testing.T, timeout time.Duration, fn func() error) {
@@ -49,7 +51,7 @@ func freeAddr(t *testing.T) string {
 func start(t *testing.T, id string, reg prometheus.Registerer) *Membership {
 	t.Helper()
 	cfg := DefaultConfig()
-	cfg.Meta = Meta{ID: id, GossipAddr: freeAddr(t), HTTPAddr: "127.0.0.1:1", RaftAddr: "127.0.0.1:2"}
+	cfg.Meta = control.Meta{ID: id, GossipAddr: freeAddr(t), HTTPAddr: "127.0.0.1:1", RaftAddr: "127.0.0.1:2"}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	cfg.Registerer = reg
 	m, err := New(cfg)
@@ -106,7 +108,7 @@ func TestMembershipJoinMetaFailLeave(t *testing.T) {
 		}
 		return nil
 	})
-	if err := b.SetMeta(Meta{ID: "other"}, time.Second); err == nil {
+	if err := b.SetMeta(control.Meta{ID: "other"}, time.Second); err == nil {
 		t.Error("SetMeta changed the node id")
 	}
 
@@ -178,7 +180,7 @@ func TestConfigValidate(t *testing.T) {
 	}
 	for _, c := range cases {
 		cfg := DefaultConfig()
-		cfg.Meta = Meta{ID: "a", GossipAddr: "127.0.0.1:7946"}
+		cfg.Meta = control.Meta{ID: "a", GossipAddr: "127.0.0.1:7946"}
 		c.mod(&cfg)
 		err := cfg.Validate()
 		if c.want == "" {

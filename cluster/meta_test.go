@@ -7,20 +7,22 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/eddy-iot/eddy/control"
 )
 
 func TestMemberPlaceable(t *testing.T) {
 	cases := []struct {
 		name string
-		m    Member
+		m    control.Member
 		want bool
 	}{
-		{"alive assignable", Member{Meta: Meta{Assignable: true}, Status: StatusAlive}, true},
-		{"not assignable", Member{Status: StatusAlive}, false},
-		{"failed", Member{Meta: Meta{Assignable: true}, Status: StatusFailed}, false},
-		{"left", Member{Meta: Meta{Assignable: true}, Status: StatusLeft}, false},
-		{"leaving", Member{Meta: Meta{Assignable: true, Leaving: true}, Status: StatusAlive}, false},
-		{"stopping", Member{Meta: Meta{Assignable: true, Stopping: true}, Status: StatusAlive}, false},
+		{"alive assignable", control.Member{Meta: control.Meta{Assignable: true}, Status: control.StatusAlive}, true},
+		{"not assignable", control.Member{Status: control.StatusAlive}, false},
+		{"failed", control.Member{Meta: control.Meta{Assignable: true}, Status: control.StatusFailed}, false},
+		{"left", control.Member{Meta: control.Meta{Assignable: true}, Status: control.StatusLeft}, false},
+		{"leaving", control.Member{Meta: control.Meta{Assignable: true, Leaving: true}, Status: control.StatusAlive}, false},
+		{"stopping", control.Member{Meta: control.Meta{Assignable: true, Stopping: true}, Status: control.StatusAlive}, false},
 	}
 	for _, c := range cases {
 		if got := c.m.Placeable(); got != c.want {
@@ -44,13 +46,13 @@ func TestUpdateMetaConcurrentFields(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for i := uint64(1); i <= 20; i++ {
-			_ = a.UpdateMeta(func(m *Meta) { m.HTTPAddr = fmt.Sprint(i) }, time.Second)
+			_ = a.UpdateMeta(func(m *control.Meta) { m.HTTPAddr = fmt.Sprint(i) }, time.Second)
 		}
 	}()
 	go func() {
 		defer wg.Done()
 		for i := 0; i < 21; i++ {
-			_ = a.UpdateMeta(func(m *Meta) { m.Assignable = i%2 == 0 }, time.Second)
+			_ = a.UpdateMeta(func(m *control.Meta) { m.Assignable = i%2 == 0 }, time.Second)
 		}
 	}()
 	wg.Wait()
@@ -64,11 +66,11 @@ func TestUpdateMetaConcurrentFields(t *testing.T) {
 		}
 		return nil
 	})
-	if err := a.UpdateMeta(func(m *Meta) { m.ID = "x" }, time.Second); err == nil {
+	if err := a.UpdateMeta(func(m *control.Meta) { m.ID = "x" }, time.Second); err == nil {
 		t.Error("UpdateMeta changed the node id")
 	}
 	a.Shutdown()
-	if err := a.UpdateMeta(func(m *Meta) { m.HTTPAddr += "x" }, time.Second); !errors.Is(err, ErrShutdown) {
+	if err := a.UpdateMeta(func(m *control.Meta) { m.HTTPAddr += "x" }, time.Second); !errors.Is(err, ErrShutdown) {
 		t.Errorf("UpdateMeta after Shutdown: %v, want ErrShutdown", err)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eddy-iot/eddy/control"
 )
 
 type metrics struct {
@@ -34,8 +36,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 // update recomputes the member gauges; caller holds the Membership lock.
-func (m *metrics) update(members map[string]*Member) {
-	counts := map[Status]int{StatusAlive: 0, StatusFailed: 0, StatusLeft: 0}
+func (m *metrics) update(members map[string]*control.Member) {
+	counts := map[control.Status]int{control.StatusAlive: 0, control.StatusFailed: 0, control.StatusLeft: 0}
 	for _, mem := range members {
 		counts[mem.Status]++
 	}

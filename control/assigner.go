@@ -11,8 +11,6 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/eddy-iot/eddy/cluster"
 )
 
 // Runner starts and stops the processing of device partitions on this node;
@@ -325,8 +323,8 @@ func (a *Assigner) Close() error {
 		a.cancel()
 		a.wg.Wait()
 		a.n.assigner.CompareAndSwap(a, nil)
-		err := a.n.members.UpdateMeta(func(m *cluster.Meta) { m.Assignable = false }, 500*time.Millisecond)
-		if err != nil && !errors.Is(err, cluster.ErrShutdown) {
+		err := a.n.members.UpdateMeta(func(m *Meta) { m.Assignable = false }, 500*time.Millisecond)
+		if err != nil && !errors.Is(err, ErrMembersShutdown) {
 			a.log.Debug("withdraw assignable flag", "err", err)
 		}
 		a.metrics.unregister(a.reg)
@@ -411,10 +409,10 @@ func (a *Assigner) publishMeta() {
 		a.metaMu.Lock()
 		want := a.metaWant
 		a.metaMu.Unlock()
-		err := a.n.members.UpdateMeta(func(m *cluster.Meta) {
+		err := a.n.members.UpdateMeta(func(m *Meta) {
 			m.Assignable = want.assignable
 		}, time.Second)
-		if errors.Is(err, cluster.ErrShutdown) {
+		if errors.Is(err, ErrMembersShutdown) {
 			return
 		}
 		if err != nil {

@@ -4,8 +4,6 @@ import (
 	"slices"
 	"sort"
 	"time"
-
-	"github.com/eddy-iot/eddy/cluster"
 )
 
 // The Assigner is split in two, the etcd-io/raft way (RawNode decides,
@@ -49,8 +47,8 @@ func (c AssignerConfig) planConfig() planConfig {
 // planInput is one look at the world.
 type planInput struct {
 	Now     time.Time
-	View    View             // the local FSM replica
-	Members []cluster.Member // the gossip view, this node included or not
+	View    View     // the local FSM replica
+	Members []Member // the gossip view, this node included or not
 	// Joined: this node has joined the cluster (Node.Joined).
 	Joined bool
 	// Contact is the last moment this node knew it was in contact with the
@@ -262,7 +260,7 @@ func (p *planner) reconcile(out *plan, in planInput) {
 	me, now, view := p.self, in.Now, in.View
 	assignable := in.Joined && !p.draining
 	out.assignable = assignable
-	byID := make(map[string]cluster.Member, len(in.Members))
+	byID := make(map[string]Member, len(in.Members))
 	ids := make([]string, 0, len(in.Members))
 	for _, m := range in.Members {
 		byID[m.ID] = m
@@ -290,7 +288,7 @@ func (p *planner) reconcile(out *plan, in planInput) {
 	for _, j := range view.Jobs() {
 		n := in.Partitions[j.Name]
 		for q := int32(0); q < n; q++ {
-			if cluster.Owner(cluster.PartitionKey(j.Name, q), eligible) == me {
+			if Owner(PartitionKey(j.Name, q), eligible) == me {
 				desired[pkey{j.Name, q}] = true
 			}
 		}
@@ -337,7 +335,7 @@ func (p *planner) slotFor(k pkey, now time.Time) *slot {
 	return s
 }
 
-func (p *planner) reconcilePartition(out *plan, k pkey, view View, want bool, byID map[string]cluster.Member, now time.Time) {
+func (p *planner) reconcilePartition(out *plan, k pkey, view View, want bool, byID map[string]Member, now time.Time) {
 	me := p.self
 	s := p.slots[k]
 	if s != nil && s.op != opNone {
@@ -394,7 +392,7 @@ func (p *planner) reconcilePartition(out *plan, k pkey, view View, want bool, by
 			return // the holder runs it; it hands it over once it sees us
 		}
 		cmd.Takeover, cmd.HolderRenewIndex, deadSince = true, idx, since
-		if holder, known := byID[lease.Owner]; known && holder.Status != cluster.StatusAlive && holder.Since.Before(since) {
+		if holder, known := byID[lease.Owner]; known && holder.Status != StatusAlive && holder.Since.Before(since) {
 			deadSince = holder.Since
 		}
 	}

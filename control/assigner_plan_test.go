@@ -11,8 +11,6 @@ import (
 
 	"github.com/cockroachdb/datadriven"
 	"github.com/hashicorp/raft"
-
-	"github.com/eddy-iot/eddy/cluster"
 )
 
 // TestPlanner replays the scripts in testdata/assigner: membership and
@@ -112,7 +110,7 @@ type planHarness struct {
 	fsm     *FSM
 	index   uint64
 	planner *planner
-	members []cluster.Member
+	members []Member
 	pending map[pkey]op // planned operations not done yet
 	cancel  map[pkey]bool
 }
@@ -384,19 +382,19 @@ func parseCommand(t *testing.T, d *datadriven.TestData, line string) Command {
 	return nil
 }
 
-func parseMember(t *testing.T, d *datadriven.TestData, line string) cluster.Member {
+func parseMember(t *testing.T, d *datadriven.TestData, line string) Member {
 	pos, m := kv(line)
 	if len(pos) < 2 {
 		d.Fatalf(t, "want \"ID alive|failed|left [assignable] [leaving] [since=D]\": %q", line)
 	}
-	mem := cluster.Member{Meta: cluster.Meta{ID: pos[0]}}
+	mem := Member{Meta: Meta{ID: pos[0]}}
 	switch pos[1] {
 	case "alive":
-		mem.Status = cluster.StatusAlive
+		mem.Status = StatusAlive
 	case "failed":
-		mem.Status = cluster.StatusFailed
+		mem.Status = StatusFailed
 	case "left":
-		mem.Status = cluster.StatusLeft
+		mem.Status = StatusLeft
 	default:
 		d.Fatalf(t, "unknown status %q", pos[1])
 	}

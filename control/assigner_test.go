@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-
-	"github.com/eddy-iot/eddy/cluster"
 )
 
 // callLog records every Runner call of every node of a test cluster, in one
@@ -243,7 +241,7 @@ func running(nodes []*tnode) (map[int32]string, error) {
 // rendezvous owner among owners, under the lease the leader's replica shows.
 func waitPlaced(t *testing.T, all []*tnode, owners []string, job string, partitions int32, timeout time.Duration) {
 	t.Helper()
-	want := cluster.Assign(job, partitions, owners)
+	want := Assign(job, partitions, owners)
 	eventually(t, timeout, func() error {
 		run, err := running(all)
 		if err != nil {
@@ -445,7 +443,7 @@ func TestAssignerPlacementHandoffRecoveryFencing(t *testing.T) {
 	n4 := startTNode(t, "n4", 0, []string{n1.cfg.GossipAddr}, log)
 	nodes = append(nodes, n4)
 	waitPlaced(t, nodes, []string{"n1", "n2", "n3", "n4"}, job, partitions, 20*time.Second)
-	after := cluster.Assign(job, partitions, []string{"n1", "n2", "n3", "n4"})
+	after := Assign(job, partitions, []string{"n1", "n2", "n3", "n4"})
 	calls := log.since(mark)
 	moved := ownedBy(after, "n4")
 	if got := partitionsOf(calls, "handoff", ""); fmt.Sprint(got) != fmt.Sprint(moved) {
@@ -526,7 +524,7 @@ func TestAssignerPlacementHandoffRecoveryFencing(t *testing.T) {
 	n4.stream.cut(true)
 	waitPlaced(t, alive, rest, job, partitions, 15*time.Second)
 	calls = log.since(mark)
-	if got := partitionsOf(calls, "stop", "n4"); len(got) != len(ownedBy(cluster.Assign(job, partitions, survivors), "n4")) {
+	if got := partitionsOf(calls, "stop", "n4"); len(got) != len(ownedBy(Assign(job, partitions, survivors), "n4")) {
 		t.Errorf("fenced n4 stopped %v%s", got, describeCalls(calls))
 	}
 	t.Logf("raft partition of n4: its partitions stopped there and running elsewhere %v after the cut", time.Since(cutAt))
@@ -540,7 +538,7 @@ func TestAssignerPlacementHandoffRecoveryFencing(t *testing.T) {
 	if code, err := httpJSON("GET", "http://"+n1.cfg.HTTPAddr+"/v1/partitions?job="+job, "", &infos); code != 200 || err != nil {
 		t.Fatalf("GET /v1/partitions: %d %v", code, err)
 	}
-	want := cluster.Assign(job, partitions, survivors)
+	want := Assign(job, partitions, survivors)
 	for _, in := range infos {
 		if in.Owner != want[in.Partition] || in.Desired != want[in.Partition] || in.State != PartitionRunning || in.Progress == nil || in.Progress.Offset != int64(in.Epoch)*1000 {
 			t.Errorf("GET /v1/partitions: %+v, want running on %s", in, want[in.Partition])
@@ -631,7 +629,7 @@ func TestAssignerLeaderKill(t *testing.T) {
 	if leader == nil {
 		t.Fatal("no leader")
 	}
-	lost := ownedBy(cluster.Assign(job, partitions, ids(nodes)), leader.id)
+	lost := ownedBy(Assign(job, partitions, ids(nodes)), leader.id)
 	mark := log.last()
 	killed := time.Now()
 	leader.kill()

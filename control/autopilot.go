@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/eddy-iot/eddy/cluster"
 	"github.com/hashicorp/raft"
 )
 
@@ -244,7 +243,7 @@ func (n *Node) reconcile() {
 	timeout := n.cfg.ApplyTimeout
 	now := time.Now()
 	members := n.members.Members()
-	byID := make(map[string]cluster.Member, len(members))
+	byID := make(map[string]Member, len(members))
 	for _, m := range members {
 		byID[m.ID] = m
 	}
@@ -255,7 +254,7 @@ func (n *Node) reconcile() {
 
 	// 1. Add new members as non-voters; follow address changes.
 	for _, m := range members {
-		if m.Status != cluster.StatusAlive || m.Leaving || m.RaftAddr == "" || m.ID == n.cfg.ID || n.isSuppressed(m) {
+		if m.Status != StatusAlive || m.Leaving || m.RaftAddr == "" || m.ID == n.cfg.ID || n.isSuppressed(m) {
 			continue
 		}
 		s, ok := inCfg[m.ID]
@@ -285,7 +284,7 @@ func (n *Node) reconcile() {
 
 	// 2. Track dead servers.
 	var deadVoters, deadNonvoters []string
-	var candidates []cluster.Member
+	var candidates []Member
 	voters := 0
 	for _, s := range servers {
 		id := string(s.ID)
@@ -296,7 +295,7 @@ func (n *Node) reconcile() {
 			continue
 		}
 		m, known := byID[id]
-		if known && m.Status == cluster.StatusAlive && !m.Leaving {
+		if known && m.Status == StatusAlive && !m.Leaving {
 			delete(n.deadSince, id)
 			if s.Suffrage != raft.Voter && now.Sub(m.Since) >= n.cfg.Autopilot.StabilizationTime {
 				candidates = append(candidates, m)
@@ -306,7 +305,7 @@ func (n *Node) reconcile() {
 		since, tracked := n.deadSince[id]
 		if !tracked {
 			since = now
-			if known && m.Status != cluster.StatusAlive && m.Since.Before(now) {
+			if known && m.Status != StatusAlive && m.Since.Before(now) {
 				since = m.Since
 			}
 			n.deadSince[id] = since
@@ -385,7 +384,7 @@ func (n *Node) reconcile() {
 }
 
 // pickHealthy removes and returns the first healthy candidate.
-func (n *Node) pickHealthy(candidates *[]cluster.Member) (cluster.Member, bool) {
+func (n *Node) pickHealthy(candidates *[]Member) (Member, bool) {
 	last := n.raft.LastIndex()
 	for len(*candidates) > 0 {
 		c := (*candidates)[0]
@@ -403,10 +402,10 @@ func (n *Node) pickHealthy(candidates *[]cluster.Member) (cluster.Member, bool) 
 		}
 		return c, true
 	}
-	return cluster.Member{}, false
+	return Member{}, false
 }
 
-func (n *Node) promote(m cluster.Member) bool {
+func (n *Node) promote(m Member) bool {
 	if err := n.raft.AddVoter(raft.ServerID(m.ID), raft.ServerAddress(m.RaftAddr), 0, n.cfg.ApplyTimeout).Error(); err != nil {
 		n.log.Warn("autopilot: promote", "id", m.ID, "err", err)
 		return false

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/eddy-iot/eddy/cluster"
 	"github.com/hashicorp/raft"
 )
 
@@ -106,7 +105,7 @@ func TestAutopilotGossipCutLeaderKeepsVoters(t *testing.T) {
 	eventually(t, 20*time.Second, func() error {
 		failed := 0
 		for _, m := range leader.members.Members() {
-			if m.ID != leader.ID() && m.Status != cluster.StatusAlive {
+			if m.ID != leader.ID() && m.Status != StatusAlive {
 				failed++
 			}
 		}

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/eddy-iot/eddy/cluster"
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -29,8 +28,9 @@ type Config struct {
 	// RaftAddr (host:port) is the Raft TCP transport's bind and advertised
 	// address. Required.
 	RaftAddr string
-	// GossipAddr (host:port) is memberlist's bind and advertised address
-	// (TCP and UDP). Required.
+	// GossipAddr (host:port) is the membership's (memberlist's) bind and
+	// advertised address, TCP and UDP; it reaches Members in Meta.
+	// Required.
 	GossipAddr string
 	// Join lists gossip addresses of existing members to contact at start;
 	// retried in the background until one answers. Empty for the first
@@ -63,8 +63,10 @@ type Config struct {
 	// Bridge optionally feeds devices/ keys from a Kafka broadcast topic
 	// (disabled unless Bridge.Brokers is set).
 	Bridge BridgeConfig
-	// Gossip tunes memberlist; its Meta is filled in by the node.
-	Gossip cluster.Config
+	// Members starts the node's membership (see MembersFunc); required.
+	// eddy node and cluster.StartNode set it to memberlist gossip on
+	// GossipAddr (cluster.MembersFunc).
+	Members MembersFunc
 	// TLS, when set, serves the HTTP API as HTTPS and runs Raft over
 	// mutual TLS (see TLSConfig); default plaintext.
 	TLS TLSConfig
@@ -173,7 +175,6 @@ func DefaultConfig() Config {
 			MaxTrailingLogs:   1000,
 			ReconcileInterval: 500 * time.Millisecond,
 		},
-		Gossip: cluster.DefaultConfig(),
 	}
 }
 
@@ -247,10 +248,8 @@ func (c *Config) Validate() error {
 	if a.DeadServerTimeout <= 0 || a.StabilizationTime < 0 || a.ReconcileInterval <= 0 {
 		return bad("Autopilot DeadServerTimeout (%v) and ReconcileInterval (%v) must be > 0, StabilizationTime (%v) >= 0", a.DeadServerTimeout, a.ReconcileInterval, a.StabilizationTime)
 	}
-	g := c.Gossip
-	g.Meta = cluster.Meta{ID: c.ID, GossipAddr: c.GossipAddr, HTTPAddr: c.HTTPAddr, RaftAddr: c.RaftAddr}
-	if err := g.Validate(); err != nil {
-		return bad("gossip: %v", err)
+	if c.Members == nil {
+		return bad("Members (the membership, e.g. cluster.MembersFunc) must be set")
 	}
 	return nil
 }

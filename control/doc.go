@@ -7,8 +7,9 @@
 //
 // # Cluster
 //
-// Every node runs a Node (StartNode). Nodes find each other through gossip
-// (package cluster). The first Config.BootstrapExpect nodes to meet form the
+// Every node runs a Node (StartNode). Nodes find each other through the
+// membership a Node sees through its Members port (Config.Members; eddy node
+// and cluster.StartNode use package cluster's memberlist gossip). The first Config.BootstrapExpect nodes to meet form the
 // voter set: the one with the lowest id among them calls BootstrapCluster
 // with all of them, the others are replicated to (Consul's bootstrap-expect).
 // Nodes that join later become non-voters, added by the leader, so every node
@@ -81,7 +82,8 @@
 // not talk to each other; they agree through gossip and the FSM:
 //
 //   - Placement. The desired owner of partition p of job j is
-//     cluster.Owner("j/p", placeable members): rendezvous hashing over the
+//     Owner("j/p", placeable members): rendezvous hashing (placement.go)
+//     over the
 //     members that are alive, Assignable and neither leaving nor stopping.
 //     A node is Assignable while its assigner runs, it has joined, it is in
 //     contact with the Raft majority and it is not draining. A join moves
@@ -173,7 +175,7 @@
 //	cfg.ID, cfg.DataDir = "n1", "/var/lib/eddy/n1"
 //	cfg.HTTPAddr, cfg.RaftAddr, cfg.GossipAddr = "10.0.0.1:8080", "10.0.0.1:8300", "10.0.0.1:8301"
 //	cfg.BootstrapExpect, cfg.Join = 3, []string{"10.0.0.2:8301", "10.0.0.3:8301"}
-//	node, err := control.StartNode(cfg)
+//	node, err := cluster.StartNode(cfg, cluster.DefaultConfig()) // sets cfg.Members to gossip
 //	...
 //	defer node.Close()
 //	res, err := node.Apply(ctx, control.KVSet{Key: "devices/17079", Value: `{"company":"acme","site":"dyce"}`})

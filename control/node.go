@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
-	"github.com/eddy-iot/eddy/cluster"
 	hclog "github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -39,7 +38,7 @@ type Node struct {
 	trans   *raft.NetworkTransport
 	store   *raftboltdb.BoltStore
 	logs    raft.LogStore // store behind a cache
-	members *cluster.Membership
+	members Members
 	metrics *metrics
 	httpSrv *http.Server
 	peer    *http.Client // node-to-node HTTP (forwarding, health checks)
@@ -218,14 +217,10 @@ func StartNode(cfg Config) (n *Node, err error) {
 	}
 	cleanup = append(cleanup, func() { node.raft.Shutdown().Error() })
 
-	gcfg := cfg.Gossip
-	gcfg.Meta = cluster.Meta{
+	n.members, err = cfg.Members(Meta{
 		ID: cfg.ID, HTTPAddr: cfg.HTTPAddr, RaftAddr: cfg.RaftAddr, GossipAddr: cfg.GossipAddr,
 		BootstrapExpect: cfg.BootstrapExpect, RaftState: hasState,
-	}
-	gcfg.Logger = logger
-	gcfg.Registerer = cfg.Registerer
-	n.members, err = cluster.New(gcfg)
+	}, logger, cfg.Registerer)
 	if err != nil {
 		return nil, err
 	}
@@ -276,8 +271,9 @@ func (n *Node) FSM() *FSM { return n.fsm }
 // Devices returns the operators.DeviceLookup of the local replica.
 func (n *Node) Devices() *DeviceLookup { return n.fsm.Devices() }
 
-// Membership returns the node's membership view.
-func (n *Node) Membership() *cluster.Membership { return n.members }
+// Membership returns the node's membership view (what Config.Members
+// started).
+func (n *Node) Membership() Members { return n.members }
 
 // Raft returns the underlying Raft instance (for status and tests; do not
 // Apply to it directly, use Node.Apply).
@@ -316,7 +312,7 @@ func (n *Node) Close() error {
 			a.Close() // hard stop of the partitions; Assigner.Shutdown first hands them off
 		}
 		n.cancel()
-		if err := n.members.Leave(time.Second); err != nil && !errors.Is(err, cluster.ErrShutdown) {
+		if err := n.members.Leave(time.Second); err != nil && !errors.Is(err, ErrMembersShutdown) {
 			n.log.Warn("memberlist leave", "err", err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -661,7 +657,7 @@ func (n *Node) maybeBootstrap() {
 	if expect == 0 {
 		return
 	}
-	var cands []cluster.Member
+	var cands []Member
 	for _, m := range n.members.Alive() {
 		if m.RaftState {
 			return // a cluster exists: its leader will add this node
@@ -727,8 +723,8 @@ func (n *Node) syncMeta() {
 	if meta := n.members.LocalMeta(); meta.RaftState == raftState && meta.Voter == voter {
 		return
 	}
-	err := n.members.UpdateMeta(func(m *cluster.Meta) { m.RaftState, m.Voter = raftState, voter }, time.Second)
-	if err != nil && !errors.Is(err, cluster.ErrShutdown) {
+	err := n.members.UpdateMeta(func(m *Meta) { m.RaftState, m.Voter = raftState, voter }, time.Second)
+	if err != nil && !errors.Is(err, ErrMembersShutdown) {
 		n.log.Warn("update node metadata", "err", err)
 	}
 }
@@ -743,11 +739,11 @@ func (n *Node) suppress(id string, d time.Duration) {
 	n.suppressed[id] = suppression{at: now, until: now.Add(d)}
 }
 
-func (n *Node) isSuppressed(m cluster.Member) bool {
+func (n *Node) isSuppressed(m Member) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	s, ok := n.suppressed[m.ID]
-	if ok && (time.Now().After(s.until) || m.Status == cluster.StatusAlive && m.Since.After(s.at)) {
+	if ok && (time.Now().After(s.until) || m.Status == StatusAlive && m.Since.After(s.at)) {
 		delete(n.suppressed, m.ID)
 		return false
 	}
@@ -776,7 +772,7 @@ func (n *Node) Leave(ctx context.Context) error {
 			n.log.Warn("leave: partitions not all handed off", "err", err)
 		}
 	}
-	if err := n.members.UpdateMeta(func(m *cluster.Meta) { m.Leaving = true }, time.Second); err != nil {
+	if err := n.members.UpdateMeta(func(m *Meta) { m.Leaving = true }, time.Second); err != nil {
 		n.log.Warn("flag leaving in metadata", "err", err)
 	}
 	f := n.raft.GetConfiguration()
@@ -795,7 +791,7 @@ func (n *Node) Leave(ctx context.Context) error {
 	if inConfig {
 		if n.IsLeader() {
 			if voters <= 1 {
-				_ = n.members.UpdateMeta(func(m *cluster.Meta) { m.Leaving = false }, time.Second)
+				_ = n.members.UpdateMeta(func(m *Meta) { m.Leaving = false }, time.Second)
 				return fmt.Errorf("%w: this node is the only voter; the cluster would be lost", ErrConflict)
 			}
 			if err := n.raft.LeadershipTransfer().Error(); err != nil {

@@ -76,6 +76,9 @@ func testNodeConfig(t *testing.T, id string, expect int, join []string) Config {
 	cfg.Join = join
 	cfg.Logger = testLogger()
 	cfg.Autopilot.StabilizationTime = 200 * time.Millisecond
+	if cfg.Members = GossipMembers; cfg.Members == nil {
+		t.Fatal("GossipMembers is not set (gossip_ext_test.go)")
+	}
 	return cfg
 }
 
@@ -259,6 +262,7 @@ func TestNodeConfigValidate(t *testing.T) {
 		c := DefaultConfig()
 		c.ID, c.DataDir = "n1", "/tmp/x"
 		c.HTTPAddr, c.RaftAddr, c.GossipAddr = "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"
+		c.Members = GossipMembers
 		return c
 	}
 	cases := []struct {
@@ -277,6 +281,7 @@ func TestNodeConfigValidate(t *testing.T) {
 		{"lease > heartbeat", func(c *Config) { c.Raft.LeaderLeaseTimeout = time.Second }, "LeaderLeaseTimeout"},
 		{"log level", func(c *Config) { c.Raft.LogLevel = "loud" }, "LogLevel"},
 		{"value limit", func(c *Config) { c.MaxValueBytes = 0 }, "MaxValueBytes"},
+		{"no membership", func(c *Config) { c.Members = nil }, "Members"},
 	}
 	for _, c := range cases {
 		cfg := base()

@@ -7,8 +7,6 @@ import (
 	"strconv"
 	"sync"
 	"time"
-
-	"github.com/eddy-iot/eddy/cluster"
 )
 
 // States of PartitionInfo.State besides the owner's own report
@@ -90,10 +88,10 @@ func (n *Node) handlePartitions(w http.ResponseWriter, r *http.Request) {
 func (n *Node) Partitions(ctx context.Context, job string) []PartitionInfo {
 	v := n.fsm.View()
 	members := n.members.Members()
-	alive := map[string]cluster.Member{}
+	alive := map[string]Member{}
 	var eligible []string
 	for _, m := range members {
-		if m.Status == cluster.StatusAlive {
+		if m.Status == StatusAlive {
 			alive[m.ID] = m
 		}
 		if m.ID == n.cfg.ID {
@@ -121,7 +119,7 @@ func (n *Node) Partitions(ctx context.Context, job string) []PartitionInfo {
 			count = max(count, l.Partition+1)
 		}
 		for p := int32(0); p < count; p++ {
-			info := PartitionInfo{Job: j.Name, Partition: p, Desired: cluster.Owner(cluster.PartitionKey(j.Name, p), eligible)}
+			info := PartitionInfo{Job: j.Name, Partition: p, Desired: Owner(PartitionKey(j.Name, p), eligible)}
 			l, ok := v.Lease(j.Name, p)
 			switch {
 			case !ok:
@@ -158,7 +156,7 @@ func (n *Node) Partitions(ctx context.Context, job string) []PartitionInfo {
 
 // gatherPartitions asks every alive member for its local partitions; the
 // map has an entry for each member that answered.
-func (n *Node) gatherPartitions(ctx context.Context, alive map[string]cluster.Member) map[string]map[pkey]PartitionStatus {
+func (n *Node) gatherPartitions(ctx context.Context, alive map[string]Member) map[string]map[pkey]PartitionStatus {
 	var mu sync.Mutex
 	out := map[string]map[pkey]PartitionStatus{}
 	add := func(id string, list []PartitionStatus) {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/eddy-iot/eddy/actors"
 	"github.com/eddy-iot/eddy/actors/devbroker"
+	"github.com/eddy-iot/eddy/cluster"
 	"github.com/eddy-iot/eddy/control"
 	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 )
@@ -73,7 +74,7 @@ func startMember(t *testing.T, id string, expect int, join []string) (*control.N
 	cfg.BootstrapExpect = expect
 	cfg.Join = join
 	cfg.Logger = testLogger()
-	node, err := control.StartNode(cfg)
+	node, err := cluster.StartNode(cfg, cluster.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

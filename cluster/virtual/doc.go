@@ -32,7 +32,7 @@
 //	defer n.Stop()
 //	st, err := n.PartitionStatus(ctx, "iot-work", 7)
 //
-// The node must advertise the same ActorAddr in its cluster.Meta (other
+// The node must advertise the same ActorAddr in its control.Meta (other
 // nodes learn it by gossip). Stop does not wait for protoactor's gossip
 // goroutines (protoactor stops them only on its graceful shutdown, which
 // sleeps 2 s).

@@ -5,7 +5,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	pcluster "github.com/asynkron/protoactor-go/cluster"
-	"github.com/eddy-iot/eddy/cluster"
+	"github.com/eddy-iot/eddy/control"
 )
 
 // activatorName is the name of the actor every node runs to activate
@@ -16,7 +16,7 @@ const activatorName = "eddy-activator"
 // the node holding its lease (not on a hash of the member list). Activation
 // is only a routing hint: the grain checks the lease on every request.
 type leaseLookup struct {
-	members *cluster.Membership // node addresses (protoactor's member list is read without its lock)
+	members control.Members // node addresses (protoactor's member list is read without its lock)
 	leases  LeaseTable
 	timeout time.Duration
 	c       *pcluster.Cluster
@@ -51,7 +51,7 @@ func (l *leaseLookup) Get(ci *pcluster.ClusterIdentity) *actor.PID {
 		return nil
 	}
 	mem, ok := l.members.Member(owner)
-	if !ok || mem.Status != cluster.StatusAlive || mem.ActorAddr == "" {
+	if !ok || mem.Status != control.StatusAlive || mem.ActorAddr == "" {
 		return nil
 	}
 	return activate(l.c, mem.ActorAddr, ci, l.timeout)

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	pcluster "github.com/asynkron/protoactor-go/cluster"
-	"github.com/eddy-iot/eddy/cluster"
+	"github.com/eddy-iot/eddy/control"
 )
 
 // Provider is a protoactor-go cluster.ClusterProvider backed by eddy's
@@ -17,7 +17,7 @@ import (
 // kinds). It looks again on every membership event and every second, and
 // publishes when the topology changed.
 type Provider struct {
-	m *cluster.Membership
+	m control.Members
 
 	mu      sync.Mutex
 	stop    chan struct{}
@@ -31,7 +31,7 @@ type Provider struct {
 var _ pcluster.ClusterProvider = (*Provider)(nil)
 
 // NewProvider returns a Provider over m.
-func NewProvider(m *cluster.Membership) *Provider { return &Provider{m: m, stop: make(chan struct{})} }
+func NewProvider(m control.Members) *Provider { return &Provider{m: m, stop: make(chan struct{})} }
 
 // StartMember starts feeding c's member list. It returns at once.
 func (p *Provider) StartMember(c *pcluster.Cluster) error {
@@ -90,10 +90,10 @@ func (p *Provider) publish(c *pcluster.Cluster, kinds []string) {
 
 // Topology converts eddy members to protoactor members: alive, neither
 // leaving nor stopping, with a valid ActorAddr.
-func Topology(members []cluster.Member, kinds []string) pcluster.Members {
+func Topology(members []control.Member, kinds []string) pcluster.Members {
 	out := make(pcluster.Members, 0, len(members))
 	for _, m := range members {
-		if m.Status != cluster.StatusAlive || m.Leaving || m.Stopping || m.ActorAddr == "" {
+		if m.Status != control.StatusAlive || m.Leaving || m.Stopping || m.ActorAddr == "" {
 			continue
 		}
 		host, port, err := splitAddr(m.ActorAddr)

@@ -14,7 +14,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	pcluster "github.com/asynkron/protoactor-go/cluster"
 	"github.com/asynkron/protoactor-go/remote"
-	"github.com/eddy-iot/eddy/cluster"
+	"github.com/eddy-iot/eddy/control"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -77,7 +77,7 @@ type Config struct {
 	// advertises (the same value as this node's Meta.ActorAddr).
 	ActorAddr string
 	// Membership is this node's memberlist view. Required.
-	Membership *cluster.Membership
+	Membership control.Members
 	Leases     LeaseTable // required
 	Local      Local      // required
 	// RequestTimeout bounds one grain call (default 2 s).

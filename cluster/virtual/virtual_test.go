@@ -14,6 +14,7 @@ import (
 
 	pcluster "github.com/asynkron/protoactor-go/cluster"
 	"github.com/eddy-iot/eddy/cluster"
+	"github.com/eddy-iot/eddy/control"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -98,7 +99,7 @@ func startNodes(t *testing.T, count int, leases LeaseTable) []*testNode {
 		id := fmt.Sprintf("n%d", i+1)
 		cfg := cluster.DefaultConfig()
 		act := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		cfg.Meta = cluster.Meta{ID: id, GossipAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), ActorAddr: act}
+		cfg.Meta = control.Meta{ID: id, GossipAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), ActorAddr: act}
 		cfg.Logger = logger
 		m, err := cluster.New(cfg)
 		if err != nil {
@@ -254,12 +255,12 @@ func TestIdentity(t *testing.T) {
 }
 
 func TestTopology(t *testing.T) {
-	ms := []cluster.Member{
-		{Meta: cluster.Meta{ID: "a", ActorAddr: "10.0.0.1:7001"}, Status: cluster.StatusAlive},
-		{Meta: cluster.Meta{ID: "b"}, Status: cluster.StatusAlive},                                             // no actor endpoint
-		{Meta: cluster.Meta{ID: "c", ActorAddr: "10.0.0.3:7001"}, Status: cluster.StatusFailed},                // failed
-		{Meta: cluster.Meta{ID: "d", ActorAddr: "10.0.0.4:7001", Stopping: true}, Status: cluster.StatusAlive}, // stopping
-		{Meta: cluster.Meta{ID: "e", ActorAddr: "bad"}, Status: cluster.StatusAlive},
+	ms := []control.Member{
+		{Meta: control.Meta{ID: "a", ActorAddr: "10.0.0.1:7001"}, Status: control.StatusAlive},
+		{Meta: control.Meta{ID: "b"}, Status: control.StatusAlive},                                             // no actor endpoint
+		{Meta: control.Meta{ID: "c", ActorAddr: "10.0.0.3:7001"}, Status: control.StatusFailed},                // failed
+		{Meta: control.Meta{ID: "d", ActorAddr: "10.0.0.4:7001", Stopping: true}, Status: control.StatusAlive}, // stopping
+		{Meta: control.Meta{ID: "e", ActorAddr: "bad"}, Status: control.StatusAlive},
 	}
 	got := Topology(ms, []string{Kind})
 	if len(got) != 1 || got[0].Id != "a" || got[0].Host != "10.0.0.1" || got[0].Port != 7001 || len(got[0].Kinds) != 1 {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eddy-iot/eddy/cluster"
 	"github.com/eddy-iot/eddy/cluster/jobs"
 	"github.com/eddy-iot/eddy/control"
 )
@@ -97,7 +98,7 @@ func TestCtlJobsPartitions(t *testing.T) {
 	cfg.BootstrapExpect = 1
 	cfg.ValidateJob = jobs.ValidateSpec
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	node, err := control.StartNode(cfg)
+	node, err := cluster.StartNode(cfg, cluster.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

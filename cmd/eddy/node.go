@@ -28,6 +28,7 @@ import (
 // newNodeCmd is `eddy node`: the long-running process of a cluster member.
 func newNodeCmd() *cobra.Command {
 	cfg := control.DefaultConfig()
+	gossip := cluster.DefaultConfig()
 	var tokenFile, gossipKeyFile, logLevel, jobFile string
 	drainTimeout := time.Minute
 	leaveOnTerminate := true
@@ -85,12 +86,12 @@ heartbeating the stopped node until it is back or autopilot removes it).`,
 			if cfg.APIToken == "" {
 				cfg.APIToken = strings.TrimSpace(os.Getenv("EDDY_TOKEN"))
 			}
-			if cfg.Gossip.SecretKey, err = readGossipKey(gossipKeyFile); err != nil {
+			if gossip.SecretKey, err = readGossipKey(gossipKeyFile); err != nil {
 				return err
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return runNode(ctx, cfg, acfg, jobFile, drainTimeout, leaveOnTerminate, actorAddr, cmd.OutOrStdout())
+			return runNode(ctx, cfg, gossip, acfg, jobFile, drainTimeout, leaveOnTerminate, actorAddr, cmd.OutOrStdout())
 		},
 	}
 	fl := cmd.Flags()
@@ -126,9 +127,9 @@ heartbeating the stopped node until it is back or autopilot removes it).`,
 	fl.StringVar(&cfg.Raft.LogLevel, "raft-log-level", cfg.Raft.LogLevel, "Raft library log level: trace, debug, info, warn, error, off")
 	fl.DurationVar(&cfg.Autopilot.DeadServerTimeout, "autopilot-dead-server-timeout", cfg.Autopilot.DeadServerTimeout, "remove (and replace) a server failed for this long")
 	fl.DurationVar(&cfg.Autopilot.StabilizationTime, "autopilot-stabilization-time", cfg.Autopilot.StabilizationTime, "a non-voter must be alive this long to be promoted")
-	fl.DurationVar(&cfg.Gossip.ProbeInterval, "gossip-probe-interval", cfg.Gossip.ProbeInterval, "memberlist failure probe interval")
-	fl.DurationVar(&cfg.Gossip.ProbeTimeout, "gossip-probe-timeout", cfg.Gossip.ProbeTimeout, "memberlist probe timeout")
-	fl.IntVar(&cfg.Gossip.SuspicionMult, "gossip-suspicion-mult", cfg.Gossip.SuspicionMult, "memberlist suspicion multiplier")
+	fl.DurationVar(&gossip.ProbeInterval, "gossip-probe-interval", gossip.ProbeInterval, "memberlist failure probe interval")
+	fl.DurationVar(&gossip.ProbeTimeout, "gossip-probe-timeout", gossip.ProbeTimeout, "memberlist probe timeout")
+	fl.IntVar(&gossip.SuspicionMult, "gossip-suspicion-mult", gossip.SuspicionMult, "memberlist suspicion multiplier")
 	fl.StringSliceVar(&cfg.Bridge.Brokers, "broadcast-brokers", nil, "Kafka brokers of the broadcast topic; set to let the leader apply it to devices/<pboxid>")
 	fl.StringVar(&cfg.Bridge.Topic, "broadcast-topic", "iot-broadcast", "broadcast topic (key pboxid, value device JSON, empty value deletes)")
 	fl.StringVar(&cfg.Bridge.Group, "broadcast-group", "eddy-broadcast-bridge", "consumer group of the broadcast bridge")
@@ -142,7 +143,7 @@ heartbeating the stopped node until it is back or autopilot removes it).`,
 // With jobFile, the node first submits that job (if no job of that name
 // is stored yet), as eddy ctl job submit would; its enrichment reads the
 // broadcast device data from the local Raft replica.
-func runNode(ctx context.Context, cfg control.Config, acfg control.AssignerConfig, jobFile string, drainTimeout time.Duration, leaveOnTerminate bool, actorAddr string, out io.Writer) error {
+func runNode(ctx context.Context, cfg control.Config, gossip cluster.Config, acfg control.AssignerConfig, jobFile string, drainTimeout time.Duration, leaveOnTerminate bool, actorAddr string, out io.Writer) error {
 	var submit *control.JobPut
 	if jobFile != "" {
 		_, jcfg, err := loadJobSpec(jobFile, false, true)
@@ -159,7 +160,7 @@ func runNode(ctx context.Context, cfg control.Config, acfg control.AssignerConfi
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg.Registerer, cfg.Gatherer = reg, reg
 	cfg.ValidateJob = jobs.ValidateSpec
-	node, err := control.StartNode(cfg)
+	node, err := cluster.StartNode(cfg, gossip)
 	if err != nil {
 		return err
 	}
@@ -257,7 +258,7 @@ func parseLogLevel(s string) (slog.Level, error) {
 // activation follows the Raft lease, and a grain on a node without the lease
 // answers "not owner". It serves GET /v1/partitions/{job}/{partition}.
 func startVirtualActors(node *control.Node, svc *jobs.Service, cfg control.Config, addr string) (*virtual.Node, error) {
-	if err := node.Membership().UpdateMeta(func(m *cluster.Meta) { m.ActorAddr = addr }, time.Second); err != nil {
+	if err := node.Membership().UpdateMeta(func(m *control.Meta) { m.ActorAddr = addr }, time.Second); err != nil {
 		return nil, fmt.Errorf("--actor-addr: advertise: %w", err)
 	}
 	vn, err := virtual.Start(virtual.Config{

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/eddy-iot/eddy/actors/devbroker"
+	"github.com/eddy-iot/eddy/cluster"
 	"github.com/eddy-iot/eddy/cluster/jobs"
 	"github.com/eddy-iot/eddy/control"
 )
@@ -35,7 +36,7 @@ func TestJobUpdateRollsOut(t *testing.T) {
 		}
 		cfg.ValidateJob = jobs.ValidateSpec
 		cfg.Logger = logger
-		n, err := control.StartNode(cfg)
+		n, err := cluster.StartNode(cfg, cluster.DefaultConfig())
 		if err != nil {
 			t.Fatal(err)
 		}

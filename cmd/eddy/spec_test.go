@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/eddy-iot/eddy/cluster"
 	"github.com/eddy-iot/eddy/cluster/jobs"
 	"github.com/eddy-iot/eddy/control"
 )
@@ -26,7 +27,7 @@ func startTestNode(t *testing.T) *control.Node {
 	cfg.BootstrapExpect = 1
 	cfg.ValidateJob = jobs.ValidateSpec
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	node, err := control.StartNode(cfg)
+	node, err := cluster.StartNode(cfg, cluster.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
