@@ -10,6 +10,7 @@ import (
 
 	"github.com/eddy-iot/eddy/operators"
 	"github.com/eddy-iot/eddy/tests/mariadbtest"
+	"github.com/eddy-iot/eddy/tests/pgtest"
 )
 
 // benchReadings makes n readings of 23 devices, 2.5 minutes apart per
@@ -74,6 +75,8 @@ func engineOf(s Sink) *sqlEngine {
 		return s.e
 	case *MySQL:
 		return s.e
+	case *Postgres:
+		return s.e
 	}
 	return nil
 }
@@ -91,6 +94,15 @@ func BenchmarkSQLiteWriteReadings(b *testing.B) {
 // BenchmarkMySQLWriteReadings measures readings/s into MySQL/MariaDB.
 func BenchmarkMySQLWriteReadings(b *testing.B) {
 	s, err := NewMySQL(mariadbtest.DSN(b), Config{}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchWriteReadings(b, s, 0)
+}
+
+// BenchmarkPostgresWriteReadings measures readings/s into PostgreSQL.
+func BenchmarkPostgresWriteReadings(b *testing.B) {
+	s, err := NewPostgres(pgtest.URL(b), Config{}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -123,6 +135,13 @@ func BenchmarkFencing(b *testing.B) {
 		}},
 		{"mysql", func(b *testing.B) Sink {
 			s, err := NewMySQL(mariadbtest.DSN(b), Config{}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return s
+		}},
+		{"postgres", func(b *testing.B) Sink {
+			s, err := NewPostgres(pgtest.URL(b), Config{}, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
