@@ -49,6 +49,7 @@ import (
 	"github.com/eddy-iot/eddy/actors/devbroker"
 	"github.com/eddy-iot/eddy/sinks"
 	"github.com/eddy-iot/eddy/sinks/kafkaconf"
+	"github.com/eddy-iot/eddy/tests/bench/synth"
 )
 
 // batchRows is the --batch-rows flag.
@@ -91,7 +92,7 @@ func run(runs int, data string, partitions int, cpuprofile, variants string) err
 	defer os.RemoveAll(tmp)
 	if synthDevices > 0 {
 		data = filepath.Join(tmp, fmt.Sprintf("synthetic-%d-devices.ndjson", synthDevices))
-		if err := writeSynthetic(data, synthDevices, synthPerDevice); err != nil {
+		if err := synth.Write(data, synthDevices, synthPerDevice); err != nil {
 			return err
 		}
 	}
