@@ -678,17 +678,18 @@ func (t *partitionTask) onBarrier(b *barrier) {
 			ck.fail(fmt.Errorf("actors: partition %d: checkpoint %d: %w", t.partition, b.id, err))
 		}
 	}()
-	for _, s := range t.job.plain {
-		if err := s.Flush(t.ctx); err != nil {
-			ck.send(ckEvent{id: b.id, partition: t.partition, err: fmt.Errorf("sink pre-commit: %w", err)})
-			return
-		}
+	if err := t.job.flushPlain(t.ctx); err != nil {
+		ck.send(ckEvent{id: b.id, partition: t.partition, err: fmt.Errorf("sink pre-commit: %w", err)})
+		return
 	}
 	for _, txn := range t.txns {
 		if err := txn.PreCommit(t.ctx, b.id); err != nil {
 			ck.send(ckEvent{id: b.id, partition: t.partition, err: fmt.Errorf("transactional sink pre-commit: %w", err)})
 			return
 		}
+	}
+	if len(t.txns) > 0 && b.id > 0 {
+		t.lat.seal(b.id) // visible with the commit of checkpoint b.id
 	}
 	ps, err := t.op.State().AppendBinary(nil)
 	if err != nil {
@@ -792,6 +793,9 @@ func (t *partitionTask) onCommit(c *commitCheckpoint) {
 			ck.fail(fmt.Errorf("actors: partition %d: commit of checkpoint %d: %w", t.partition, c.id, err))
 			return
 		}
+	}
+	if len(t.txns) > 0 {
+		t.lat.commit(c.id+1, time.Now())
 	}
 	if ck.coord == nil { // on a cluster the commit is tracked by the sinks
 		ck.send(ckEvent{id: c.id, partition: t.partition, committed: true})

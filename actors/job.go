@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/eddy-iot/eddy/actors/checkpoint"
 	"github.com/eddy-iot/eddy/actors/state"
+	"github.com/eddy-iot/eddy/internal/promreg"
 	"github.com/eddy-iot/eddy/operators"
 	"github.com/eddy-iot/eddy/sinks"
 	"github.com/eddy-iot/eddy/sinks/kafkaconf"
@@ -234,8 +236,17 @@ type Job struct {
 	tx      []sinks.TransactionalSink // written through a PartitionTxn per partition (checkpoints on)
 	devices operators.DeviceLookup
 	metrics *Metrics
-	commits *prometheus.CounterVec // eddy_offset_commits_total
+	commits *prometheus.CounterVec // eddy_offset_commits_total, registered by Run
+	reg     *promreg.Group         // where the job's metrics are registered; nil: nowhere
 	log     *slog.Logger
+	// flushes numbers the flushes of the sinks (Job.Flush), for the record
+	// latency (latency.go).
+	flushes atomic.Int64
+
+	// live are the partitions running on this node, whose record latency
+	// and event-time lag the job reports.
+	liveMu sync.Mutex
+	live   map[*partitionTask]struct{}
 
 	mu    sync.Mutex
 	tasks []*partitionTask // set by Run
@@ -261,7 +272,23 @@ func NewJob(cfg Config, sink sinks.Sink, devices operators.DeviceLookup, reg pro
 	if log == nil {
 		log = slog.Default()
 	}
-	j := &Job{cfg: cfg, devices: devices, metrics: NewMetrics(reg), commits: NewOffsetCommitMetrics(reg), log: log}
+	var g *promreg.Group // all or nothing registers on reg
+	var mreg prometheus.Registerer
+	if reg != nil {
+		g = promreg.NewGroup(reg)
+		mreg = g
+	}
+	m, err := newMetrics(mreg)
+	if err != nil {
+		return nil, err
+	}
+	j := &Job{cfg: cfg, devices: devices, metrics: m, commits: NewOffsetCommitMetrics(nil), reg: g, log: log, live: map[*partitionTask]struct{}{}}
+	if g != nil {
+		if err := g.Register(newEventTimeLag(j)); err != nil {
+			g.UnregisterAll()
+			return nil, fmt.Errorf("actors: register job metrics: %w", err)
+		}
+	}
 	for _, s := range flatten(sink) {
 		if ts, ok := s.(sinks.TransactionalSink); ok && cfg.Checkpoint.Enabled() {
 			j.tx = append(j.tx, ts)
@@ -390,6 +417,13 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 	j.mu.Lock()
 	j.start = time.Now()
 	j.mu.Unlock()
+	// Only Run commits source offsets to the consumer group (on a cluster
+	// the Raft leader does, with its own eddy_offset_commits_total).
+	if j.reg != nil {
+		if err := j.reg.Register(j.commits); err != nil {
+			return Summary{}, fmt.Errorf("actors: register job metrics: %w", err)
+		}
+	}
 
 	client, err := newSaramaClient(j.cfg.Source)
 	if err != nil {
@@ -457,7 +491,13 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 			return Summary{}, fmt.Errorf("actors: spawn partition actor %d: %w", t.partition, err)
 		}
 		t.pid = pid
+		j.addLive(t)
 	}
+	defer func() {
+		for _, t := range tasks {
+			j.removeLive(t)
+		}
+	}()
 	j.mu.Lock()
 	j.tasks = tasks
 	j.mu.Unlock()
@@ -495,10 +535,8 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 	}
 	flushCtx, cancelFlush := context.WithTimeout(context.Background(), time.Minute)
 	defer cancelFlush()
-	for _, s := range j.plain {
-		if err := s.Flush(flushCtx); err != nil && runErr == nil {
-			runErr = fmt.Errorf("actors: final sink flush: %w", err)
-		}
+	if err := j.flushPlain(flushCtx); err != nil && runErr == nil {
+		runErr = fmt.Errorf("actors: final sink flush: %w", err)
 	}
 	sum := j.summary()
 	sum.FinalCheckpoint = final

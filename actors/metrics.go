@@ -1,15 +1,19 @@
 package actors
 
 import (
+	"fmt"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eddy-iot/eddy/internal/promreg"
 )
 
 // Metrics are the job metrics of the partition actors on one node, with the
 // names DESIGN.md lists. Create one per Job; it registers on the Registerer
-// handed to NewJob (nil: not registered), so tests can run many jobs in one
-// process.
+// handed to NewJob (nil: not registered). The metrics carry no job label of
+// their own: the caller registers them on a Registerer that adds one
+// (promreg.ForJob: eddy_job="<job>"), so several jobs share one registry.
 type Metrics struct {
 	Received      prometheus.Counter
 	Parsed        prometheus.Counter
@@ -37,12 +41,29 @@ type Metrics struct {
 	// was below the source partition's log start (clampToLogStart).
 	SourceOffsetResets   prometheus.Counter
 	SourceSkippedRecords prometheus.Counter
+	// RecordLatency: eddy_record_latency_seconds, from a record's Kafka
+	// timestamp to the sink commit of its output (see latencyTracker).
+	RecordLatency prometheus.Histogram
 }
+
+// RecordLatencyBuckets are the buckets of eddy_record_latency_seconds:
+// 1 ms to 60 s.
+var RecordLatencyBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60}
 
 // NewMetrics creates the job metrics and registers them on reg when reg is
 // not nil. It panics when a metric is already registered on reg (like
 // prometheus.MustRegister).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m, err := newMetrics(reg)
+	if err != nil {
+		panic(err)
+	}
+	return m
+}
+
+// newMetrics is NewMetrics returning the registration error instead; on
+// error nothing stays registered.
+func newMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		Received: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "eddy_records_received_total",
@@ -139,14 +160,23 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "eddy_source_skipped_records_total",
 		Help: "Source records skipped by those resets: between the restored offset and the log start, lost to the job.",
 	})
-	if reg != nil {
-		reg.MustRegister(m.SourceOffsetResets, m.SourceSkippedRecords)
-		reg.MustRegister(m.Received, m.Parsed, m.Failed, m.Late, m.WindowsFired,
-			m.WorkPeriods, m.Lag, m.Watermark, m.BatchSeconds, m.ActorRestarts, m.StateDevices, m.Backpressured,
-			m.CheckpointSeconds, m.CheckpointPartitionSeconds, m.CheckpointSyncSeconds, m.CheckpointBytes,
-			m.CheckpointLastID, m.Checkpoints, m.RestoreSeconds, m.RestoreFallbacks)
+	m.RecordLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "eddy_record_latency_seconds",
+		Help:    "Time from a source record's Kafka timestamp to the sink commit that made its output durable and visible (the first flush of every sink after the record's batch was written; with transactional sinks, the commit of the next checkpoint), in seconds.",
+		Buckets: RecordLatencyBuckets,
+	})
+	if reg == nil {
+		return m, nil
 	}
-	return m
+	err := promreg.NewGroup(reg).RegisterAll(m.SourceOffsetResets, m.SourceSkippedRecords,
+		m.Received, m.Parsed, m.Failed, m.Late, m.WindowsFired,
+		m.WorkPeriods, m.Lag, m.Watermark, m.BatchSeconds, m.ActorRestarts, m.StateDevices, m.Backpressured,
+		m.CheckpointSeconds, m.CheckpointPartitionSeconds, m.CheckpointSyncSeconds, m.CheckpointBytes,
+		m.CheckpointLastID, m.Checkpoints, m.RestoreSeconds, m.RestoreFallbacks, m.RecordLatency)
+	if err != nil {
+		return nil, fmt.Errorf("actors: register job metrics: %w", err)
+	}
+	return m, nil
 }
 
 func partitionLabel(p int32) string { return strconv.Itoa(int(p)) }

@@ -62,14 +62,19 @@ func ValidateGroupID(id string) error {
 // NewOffsetCommitMetrics returns eddy_offset_commits_total{result="ok"|"error"},
 // the commits of checkpointed source offsets to the job's consumer group
 // (one per completed checkpoint, or fewer when commits coalesce behind a
-// slow broker), registered on reg when reg is not nil.
-func NewOffsetCommitMetrics(reg prometheus.Registerer) *prometheus.CounterVec {
+// slow broker), registered on reg when reg is not nil. labels are more
+// variable labels before result (a cluster node's Raft leader commits for
+// every job: promreg.JobLabel); curry them (MustCurryWith) before handing
+// the vector to NewOffsetCommitter.
+func NewOffsetCommitMetrics(reg prometheus.Registerer, labels ...string) *prometheus.CounterVec {
 	v := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "eddy_offset_commits_total",
 		Help: "Commits of the source offsets of completed checkpoints to the job's Kafka consumer group (source.group_id; informational, for lag tools: restore uses the checkpoint), by result (ok, error).",
-	}, []string{"result"})
-	v.WithLabelValues("ok")
-	v.WithLabelValues("error")
+	}, append(labels, "result"))
+	if len(labels) == 0 {
+		v.WithLabelValues("ok")
+		v.WithLabelValues("error")
+	}
 	if reg != nil {
 		reg.MustRegister(v)
 	}

@@ -60,6 +60,7 @@ type partitionTask struct {
 	poisoned       int64 // records sent to the dead-letter output as ReasonOperatorPanic
 
 	prev operators.PartitionStats // stats already added to the metrics
+	lat  latencyTracker           // record timestamps waiting for their commit
 
 	// Checkpointing (checkpointing.go); ck and store are nil without
 	// checkpoints.
@@ -93,6 +94,7 @@ func (j *Job) newTask(ctx context.Context, client sarama.Client, p int32) (*part
 		end:          -1,
 		op:           operators.NewPartition(p, j.cfg.Operators, j.devices),
 		poisonOffset: -1,
+		lat:          latencyTracker{hist: j.metrics.RecordLatency},
 	}
 	oldest, err := client.GetOffset(j.cfg.Source.Topic, p, sarama.OffsetOldest)
 	if err != nil {
@@ -273,6 +275,9 @@ func (t *partitionTask) process() {
 		t.finished = true
 	}
 	err := t.write()
+	if err == nil {
+		t.written(b)
+	}
 	t.observe(b)
 	t.out.Reset()
 	t.cur = nil

@@ -252,10 +252,8 @@ func (r *Runtime) flushLoop() {
 		case <-r.ctx.Done():
 			return
 		case <-tick.C:
-			for _, s := range r.j.plain {
-				if err := s.Flush(r.ctx); err != nil && r.ctx.Err() == nil {
-					r.j.log.Warn("periodic sink flush failed; rows stay buffered", "err", err)
-				}
+			if err := r.j.flushPlain(r.ctx); err != nil && r.ctx.Err() == nil {
+				r.j.log.Warn("periodic sink flush failed; rows stay buffered", "err", err)
 			}
 		}
 	}
@@ -319,6 +317,7 @@ func (r *Runtime) Start(ctx context.Context, p int32, epoch uint64, points []Res
 	}
 	r.parts[p] = rp
 	r.mu.Unlock()
+	j.addLive(t)
 	ok = true
 	r.wg.Add(1)
 	go func() {
@@ -327,10 +326,8 @@ func (r *Runtime) Start(ctx context.Context, p int32, epoch uint64, points []Res
 		err := t.read(readCtx, r.consumer, r.system.Root)
 		switch {
 		case err == nil: // the bounded end: make the last rows visible
-			for _, s := range j.plain {
-				if ferr := s.Flush(taskCtx); ferr != nil && taskCtx.Err() == nil {
-					j.log.Warn("sink flush at the bounded end", "partition", p, "err", ferr)
-				}
+			if ferr := j.flushPlain(taskCtx); ferr != nil && taskCtx.Err() == nil {
+				j.log.Warn("sink flush at the bounded end", "partition", p, "err", ferr)
 			}
 			j.log.Info("partition reached its bounded end", "partition", p, "offset", t.nextOffset.Load())
 		case readCtx.Err() != nil: // stopped or handed off
@@ -586,6 +583,7 @@ func (r *Runtime) Stop(p int32) {
 	rp.stopTask()
 	_ = r.system.Root.StopFuture(rp.t.pid).Wait()
 	rp.t.closeTxns()
+	r.j.removeLive(rp.t)
 	r.j.dropBuffered(p)
 	r.j.log.Info("partition stopped", "partition", p, "epoch", rp.epoch, "offset", rp.t.nextOffset.Load())
 }
@@ -631,10 +629,7 @@ func (r *Runtime) Close() error {
 	}
 	flushCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var errs []error
-	for _, s := range r.j.plain {
-		errs = append(errs, s.Flush(flushCtx))
-	}
+	errs := []error{r.j.flushPlain(flushCtx)}
 	r.cancel()
 	if r.ck != nil {
 		r.ck.uploads.Wait()

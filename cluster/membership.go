@@ -124,7 +124,7 @@ func New(cfg Config) (*Membership, error) {
 
 	list, err := memberlist.Create(mc)
 	if err != nil {
-		m.metrics.unregister(reg)
+		m.metrics.unregister()
 		return nil, fmt.Errorf("cluster: start memberlist on %s:%d: %w", mc.BindAddr, mc.BindPort, err)
 	}
 	m.list = list

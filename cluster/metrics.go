@@ -6,11 +6,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eddy-iot/eddy/control"
+	"github.com/eddy-iot/eddy/internal/promreg"
 )
 
+// metrics of one Membership (node-wide: no job label).
 type metrics struct {
 	members *prometheus.GaugeVec
 	dropped prometheus.Counter
+	reg     *promreg.Group
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -24,11 +27,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Membership events not delivered because a subscriber's buffer was full.",
 		}),
 	}
-	if err := reg.Register(m.members); err != nil {
-		return nil, fmt.Errorf("cluster: register metrics: %w", err)
-	}
-	if err := reg.Register(m.dropped); err != nil {
-		reg.Unregister(m.members)
+	m.reg = promreg.NewGroup(reg)
+	if err := m.reg.RegisterAll(m.members, m.dropped); err != nil {
 		return nil, fmt.Errorf("cluster: register metrics: %w", err)
 	}
 	m.update(nil)
@@ -46,7 +46,4 @@ func (m *metrics) update(members map[string]*control.Member) {
 	}
 }
 
-func (m *metrics) unregister(reg prometheus.Registerer) {
-	reg.Unregister(m.members)
-	reg.Unregister(m.dropped)
-}
+func (m *metrics) unregister() { m.reg.UnregisterAll() }

@@ -282,7 +282,7 @@ func NewAssigner(n *Node, cfg AssignerConfig) (*Assigner, error) {
 		return nil, err
 	}
 	if !n.assigner.CompareAndSwap(nil, a) {
-		a.metrics.unregister(a.reg)
+		a.metrics.unregister()
 		return nil, fmt.Errorf("%w: node %s already has an assigner", ErrConflict, n.cfg.ID)
 	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
@@ -327,7 +327,7 @@ func (a *Assigner) Close() error {
 		if err != nil && !errors.Is(err, ErrMembersShutdown) {
 			a.log.Debug("withdraw assignable flag", "err", err)
 		}
-		a.metrics.unregister(a.reg)
+		a.metrics.unregister()
 	})
 	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eddy-iot/eddy/internal/promreg"
 )
 
 // assignerMetrics of one Assigner.
@@ -17,7 +19,7 @@ type assignerMetrics struct {
 	fenced          prometheus.Gauge
 	lost            prometheus.Counter
 	startFailures   prometheus.Counter
-	all             []prometheus.Collector
+	reg             *promreg.Group
 }
 
 func newAssignerMetrics(reg prometheus.Registerer) (*assignerMetrics, error) {
@@ -61,20 +63,11 @@ func newAssignerMetrics(reg prometheus.Registerer) (*assignerMetrics, error) {
 		}),
 	}
 	m.fenced.Set(1)
-	m.all = []prometheus.Collector{m.owned, m.epoch, m.handoffs, m.recoveries, m.recoverySeconds, m.fencings, m.fenced, m.lost, m.startFailures}
-	for i, c := range m.all {
-		if err := reg.Register(c); err != nil {
-			for _, r := range m.all[:i] {
-				reg.Unregister(r)
-			}
-			return nil, fmt.Errorf("control: register assigner metrics: %w", err)
-		}
+	m.reg = promreg.NewGroup(reg)
+	if err := m.reg.RegisterAll(m.owned, m.epoch, m.handoffs, m.recoveries, m.recoverySeconds, m.fencings, m.fenced, m.lost, m.startFailures); err != nil {
+		return nil, fmt.Errorf("control: register assigner metrics: %w", err)
 	}
 	return m, nil
 }
 
-func (m *assignerMetrics) unregister(reg prometheus.Registerer) {
-	for _, c := range m.all {
-		reg.Unregister(c)
-	}
-}
+func (m *assignerMetrics) unregister() { m.reg.UnregisterAll() }

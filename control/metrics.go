@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eddy-iot/eddy/internal/promreg"
 )
 
 // metrics of one Node. Gauges are read from Raft and the FSM at scrape time.
@@ -12,7 +14,7 @@ type metrics struct {
 	applySeconds  prometheus.Histogram
 	autopilot     *prometheus.CounterVec
 	httpRequests  *prometheus.CounterVec
-	collectors    []prometheus.Collector
+	reg           *promreg.Group
 }
 
 func newMetrics(reg prometheus.Registerer, n *Node) (*metrics, error) {
@@ -38,7 +40,8 @@ func newMetrics(reg prometheus.Registerer, n *Node) (*metrics, error) {
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	m.collectors = []prometheus.Collector{
+	m.reg = promreg.NewGroup(reg)
+	if err := m.reg.RegisterAll(
 		m.leaderChanges, m.applySeconds, m.autopilot, m.httpRequests,
 		gauge("eddy_raft_state", "Raft state of this node: 0 follower, 1 candidate, 2 leader, 3 shutdown.",
 			func() float64 { return float64(n.raft.State()) }),
@@ -58,20 +61,10 @@ func newMetrics(reg prometheus.Registerer, n *Node) (*metrics, error) {
 			Name: "eddy_raft_fsm_restores_total",
 			Help: "Times this node's FSM was restored from a snapshot (at start or installed from the leader).",
 		}, func() float64 { return float64(n.fsm.Restores()) }),
-	}
-	for i, c := range m.collectors {
-		if err := reg.Register(c); err != nil {
-			for _, r := range m.collectors[:i] {
-				reg.Unregister(r)
-			}
-			return nil, fmt.Errorf("control: register metrics: %w", err)
-		}
+	); err != nil {
+		return nil, fmt.Errorf("control: register metrics: %w", err)
 	}
 	return m, nil
 }
 
-func (m *metrics) unregister(reg prometheus.Registerer) {
-	for _, c := range m.collectors {
-		reg.Unregister(c)
-	}
-}
+func (m *metrics) unregister() { m.reg.UnregisterAll() }

@@ -229,12 +229,12 @@ func StartNode(cfg Config) (n *Node, err error) {
 	if n.metrics, err = newMetrics(cfg.Registerer, n); err != nil {
 		return nil, err
 	}
-	cleanup = append(cleanup, func() { node.metrics.unregister(cfg.Registerer) })
+	cleanup = append(cleanup, func() { node.metrics.unregister() })
 	if len(cfg.Bridge.Brokers) > 0 {
-		if n.bridge, err = newBridge(n, cfg.Bridge, cfg.Registerer); err != nil {
+		// The bridge's metrics join the node's: unregistered with them.
+		if n.bridge, err = newBridge(n, cfg.Bridge, n.metrics.reg); err != nil {
 			return nil, err
 		}
-		cleanup = append(cleanup, func() { cfg.Registerer.Unregister(node.bridge.messages) })
 	}
 
 	n.httpSrv = &http.Server{Handler: n.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
@@ -335,10 +335,7 @@ func (n *Node) Close() error {
 			errs = append(errs, fmt.Errorf("raft store: %w", err))
 		}
 		n.peer.CloseIdleConnections()
-		n.metrics.unregister(n.cfg.Registerer)
-		if n.bridge != nil {
-			n.cfg.Registerer.Unregister(n.bridge.messages)
-		}
+		n.metrics.unregister()
 		n.closeErr = errors.Join(errs...)
 		n.log.Info("node stopped")
 	})

@@ -1,8 +1,11 @@
 package jobs
 
 import (
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/eddy-iot/eddy/actors"
 	"github.com/eddy-iot/eddy/control"
+	"github.com/eddy-iot/eddy/internal/promreg"
 )
 
 // groupOffsets is the offset committer of one job on the leader.
@@ -41,7 +44,7 @@ func (s *Service) commitOffsets(view control.View) {
 			if err != nil {
 				continue
 			}
-			c, err := actors.NewOffsetCommitter(cfg, s.metrics.offsetCommits, s.log.With("job", j.Name))
+			c, err := actors.NewOffsetCommitter(cfg, s.metrics.offsetCommits.MustCurryWith(prometheus.Labels{promreg.JobLabel: j.Name}), s.log.With("job", j.Name))
 			if err != nil {
 				continue // Validate refused the spec already; nothing to commit with
 			}

@@ -108,12 +108,9 @@ func (r *Runner) rollJob(job string, old *jobRuntime) {
 		}
 	}
 	r.mu.Lock()
-	if r.jobs[job] == old {
-		delete(r.jobs, job)
-	}
+	r.takeOut(old)
 	r.mu.Unlock()
-	r.rep.forget(old)
-	if err := errors.Join(old.rt.Close(), old.sink.Close()); err != nil {
+	if err := r.closeRetired(old); err != nil {
 		log.Warn("rollout: closing the old runtime", "err", err)
 	}
 	unlock()

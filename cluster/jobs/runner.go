@@ -17,6 +17,7 @@ import (
 
 	"github.com/eddy-iot/eddy/actors"
 	"github.com/eddy-iot/eddy/control"
+	"github.com/eddy-iot/eddy/internal/promreg"
 	"github.com/eddy-iot/eddy/operators"
 	"github.com/eddy-iot/eddy/sinks"
 	"github.com/eddy-iot/eddy/sinks/secret"
@@ -46,7 +47,11 @@ type Config struct {
 	SnapshotGCInterval time.Duration
 	// Logger; default: slog.Default().
 	Logger *slog.Logger
-	// Registerer receives job and sink metrics; nil: not registered.
+	// Registerer receives the node-wide job service metrics and, per job
+	// runtime, the job and sink metrics, labelled eddy_job=<job name>
+	// (promreg.JobLabel; not "job", which Prometheus's target label
+	// would rename to exported_job). A job runtime's metrics are
+	// unregistered when it closes. nil: not registered.
 	Registerer prometheus.Registerer
 }
 
@@ -71,8 +76,44 @@ type jobRuntime struct {
 	rt     *actors.Runtime
 	sink   actors.MultiSink
 	cfg    actors.Config
+	// reg holds the job's metrics (job and sink), labelled eddy_job.
+	reg *promreg.Group
 	// interval and timeout of the job's checkpoints (0: checkpoints off).
 	interval, timeout time.Duration
+}
+
+// takeOut removes jr from r.jobs (if it is still there); no runtime of
+// the job opens until closeRetired(jr) has closed it. r.mu is held.
+func (r *Runner) takeOut(jr *jobRuntime) {
+	if r.jobs[jr.name] == jr {
+		delete(r.jobs, jr.name)
+	}
+	r.closing[jr.name]++
+}
+
+// closeRetired forgets the status reports of jr, taken out with takeOut,
+// and closes it.
+func (r *Runner) closeRetired(jr *jobRuntime) error {
+	r.rep.forget(jr)
+	err := jr.close()
+	r.mu.Lock()
+	if r.closing[jr.name]--; r.closing[jr.name] <= 0 {
+		delete(r.closing, jr.name)
+	}
+	r.mu.Unlock()
+	return err
+}
+
+// close closes the runtime and the sinks, and unregisters the job's
+// metrics, so that the job opened again registers them anew.
+func (jr *jobRuntime) close() error {
+	var err error
+	if jr.rt != nil {
+		err = jr.rt.Close()
+	}
+	err = errors.Join(err, jr.sink.Close())
+	jr.reg.UnregisterAll()
+	return err
 }
 
 // Runner implements control.Runner and control.ProgressSource with one
@@ -81,7 +122,6 @@ type Runner struct {
 	node    *control.Node
 	cfg     Config
 	log     *slog.Logger
-	reg     prometheus.Registerer
 	metrics *metrics
 
 	ctx    context.Context
@@ -99,6 +139,10 @@ type Runner struct {
 	closed  bool
 	rep     *reporter       // job status reports to Raft (status.go)
 	rolling map[string]bool // jobs whose new revision rolls out (rollout.go)
+	// closing counts, by job, the runtimes taken out of jobs and not yet
+	// closed: no new runtime of the job opens meanwhile (its state store
+	// directory and its metrics are still the old one's).
+	closing map[string]int
 }
 
 type pkey struct {
@@ -113,11 +157,9 @@ var (
 
 func newRunner(node *control.Node, cfg Config) *Runner {
 	r := &Runner{
-		node: node, cfg: cfg, log: cfg.Logger, reg: tolerantRegisterer{cfg.Registerer},
+		node: node, cfg: cfg, log: cfg.Logger,
 		jobs: map[string]*jobRuntime{}, owned: map[pkey]uint64{}, locks: map[pkey]*sync.Mutex{},
-	}
-	if cfg.Registerer == nil {
-		r.reg = nil
+		closing: map[string]int{},
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.rep, r.rolling = newReporter(r), map[string]bool{}
@@ -178,22 +220,25 @@ func (r *Runner) runtime(ctx context.Context, job string) (*jobRuntime, error) {
 	if !ok {
 		return nil, fmt.Errorf("jobs: job %s is not in the local replica", job)
 	}
+	if r.closing[job] > 0 {
+		return nil, fmt.Errorf("jobs: the previous runtime of job %s is still closing on this node; retry", job)
+	}
 	cfg, spec, err := r.jobConfig(j)
 	if err != nil {
 		return nil, fmt.Errorf("jobs: job %s: %w", job, err)
 	}
-	jr := &jobRuntime{name: job, modify: j.ModifyIndex, cfg: cfg}
+	jr := &jobRuntime{name: job, modify: j.ModifyIndex, cfg: cfg, reg: promreg.ForJob(r.cfg.Registerer, job)}
 	if cfg.Checkpoint.Enabled() {
 		jr.interval, jr.timeout = cfg.Checkpoint.Interval, cfg.Checkpoint.Timeout
 	}
 	ok = false
 	defer func() {
 		if !ok {
-			jr.sink.Close()
+			jr.close()
 		}
 	}()
 	for _, u := range spec.SinkURLs() {
-		s, err := sinks.Open(u, spec.SinkConfig(), r.reg)
+		s, err := sinks.Open(u, spec.SinkConfig(), jr.reg)
 		if err != nil {
 			return nil, secret.RedactError(fmt.Errorf("jobs: job %s: %w", job, err))
 		}
@@ -216,7 +261,7 @@ func (r *Runner) runtime(ctx context.Context, job string) (*jobRuntime, error) {
 		sink = jr.sink[0]
 	}
 	log := r.log.With("job", job)
-	jr.rt, err = actors.NewRuntime(cfg, sink, r.cfg.Devices, r.reg, log, actors.RuntimeHooks{
+	rt, err := actors.NewRuntime(cfg, sink, r.cfg.Devices, jr.reg, log, actors.RuntimeHooks{
 		Ack: func(ctx context.Context, p int32, epoch uint64, id int64, pt actors.RestorePoint) {
 			// An expired lease may have dropped rows of this epoch: never
 			// ack a checkpoint for it.
@@ -232,7 +277,7 @@ func (r *Runner) runtime(ctx context.Context, job string) (*jobRuntime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jobs: job %s: %w", job, err)
 	}
-	ok = true
+	jr.rt, ok = rt, true
 	r.jobs[job] = jr
 	log.Info("job runtime opened", "revision", j.ModifyIndex, "checkpoints", cfg.Checkpoint.Storage)
 	return jr, nil
@@ -512,7 +557,7 @@ func (r *Runner) close() error {
 	r.wg.Wait()
 	var errs []error
 	for _, jr := range jobs {
-		errs = append(errs, jr.rt.Close(), jr.sink.Close())
+		errs = append(errs, jr.close())
 	}
 	return errors.Join(errs...)
 }
@@ -537,32 +582,15 @@ func (r *Runner) gc(view control.View) {
 			}
 		}
 		if !busy {
-			delete(r.jobs, name)
+			r.takeOut(jr)
 			idle = append(idle, jr)
 		}
 	}
 	r.mu.Unlock()
 	for _, jr := range idle {
-		r.rep.forget(jr)
 		r.log.Info("job runtime closed (job cancelled or changed)", "job", jr.name)
-		if err := errors.Join(jr.rt.Close(), jr.sink.Close()); err != nil {
+		if err := r.closeRetired(jr); err != nil {
 			r.log.Warn("closing a job runtime", "job", jr.name, "err", err)
-		}
-	}
-}
-
-// tolerantRegisterer registers collectors and ignores those already
-// registered (a job runtime opened again, or a second job: the first one's
-// metrics stay).
-type tolerantRegisterer struct{ prometheus.Registerer }
-
-func (t tolerantRegisterer) MustRegister(cs ...prometheus.Collector) {
-	for _, c := range cs {
-		if err := t.Registerer.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				panic(err)
-			}
 		}
 	}
 }

@@ -73,7 +73,10 @@ func Start(node *control.Node, cfg Config) (*Service, error) {
 		aborted: map[string]uint64{}, barriers: map[string]map[int32]barrier{}, storages: map[string]string{}, deletedAt: map[string]time.Time{},
 		gcAt: map[string]time.Time{}, gcBusy: map[string]bool{}, stores: map[string]*checkpoint.Storage{},
 		gcDone: make(chan string, 16), offsets: map[string]*groupOffsets{}}
-	s.metrics = newMetrics(cfg.Registerer)
+	var err error
+	if s.metrics, err = newMetrics(cfg.Registerer); err != nil {
+		return nil, err
+	}
 	s.runner = newRunner(node, cfg)
 	s.runner.log = cfg.Logger
 	s.runner.metrics = s.metrics
@@ -91,6 +94,7 @@ func Start(node *control.Node, cfg Config) (*Service, error) {
 	asg, err := control.NewAssigner(node, acfg)
 	if err != nil {
 		s.runner.close()
+		s.metrics.reg.UnregisterAll()
 		return nil, err
 	}
 	s.asg = asg
@@ -132,6 +136,7 @@ func (s *Service) Close() error {
 		s.wg.Wait()
 		s.closeOffsets() // the coordinator goroutine that owns them returned
 		err = errors.Join(s.asg.Close(), s.runner.close())
+		s.metrics.reg.UnregisterAll()
 		for _, st := range s.stores {
 			err = errors.Join(err, st.Close())
 		}

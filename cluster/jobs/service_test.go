@@ -446,13 +446,13 @@ func TestOffsetsCommittedToGroup(t *testing.T) {
 		owners[a.Owner] = true
 	}
 	t.Logf("group eddy-%s = checkpoint %d (%+v); partition owners %v", job, last.ID, last.Acks, owners)
-	if n := counterValue(t, c.svc.metrics.offsetCommits.WithLabelValues("ok")); n < 1 {
-		t.Errorf("leader: eddy_offset_commits_total{result=ok} = %v", n)
+	if n := counterValue(t, c.svc.metrics.offsetCommits.WithLabelValues(job, "ok")); n < 1 {
+		t.Errorf("leader: eddy_offset_commits_total{eddy_job,result=ok} = %v", n)
 	}
-	if n := counterValue(t, c.svc.metrics.offsetCommits.WithLabelValues("error")); n != 0 {
-		t.Errorf("leader: eddy_offset_commits_total{result=error} = %v", n)
+	if n := counterValue(t, c.svc.metrics.offsetCommits.WithLabelValues(job, "error")); n != 0 {
+		t.Errorf("leader: eddy_offset_commits_total{eddy_job,result=error} = %v", n)
 	}
-	if n := counterValue(t, svc2.metrics.offsetCommits.WithLabelValues("ok")); n != 0 {
-		t.Errorf("follower: eddy_offset_commits_total{result=ok} = %v, want 0", n)
+	if n := counterValue(t, svc2.metrics.offsetCommits.WithLabelValues(job, "ok")); n != 0 {
+		t.Errorf("follower: eddy_offset_commits_total{eddy_job,result=ok} = %v, want 0", n)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/eddy-iot/eddy/actors"
+	"github.com/eddy-iot/eddy/internal/promreg"
 	"github.com/eddy-iot/eddy/operators"
 	"github.com/eddy-iot/eddy/sinks"
 	"github.com/eddy-iot/eddy/sinks/secret"
@@ -54,13 +55,17 @@ func (r *jobRun) runJob(ctx context.Context) (actors.Summary, error) {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
+	// The job's and its sinks' metrics carry eddy_job="<name>", as on a
+	// cluster node; they leave reg when the run ends.
+	jreg := promreg.ForJob(reg, r.cfg.Name)
+	defer jreg.UnregisterAll()
 	var all actors.MultiSink
 	defer all.Close()
 	for _, u := range append([]string{r.sinkURL}, r.extraSinks...) {
 		if u == "" {
 			continue
 		}
-		s, err := sinks.Open(u, r.sinkCfg, reg)
+		s, err := sinks.Open(u, r.sinkCfg, jreg)
 		if err != nil {
 			return actors.Summary{}, err
 		}
@@ -76,7 +81,7 @@ func (r *jobRun) runJob(ctx context.Context) (actors.Summary, error) {
 	if len(all) == 1 {
 		sink = all[0]
 	}
-	job, err := actors.NewJob(r.cfg, sink, r.devices, reg, r.log)
+	job, err := actors.NewJob(r.cfg, sink, r.devices, jreg, r.log)
 	if err != nil {
 		return actors.Summary{}, err
 	}
@@ -115,7 +120,7 @@ func (r *jobRun) runJob(ctx context.Context) (actors.Summary, error) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		flushPeriodically(ctx, sink, sinkFlushInterval, stop, r.log)
+		flushPeriodically(ctx, job, sinkFlushInterval, stop, r.log)
 	}()
 	sum, err := job.Run(ctx)
 	if err != nil {
@@ -134,7 +139,7 @@ func (r *jobRun) runJob(ctx context.Context) (actors.Summary, error) {
 // sinkFlushInterval bounds how long a row may sit in a sink's buffer.
 const sinkFlushInterval = 500 * time.Millisecond
 
-func flushPeriodically(ctx context.Context, sink sinks.Sink, every time.Duration, stop <-chan struct{}, log *slog.Logger) {
+func flushPeriodically(ctx context.Context, job *actors.Job, every time.Duration, stop <-chan struct{}, log *slog.Logger) {
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
@@ -144,7 +149,7 @@ func flushPeriodically(ctx context.Context, sink sinks.Sink, every time.Duration
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			if err := sink.Flush(ctx); err != nil && ctx.Err() == nil {
+			if err := job.Flush(ctx); err != nil && ctx.Err() == nil {
 				log.Warn("periodic sink flush failed; rows stay buffered", "err", err)
 			}
 		}
