@@ -79,7 +79,12 @@
 // _sync_duration_seconds (the pause at the barrier), eddy_checkpoint_size_bytes,
 // eddy_checkpoint_last_completed_id, eddy_checkpoints_total{kind,result},
 // eddy_checkpoint_restore_duration_seconds, eddy_state_devices{partition},
-// eddy_offset_commits_total{result}.
+// eddy_offset_commits_total{result} (Job.Run only).
+// Latency: eddy_record_latency_seconds (Kafka record timestamp to the sink
+// commit of the record's output; see Job.Flush) and
+// eddy_event_time_lag_seconds{partition} (wall clock minus watermark, at
+// each scrape). The job's metrics carry no job label themselves: register
+// them through promreg.ForJob, which adds eddy_job.
 //
 // Single node only: the coordinator keeps its state in memory and in
 // checkpoint storage; two runs of one job must not share a storage URL. The

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eddy-iot/eddy/actors/devbroker"
 	"github.com/eddy-iot/eddy/operators"
@@ -103,7 +104,13 @@ func testConfig(brokers []string) Config {
 
 func runJob(t *testing.T, cfg Config, devices operators.DeviceLookup, sink sinks.Sink) Summary {
 	t.Helper()
-	job, err := NewJob(cfg, sink, devices, nil, slog.New(slog.DiscardHandler))
+	return runJobOn(t, cfg, devices, sink, nil)
+}
+
+// runJobOn is runJob with the job's metrics registered on reg.
+func runJobOn(t *testing.T, cfg Config, devices operators.DeviceLookup, sink sinks.Sink, reg prometheus.Registerer) Summary {
+	t.Helper()
+	job, err := NewJob(cfg, sink, devices, reg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -184,29 +184,34 @@ func (j *Job) removeLive(t *partitionTask) {
 // watermark and has not reached its bounded end, the wall clock minus the
 // partition's watermark, in seconds.
 type eventTimeLag struct {
-	j    *Job
-	desc *prometheus.Desc
+	j *Job
+
+	mu  sync.Mutex // one scrape at a time refills vec
+	vec *prometheus.GaugeVec
 }
 
 func newEventTimeLag(j *Job) *eventTimeLag {
-	return &eventTimeLag{j: j, desc: prometheus.NewDesc("eddy_event_time_lag_seconds",
-		"Wall clock minus the event-time watermark of a partition running on this node, in seconds, computed at each scrape: how far event-time results (windows, work periods) trail real time. Absent before the partition's first valid record and after its bounded end.",
-		[]string{"partition"}, nil)}
+	return &eventTimeLag{j: j, vec: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "eddy_event_time_lag_seconds",
+		Help: "Wall clock minus the event-time watermark of a partition running on this node, in seconds, computed at each scrape: how far event-time results (windows, work periods) trail real time. Absent before the partition's first valid record and after its bounded end.",
+	}, []string{"partition"})}
 }
 
-func (c *eventTimeLag) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *eventTimeLag) Describe(ch chan<- *prometheus.Desc) { c.vec.Describe(ch) }
 
 func (c *eventTimeLag) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.vec.Reset()
 	now := time.Now().UnixMilli()
 	c.j.liveMu.Lock()
-	defer c.j.liveMu.Unlock()
-	seen := make(map[int32]bool, len(c.j.live))
 	for t := range c.j.live {
 		wm := t.watermark.Load()
-		if wm == math.MinInt64 || wm == math.MaxInt64 || t.done.Load() || seen[t.partition] {
+		if wm == math.MinInt64 || wm == math.MaxInt64 || t.done.Load() {
 			continue
 		}
-		seen[t.partition] = true
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(now-wm)/1000, partitionLabel(t.partition))
+		c.vec.WithLabelValues(partitionLabel(t.partition)).Set(float64(now-wm) / 1000)
 	}
+	c.j.liveMu.Unlock()
+	c.vec.Collect(ch)
 }

@@ -114,16 +114,7 @@ func TestRecordLatencyCountsEveryRecord(t *testing.T) {
 	jreg := promreg.ForJob(reg, "lat-job")
 	cfg := testConfig(brokers)
 	cfg.Name = "lat-job"
-	job, err := NewJob(cfg, &memSink{}, nil, jreg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	sum, err := job.Run(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sum := runJobOn(t, cfg, nil, &memSink{}, jreg)
 	elapsed := time.Since(produced).Seconds()
 	if sum.Received != int64(len(msgs)) {
 		t.Fatalf("received %d of %d", sum.Received, len(msgs))

@@ -116,6 +116,8 @@ func (j *Job) newTask(ctx context.Context, client sarama.Client, p int32) (*part
 	}
 	t.nextOffset.Store(t.start)
 	t.highWater.Store(newest)
+	// The series exists from the start, 0 until a sink buffer is full.
+	j.metrics.Backpressured.WithLabelValues(partitionLabel(p)).Set(0)
 	t.watermark.Store(math.MinInt64)
 	return t, nil
 }

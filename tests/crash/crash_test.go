@@ -32,6 +32,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -607,8 +608,12 @@ func received(addr string) int64 {
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		var v float64
-		if _, err := fmt.Sscanf(sc.Text(), "eddy_records_received_total %g", &v); err == nil {
+		// eddy_records_received_total{eddy_job="..."} N
+		line := sc.Text()
+		if !strings.HasPrefix(line, "eddy_records_received_total{") && !strings.HasPrefix(line, "eddy_records_received_total ") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64); err == nil {
 			return int64(v)
 		}
 	}

@@ -165,12 +165,13 @@ func TestDashboard(t *testing.T) {
 		"eddy_window_fired_total", "eddy_work_periods_total",
 		"eddy_sink_rows_written_total", "eddy_sink_flush_seconds_bucket",
 		"eddy_raft_state", "eddy_raft_leader_changes_total", "eddy_members",
+		"eddy_record_latency_seconds_bucket", "eddy_event_time_lag_seconds", "eddy_partition_backpressured",
 	} {
 		if !refs.metrics[want] {
 			t.Errorf("no panel shows %s", want)
 		}
 	}
-	for _, lbl := range []string{"reason", "partition", "table"} {
+	for _, lbl := range []string{"reason", "partition", "table", "eddy_job"} {
 		if !refs.grouping[lbl] {
 			t.Errorf("no panel breaks down by %s", lbl)
 		}

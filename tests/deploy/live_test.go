@@ -103,7 +103,7 @@ func promQuery(base, expr string) (int, error) {
 func grafanaVars(expr string) string {
 	return strings.NewReplacer(
 		"$__rate_interval", "10s",
-		"$job", ".*", "$instance", ".*", "$cluster", ".*",
+		"$job", ".*", "$instance", ".*", "$cluster", ".*", "$eddy_job", ".*",
 	).Replace(expr)
 }
 

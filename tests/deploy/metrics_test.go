@@ -47,6 +47,11 @@ func codeMetrics(t *testing.T) map[string]*metricDef {
 
 var metricName = regexp.MustCompile(`^eddy_[a-z0-9_]+$`)
 
+// jobScoped are the source folders whose metrics are per job: eddy
+// registers them through promreg.ForJob, which adds the constant label
+// eddy_job (the job's name) to every series, so the scanner adds it too.
+var jobScoped = []string{"actors/", "sinks/"}
+
 func scanMetrics(root string) (map[string]*metricDef, error) {
 	defs := map[string]*metricDef{}
 	fset := token.NewFileSet()
@@ -88,6 +93,13 @@ func scanMetrics(root string) (map[string]*metricDef, error) {
 		})
 		return nil
 	})
+	for _, d := range defs {
+		for _, dir := range jobScoped {
+			if strings.HasPrefix(filepath.ToSlash(d.File), dir) {
+				d.Labels["eddy_job"] = true
+			}
+		}
+	}
 	return defs, err
 }
 
@@ -136,7 +148,7 @@ func scanConstructor(call *ast.CallExpr, defs map[string]*metricDef, file string
 		d = &metricDef{Name: name, Labels: map[string]bool{}, File: file}
 		defs[name] = d
 	}
-	d.Kind = kind
+	d.Kind, d.File = kind, file // the constructor is the definition
 	if strings.HasSuffix(sel.Sel.Name, "Vec") && len(call.Args) > 1 {
 		if labels, ok := call.Args[1].(*ast.CompositeLit); ok {
 			for _, e := range labels.Elts {
@@ -289,11 +301,14 @@ func TestScannerFindsKnownMetrics(t *testing.T) {
 		name, kind string
 		labels     []string
 	}{
-		{"eddy_records_received_total", "counter", nil},
-		{"eddy_records_failed_total", "counter", []string{"reason"}},
-		{"eddy_partition_lag_records", "gauge", []string{"partition"}},
-		{"eddy_sink_flush_seconds", "histogram", []string{"sink"}},
-		{"eddy_sink_rows_written_total", "counter", []string{"sink", "table"}},
+		{"eddy_records_received_total", "counter", []string{"eddy_job"}},
+		{"eddy_records_failed_total", "counter", []string{"eddy_job", "reason"}},
+		{"eddy_partition_lag_records", "gauge", []string{"eddy_job", "partition"}},
+		{"eddy_sink_flush_seconds", "histogram", []string{"eddy_job", "sink"}},
+		{"eddy_sink_rows_written_total", "counter", []string{"eddy_job", "sink", "table"}},
+		{"eddy_record_latency_seconds", "histogram", []string{"eddy_job"}},
+		{"eddy_event_time_lag_seconds", "gauge", []string{"eddy_job", "partition"}},
+		{"eddy_partition_backpressured", "gauge", []string{"eddy_job", "partition"}},
 		{"eddy_raft_state", "gauge", nil},
 		{"eddy_members", "gauge", []string{"status"}},
 	}

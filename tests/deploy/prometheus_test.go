@@ -99,15 +99,17 @@ func TestAlertRules(t *testing.T) {
 	// the metric named here.
 	refs := parsePromQL(exprs)
 	for _, want := range []string{
-		"eddy_partition_lag_records",       // lag growing
-		"eddy_partition_watermark_seconds", // watermark stalled
-		"eddy_records_failed_total",        // dead-letter rate
-		"eddy_records_late_total",          // late rate
-		"eddy_sink_flush_seconds_bucket",   // flush latency
-		"eddy_actor_restarts_total",        // actor restarts
-		"eddy_raft_state",                  // no leader
-		"eddy_raft_leader_changes_total",   // leader changes
-		"eddy_members",                     // member count drop
+		"eddy_partition_lag_records",         // lag growing
+		"eddy_partition_watermark_seconds",   // watermark stalled
+		"eddy_records_failed_total",          // dead-letter rate
+		"eddy_records_late_total",            // late rate
+		"eddy_sink_flush_seconds_bucket",     // flush latency
+		"eddy_actor_restarts_total",          // actor restarts
+		"eddy_raft_state",                    // no leader
+		"eddy_raft_leader_changes_total",     // leader changes
+		"eddy_members",                       // member count drop
+		"eddy_record_latency_seconds_bucket", // record latency
+		"eddy_event_time_lag_seconds",        // event-time lag
 	} {
 		if !refs.metrics[want] {
 			t.Errorf("no alert uses %s", want)

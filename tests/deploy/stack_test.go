@@ -142,23 +142,24 @@ func TestComposeStack(t *testing.T) {
 	})
 	t.Logf("replay done: %s", time.Since(start).Round(time.Second))
 
-	// The unbounded job has read and written every record.
+	// The unbounded job has read and written every record. Its metrics
+	// carry eddy_job, the job's name (iot-work-compose.yaml: iot-work).
 	jobMetrics := fmt.Sprintf("http://127.0.0.1:%d/metrics", jobPort)
 	eventually(t, 3*time.Minute, "job processed the dataset", func() error {
 		mm, err := scrape(jobMetrics)
 		if err != nil {
 			return err
 		}
-		if got := mm["eddy_records_received_total"]; got != aberdeenInput {
+		if got := mm[`eddy_records_received_total{eddy_job="iot-work"}`]; got != aberdeenInput {
 			return fmt.Errorf("eddy_records_received_total = %v", got)
 		}
-		if got := mm[`eddy_sink_rows_written_total{sink="sqlite",table="readings"}`]; got != aberdeenValid {
+		if got := mm[`eddy_sink_rows_written_total{eddy_job="iot-work",sink="sqlite",table="readings"}`]; got != aberdeenValid {
 			return fmt.Errorf("readings rows = %v", got)
 		}
 		return nil
 	})
 	mm, _ := scrape(jobMetrics)
-	if got := mm[`eddy_records_failed_total{reason="invalid_metric"}`]; got != aberdeenDeadLetters {
+	if got := mm[`eddy_records_failed_total{eddy_job="iot-work",reason="invalid_metric"}`]; got != aberdeenDeadLetters {
 		t.Errorf(`eddy_records_failed_total{reason="invalid_metric"} = %v, want %d`, got, aberdeenDeadLetters)
 	}
 	t.Logf("job processed the dataset: %s", time.Since(start).Round(time.Second))
@@ -170,7 +171,7 @@ func TestComposeStack(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if got := mm[`eddy_checkpoints_total{kind="checkpoint",result="completed"}`]; got < 1 {
+		if got := mm[`eddy_checkpoints_total{eddy_job="iot-work",kind="checkpoint",result="completed"}`]; got < 1 {
 			return fmt.Errorf("completed checkpoints = %v", got)
 		}
 		return nil
@@ -185,7 +186,7 @@ func TestComposeStack(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if got := mm["eddy_checkpoint_restore_duration_seconds_count"]; got < 1 {
+		if got := mm[`eddy_checkpoint_restore_duration_seconds_count{eddy_job="iot-work"}`]; got < 1 {
 			return fmt.Errorf("no partition restored yet (%v)", got)
 		}
 		return nil
@@ -193,7 +194,7 @@ func TestComposeStack(t *testing.T) {
 	time.Sleep(3 * time.Second) // time to (wrongly) read the topic again
 	if mm, err := scrape(jobMetrics); err != nil {
 		t.Error(err)
-	} else if got := mm["eddy_records_received_total"]; got != 0 {
+	} else if got := mm[`eddy_records_received_total{eddy_job="iot-work"}`]; got != 0 {
 		t.Errorf("restarted job read %v records again; it should go on from its checkpoint", got)
 	}
 	t.Logf("job restarted from its checkpoint: %s", time.Since(start).Round(time.Second))

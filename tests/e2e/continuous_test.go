@@ -22,7 +22,8 @@ import (
 	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 )
 
-// metricValue scrapes one unlabelled metric from a /metrics endpoint.
+// metricValue scrapes a metric from a /metrics endpoint: the sum of its
+// series (a job's metrics carry the label eddy_job).
 func metricValue(addr, name string) (float64, error) {
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
@@ -30,12 +31,23 @@ func metricValue(addr, name string) (float64, error) {
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
+	sum, found := 0.0, false
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			return strconv.ParseFloat(v, 64)
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue
 		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			return 0, fmt.Errorf("metric %s: %q: %v", name, line, err)
+		}
+		sum, found = sum+v, true
 	}
-	return 0, fmt.Errorf("metric %s not found", name)
+	if !found {
+		return 0, fmt.Errorf("metric %s not found", name)
+	}
+	return sum, nil
 }
 
 // TestContinuousModeRowsVisibleAndGracefulStop runs `eddy dev` unbounded:
