@@ -52,7 +52,7 @@ var layers = []struct {
 	name string
 	pkgs []string
 }{
-	{"operators", []string{"operators"}},
+	{"operators", []string{"operators", "internal/promreg"}},
 	{"sinks", []string{"sinks", "sinks/kafkaconf", "sinks/secret"}},
 	{"actors", []string{"actors", "actors/checkpoint", "actors/dataset", "actors/dataset/aberdeen", "actors/devbroker", "actors/state"}},
 	{"control", []string{"control", "control/client"}},
