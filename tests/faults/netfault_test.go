@@ -143,18 +143,37 @@ func ports(node *harness.Node, kind string) [][2]string {
 // between a and every node of others.
 func (n *netFaults) cut(a *harness.Node, others []*harness.Node, kinds ...string) {
 	n.t.Helper()
+	n.drop(a, others, 1, true, kinds...)
+}
+
+// drop drops, with probability p (1 = every packet; below 1 with
+// iptables' statistic match, independently per packet), the traffic of the
+// given port kinds sent by a to every node of others, and the traffic they
+// send to a when both is set (false: a one-way cut, a hears the others but
+// they do not hear it).
+func (n *netFaults) drop(a *harness.Node, others []*harness.Node, p float64, both bool, kinds ...string) {
+	n.t.Helper()
 	if a.Gid == 0 {
 		n.t.Fatal("netFaults: nodes need their own group ids (harness.Options.GidBase)")
+	}
+	var match []string
+	if p < 1 {
+		match = []string{"-m", "statistic", "--mode", "random", "--probability", fmt.Sprintf("%.3f", p)}
 	}
 	for _, b := range others {
 		if b == a {
 			continue
 		}
+		dirs := [][2]*harness.Node{{a, b}}
+		if both {
+			dirs = append(dirs, [2]*harness.Node{b, a})
+		}
 		for _, kind := range kinds {
-			for _, dir := range [][2]*harness.Node{{a, b}, {b, a}} {
+			for _, dir := range dirs {
 				from, to := dir[0], dir[1]
 				for _, pp := range ports(to, kind) {
-					n.ipt("-A", n.chain, "-p", pp[0], "--dport", pp[1], "-m", "owner", "--gid-owner", fmt.Sprint(from.Gid), "-j", "DROP")
+					args := []string{"-A", n.chain, "-p", pp[0], "--dport", pp[1], "-m", "owner", "--gid-owner", fmt.Sprint(from.Gid)}
+					n.ipt(append(append(args, match...), "-j", "DROP")...)
 				}
 			}
 		}
