@@ -9,16 +9,16 @@
 // alone.
 //
 // Variants (--variants):
-//
 //   - memory: no checkpoints, every device state in the heap;
-//
 //   - pebble: checkpoints every 5 s to file:// storage, keyed state in
 //     pebble behind the default cache of state.cache_devices device states
 //     per partition (what a production job runs; --cache-devices N sets
 //     another cache size).
 //
-//     go run ./tests/bench/rss                                  # 1,000,000 devices
-//     go run ./tests/bench/rss --devices 200000 --variants pebble
+// Run it with
+//
+//	go run ./tests/bench/rss                                  # 1,000,000 devices
+//	go run ./tests/bench/rss --devices 200000 --variants pebble
 package main
 
 import (
