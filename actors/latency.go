@@ -38,7 +38,8 @@ const maxTracked = 1 << 20
 // Cost: 8 bytes per record kept until its commit, in slices reused from
 // one commit to the next (no allocation per record), one mutex acquisition
 // per batch and per commit, and one histogram observation per record at
-// commit. Safe for concurrent use: the actor adds, flushes commit.
+// commit: about 0.1 µs per record in all (BenchmarkLatencyTracker, 2 busy
+// cores). Safe for concurrent use: the actor adds, flushes commit.
 type latencyTracker struct {
 	hist prometheus.Observer
 

@@ -213,3 +213,23 @@ func TestEventTimeLagPerPartition(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkLatencyTracker is the per-record cost of the record latency: a
+// batch of 512 records added, sealed and committed (one observation each).
+func BenchmarkLatencyTracker(b *testing.B) {
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "h", Buckets: RecordLatencyBuckets})
+	l := latencyTracker{hist: h}
+	now := time.Now()
+	batch := make([]*sarama.ConsumerMessage, 512)
+	for i := range batch {
+		batch[i] = &sarama.ConsumerMessage{Timestamp: now.Add(-time.Duration(i) * time.Millisecond)}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		l.add(batch)
+		l.seal(int64(i))
+		l.commit(int64(i+1), now)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(batch)), "ns/record")
+}

@@ -27,8 +27,9 @@ const JobLabel = "eddy_job"
 
 // Group is a prometheus.Registerer that registers on a parent Registerer
 // and remembers the collectors it registered, so that UnregisterAll removes
-// exactly those. A nil parent registers nothing (every call succeeds). Safe
-// for concurrent use.
+// exactly those. A nil parent registers nothing (every call succeeds).
+// Collectors are told apart by ==, so they must be comparable (pointers, as
+// every prometheus constructor returns). Safe for concurrent use.
 type Group struct {
 	parent prometheus.Registerer
 
