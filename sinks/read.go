@@ -26,9 +26,21 @@ import (
 // parseTime, and with parseTime when loc is UTC (the driver's default).
 // The queries are plain SQL all three accept (no quoted identifiers, no
 // placeholders).
-func ReadAll(ctx context.Context, db *sql.DB) (*Batch, error) {
+func ReadAll(ctx context.Context, db *sql.DB) (*Batch, error) { return readAll(ctx, db, "") }
+
+// ReadClickHouse is ReadAll for a ClickHouse sink database (db opened with
+// sql.Open("clickhouse", dsn), driver ClickHouse/clickhouse-go v1): every
+// table is read with FINAL, so rows of a key that background merges have
+// not collapsed yet come back once, the row of the highest epoch (the last
+// inserted of those). Times are its Int64 Unix ms.
+func ReadClickHouse(ctx context.Context, db *sql.DB) (*Batch, error) {
+	return readAll(ctx, db, " FINAL")
+}
+
+// readAll is ReadAll with final after each table name.
+func readAll(ctx context.Context, db *sql.DB, final string) (*Batch, error) {
 	out := &Batch{}
-	err := readRows(ctx, db, "SELECT source_partition, source_offset, pboxid, event_time, metric, latitude, longitude, company, site FROM readings ORDER BY source_partition, source_offset",
+	err := readRows(ctx, db, "SELECT source_partition, source_offset, pboxid, event_time, metric, latitude, longitude, company, site FROM readings"+final+" ORDER BY source_partition, source_offset",
 		func(sc func(...any) error) error {
 			var r operators.Reading
 			var lat, lon sql.NullFloat64
@@ -42,7 +54,7 @@ func ReadAll(ctx context.Context, db *sql.DB) (*Batch, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = readRows(ctx, db, "SELECT pboxid, window_start, window_end, count, sum, min, max, avg, latitude, longitude, company, site FROM window_aggregates ORDER BY pboxid, window_start",
+	err = readRows(ctx, db, "SELECT pboxid, window_start, window_end, count, sum, min, max, avg, latitude, longitude, company, site FROM window_aggregates"+final+" ORDER BY pboxid, window_start",
 		func(sc func(...any) error) error {
 			var w operators.WindowAggregate
 			var lat, lon sql.NullFloat64
@@ -56,7 +68,7 @@ func ReadAll(ctx context.Context, db *sql.DB) (*Batch, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = readRows(ctx, db, "SELECT pboxid, period_start, period_end, samples, avg_metric, max_metric, company, site FROM work_periods ORDER BY pboxid, period_start",
+	err = readRows(ctx, db, "SELECT pboxid, period_start, period_end, samples, avg_metric, max_metric, company, site FROM work_periods"+final+" ORDER BY pboxid, period_start",
 		func(sc func(...any) error) error {
 			var p operators.WorkPeriod
 			if err := sc(&p.PboxID, msTime{&p.Start}, msTime{&p.End}, &p.Samples, &p.AvgMetric, &p.MaxMetric, &p.Company, &p.Site); err != nil {
@@ -68,7 +80,7 @@ func ReadAll(ctx context.Context, db *sql.DB) (*Batch, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = readRows(ctx, db, "SELECT source_partition, source_offset, pboxid, event_time, watermark, reason, payload FROM late_records ORDER BY source_partition, source_offset",
+	err = readRows(ctx, db, "SELECT source_partition, source_offset, pboxid, event_time, watermark, reason, payload FROM late_records"+final+" ORDER BY source_partition, source_offset",
 		func(sc func(...any) error) error {
 			var l operators.LateRecord
 			if err := sc(&l.Partition, &l.Offset, &l.PboxID, msTime{&l.EventTime}, msTime{&l.Watermark}, &l.Reason, &l.Payload); err != nil {
@@ -80,7 +92,7 @@ func ReadAll(ctx context.Context, db *sql.DB) (*Batch, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = readRows(ctx, db, "SELECT source_partition, source_offset, reason, payload FROM dead_letters ORDER BY source_partition, source_offset",
+	err = readRows(ctx, db, "SELECT source_partition, source_offset, reason, payload FROM dead_letters"+final+" ORDER BY source_partition, source_offset",
 		func(sc func(...any) error) error {
 			var d operators.DeadLetter
 			if err := sc(&d.Partition, &d.Offset, &d.Reason, &d.Payload); err != nil {
@@ -119,12 +131,15 @@ func nanIfNull(f sql.NullFloat64) float64 {
 	return f.Float64
 }
 
-// msTime scans a SQL time (time.Time, or text "YYYY-MM-DD HH:MM:SS[.f]"
+// msTime scans a SQL time (time.Time, int64 Unix ms, or text "YYYY-MM-DD HH:MM:SS[.f]"
 // in UTC) into Unix ms.
 type msTime struct{ ms *int64 }
 
 func (t msTime) Scan(src any) error {
 	switch v := src.(type) {
+	case int64: // ClickHouse: Unix ms
+		*t.ms = v
+		return nil
 	case time.Time:
 		*t.ms = v.UnixMilli()
 		return nil

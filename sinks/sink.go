@@ -253,6 +253,10 @@ mysql:DSN              MySQL/MariaDB, go-sql-driver DSN, e.g. mysql:root@tcp(127
 postgres://USER:PASS@HOST:5432/DB[?PARAMS]
                        PostgreSQL (pgx URL; postgresql:// too), e.g.
                        postgres://eddy:secret@127.0.0.1:5432/eddy?sslmode=disable
+clickhouse://USER:PASS@HOST:9000/DB[?OPTIONS]
+                       ClickHouse, native protocol, ReplacingMergeTree tables (read with FINAL),
+                       e.g. clickhouse://eddy:secret@127.0.0.1:9000/eddy; OPTIONS: secure=false,
+                       skip_verify=false, compress=false, timeout=10, read_timeout=60, write_timeout=60
 stdout                 NDJSON on standard output
 ndjson:PATH            NDJSON appended to the file PATH (ndjson:- is standard output)
 discard                count rows and drop them
@@ -291,6 +295,11 @@ func Open(url string, cfg Config, reg prometheus.Registerer) (Sink, error) {
 			return nil, bad("postgres needs a URL (postgres://user:pass@host:5432/db)")
 		}
 		return NewPostgres(url, cfg, reg)
+	case "clickhouse":
+		if !strings.HasPrefix(rest, "//") || len(rest) == 2 {
+			return nil, bad("clickhouse needs a URL (clickhouse://user:pass@host:9000/db)")
+		}
+		return NewClickHouse(url, cfg, reg)
 	case "stdout":
 		if hasColon {
 			return nil, bad("stdout takes no argument")

@@ -3,6 +3,7 @@ package sinks
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"math"
@@ -77,6 +78,15 @@ type dialect struct {
 	// noNUL: text columns cannot hold U+0000 (PostgreSQL); it is stored
 	// as U+FFFD.
 	noNUL bool
+	// msTimes: times are bound as int64 Unix ms (ClickHouse's Int64
+	// columns), not as SQL text.
+	msTimes bool
+	// batches: the store has no transaction across tables and takes an
+	// insert as one block of rows (ClickHouse): each table's rows go in
+	// their own batch, INSERT (cols) VALUES (?, ...) prepared once in a
+	// database/sql transaction and executed once per row (see
+	// writeBatches).
+	batches bool
 }
 
 // insertSQL is the multi-row upsert of n rows into t.
@@ -835,6 +845,9 @@ func (e *sqlEngine) close(timeout time.Duration) error {
 
 // writeTx writes sel in one transaction; io is held.
 func (e *sqlEngine) writeTx(ctx context.Context, sel *selection) error {
+	if e.d.batches {
+		return e.writeBatches(ctx, sel)
+	}
 	var tx *sql.Tx
 	if e.conn != nil {
 		// SQLite: statements are prepared on the one connection, so the
@@ -886,6 +899,79 @@ func (e *sqlEngine) writeTx(ctx context.Context, sel *selection) error {
 		rollback()
 	}
 	return err
+}
+
+// writeBatches writes sel as one batch per table, in table order (see
+// dialect.batches); io is held. A batch is atomic in the store, the tables
+// together are not: after an error, the tables written before it stay
+// written, and the retry of the whole selection writes them again (which
+// the store collapses by key).
+func (e *sqlEngine) writeBatches(ctx context.Context, sel *selection) error {
+	e.mu.Lock()
+	db := e.db
+	e.mu.Unlock()
+	for t := range numTables {
+		segs := sel[t]
+		if len(segs) == 0 {
+			continue
+		}
+		if e.d.dedupe {
+			if segs = e.dedupeSegs(t, segs); len(segs) == 0 {
+				continue
+			}
+		}
+		if err := e.writeBatch(ctx, db, t, segs); err != nil {
+			return fmt.Errorf("%s: %w", tableDefs[t].name, err)
+		}
+	}
+	return nil
+}
+
+// writeBatch writes the rows of table t in segs as one batch, on a
+// connection of its own that is discarded after any error: a server that
+// refused a block may still be reading the rest of it, and the connection
+// is out of step with it.
+func (e *sqlEngine) writeBatch(ctx context.Context, db *sql.DB, t int, segs []seg) (err error) {
+	key := stmtKey{t, 1}
+	q, ok := e.queries[key]
+	if !ok {
+		q = e.d.insertSQL(&tableDefs[t], 1, !e.unfenced)
+		e.queries[key] = q
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+		conn.Close()
+	}()
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	st, err := tx.PrepareContext(ctx, q)
+	if err != nil {
+		tx.Rollback()
+		return err
+	}
+	defer st.Close()
+	for _, g := range segs {
+		for i := g.lo; i < g.hi; i++ {
+			e.args = e.appendRow(e.args[:0], t, g.rows, g.b.epoch, i)
+			if _, err := st.ExecContext(ctx, e.args...); err != nil {
+				tx.Rollback()
+				return err
+			}
+		}
+	}
+	if err := ctx.Err(); err != nil { // the driver's Commit does not watch ctx
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
 }
 
 // rollbackConn ends the SQLite connection's transaction, if any. A cancelled
@@ -1148,6 +1234,10 @@ func (e *sqlEngine) rowSize(t int, p *pending, i int) int {
 // tableDefs order, then (fenced) epoch.
 func (e *sqlEngine) appendRow(args []any, t int, p *pending, epoch uint64, i int) []any {
 	tx := e.text
+	sqlTime := sqlTimeArg
+	if e.d.msTimes {
+		sqlTime = msTimeArg
+	}
 	switch t {
 	case tReadings:
 		r := &p.Readings[i]
@@ -1177,6 +1267,10 @@ func (e *sqlEngine) appendRow(args []any, t int, p *pending, epoch uint64, i int
 	}
 	return args
 }
+
+// sqlTimeArg is ms as SQL text; msTimeArg is ms itself (dialect.msTimes).
+func sqlTimeArg(ms int64) any { return sqlTime(ms) }
+func msTimeArg(ms int64) any  { return ms }
 
 // nullFloat is f, or SQL NULL for NaN.
 func nullFloat(f float64) any {
