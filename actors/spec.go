@@ -92,7 +92,7 @@ type Spec struct {
 		// threshold}; relative to the working directory.
 		DevicesFile string `yaml:"devices_file"`
 	} `yaml:"broadcast"`
-	// Sink is a sink URL: sqlite:PATH, mysql:DSN, postgres://URL, stdout,
+	// Sink is a sink URL: sqlite:PATH, mysql:DSN, postgres://URL, clickhouse://URL, stdout,
 	// ndjson:PATH, discard, kafka://HOST:PORT (see sinks.URLForms).
 	Sink string `yaml:"sink"`
 	// Sinks are more sink URLs; the job writes every row to each sink.

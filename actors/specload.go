@@ -246,7 +246,7 @@ func checkSinkURL(u string) error {
 	msg, _, _ := strings.Cut(err.Error(), "; valid forms:")
 	msg = strings.TrimPrefix(msg, "sinks: ")
 	if errors.Is(err, sinks.ErrBadURL) {
-		msg += " (valid forms: sqlite:PATH, mysql:DSN, postgres://USER@HOST:5432/DB, stdout, ndjson:PATH, discard, kafka://HOST:PORT[?OPTIONS])"
+		msg += " (valid forms: sqlite:PATH, mysql:DSN, postgres://USER@HOST:5432/DB, clickhouse://USER@HOST:9000/DB, stdout, ndjson:PATH, discard, kafka://HOST:PORT[?OPTIONS])"
 	}
 	return errors.New(secret.RedactText(msg))
 }

@@ -12,6 +12,9 @@
 //	MySQL    mysql:DSN     MySQL 8 / MariaDB 10.5+ (NewMySQL)
 //	Postgres postgres://USER:PASS@HOST:5432/DB[?PARAMS]   PostgreSQL 13+,
 //	         a pgx URL, postgresql:// too (NewPostgres)
+//	ClickHouse clickhouse://USER:PASS@HOST:9000/DB[?OPTIONS]   native
+//	         protocol, ReplacingMergeTree(epoch) tables: read with FINAL
+//	         (NewClickHouse, ParseClickHouseURL, ReadClickHouse)
 //	NDJSON   stdout, ndjson:PATH   one JSON object per row (NewNDJSON)
 //	Discard  discard       counts and drops (NewDiscard)
 //	Kafka    kafka://HOST:PORT[,...][?OPTIONS]   one JSON message per row,

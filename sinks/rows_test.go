@@ -132,6 +132,16 @@ func TestOpenURL(t *testing.T) {
 		{"", "", "empty sink URL"},
 		{"postgres://eddy:pw@127.0.0.1:5432/eddy?sslmode=disable", "*sinks.Postgres", ""},
 		{"postgresql://127.0.0.1/eddy", "*sinks.Postgres", ""},
+		{"clickhouse://eddy:pw@127.0.0.1:9000/eddy", "*sinks.ClickHouse", ""},
+		{"clickhouse://127.0.0.1/eddy?compress=true&read_timeout=5", "*sinks.ClickHouse", ""},
+		{"clickhouse:x", "", "clickhouse needs a URL"},
+		{"clickhouse://", "", "clickhouse needs a URL"},
+		{"clickhouse://eddy:s3cret@127.0.0.1:9000/", "", "names no database"},
+		{"clickhouse://eddy:s3cret@127.0.0.1:9000/a/b", "", "one database name"},
+		{"clickhouse://eddy:s3cret@127.0.0.1:9000/eddy?tls=1", "", `unknown option "tls"`},
+		{"clickhouse://eddy:s3cret@127.0.0.1:9000/eddy?read_timeout=0", "", "not a positive number"},
+		{"clickhouse://eddy:s3cret@127.0.0.1:9000/eddy?secure=yes", "", "not true or false"},
+		{"clickhouse://eddy:s3cret@127.0.0.1:99x/eddy", "", "bad ClickHouse URL"},
 		{"oracle://x", "", `unknown sink "oracle"`},
 		{"postgres:x", "", "postgres needs a URL"},
 		{"postgres://", "", "postgres needs a URL"},
@@ -184,6 +194,8 @@ func typeName(s Sink) string {
 		return "*sinks.MySQL"
 	case *Postgres:
 		return "*sinks.Postgres"
+	case *ClickHouse:
+		return "*sinks.ClickHouse"
 	case *NDJSON:
 		return "*sinks.NDJSON"
 	case *Discard:

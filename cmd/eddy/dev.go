@@ -78,7 +78,7 @@ dead_letters (and the view daily_work_time).`,
 	fl.StringVar(&f.delimiter, "delimiter", "", `CSV field delimiter, one character or "tab" (default "," or ";" for the Aberdeen data)`)
 	fl.StringVar(&f.mapping, "map", "", "column mapping pboxid=COL,event_time=COL,metric=COL[,latitude=COL,longitude=COL] (default: identity, or the Aberdeen mapping)")
 	fl.StringVar(&f.format, "format", "", "dataset format csv|ndjson (default: from the file name)")
-	fl.StringVar(&f.sink, "sink", "sqlite:eddy-dev.db", "sink URL: sqlite:PATH, mysql:DSN, postgres://URL, stdout, ndjson:PATH or discard; rows are upserted")
+	fl.StringVar(&f.sink, "sink", "sqlite:eddy-dev.db", "sink URL: sqlite:PATH, mysql:DSN, postgres://URL, clickhouse://URL, stdout, ndjson:PATH or discard; rows are upserted")
 	fl.BoolVar(&f.bounded, "bounded", false, "read to the end, fire every window and work period, print a summary, exit 0")
 	fl.Float64Var(&f.speed, "speed", 0, "replay at this many times real time (event time); 0 = as fast as possible")
 	fl.DurationVar(&f.window, "window", def.Window.Size, "tumbling window size (or sliding window size with --slide)")
