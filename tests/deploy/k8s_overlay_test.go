@@ -2,13 +2,18 @@ package deploy
 
 import (
 	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"math/big"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -448,22 +453,30 @@ func TestK8sOverlayProd(t *testing.T) {
 	}
 }
 
-// checkDevCertNames makes the node certificate deploy/README.md tells to
-// make (eddy dev certs with the SANs listed there, for namespace eddy) and
-// checks that it is valid for every name a client checks: the pods' names
-// that the nodes dial (--http-addr, --raft-addr) and the ServiceMonitor's
-// serverName.
-func checkDevCertNames(t *testing.T, serverName string) {
+// readmeDevCerts runs the `eddy dev certs --dir DIR --host NAMES` that
+// deploy/README.md shows for the prod node certificate, into a temporary
+// directory, and returns that directory and NAMES.
+func readmeDevCerts(t *testing.T) (dir, hosts string) {
 	t.Helper()
 	readme := string(readFile(t, deployPath("README.md")))
-	mm := regexp.MustCompile(`eddy dev certs --dir (\S+) --host (\S+)`).FindStringSubmatch(readme)
+	mm := regexp.MustCompile(`eddy dev certs --dir \S+ --host (\S+)`).FindStringSubmatch(readme)
 	if mm == nil {
 		t.Fatal("deploy/README.md shows no `eddy dev certs --dir DIR --host NAMES` for the prod certificate")
 	}
-	dir := t.TempDir()
-	if out, err := run(t, 30*time.Second, "", nil, eddyBinary(t), "dev", "certs", "--dir", dir, "--host", strings.Trim(mm[2], `'"`)); err != nil {
+	dir, hosts = t.TempDir(), strings.Trim(mm[1], `'"`)
+	if out, err := run(t, 30*time.Second, "", nil, eddyBinary(t), "dev", "certs", "--dir", dir, "--host", hosts); err != nil {
 		t.Fatalf("eddy dev certs: %v\n%s", err, out)
 	}
+	return dir, hosts
+}
+
+// checkDevCertNames checks that the node certificate deploy/README.md
+// tells to make (for namespace eddy) is valid for every name a client
+// checks: the pods' names that the nodes dial (--http-addr, --raft-addr),
+// the ServiceMonitor's serverName and localhost (port-forward).
+func checkDevCertNames(t *testing.T, serverName string) {
+	t.Helper()
+	dir, hosts := readmeDevCerts(t)
 	block, _ := pem.Decode(readFile(t, filepath.Join(dir, "node.pem")))
 	if block == nil {
 		t.Fatal("eddy dev certs wrote no PEM node.pem")
@@ -472,12 +485,144 @@ func checkDevCertNames(t *testing.T, serverName string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"eddy-0.eddy.eddy.svc", "eddy-2.eddy.eddy.svc", serverName} {
+	for _, name := range []string{"eddy-0.eddy.eddy.svc", "eddy-2.eddy.eddy.svc", serverName, "localhost"} {
 		if err := cert.VerifyHostname(name); err != nil {
-			t.Errorf("the certificate of deploy/README.md (--host %s): %v", mm[2], err)
+			t.Errorf("the certificate of deploy/README.md (--host %s): %v", hosts, err)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(dir, "ca.pem")); err != nil {
-		t.Error(err)
+}
+
+// TestK8sProdNodeRuns runs a real `eddy node` with the arguments of the
+// prod StatefulSet, fed Secret files made as deploy/README.md says (a hex
+// token, a base64 gossip key of 32 random bytes, the README's `eddy dev
+// certs`), laid out as the Secret volumes would lay them out. Only what a
+// pod gets from Kubernetes is replaced: the addresses (127.0.0.1 and free
+// ports instead of the pod's DNS name), the join list and
+// --bootstrap-expect 1 (one process), and the mount root (a temporary
+// directory). It checks what the kubelet and Prometheus do — the probes
+// over HTTPS without a client certificate, /metrics with the CA and
+// serverName of the ServiceMonitor — and that a write needs the token.
+func TestK8sProdNodeRuns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an eddy node")
+	}
+	objs := kustomizeBuild(t, "k8s/overlays/prod")
+	pod, ctr, _ := nodeContainer(t, objs)
+	root := t.TempDir()
+	certs, _ := readmeDevCerts(t)
+	token := fmt.Sprintf("%x", sha256.Sum256([]byte(t.Name()+time.Now().String())))
+	gossipKey := make([]byte, 32)
+	if _, err := rand.Read(gossipKey); err != nil {
+		t.Fatal(err)
+	}
+	secrets := map[string]map[string][]byte{ // what the README's kubectl create secret commands store
+		"eddy-node": {"api-token": []byte(token), "gossip-key": []byte(base64.StdEncoding.EncodeToString(gossipKey))},
+		"eddy-node-tls": {
+			"tls.crt": readFile(t, filepath.Join(certs, "node.pem")),
+			"tls.key": readFile(t, filepath.Join(certs, "node-key.pem")),
+			"ca.crt":  readFile(t, filepath.Join(certs, "ca.pem")),
+		},
+	}
+	vols := map[string]map[string]any{}
+	for _, v := range l(t, pod["volumes"], "volumes") {
+		vols[s(t, path(t, v, "name"), "volume name")] = m(t, v, "volume")
+	}
+	var mountPaths []string
+	for _, vm := range l(t, ctr["volumeMounts"], "volumeMounts") {
+		mnt := m(t, vm, "volumeMount")
+		mp := s(t, mnt["mountPath"], "mountPath")
+		mountPaths = append(mountPaths, mp)
+		if err := os.MkdirAll(filepath.Join(root, mp), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		sec, ok := vols[s(t, mnt["name"], "name")]["secret"].(map[string]any)
+		if !ok {
+			continue
+		}
+		data, ok := secrets[s(t, sec["secretName"], "secretName")]
+		if !ok {
+			t.Fatalf("volume %v: the README creates no Secret %v", mnt["name"], sec["secretName"])
+		}
+		for _, it := range l(t, sec["items"], "items") {
+			key, file := s(t, path(t, it, "key"), "key"), s(t, path(t, it, "path"), "path")
+			if _, ok := data[key]; !ok {
+				t.Fatalf("Secret %v has no key %s (the pod would not start)", sec["secretName"], key)
+			}
+			if err := os.WriteFile(filepath.Join(root, mp, file), data[key], 0o440); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	httpPort := freePort(t)
+	replace := map[string]string{
+		"http-addr":        fmt.Sprintf("127.0.0.1:%d", httpPort),
+		"raft-addr":        fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		"gossip-addr":      fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		"bootstrap-expect": "1",
+		"id":               "eddy-0",
+	}
+	var args []string
+	for _, a := range strs(t, ctr["args"], "args") {
+		name, val, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		if v, ok := replace[name]; ok {
+			a = "--" + name + "=" + v
+		} else if name == "join" {
+			continue
+		}
+		for _, mp := range mountPaths {
+			if val == mp || strings.HasPrefix(val, mp+"/") {
+				a = "--" + name + "=" + filepath.Join(root, val)
+			}
+		}
+		if strings.Contains(a, "$(") {
+			t.Fatalf("argument %s still needs the downward API", a)
+		}
+		args = append(args, a)
+	}
+	startProcess(t, "eddy-node", eddyBinary(t), args...)
+
+	base := fmt.Sprintf("https://127.0.0.1:%d", httpPort)
+	kubelet := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{ // the kubelet does not verify probe certificates
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(secrets["eddy-node-tls"]["ca.crt"])
+	ep := l(t, path(t, objs["ServiceMonitor/eddy"], "spec", "endpoints"), "endpoints")[0]
+	prometheus := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: s(t, path(t, ep, "tlsConfig", "serverName"), "serverName")}}}
+	get := func(c *http.Client, url string) error {
+		resp, err := c.Get(url)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET %s: %s", url, resp.Status)
+		}
+		return nil
+	}
+	for _, probe := range []string{"readinessProbe", "livenessProbe"} {
+		p := s(t, path(t, ctr, probe, "httpGet", "path"), probe+" path")
+		eventually(t, 30*time.Second, "prod "+probe+" "+p+" over HTTPS", func() error { return get(kubelet, base+p) })
+	}
+	if err := get(prometheus, base+s(t, path(t, ep, "path"), "path")); err != nil {
+		t.Errorf("the ServiceMonitor's scrape (CA of eddy-node-tls, serverName): %v", err)
+	}
+
+	// Writes need the token of the Secret.
+	ctl := []string{"ctl", "--addr", fmt.Sprintf("https://localhost:%d", httpPort), "--ca", filepath.Join(certs, "ca.pem")}
+	if out, err := run(t, 20*time.Second, "", []string{"EDDY_TOKEN="}, eddyBinary(t), append(ctl, "config", "put", "k8s/test", `"x"`)...); err == nil {
+		t.Errorf("a write without the token succeeded: %s", out)
+	} else if strings.Contains(out, token) {
+		t.Error("the error of a refused write shows the token")
+	} else if !strings.Contains(out, "401") {
+		t.Errorf("a write without the token: want HTTP 401, got %v: %s", err, out)
+	}
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run(t, 20*time.Second, "", []string{"EDDY_TOKEN="}, eddyBinary(t), append(ctl, "--token-file", tokenFile, "config", "put", "k8s/test", `"x"`)...); err != nil {
+		t.Errorf("a write with the Secret's token: %v\n%s", err, out)
 	}
 }
