@@ -8,7 +8,10 @@
 //     flag the files use exists in the code (metric names and labels are read
 //     from the Go sources, flags from `eddy <command> --help` of a fresh
 //     build), so renaming a metric or a flag breaks a test here; the job
-//     specs parse with the real spec parser. With promtool on PATH (Debian:
+//     specs parse with the real spec parser. Every kustomization under
+//     deploy/k8s (base and overlays) is rendered with the kustomize Go API,
+//     as `kubectl apply -k` would, and checked; an `eddy node` runs with the
+//     prod overlay's arguments and Secret files. With promtool on PATH (Debian:
 //     apt-get install prometheus) also `promtool check config`, `promtool
 //     check rules` and the alert unit tests deploy/prometheus/alerts_test.yml.
 //
