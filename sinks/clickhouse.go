@@ -176,6 +176,22 @@ func (c ClickHouseConfig) driverDSN(db string) string {
 	return (&url.URL{Scheme: "tcp", Host: c.Addr, RawQuery: q.Encode()}).String()
 }
 
+// OpenClickHouseDB opens a database/sql pool (driver clickhouse-go v1) on
+// the database a clickhouse:// URL names, for readers such as
+// ReadClickHouse; it does not connect until first used. Errors never show
+// the password.
+func OpenClickHouseDB(rawURL string) (*sql.DB, error) {
+	c, err := ParseClickHouseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	db, err := sql.Open("clickhouse", c.driverDSN(c.Database))
+	if err != nil {
+		return nil, fmt.Errorf("sinks: clickhouse %s: %w", c, secret.RedactError(err))
+	}
+	return db, nil
+}
+
 // NewClickHouse returns a sink writing to the database a clickhouse:// URL
 // names (see ParseClickHouseURL), e.g.
 // clickhouse://eddy:secret@127.0.0.1:9000/eddy; the database is created by

@@ -57,8 +57,8 @@ from, with the replay's --delimiter/--map/--limit (without --data: the embedded
 Aberdeen data, as eddy replay). A spec with source.end_offsets verifies the
 first sum(end_offsets) records, and checks that they are what the job read.
 
-The sink is sqlite:PATH, mysql:DSN or postgres://URL: --sink, else the
-spec's first SQL sink.
+The sink is sqlite:PATH, mysql:DSN, postgres://URL or clickhouse://URL
+(read with FINAL): --sink, else the spec's first SQL sink.
 Device data set through the cluster API (eddy ctl devices import FILE) is
 given with --devices FILE.
 
@@ -95,7 +95,7 @@ func (f *verifyFlags) register(fl *pflag.FlagSet) {
 	fl.Int64Var(&f.limit, "limit", -1, "verify the first N records, as eddy replay --limit; 0 = the whole file (default: sum of source.end_offsets, else 0)")
 	fl.IntVar(&f.partitions, "partitions", 0, "partitions of the source topic (default: the partitions of source.end_offsets, else 12)")
 	fl.StringVar(&f.devices, "devices", "", "devices file (JSON or YAML: pboxid → {company, site, threshold}); default: the spec's broadcast.devices_file")
-	fl.StringVar(&f.sink, "sink", "", "sink to read: sqlite:PATH, mysql:DSN or postgres://URL (default: the spec's first SQL sink)")
+	fl.StringVar(&f.sink, "sink", "", "sink to read: sqlite:PATH, mysql:DSN, postgres://URL or clickhouse://URL (default: the spec's first SQL sink)")
 	fl.IntVar(&f.maxDiffs, "max-diffs", 20, "example rows shown per difference category; 0 = all")
 	fl.DurationVar(&f.wait, "wait", 0, "re-read the sink every 2s until it matches or this much time has passed; 0 = read once")
 }
@@ -128,7 +128,7 @@ func runVerify(ctx context.Context, f *verifyFlags, stdout io.Writer) error {
 			}
 		}
 		if sinkURL == "" {
-			return errors.New("verify: the spec has no sqlite:, mysql: or postgres:// sink; give --sink")
+			return errors.New("verify: the spec has no sqlite:, mysql:, postgres:// or clickhouse:// sink; give --sink")
 		}
 	}
 	load, err := sinkLoader(sinkURL)
@@ -276,7 +276,7 @@ func dataName(data string) string {
 
 // isSQLSink reports whether url names a sink verify can read.
 func isSQLSink(url string) bool {
-	for _, p := range []string{"sqlite:", "mysql:", "postgres://", "postgresql://"} {
+	for _, p := range []string{"sqlite:", "mysql:", "postgres://", "postgresql://", "clickhouse://"} {
 		if strings.HasPrefix(url, p) {
 			return true
 		}
@@ -284,8 +284,8 @@ func isSQLSink(url string) bool {
 	return false
 }
 
-// sinkLoader returns the reader of a sqlite:PATH, mysql:DSN or
-// postgres://URL sink.
+// sinkLoader returns the reader of a sqlite:PATH, mysql:DSN,
+// postgres://URL or clickhouse://URL sink.
 func sinkLoader(url string) (func(context.Context) (*oracle.Result, error), error) {
 	scheme, rest, _ := strings.Cut(url, ":")
 	rest = strings.TrimPrefix(rest, "//")
@@ -296,6 +296,8 @@ func sinkLoader(url string) (func(context.Context) (*oracle.Result, error), erro
 		return func(ctx context.Context) (*oracle.Result, error) { return oracle.LoadMySQL(ctx, rest) }, nil
 	case (scheme == "postgres" || scheme == "postgresql") && strings.HasPrefix(url, scheme+"://") && rest != "":
 		return func(ctx context.Context) (*oracle.Result, error) { return oracle.LoadPostgres(ctx, url) }, nil
+	case scheme == "clickhouse" && strings.HasPrefix(url, "clickhouse://") && rest != "":
+		return func(ctx context.Context) (*oracle.Result, error) { return oracle.LoadClickHouse(ctx, url) }, nil
 	}
-	return nil, fmt.Errorf("verify: sink %q: want sqlite:PATH, mysql:DSN or postgres://URL", secret.RedactURL(url))
+	return nil, fmt.Errorf("verify: sink %q: want sqlite:PATH, mysql:DSN, postgres://URL or clickhouse://URL", secret.RedactURL(url))
 }

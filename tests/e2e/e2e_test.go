@@ -21,6 +21,7 @@ import (
 
 	"github.com/eddy-iot/eddy/actors/dataset/aberdeen"
 	"github.com/eddy-iot/eddy/cmd/eddy/oracle"
+	"github.com/eddy-iot/eddy/tests/chtest"
 	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 	"github.com/eddy-iot/eddy/tests/mariadbtest"
 	"github.com/eddy-iot/eddy/tests/pgtest"
@@ -123,6 +124,27 @@ func TestPostgresAberdeenMatchesOracle(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, err := oracle.LoadPostgres(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compare(t, got, want)
+}
+
+// TestClickHouseAberdeenMatchesOracle is the README's run command on the
+// real data into ClickHouse (a clickhouse:// sink): all 929,022 records,
+// and every window aggregate and work period, read with FINAL, equal to the
+// independent batch computation.
+func TestClickHouseAberdeenMatchesOracle(t *testing.T) {
+	if testing.Short() {
+		t.Skip("replays 929,022 records")
+	}
+	url := chtest.URL(t)
+	runDev(t, "--sink", url)
+	want, err := oracle.Compute(aberdeen.Open(), oracle.AberdeenOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := oracle.LoadClickHouse(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
 	}

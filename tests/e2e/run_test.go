@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/eddy-iot/eddy/cmd/eddy/oracle"
+	"github.com/eddy-iot/eddy/tests/chtest"
 	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 	"github.com/eddy-iot/eddy/tests/mariadbtest"
 	"github.com/eddy-iot/eddy/tests/pgtest"
@@ -47,6 +48,19 @@ func TestRunJobSpecAgainstBrokerProcess(t *testing.T) {
 func TestRunJobSpecIntoPostgres(t *testing.T) {
 	url := pgtest.URL(t)
 	spec, data, mapping := runJobSpec(t, url, func() (*oracle.Result, error) { return oracle.LoadPostgres(context.Background(), url) })
+	out := eddy(t, "verify", "--job", spec, "--data", data, "--map", mapping, "--partitions", "6")
+	t.Log(out)
+	if strings.Contains(out, "eddy:eddy@") {
+		t.Errorf("eddy verify printed the sink password:\n%s", out)
+	}
+}
+
+// TestRunJobSpecIntoClickHouse is the same production path into ClickHouse
+// (a clickhouse:// sink), and `eddy verify` on the spec, reading the sink by
+// its URL with FINAL, agrees.
+func TestRunJobSpecIntoClickHouse(t *testing.T) {
+	url := chtest.URL(t)
+	spec, data, mapping := runJobSpec(t, url, func() (*oracle.Result, error) { return oracle.LoadClickHouse(context.Background(), url) })
 	out := eddy(t, "verify", "--job", spec, "--data", data, "--map", mapping, "--partitions", "6")
 	t.Log(out)
 	if strings.Contains(out, "eddy:eddy@") {

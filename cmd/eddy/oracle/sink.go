@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	_ "modernc.org/sqlite" // driver "sqlite"
 
+	"github.com/eddy-iot/eddy/sinks"
 	"github.com/eddy-iot/eddy/sinks/secret"
 )
 
@@ -76,20 +77,37 @@ func LoadPostgres(ctx context.Context, url string) (*Result, error) {
 // partition, offset and reason of every dead letter (DeadLetterRecords,
 // sorted by partition and offset; Line is 0). NULL
 // latitude/longitude become NaN, NULL company/site "".
-func Load(ctx context.Context, db *sql.DB) (*Result, error) {
+func Load(ctx context.Context, db *sql.DB) (*Result, error) { return load(ctx, db, "") }
+
+// LoadClickHouse reads the outputs of a job from eddy's ClickHouse sink.
+// url is the sink's clickhouse://user:pass@host:9000/db; every table is
+// read with FINAL (one row per key, the one of the highest epoch), times
+// are Int64 Unix ms. Errors do not show the password.
+func LoadClickHouse(ctx context.Context, url string) (*Result, error) {
+	db, err := sinks.OpenClickHouseDB(url)
+	if err != nil {
+		return nil, fmt.Errorf("oracle: %w", err)
+	}
+	defer db.Close()
+	res, err := load(ctx, db, " FINAL")
+	return res, secret.RedactError(err)
+}
+
+// load is Load with final after every table name.
+func load(ctx context.Context, db *sql.DB, final string) (*Result, error) {
 	res := &Result{}
 	for _, c := range []struct {
 		table string
 		dst   *int64
 	}{{TableReadings, &res.Readings}, {TableLateRecords, &res.Late}, {TableDeadLetters, &res.DeadLetters}} {
-		if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+c.table).Scan(c.dst); err != nil {
+		if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+c.table+final).Scan(c.dst); err != nil {
 			return nil, fmt.Errorf("oracle: count %s: %w", c.table, err)
 		}
 	}
 	res.Records = res.Readings + res.Late + res.DeadLetters
 
 	rows, err := db.QueryContext(ctx, "SELECT pboxid, window_start, window_end, count, sum, min, max, avg,"+
-		" latitude, longitude, company, site FROM "+TableWindows)
+		" latitude, longitude, company, site FROM "+TableWindows+final)
 	if err != nil {
 		return nil, fmt.Errorf("oracle: query %s: %w", TableWindows, err)
 	}
@@ -117,7 +135,7 @@ func Load(ctx context.Context, db *sql.DB) (*Result, error) {
 	}
 
 	prows, err := db.QueryContext(ctx, "SELECT pboxid, period_start, period_end, duration_s, samples, avg_metric, max_metric,"+
-		" company, site FROM "+TableWorkPeriods)
+		" company, site FROM "+TableWorkPeriods+final)
 	if err != nil {
 		return nil, fmt.Errorf("oracle: query %s: %w", TableWorkPeriods, err)
 	}
@@ -141,7 +159,7 @@ func Load(ctx context.Context, db *sql.DB) (*Result, error) {
 	if err := prows.Err(); err != nil {
 		return nil, fmt.Errorf("oracle: read %s: %w", TableWorkPeriods, err)
 	}
-	drows, err := db.QueryContext(ctx, "SELECT source_partition, source_offset, reason FROM "+TableDeadLetters+
+	drows, err := db.QueryContext(ctx, "SELECT source_partition, source_offset, reason FROM "+TableDeadLetters+final+
 		" ORDER BY source_partition, source_offset")
 	if err != nil {
 		return nil, fmt.Errorf("oracle: query %s: %w", TableDeadLetters, err)
