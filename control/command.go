@@ -67,6 +67,12 @@ type JobPut struct {
 	// start again from source.start_offset with empty state. Needed for a
 	// spec whose keyed state is incompatible with the checkpointed one.
 	ResetState bool `json:"reset_state,omitempty"`
+	// FromSavepoint, when not 0, starts every partition of this revision
+	// from that complete savepoint of the job (eddy ctl job submit
+	// --from-savepoint): its offsets and state, none of the other
+	// checkpoints or handoff points. ErrNotFound when the job has no such
+	// savepoint, ErrConflict when it is not complete. Excludes ResetState.
+	FromSavepoint uint64 `json:"from_savepoint,omitempty"`
 }
 
 // MaxPartitions is the largest partition count a job may declare.
@@ -155,6 +161,11 @@ type CheckpointStart struct {
 	Partitions int32  `json:"partitions"`
 	StartedMs  int64  `json:"started_ms"`
 	Retain     int    `json:"retain,omitempty"`
+	// Savepoint makes it a savepoint (Checkpoint.Savepoint); the job must
+	// exist (ErrNotFound). A start that is not a savepoint while the
+	// newest checkpoint is a savepoint in progress is refused
+	// (ErrConflict): a periodic checkpoint never supersedes a savepoint.
+	Savepoint bool `json:"savepoint,omitempty"`
 }
 
 // MaxRetainCheckpoints bounds CheckpointStart.Retain.
@@ -229,6 +240,9 @@ func (c JobPut) Validate() error {
 	}
 	if c.Spec == "" {
 		return fmt.Errorf("%w: job %q: spec must not be empty", ErrInvalid, c.Name)
+	}
+	if c.ResetState && c.FromSavepoint != 0 {
+		return fmt.Errorf("%w: job %q: reset state and from savepoint %d exclude each other", ErrInvalid, c.Name, c.FromSavepoint)
 	}
 	return ValidateValue("jobs/"+c.Name, c.Spec)
 }
@@ -386,6 +400,8 @@ func DecodeCommand(data []byte) (Command, error) {
 		c = &JobReport{}
 	case TypeJobCancel:
 		c = &JobCancel{}
+	case TypeSavepointDelete:
+		c = &SavepointDelete{}
 	default:
 		return nil, fmt.Errorf("%w: unknown command type %d", ErrInvalid, data[0])
 	}
@@ -424,6 +440,8 @@ func deref(c Command) Command {
 	case *JobReport:
 		return *v
 	case *JobCancel:
+		return *v
+	case *SavepointDelete:
 		return *v
 	}
 	return c

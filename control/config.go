@@ -78,6 +78,12 @@ type Config struct {
 	// An error wrapping ErrConflict is answered 409, any other 400, with
 	// its message; nothing reaches Raft. nil: specs are stored unchecked.
 	ValidateJob func(put JobPut, prev *Job) error
+	// CheckSavepoint, when set, checks that job can take a savepoint before
+	// POST /v1/jobs/{name}/savepoints starts one; its error is answered
+	// 409. eddy node wires jobs.CheckSavepoint (the spec must enable
+	// checkpoints). nil: not checked (a savepoint of a job without
+	// checkpoints then times out).
+	CheckSavepoint func(j Job) error
 
 	// Logger for the node; Raft's own logs are at Raft.LogLevel.
 	// Default: slog.Default().

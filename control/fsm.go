@@ -286,6 +286,8 @@ func (t *txn) apply(cmd Command) (Result, error) {
 		return t.jobReport(c)
 	case JobCancel:
 		return t.jobCancel(c)
+	case SavepointDelete:
+		return t.savepointDelete(c)
 	}
 	return Result{}, fmt.Errorf("%w: command %T has no apply", ErrInvalid, cmd)
 }
@@ -351,13 +353,25 @@ func (t *txn) jobTxn() *iradix.Txn {
 
 func (t *txn) jobPut(c JobPut) (Result, error) {
 	jobs := t.jobTxn()
-	j := &Job{Name: c.Name, Spec: c.Spec, Partitions: c.Partitions, CreateIndex: t.index, ModifyIndex: t.index, StateReset: c.ResetState}
-	if v, ok := jobs.Get([]byte(c.Name)); ok {
-		j.CreateIndex = v.(*Job).CreateIndex
-		if c.ResetState {
-			t.resetState(c.Name)
+	j := &Job{Name: c.Name, Spec: c.Spec, Partitions: c.Partitions, CreateIndex: t.index, ModifyIndex: t.index, StateReset: c.ResetState, RestoreIndex: t.index}
+	if c.FromSavepoint != 0 {
+		if err := t.checkSavepoint(c.Name, c.FromSavepoint); err != nil {
+			return Result{}, err
 		}
-	} else {
+	}
+	prev, exists := jobs.Get([]byte(c.Name))
+	if exists {
+		j.CreateIndex = prev.(*Job).CreateIndex
+	}
+	switch {
+	case c.FromSavepoint != 0:
+		j.FromSavepoint = c.FromSavepoint
+		t.resetState(c.Name)
+	case exists && c.ResetState:
+		t.resetState(c.Name)
+	case exists:
+		j.FromSavepoint, j.RestoreIndex = prev.(*Job).FromSavepoint, prev.(*Job).RestoreIndex
+	default:
 		t.dropHandoffs(c.Name)
 	}
 	jobs.Insert([]byte(c.Name), j)
@@ -365,7 +379,8 @@ func (t *txn) jobPut(c JobPut) (Result, error) {
 	return Result{Job: j}, nil
 }
 
-// jobDelete removes a job and its checkpoint records. Its leases stay:
+// jobDelete removes a job and its checkpoint records but its complete
+// savepoints (a job submitted again may start from one). Its leases stay:
 // the holders release them (with handoff points) as their partitions stop,
 // and they remain the floor of the partitions' epochs, so that a job
 // submitted again under the name continues above the old epochs and a
@@ -377,7 +392,7 @@ func (t *txn) jobDelete(c JobDelete) (Result, error) {
 	if !ok {
 		return Result{}, nil
 	}
-	t.ckptTxn().DeletePrefix(jobPrefix(c.Name))
+	t.dropCheckpoints(c.Name)
 	t.jobStatusDeleted(c.Name)
 	return Result{Job: v.(*Job), Deleted: true}, nil
 }
@@ -484,7 +499,11 @@ func (t *txn) leaseRelease(c LeaseRelease) (Result, error) {
 	l := *cur
 	l.Released = true
 	l.ModifyIndex = t.index
-	if c.Handoff != nil {
+	if j, ok := t.jobTxn().Get([]byte(c.Job)); ok && cur.ModifyIndex < j.(*Job).RestoreIndex {
+		// Acquired for a deleted job or a revision whose state was reset
+		// or set from a savepoint since: its handoff is not the job's.
+		l.Handoff = nil
+	} else if c.Handoff != nil {
 		l.Handoff = &HandoffPoint{Epoch: cur.Epoch, Offset: c.Handoff.Offset, Snapshot: c.Handoff.Snapshot}
 	}
 	t.leaseTxn().Insert(leaseKey(c.Job, c.Partition), &l)
@@ -512,12 +531,18 @@ func (t *txn) checkpointStart(c CheckpointStart) (Result, error) {
 	if n := len(cps); n > 0 && cps[n-1].ID >= c.ID {
 		return Result{}, fmt.Errorf("%w: checkpoint %d of job %s is not newer than checkpoint %d", ErrConflict, c.ID, c.Job, cps[n-1].ID)
 	}
+	if n := len(cps); n > 0 && !c.Savepoint && cps[n-1].Savepoint && !cps[n-1].Complete && !cps[n-1].Aborted {
+		return Result{}, fmt.Errorf("%w: savepoint %d of job %s is in progress", ErrConflict, cps[n-1].ID, c.Job)
+	}
+	if _, ok := t.jobTxn().Get([]byte(c.Job)); c.Savepoint && !ok {
+		return Result{}, fmt.Errorf("%w: job %q", ErrNotFound, c.Job)
+	}
 	for i, old := range cps {
 		if !old.Complete && !old.Aborted {
 			cps[i] = t.abortCheckpoint(old, fmt.Sprintf("superseded by checkpoint %d", c.ID))
 		}
 	}
-	cp := &Checkpoint{Job: c.Job, ID: c.ID, Partitions: c.Partitions, StartedMs: c.StartedMs, Acks: []PartitionAck{}, StartIndex: t.index}
+	cp := &Checkpoint{Job: c.Job, ID: c.ID, Partitions: c.Partitions, StartedMs: c.StartedMs, Acks: []PartitionAck{}, StartIndex: t.index, Savepoint: c.Savepoint}
 	ck.Insert(checkpointKey(c.Job, c.ID), cp)
 	cps = append(cps, cp)
 	for _, id := range evictCheckpoints(cps, c.Retain) {
@@ -528,10 +553,17 @@ func (t *txn) checkpointStart(c CheckpointStart) (Result, error) {
 
 // evictCheckpoints returns the ids of cps (one job's, ascending by id) that
 // retention drops: all but the newest retain (0 = RetainCheckpoints) and
-// the newest complete one.
-func evictCheckpoints(cps []*Checkpoint, retain int) []uint64 {
+// the newest complete one. Savepoints not aborted are neither counted nor
+// dropped.
+func evictCheckpoints(all []*Checkpoint, retain int) []uint64 {
 	if retain <= 0 {
 		retain = RetainCheckpoints
+	}
+	cps := make([]*Checkpoint, 0, len(all))
+	for _, cp := range all {
+		if !cp.Savepoint || cp.Aborted {
+			cps = append(cps, cp)
+		}
 	}
 	lastComplete := -1
 	for i, cp := range cps {

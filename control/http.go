@@ -59,6 +59,9 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("PUT /v1/jobs/{name}", n.handleJobPut)
 	mux.HandleFunc("DELETE /v1/jobs/{name}", n.handleJobDelete)
 	mux.HandleFunc("POST /v1/jobs/{name}/cancel", n.handleJobCancel)
+	mux.HandleFunc("POST /v1/jobs/{name}/savepoints", n.handleSavepointCreate)
+	mux.HandleFunc("GET /v1/jobs/{name}/savepoints", n.handleSavepointList)
+	mux.HandleFunc("DELETE /v1/jobs/{name}/savepoints/{id}", n.handleSavepointDelete)
 	mux.HandleFunc("GET /v1/leases", n.handleLeases)
 	mux.HandleFunc("GET /v1/leases/history", n.handleLeaseHistory)
 	mux.HandleFunc("GET /v1/partitions", n.handlePartitions)
@@ -96,7 +99,8 @@ func (h *apiHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if p == "/v1/config/" {
 				err = ValidateKey(rest)
 			} else {
-				err = ValidateName("job", strings.TrimSuffix(rest, "/cancel"))
+				name, _, _ := strings.Cut(rest, "/") // /cancel, /savepoints[/{id}]
+				err = ValidateName("job", name)
 			}
 			if err != nil {
 				writeError(sw, err)
@@ -493,7 +497,12 @@ func (n *Node) handleJobCancel(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) handleJobPut(w http.ResponseWriter, r *http.Request) {
-	q, err := query(r, "partitions", "allow_state_reset")
+	q, err := query(r, "partitions", "allow_state_reset", "from_savepoint")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	from, _, err := uintParam(q, "from_savepoint")
 	if err != nil {
 		writeError(w, err)
 		return
@@ -513,7 +522,11 @@ func (n *Node) handleJobPut(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	put := JobPut{Name: r.PathValue("name"), Spec: string(body), Partitions: int32(partitions), ResetState: reset}
+	put := JobPut{Name: r.PathValue("name"), Spec: string(body), Partitions: int32(partitions), ResetState: reset, FromSavepoint: from}
+	if err := put.Validate(); err != nil {
+		writeError(w, err)
+		return
+	}
 	if v := n.cfg.ValidateJob; v != nil {
 		var prev *Job
 		if j, ok := n.fsm.View().Job(put.Name); ok {

@@ -331,9 +331,10 @@ func (v View) PartitionState(job string, partition int32) (JobPartition, bool) {
 	return JobPartition{}, false
 }
 
-// resetState drops the checkpoints and handoff points of job (a revision
-// submitted with JobPut.ResetState).
+// resetState drops the checkpoints (but the complete savepoints) and
+// handoff points of job (a revision submitted with JobPut.ResetState or
+// FromSavepoint).
 func (t *txn) resetState(job string) {
-	t.ckptTxn().DeletePrefix(jobPrefix(job))
+	t.dropCheckpoints(job)
 	t.dropHandoffs(job)
 }

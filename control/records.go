@@ -25,6 +25,21 @@ type Job struct {
 	// StateReset is set when this revision was submitted with
 	// JobPut.ResetState: its partitions restore no state of earlier ones.
 	StateReset bool `json:"state_reset,omitempty"`
+	// FromSavepoint is the savepoint (a Checkpoint id with Savepoint set)
+	// the job's partitions restore from, set by the revision submitted
+	// with JobPut.FromSavepoint and kept by later revisions; 0 = none.
+	FromSavepoint uint64 `json:"from_savepoint,omitempty"`
+	// RestoreIndex is the Raft index of the revision that last decided
+	// where the job's state comes from: its creation, a JobPut with
+	// ResetState or with FromSavepoint. Checkpoints started at or before
+	// it are not restore points (except savepoint FromSavepoint); 0 (a
+	// record written before savepoints existed) = every checkpoint is.
+	RestoreIndex uint64 `json:"restore_index,omitempty"`
+}
+
+// Restorable reports whether the partitions of j may restore from cp.
+func (j Job) Restorable(cp Checkpoint) bool {
+	return cp.StartIndex > j.RestoreIndex || cp.Savepoint && cp.ID == j.FromSavepoint
 }
 
 // Lease is the ownership record of one device partition of one job: only
@@ -137,6 +152,11 @@ type Checkpoint struct {
 	// aborted, ascending.
 	Missing    []int32 `json:"missing,omitempty"`
 	AbortIndex uint64  `json:"abort_index,omitempty"`
+	// Savepoint marks a checkpoint taken on demand (POST
+	// /v1/jobs/{name}/savepoints): retention never evicts it once complete,
+	// the job's deletion keeps it, and its snapshots stay in checkpoint
+	// storage until SavepointDelete.
+	Savepoint bool `json:"savepoint,omitempty"`
 }
 
 // PartitionAck is one partition's acknowledgement of a checkpoint.

@@ -175,7 +175,9 @@ func (r *Runner) rollStart(job string, ps []int32, parts map[int32]uint64, point
 			continue
 		}
 		pts := restorePoints(view, lease, jr.rt.Transactional())
-		if pt, ok := points[p]; ok && !jr.rt.Transactional() && !j.StateReset {
+		// The drained point is the old revision's state: not restored
+		// when this revision resets it or starts from a savepoint.
+		if pt, ok := points[p]; ok && !jr.rt.Transactional() && !j.StateReset && j.RestoreIndex != j.ModifyIndex {
 			pts = append([]actors.RestorePoint{pt}, pts...)
 		}
 		if j.StateReset {

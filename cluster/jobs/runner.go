@@ -285,16 +285,19 @@ func (r *Runner) runtime(ctx context.Context, job string) (*jobRuntime, error) {
 
 // restorePoints lists where partition p of job may restore from: the
 // handoff point of its lease and its acks of the retained checkpoints
-// (complete ones only with transactional sinks).
+// (complete ones only with transactional sinks) that the job's revision
+// may restore (control.Job.Restorable: a job submitted from a savepoint
+// restores that savepoint or a later checkpoint, never an earlier one).
 func restorePoints(view control.View, lease control.Lease, transactional bool) []actors.RestorePoint {
 	var out []actors.RestorePoint
+	j, _ := view.Job(lease.Job)
 	if h := lease.Handoff; h != nil && h.Snapshot != "" && !transactional {
 		out = append(out, actors.RestorePoint{Checkpoint: -int64(h.Epoch), Offset: h.Offset, Snapshot: h.Snapshot})
 	}
 	cps := view.Checkpoints(lease.Job)
 	for i := len(cps) - 1; i >= 0; i-- {
 		cp := cps[i]
-		if transactional && !cp.Complete {
+		if transactional && !cp.Complete || !j.Restorable(cp) {
 			continue
 		}
 		for _, a := range cp.Acks {

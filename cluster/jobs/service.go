@@ -219,7 +219,7 @@ func (s *Service) lead(view control.View) {
 			continue
 		}
 		s.started[j.Name] = now
-		start := control.CheckpointStart{Job: j.Name, ID: next, Partitions: n, StartedMs: now.UnixMilli(), Retain: spec.Checkpoint.Retain}
+		start := control.CheckpointStart{Job: j.Name, ID: next, Partitions: n, StartedMs: now.UnixMilli(), Retain: cfg.Checkpoint.Retain}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -341,7 +341,8 @@ func (s *Service) drive(view control.View) {
 // collect deletes, on the leader and at most every SnapshotGCInterval per job, the
 // snapshots of job that nothing references any more: checkpoint snapshots
 // of checkpoints the FSM no longer retains (older than its newest
-// checkpoint, whose uploads may be in flight), and handoff snapshots of an
+// checkpoint, whose uploads may be in flight; savepoints are retained until
+// deleted), and handoff snapshots of an
 // epoch older than the partition's lease epoch that are not the lease's
 // handoff point.
 func (s *Service) collect(job, url string, view control.View, cps []control.Checkpoint, now time.Time) {
@@ -372,8 +373,9 @@ func (s *Service) collect(job, url string, view control.View, cps []control.Chec
 // after the first pass).
 const deletedGCFor = time.Minute
 
-// collectDeleted deletes every snapshot of the jobs that were deleted
-// since this node saw them (it must have been the leader, or become it
+// collectDeleted deletes every snapshot but those of savepoints (their
+// records outlive the job) of the jobs that were deleted since this node
+// saw them (it must have been the leader, or become it
 // while it still knew the job's checkpoint storage), every
 // SnapshotGCInterval for deletedGCFor.
 func (s *Service) collectDeleted(view control.View) {
@@ -396,7 +398,14 @@ func (s *Service) collectDeleted(view control.View) {
 		if s.gcBusy[job] || now.Sub(s.gcAt[job]) < s.cfg.SnapshotGCInterval {
 			continue
 		}
+		savepoints := map[int64]bool{} // kept records of the deleted job
+		for _, cp := range view.Savepoints(job) {
+			savepoints[int64(cp.ID)] = true
+		}
 		s.gc(job, url, func(ctx context.Context, st *checkpoint.Storage) (int, error) {
+			if len(savepoints) > 0 {
+				return actors.DeleteClusterSnapshots(ctx, st, job, func(id int64) bool { return savepoints[id] }, func(int32, uint64) bool { return false })
+			}
 			keys, err := st.List(ctx, actors.ClusterSnapshotPrefix(job))
 			if err != nil {
 				return 0, err

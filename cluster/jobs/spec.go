@@ -56,3 +56,18 @@ func loadClusterSpec(spec string) (*actors.Spec, actors.Config, error) {
 	s, cfg, err := actors.LoadSpec([]byte(spec), actors.SpecOptions{Cluster: true})
 	return s, cfg, err
 }
+
+// CheckSavepoint checks that the stored job j can take a savepoint: its
+// spec loads here and enables checkpoints (checkpoint.storage and a
+// positive checkpoint.interval). It is control.Config.CheckSavepoint of
+// eddy node.
+func CheckSavepoint(j control.Job) error {
+	_, cfg, err := loadClusterSpec(j.Spec)
+	if err != nil {
+		return err
+	}
+	if !cfg.Checkpoint.Enabled() {
+		return fmt.Errorf("a savepoint needs checkpoints: the spec sets no checkpoint.storage")
+	}
+	return nil
+}

@@ -128,6 +128,7 @@ Output is a table for people; -o json for scripts.
   eddy ctl job submit deploy/jobs/iot-work.yaml --partitions 12
   eddy ctl partitions
   eddy ctl checkpoints
+  eddy ctl savepoint create iot-work
   eddy ctl leases --history
   eddy ctl members
   eddy ctl raft`,
@@ -140,7 +141,7 @@ Output is a table for people; -o json for scripts.
 	pf.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to retry while the cluster has no leader")
 	cmd.AddCommand(newCtlConfigCmd(o), newCtlMembersCmd(o), newCtlRaftCmd(o), newCtlLeaveCmd(o), newCtlDevicesCmd(o),
-		newCtlJobCmd(o), newCtlPartitionsCmd(o), newCtlCheckpointsCmd(o), newCtlLeasesCmd(o))
+		newCtlJobCmd(o), newCtlPartitionsCmd(o), newCtlCheckpointsCmd(o), newCtlSavepointCmd(o), newCtlLeasesCmd(o))
 	return cmd
 }
 
@@ -569,8 +570,9 @@ func newCtlJobCmd(o *ctlOptions) *cobra.Command {
 	var partitions int32
 	var name string
 	var allowReset bool
+	var fromSavepoint uint64
 	submit := &cobra.Command{
-		Use:   "submit FILE [--partitions N]",
+		Use:   "submit FILE [--partitions N] [--from-savepoint ID]",
 		Short: "Validate a YAML job spec and store it; every node then runs the partitions placement gives it",
 		Long: `Sends the job spec to the node, which validates it (actors.LoadSpec, as eddy
 run and every node that runs it do: unknown fields, durations, sink URLs,
@@ -583,7 +585,9 @@ revision: every node drains its partitions of the job, snapshots them and
 restarts them with the new spec (eddy ctl job get shows each partition's
 revision). A revision whose keyed state is incompatible with the checkpoints
 (window kind or size, slide, gap, out-of-orderness, allowed lateness, max
-gap changed) is refused unless --allow-state-reset.`,
+gap changed) is refused unless --allow-state-reset. --from-savepoint ID
+starts every partition from that savepoint of the job (eddy ctl savepoint
+list JOB): its offsets and state; the job may have been cancelled since.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if partitions < 0 || partitions > control.MaxPartitions {
@@ -612,7 +616,7 @@ gap changed) is refused unless --allow-state-reset.`,
 			if err != nil {
 				return err
 			}
-			j, err := c.SubmitJobWith(cmd.Context(), name, data, client.SubmitOptions{Partitions: partitions, AllowStateReset: allowReset})
+			j, err := c.SubmitJobWith(cmd.Context(), name, data, client.SubmitOptions{Partitions: partitions, AllowStateReset: allowReset, FromSavepoint: fromSavepoint})
 			if err != nil {
 				return err
 			}
@@ -629,6 +633,7 @@ gap changed) is refused unless --allow-state-reset.`,
 	}
 	submit.Flags().Int32Var(&partitions, "partitions", 0, "partition count of the job's source topic (0 = the nodes ask the source)")
 	submit.Flags().StringVar(&name, "name", "", "job name (default: the spec's name)")
+	submit.Flags().Uint64Var(&fromSavepoint, "from-savepoint", 0, "start every partition from this savepoint of the job (its id, see eddy ctl savepoint list JOB) instead of the newest checkpoint")
 	submit.Flags().BoolVar(&allowReset, "allow-state-reset", false, "accept an update whose keyed state (windows, out-of-orderness, lateness, max gap) is incompatible with the checkpoints, by dropping them: the partitions start again from source.start_offset")
 
 	list := &cobra.Command{

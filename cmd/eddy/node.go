@@ -160,6 +160,7 @@ func runNode(ctx context.Context, cfg control.Config, gossip cluster.Config, acf
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg.Registerer, cfg.Gatherer = reg, reg
 	cfg.ValidateJob = jobs.ValidateSpec
+	cfg.CheckSavepoint = jobs.CheckSavepoint
 	node, err := cluster.StartNode(cfg, gossip)
 	if err != nil {
 		return err

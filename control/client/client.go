@@ -337,6 +337,9 @@ type SubmitOptions struct {
 	// partitions start again from source.start_offset); without it such an
 	// update is refused with control.ErrConflict.
 	AllowStateReset bool
+	// FromSavepoint, when not 0, starts every partition from that complete
+	// savepoint of the job (see Savepoint); excludes AllowStateReset.
+	FromSavepoint uint64
 }
 
 // SubmitJobWith stores the spec of job name (a new revision of an existing
@@ -349,6 +352,9 @@ func (c *Client) SubmitJobWith(ctx context.Context, name string, spec []byte, o 
 	}
 	if o.AllowStateReset {
 		q.Set("allow_state_reset", "true")
+	}
+	if o.FromSavepoint != 0 {
+		q.Set("from_savepoint", strconv.FormatUint(o.FromSavepoint, 10))
 	}
 	_, err := c.do(ctx, request{method: http.MethodPut, path: "/v1/jobs/" + url.PathEscape(name), query: q, body: spec}, &j)
 	return j, err
@@ -396,6 +402,38 @@ func jobQuery(job string) url.Values {
 		q.Set("job", job)
 	}
 	return q
+}
+
+// Savepoint takes a savepoint of job and returns its record once every
+// partition acked it: its id and per-partition offsets and snapshots.
+// timeout (0: the server default, control.DefaultSavepointTimeout) bounds
+// the wait; a savepoint aborted or not complete in time is an error
+// wrapping control.ErrConflict, an unknown job control.ErrNotFound. The
+// request is not retried after a transport error (it may have started).
+func (c *Client) Savepoint(ctx context.Context, job string, timeout time.Duration) (control.Checkpoint, error) {
+	if timeout <= 0 {
+		timeout = control.DefaultSavepointTimeout
+	}
+	q := url.Values{"timeout": {timeout.String()}}
+	var cp control.Checkpoint
+	_, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/jobs/" + url.PathEscape(job) + "/savepoints", query: q, timeout: timeout + c.cfg.RequestTimeout}, &cp)
+	return cp, err
+}
+
+// Savepoints returns the savepoints of job (of a deleted job too),
+// ascending by id; control.ErrNotFound when the job neither exists nor has
+// savepoints.
+func (c *Client) Savepoints(ctx context.Context, job string) ([]control.Checkpoint, error) {
+	var cs []control.Checkpoint
+	_, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/jobs/" + url.PathEscape(job) + "/savepoints", idempotent: true}, &cs)
+	return cs, err
+}
+
+// DeleteSavepoint deletes savepoint id of job (control.ErrNotFound if it
+// has none of that id); the leader then deletes its snapshots.
+func (c *Client) DeleteSavepoint(ctx context.Context, job string, id uint64) error {
+	_, err := c.do(ctx, request{method: http.MethodDelete, path: "/v1/jobs/" + url.PathEscape(job) + "/savepoints/" + strconv.FormatUint(id, 10)}, nil)
+	return err
 }
 
 // DeleteJob removes a job spec.
