@@ -176,6 +176,7 @@ func (n *Node) handleSavepointCreate(w http.ResponseWriter, r *http.Request) {
 	stop := context.AfterFunc(n.ctx, cancel)
 	defer stop()
 	var started Checkpoint
+	var at uint64 // Raft index of the start
 	for attempt := 0; ; attempt++ {
 		n.syncLocal(ctx)
 		view := n.fsm.View()
@@ -201,7 +202,7 @@ func (n *Node) handleSavepointCreate(w http.ResponseWriter, r *http.Request) {
 		}
 		res, err := n.Apply(ctx, CheckpointStart{Job: name, ID: next, Partitions: st.PartitionCount, StartedMs: time.Now().UnixMilli(), Savepoint: true})
 		if err == nil {
-			started = *res.Checkpoint
+			started, at = *res.Checkpoint, res.Index
 			break
 		}
 		if !errors.Is(err, ErrConflict) || attempt >= 10 {
@@ -211,6 +212,9 @@ func (n *Node) handleSavepointCreate(w http.ResponseWriter, r *http.Request) {
 		// A periodic checkpoint took the id: try the next one.
 	}
 	view, _ := n.fsm.Wait(ctx, func(v View) bool {
+		if v.Index() < at {
+			return false // the start is not applied here yet
+		}
 		for _, cp := range v.Checkpoints(name) {
 			if cp.ID == started.ID {
 				return cp.Complete || cp.Aborted
@@ -218,6 +222,10 @@ func (n *Node) handleSavepointCreate(w http.ResponseWriter, r *http.Request) {
 		}
 		return true // gone: the job was deleted
 	})
+	if view.Index() < at {
+		writeError(w, fmt.Errorf("%w: savepoint %d of job %s started, but this node did not apply it within %v", ErrUnknownOutcome, started.ID, name, timeout))
+		return
+	}
 	for _, cp := range view.Checkpoints(name) {
 		switch {
 		case cp.ID != started.ID:
