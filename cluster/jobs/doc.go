@@ -50,15 +50,21 @@
 //
 // # Limits
 //
-// The FSM retains per job the newest checkpoint.retain checkpoints (default
-// control.RetainCheckpoints) plus the newest complete one. Every
-// Config.SnapshotGCInterval the leader deletes from checkpoint storage the
-// snapshots no retained checkpoint references (below the newest checkpoint,
-// whose uploads may be in flight), the handoff snapshots of older lease
-// epochs that are not a lease's handoff point, and everything of a job
-// deleted while this node knew it (a leader elected after the delete does
-// not know the deleted job's storage: those snapshots stay). Starting a cluster job from a savepoint, and savepoints of cluster
-// jobs, are not supported yet. Each partition runs as a local actor on the
+// The FSM retains per job the newest checkpoint.retain checkpoints (the
+// spec's default, 3, as for eddy run) plus the newest complete one and every
+// savepoint (control.Checkpoint.Savepoint: a checkpoint started on demand by
+// POST /v1/jobs/{name}/savepoints, kept until deleted, also when the job is
+// cancelled). Every Config.SnapshotGCInterval the leader deletes from
+// checkpoint storage the snapshots no retained checkpoint references (below
+// the newest checkpoint, whose uploads may be in flight), the handoff
+// snapshots of older lease epochs that are not a lease's handoff point, and
+// everything but the savepoints of a job deleted while this node knew it (a
+// leader elected after the delete does not know the deleted job's storage:
+// those snapshots stay, and so do those of a savepoint deleted after the
+// job until the job is submitted again). A job submitted with
+// control.JobPut.FromSavepoint restores every partition from that savepoint
+// or a later checkpoint (control.Job.Restorable), never an older one or a
+// handoff point of the earlier revision. Each partition runs as a local actor on the
 // node holding its lease; with `eddy node --actor-addr` it is also a
 // protoactor-go virtual actor addressable by identity from any node
 // (package cluster/virtual). A changed job spec is picked up when the job's
