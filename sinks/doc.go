@@ -27,7 +27,8 @@
 // The SQL sinks create the same tables, with the same column names, in
 // every dialect. Times are UTC: DATETIME(3) in MySQL, TIMESTAMP(3) in
 // PostgreSQL, TEXT "YYYY-MM-DD HH:MM:SS.sss" in SQLite (always three
-// fraction digits).
+// fraction digits), Int64 Unix ms in ClickHouse (whose 18.16 has no
+// DateTime64).
 // Coordinates are NULL when absent. company and site are the empty string
 // (never NULL) for devices without broadcast data.
 //
@@ -60,6 +61,12 @@
 // company, site and reason 255.
 //
 // # Idempotence and fencing
+//
+// ClickHouse has no upsert: its tables are ReplacingMergeTree(epoch)
+// ordered by the key, rows of a key collapse to the one of the highest
+// epoch (of those the last inserted), and readers use FINAL; see
+// ClickHouse. What follows holds for the other stores, and for ClickHouse
+// as read with FINAL.
 //
 // Every row is written with a multi-row upsert (SQLite and PostgreSQL
 // INSERT ... ON CONFLICT (key) DO UPDATE, MySQL INSERT ... ON DUPLICATE KEY
