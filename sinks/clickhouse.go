@@ -28,7 +28,11 @@ import (
 // Debian 12 ships, where the v2 client's batch insert fails ("expected 0
 // arguments"). A batch is the driver's transaction: INSERT INTO t (cols)
 // VALUES (?, ...) prepared once, executed per row, and sent as one block
-// on Commit — atomic per table, not across tables.
+// on Commit — atomic per table (up to the server's max_insert_block_size
+// rows, 1,048,576 by default), not across tables. The driver's Commit does
+// not watch a context: Flush checks its context before each commit, and
+// the commit itself is bounded by the URL's read_timeout and write_timeout
+// (60 s each by default).
 //
 // Every table is a ReplacingMergeTree(epoch) ordered by the key of the SQL
 // sinks' primary key (readings by (event_time, source_partition,
