@@ -6,6 +6,7 @@ import (
 	"io"
 	"reflect"
 	"testing"
+	"time"
 )
 
 func checkpointIDs(v View, job string) []uint64 {
@@ -163,5 +164,24 @@ func TestFSMJobDeleteDropsCheckpointsAndHandoffs(t *testing.T) {
 	a.must(JobPut{Name: "iot2", Spec: "x: 3\n"})
 	if l, _ := a.fsm.View().Lease("iot2", 0); l.Handoff == nil {
 		t.Errorf("a spec update dropped the handoff point: %+v", l)
+	}
+}
+
+// TestFSMCheckpointCompletedMs: the ack that completes a checkpoint stamps
+// it with its log's append time; earlier acks leave it 0.
+func TestFSMCheckpointCompletedMs(t *testing.T) {
+	a := newApplier(t)
+	a.must(LeaseAcquire{Job: "iot", Partition: 0, Owner: "n1"})
+	a.must(LeaseAcquire{Job: "iot", Partition: 1, Owner: "n1"})
+	a.at = time.UnixMilli(1_700_000_000_000)
+	a.must(CheckpointStart{Job: "iot", ID: 1, Partitions: 2, StartedMs: 1_699_999_999_000})
+	if r := a.must(CheckpointAck{Job: "iot", ID: 1, Partition: 0, Epoch: 1, Offset: 5, Snapshot: "s"}); r.Checkpoint.CompletedMs != 0 {
+		t.Fatalf("incomplete checkpoint has completed_ms %d", r.Checkpoint.CompletedMs)
+	}
+	a.at = a.at.Add(1500 * time.Millisecond)
+	a.must(CheckpointAck{Job: "iot", ID: 1, Partition: 1, Epoch: 1, Offset: 7, Snapshot: "s"})
+	cp, ok := a.fsm.View().LastCompleteCheckpoint("iot")
+	if !ok || cp.CompletedMs != 1_700_000_001_500 {
+		t.Fatalf("complete checkpoint %+v (ok %v), want completed_ms 1700000001500", cp, ok)
 	}
 }

@@ -657,6 +657,7 @@ func (t *txn) checkpointAck(c CheckpointAck) (Result, error) {
 	if int32(len(n.Acks)) == n.Partitions {
 		n.Complete = true
 		n.CompleteIndex = t.index
+		n.CompletedMs = t.nowMs()
 	}
 	ck.Insert(checkpointKey(c.Job, c.ID), &n)
 	return Result{Checkpoint: &n}, nil

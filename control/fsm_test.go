@@ -32,6 +32,8 @@ type fsmApplier struct {
 	t     *testing.T
 	fsm   *FSM
 	index uint64
+	// at is the AppendedAt of the logs applied (zero: unknown).
+	at time.Time
 }
 
 func newApplier(t *testing.T) *fsmApplier {
@@ -45,7 +47,7 @@ func (a *fsmApplier) apply(cmd Command) (Result, error) {
 		a.t.Fatal(err)
 	}
 	a.index++
-	resp := a.fsm.Apply(&raft.Log{Index: a.index, Term: 1, Type: raft.LogCommand, Data: data}).(*applyResponse)
+	resp := a.fsm.Apply(&raft.Log{Index: a.index, Term: 1, Type: raft.LogCommand, Data: data, AppendedAt: a.at}).(*applyResponse)
 	return resp.Result, resp.Err
 }
 

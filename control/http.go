@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/eddy-iot/eddy/control/ui"
 	"github.com/eddy-iot/eddy/sinks/secret"
 )
 
@@ -38,7 +39,7 @@ const (
 //	GET    /v1/jobs, GET|PUT|DELETE /v1/jobs/{name}  (GET: spec, state, status)
 //	PUT    /v1/jobs/{name}[?partitions=N][&allow_state_reset]  body = job spec (YAML)
 //	POST   /v1/jobs/{name}/cancel          stop the job on every node
-//	GET    /v1/leases[?job=J], GET /v1/leases/history[?job=J&partition=P]
+//	GET    /v1/leases[?job=J], GET /v1/leases/history[?job=J&partition=P&limit=N]
 //	GET    /v1/partitions[?job=J]         leases, desired owners, holders' reports
 //	GET    /v1/local/partitions           partitions running on this node
 //	GET    /v1/checkpoints[?job=J]
@@ -46,6 +47,7 @@ const (
 //	POST   /v1/cluster/leave, POST /v1/cluster/raft/{promote,remove} {"id": ID}
 //	POST   /v1/internal/apply             (node to node)
 //	GET    /metrics, /healthz (Health), /readyz
+//	GET    /, /ui/{file}                  the read-only web UI (package ui)
 //
 // Errors are JSON ErrorBody with 400, 401, 404, 405, 409, 413, 503 or 504.
 func (n *Node) Handler() http.Handler {
@@ -79,6 +81,9 @@ func (n *Node) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, Health{Status: "ok", ID: n.cfg.ID, PID: os.Getpid()})
 	})
 	mux.HandleFunc("GET /readyz", n.handleReady)
+	page := ui.Handler()
+	mux.Handle("GET /{$}", page)
+	mux.Handle("GET /ui/", page)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { n.handleNoRoute(mux, w, r) })
 	return &apiHandler{n: n, mux: mux}
 }
@@ -167,7 +172,7 @@ func (n *Node) handleNoRoute(mux *http.ServeMux, w http.ResponseWriter, r *http.
 		})
 		return
 	}
-	writeJSON(w, http.StatusNotFound, ErrorBody{Error: fmt.Sprintf("no such route: %s %s (see /v1/config, /v1/cluster/members, /v1/cluster/raft)", r.Method, r.URL.Path), Code: CodeNotFound})
+	writeJSON(w, http.StatusNotFound, ErrorBody{Error: fmt.Sprintf("no such route: %s %s (see /v1/config, /v1/cluster/members, /v1/cluster/raft, or / for the web UI)", r.Method, r.URL.Path), Code: CodeNotFound})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -53,7 +53,12 @@ func (n *Node) localPartitions() []PartitionStatus {
 }
 
 func (n *Node) handleLeaseHistory(w http.ResponseWriter, r *http.Request) {
-	q, err := query(r, "job", "partition")
+	q, err := query(r, "job", "partition", "limit")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	limit, _, err := uintParam(q, "limit")
 	if err != nil {
 		writeError(w, err)
 		return
@@ -66,7 +71,11 @@ func (n *Node) handleLeaseHistory(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	n.syncLocal(r.Context())
-	writeJSON(w, http.StatusOK, n.fsm.View().LeaseHistory(q.Get("job"), int32(p)))
+	hist := n.fsm.View().LeaseHistory(q.Get("job"), int32(p))
+	if limit > 0 && uint64(len(hist)) > limit {
+		hist = hist[uint64(len(hist))-limit:] // the newest limit events
+	}
+	writeJSON(w, http.StatusOK, hist)
 }
 
 func (n *Node) handlePartitions(w http.ResponseWriter, r *http.Request) {

@@ -142,6 +142,10 @@ type Checkpoint struct {
 	Complete      bool           `json:"complete"`
 	StartIndex    uint64         `json:"start_index"`
 	CompleteIndex uint64         `json:"complete_index,omitempty"`
+	// CompletedMs is when the last ack completed it: the leader's append
+	// time of that ack (Unix ms, informational); 0 while incomplete or
+	// when unknown (records written before this field existed).
+	CompletedMs int64 `json:"completed_ms,omitempty"`
 	// Aborted is set by CheckpointAbort, or by the CheckpointStart of a
 	// newer checkpoint while this one was incomplete.
 	Aborted bool `json:"aborted,omitempty"`
