@@ -55,7 +55,7 @@ var layers = []struct {
 	{"operators", []string{"operators", "internal/promreg"}},
 	{"sinks", []string{"sinks", "sinks/kafkaconf", "sinks/secret"}},
 	{"actors", []string{"actors", "actors/checkpoint", "actors/dataset", "actors/dataset/aberdeen", "actors/devbroker", "actors/state"}},
-	{"control", []string{"control", "control/client"}},
+	{"control", []string{"control", "control/client", "control/ui"}},
 	{"cluster", []string{"cluster", "cluster/jobs", "cluster/virtual"}},
 	{"cmd", []string{"cmd/eddy", "cmd/eddy/oracle"}},
 }

@@ -41,12 +41,14 @@ function el(tag, attrs, ...children) {
 const td = (text, cls) => el('td', cls ? { class: cls } : null, text);
 const badge = (text, kind) => el('span', { class: 'badge ' + (kind || text) }, text);
 
+// rows replaces the rows of tbody, unless they are equal to the new ones
+// (so that an unchanged table keeps its nodes: text selection, a click
+// between two polls).
 function rows(tbody, list, cols, empty) {
-  if (list.length === 0) {
-    tbody.replaceChildren(el('tr', { class: 'empty' }, el('td', { colSpan: cols }, empty)));
-  } else {
-    tbody.replaceChildren(...list);
-  }
+  if (list.length === 0) list = [el('tr', { class: 'empty' }, el('td', { colSpan: cols }, empty))];
+  const old = tbody.children;
+  if (old.length === list.length && list.every((r, i) => r.isEqualNode(old[i]))) return;
+  tbody.replaceChildren(...list);
 }
 
 // --- formatting ---
@@ -275,6 +277,10 @@ async function cancelJob(btn) {
   } catch (e) {
     action.textContent = 'cancel ' + job + ' failed: ' + e.message;
     action.dataset.result = 'error';
+  } finally {
+    btn.disabled = false;
+    btn.textContent = 'cancel';
+    btn.classList.remove('armed');
   }
 }
 
