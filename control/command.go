@@ -166,6 +166,10 @@ type CheckpointStart struct {
 	// newest checkpoint is a savepoint in progress is refused
 	// (ErrConflict): a periodic checkpoint never supersedes a savepoint.
 	Savepoint bool `json:"savepoint,omitempty"`
+	// Cancel, with Savepoint, stops the job with the savepoint: the ack
+	// that completes it also cancels the job (as JobCancel, in the same
+	// Raft entry), so the job's last state is the savepoint's.
+	Cancel bool `json:"cancel,omitempty"`
 }
 
 // MaxRetainCheckpoints bounds CheckpointStart.Retain.
@@ -318,6 +322,9 @@ func (c CheckpointStart) Validate() error {
 	}
 	if c.Retain < 0 || c.Retain > MaxRetainCheckpoints {
 		return fmt.Errorf("%w: checkpoint retain must be in 0..%d (0 = %d), got %d", ErrInvalid, MaxRetainCheckpoints, RetainCheckpoints, c.Retain)
+	}
+	if c.Cancel && !c.Savepoint {
+		return fmt.Errorf("%w: cancel applies to a savepoint only (stop with savepoint)", ErrInvalid)
 	}
 	return nil
 }

@@ -542,7 +542,7 @@ func (t *txn) checkpointStart(c CheckpointStart) (Result, error) {
 			cps[i] = t.abortCheckpoint(old, fmt.Sprintf("superseded by checkpoint %d", c.ID))
 		}
 	}
-	cp := &Checkpoint{Job: c.Job, ID: c.ID, Partitions: c.Partitions, StartedMs: c.StartedMs, Acks: []PartitionAck{}, StartIndex: t.index, Savepoint: c.Savepoint}
+	cp := &Checkpoint{Job: c.Job, ID: c.ID, Partitions: c.Partitions, StartedMs: c.StartedMs, Acks: []PartitionAck{}, StartIndex: t.index, Savepoint: c.Savepoint, CancelJob: c.Savepoint && c.Cancel}
 	ck.Insert(checkpointKey(c.Job, c.ID), cp)
 	cps = append(cps, cp)
 	for _, id := range evictCheckpoints(cps, c.Retain) {
@@ -660,6 +660,11 @@ func (t *txn) checkpointAck(c CheckpointAck) (Result, error) {
 		n.CompletedMs = t.nowMs()
 	}
 	ck.Insert(checkpointKey(c.Job, c.ID), &n)
+	if n.Complete && n.CancelJob {
+		if _, err := t.jobCancel(JobCancel{Name: c.Job}); err != nil && !errors.Is(err, ErrNotFound) {
+			return Result{}, err
+		}
+	}
 	return Result{Checkpoint: &n}, nil
 }
 

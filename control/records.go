@@ -161,6 +161,9 @@ type Checkpoint struct {
 	// the job's deletion keeps it, and its snapshots stay in checkpoint
 	// storage until SavepointDelete.
 	Savepoint bool `json:"savepoint,omitempty"`
+	// CancelJob: the job is cancelled when this savepoint completes
+	// (CheckpointStart.Cancel, stop with savepoint).
+	CancelJob bool `json:"cancel_job,omitempty"`
 }
 
 // PartitionAck is one partition's acknowledgement of a checkpoint.

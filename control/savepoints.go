@@ -148,8 +148,8 @@ func (n *Node) handleSavepointDelete(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"job": r.PathValue("name"), "id": id, "deleted": res.Deleted, "index": res.Index})
 }
 
-// handleSavepointCreate serves POST /v1/jobs/{name}/savepoints[?timeout=D]:
-// it starts a savepoint (the job's next checkpoint id, over the partition
+// handleSavepointCreate serves POST
+// /v1/jobs/{name}/savepoints[?timeout=D][&cancel=true]: it starts a savepoint (the job's next checkpoint id, over the partition
 // count its status knows, superseding a periodic checkpoint in flight) and
 // answers the record once it is complete (200). A savepoint aborted
 // (acks missing past the job's ack timeout, or the job deleted) is
@@ -157,8 +157,16 @@ func (n *Node) handleSavepointDelete(w http.ResponseWriter, r *http.Request) {
 // DefaultSavepointTimeout, at most MaxSavepointTimeout) is aborted and
 // answered 409 too. 404 for an unknown job; 409 when the job has no
 // checkpoints or its partition count is not known yet (no partition ran).
+// With ?cancel=true it stops the job with the savepoint: the ack that
+// completes it cancels the job in the same Raft entry (CheckpointStart.Cancel);
+// an aborted one leaves the job running.
 func (n *Node) handleSavepointCreate(w http.ResponseWriter, r *http.Request) {
-	q, err := query(r, "timeout")
+	q, err := query(r, "timeout", "cancel")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	stop, err := boolParam(q, "cancel")
 	if err != nil {
 		writeError(w, err)
 		return
@@ -173,8 +181,8 @@ func (n *Node) handleSavepointCreate(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
-	stop := context.AfterFunc(n.ctx, cancel)
-	defer stop()
+	closing := context.AfterFunc(n.ctx, cancel)
+	defer closing()
 	var started Checkpoint
 	var at uint64 // Raft index of the start
 	for attempt := 0; ; attempt++ {
@@ -200,7 +208,7 @@ func (n *Node) handleSavepointCreate(w http.ResponseWriter, r *http.Request) {
 		if cps := view.Checkpoints(name); len(cps) > 0 {
 			next = cps[len(cps)-1].ID + 1
 		}
-		res, err := n.Apply(ctx, CheckpointStart{Job: name, ID: next, Partitions: st.PartitionCount, StartedMs: time.Now().UnixMilli(), Savepoint: true})
+		res, err := n.Apply(ctx, CheckpointStart{Job: name, ID: next, Partitions: st.PartitionCount, StartedMs: time.Now().UnixMilli(), Savepoint: true, Cancel: stop})
 		if err == nil {
 			started, at = *res.Checkpoint, res.Index
 			break

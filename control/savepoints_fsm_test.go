@@ -118,6 +118,26 @@ func TestFSMSavepoints(t *testing.T) {
 	if _, err := a.apply(SavepointDelete{Job: "iot", ID: 2}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("second delete: %v, want ErrNotFound", err)
 	}
+	// Stop with savepoint: the completing ack cancels the job.
+	a.must(CheckpointStart{Job: "iot", ID: 20, Partitions: 2, Savepoint: true, Cancel: true})
+	if _, ok := a.fsm.View().Job("iot"); !ok {
+		t.Fatal("job cancelled before its savepoint completed")
+	}
+	if err := (CheckpointStart{Job: "iot", ID: 21, Partitions: 2, Cancel: true}).Validate(); !errors.Is(err, ErrInvalid) {
+		t.Errorf("cancel without savepoint: %v, want ErrInvalid", err)
+	}
+	for p := int32(0); p < 2; p++ {
+		a.must(LeaseAcquire{Job: "iot", Partition: p, Owner: "n1", PrevEpoch: 1})
+	}
+	for p := int32(0); p < 2; p++ {
+		a.must(CheckpointAck{Job: "iot", ID: 20, Partition: p, Epoch: 2, Offset: 7, Snapshot: "s"})
+	}
+	if st, _ := a.fsm.View().JobStatus("iot"); st.State != JobCancelled {
+		t.Errorf("after the stop savepoint: job state %q, want cancelled", st.State)
+	}
+	if sps := a.fsm.View().Savepoints("iot"); len(sps) != 1 || !sps[0].Complete || !sps[0].CancelJob {
+		t.Errorf("stop savepoint: %+v", sps)
+	}
 	if _, err := DecodeCommand([]byte{byte(TypeSavepointDelete), '{', '}'}); err != nil {
 		t.Errorf("decode: %v", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/eddy-iot/eddy/control"
+	"github.com/eddy-iot/eddy/control/client"
 )
 
 // newCtlSavepointCmd is eddy ctl savepoint create|list|delete: the
@@ -21,14 +22,17 @@ func newCtlSavepointCmd(o *ctlOptions) *cobra.Command {
 		Args:  cobra.NoArgs,
 	}
 	var wait time.Duration
+	var stop bool
 	create := &cobra.Command{
-		Use:   "create JOB [--wait 2m]",
+		Use:   "create JOB [--wait 2m] [--cancel]",
 		Short: "Take a savepoint of JOB: a checkpoint of every partition that retention and garbage collection keep until it is deleted",
 		Long: `The Raft leader's coordinator sends every partition of JOB a checkpoint
 barrier marked as a savepoint; the command answers once every partition has
 acknowledged it (its offset and state snapshot in checkpoint storage), or
 fails when it was aborted or is not complete within --wait (it is then
-aborted). The job must have checkpoint.storage set.`,
+aborted). The job must have checkpoint.storage set. --cancel stops the job
+with the savepoint: Raft cancels it together with the ack that completes
+the savepoint (an aborted savepoint leaves it running).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if wait <= 0 || wait > control.MaxSavepointTimeout {
@@ -38,7 +42,7 @@ aborted). The job must have checkpoint.storage set.`,
 			if err != nil {
 				return err
 			}
-			sp, err := c.Savepoint(cmd.Context(), args[0], wait)
+			sp, err := c.Savepoint(cmd.Context(), args[0], client.SavepointOptions{Timeout: wait, Cancel: stop})
 			if err != nil {
 				return err
 			}
@@ -46,9 +50,13 @@ aborted). The job must have checkpoint.storage set.`,
 				return printJSON(cmd.OutOrStdout(), sp)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "savepoint %d of job %s complete (%d partitions)\n", sp.ID, sp.Job, sp.Partitions)
+			if sp.CancelJob {
+				fmt.Fprintf(cmd.OutOrStdout(), "job %s cancelled with it\n", sp.Job)
+			}
 			return nil
 		},
 	}
+	create.Flags().BoolVar(&stop, "cancel", false, "stop with savepoint: cancel the job when the savepoint completes")
 	create.Flags().DurationVar(&wait, "wait", control.DefaultSavepointTimeout, "how long to wait for every partition's acknowledgement")
 	list := &cobra.Command{
 		Use:   "list JOB",

@@ -404,17 +404,30 @@ func jobQuery(job string) url.Values {
 	return q
 }
 
+// SavepointOptions modify Savepoint.
+type SavepointOptions struct {
+	// Timeout bounds the wait for every partition's ack; 0: the server
+	// default, control.DefaultSavepointTimeout.
+	Timeout time.Duration
+	// Cancel stops the job with the savepoint: it is cancelled when the
+	// savepoint completes (not when it is aborted).
+	Cancel bool
+}
+
 // Savepoint takes a savepoint of job and returns its record once every
 // partition acked it: its id and per-partition offsets and snapshots.
-// timeout (0: the server default, control.DefaultSavepointTimeout) bounds
-// the wait; a savepoint aborted or not complete in time is an error
+// o.Timeout bounds the wait; a savepoint aborted or not complete in time is an error
 // wrapping control.ErrConflict, an unknown job control.ErrNotFound. The
 // request is not retried after a transport error (it may have started).
-func (c *Client) Savepoint(ctx context.Context, job string, timeout time.Duration) (control.Checkpoint, error) {
+func (c *Client) Savepoint(ctx context.Context, job string, o SavepointOptions) (control.Checkpoint, error) {
+	timeout := o.Timeout
 	if timeout <= 0 {
 		timeout = control.DefaultSavepointTimeout
 	}
 	q := url.Values{"timeout": {timeout.String()}}
+	if o.Cancel {
+		q.Set("cancel", "true")
+	}
 	var cp control.Checkpoint
 	_, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/jobs/" + url.PathEscape(job) + "/savepoints", query: q, timeout: timeout + c.cfg.RequestTimeout}, &cp)
 	return cp, err

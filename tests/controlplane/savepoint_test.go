@@ -24,9 +24,10 @@ import (
 // shows it complete with every partition's offset (together exactly the
 // records produced); ten later checkpoints with checkpoint.retain 2 evict
 // neither its record nor its snapshots (while the leader's collection
-// deletes those of evicted checkpoints); the job is cancelled, the second
-// half produced, the job submitted again with --from-savepoint: every
-// partition restores the savepoint, the job finishes and MySQL equals the
+// deletes those of evicted checkpoints); savepoint create --cancel stops
+// the job with a second savepoint; the second half is produced and the job
+// submitted again with --from-savepoint of the first: every partition
+// restores it (not the newer second one), the job finishes and MySQL equals the
 // oracle of the whole input. Then the API's error cases: unknown job and
 // savepoint 404, a write without the token 401, and savepoint delete.
 func TestSavepointOnCluster(t *testing.T) {
@@ -153,8 +154,18 @@ func TestSavepointOnCluster(t *testing.T) {
 		t.Fatalf("savepoint snapshots in %s: %d files, want %d", spDir, len(files), partitions)
 	}
 
-	// Cancel, produce the rest, start again from the savepoint.
-	run("job", "cancel", job)
+	// Stop with a second savepoint (cancelled with it), produce the rest,
+	// start again from the first savepoint: not the second, newer one.
+	var sp2 control.Checkpoint
+	if err := json.Unmarshal([]byte(run("savepoint", "create", job, "--cancel", "-o", "json")), &sp2); err != nil {
+		t.Fatal(err)
+	}
+	if !sp2.Complete || !sp2.CancelJob || sp2.ID <= sp.ID || sum(sp2) != rows/2 {
+		t.Fatalf("stop with savepoint: %+v", sp2)
+	}
+	if _, err := ctl(t, url, "job", "wait", job); err == nil || !strings.Contains(err.Error(), "cancelled") {
+		t.Fatalf("job after stop with savepoint: %v, want cancelled", err)
+	}
 	harness.Eventually(t, 30*time.Second, func() error {
 		for _, nd := range c.Nodes {
 			var list []control.PartitionStatus
@@ -175,8 +186,8 @@ func TestSavepointOnCluster(t *testing.T) {
 		}
 		return nil
 	})
-	if out := run("savepoint", "list", job); !strings.Contains(out, " complete ") {
-		t.Fatalf("the savepoint of the cancelled job is gone:\n%s", out)
+	if out := run("savepoint", "list", job); strings.Count(out, " complete ") != 2 {
+		t.Fatalf("the savepoints of the cancelled job are not both listed:\n%s", out)
 	}
 	if err := harness.StartReplay(t, binary, broker, "--data", paths["second"]).Wait(ctxTimeout(t, time.Minute)); err != nil {
 		t.Fatal(err)
@@ -238,6 +249,7 @@ func TestSavepointOnCluster(t *testing.T) {
 		}
 	}
 	run("savepoint", "delete", job, fmt.Sprint(sp.ID))
+	run("savepoint", "delete", job, fmt.Sprint(sp2.ID))
 	if out := run("savepoint", "list", job, "-o", "json"); strings.TrimSpace(out) != "[]" {
 		t.Errorf("savepoints after delete: %s", out)
 	}
