@@ -3,8 +3,11 @@ package virtual
 import (
 	"context"
 	"log/slog"
+	"sort"
+	"sync"
 
 	"github.com/asynkron/protoactor-go/actor"
+	pcluster "github.com/asynkron/protoactor-go/cluster"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -16,12 +19,21 @@ type grain struct {
 	leases LeaseTable
 	local  Local
 	log    *slog.Logger
+	active activations
 }
 
 func (g *grain) Receive(ctx actor.Context) {
+	switch ctx.Message().(type) {
+	case *actor.Started:
+		g.active.add(identityOf(ctx), 1)
+		return
+	case *actor.Stopped:
+		g.active.add(identityOf(ctx), -1)
+		return
+	}
 	req, ok := ctx.Message().(*wrapperspb.StringValue)
 	if !ok {
-		return // lifecycle messages and cluster plumbing
+		return // cluster plumbing
 	}
 	job, p, err := ParseIdentity(req.GetValue())
 	if err != nil {
@@ -43,6 +55,44 @@ func (g *grain) status(job string, p int) Status {
 	}
 	st.Progress, st.Running = g.local.Progress(job, p)
 	return st
+}
+
+func identityOf(ctx actor.Context) string {
+	if ci, ok := ctx.Get(pcluster.NewClusterIdentity("", "").ExtensionID()).(*pcluster.ClusterIdentity); ok {
+		return ci.Identity
+	}
+	return ""
+}
+
+// activations counts the live grain activations of one node per identity.
+type activations struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (a *activations) add(id string, d int) {
+	if id == "" {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.n == nil {
+		a.n = map[string]int{}
+	}
+	if a.n[id] += d; a.n[id] <= 0 {
+		delete(a.n, id)
+	}
+}
+
+func (a *activations) list() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]string, 0, len(a.n))
+	for id := range a.n {
+		out = append(out, id)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // levelFilter drops records below min (protoactor logs a lot at info).

@@ -83,6 +83,9 @@ type Config struct {
 	// RequestTimeout bounds one grain call (default 2 s).
 	RequestTimeout time.Duration
 	Logger         *slog.Logger // default slog.Default()
+
+	// lookup replaces the lease lookup (tests measure protoactor's own).
+	lookup pcluster.IdentityLookup
 }
 
 // Validate reports the first configuration error.
@@ -139,6 +142,7 @@ type Node struct {
 	system   *actor.ActorSystem
 	cluster  *pcluster.Cluster
 	provider *Provider
+	grain    *grain
 }
 
 // Start starts the protoactor remote on cfg.ActorAddr and joins the actor
@@ -164,7 +168,10 @@ func Start(cfg Config) (n *Node, err error) {
 	g := &grain{node: cfg.NodeID, leases: cfg.Leases, local: cfg.Local, log: cfg.Logger}
 	kind := pcluster.NewKind(Kind, actor.PropsFromProducer(func() actor.Actor { return g }))
 	provider := NewProvider(cfg.Membership)
-	lookup := &leaseLookup{members: cfg.Membership, leases: cfg.Leases, timeout: cfg.RequestTimeout}
+	var lookup pcluster.IdentityLookup = &leaseLookup{members: cfg.Membership, leases: cfg.Leases, timeout: cfg.RequestTimeout}
+	if cfg.lookup != nil {
+		lookup = cfg.lookup
+	}
 	pc := pcluster.Configure(ClusterName, provider, lookup, remote.Configure(host, port),
 		pcluster.WithKinds(kind), pcluster.WithRequestTimeout(cfg.RequestTimeout))
 	c := pcluster.New(system, pc)
@@ -179,8 +186,14 @@ func Start(cfg Config) (n *Node, err error) {
 	startMu.Lock()
 	defer startMu.Unlock()
 	c.StartMember()
-	return &Node{cfg: cfg, system: system, cluster: c, provider: provider}, nil
+	return &Node{cfg: cfg, system: system, cluster: c, provider: provider, grain: g}, nil
 }
+
+// Activations returns the identities ("<job>/<partition>") that have a live
+// partition grain activation on this node now, sorted. An activation is a
+// routing target, not ownership: it may be on a node that does not hold
+// the lease (see the package manual).
+func (n *Node) Activations() []string { return n.grain.active.list() }
 
 // Stop leaves the actor cluster and stops the remote endpoint.
 func (n *Node) Stop() {
