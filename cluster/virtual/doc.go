@@ -19,6 +19,34 @@
 //     Node.PartitionStatus then drops the cached activation and retries, so
 //     the request ends at the lease holder: the lease decides.
 //
+// # Addressing layer, not the execution unit (measured)
+//
+// The partition grain is how a partition is found, not where it runs: the
+// partition runs in cluster/jobs on the node holding its lease, with the
+// lease epoch as fencing token; the grain only reports on it. eddy does not
+// let protoactor-go's cluster activate the running partition, because
+// TestMeasureActivations (go test ./cluster/virtual -run Measure -v: 16
+// partitions, 3 nodes over TCP, a 4th joins and takes 4 leases, one is
+// stopped without leaving and its leases move after 1.5 s; activations of
+// every node polled every 10 ms) measured, over three seeds (four for the lease lookup):
+//
+//   - protoactor's own placement (disthash, a rendezvous hash of its member
+//     list): 17-20 episodes of an identity active on a node not holding its
+//     lease, 7-14 of them still there at the end, 0-2 episodes of one
+//     identity active on two nodes at once; 67-85 % of requests reached a
+//     non-holder. Its placement ignores the lease, moves activations on
+//     every topology change without a handover, and an activation carries
+//     no epoch to fence a stale one.
+//   - eddy's lease lookup (this package): 4 non-holder episodes and 2-4 on
+//     two nodes at once, all of them old activations left on the previous
+//     holder after a lease moved (activations are never deactivated);
+//     7-10 % of single requests hit one and answered "not owner", and
+//     PartitionStatus then reached the holder. Non-holder reads: 0.
+//
+// So an activation cannot be the unit that owns a partition's state and
+// side effects: two activations can coexist and neither knows which is
+// current. The lease (Raft, with epochs) decides; the grain is addressing.
+//
 // Messages are protobuf well-known types, so no generated code is needed:
 // the request is a wrapperspb.StringValue holding the identity, the answer a
 // structpb.Struct (see Status for its fields).
