@@ -126,6 +126,17 @@ type Spec struct {
 		CacheDevices int    `yaml:"cache_devices"`
 		CacheBytes   int64  `yaml:"cache_bytes"`
 	} `yaml:"state"`
+	// Metrics configures what eddy run does with the job's metrics
+	// besides serving them on --metrics-addr.
+	Metrics struct {
+		// Pushgateway is the URL (http:// or https://, optional
+		// user:password@ for basic auth) of a Prometheus Pushgateway that
+		// eddy run pushes the job's final metrics to when the job ends
+		// (see CheckPushgatewayURL); "" = off. eddy run only: a cluster
+		// spec with it is refused. --pushgateway and $EDDY_PUSHGATEWAY
+		// override it.
+		Pushgateway string `yaml:"pushgateway"`
+	} `yaml:"metrics"`
 	// BatchSize and BatchLinger tune actor batches; see Config.
 	BatchSize   int       `yaml:"batch_size"`
 	BatchLinger *Duration `yaml:"batch_linger"`

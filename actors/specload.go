@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/url"
 	"os"
 	"reflect"
 	"regexp"
@@ -184,6 +185,14 @@ func LoadSpec(data []byte, o SpecOptions) (*Spec, Config, error) {
 		errs = append(errs, &SpecError{Field: "broadcast.devices_file", Line: line("broadcast.devices_file"),
 			Reason: "not used on a cluster: device data comes from Raft (eddy ctl devices import FILE); remove the field"})
 	}
+	if u := spec.Metrics.Pushgateway; u != "" {
+		if o.Cluster {
+			errs = append(errs, &SpecError{Field: "metrics.pushgateway", Line: line("metrics.pushgateway"),
+				Reason: "only eddy run pushes to a Pushgateway; a cluster's nodes serve /metrics for Prometheus to scrape: remove the field"})
+		} else if err := CheckPushgatewayURL(u); err != nil {
+			errs = append(errs, &SpecError{Field: "metrics.pushgateway", Line: line("metrics.pushgateway"), Reason: err.Error()})
+		}
+	}
 	probe := spec
 	if len(spec.SinkURLs()) == 0 {
 		errs = append(errs, &SpecError{Field: "sink", Reason: `required: a sink URL, e.g. sink: "mysql:${MYSQL_USER}:${MYSQL_PASSWORD}@tcp(127.0.0.1:3306)/eddy"`})
@@ -234,6 +243,28 @@ func LoadSpec(data []byte, o SpecOptions) (*Spec, Config, error) {
 		return nil, Config{}, hideEnv(errs, env)
 	}
 	return &spec, cfg, nil
+}
+
+// CheckPushgatewayURL checks the URL of a Prometheus Pushgateway
+// (metrics.pushgateway, eddy run --pushgateway): an absolute http:// or
+// https:// URL with a host, optionally with user:password@ (basic auth)
+// and a path prefix, without query or fragment. The error names what is
+// wrong and has the password masked.
+func CheckPushgatewayURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("pushgateway URL %q does not parse: %s", secret.RedactURL(raw), secret.RedactText(errors.Unwrap(err).Error()))
+	}
+	shown := secret.RedactURL(raw)
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("pushgateway URL %q: scheme must be http or https, e.g. http://127.0.0.1:9091", shown)
+	case u.Host == "" || u.Hostname() == "":
+		return fmt.Errorf("pushgateway URL %q: no host, e.g. http://127.0.0.1:9091", shown)
+	case u.RawQuery != "" || u.Fragment != "":
+		return fmt.Errorf("pushgateway URL %q: no query or fragment allowed (eddy appends /metrics/job/...)", shown)
+	}
+	return nil
 }
 
 // checkSinkURL parses a sink URL without connecting anything; the error

@@ -42,6 +42,10 @@ type jobRun struct {
 	// input, when > 0, is the number of records produced into the source,
 	// checked against the summary in bounded mode.
 	input int64
+	// push, when its URL is set, pushes the metrics to a Pushgateway when
+	// the job ends (success or failure) and, with an interval, while it
+	// runs. A failed push is logged and does not change the job's result.
+	push pushConfig
 }
 
 func (r *jobRun) run(ctx context.Context) (actors.Summary, error) {
@@ -49,7 +53,7 @@ func (r *jobRun) run(ctx context.Context) (actors.Summary, error) {
 	return sum, secret.RedactError(err) // a password never reaches the terminal
 }
 
-func (r *jobRun) runJob(ctx context.Context) (actors.Summary, error) {
+func (r *jobRun) runJob(ctx context.Context) (sum actors.Summary, err error) {
 	reg := r.reg
 	if reg == nil {
 		reg = prometheus.NewRegistry()
@@ -59,6 +63,16 @@ func (r *jobRun) runJob(ctx context.Context) (actors.Summary, error) {
 	// cluster node; they leave reg when the run ends.
 	jreg := promreg.ForJob(reg, r.cfg.Name)
 	defer jreg.UnregisterAll()
+	if r.push.URL != "" {
+		p, err := newMetricsPusher(r.push, r.cfg.Name, reg, r.log)
+		if err != nil {
+			return actors.Summary{}, err
+		}
+		finish := startPush(ctx, p)
+		// Runs after the sinks are closed (their last metrics are in)
+		// and before the job's metrics leave reg.
+		defer func() { finish(err) }()
+	}
 	var all actors.MultiSink
 	defer all.Close()
 	for _, u := range append([]string{r.sinkURL}, r.extraSinks...) {
@@ -122,7 +136,7 @@ func (r *jobRun) runJob(ctx context.Context) (actors.Summary, error) {
 		defer wg.Done()
 		flushPeriodically(ctx, job, sinkFlushInterval, stop, r.log)
 	}()
-	sum, err := job.Run(ctx)
+	sum, err = job.Run(ctx)
 	if err != nil {
 		return sum, err
 	}

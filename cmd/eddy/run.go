@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -21,6 +22,9 @@ func newRunCmd() *cobra.Command {
 		quiet       bool
 
 		checkpointStorage, stateDir, fromSavepoint, logLevel string
+
+		pushURL, pushJob string
+		pushInterval     time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "run --job FILE",
@@ -36,11 +40,18 @@ Checkpoints (checkpoint.storage in the spec, or --checkpoint-storage) make
 every reading count exactly once in every sink across crashes: every
 checkpoint.interval (default 5s) each partition pre-commits its sinks and
 snapshots its source offset and keyed state; a restarted eddy run restores the
-newest complete checkpoint and goes on from there. Savepoints: eddy savepoint.`,
+newest complete checkpoint and goes on from there. Savepoints: eddy savepoint.
+
+--pushgateway URL (or $EDDY_PUSHGATEWAY, or metrics.pushgateway in the spec)
+pushes the job's metrics to a Prometheus Pushgateway when the job ends, with
+eddy_job_succeeded (1/0), under job=<--pushgateway-job>, eddy_job=<name>,
+instance=<hostname>. A failed push is logged as an error; the exit code stays
+the job's own (0 when the job succeeded).`,
 		Example: `  eddy run --job deploy/jobs/iot-work.yaml
   eddy run --job deploy/jobs/iot-work.yaml --bounded
   eddy run --job deploy/jobs/iot-work.yaml --checkpoint-storage file:///var/lib/eddy/checkpoints
-  eddy run --job deploy/jobs/iot-work.yaml --from-savepoint 42`,
+  eddy run --job deploy/jobs/iot-work.yaml --from-savepoint 42
+  eddy run --job deploy/jobs/iot-work.yaml --bounded --pushgateway http://127.0.0.1:9091`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			spec, cfg, err := loadJobSpec(jobFile, bounded, false)
@@ -83,6 +94,16 @@ newest complete checkpoint and goes on from there. Savepoints: eddy savepoint.`,
 				out:         cmd.OutOrStdout(),
 				log:         slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level})),
 			}
+			r.push = pushConfig{URL: spec.Metrics.Pushgateway, Job: pushJob, Interval: pushInterval}
+			if v := os.Getenv(envPushgateway); v != "" {
+				r.push.URL = v
+			}
+			if cmd.Flags().Changed("pushgateway") {
+				r.push.URL = pushURL
+			}
+			if err := r.push.Validate(); err != nil {
+				return err
+			}
 			if !quiet {
 				r.progress = cmd.ErrOrStderr()
 			}
@@ -99,6 +120,9 @@ newest complete checkpoint and goes on from there. Savepoints: eddy savepoint.`,
 	f.StringVar(&stateDir, "state-dir", "", "local directory of the pebble state store; overrides state.dir of the spec")
 	f.StringVar(&fromSavepoint, "from-savepoint", "", "start from this savepoint (id or sp-… name, see eddy savepoint list) instead of the newest checkpoint")
 	f.StringVar(&logLevel, "log-level", "info", "log level on stderr: debug, info, warn or error")
+	f.StringVar(&pushURL, "pushgateway", "", `push the job's metrics to this Prometheus Pushgateway (http[s]://[user:password@]host:port) when the job ends, success or failure; overrides $`+envPushgateway+` and metrics.pushgateway of the spec ("" = off)`)
+	f.StringVar(&pushJob, "pushgateway-job", defaultPushJob, `value of the "job" grouping label of the push (the other labels: eddy_job=<job name>, instance=<hostname>)`)
+	f.DurationVar(&pushInterval, "pushgateway-interval", 0, "also push every interval while the job runs (0 = only the final push; else >= 1s)")
 	_ = cmd.MarkFlagRequired("job")
 	return cmd
 }
