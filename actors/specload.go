@@ -251,6 +251,9 @@ func LoadSpec(data []byte, o SpecOptions) (*Spec, Config, error) {
 // and a path prefix, without query or fragment. The error names what is
 // wrong and has the password masked.
 func CheckPushgatewayURL(raw string) error {
+	if !strings.Contains(raw, "://") {
+		return fmt.Errorf("pushgateway URL %q: scheme must be http or https, e.g. http://127.0.0.1:9091", secret.RedactURL(raw))
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return fmt.Errorf("pushgateway URL %q does not parse: %s", secret.RedactURL(raw), secret.RedactText(errors.Unwrap(err).Error()))
