@@ -64,13 +64,13 @@ func (r *jobRun) runJob(ctx context.Context) (sum actors.Summary, err error) {
 	jreg := promreg.ForJob(reg, r.cfg.Name)
 	defer jreg.UnregisterAll()
 	if r.push.URL != "" {
-		p, err := newMetricsPusher(r.push, r.cfg.Name, reg, r.log)
-		if err != nil {
-			return actors.Summary{}, err
+		p, perr := newMetricsPusher(r.push, r.cfg.Name, reg, r.log)
+		if perr != nil {
+			return actors.Summary{}, perr
 		}
 		finish := startPush(ctx, p)
 		// Runs after the sinks are closed (their last metrics are in)
-		// and before the job's metrics leave reg.
+		// and before the job's metrics leave reg; err is the result.
 		defer func() { finish(err) }()
 	}
 	var all actors.MultiSink
