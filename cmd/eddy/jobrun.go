@@ -102,12 +102,15 @@ func (r *jobRun) runJob(ctx context.Context) (sum actors.Summary, err error) {
 	if c := r.cfg.Checkpoint; c.Enabled() {
 		fmt.Fprintf(r.out, "checkpoints: %s every %s (keep %d), state in %s\n", secret.RedactURL(c.Storage), c.Interval, c.Retain, r.cfg.StateDir())
 	}
+	// stopRun ends the run as a SIGTERM does (stop with savepoint).
+	ctx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	stop := make(chan struct{})
 	defer close(stop)
 	if r.metricsAddr != "" {
-		srv, err := serveMetrics(r.metricsAddr, reg, func(mux *http.ServeMux) { serveCheckpointAPI(mux, job, r.cfg) })
+		srv, err := serveMetrics(r.metricsAddr, reg, func(mux *http.ServeMux) { serveCheckpointAPI(mux, job, r.cfg, stopRun) })
 		if err != nil {
 			return actors.Summary{}, err
 		}

@@ -20,10 +20,11 @@ import (
 // The savepoint API of a running job, served beside /metrics:
 //
 //	POST   /v1/savepoints       take a savepoint, answer its manifest when complete
+//	                            (?stop=true: then stop the run, as SIGTERM does)
 //	GET    /v1/savepoints       list the job's savepoints
 //	DELETE /v1/savepoints/{id}  delete one
 //	GET    /v1/checkpoints      checkpoint status and every checkpoint/savepoint
-func serveCheckpointAPI(mux *http.ServeMux, job *actors.Job, cfg actors.Config) {
+func serveCheckpointAPI(mux *http.ServeMux, job *actors.Job, cfg actors.Config, stopRun func()) {
 	writeJSON := func(w http.ResponseWriter, code int, v any) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(code)
@@ -45,7 +46,18 @@ func serveCheckpointAPI(mux *http.ServeMux, job *actors.Job, cfg actors.Config) 
 		return checkpoint.NewCatalog(st, cfg.Name), func() { st.Close() }, nil
 	}
 	mux.HandleFunc("POST /v1/savepoints", func(w http.ResponseWriter, r *http.Request) {
+		stop := false
+		if v := r.URL.Query().Get("stop"); v != "" {
+			var err error
+			if stop, err = strconv.ParseBool(v); err != nil {
+				fail(w, http.StatusBadRequest, fmt.Errorf("?stop=%q must be true or false", v))
+				return
+			}
+		}
 		m, err := job.Savepoint(r.Context())
+		if err == nil && stop {
+			defer stopRun() // after the answer is written
+		}
 		switch {
 		case errors.Is(err, actors.ErrNoCheckpoints):
 			fail(w, http.StatusConflict, err)
@@ -137,6 +149,7 @@ func newSavepointCmd() *cobra.Command {
 	var (
 		addr    string
 		timeout time.Duration
+		stop    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "savepoint",
@@ -150,6 +163,7 @@ eddy savepoint asks the job running with eddy run (its --metrics-addr) to take
 one now and waits until it is complete. list and delete work on the checkpoint
 storage directly, with or without a running job.`,
 		Example: `  eddy savepoint --addr 127.0.0.1:9464
+  eddy savepoint --addr 127.0.0.1:9464 --stop
   eddy savepoint list --job deploy/jobs/iot-work.yaml
   eddy savepoint delete 42 --job deploy/jobs/iot-work.yaml
   eddy run --job deploy/jobs/iot-work.yaml --from-savepoint 42`,
@@ -157,7 +171,11 @@ storage directly, with or without a running job.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/v1/savepoints", nil)
+			uri := "http://" + addr + "/v1/savepoints"
+			if stop {
+				uri += "?stop=true"
+			}
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, uri, nil)
 			if err != nil {
 				return err
 			}
@@ -178,12 +196,16 @@ storage directly, with or without a running job.`,
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "savepoint %d (%s) of job %s complete: %d partitions, %d bytes, took %s\n",
 				m.ID, m.Name(), m.Job, len(m.Partitions), m.Bytes(), m.Completed().Sub(m.Started()).Round(time.Millisecond))
+			if stop {
+				fmt.Fprintln(cmd.OutOrStdout(), "the job stops now (stop with savepoint)")
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "start from it with: eddy run --job FILE --from-savepoint %d\n", m.ID)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", defaultMetricsAddr, "--metrics-addr of the running eddy run")
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "give up after this long")
+	cmd.Flags().BoolVar(&stop, "stop", false, "stop with savepoint: the run stops (as on SIGTERM) once the savepoint is complete")
 	cmd.AddCommand(newSavepointListCmd(), newSavepointDeleteCmd())
 	return cmd
 }

@@ -508,9 +508,10 @@ func lastLines(out, from string, n int) string {
 }
 
 // TestSavepointCommands drives savepoints through the CLI: eddy savepoint
-// against a running unbounded eddy run, eddy savepoint list, a restart with
-// --from-savepoint that runs to the end (MySQL equals the oracle), and
-// eddy savepoint delete.
+// against a running unbounded eddy run, eddy savepoint --stop (stop with a
+// second savepoint: the run ends by itself), eddy savepoint list, a restart
+// with --from-savepoint of the first that runs to the end (MySQL equals the
+// oracle), and eddy savepoint delete.
 func TestSavepointCommands(t *testing.T) {
 	records := int64(100_000)
 	dsn := mariadbtest.DSN(t)
@@ -562,9 +563,22 @@ func TestSavepointCommands(t *testing.T) {
 	if _, err := fmt.Sscanf(sp, "savepoint %d", &id); err != nil {
 		t.Fatalf("cannot read the savepoint id from %q", sp)
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("eddy run after SIGTERM: %v\n%s", err, out.String())
+	// Stop with a second savepoint: the run ends by itself, as on SIGTERM.
+	stopOut := eddy("savepoint", "--addr", addr, "--stop")
+	var id2 int64
+	if _, err := fmt.Sscanf(stopOut, "savepoint %d", &id2); err != nil || id2 <= id || !strings.Contains(stopOut, "the job stops now") {
+		t.Fatalf("eddy savepoint --stop: %q", stopOut)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	select {
+	case err := <-waited:
+		if err != nil {
+			t.Fatalf("eddy run after savepoint --stop: %v\n%s", err, out.String())
+		}
+	case <-time.After(time.Minute):
+		cmd.Process.Kill()
+		t.Fatalf("eddy run did not stop after savepoint --stop:\n%s", out.String())
 	}
 
 	list := eddy("savepoint", "list", "--job", spec)
@@ -577,7 +591,7 @@ func TestSavepointCommands(t *testing.T) {
 	if err != nil {
 		t.Fatalf("eddy run --from-savepoint: %v\n%s", err, b)
 	}
-	if !strings.Contains(string(b), "starting from savepoint") || !strings.Contains(string(b), fmt.Sprintf("input          %d", records)) {
+	if !strings.Contains(string(b), fmt.Sprintf(`"starting from savepoint" savepoint=sp-%020d`, id)) || !strings.Contains(string(b), fmt.Sprintf("input          %d", records)) {
 		t.Fatalf("run from the savepoint:\n%s", b)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
