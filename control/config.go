@@ -44,9 +44,11 @@ type Config struct {
 	// node never bootstraps; the leader adds it as a non-voter.
 	BootstrapExpect int
 
-	// APIToken, when set, is required as "Authorization: Bearer <token>"
-	// on every write (PUT, DELETE, POST) of the HTTP API. Nodes forward
-	// writes to the leader with it, so all nodes must share it.
+	// APIToken is required as "Authorization: Bearer <token>" on every
+	// write (PUT, DELETE, POST) of the HTTP API. Nodes forward writes to
+	// the leader with it, so all nodes must share it. Empty (the default):
+	// HTTP writes are refused with 401 unless the client presents a
+	// certificate signed by TLS.CAFile; Node.Apply (Go) is unaffected.
 	APIToken string
 	// MaxValueBytes is the largest value (or job spec) accepted; larger
 	// ones get 413. Default 512 KiB.

@@ -49,6 +49,11 @@ const (
 //	GET    /metrics, /healthz (Health), /readyz
 //	GET    /, /ui/{file}                  the read-only web UI (package ui)
 //
+// Every write (PUT, DELETE, POST) needs the API token or a CA-signed client
+// certificate (see authorize); without either it is 401, also on a node
+// with no token configured. GET responses never hold a password: job specs
+// pass through secret.RedactSpec.
+//
 // Errors are JSON ErrorBody with 400, 401, 404, 405, 409, 413, 503 or 504.
 func (n *Node) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -139,13 +144,30 @@ func (w *statusWriter) Flush() {
 	}
 }
 
+// authorize checks a write (PUT, DELETE, POST, PATCH). Writes are never
+// open: a request is authorised by "Authorization: Bearer <token>" equal to
+// Config.APIToken (compared in constant time), or, with TLS, by a client
+// certificate that verifies against the cluster CA (TLSConfig.CAFile) —
+// the certificates that may join Raft, and so could change any state
+// anyway. A node without an API token (and without TLS) refuses every
+// write with 401 and a message that says how to configure one; reads stay
+// open. This is a deliberate choice over a token generated per node: the
+// nodes forward writes to the leader with their token, so a per-node
+// token would fail on every follower of a multi-node cluster, while one
+// token file shared by all nodes (and eddy ctl --token-file) works the
+// same for one node and for many.
 func (n *Node) authorize(r *http.Request) error {
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		return nil // a client certificate signed by the cluster CA
+	}
 	if n.cfg.APIToken == "" {
-		return nil
+		return fmt.Errorf("%w: %s %s: this node has no API token, so writes (job submit/cancel/delete, config, cluster changes) are refused; "+
+			"start every node with the same --api-token-file FILE (or $EDDY_TOKEN), e.g. FILE made by: openssl rand -hex 32 > FILE && chmod 600 FILE; "+
+			"then eddy ctl --token-file FILE (or $EDDY_TOKEN) sends it as \"Authorization: Bearer <token>\"", ErrUnauthorized, r.Method, r.URL.Path)
 	}
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(n.cfg.APIToken)) != 1 {
-		return fmt.Errorf("%w: writes need the header \"Authorization: Bearer <token>\" with the cluster's API token", ErrUnauthorized)
+		return fmt.Errorf("%w: writes need the header \"Authorization: Bearer <token>\" with the cluster's API token (eddy ctl: --token-file FILE or $EDDY_TOKEN)", ErrUnauthorized)
 	}
 	return nil
 }
@@ -468,7 +490,7 @@ func (n *Node) handleJobs(w http.ResponseWriter, r *http.Request) {
 	n.syncLocal(r.Context())
 	jobs := n.fsm.View().JobInfos()
 	for i := range jobs {
-		jobs[i].Spec = secret.RedactText(jobs[i].Spec)
+		jobs[i].Spec = secret.RedactSpec(jobs[i].Spec)
 	}
 	writeJSON(w, http.StatusOK, jobs)
 }
@@ -484,7 +506,7 @@ func (n *Node) handleJobGet(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: job %q", ErrNotFound, r.PathValue("name")))
 		return
 	}
-	j.Spec = secret.RedactText(j.Spec)
+	j.Spec = secret.RedactSpec(j.Spec)
 	writeJSON(w, http.StatusOK, j)
 }
 
@@ -550,7 +572,13 @@ func (n *Node) handleJobPut(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, res.Job)
+	j := res.Job
+	if j != nil {
+		cp := *j
+		cp.Spec = secret.RedactSpec(cp.Spec)
+		j = &cp
+	}
+	writeJSON(w, http.StatusOK, j)
 }
 
 func (n *Node) handleJobDelete(w http.ResponseWriter, r *http.Request) {

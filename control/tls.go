@@ -19,8 +19,9 @@ import (
 //
 // Raft requires mutual TLS: a peer must present a certificate signed by
 // CAFile (Raft RPCs carry no other authentication). The HTTP API verifies a
-// client certificate when one is presented; writes are authorised by the
-// API token.
+// client certificate when one is presented; a write is authorised by the
+// API token or by such a verified client certificate (nodes forward writes
+// with theirs).
 type TLSConfig struct {
 	CertFile, KeyFile, CAFile string
 }

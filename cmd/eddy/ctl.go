@@ -40,15 +40,11 @@ func (o *ctlOptions) client() (*client.Client, error) {
 		return nil, fmt.Errorf("-o %q: want table or json", o.output)
 	}
 	cfg := client.Config{Addrs: strings.Split(o.addr, ","), RetryTimeout: o.timeout, FailFastRefused: true}
-	if o.tokenFile != "" {
-		b, err := os.ReadFile(o.tokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("--token-file: %w", err)
-		}
-		cfg.Token = strings.TrimSpace(string(b))
-	} else if t := os.Getenv("EDDY_TOKEN"); t != "" {
-		cfg.Token = t
+	token, err := readToken("--token-file", o.tokenFile)
+	if err != nil {
+		return nil, err
 	}
+	cfg.Token = token
 	tc, err := o.tlsConfig()
 	if err != nil {
 		return nil, err
@@ -136,7 +132,7 @@ Output is a table for people; -o json for scripts.
 	}
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&o.addr, "addr", defAddr, "node URL(s), comma-separated; env EDDY_ADDR")
-	pf.StringVar(&o.tokenFile, "token-file", "", "file with the API bearer token (or env EDDY_TOKEN)")
+	pf.StringVar(&o.tokenFile, "token-file", "", "file with the API bearer token that writes need (the nodes' --api-token-file); default env EDDY_TOKEN or EDDY_API_TOKEN")
 	pf.StringVar(&o.caFile, "ca", "", "PEM file of the CA that signed the nodes' certificates, for https:// addresses (default the system roots)")
 	pf.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to retry while the cluster has no leader")

@@ -33,6 +33,9 @@ type jobRun struct {
 	sinkCfg     sinks.Config // zero value: every default
 	devices     operators.DeviceLookup
 	metricsAddr string // "" = no HTTP server
+	// apiToken guards the savepoint API's writes (requireToken); "" =
+	// they are refused.
+	apiToken string
 	// reg, when set, is the registry to register the job's metrics on (a
 	// node serves it on its HTTP API); nil = a new one.
 	reg      *prometheus.Registry
@@ -110,7 +113,7 @@ func (r *jobRun) runJob(ctx context.Context) (sum actors.Summary, err error) {
 	stop := make(chan struct{})
 	defer close(stop)
 	if r.metricsAddr != "" {
-		srv, err := serveMetrics(r.metricsAddr, reg, func(mux *http.ServeMux) { serveCheckpointAPI(mux, job, r.cfg, stopRun) })
+		srv, err := serveMetrics(r.metricsAddr, reg, r.apiToken, func(mux *http.ServeMux) { serveCheckpointAPI(mux, job, r.cfg, stopRun) })
 		if err != nil {
 			return actors.Summary{}, err
 		}
@@ -179,8 +182,8 @@ func flushPeriodically(ctx context.Context, job *actors.Job, every time.Duration
 const defaultMetricsAddr = "127.0.0.1:9464"
 
 // serveMetrics serves /metrics and /healthz on addr, plus what each of
-// more registers on the mux.
-func serveMetrics(addr string, reg *prometheus.Registry, more ...func(*http.ServeMux)) (*http.Server, error) {
+// more registers on the mux; every write needs token (requireToken).
+func serveMetrics(addr string, reg *prometheus.Registry, token string, more ...func(*http.ServeMux)) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil && addr == defaultMetricsAddr {
 		ln, err = net.Listen("tcp", "127.0.0.1:0")
@@ -194,7 +197,7 @@ func serveMetrics(addr string, reg *prometheus.Registry, more ...func(*http.Serv
 	for _, fn := range more {
 		fn(mux)
 	}
-	srv := &http.Server{Addr: ln.Addr().String(), Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Addr: ln.Addr().String(), Handler: requireToken(token, mux), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			fmt.Fprintln(os.Stderr, "metrics server:", err)

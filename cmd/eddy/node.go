@@ -74,17 +74,11 @@ heartbeating the stopped node until it is back or autopilot removes it).`,
 				return err
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
-			if tokenFile != "" {
-				b, err := os.ReadFile(tokenFile)
-				if err != nil {
-					return fmt.Errorf("--api-token-file: %w", err)
-				}
-				if cfg.APIToken = strings.TrimSpace(string(b)); cfg.APIToken == "" {
-					return fmt.Errorf("--api-token-file %s is empty", tokenFile)
-				}
+			if cfg.APIToken, err = readToken("--api-token-file", tokenFile); err != nil {
+				return err
 			}
-			if cfg.APIToken == "" {
-				cfg.APIToken = strings.TrimSpace(os.Getenv("EDDY_TOKEN"))
+			if cfg.APIToken == "" && !cfg.TLS.On() {
+				cfg.Logger.Warn("no API token (--api-token-file, $EDDY_TOKEN): every HTTP API write (job submit/cancel, config, cluster changes) is refused with 401 until the nodes are restarted with one")
 			}
 			if gossip.SecretKey, err = readGossipKey(gossipKeyFile); err != nil {
 				return err
@@ -102,7 +96,7 @@ heartbeating the stopped node until it is back or autopilot removes it).`,
 	fl.StringVar(&cfg.GossipAddr, "gossip-addr", "127.0.0.1:8301", "memberlist gossip address, TCP and UDP (host:port)")
 	fl.StringSliceVar(&cfg.Join, "join", nil, "gossip addresses of existing members to join, comma-separated (retried until one answers)")
 	fl.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 0, "voters of a new cluster (1, 3 or 5): bootstrap once that many such nodes met; 0 = join as non-voter")
-	fl.StringVar(&tokenFile, "api-token-file", "", "file holding a bearer token required for API writes (shared by all nodes); default $EDDY_TOKEN (the variable eddy ctl reads too); never logged")
+	fl.StringVar(&tokenFile, "api-token-file", "", "file holding the bearer token every API write needs (the same on all nodes; e.g. openssl rand -hex 32 > FILE); default $EDDY_TOKEN or $EDDY_API_TOKEN (eddy ctl reads them too); none: writes are refused (401) unless the client presents a certificate of --tls-ca; never logged")
 	fl.StringVar(&cfg.TLS.CertFile, "tls-cert", "", "PEM certificate of this node (SANs: its HTTP and Raft hosts; server and client use); with --tls-key and --tls-ca the API is HTTPS and Raft runs over mutual TLS (eddy dev certs makes a test set)")
 	fl.StringVar(&cfg.TLS.KeyFile, "tls-key", "", "PEM private key of --tls-cert")
 	fl.StringVar(&cfg.TLS.CAFile, "tls-ca", "", "PEM CA that signs every node's certificate; Raft peers must present one")

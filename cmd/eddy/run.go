@@ -21,7 +21,7 @@ func newRunCmd() *cobra.Command {
 		metricsAddr string
 		quiet       bool
 
-		checkpointStorage, stateDir, fromSavepoint, logLevel string
+		checkpointStorage, stateDir, fromSavepoint, logLevel, tokenFile string
 
 		pushURL, pushJob string
 		pushInterval     time.Duration
@@ -40,7 +40,9 @@ Checkpoints (checkpoint.storage in the spec, or --checkpoint-storage) make
 every reading count exactly once in every sink across crashes: every
 checkpoint.interval (default 5s) each partition pre-commits its sinks and
 snapshots its source offset and keyed state; a restarted eddy run restores the
-newest complete checkpoint and goes on from there. Savepoints: eddy savepoint.
+newest complete checkpoint and goes on from there. Savepoints: eddy savepoint,
+which needs the job's API token (--api-token-file or $EDDY_TOKEN here, the
+same for eddy savepoint); without one, savepoint requests are refused.
 
 --pushgateway URL (or $EDDY_PUSHGATEWAY, or metrics.pushgateway in the spec)
 pushes the job's metrics to a Prometheus Pushgateway when the job ends, with
@@ -81,6 +83,10 @@ the job's own (0 when the job succeeded).`,
 					return err
 				}
 			}
+			token, err := readToken("--api-token-file", tokenFile)
+			if err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			urls := spec.SinkURLs()
@@ -91,6 +97,7 @@ the job's own (0 when the job succeeded).`,
 				sinkCfg:     spec.SinkConfig(),
 				devices:     devices,
 				metricsAddr: metricsAddr,
+				apiToken:    token,
 				out:         cmd.OutOrStdout(),
 				log:         slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level})),
 			}
@@ -123,6 +130,7 @@ the job's own (0 when the job succeeded).`,
 	f.StringVar(&pushURL, "pushgateway", "", `push the job's metrics to this Prometheus Pushgateway (http[s]://[user:password@]host:port) when the job ends, success or failure; overrides $`+envPushgateway+` and metrics.pushgateway of the spec ("" = off)`)
 	f.StringVar(&pushJob, "pushgateway-job", defaultPushJob, `value of the "job" grouping label of the push (the other labels: eddy_job=<job name>, instance=<hostname>)`)
 	f.DurationVar(&pushInterval, "pushgateway-interval", 0, "also push every interval while the job runs (0 = only the final push; else >= 1s)")
+	f.StringVar(&tokenFile, "api-token-file", "", "file holding the bearer token that savepoint requests (POST/DELETE /v1/savepoints on --metrics-addr) need; default $EDDY_TOKEN or $EDDY_API_TOKEN; none = those requests get 401; never logged")
 	_ = cmd.MarkFlagRequired("job")
 	return cmd
 }

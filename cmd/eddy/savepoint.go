@@ -147,9 +147,9 @@ func entriesJSON(es []checkpoint.Entry) []entryJSON {
 
 func newSavepointCmd() *cobra.Command {
 	var (
-		addr    string
-		timeout time.Duration
-		stop    bool
+		addr, tokenFile string
+		timeout         time.Duration
+		stop            bool
 	)
 	cmd := &cobra.Command{
 		Use:   "savepoint",
@@ -160,15 +160,20 @@ watermark), consistent across partitions. Start a job from one with
 eddy run --from-savepoint ID.
 
 eddy savepoint asks the job running with eddy run (its --metrics-addr) to take
-one now and waits until it is complete. list and delete work on the checkpoint
+one now and waits until it is complete; it sends the job's API token
+(--token-file, else $EDDY_TOKEN or $EDDY_API_TOKEN), which eddy run requires. list and delete work on the checkpoint
 storage directly, with or without a running job.`,
-		Example: `  eddy savepoint --addr 127.0.0.1:9464
+		Example: `  eddy savepoint --addr 127.0.0.1:9464 --token-file /etc/eddy/api-token
   eddy savepoint --addr 127.0.0.1:9464 --stop
   eddy savepoint list --job deploy/jobs/iot-work.yaml
   eddy savepoint delete 42 --job deploy/jobs/iot-work.yaml
   eddy run --job deploy/jobs/iot-work.yaml --from-savepoint 42`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			token, err := readToken("--token-file", tokenFile)
+			if err != nil {
+				return err
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			uri := "http://" + addr + "/v1/savepoints"
@@ -178,6 +183,9 @@ storage directly, with or without a running job.`,
 			req, err := http.NewRequestWithContext(ctx, http.MethodPost, uri, nil)
 			if err != nil {
 				return err
+			}
+			if token != "" {
+				req.Header.Set("Authorization", "Bearer "+token)
 			}
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
@@ -206,6 +214,7 @@ storage directly, with or without a running job.`,
 	cmd.Flags().StringVar(&addr, "addr", defaultMetricsAddr, "--metrics-addr of the running eddy run")
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "give up after this long")
 	cmd.Flags().BoolVar(&stop, "stop", false, "stop with savepoint: the run stops (as on SIGTERM) once the savepoint is complete")
+	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file holding the job's API token (eddy run --api-token-file); default $EDDY_TOKEN or $EDDY_API_TOKEN")
 	cmd.AddCommand(newSavepointListCmd(), newSavepointDeleteCmd())
 	return cmd
 }
