@@ -66,6 +66,9 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }
 
+// testToken is the API token of the test nodes; httpJSON sends it.
+const testToken = "control-test-token"
+
 func testNodeConfig(t *testing.T, id string, expect int, join []string) Config {
 	addrs := freeAddrs(t, 3)
 	cfg := DefaultConfig()
@@ -76,6 +79,7 @@ func testNodeConfig(t *testing.T, id string, expect int, join []string) Config {
 	cfg.Join = join
 	cfg.Logger = testLogger()
 	cfg.Autopilot.StabilizationTime = 200 * time.Millisecond
+	cfg.APIToken = testToken
 	if cfg.Members = GossipMembers; cfg.Members == nil {
 		t.Fatal("GossipMembers is not set (gossip_ext_test.go)")
 	}
@@ -103,6 +107,7 @@ func leaderOf(nodes []*Node) *Node {
 
 func httpJSON(method, url string, body string, out any) (int, error) {
 	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+testToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, err

@@ -62,6 +62,7 @@ func TestJoinUnreachableWarns(t *testing.T) {
 	cfg.HTTPAddr, cfg.RaftAddr, cfg.GossipAddr = addrs[0], addrs[1], addrs[2]
 	cfg.Join = []string{addrs[3]}
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg.APIToken = testToken
 	node, err := cluster.StartNode(cfg, cluster.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)

@@ -98,6 +98,7 @@ func TestCtlJobsPartitions(t *testing.T) {
 	cfg.BootstrapExpect = 1
 	cfg.ValidateJob = jobs.ValidateSpec
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg.APIToken = testToken
 	node, err := cluster.StartNode(cfg, cluster.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)

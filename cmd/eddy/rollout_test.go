@@ -36,6 +36,7 @@ func TestJobUpdateRollsOut(t *testing.T) {
 		}
 		cfg.ValidateJob = jobs.ValidateSpec
 		cfg.Logger = logger
+		cfg.APIToken = testToken
 		n, err := cluster.StartNode(cfg, cluster.DefaultConfig())
 		if err != nil {
 			t.Fatal(err)

@@ -28,6 +28,7 @@ func TestMain(m *testing.M) {
 		fmt.Println("controlplane: skipping multi-process tests in -short mode")
 		os.Exit(0)
 	}
+	harness.UseDefaultToken()
 	dir, err := os.MkdirTemp("", "eddy-controlplane-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -59,7 +59,7 @@ func TestTokenAndGossipKey(t *testing.T) {
 	tokenFile := writeFile(t, dir, "token", token)
 	keyFile := writeFile(t, dir, "gossip.key", gossipA)
 	c := harness.Start(t, harness.Options{
-		Binary: binary, Dir: dir, Nodes: 3, BootstrapExpect: 3,
+		Binary: binary, Dir: dir, Nodes: 3, BootstrapExpect: 3, Token: token,
 		Args: []string{"--api-token-file", tokenFile, "--gossip-key-file", keyFile},
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

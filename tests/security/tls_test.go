@@ -33,7 +33,7 @@ func TestTLSCluster(t *testing.T) {
 	}
 	tokenFile := writeFile(t, dir, "token", token)
 	c := harness.Launch(t, harness.Options{
-		Binary: binary, Dir: dir, Nodes: 3, BootstrapExpect: 3,
+		Binary: binary, Dir: dir, Nodes: 3, BootstrapExpect: 3, Token: token,
 		Args: []string{"--api-token-file", tokenFile,
 			"--tls-cert", filepath.Join(certs, "node.pem"), "--tls-key", filepath.Join(certs, "node-key.pem"), "--tls-ca", filepath.Join(certs, "ca.pem")},
 	})
@@ -80,6 +80,16 @@ func TestTLSCluster(t *testing.T) {
 	authed, _ := client.New(client.Config{Addrs: []string{url(follower)}, TLS: tc, Token: token, RetryTimeout: 20 * time.Second})
 	if _, err := authed.Put(ctx, "devices/17079", []byte(`{"company":"ACME","site":"Aberdeen"}`)); err != nil {
 		t.Fatalf("put over TLS with token through follower %s: %v", follower.ID, err)
+	}
+	// A client certificate signed by the cluster CA authorises a write
+	// without the token (nodes forward with theirs).
+	cert, err := tls.LoadX509KeyPair(filepath.Join(certs, "node.pem"), filepath.Join(certs, "node-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	withCert, _ := client.New(client.Config{Addrs: []string{url(follower)}, TLS: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}, RetryTimeout: 20 * time.Second})
+	if _, err := withCert.Put(ctx, "devices/17080", []byte(`{"company":"ACME","site":"Dyce"}`)); err != nil {
+		t.Fatalf("put over TLS with a CA-signed client certificate, no token: %v", err)
 	}
 	for _, n := range c.Nodes {
 		cl, _ := client.New(client.Config{Addrs: []string{url(n)}, TLS: tc, RetryTimeout: 5 * time.Second})

@@ -55,12 +55,22 @@ func Build(dir string) (string, error) {
 	return out, nil
 }
 
+// UseDefaultToken sets $EDDY_TOKEN of the test process to DefaultToken
+// (and clears $EDDY_API_TOKEN), so that the eddy commands a test runs
+// itself (eddy ctl, eddy run, eddy savepoint, a node started without the
+// harness) share the token of the harness clusters.
+func UseDefaultToken() {
+	os.Setenv("EDDY_TOKEN", DefaultToken)
+	os.Unsetenv("EDDY_API_TOKEN")
+}
+
 // Main is the TestMain of a process-level test package: it parses the
-// flags, builds the eddy binary into a temporary directory (Build), stores
-// its path in *bin, runs the tests, removes the directory and exits with
-// the tests' code.
+// flags, calls UseDefaultToken, builds the eddy binary into a temporary
+// directory (Build), stores its path in *bin, runs the tests, removes the
+// directory and exits with the tests' code.
 func Main(m *testing.M, bin *string) {
 	flag.Parse()
+	UseDefaultToken()
 	dir, err := os.MkdirTemp("", "eddy-test-bin-*")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -151,6 +161,12 @@ type Options struct {
 	BootstrapExpect int
 	// Args are extra flags for every node, e.g. --raft-snapshot-threshold.
 	Args []string
+	// Token is the API token every node gets through $EDDY_TOKEN (API
+	// writes need one) and that Node.Client and Cluster.Client send;
+	// "" = DefaultToken. NoToken starts the nodes without one (every
+	// write is refused).
+	Token   string
+	NoToken bool
 	// Logf receives harness events (default: discard).
 	Logf func(format string, args ...any)
 	// GidBase, when > 0, runs node i (n1, n2, ...; joined nodes too) with
@@ -159,6 +175,10 @@ type Options struct {
 	// the test's own group.
 	GidBase uint32
 }
+
+// DefaultToken is the API token of a harness cluster unless
+// Options.Token says otherwise.
+const DefaultToken = "harness-api-token-5c1f"
 
 // Cluster is a set of eddy node processes.
 type Cluster struct {
@@ -172,6 +192,9 @@ type Node struct {
 	ID, HTTPAddr, RaftAddr, GossipAddr string
 	DataDir, LogPath                   string
 	Args                               []string
+	// Token is the API token the process gets as $EDDY_TOKEN and Client
+	// sends ("" = none).
+	Token string
 	// Gid is the primary group the process runs with (0 = inherited); see
 	// Options.GidBase.
 	Gid uint32
@@ -225,6 +248,12 @@ func New(opts Options) (*Cluster, error) {
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
 	}
+	if opts.Token == "" {
+		opts.Token = DefaultToken
+	}
+	if opts.NoToken {
+		opts.Token = ""
+	}
 	c := &Cluster{opts: opts}
 	addrs, err := FreeAddrs(3 * opts.Nodes)
 	if err != nil {
@@ -252,6 +281,7 @@ func (c *Cluster) newNode(i int, addrs []string, expect int, join []string) *Nod
 		ID: id, HTTPAddr: addrs[0], RaftAddr: addrs[1], GossipAddr: addrs[2],
 		DataDir: filepath.Join(c.opts.Dir, id, "data"),
 		LogPath: filepath.Join(c.opts.Dir, id+".log"),
+		Token:   c.opts.Token,
 		logf:    c.opts.Logf,
 	}
 	if c.opts.GidBase > 0 {
@@ -321,6 +351,7 @@ func (n *Node) Start(binary string) error {
 	fmt.Fprintf(logf, "==== harness: start %s at %s\n", n.ID, time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(binary, n.Args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), "EDDY_TOKEN="+n.Token, "EDDY_API_TOKEN=")
 	if n.Gid != 0 {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(os.Getuid()), Gid: n.Gid, NoSetGroups: true}}
 	}
@@ -450,7 +481,7 @@ func (n *Node) LogTail(lines int) string {
 
 // Client returns a client of this node only.
 func (n *Node) Client(retry time.Duration) *client.Client {
-	c, _ := client.New(client.Config{Addrs: []string{n.URL()}, RetryTimeout: retry})
+	c, _ := client.New(client.Config{Addrs: []string{n.URL()}, RetryTimeout: retry, Token: n.Token})
 	return c
 }
 
@@ -467,7 +498,7 @@ func (c *Cluster) URLs(start int) []string {
 
 // Client returns a client of all nodes, starting with the i-th.
 func (c *Cluster) Client(start int, retry time.Duration) *client.Client {
-	cl, _ := client.New(client.Config{Addrs: c.URLs(start), RetryTimeout: retry})
+	cl, _ := client.New(client.Config{Addrs: c.URLs(start), RetryTimeout: retry, Token: c.opts.Token})
 	return cl
 }
 
@@ -531,6 +562,9 @@ func (c *Cluster) Node(id string) *Node {
 	}
 	return nil
 }
+
+// Token returns the cluster's API token ("" with Options.NoToken).
+func (c *Cluster) Token() string { return c.opts.Token }
 
 // Binary returns the eddy binary path.
 func (c *Cluster) Binary() string { return c.opts.Binary }
