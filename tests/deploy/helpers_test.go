@@ -291,14 +291,19 @@ func eventually(t *testing.T, timeout time.Duration, what string, fn func() erro
 	}
 }
 
-// run runs a command with a timeout and returns its combined output.
+// deployToken is the API token of the stacks the tests start
+// ($EDDY_TOKEN, which the compose file requires).
+const deployToken = "deploy-test-token-3e9a"
+
+// run runs a command with a timeout and returns its combined output; the
+// command gets $EDDY_TOKEN = deployToken.
 func run(t *testing.T, timeout time.Duration, dir string, env []string, name string, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(append(os.Environ(), "EDDY_TOKEN="+deployToken), env...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
