@@ -25,6 +25,7 @@ func TestHandlerServesUIAndKeepsJSONErrors(t *testing.T) {
 	do := func(method, path string) (*http.Response, string) {
 		t.Helper()
 		req, _ := http.NewRequest(method, base+path, nil)
+		req.Header.Set("Authorization", "Bearer "+testToken)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)

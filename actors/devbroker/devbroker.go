@@ -67,6 +67,12 @@ type Config struct {
 	// LogLevel is one of "error", "warn", "info", "debug"; default "warn".
 	// Only used when LogWriter is set.
 	LogLevel string
+
+	// SASLUser and SASLPassword, when set (both or neither), make every
+	// client authenticate with SASL as this superuser, with any of PLAIN,
+	// SCRAM-SHA-256 and SCRAM-SHA-512 (kfake.EnableSASL, kfake.Superuser),
+	// to try eddy's source.sasl locally. Default: no authentication.
+	SASLUser, SASLPassword string
 }
 
 // DefaultConfig returns the configuration of `eddy dev broker`: listen on
@@ -118,6 +124,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	if (c.SASLUser == "") != (c.SASLPassword == "") {
+		return fmt.Errorf("%w: SASL needs both a user and a password (or neither for no authentication)", ErrConfig)
 	}
 	return nil
 }
@@ -205,6 +214,12 @@ func Start(cfg Config) (*Broker, error) {
 	}
 	if cfg.LogWriter != nil {
 		opts = append(opts, kfake.WithLogger(kfake.BasicLogger(cfg.LogWriter, level)))
+	}
+	if cfg.SASLUser != "" {
+		opts = append(opts, kfake.EnableSASL())
+		for _, m := range []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"} {
+			opts = append(opts, kfake.Superuser(m, cfg.SASLUser, cfg.SASLPassword))
+		}
 	}
 	c, err := kfake.NewCluster(opts...)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 func newDevBrokerCmd() *cobra.Command {
 	cfg := devbroker.DefaultConfig()
 	var verbose bool
+	var saslPasswordFile string
 	cmd := &cobra.Command{
 		Use:   "broker",
 		Short: "Run an embedded Kafka-protocol broker until Ctrl-C",
@@ -31,10 +32,17 @@ with the same count unless --no-auto-create is set.
 With --data-dir, topics, records, committed offsets and producer state are
 kept in that directory and reloaded at the next start; without it everything
 is in memory. Stop with Ctrl-C (SIGINT) or SIGTERM: the state is saved and
-the broker closes cleanly.`,
+the broker closes cleanly.
+
+With --sasl-user, every client must authenticate with SASL (PLAIN,
+SCRAM-SHA-256 or SCRAM-SHA-512) as that user, with the password of
+--sasl-password-file or $KAFKA_PASSWORD — the variable a job spec's
+source.sasl.password: "${KAFKA_PASSWORD}" reads. The password is never
+printed.`,
 		Example: `  eddy dev broker
   eddy dev broker --listen 127.0.0.1:9092 --partitions 12 --data-dir ./kafka-data
   eddy dev broker --listen 0.0.0.0:9092 --advertise myhost --topic iot-topic --topic iot-broadcast
+  KAFKA_PASSWORD=s3cret eddy dev broker --sasl-user eddy
 
   # then, in another terminal:
   eddy replay --brokers 127.0.0.1:9092`,
@@ -45,6 +53,21 @@ the broker closes cleanly.`,
 				if cfg.LogLevel == "" {
 					cfg.LogLevel = "info"
 				}
+			}
+			if cfg.SASLUser != "" {
+				cfg.SASLPassword = strings.TrimSpace(os.Getenv("KAFKA_PASSWORD"))
+				if saslPasswordFile != "" {
+					b, err := os.ReadFile(saslPasswordFile)
+					if err != nil {
+						return fmt.Errorf("--sasl-password-file: %w", err)
+					}
+					cfg.SASLPassword = strings.TrimSpace(string(b))
+				}
+				if cfg.SASLPassword == "" {
+					return fmt.Errorf("--sasl-user %s needs a password: --sasl-password-file FILE or $KAFKA_PASSWORD", cfg.SASLUser)
+				}
+			} else if saslPasswordFile != "" {
+				return fmt.Errorf("--sasl-password-file needs --sasl-user")
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -68,6 +91,8 @@ the broker closes cleanly.`,
 	fl.BoolVar(&cfg.DisableAutoCreateTopics, "no-auto-create", false, "do not create unknown topics on demand")
 	fl.BoolVarP(&verbose, "verbose", "v", false, "log broker events to stderr")
 	fl.StringVar(&cfg.LogLevel, "log-level", "", "broker log level with --verbose: error, warn, info or debug (default info)")
+	fl.StringVar(&cfg.SASLUser, "sasl-user", "", "require SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) as this user; \"\" = no authentication")
+	fl.StringVar(&saslPasswordFile, "sasl-password-file", "", "file holding the --sasl-user password (default $KAFKA_PASSWORD); never printed")
 	return cmd
 }
 
@@ -83,4 +108,7 @@ func printBroker(w io.Writer, b *devbroker.Broker, cfg devbroker.Config) {
 	fmt.Fprintf(w, "eddy dev broker: listening on %s\n", strings.Join(b.Addrs(), ","))
 	fmt.Fprintf(w, "  topics: %s; %s\n", strings.Join(topics, ", "), store)
 	fmt.Fprintf(w, "  clients: --brokers %s   (Ctrl-C to stop)\n", strings.Join(b.Addrs(), ","))
+	if cfg.SASLUser != "" {
+		fmt.Fprintf(w, "  SASL required: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 as user %s\n", cfg.SASLUser)
+	}
 }
