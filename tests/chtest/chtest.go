@@ -14,23 +14,23 @@
 // server — except when the environment variable CI is "true" (or "1"), where
 // a missing server is a failure, so that CI never passes by skipping.
 //
-// Set EDDY_KEEP_TEST_DB=1 to keep the databases for inspection.
+// Set EDDY_KEEP_TEST_DB=1 to keep the databases for inspection. The
+// mechanics are tests/dbtest's, shared with tests/mariadbtest and
+// tests/pgtest.
 package chtest
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	_ "github.com/ClickHouse/clickhouse-go" // driver "clickhouse"
+
+	"github.com/eddy-iot/eddy/tests/dbtest"
 )
 
 // EnvURL is the environment variable that names the test server.
@@ -41,46 +41,32 @@ const EnvURL = "EDDY_CLICKHOUSE_URL"
 // often hold).
 const LocalURL = "clickhouse://eddy:eddy@127.0.0.1:19000/default"
 
-var (
-	findOnce  sync.Once
-	serverURL *url.URL // nil when no server was found
-	findErr   error    // why no server was found
-)
+var engine = &dbtest.Engine{
+	Pkg:   "chtest",
+	Kind:  "ClickHouse",
+	Env:   EnvURL,
+	Local: []string{LocalURL},
+	// ClickHouse has no documented limit (a database is a directory);
+	// PostgreSQL's 63 keeps names short.
+	MaxName: 63,
+	Server: func(raw string) (string, error) {
+		u, err := url.Parse(raw)
+		if err != nil || u.Scheme != "clickhouse" {
+			return "", errors.New("not a clickhouse:// URL")
+		}
+		return raw, nil
+	},
+	Open:   Open,
+	WithDB: dbtest.URLWithDB,
+	Redact: dbtest.RedactURL,
+}
 
 // URL returns the URL of a new, empty database on the test server, dropped
 // when t ends (t.Cleanup). It skips or fails t as the package documentation
 // describes. Safe for concurrent use by parallel tests.
 func URL(t testing.TB) string {
 	t.Helper()
-	findOnce.Do(findServer)
-	if serverURL == nil {
-		msg := fmt.Sprintf("chtest: no ClickHouse server: %v. Set %s (e.g. %s='%s') or run `bash .ci/run --db-only` as root to install and start one",
-			findErr, EnvURL, EnvURL, redact(LocalURL))
-		if os.Getenv(EnvURL) != "" || isCI() {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	name := dbName(t.Name())
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := Exec(ctx, serverURL.String(), "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("chtest: create database %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		if os.Getenv("EDDY_KEEP_TEST_DB") != "" {
-			t.Logf("chtest: keeping database %s", name)
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		if err := Exec(ctx, serverURL.String(), "DROP DATABASE IF EXISTS "+name); err != nil {
-			t.Errorf("chtest: drop database %s: %v", name, err)
-		}
-	})
-	u := *serverURL
-	u.Path = "/" + name
-	return u.String()
+	return engine.Database(t)
 }
 
 // DSN is the clickhouse-go v1 DSN (tcp://host:port?username=...) of a
@@ -89,7 +75,7 @@ func URL(t testing.TB) string {
 func DSN(rawURL string) (string, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || u.Scheme != "clickhouse" || u.Host == "" {
-		return "", fmt.Errorf("%s: not a clickhouse://HOST:PORT/DB URL", redact(rawURL))
+		return "", fmt.Errorf("%s: not a clickhouse://HOST:PORT/DB URL", dbtest.RedactURL(rawURL))
 	}
 	host := u.Host
 	if u.Port() == "" {
@@ -121,73 +107,4 @@ func Open(rawURL string) (*sql.DB, error) {
 }
 
 // Exec runs one statement on the database a clickhouse:// URL names.
-func Exec(ctx context.Context, rawURL, q string) error {
-	db, err := Open(rawURL)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	_, err = db.ExecContext(ctx, q)
-	return err
-}
-
-func isCI() bool {
-	v := strings.ToLower(os.Getenv("CI"))
-	return v == "true" || v == "1"
-}
-
-// findServer sets serverURL to the candidate if it answers a ping.
-func findServer() {
-	raw := LocalURL
-	if v := os.Getenv(EnvURL); v != "" {
-		raw = v
-	}
-	u, err := url.Parse(raw)
-	if err != nil || u.Scheme != "clickhouse" {
-		findErr = fmt.Errorf("%s: not a clickhouse:// URL", redact(raw))
-		return
-	}
-	db, err := Open(raw)
-	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err = db.PingContext(ctx)
-		cancel()
-		db.Close()
-	}
-	if err != nil {
-		findErr = fmt.Errorf("%s: %v", redact(raw), err)
-		return
-	}
-	serverURL = u
-}
-
-// redact returns a URL without its password.
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	return u.Redacted()
-}
-
-// dbName makes a database name from a test name: lower case [a-z0-9_] and
-// a random suffix.
-func dbName(test string) string {
-	var b strings.Builder
-	b.WriteString("eddyt_")
-	for _, r := range strings.ToLower(test) {
-		if b.Len() >= 48 {
-			break
-		}
-		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
-			b.WriteRune(r)
-		} else {
-			b.WriteByte('_')
-		}
-	}
-	var rnd [4]byte
-	rand.Read(rnd[:])
-	b.WriteByte('_')
-	b.WriteString(hex.EncodeToString(rnd[:]))
-	return b.String()
-}
+func Exec(ctx context.Context, rawURL, q string) error { return engine.Exec(ctx, rawURL, q) }
