@@ -22,7 +22,6 @@ package chtest
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -49,16 +48,10 @@ var engine = &dbtest.Engine{
 	// ClickHouse has no documented limit (a database is a directory);
 	// PostgreSQL's 63 keeps names short.
 	MaxName: 63,
-	Server: func(raw string) (string, error) {
-		u, err := url.Parse(raw)
-		if err != nil || u.Scheme != "clickhouse" {
-			return "", errors.New("not a clickhouse:// URL")
-		}
-		return raw, nil
-	},
-	Open:   Open,
-	WithDB: dbtest.URLWithDB,
-	Redact: dbtest.RedactURL,
+	Server:  dbtest.URLServer("clickhouse"),
+	Open:    Open,
+	WithDB:  dbtest.URLWithDB,
+	Redact:  dbtest.RedactURL,
 }
 
 // URL returns the URL of a new, empty database on the test server, dropped

@@ -1,7 +1,6 @@
 package chtest
 
 import (
-	"net/url"
 	"strings"
 	"testing"
 
@@ -9,13 +8,7 @@ import (
 )
 
 func TestURLGivesFreshDatabase(t *testing.T) {
-	dbtest.CheckFresh(t, URL, Open, func(raw string) string {
-		u, err := url.Parse(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return strings.TrimPrefix(u.Path, "/")
-	}, dbtest.FreshQueries{
+	dbtest.CheckFresh(t, URL, Open, dbtest.URLDBName, dbtest.FreshQueries{
 		Current:     "SELECT currentDatabase()",
 		Tables:      "SELECT count() FROM system.tables WHERE database = currentDatabase()",
 		CreateTable: "CREATE TABLE t (x Int32) ENGINE = Memory",

@@ -17,7 +17,8 @@
 //
 // Usage sketch (an engine package):
 //
-//	var engine = &dbtest.Engine{Pkg: "pgtest", Kind: "PostgreSQL", Env: EnvDSN, ...}
+//	var engine = &dbtest.Engine{Pkg: "pgtest", Kind: "PostgreSQL", Env: EnvDSN,
+//		Server: dbtest.URLServer("postgres", "postgresql"), ...}
 //	func URL(t testing.TB) string { t.Helper(); return engine.Database(t) }
 package dbtest
 
@@ -30,6 +31,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -67,7 +69,8 @@ type Engine struct {
 
 	// Server checks a candidate DSN and returns the admin DSN that ping,
 	// CREATE and DROP connect with. Its error says what is wrong with the
-	// DSN and is shown after the redacted DSN. Required.
+	// DSN and is shown after the redacted DSN. Required (URLServer serves
+	// URL-shaped DSNs).
 	Server func(dsn string) (string, error)
 	// Open opens a *sql.DB on a DSN (an admin DSN or one Database
 	// returned). Required.
@@ -248,6 +251,29 @@ func RedactURL(raw string) string {
 		return "(unparsable URL)"
 	}
 	return u.Redacted()
+}
+
+// URLServer returns an Engine.Server for URL-shaped DSNs: it accepts a
+// URL with one of schemes and returns it unchanged, and otherwise says
+// "not a SCHEMES[0]:// URL".
+func URLServer(schemes ...string) func(dsn string) (string, error) {
+	return func(dsn string) (string, error) {
+		u, err := url.Parse(dsn)
+		if err != nil || !slices.Contains(schemes, u.Scheme) {
+			return "", fmt.Errorf("not a %s:// URL", schemes[0])
+		}
+		return dsn, nil
+	}
+}
+
+// URLDBName returns the database a URL-shaped DSN names (its path without
+// the leading '/'), or "" if it does not parse.
+func URLDBName(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimPrefix(u.Path, "/")
 }
 
 // URLWithDB returns the URL-shaped DSN server with its path set to

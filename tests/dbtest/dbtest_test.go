@@ -88,3 +88,24 @@ func TestNoServer(t *testing.T) {
 	CheckNoServer(t, noServer.Database, fmt.Sprintf("%s: %s", "fake://eddy:xxxxx@127.0.0.1:3/", "refused"), "s3cret",
 		[]NoServerCase{{Env: []string{"DBTEST_FAKE_DSN=fake://eddy:s3cret@127.0.0.1:3/"}}})
 }
+
+func TestURLServer(t *testing.T) {
+	server := URLServer("postgres", "postgresql")
+	for in, want := range map[string]string{
+		"postgres://eddy:s3cret@127.0.0.1/postgres":   "",
+		"postgresql://eddy:s3cret@127.0.0.1/postgres": "",
+		"mysql://eddy:s3cret@127.0.0.1/":              "not a postgres:// URL",
+		"postgres://eddy:s3cret@[::1/":                "not a postgres:// URL",
+	} {
+		got, err := server(in)
+		switch {
+		case want == "" && (err != nil || got != in):
+			t.Errorf("URLServer(%q) = %q, %v; want it unchanged", in, got, err)
+		case want != "" && (err == nil || err.Error() != want):
+			t.Errorf("URLServer(%q): err %v, want %q", in, err, want)
+		}
+	}
+	if got := URLDBName("clickhouse://eddy@127.0.0.1:19000/eddyt_x_0a"); got != "eddyt_x_0a" {
+		t.Errorf("URLDBName = %q", got)
+	}
+}

@@ -23,7 +23,6 @@ package pgtest
 
 import (
 	"database/sql"
-	"errors"
 	"fmt"
 	"net/url"
 	"testing"
@@ -45,14 +44,8 @@ var engine = &dbtest.Engine{
 	Env:     EnvDSN,
 	Local:   []string{LocalDSN},
 	MaxName: 63, // PostgreSQL's identifier limit (NAMEDATALEN - 1)
-	Server: func(dsn string) (string, error) {
-		u, err := url.Parse(dsn)
-		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-			return "", errors.New("not a postgres:// URL")
-		}
-		return dsn, nil
-	},
-	Open: func(dsn string) (*sql.DB, error) { return sql.Open("pgx", dsn) },
+	Server:  dbtest.URLServer("postgres", "postgresql"),
+	Open:    func(dsn string) (*sql.DB, error) { return sql.Open("pgx", dsn) },
 	// The ping gives up after 3 s; the URLs handed to tests keep the
 	// server's own connect_timeout (none by default).
 	PingDSN: func(server string) string {

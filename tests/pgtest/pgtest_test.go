@@ -1,21 +1,13 @@
 package pgtest
 
 import (
-	"net/url"
-	"strings"
 	"testing"
 
 	"github.com/eddy-iot/eddy/tests/dbtest"
 )
 
 func TestURLGivesFreshDatabase(t *testing.T) {
-	dbtest.CheckFresh(t, URL, engine.Open, func(dsn string) string {
-		u, err := url.Parse(dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return strings.TrimPrefix(u.Path, "/")
-	}, dbtest.FreshQueries{
+	dbtest.CheckFresh(t, URL, engine.Open, dbtest.URLDBName, dbtest.FreshQueries{
 		Current:     "SELECT current_database()",
 		Tables:      "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'public'",
 		CreateTable: "CREATE TABLE t (x INT)",
