@@ -107,6 +107,13 @@ type Spec struct {
 		// BatchRows is how many rows one write transaction and one
 		// INSERT carry at most; see sinks.Config.BatchRows; default 1000.
 		BatchRows int `yaml:"batch_rows"`
+		// BatchBytes (MySQL) is the size one multi-row INSERT is filled
+		// to; see sinks.Config.BatchBytes; default 256 KiB.
+		BatchBytes int `yaml:"batch_bytes"`
+		// Conns (MySQL) is how many connections, one transaction each,
+		// a flush writes over in parallel; see sinks.Config.Conns;
+		// default 2.
+		Conns int `yaml:"conns"`
 	} `yaml:"sink_options"`
 	// Checkpoint configures checkpoints (see CheckpointConfig); without
 	// storage there are none.
@@ -155,6 +162,12 @@ func (s *Spec) SinkConfig() sinks.Config {
 	}
 	if s.SinkOptions.BatchRows != 0 {
 		c.BatchRows = s.SinkOptions.BatchRows
+	}
+	if s.SinkOptions.BatchBytes != 0 {
+		c.BatchBytes = s.SinkOptions.BatchBytes
+	}
+	if s.SinkOptions.Conns != 0 {
+		c.Conns = s.SinkOptions.Conns
 	}
 	return c
 }

@@ -221,6 +221,14 @@ func LoadSpec(data []byte, o SpecOptions) (*Spec, Config, error) {
 		errs = append(errs, &SpecError{Field: "sink_options.batch_rows", Line: line("sink_options.batch_rows"),
 			Reason: fmt.Sprintf("%d; must be in [1, %d]; leave it out for %d", o.BatchRows, sinks.MaxBatchRows, sinks.DefaultConfig().BatchRows)})
 	}
+	if o := spec.SinkOptions; o.BatchBytes != 0 && (o.BatchBytes < sinks.MinBatchBytes || o.BatchBytes > sinks.MaxBatchBytesLimit) {
+		errs = append(errs, &SpecError{Field: "sink_options.batch_bytes", Line: line("sink_options.batch_bytes"),
+			Reason: fmt.Sprintf("%d bytes; must be in [%d, %d] (4 KiB to 1 GiB); leave it out for 256 KiB", o.BatchBytes, sinks.MinBatchBytes, sinks.MaxBatchBytesLimit)})
+	}
+	if o := spec.SinkOptions; o.Conns != 0 && (o.Conns < 1 || o.Conns > sinks.MaxConns) {
+		errs = append(errs, &SpecError{Field: "sink_options.conns", Line: line("sink_options.conns"),
+			Reason: fmt.Sprintf("%d; must be in [1, %d]; leave it out for %d", o.Conns, sinks.MaxConns, sinks.DefaultConfig().Conns)})
+	}
 	probe.Sinks = nil
 	if probe.Sink == "" || checkSinkURL(probe.Sink) != nil {
 		probe.Sink = "discard"

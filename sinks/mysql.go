@@ -26,10 +26,12 @@ import (
 // event_time; see the partition scheme in mysql_partitions.go and the
 // package documentation.
 //
-// Rows are written with multi-row INSERT ... ON DUPLICATE KEY UPDATE, so
-// a replayed row replaces itself. Write and Flush are safe for concurrent
-// use; they serialise on one mutex that is held while writing. Several
-// processes may write to the same database.
+// Rows are written with multi-row INSERT ... ON DUPLICATE KEY UPDATE
+// statements of about Config.BatchBytes each, so a replayed row replaces
+// itself; a flush writes over Config.Conns connections in parallel, one
+// transaction per group of device partitions. Write and Flush are safe for
+// concurrent use; flushes serialise (one at a time). Several processes may
+// write to the same database.
 type MySQL struct {
 	dsn *mysql.Config
 	e   *sqlEngine
@@ -92,8 +94,11 @@ func NewMySQL(dsn string, cfg Config, reg prometheus.Registerer) (*MySQL, error)
 		return b.String()
 	}
 	d.rowError = mysqlRowError
+	d.deadlock = mysqlDeadlock
 	s := &MySQL{dsn: mc, now: time.Now}
 	s.e = newSQLEngine(d, cfg.withDefaults(), newMetrics(reg, "mysql"))
+	s.e.conns = s.e.cfg.Conns
+	s.e.stmtRows = mysqlMaxVars // statements are sized by BatchBytes (setup)
 	s.e.beforeWrite = s.ensureReadingPartitions
 	return s, nil
 }
@@ -236,8 +241,9 @@ func (s *MySQL) connect(ctx context.Context) (*sql.DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sinks: mysql: %w", err)
 	}
-	db.SetMaxOpenConns(4)
-	db.SetMaxIdleConns(4)
+	// The flush's connections, and one for partition DDL.
+	db.SetMaxOpenConns(max(4, s.e.conns+1))
+	db.SetMaxIdleConns(max(4, s.e.conns+1))
 	db.SetConnMaxLifetime(5 * time.Minute)
 	err = db.PingContext(ctx)
 	var me *mysql.MySQLError
@@ -273,8 +279,9 @@ func (s *MySQL) setup(ctx context.Context, db *sql.DB) error {
 		return err
 	}
 	// A statement sent as text may double every payload byte (escaping).
-	s.e.d.stmtBytes = min(maxPacket-64<<10, 8<<20)
-	if need := 2*s.e.cfg.MaxPayloadBytes + 4*maxReasonChars*2 + 4096; need > s.e.d.stmtBytes {
+	hard := maxPacket - 64<<10
+	s.e.d.stmtBytes = max(MinBatchBytes, min(hard, s.e.cfg.BatchBytes))
+	if need := 2*s.e.cfg.MaxPayloadBytes + 4*maxReasonChars*2 + 4096; need > hard {
 		return fmt.Errorf("max_allowed_packet is %d bytes; a row with a payload of MaxPayloadBytes=%d needs statements of %d bytes: raise max_allowed_packet above %d or lower MaxPayloadBytes",
 			maxPacket, s.e.cfg.MaxPayloadBytes, need, need+64<<10)
 	}
@@ -342,6 +349,13 @@ func mysqlRowError(err error) bool {
 		return true
 	}
 	return false
+}
+
+// mysqlDeadlock reports whether err is a transaction chosen as a deadlock
+// victim (1213) or a lock wait timeout (1205).
+func mysqlDeadlock(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205)
 }
 
 // binaryCollation picks a binary utf8mb4 collation without trailing-space
@@ -459,13 +473,13 @@ func (s *MySQL) splitDays(ctx context.Context, wanted []int64) error {
 }
 
 // Write buffers copies of the rows of b under NoPartition at epoch 0 (see
-// WriteEpoch, whose rules apply), and writes the buffer in one
-// transaction once Config.BatchRows rows are buffered.
+// WriteEpoch, whose rules apply), and writes the buffer once
+// Config.BatchRows rows are buffered.
 func (s *MySQL) Write(ctx context.Context, b *Batch) error { return s.e.write(ctx, NoPartition, 0, b) }
 
 // WriteEpoch implements EpochWriter: it buffers copies of the rows of b as
-// written by partition p under lease epoch, and writes the buffer in one
-// transaction once Config.BatchRows rows are buffered.
+// written by partition p under lease epoch, and writes the buffer once
+// Config.BatchRows rows are buffered.
 func (s *MySQL) WriteEpoch(ctx context.Context, p int32, epoch uint64, b *Batch) error {
 	return s.e.write(ctx, p, epoch, b)
 }
@@ -479,10 +493,12 @@ func (s *MySQL) SetLeaseGuard(valid func(p int32, epoch uint64) bool) { s.e.setG
 // SetBackpressureHook implements EpochWriter.
 func (s *MySQL) SetBackpressureHook(fn func(p int32, waiting bool)) { s.e.setBackpressure(fn) }
 
-// Flush writes every buffered row in one transaction and returns when it is
-// committed (rows the store refuses are isolated and replaced by their
-// rejections; see ReasonSinkRejected). On error the rows stay buffered for
-// the next Flush.
+// Flush writes every buffered row and returns when it is committed: the
+// device partitions in up to Config.Conns transactions in parallel, each
+// partition's rows in one of them (rows the store refuses are isolated
+// and replaced by their rejections; see ReasonSinkRejected). On error the
+// rows of the transactions that failed stay buffered for the next Flush
+// (the others' are committed and leave the buffer).
 func (s *MySQL) Flush(ctx context.Context) error { return s.e.flush(ctx) }
 
 // Close writes the buffered rows (within 30 s) and closes the connections.

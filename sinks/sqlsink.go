@@ -57,8 +57,9 @@ var tableDefs = [numTables]tableDef{
 type dialect struct {
 	name    string // sink kind, the metrics label
 	maxVars int    // most bound parameters in one statement
-	// stmtBytes bounds the estimated size of one statement (MySQL's
-	// max_allowed_packet); 0 means no bound.
+	// stmtBytes is the estimated size statements are filled to
+	// (MySQL: Config.BatchBytes, capped by max_allowed_packet); a row
+	// larger than it goes alone. 0 means no bound.
 	stmtBytes int
 	quote     func(ident string) string
 	// upsert is the clause after VALUES; fenced: rows carry the epoch
@@ -87,6 +88,10 @@ type dialect struct {
 	// database/sql transaction and executed once per row (see
 	// writeBatches).
 	batches bool
+	// deadlock, if set, reports whether err is a transaction chosen as a
+	// deadlock victim (or a lock wait timeout): a flush over several
+	// connections retries such a group once, after the others.
+	deadlock func(err error) bool
 }
 
 // insertSQL is the multi-row upsert of n rows into t.
@@ -286,10 +291,14 @@ const (
 // order, by the next flush; a partition's rows are dropped by Drop, by the
 // lease guard, or when a newer epoch of the partition writes.
 //
+// A flush over several connections (Config.Conns, MySQL) splits the
+// partition buffers into groups, one transaction each, written in parallel
+// (see writeGroups).
+//
 // Locks: io (a one-slot semaphore, so that waiting for it can respect a
-// context) serialises store I/O and guards conn, stmts, queries and args;
-// mu guards everything else and is never held during store I/O. Lock order:
-// io, then mu.
+// context) serialises flushes and guards conn, stmts and lanes; qmu
+// guards queries (the lanes of a flush share it); mu guards everything
+// else and is never held during store I/O. Lock order: io, then mu.
 type sqlEngine struct {
 	d   dialect
 	cfg Config
@@ -304,11 +313,16 @@ type sqlEngine struct {
 	// be written (MySQL creates daily partitions there); io is held.
 	beforeWrite func(ctx context.Context, sel *selection)
 
+	// conns is how many groups (transactions, connections) one flush
+	// writes in parallel at most (Config.Conns; 1 for SQLite).
+	conns int
+
 	io      chan struct{}
 	conn    *sql.Conn // SQLite: the one connection, with the prepared statements; nil for MySQL
-	args    []any
-	queries map[stmtKey]string
+	lanes   []lane    // one per group of a flush
 	stmts   map[stmtKey]*sql.Stmt
+	qmu     sync.Mutex
+	queries map[stmtKey]string
 
 	mu    sync.Mutex
 	state int
@@ -332,6 +346,7 @@ func newSQLEngine(d dialect, cfg Config, m *metrics) *sqlEngine {
 		cfg:      cfg,
 		m:        m,
 		stmtRows: cfg.BatchRows,
+		conns:    1,
 		io:       make(chan struct{}, 1),
 		queries:  map[stmtKey]string{},
 		stmts:    map[stmtKey]*sql.Stmt{},
@@ -611,16 +626,39 @@ func (e *sqlEngine) flush(ctx context.Context) error {
 	return e.flushIO(ctx)
 }
 
-// flushIO writes every buffered row, io held: one transaction, bisected
-// when the store refuses a row (writeSel). On success the rows written
-// leave their buffers; on failure they stay.
+// lane is the scratch state of one connection of a flush: the argument
+// slice its statements reuse.
+type lane struct{ args []any }
+
+// group is the share of one connection of a flush: the rows of some
+// tables of some partition buffers (units), written in one transaction.
+type group struct {
+	units []unit
+	sel   selection
+	err   error
+}
+
+// unit is the rows of table t of partition buffer b that a flush writes:
+// the smallest share of a flush, as the rows of one table of one
+// partition must be written in order (a re-fired window replaces the
+// earlier one).
+type unit struct {
+	b    *partBuf
+	t    int
+	rows int
+}
+
+// flushIO writes every buffered row, io held: the units (a table of a
+// partition buffer) are split into up to e.conns groups (groupUnits), each
+// written in one transaction, bisected when the store refuses a row
+// (writeSel); the groups are written in parallel. The rows of a group that
+// succeeds leave their buffers; those of a group that fails stay.
 func (e *sqlEngine) flushIO(ctx context.Context) error {
 	e.mu.Lock()
 	if err := e.usable(); err != nil {
 		e.mu.Unlock()
 		return err
 	}
-	var sel selection
 	flushing := make([]*partBuf, 0, len(e.bufs))
 	for _, b := range e.bufs {
 		if b.rows.rows() > 0 {
@@ -628,34 +666,55 @@ func (e *sqlEngine) flushIO(ctx context.Context) error {
 		}
 	}
 	slices.SortFunc(flushing, func(x, y *partBuf) int { return int(x.p) - int(y.p) })
-	snaps := make([]pending, len(flushing))
-	for i, b := range flushing {
-		snaps[i] = b.rows
-	}
+	snaps := make(map[*partBuf]*pending, len(flushing))
+	var units []unit
 	for t := range numTables {
-		for i, b := range flushing {
+		for _, b := range flushing {
 			n := b.rows.len(t)
 			b.inflight[t] = n
 			if n > 0 {
-				sel[t] = append(sel[t], seg{b, &snaps[i], 0, n})
+				units = append(units, unit{b, t, n})
 			}
 		}
 	}
+	for _, b := range flushing {
+		snap := b.rows
+		snaps[b] = &snap
+	}
+	groups := e.groupUnits(units)
+	for gi := range groups {
+		g := &groups[gi]
+		for _, u := range g.units {
+			g.sel[u.t] = append(g.sel[u.t], seg{u.b, snaps[u.b], 0, u.rows})
+		}
+	}
 	e.mu.Unlock()
-	n := sel.rows()
+	n := 0
+	for _, u := range units {
+		n += u.rows
+	}
 	if n == 0 {
 		return nil
 	}
 	start := time.Now()
 	if e.beforeWrite != nil {
-		e.beforeWrite(ctx, &sel)
+		for gi := range groups {
+			e.beforeWrite(ctx, &groups[gi].sel)
+		}
 	}
-	var rej []rejection
-	err := e.writeSel(ctx, sel, &rej)
-	if err == nil && len(rej) > 0 {
-		err = e.writeRejections(ctx, rej)
+	e.writeGroups(ctx, groups)
+	var err error
+	failed := 0
+	for gi := range groups {
+		g := &groups[gi]
+		if g.err == nil {
+			continue
+		}
+		err = errors.Join(err, g.err)
+		for _, u := range g.units {
+			failed += u.rows
+		}
 	}
-	clear(e.args[:cap(e.args)]) // drop references to row strings and payloads
 	if err != nil && e.conn != nil && errors.Is(err, sql.ErrConnDone) {
 		// database/sql gave up the SQLite connection (e.g. after a
 		// cancelled context): take a fresh one for the retry.
@@ -664,21 +723,28 @@ func (e *sqlEngine) flushIO(ctx context.Context) error {
 		}
 	}
 	e.mu.Lock()
+	for gi := range groups {
+		if g := &groups[gi]; g.err != nil {
+			for _, u := range g.units {
+				u.b.inflight[u.t] = 0 // kept for the retry
+			}
+		}
+	}
 	freed := false
 	for _, b := range flushing {
 		switch {
 		case e.bufs[b.p] != b: // dropped meanwhile; accounted then
 		case b.expired:
 			e.dropLocked(b, reasonLeaseExpired)
-		case err == nil:
+		default:
 			nb := b.rows.removeFront(&b.inflight)
 			for _, k := range b.inflight {
 				e.nrows -= k
+				freed = freed || k > 0
 			}
 			b.bytes -= nb
 			e.bytes -= nb
 			e.m.bufferBytes.Sub(float64(nb))
-			freed = true
 		}
 		b.inflight = [numTables]int{}
 	}
@@ -688,10 +754,84 @@ func (e *sqlEngine) flushIO(ctx context.Context) error {
 	e.mu.Unlock()
 	if err != nil {
 		e.m.writeErrors.Inc()
-		return fmt.Errorf("sinks: %s: write %d rows (kept for retry): %w", e.d.name, n, err)
+		return fmt.Errorf("sinks: %s: write %d of %d rows (kept for retry): %w", e.d.name, failed, n, err)
 	}
 	e.m.observeFlush(start)
 	return nil
+}
+
+// groupUnits splits units (sorted by table, then partition) into up to
+// e.conns groups of about equal rows (the unit with the most rows first,
+// to the group with the fewest), each group's units still in that order.
+func (e *sqlEngine) groupUnits(units []unit) []group {
+	k := min(e.conns, len(units))
+	if k <= 1 {
+		return []group{{units: units}}
+	}
+	order := make([]int, len(units))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(x, y int) int { return units[y].rows - units[x].rows })
+	load := make([]int, k)
+	of := make([]int, len(units))
+	for _, ui := range order {
+		gi := 0
+		for j := range load {
+			if load[j] < load[gi] {
+				gi = j
+			}
+		}
+		load[gi] += units[ui].rows
+		of[ui] = gi
+	}
+	groups := make([]group, k)
+	for ui, u := range units {
+		g := &groups[of[ui]]
+		g.units = append(g.units, u)
+	}
+	return groups
+}
+
+// writeGroups writes every group in its own transaction, in parallel, on
+// its own lane (and so connection), setting each group's err; io is held.
+// A group that failed as a deadlock victim is written again, once, after
+// the others have ended.
+func (e *sqlEngine) writeGroups(ctx context.Context, groups []group) {
+	for len(e.lanes) < len(groups) {
+		e.lanes = append(e.lanes, lane{})
+	}
+	if len(groups) == 1 {
+		groups[0].err = e.writeGroup(ctx, &e.lanes[0], groups[0].sel)
+		return
+	}
+	var wg sync.WaitGroup
+	for gi := range groups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			groups[gi].err = e.writeGroup(ctx, &e.lanes[gi], groups[gi].sel)
+		}()
+	}
+	wg.Wait()
+	for gi := range groups {
+		g := &groups[gi]
+		if g.err != nil && e.d.deadlock != nil && e.d.deadlock(g.err) && ctx.Err() == nil {
+			g.err = e.writeGroup(ctx, &e.lanes[gi], g.sel)
+		}
+	}
+}
+
+// writeGroup writes sel in one transaction (bisected on refused rows) and
+// then the replacements of the refused rows.
+func (e *sqlEngine) writeGroup(ctx context.Context, ln *lane, sel selection) error {
+	var rej []rejection
+	err := e.writeSel(ctx, ln, sel, &rej)
+	if err == nil && len(rej) > 0 {
+		err = e.writeRejections(ctx, ln, rej)
+	}
+	clear(ln.args[:cap(ln.args)]) // drop references to row strings and payloads
+	return err
 }
 
 // liveLocked returns sel without the rows of partitions whose lease guard
@@ -716,7 +856,7 @@ func (e *sqlEngine) liveLocked(sel selection) selection {
 // When the store refuses a row (dialect.rowError), it bisects: each half is
 // written (and bisected) on its own, in order, until the refused rows are
 // single; they are appended to rej. Any other error ends it.
-func (e *sqlEngine) writeSel(ctx context.Context, sel selection, rej *[]rejection) error {
+func (e *sqlEngine) writeSel(ctx context.Context, ln *lane, sel selection, rej *[]rejection) error {
 	e.mu.Lock()
 	sel = e.liveLocked(sel)
 	e.mu.Unlock()
@@ -724,7 +864,7 @@ func (e *sqlEngine) writeSel(ctx context.Context, sel selection, rej *[]rejectio
 	if n == 0 {
 		return nil
 	}
-	err := e.writeTx(ctx, &sel)
+	err := e.writeTx(ctx, ln, &sel)
 	if err == nil {
 		e.m.writtenSel(&sel)
 		return nil
@@ -738,16 +878,16 @@ func (e *sqlEngine) writeSel(ctx context.Context, sel selection, rej *[]rejectio
 		return nil
 	}
 	a, b := sel.split()
-	if err := e.writeSel(ctx, a, rej); err != nil {
+	if err := e.writeSel(ctx, ln, a, rej); err != nil {
 		return err
 	}
-	return e.writeSel(ctx, b, rej)
+	return e.writeSel(ctx, ln, b, rej)
 }
 
 // writeRejections writes what replaces the rows the store refused (see
 // ReasonSinkRejected), under each row's partition and epoch. A
 // replacement the store refuses too is dropped and counted.
-func (e *sqlEngine) writeRejections(ctx context.Context, rej []rejection) error {
+func (e *sqlEngine) writeRejections(ctx context.Context, ln *lane, rej []rejection) error {
 	tmp := map[*partBuf]*partBuf{}
 	var order []*partBuf
 	var counts [numTables]int
@@ -787,7 +927,7 @@ func (e *sqlEngine) writeRejections(ctx context.Context, rej []rejection) error 
 		}
 	}
 	var again []rejection
-	if err := e.writeSel(ctx, sel, &again); err != nil {
+	if err := e.writeSel(ctx, ln, sel, &again); err != nil {
 		return err
 	}
 	e.m.dropped(reasonUnstorable, len(again))
@@ -844,9 +984,9 @@ func (e *sqlEngine) close(timeout time.Duration) error {
 }
 
 // writeTx writes sel in one transaction; io is held.
-func (e *sqlEngine) writeTx(ctx context.Context, sel *selection) error {
+func (e *sqlEngine) writeTx(ctx context.Context, ln *lane, sel *selection) error {
 	if e.d.batches {
-		return e.writeBatches(ctx, sel)
+		return e.writeBatches(ctx, ln, sel)
 	}
 	var tx *sql.Tx
 	if e.conn != nil {
@@ -887,7 +1027,7 @@ func (e *sqlEngine) writeTx(ctx context.Context, sel *selection) error {
 		if len(sel[t]) == 0 {
 			continue
 		}
-		if err := e.execRows(ctx, tx, t, sel[t]); err != nil {
+		if err := e.execRows(ctx, ln, tx, t, sel[t]); err != nil {
 			rollback()
 			return fmt.Errorf("%s: %w", tableDefs[t].name, err)
 		}
@@ -906,7 +1046,7 @@ func (e *sqlEngine) writeTx(ctx context.Context, sel *selection) error {
 // together are not: after an error, the tables written before it stay
 // written, and the retry of the whole selection writes them again (which
 // the store collapses by key).
-func (e *sqlEngine) writeBatches(ctx context.Context, sel *selection) error {
+func (e *sqlEngine) writeBatches(ctx context.Context, ln *lane, sel *selection) error {
 	e.mu.Lock()
 	db := e.db
 	e.mu.Unlock()
@@ -920,7 +1060,7 @@ func (e *sqlEngine) writeBatches(ctx context.Context, sel *selection) error {
 				continue
 			}
 		}
-		if err := e.writeBatch(ctx, db, t, segs); err != nil {
+		if err := e.writeBatch(ctx, ln, db, t, segs); err != nil {
 			return fmt.Errorf("%s: %w", tableDefs[t].name, err)
 		}
 	}
@@ -931,13 +1071,15 @@ func (e *sqlEngine) writeBatches(ctx context.Context, sel *selection) error {
 // connection of its own that is discarded after any error: a server that
 // refused a block may still be reading the rest of it, and the connection
 // is out of step with it.
-func (e *sqlEngine) writeBatch(ctx context.Context, db *sql.DB, t int, segs []seg) (err error) {
+func (e *sqlEngine) writeBatch(ctx context.Context, ln *lane, db *sql.DB, t int, segs []seg) (err error) {
 	key := stmtKey{t, 1}
+	e.qmu.Lock()
 	q, ok := e.queries[key]
 	if !ok {
 		q = e.d.insertSQL(&tableDefs[t], 1, !e.unfenced)
 		e.queries[key] = q
 	}
+	e.qmu.Unlock()
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		return err
@@ -960,8 +1102,8 @@ func (e *sqlEngine) writeBatch(ctx context.Context, db *sql.DB, t int, segs []se
 	defer st.Close()
 	for _, g := range segs {
 		for i := g.lo; i < g.hi; i++ {
-			e.args = e.appendRow(e.args[:0], t, g.rows, g.b.epoch, i)
-			if _, err := st.ExecContext(ctx, e.args...); err != nil {
+			ln.args = e.appendRow(ln.args[:0], t, g.rows, g.b.epoch, i)
+			if _, err := st.ExecContext(ctx, ln.args...); err != nil {
 				tx.Rollback()
 				return err
 			}
@@ -1034,7 +1176,7 @@ func (c *cursor) next() {
 // that a handful of statement shapes per table is prepared and cached.
 // With a statement size bound, statements carry fewer rows when their
 // payloads are large.
-func (e *sqlEngine) execRows(ctx context.Context, tx *sql.Tx, t int, segs []seg) error {
+func (e *sqlEngine) execRows(ctx context.Context, ln *lane, tx *sql.Tx, t int, segs []seg) error {
 	if e.d.dedupe {
 		if segs = e.dedupeSegs(t, segs); len(segs) == 0 {
 			return nil
@@ -1065,13 +1207,13 @@ func (e *sqlEngine) execRows(ctx context.Context, tx *sql.Tx, t int, segs []seg)
 		if k != full {
 			k = 1 << (bits.Len(uint(k)) - 1)
 		}
-		args := e.args[:0]
+		args := ln.args[:0]
 		for range k {
 			g := c.seg()
 			args = e.appendRow(args, t, g.rows, g.b.epoch, c.i)
 			c.next()
 		}
-		e.args = args
+		ln.args = args
 		if err := e.exec(ctx, tx, stmtKey{t, k}, args); err != nil {
 			return err
 		}
@@ -1081,11 +1223,13 @@ func (e *sqlEngine) execRows(ctx context.Context, tx *sql.Tx, t int, segs []seg)
 }
 
 func (e *sqlEngine) exec(ctx context.Context, tx *sql.Tx, key stmtKey, args []any) error {
+	e.qmu.Lock()
 	q, ok := e.queries[key]
 	if !ok {
 		q = e.d.insertSQL(&tableDefs[key.table], key.rows, !e.unfenced)
 		e.queries[key] = q
 	}
+	e.qmu.Unlock()
 	if tx != nil {
 		_, err := tx.ExecContext(ctx, q, args...)
 		return err

@@ -6,6 +6,9 @@
 //   - discard: eddy's bounded iot-work job with the discard sink (processing
 //     only, like Nexmark's blackhole sink);
 //   - sqlite: the same job writing every output table to SQLite;
+//   - mysql: the same job writing every output table to MariaDB/MySQL
+//     (the server of EDDY_MYSQL_DSN, default eddy:eddy@tcp(127.0.0.1:3306)/;
+//     a fresh database per run, dropped after it);
 //   - discard+checkpoint: the discard job with checkpoints every
 //     --checkpoint-interval (default 5s) to file:// storage in a temp
 //     directory, keyed state in pebble behind a cache of --cache-devices
@@ -61,12 +64,15 @@ func main() {
 		data       = flag.String("data", dataset.EmbeddedAberdeen, "dataset (default: the embedded Aberdeen data)")
 		partitions = flag.Int("partitions", 12, "partitions of the source topic")
 		cpuprofile = flag.String("cpuprofile", "", "write a CPU profile of one extra run of the last variant to this file")
-		variants   = flag.String("variants", "raw,discard,sqlite", "comma-separated subset of raw,discard,sqlite,discard+checkpoint")
+		variants   = flag.String("variants", "raw,discard,sqlite", "comma-separated subset of raw,discard,sqlite,mysql,discard+checkpoint")
 	)
 	flag.IntVar(&synthDevices, "devices", 0, "synthetic dataset: this many devices (0 = use --data)")
 	flag.IntVar(&synthPerDevice, "per-device", 12, "synthetic dataset: readings per device, 30 s apart")
 	flag.DurationVar(&ckptInterval, "checkpoint-interval", 5*time.Second, "checkpoint interval of discard+checkpoint")
-	flag.IntVar(&batchRows, "batch-rows", sinks.DefaultConfig().BatchRows, "sinks.Config.BatchRows of the sqlite variant (rows per flush and per INSERT statement)")
+	flag.IntVar(&batchRows, "batch-rows", sinks.DefaultConfig().BatchRows, "sinks.Config.BatchRows of the sqlite and mysql variants (rows per flush and per INSERT statement)")
+	flag.IntVar(&mysqlConns, "conns", sinks.DefaultConfig().Conns, "sinks.Config.Conns of the mysql variant (parallel connections of a flush)")
+	flag.IntVar(&mysqlBatchBytes, "batch-bytes", sinks.DefaultConfig().BatchBytes, "sinks.Config.BatchBytes of the mysql variant (bytes per INSERT statement)")
+	flag.StringVar(&mysqlDSN, "mysql-dsn", envOr("EDDY_MYSQL_DSN", "eddy:eddy@tcp(127.0.0.1:3306)/"), "server of the mysql variant (go-sql-driver DSN; its database name is ignored)")
 	flag.IntVar(&cacheDevices, "cache-devices", actors.DefaultCacheDevices, "device states cached in memory per partition (discard+checkpoint)")
 	flag.Parse()
 	if err := run(*runs, *data, *partitions, *cpuprofile, *variants); err != nil {
@@ -153,6 +159,11 @@ func run(runs int, data string, partitions int, cpuprofile, variants string) err
 				return 0, err
 			}
 			return runJob(ctx, broker.Addrs(), s, n)
+		}})
+	}
+	if want["mysql"] {
+		vs = append(vs, variant{"eddy → mysql", func(i int) (time.Duration, error) {
+			return runMySQL(ctx, broker.Addrs(), n, i)
 		}})
 	}
 	medians := map[string]float64{}
