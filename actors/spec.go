@@ -112,7 +112,7 @@ type Spec struct {
 		BatchBytes int `yaml:"batch_bytes"`
 		// Conns (MySQL) is how many connections, one transaction each,
 		// a flush writes over in parallel; see sinks.Config.Conns;
-		// default 2.
+		// default 1.
 		Conns int `yaml:"conns"`
 	} `yaml:"sink_options"`
 	// Checkpoint configures checkpoints (see CheckpointConfig); without

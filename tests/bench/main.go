@@ -55,8 +55,11 @@ import (
 	"github.com/eddy-iot/eddy/tests/bench/synth"
 )
 
-// batchRows is the --batch-rows flag.
-var batchRows int
+// The --batch-rows and --latency flags.
+var (
+	batchRows int
+	latency   bool
+)
 
 func main() {
 	var (
@@ -73,6 +76,10 @@ func main() {
 	flag.IntVar(&mysqlConns, "conns", sinks.DefaultConfig().Conns, "sinks.Config.Conns of the mysql variant (parallel connections of a flush)")
 	flag.IntVar(&mysqlBatchBytes, "batch-bytes", sinks.DefaultConfig().BatchBytes, "sinks.Config.BatchBytes of the mysql variant (bytes per INSERT statement)")
 	flag.StringVar(&mysqlDSN, "mysql-dsn", envOr("EDDY_MYSQL_DSN", "eddy:eddy@tcp(127.0.0.1:3306)/"), "server of the mysql variant (go-sql-driver DSN; its database name is ignored)")
+	flag.BoolVar(&latency, "latency", false, "after the variants, run the latency benchmark into mysql (see --rate)")
+	flag.Float64Var(&latRate, "rate", 0, "latency benchmark: records/s of the steady replay (0: half the median of the mysql variant of this run)")
+	flag.DurationVar(&latDuration, "latency-duration", 20*time.Second, "latency benchmark: how long the steady replay runs")
+	flag.IntVar(&latEvery, "probe-every", 50, "latency benchmark: every N-th record is a probe whose arrival is timed")
 	flag.IntVar(&cacheDevices, "cache-devices", actors.DefaultCacheDevices, "device states cached in memory per partition (discard+checkpoint)")
 	flag.Parse()
 	if err := run(*runs, *data, *partitions, *cpuprofile, *variants); err != nil {
@@ -197,7 +204,19 @@ func run(runs int, data string, partitions int, cpuprofile, variants string) err
 			return err
 		}
 	}
-	if cpuprofile != "" {
+	if latency {
+		rate := latRate
+		if rate <= 0 {
+			if medians["eddy → mysql"] == 0 {
+				return fmt.Errorf("--latency needs --rate or the mysql variant (its median sets the rate to half of it)")
+			}
+			rate = medians["eddy → mysql"] / 2
+		}
+		if err := runLatency(ctx, broker.Addrs(), data, rate); err != nil {
+			return fmt.Errorf("latency: %w", err)
+		}
+	}
+	if cpuprofile != "" && len(vs) > 0 {
 		f, err := os.Create(cpuprofile)
 		if err != nil {
 			return err
