@@ -15,6 +15,16 @@
 //     device states per partition.
 //
 // Each is run --runs times; the medians and the ratios to raw are printed.
+// --conns and --batch-bytes set sinks.Config.Conns and BatchBytes of the
+// mysql variant.
+//
+// With --latency, the job then runs unbounded into a fresh MySQL database
+// while the dataset is replayed at a steady --rate records/s (default:
+// half the mysql variant's median of this run) for --latency-duration;
+// every --probe-every-th record is timed from its hand-over to the
+// producer until its row is visible in the sink (polled by primary key
+// every 2 ms), and p50, p99, p99.9 and max are printed.
+//
 // With discard+checkpoint, the per-partition checkpoint durations (barrier to
 // ack, and the processing pause at the barrier) of all its runs are printed
 // as percentiles, and one more run restores the largest checkpoint taken and
@@ -28,6 +38,7 @@
 //
 //	go run ./tests/bench [--runs 5] [--data FILE --delimiter C --map ...]
 //	go run ./tests/bench --variants discard,discard+checkpoint --devices 100000 --per-device 12 --runs 3
+//	go run ./tests/bench --variants raw,mysql --runs 3 --latency
 package main
 
 import (
