@@ -97,8 +97,8 @@
 // The SQL sinks buffer copies of the rows, one buffer per device partition
 // and epoch, and write every buffer in one transaction once
 // Config.BatchRows rows are buffered, or on Flush (MySQL: up to
-// Config.Conns transactions in parallel over disjoint groups of device
-// partitions, statements of about Config.BatchBytes). Rows leave the buffer
+// Config.Conns transactions in parallel over disjoint groups of tables,
+// statements of about Config.BatchBytes). Rows leave the buffer
 // only when their transaction commits: after a store error they stay
 // buffered, in order, and the next write or Flush retries them (Write does
 // not return store errors; Flush does). EpochWriter.Drop discards a

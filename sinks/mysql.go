@@ -29,7 +29,7 @@ import (
 // Rows are written with multi-row INSERT ... ON DUPLICATE KEY UPDATE
 // statements of about Config.BatchBytes each, so a replayed row replaces
 // itself; a flush writes over Config.Conns connections in parallel, one
-// transaction per group of device partitions. Write and Flush are safe for
+// transaction per group of tables. Write and Flush are safe for
 // concurrent use; flushes serialise (one at a time). Several processes may
 // write to the same database.
 type MySQL struct {
@@ -494,8 +494,8 @@ func (s *MySQL) SetLeaseGuard(valid func(p int32, epoch uint64) bool) { s.e.setG
 func (s *MySQL) SetBackpressureHook(fn func(p int32, waiting bool)) { s.e.setBackpressure(fn) }
 
 // Flush writes every buffered row and returns when it is committed: the
-// device partitions in up to Config.Conns transactions in parallel, each
-// partition's rows in one of them (rows the store refuses are isolated
+// tables in up to Config.Conns transactions in parallel, each table's rows
+// in one of them (rows the store refuses are isolated
 // and replaced by their rejections; see ReasonSinkRejected). On error the
 // rows of the transactions that failed stay buffered for the next Flush
 // (the others' are committed and leave the buffer).

@@ -37,43 +37,51 @@ func TestConfigValidateBatchBytesAndConns(t *testing.T) {
 	}
 }
 
-// TestGroupUnits: every unit lands in exactly one group, in the original
-// order within its group, no group is empty, there are min(conns, units)
-// groups, and the largest group holds at most the ideal share plus the
-// largest unit (the bound of greedy largest-first scheduling).
+// TestGroupUnits: every unit lands in exactly one group, the units of a
+// table all in the same one, in the original order within each group; no
+// group is empty; there are min(conns, tables) groups; and the largest
+// group holds at most the ideal share plus the largest table (the bound
+// of greedy largest-first scheduling).
 func TestGroupUnits(t *testing.T) {
-	bufs := make([]*partBuf, 6)
+	bufs := make([]*partBuf, 4)
 	for i := range bufs {
 		bufs[i] = &partBuf{p: int32(i)}
 	}
 	for _, tc := range []struct {
 		conns int
-		rows  []int // rows of unit i (table i/6, partition i%6)
+		rows  [][]int // rows[t][p]: rows of table t of partition p (0: none)
 	}{
-		{1, []int{5, 3, 8}},
-		{2, []int{8000, 0, 0, 0, 0, 0, 8000}},
-		{2, []int{100, 200, 300, 400, 500, 600, 1, 2, 3}},
-		{4, []int{1, 1}},
-		{3, []int{7, 7, 7, 7, 7, 7, 7}},
-		{8, []int{1000, 10, 10, 10, 10, 10, 990, 5, 5}},
+		{1, [][]int{{5, 3}, {8}}},
+		{2, [][]int{{8000}, {8000}}},
+		{2, [][]int{{100, 200, 300, 400}, {500, 600, 1}, {2, 3}}},
+		{4, [][]int{{1, 1}}},
+		{3, [][]int{{7, 7}, {7, 7}, {7}, {7}, {7}}},
+		{8, [][]int{{1000, 10}, {10, 0, 10}, {10, 990}, {5}, {0, 5}}},
 	} {
 		var units []unit
-		total, largest := 0, 0
-		for i, n := range tc.rows {
-			if n == 0 {
-				continue
+		var tables [numTables]int
+		ntables, total := 0, 0
+		for tb, ps := range tc.rows {
+			for p, n := range ps {
+				if n > 0 {
+					units = append(units, unit{bufs[p], tb, n})
+					if tables[tb] == 0 {
+						ntables++
+					}
+					tables[tb] += n
+					total += n
+				}
 			}
-			units = append(units, unit{bufs[i%6], i / 6, n})
-			total += n
-			largest = max(largest, n)
 		}
+		largest := slices.Max(tables[:])
 		e := &sqlEngine{conns: tc.conns}
 		groups := e.groupUnits(units)
 		name := fmt.Sprintf("conns=%d rows=%v", tc.conns, tc.rows)
-		if want := min(tc.conns, len(units)); len(groups) != want {
+		if want := min(tc.conns, ntables); len(groups) != want {
 			t.Errorf("%s: %d groups, want %d", name, len(groups), want)
 		}
 		var seen []unit
+		groupOf := map[int]int{}
 		for gi, g := range groups {
 			if len(g.units) == 0 {
 				t.Errorf("%s: group %d is empty", name, gi)
@@ -84,6 +92,10 @@ func TestGroupUnits(t *testing.T) {
 				if i > 0 && slices.Index(units, g.units[i-1]) > slices.Index(units, u) {
 					t.Errorf("%s: group %d is out of order: %v", name, gi, g.units)
 				}
+				if other, ok := groupOf[u.t]; ok && other != gi {
+					t.Errorf("%s: table %d split over groups %d and %d", name, u.t, other, gi)
+				}
+				groupOf[u.t] = gi
 			}
 			if bound := total/len(groups) + largest; load > bound {
 				t.Errorf("%s: group %d holds %d rows, more than %d", name, gi, load, bound)

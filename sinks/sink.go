@@ -184,14 +184,14 @@ type Config struct {
 	// (about 1,000 readings).
 	BatchBytes int
 	// Conns (MySQL only) is how many connections a flush writes over in
-	// parallel: the buffered device partitions are split into up to Conns
-	// groups of about equal rows, each written in its own transaction, so
-	// a flush is Conns transactions over disjoint partitions (each
-	// partition's rows stay in one transaction, in order; the epoch
-	// fencing is per row and unchanged). A group that fails keeps its
-	// rows buffered for the next flush while the others' rows leave the
-	// buffer; a group that hits a deadlock is retried once after the
-	// others. More connections pay where the server has cores to spare
+	// parallel: the tables (readings, windows, work periods ...) are split
+	// into up to Conns groups of about equal rows, each written in its own
+	// transaction, so a flush is up to Conns transactions over disjoint
+	// tables (each table's rows stay in one transaction, in the order of
+	// a single-connection flush; the epoch fencing is per row and
+	// unchanged). A group that fails keeps its rows buffered for the next
+	// flush while the others' rows leave the buffer; a group that hits a
+	// deadlock is retried once after the others. More connections pay where the server has cores to spare
 	// (on the shared 2-core benchmark machine, with the server on it, 2
 	// were no faster than 1). Must be in [1, MaxConns]; default 1 (one
 	// transaction per flush).

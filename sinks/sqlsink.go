@@ -638,18 +638,19 @@ type group struct {
 	err   error
 }
 
-// unit is the rows of table t of partition buffer b that a flush writes:
-// the smallest share of a flush, as the rows of one table of one
-// partition must be written in order (a re-fired window replaces the
-// earlier one).
+// unit is the rows of table t of partition buffer b that a flush writes.
+// The units of one table stay in one group, in partition order: rows of a
+// key must be written in order (a re-fired window replaces the earlier
+// one; of equal epochs, the later partition's row wins), and only rows of
+// one table share keys.
 type unit struct {
 	b    *partBuf
 	t    int
 	rows int
 }
 
-// flushIO writes every buffered row, io held: the units (a table of a
-// partition buffer) are split into up to e.conns groups (groupUnits), each
+// flushIO writes every buffered row, io held: the tables are split into
+// up to e.conns groups (groupUnits), each
 // written in one transaction, bisected when the store refuses a row
 // (writeSel); the groups are written in parallel. The rows of a group that
 // succeeds leave their buffers; those of a group that fails stay.
@@ -761,33 +762,38 @@ func (e *sqlEngine) flushIO(ctx context.Context) error {
 }
 
 // groupUnits splits units (sorted by table, then partition) into up to
-// e.conns groups of about equal rows (the unit with the most rows first,
-// to the group with the fewest), each group's units still in that order.
+// e.conns groups by table: every unit of a table in the same group, the
+// table with the most rows first to the group with the fewest; each
+// group's units stay in that order.
 func (e *sqlEngine) groupUnits(units []unit) []group {
-	k := min(e.conns, len(units))
+	var rows [numTables]int
+	var tables []int
+	for _, u := range units {
+		if rows[u.t] == 0 {
+			tables = append(tables, u.t)
+		}
+		rows[u.t] += u.rows
+	}
+	k := min(e.conns, len(tables))
 	if k <= 1 {
 		return []group{{units: units}}
 	}
-	order := make([]int, len(units))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortStableFunc(order, func(x, y int) int { return units[y].rows - units[x].rows })
+	slices.SortStableFunc(tables, func(x, y int) int { return rows[y] - rows[x] })
 	load := make([]int, k)
-	of := make([]int, len(units))
-	for _, ui := range order {
+	var of [numTables]int
+	for _, t := range tables {
 		gi := 0
 		for j := range load {
 			if load[j] < load[gi] {
 				gi = j
 			}
 		}
-		load[gi] += units[ui].rows
-		of[ui] = gi
+		load[gi] += rows[t]
+		of[t] = gi
 	}
 	groups := make([]group, k)
-	for ui, u := range units {
-		g := &groups[of[ui]]
+	for _, u := range units {
+		g := &groups[of[u.t]]
 		g.units = append(g.units, u)
 	}
 	return groups
@@ -796,42 +802,44 @@ func (e *sqlEngine) groupUnits(units []unit) []group {
 // writeGroups writes every group in its own transaction, in parallel, on
 // its own lane (and so connection), setting each group's err; io is held.
 // A group that failed as a deadlock victim is written again, once, after
-// the others have ended.
+// the others have ended. Then the replacements of the rows the store
+// refused are written, group after group, as a flush over one connection
+// writes them after all the tables (rejected_rows is a table of its own).
 func (e *sqlEngine) writeGroups(ctx context.Context, groups []group) {
 	for len(e.lanes) < len(groups) {
 		e.lanes = append(e.lanes, lane{})
 	}
+	rejs := make([][]rejection, len(groups))
+	write := func(gi int) {
+		rejs[gi] = rejs[gi][:0]
+		groups[gi].err = e.writeSel(ctx, &e.lanes[gi], groups[gi].sel, &rejs[gi])
+	}
 	if len(groups) == 1 {
-		groups[0].err = e.writeGroup(ctx, &e.lanes[0], groups[0].sel)
-		return
-	}
-	var wg sync.WaitGroup
-	for gi := range groups {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			groups[gi].err = e.writeGroup(ctx, &e.lanes[gi], groups[gi].sel)
-		}()
-	}
-	wg.Wait()
-	for gi := range groups {
-		g := &groups[gi]
-		if g.err != nil && e.d.deadlock != nil && e.d.deadlock(g.err) && ctx.Err() == nil {
-			g.err = e.writeGroup(ctx, &e.lanes[gi], g.sel)
+		write(0)
+	} else {
+		var wg sync.WaitGroup
+		for gi := range groups {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				write(gi)
+			}()
+		}
+		wg.Wait()
+		for gi := range groups {
+			if err := groups[gi].err; err != nil && e.d.deadlock != nil && e.d.deadlock(err) && ctx.Err() == nil {
+				write(gi)
+			}
 		}
 	}
-}
-
-// writeGroup writes sel in one transaction (bisected on refused rows) and
-// then the replacements of the refused rows.
-func (e *sqlEngine) writeGroup(ctx context.Context, ln *lane, sel selection) error {
-	var rej []rejection
-	err := e.writeSel(ctx, ln, sel, &rej)
-	if err == nil && len(rej) > 0 {
-		err = e.writeRejections(ctx, ln, rej)
+	for gi := range groups {
+		if groups[gi].err == nil && len(rejs[gi]) > 0 {
+			groups[gi].err = e.writeRejections(ctx, &e.lanes[0], rejs[gi])
+		}
 	}
-	clear(ln.args[:cap(ln.args)]) // drop references to row strings and payloads
-	return err
+	for i := range e.lanes {
+		clear(e.lanes[i].args[:cap(e.lanes[i].args)]) // drop references to row strings and payloads
+	}
 }
 
 // liveLocked returns sel without the rows of partitions whose lease guard
