@@ -505,11 +505,22 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 	if ck != nil {
 		ck.start(runCtx, system.Root, tasks)
 	}
+	// Flush the plain sinks every sinkFlushInterval while the job runs (as
+	// a Runtime does), so that rows do not sit in a sink's buffer while the
+	// stream is slow; stopped before the final flush.
+	flushCtx, stopFlushes := context.WithCancel(runCtx)
+	flushesDone := make(chan struct{})
+	go func() {
+		defer close(flushesDone)
+		j.flushEvery(flushCtx)
+	}()
 	g, gctx := errgroup.WithContext(runCtx)
 	for _, t := range tasks {
 		g.Go(func() error { return t.read(gctx, consumer, system.Root) })
 	}
 	runErr := g.Wait()
+	stopFlushes()
+	<-flushesDone
 	var final int64
 	if runErr == nil && ck != nil && j.cfg.Source.Bounded {
 		// Flink's final checkpoint of a finished bounded job: it commits
@@ -533,9 +544,9 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 	for _, t := range tasks {
 		_ = system.Root.StopFuture(t.pid).Wait()
 	}
-	flushCtx, cancelFlush := context.WithTimeout(context.Background(), time.Minute)
-	defer cancelFlush()
-	if err := j.flushPlain(flushCtx); err != nil && runErr == nil {
+	finalCtx, cancelFinal := context.WithTimeout(context.Background(), time.Minute)
+	defer cancelFinal()
+	if err := j.flushPlain(finalCtx); err != nil && runErr == nil {
 		runErr = fmt.Errorf("actors: final sink flush: %w", err)
 	}
 	sum := j.summary()
