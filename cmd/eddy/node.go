@@ -23,13 +23,14 @@ import (
 	"github.com/eddy-iot/eddy/cluster/jobs"
 	"github.com/eddy-iot/eddy/cluster/virtual"
 	"github.com/eddy-iot/eddy/control"
+	"github.com/eddy-iot/eddy/sinks/kafkaconf"
 )
 
 // newNodeCmd is `eddy node`: the long-running process of a cluster member.
 func newNodeCmd() *cobra.Command {
 	cfg := control.DefaultConfig()
 	gossip := cluster.DefaultConfig()
-	var tokenFile, gossipKeyFile, logLevel, jobFile string
+	var tokenFile, gossipKeyFile, logLevel, jobFile, bridgePasswordFile string
 	drainTimeout := time.Minute
 	leaveOnTerminate := true
 	acfg := control.DefaultAssignerConfig()
@@ -80,6 +81,9 @@ heartbeating the stopped node until it is back or autopilot removes it).`,
 			if cfg.APIToken == "" && !cfg.TLS.On() {
 				cfg.Logger.Warn("no API token (--api-token-file, $EDDY_TOKEN): every HTTP API write (job submit/cancel, config, cluster changes) is refused with 401 until the nodes are restarted with one")
 			}
+			if err := bridgeSASLPassword(&cfg.Bridge.Security.SASL, bridgePasswordFile); err != nil {
+				return err
+			}
 			if gossip.SecretKey, err = readGossipKey(gossipKeyFile); err != nil {
 				return err
 			}
@@ -127,6 +131,16 @@ heartbeating the stopped node until it is back or autopilot removes it).`,
 	fl.StringSliceVar(&cfg.Bridge.Brokers, "broadcast-brokers", nil, "Kafka brokers of the broadcast topic; set to let the leader apply it to devices/<pboxid>")
 	fl.StringVar(&cfg.Bridge.Topic, "broadcast-topic", "iot-broadcast", "broadcast topic (key pboxid, value device JSON, empty value deletes)")
 	fl.StringVar(&cfg.Bridge.Group, "broadcast-group", "eddy-broadcast-bridge", "consumer group of the broadcast bridge")
+	fl.StringVar(&cfg.Bridge.KafkaVersion, "broadcast-kafka-version", "", "Kafka protocol version of the bridge (default the source's, kafkaconf.DefaultVersion)")
+	bs := &cfg.Bridge.Security
+	fl.BoolVar(&bs.TLS.Enable, "broadcast-tls", false, "TLS to the broadcast brokers (implied by the other --broadcast-tls-* flags)")
+	fl.StringVar(&bs.TLS.CAFile, "broadcast-tls-ca", "", "PEM CA of the broadcast brokers' certificates (default the system roots)")
+	fl.StringVar(&bs.TLS.CertFile, "broadcast-tls-cert", "", "PEM client certificate for broadcast brokers that require mutual TLS (with --broadcast-tls-key)")
+	fl.StringVar(&bs.TLS.KeyFile, "broadcast-tls-key", "", "PEM key of --broadcast-tls-cert")
+	fl.StringVar(&bs.TLS.ServerName, "broadcast-tls-server-name", "", "name checked in the broker certificate (default the broker host)")
+	fl.StringVar(&bs.SASL.Mechanism, "broadcast-sasl-mechanism", "", `SASL of the bridge: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 ("" = none), as in a job spec's source.sasl`)
+	fl.StringVar(&bs.SASL.User, "broadcast-sasl-user", "", "SASL user of the bridge")
+	fl.StringVar(&bridgePasswordFile, "broadcast-sasl-password-file", "", "file holding the bridge's SASL password (default $KAFKA_PASSWORD); never logged")
 	return cmd
 }
 
@@ -271,6 +285,27 @@ func startVirtualActors(node *control.Node, svc *jobs.Service, cfg control.Confi
 		return vn.PartitionStatus(ctx, job, int(p))
 	})
 	return vn, nil
+}
+
+// bridgeSASLPassword sets the broadcast bridge's SASL password from file,
+// else $KAFKA_PASSWORD, when a SASL mechanism is set. Errors never hold the
+// password.
+func bridgeSASLPassword(s *kafkaconf.SASL, file string) error {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return fmt.Errorf("--broadcast-sasl-password-file: %w", err)
+		}
+		if s.Password = strings.TrimSpace(string(b)); s.Password == "" {
+			return fmt.Errorf("--broadcast-sasl-password-file %s is empty", file)
+		}
+	} else if s.Mechanism != "" {
+		s.Password = os.Getenv("KAFKA_PASSWORD")
+	}
+	if err := (kafkaconf.Security{SASL: *s}).Validate(); err != nil {
+		return fmt.Errorf("broadcast bridge (--broadcast-sasl-*; password from --broadcast-sasl-password-file or $KAFKA_PASSWORD): %w", err)
+	}
+	return nil
 }
 
 // readGossipKey returns the gossip encryption key: the base64 text of file,
