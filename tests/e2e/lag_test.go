@@ -204,7 +204,9 @@ func TestNodeCommitsCheckpointOffsets(t *testing.T) {
 	var body bytes.Buffer
 	body.ReadFrom(resp.Body)
 	resp.Body.Close()
-	if !bytes.Contains(body.Bytes(), []byte(`eddy_offset_commits_total{result="ok"}`)) {
-		t.Errorf("node /metrics lacks eddy_offset_commits_total{result=\"ok\"}")
+	// The leader's counter carries the job's label (promreg.ForJob).
+	want := `eddy_offset_commits_total{eddy_job="lag-node",result="ok"}`
+	if !bytes.Contains(body.Bytes(), []byte(want)) {
+		t.Errorf("node /metrics lacks %s", want)
 	}
 }
