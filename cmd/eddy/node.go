@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -47,9 +49,9 @@ healthy non-voter. A node restarted with the same --data-dir recovers its state.
 
 A 3-node cluster on one machine:
 
-  eddy node --id n1 --data-dir /tmp/n1 --http-addr 127.0.0.1:8081 --raft-addr 127.0.0.1:8301 --gossip-addr 127.0.0.1:8401 --bootstrap-expect 3
-  eddy node --id n2 --data-dir /tmp/n2 --http-addr 127.0.0.1:8082 --raft-addr 127.0.0.1:8302 --gossip-addr 127.0.0.1:8402 --bootstrap-expect 3 --join 127.0.0.1:8401
-  eddy node --id n3 --data-dir /tmp/n3 --http-addr 127.0.0.1:8083 --raft-addr 127.0.0.1:8303 --gossip-addr 127.0.0.1:8403 --bootstrap-expect 3 --join 127.0.0.1:8401
+  eddy node --id n1 --data-dir /tmp/n1 --http-addr 127.0.0.1:8081 --raft-addr 127.0.0.1:8301 --gossip-addr 127.0.0.1:8401 --actor-addr 127.0.0.1:8501 --bootstrap-expect 3
+  eddy node --id n2 --data-dir /tmp/n2 --http-addr 127.0.0.1:8082 --raft-addr 127.0.0.1:8302 --gossip-addr 127.0.0.1:8402 --actor-addr 127.0.0.1:8502 --bootstrap-expect 3 --join 127.0.0.1:8401
+  eddy node --id n3 --data-dir /tmp/n3 --http-addr 127.0.0.1:8083 --raft-addr 127.0.0.1:8303 --gossip-addr 127.0.0.1:8403 --actor-addr 127.0.0.1:8503 --bootstrap-expect 3 --join 127.0.0.1:8401
   eddy ctl --addr http://127.0.0.1:8081 raft
 
 Jobs: 'eddy ctl job submit FILE' stores a job spec in Raft; every node runs
@@ -87,6 +89,9 @@ heartbeating the stopped node until it is back or autopilot removes it).`,
 			if gossip.SecretKey, err = readGossipKey(gossipKeyFile); err != nil {
 				return err
 			}
+			if actorAddr, err = resolveActorAddr(actorAddr, cfg); err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return runNode(ctx, cfg, gossip, acfg, jobFile, drainTimeout, leaveOnTerminate, actorAddr, cmd.OutOrStdout())
@@ -111,7 +116,7 @@ heartbeating the stopped node until it is back or autopilot removes it).`,
 	fl.DurationVar(&acfg.LeaseSafety, "lease-safety", acfg.LeaseSafety, "margin on both sides of a lease's expiry (clock-rate differences, stop latency); < lease-ttl/2")
 	fl.DurationVar(&drainTimeout, "drain-timeout", drainTimeout, "on SIGTERM, how long to hand partitions over before stopping anyway")
 	fl.BoolVar(&leaveOnTerminate, "leave-on-terminate", leaveOnTerminate, "on SIGTERM, after the handover, leave the Raft configuration (false: keep the membership for a restart)")
-	fl.StringVar(&actorAddr, "actor-addr", "", `protoactor-go address (host:port) of this node's virtual actors: each device partition is addressable by identity "<job>/<partition>" from any node, GET /v1/partitions/{job}/{partition}; "" = off`)
+	fl.StringVar(&actorAddr, "actor-addr", "auto", `protoactor-go address (host:port, reachable by the other nodes) of this node's virtual actors: each device partition is addressable by identity "<job>/<partition>" from any node, GET /v1/partitions/{job}/{partition}; "auto" = the --gossip-addr host, gossip port + 1 (127.0.0.1:8302 with the defaults); "off" = none`)
 	fl.IntVar(&cfg.MaxValueBytes, "max-value-bytes", cfg.MaxValueBytes, "largest accepted value, in bytes (larger: HTTP 413)")
 	fl.DurationVar(&cfg.ApplyTimeout, "apply-timeout", cfg.ApplyTimeout, "how long a write may wait to be committed")
 	fl.DurationVar(&cfg.LeaderWait, "leader-wait", cfg.LeaderWait, "how long a request waits for a leader before HTTP 503")
@@ -260,6 +265,37 @@ func parseLogLevel(s string) (slog.Level, error) {
 		return l, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
 	}
 	return l, nil
+}
+
+// resolveActorAddr turns the --actor-addr value into the address to listen
+// on ("" = virtual actors off): "off" (or "") is off, "auto" is the host of
+// cfg.GossipAddr with the gossip port + 1, anything else must be host:port
+// with a port in 1..65535. The address must differ from the HTTP, Raft and
+// gossip addresses.
+func resolveActorAddr(flag string, cfg control.Config) (string, error) {
+	switch flag {
+	case "off", "":
+		return "", nil
+	case "auto":
+		host, p, err := net.SplitHostPort(cfg.GossipAddr)
+		port, perr := strconv.Atoi(p)
+		if err != nil || perr != nil || port <= 0 || port >= 65535 {
+			return "", fmt.Errorf("--actor-addr auto: cannot derive it from --gossip-addr %q (want host:port with a port below 65535); set --actor-addr host:port or off", cfg.GossipAddr)
+		}
+		flag = net.JoinHostPort(host, strconv.Itoa(port+1))
+	default:
+		_, p, err := net.SplitHostPort(flag)
+		port, perr := strconv.Atoi(p)
+		if err != nil || perr != nil || port <= 0 || port > 65535 {
+			return "", fmt.Errorf("--actor-addr %q: want host:port with a port in 1..65535, auto or off", flag)
+		}
+	}
+	for name, a := range map[string]string{"--http-addr": cfg.HTTPAddr, "--raft-addr": cfg.RaftAddr, "--gossip-addr": cfg.GossipAddr} {
+		if a == flag {
+			return "", fmt.Errorf("--actor-addr %s is also %s; give each its own port (or --actor-addr off)", flag, name)
+		}
+	}
+	return flag, nil
 }
 
 // startVirtualActors makes every device partition a protoactor-go virtual

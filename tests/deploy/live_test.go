@@ -127,6 +127,7 @@ func TestLivePrometheus(t *testing.T) {
 		"--http-addr", nodeHTTP,
 		"--raft-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		"--gossip-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		"--actor-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		"--bootstrap-expect", "1")
 	// The production path: a broker, a replay into it, and eddy run with
 	// checkpoints (so that the checkpoint and state series exist).

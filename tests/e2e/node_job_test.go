@@ -36,7 +36,7 @@ func TestNodeJobEnrichesFromRaft(t *testing.T) {
 	httpAddr := harness.FreeAddr(t)
 	node := exec.Command(eddyBin, "node", "--id", "n1", "--data-dir", filepath.Join(dir, "n1"),
 		"--http-addr", httpAddr, "--raft-addr", harness.FreeAddr(t), "--gossip-addr", harness.FreeAddr(t),
-		"--bootstrap-expect", "1", "--job", spec, "--log-level", "warn")
+		"--actor-addr", harness.FreeAddr(t), "--bootstrap-expect", "1", "--job", spec, "--log-level", "warn")
 	var nlog bytes.Buffer
 	node.Stdout, node.Stderr = &nlog, &nlog
 	if err := node.Start(); err != nil {

@@ -15,7 +15,8 @@ import (
 	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 )
 
-// TestPartitionsAreVirtualActors: with --actor-addr every device partition
+// TestPartitionsAreVirtualActors: with virtual actors on (the default; the
+// test gives --actor-addr explicit free ports) every device partition
 // is a protoactor-go virtual actor addressable by identity from any node:
 // asking either node for iot-work/<p> is answered by the partition's lease
 // holder.

@@ -190,8 +190,11 @@ type Cluster struct {
 // Node is one eddy node process (possibly stopped).
 type Node struct {
 	ID, HTTPAddr, RaftAddr, GossipAddr string
-	DataDir, LogPath                   string
-	Args                               []string
+	// ActorAddr is the node's --actor-addr (virtual actors are on by
+	// default in eddy node; the harness gives each node its own free port).
+	ActorAddr        string
+	DataDir, LogPath string
+	Args             []string
 	// Token is the API token the process gets as $EDDY_TOKEN and Client
 	// sends ("" = none).
 	Token string
@@ -255,13 +258,13 @@ func New(opts Options) (*Cluster, error) {
 		opts.Token = ""
 	}
 	c := &Cluster{opts: opts}
-	addrs, err := FreeAddrs(3 * opts.Nodes)
+	addrs, err := FreeAddrs(4 * opts.Nodes)
 	if err != nil {
 		return nil, err
 	}
 	var gossip []string
 	for i := 0; i < opts.Nodes; i++ {
-		gossip = append(gossip, addrs[3*i+2])
+		gossip = append(gossip, addrs[4*i+2])
 	}
 	for i := 0; i < opts.Nodes; i++ {
 		var join []string
@@ -270,7 +273,7 @@ func New(opts Options) (*Cluster, error) {
 				join = append(join, g)
 			}
 		}
-		c.Nodes = append(c.Nodes, c.newNode(i+1, addrs[3*i:3*i+3], opts.BootstrapExpect, join))
+		c.Nodes = append(c.Nodes, c.newNode(i+1, addrs[4*i:4*i+4], opts.BootstrapExpect, join))
 	}
 	return c, nil
 }
@@ -278,7 +281,7 @@ func New(opts Options) (*Cluster, error) {
 func (c *Cluster) newNode(i int, addrs []string, expect int, join []string) *Node {
 	id := fmt.Sprintf("n%d", i)
 	n := &Node{
-		ID: id, HTTPAddr: addrs[0], RaftAddr: addrs[1], GossipAddr: addrs[2],
+		ID: id, HTTPAddr: addrs[0], RaftAddr: addrs[1], GossipAddr: addrs[2], ActorAddr: addrs[3],
 		DataDir: filepath.Join(c.opts.Dir, id, "data"),
 		LogPath: filepath.Join(c.opts.Dir, id+".log"),
 		Token:   c.opts.Token,
@@ -289,7 +292,7 @@ func (c *Cluster) newNode(i int, addrs []string, expect int, join []string) *Nod
 	}
 	n.Args = []string{"node", "--id", id, "--data-dir", n.DataDir,
 		"--http-addr", n.HTTPAddr, "--raft-addr", n.RaftAddr, "--gossip-addr", n.GossipAddr,
-		"--bootstrap-expect", strconv.Itoa(expect), "--log-level", "info"}
+		"--actor-addr", n.ActorAddr, "--bootstrap-expect", strconv.Itoa(expect), "--log-level", "info"}
 	if len(join) > 0 {
 		n.Args = append(n.Args, "--join", strings.Join(join, ","))
 	}
@@ -300,7 +303,7 @@ func (c *Cluster) newNode(i int, addrs []string, expect int, join []string) *Nod
 // AddNode prepares a new node that joins the cluster without
 // --bootstrap-expect (it becomes a non-voter). Not started.
 func (c *Cluster) AddNode(extraArgs ...string) (*Node, error) {
-	addrs, err := FreeAddrs(3)
+	addrs, err := FreeAddrs(4)
 	if err != nil {
 		return nil, err
 	}
