@@ -150,8 +150,9 @@ func (w *statusWriter) Flush() {
 // certificate that verifies against the cluster CA (TLSConfig.CAFile) —
 // the certificates that may join Raft, and so could change any state
 // anyway. A node without an API token (and without TLS) refuses every
-// write with 401 and a message that says how to configure one; reads stay
-// open. This is a deliberate choice over a token generated per node: the
+// write with 401 and a message that says how to configure one — except the
+// node-to-node POST /v1/internal/apply, which such a cluster needs to run at
+// all; reads stay open. This is a deliberate choice over a token generated per node: the
 // nodes forward writes to the leader with their token, so a per-node
 // token would fail on every follower of a multi-node cluster, while one
 // token file shared by all nodes (and eddy ctl --token-file) works the
@@ -161,6 +162,14 @@ func (n *Node) authorize(r *http.Request) error {
 		return nil // a client certificate signed by the cluster CA
 	}
 	if n.cfg.APIToken == "" {
+		if r.URL.Path == "/v1/internal/apply" && r.TLS == nil {
+			// Node-to-node forwarding (a follower's lease renewals, its
+			// checkpoint acks) on a cluster with neither a token nor
+			// TLS: refusing it would silently stop every follower's
+			// partitions. It grants nothing the unauthenticated Raft and
+			// gossip ports of such a cluster do not already grant.
+			return nil
+		}
 		return fmt.Errorf("%w: %s %s: this node has no API token, so writes (job submit/cancel/delete, config, cluster changes) are refused; "+
 			"start every node with the same --api-token-file FILE (or $EDDY_TOKEN), e.g. FILE made by: openssl rand -hex 32 > FILE && chmod 600 FILE; "+
 			"then eddy ctl --token-file FILE (or $EDDY_TOKEN) sends it as \"Authorization: Bearer <token>\"", ErrUnauthorized, r.Method, r.URL.Path)

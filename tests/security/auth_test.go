@@ -46,10 +46,13 @@ func try(method, url, tok, body string) (int, string, error) {
 // TestNoTokenConfigured: a node started without any API token refuses
 // every write — cancel, job submit, config put, cluster changes — with
 // 401 and a message that says how to configure one, whatever token the
-// request carries; reads still work.
+// request carries; reads still work. The nodes' own forwarding to the
+// leader (node lease renewals of the followers) still works: a tokenless
+// three-node cluster keeps running.
 func TestNoTokenConfigured(t *testing.T) {
-	c := harness.Start(t, harness.Options{Binary: binary, Dir: t.TempDir(), Nodes: 1, BootstrapExpect: 1, NoToken: true})
+	c := harness.Start(t, harness.Options{Binary: binary, Dir: t.TempDir(), Nodes: 3, BootstrapExpect: 3, NoToken: true})
 	n := c.Nodes[0]
+	began := time.Now()
 	for _, tok := range []string{"", harness.DefaultToken, "anything"} {
 		for _, req := range []struct{ method, path, body string }{
 			{http.MethodPost, "/v1/jobs/iot-work/cancel", ""},
@@ -70,6 +73,18 @@ func TestNoTokenConfigured(t *testing.T) {
 	out, err := exec.Command(binary, "ctl", "--addr", n.URL(), "job", "cancel", "iot-work").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "--api-token-file") {
 		t.Errorf("eddy ctl job cancel on a node without token: %v\n%s", err, out)
+	}
+	// Followers renew their node leases through the leader (POST
+	// /v1/internal/apply) every second or so.
+	time.Sleep(time.Until(began.Add(6 * time.Second)))
+	for _, n := range c.Nodes {
+		b, err := os.ReadFile(n.LogPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), "lease renewal failed") {
+			t.Errorf("%s: node-to-node forwarding refused on a cluster without token:\n%s", n.ID, n.LogTail(10))
+		}
 	}
 }
 
