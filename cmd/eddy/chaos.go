@@ -292,7 +292,7 @@ the processes. Restarted processes are detached; their output goes to
 		Example: `  # three local nodes, a bounded job replayed from the embedded data
   eddy chaos --cluster http://127.0.0.1:8081,http://127.0.0.1:8082,http://127.0.0.1:8083 \
       --schedule seed=42,kills=3,pauses=1,joins=1 \
-      --join 'eddy node --id n{n} --data-dir /tmp/join{n} --http 127.0.0.1:809{n} ...' \
+      --join 'eddy node --id j{n} --data-dir /tmp/j{n} --http-addr 127.0.0.1:809{n} --raft-addr 127.0.0.1:839{n} --gossip-addr 127.0.0.1:849{n} --actor-addr 127.0.0.1:859{n} --join 127.0.0.1:8401' \
       --job iot-work.yaml --wait 5m
 
   # the compose cluster of deploy/
