@@ -189,9 +189,11 @@ func (r *Runner) lock(k pkey) *sync.Mutex {
 	return m
 }
 
-// jobConfig turns a stored job into its runtime configuration on this node.
+// jobConfig turns a stored job into its runtime configuration on this
+// node; the spec is parsed once per revision (specs). The *Spec is shared:
+// read-only.
 func (r *Runner) jobConfig(j control.Job) (actors.Config, *actors.Spec, error) {
-	spec, cfg, err := loadClusterSpec(j.Spec)
+	spec, cfg, err := specs.load(j)
 	if err != nil {
 		return cfg, nil, err
 	}

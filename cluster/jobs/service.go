@@ -178,6 +178,7 @@ func (s *Service) coordinate() {
 		}
 		s.drive(view)
 		s.runner.gc(view)
+		specs.forget(view)
 	}
 }
 

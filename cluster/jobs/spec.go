@@ -25,7 +25,7 @@ func ValidateSpec(put control.JobPut, prev *control.Job) error {
 	if prev == nil || put.ResetState {
 		return nil
 	}
-	_, old, err := loadClusterSpec(prev.Spec)
+	_, old, err := specs.load(*prev)
 	if err != nil {
 		return nil // the stored revision does not load here: nothing to compare
 	}
@@ -51,10 +51,10 @@ func fingerprintDiff(a, b string) string {
 	return strings.Join(out, ", ") + " (durations in ms)"
 }
 
-// loadClusterSpec reads a stored spec on this node.
+// loadClusterSpec reads a spec that is not stored yet (a PUT's) on this
+// node; stored jobs are read through specs.load, once per revision.
 func loadClusterSpec(spec string) (*actors.Spec, actors.Config, error) {
-	s, cfg, err := actors.LoadSpec([]byte(spec), actors.SpecOptions{Cluster: true})
-	return s, cfg, err
+	return loadSpec([]byte(spec), actors.SpecOptions{Cluster: true})
 }
 
 // CheckSavepoint checks that the stored job j can take a savepoint: its
@@ -62,7 +62,7 @@ func loadClusterSpec(spec string) (*actors.Spec, actors.Config, error) {
 // positive checkpoint.interval). It is control.Config.CheckSavepoint of
 // eddy node.
 func CheckSavepoint(j control.Job) error {
-	_, cfg, err := loadClusterSpec(j.Spec)
+	_, cfg, err := specs.load(j)
 	if err != nil {
 		return err
 	}

@@ -70,7 +70,7 @@ func (rp *reporter) set(rep control.JobReport) {
 func (rp *reporter) failed(job string, p int32, epoch, revision uint64, err error) {
 	msg := secret.RedactText(err.Error())
 	if j, ok := rp.r.node.FSM().View().Job(job); ok {
-		if spec, _, lerr := loadClusterSpec(j.Spec); lerr == nil {
+		if spec, _, lerr := specs.load(j); lerr == nil {
 			msg = spec.HideEnv(msg) // what ${NAME} gave stays on the node
 		}
 	}
