@@ -63,7 +63,7 @@ type checkpointer struct {
 	coord      *checkpoint.Local
 	db         *state.DB
 	candidates []*checkpoint.Manifest // complete at start, newest first
-	epoch      int64                  // lease epoch substitute on one node: start time, Unix ms
+	epoch      uint64                 // lease epoch substitute on one node: start time, Unix ms
 	delay      time.Duration          // TestCheckpointDelayEnv
 	fail       context.CancelCauseFunc
 	offsets    *OffsetCommitter // nil: offset commits off
@@ -168,7 +168,7 @@ func (j *Job) openCheckpointing(ctx context.Context, parts []int32, fail context
 	}
 	ck := &checkpointer{
 		j: j, st: st, cat: cat, coord: coord, db: db, candidates: candidates,
-		epoch:    time.Now().UnixMilli(),
+		epoch:    uint64(time.Now().UnixMilli()),
 		fail:     fail,
 		events:   make(chan ckEvent, 4*len(parts)+4),
 		requests: make(chan *ckRequest),
@@ -281,7 +281,7 @@ var ErrUntrackedSink = errors.New("actors: transactional sink does not report it
 
 // openTxn opens the partition writer of a transactional sink and checks it
 // reports its commits.
-func openTxn(ctx context.Context, ts sinks.TransactionalSink, job string, p int32, epoch int64) (sinks.PartitionTxn, error) {
+func openTxn(ctx context.Context, ts sinks.TransactionalSink, job string, p int32, epoch uint64) (sinks.PartitionTxn, error) {
 	txn, err := ts.Txn(ctx, job, p, epoch)
 	if err != nil {
 		return nil, fmt.Errorf("actors: partition %d: open transactional sink: %w", p, err)

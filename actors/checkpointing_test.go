@@ -217,7 +217,7 @@ func (s *txnSink) Flush(context.Context) error { return nil }
 func (s *txnSink) Close() error                { return nil }
 func (s *txnSink) crash()                      { s.mu.Lock(); s.crashed = true; s.mu.Unlock() }
 func (s *txnSink) isCrashed() bool             { s.mu.Lock(); defer s.mu.Unlock(); return s.crashed }
-func (s *txnSink) Txn(_ context.Context, job string, p int32, epoch int64) (sinks.PartitionTxn, error) {
+func (s *txnSink) Txn(_ context.Context, job string, p int32, epoch uint64) (sinks.PartitionTxn, error) {
 	t := &fakeTxn{s: s, p: p, label: -1}
 	if s.tracker {
 		return &trackedTxn{t}, nil

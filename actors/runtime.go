@@ -368,7 +368,7 @@ func (r *Runtime) restore(ctx context.Context, t *partitionTask, epoch uint64, p
 	t.op = j.newOperators(t)
 	limit := int64(-1) // highest checkpoint known committed; -1 = no transactional sinks
 	for _, ts := range j.tx {
-		txn, err := openTxn(ctx, ts, j.cfg.Name, t.partition, int64(epoch))
+		txn, err := openTxn(ctx, ts, j.cfg.Name, t.partition, epoch)
 		if err != nil {
 			return err
 		}

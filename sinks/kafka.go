@@ -116,7 +116,7 @@ type Kafka struct {
 	mu     sync.Mutex
 	state  int
 	txns   map[*kafkaTxn]struct{} // open PartitionTxns
-	epochs map[string]int64       // highest lease epoch given to Txn, by transactional id
+	epochs map[string]uint64      // highest lease epoch given to Txn, by transactional id
 	wg     sync.WaitGroup         // goroutines of Open, Write, Txn (see spawn)
 	closed chan struct{}          // non-nil once Close started; closed when it is done
 
@@ -168,7 +168,7 @@ func NewKafka(cfg KafkaConfig, reg prometheus.Registerer) (*Kafka, error) {
 		m:       newMetrics(reg, "kafka"),
 		tm:      newTxnMetrics(reg, "kafka"),
 		txns:    map[*kafkaTxn]struct{}{},
-		epochs:  map[string]int64{},
+		epochs:  map[string]uint64{},
 	}, nil
 }
 
@@ -471,7 +471,7 @@ func (k *Kafka) Close() error {
 // checkpoint topic has no partition number partition. It returns
 // ErrNotOpen before Open, ErrClosed after Close, ctx's error, or the
 // broker's.
-func (k *Kafka) Txn(ctx context.Context, job string, partition int32, epoch int64) (PartitionTxn, error) {
+func (k *Kafka) Txn(ctx context.Context, job string, partition int32, epoch uint64) (PartitionTxn, error) {
 	if job == "" || partition < 0 {
 		return nil, fmt.Errorf("sinks: kafka: Txn needs a job name and a partition >= 0 (got %q, %d)", job, partition)
 	}
@@ -570,7 +570,7 @@ type kafkaTxn struct {
 	k         *Kafka
 	id        string
 	partition int32
-	epoch     int64
+	epoch     uint64
 
 	mu        sync.Mutex // the owner is one actor; Kafka.Close may call Close concurrently
 	p         *producer
@@ -632,7 +632,7 @@ func (t *kafkaTxn) checkpointRecord(checkpoint int64) *sarama.ProducerMessage {
 	v = append(v, `,"partition":`...)
 	v = strconv.AppendInt(v, int64(t.partition), 10)
 	v = append(v, `,"epoch":`...)
-	v = strconv.AppendInt(v, t.epoch, 10)
+	v = strconv.AppendUint(v, t.epoch, 10)
 	v = append(v, `,"checkpoint":`...)
 	v = strconv.AppendInt(v, checkpoint, 10)
 	v = append(v, '}')

@@ -79,7 +79,7 @@ func ctx20(t testing.TB) context.Context {
 	return ctx
 }
 
-func openTxn(t testing.TB, k *Kafka, job string, partition int32, epoch int64) *kafkaTxn {
+func openTxn(t testing.TB, k *Kafka, job string, partition int32, epoch uint64) *kafkaTxn {
 	t.Helper()
 	tx, err := k.Txn(ctx20(t), job, partition, epoch)
 	if err != nil {
@@ -1064,7 +1064,7 @@ func TestKafkaTxnLastCommitted(t *testing.T) {
 			t.Fatalf("LastCommitted = %d, %v; want %d, %v", got, ok, want, wantOK)
 		}
 	}
-	epoch := int64(1)
+	epoch := uint64(1)
 	reopen := func(tx *kafkaTxn, crash bool) *kafkaTxn {
 		t.Helper()
 		if crash {

@@ -106,7 +106,7 @@ type TransactionalSink interface {
 	Sink
 	// Txn opens the writer of one device partition of job under lease
 	// epoch, fencing every earlier writer of the same partition.
-	Txn(ctx context.Context, job string, partition int32, epoch int64) (PartitionTxn, error)
+	Txn(ctx context.Context, job string, partition int32, epoch uint64) (PartitionTxn, error)
 }
 
 // PartitionTxn is the transactional writer of one device partition. Not safe

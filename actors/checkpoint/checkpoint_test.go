@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"hash/crc32"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -487,5 +488,42 @@ func TestCatalogSkipsCorruptManifest(t *testing.T) {
 	complete, _ := cat.Complete(ctx)
 	if len(complete) != 1 || complete[0].ID != a {
 		t.Fatalf("complete %v, want only %d", complete, a)
+	}
+}
+
+// TestManifestWrittenBeforeLoads decodes a manifest as eddy wrote it when
+// PartitionAck.Epoch was an int64 (the local mode's start time in Unix ms):
+// the JSON is the same, so it loads with the uint64 epoch.
+func TestManifestWrittenBeforeLoads(t *testing.T) {
+	js := []byte(`{
+  "version": 1,
+  "job": "iot-work",
+  "id": 7,
+  "kind": "savepoint",
+  "started_ms": 1764748800000,
+  "completed_ms": 1764748800123,
+  "partitions": [
+    {
+      "partition": 3,
+      "epoch": 1764748799000,
+      "offset": 120,
+      "end": -1,
+      "snapshot": "iot-work/sp-00000000000000000007/p-00003.snap",
+      "bytes": 99,
+      "crc32c": 3735928559,
+      "devices": 4,
+      "watermark": 1764748790000
+    }
+  ]
+}
+`)
+	b := append([]byte(fmt.Sprintf("eddy-manifest 1 %08x %d\n", crc32.Checksum(js, castagnoli), len(js))), js...)
+	m, err := UnmarshalManifest(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack, ok := m.Ack(3)
+	if m.ID != 7 || m.Kind != KindSavepoint || !ok || ack.Epoch != 1764748799000 || ack.Offset != 120 || ack.End != -1 {
+		t.Fatalf("decoded %+v, ack %+v", m, ack)
 	}
 }

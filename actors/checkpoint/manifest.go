@@ -56,9 +56,11 @@ type Manifest struct {
 // its snapshot is and where it resumes.
 type PartitionAck struct {
 	Partition int32 `json:"partition"`
-	// Epoch of the partition's owner when it acked (fencing token; 0 on a
-	// single node).
-	Epoch int64 `json:"epoch"`
+	// Epoch is the lease epoch of the partition's owner when it acked
+	// (fencing token; on a single node the run's start time, Unix ms).
+	// A uint64 like control's lease epochs; manifests written when it was
+	// an int64 load unchanged (epochs were never negative).
+	Epoch uint64 `json:"epoch"`
 	// Offset is the next source offset to read after a restore.
 	Offset int64 `json:"offset"`
 	// End is the bounded end offset of the run (exclusive); -1 unbounded.
