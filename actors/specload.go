@@ -88,7 +88,8 @@ func (es SpecErrors) Unwrap() []error {
 
 // LoadSpec is the one parser and validator of job specs, used on every
 // path a spec takes (eddy run, eddy node --job, eddy ctl job submit through
-// PUT /v1/jobs, and each node that runs a stored job):
+// PUT /v1/jobs, and each node that runs a stored job — once per revision;
+// eddy dev's flags build a Spec that LoadSpecValue checks the same way):
 //
 //  1. ${NAME} and ${NAME:-default} in scalar values are replaced by the
 //     environment variable NAME (Lookup), or default when NAME is unset
@@ -177,10 +178,29 @@ func LoadSpec(data []byte, o SpecOptions) (*Spec, Config, error) {
 		return nil, Config{}, hideEnv(es, env)
 	}
 	spec.env = env
+	return checkSpec(&spec, o, func(path string) int { return orig.lines[path] })
+}
+
+// LoadSpecValue is LoadSpec for a Spec built in Go rather than read from
+// YAML (eddy dev builds one from its flags): steps 3 and 4 of LoadSpec —
+// the same sink URL checks, cluster rules, conversion (Spec.Config) and
+// validation — on a copy of *s with o.Bounded applied. There is no ${NAME}
+// expansion (the values are taken as they are) and the mistakes carry no
+// line. The error is a SpecErrors naming spec fields ("window.size"); a
+// caller that took the values from flags maps the fields to its flags.
+func LoadSpecValue(s *Spec, o SpecOptions) (*Spec, Config, error) {
+	spec := *s
+	return checkSpec(&spec, o, func(string) int { return 0 })
+}
+
+// checkSpec is steps 3 and 4 of LoadSpec on a decoded spec; line gives
+// the line of a field in the spec text (0 = unknown).
+func checkSpec(spec *Spec, o SpecOptions, line func(path string) int) (*Spec, Config, error) {
+	var errs SpecErrors
+	env := spec.env
 	if o.Bounded {
 		spec.Source.Bounded = true
 	}
-	line := func(path string) int { return orig.lines[path] }
 	if o.Cluster && spec.Broadcast.DevicesFile != "" {
 		errs = append(errs, &SpecError{Field: "broadcast.devices_file", Line: line("broadcast.devices_file"),
 			Reason: "not used on a cluster: device data comes from Raft (eddy ctl devices import FILE); remove the field"})
@@ -193,7 +213,7 @@ func LoadSpec(data []byte, o SpecOptions) (*Spec, Config, error) {
 			errs = append(errs, &SpecError{Field: "metrics.pushgateway", Line: line("metrics.pushgateway"), Reason: err.Error()})
 		}
 	}
-	probe := spec
+	probe := *spec
 	if len(spec.SinkURLs()) == 0 {
 		errs = append(errs, &SpecError{Field: "sink", Reason: `required: a sink URL, e.g. sink: "mysql:${MYSQL_USER}:${MYSQL_PASSWORD}@tcp(127.0.0.1:3306)/eddy"`})
 		probe.Sink = "discard"
@@ -250,7 +270,7 @@ func LoadSpec(data []byte, o SpecOptions) (*Spec, Config, error) {
 		sort.SliceStable(errs, func(i, j int) bool { return line(errs[i]) < line(errs[j]) })
 		return nil, Config{}, hideEnv(errs, env)
 	}
-	return &spec, cfg, nil
+	return spec, cfg, nil
 }
 
 // CheckPushgatewayURL checks the URL of a Prometheus Pushgateway

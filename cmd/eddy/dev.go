@@ -102,38 +102,84 @@ dead_letters (and the view daily_work_time).`,
 	return cmd
 }
 
-// operatorConfig turns the flags into the operators configuration.
-func (f *devFlags) operatorConfig() (operators.Config, error) {
-	c := operators.DefaultConfig()
+// spec builds the job spec the flags describe, for a source on brokers:
+// the same actors.Spec a YAML spec of eddy run decodes into.
+func (f *devFlags) spec(brokers []string) (*actors.Spec, error) {
+	var s actors.Spec
+	s.Source.Brokers = brokers
+	s.Source.Bounded = f.bounded
+	dur := func(d time.Duration) *actors.Duration { v := actors.Duration(d); return &v }
 	switch {
 	case f.sessionGap > 0 && f.slide > 0:
-		return c, errors.New("--slide and --session-gap exclude each other")
+		return nil, errors.New("--slide and --session-gap exclude each other")
 	case f.sessionGap > 0:
-		c.Window = operators.WindowSpec{Kind: operators.WindowSession, Gap: f.sessionGap}
+		s.Window.Kind, s.Window.Gap = string(operators.WindowSession), dur(f.sessionGap)
 	case f.slide > 0:
-		c.Window = operators.WindowSpec{Kind: operators.WindowSliding, Size: f.window, Slide: f.slide}
+		s.Window.Kind, s.Window.Size, s.Window.Slide = string(operators.WindowSliding), dur(f.window), dur(f.slide)
 	default:
-		c.Window = operators.WindowSpec{Kind: operators.WindowTumbling, Size: f.window}
+		s.Window.Kind, s.Window.Size = string(operators.WindowTumbling), dur(f.window)
 	}
-	c.Threshold = f.threshold
-	c.MaxGap = f.maxGap
-	c.OutOfOrderness = f.ooo
-	c.AllowedLateness = f.lateness
-	loc, err := time.LoadLocation(f.timezone)
-	if err != nil {
-		return c, fmt.Errorf("--timezone: %w", err)
-	}
-	c.Location = loc
-	c.MaxMessageBytes = f.maxMessageBytes
-	c.MaxFuture = actors.DefaultMaxFuture(f.bounded)
+	s.WorkPeriods.Threshold = &f.threshold
+	s.WorkPeriods.MaxGap = dur(f.maxGap)
+	s.EventTime.OutOfOrderness = dur(f.ooo)
+	s.EventTime.AllowedLateness = dur(f.lateness)
 	if f.maxFutureSet {
-		c.MaxFuture = f.maxFuture
+		s.EventTime.MaxFuture = dur(f.maxFuture) // else the mode's default
 	}
-	c.IdleTimeout = f.idleTimeout
-	if err := actors.CheckGuards(c.MaxFuture, c.IdleTimeout, f.bounded, "--max-future", "--idle-timeout"); err != nil {
-		return c, err
+	s.EventTime.IdleTimeout = dur(f.idleTimeout)
+	s.Format.TimeZone = f.timezone // "" = UTC
+	if f.maxMessageBytes == 0 {
+		return nil, errors.New("--max-message-bytes must be > 0, got 0")
 	}
-	return c, c.Validate()
+	s.Format.MaxMessageBytes = f.maxMessageBytes
+	s.Sink = f.sink
+	return &s, nil
+}
+
+// devFlagOf names the flag of eddy dev that sets each spec field.
+var devFlagOf = map[string]string{
+	"window.size":                 "--window",
+	"window.slide":                "--slide",
+	"window.gap":                  "--session-gap",
+	"work_periods.threshold":      "--threshold",
+	"work_periods.max_gap":        "--max-gap",
+	"event_time.out_of_orderness": "--out-of-orderness",
+	"event_time.allowed_lateness": "--allowed-lateness",
+	"event_time.max_future":       "--max-future",
+	"event_time.idle_timeout":     "--idle-timeout",
+	"format.time_zone":            "--timezone",
+	"format.max_message_bytes":    "--max-message-bytes",
+	"sink":                        "--sink",
+	"source.brokers":              "--listen",
+}
+
+// config converts the flags' spec with the conversion and validation of
+// every job spec (actors.LoadSpecValue, as eddy run's actors.LoadSpec);
+// a mistake is reported under the flag that set the field.
+func (f *devFlags) config(brokers []string) (actors.Config, error) {
+	spec, err := f.spec(brokers)
+	if err != nil {
+		return actors.Config{}, err
+	}
+	_, cfg, err := actors.LoadSpecValue(spec, actors.SpecOptions{})
+	var es actors.SpecErrors
+	if !errors.As(err, &es) {
+		return cfg, err
+	}
+	msgs := make([]string, len(es))
+	for i, e := range es {
+		msg := strings.TrimPrefix(e.Reason, "job spec ")
+		for field, flag := range devFlagOf {
+			if strings.Contains(field, ".") { // not "sink": a word of messages
+				msg = strings.ReplaceAll(msg, field, flag)
+			}
+		}
+		if flag, ok := devFlagOf[e.Field]; ok && !strings.HasPrefix(msg, flag) {
+			msg = flag + ": " + msg
+		}
+		msgs[i] = msg
+	}
+	return cfg, errors.New(strings.Join(msgs, "\n"))
 }
 
 // datasetOptions turns --format, --delimiter and --map into reader options.
@@ -160,8 +206,9 @@ func datasetOptions(format, delimiter, mapping string) (dataset.Options, error) 
 }
 
 func runDev(ctx context.Context, f *devFlags, stdout, stderr io.Writer) error {
-	opCfg, err := f.operatorConfig()
-	if err != nil {
+	// Check the flags before anything starts; the embedded broker's
+	// address is known once it listens.
+	if _, err := f.config([]string{f.listen}); err != nil {
 		return err
 	}
 	dsOpts, err := datasetOptions(f.format, f.delimiter, f.mapping)
@@ -192,10 +239,10 @@ func runDev(ctx context.Context, f *devFlags, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "data:   %s (%s, mapping %s)\n", reader.Name(), reader.Format(), reader.Mapping())
 	fmt.Fprintf(stdout, "sink:   %s\n", secret.RedactURL(f.sink))
 
-	cfg := actors.DefaultConfig()
-	cfg.Source.Brokers = broker.Addrs()
-	cfg.Source.Bounded = f.bounded
-	cfg.Operators = opCfg
+	cfg, err := f.config(broker.Addrs())
+	if err != nil {
+		return err
+	}
 	run := &jobRun{
 		cfg:         cfg,
 		sinkURL:     f.sink,

@@ -1,0 +1,56 @@
+package actors
+
+import (
+	"errors"
+	"reflect"
+	"testing"
+	"time"
+)
+
+// TestLoadSpecValueMatchesLoadSpec: a Spec built in Go converts to the
+// configuration LoadSpec gives for the same YAML, and its mistakes are
+// the same SpecErrors naming the same fields (without lines).
+func TestLoadSpecValueMatchesLoadSpec(t *testing.T) {
+	const doc = "source:\n  brokers: [\"127.0.0.1:9092\"]\nwindow:\n  kind: sliding\n  size: 10m\n  slide: 2m\nwork_periods:\n  threshold: 40\nformat:\n  time_zone: Europe/Berlin\nsink: discard\n"
+	_, want, err := LoadSpec([]byte(doc), SpecOptions{Bounded: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s Spec
+	s.Source.Brokers = []string{"127.0.0.1:9092"}
+	size, slide, th := Duration(10*time.Minute), Duration(2*time.Minute), 40.0
+	s.Window.Kind, s.Window.Size, s.Window.Slide = "sliding", &size, &slide
+	s.WorkPeriods.Threshold = &th
+	s.Format.TimeZone = "Europe/Berlin"
+	s.Sink = "discard"
+	_, got, err := LoadSpecValue(&s, SpecOptions{Bounded: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("LoadSpecValue: %+v\nLoadSpec:      %+v", got, want)
+	}
+	if s.Source.Bounded {
+		t.Error("LoadSpecValue changed the caller's Spec (Bounded)")
+	}
+
+	bad := Duration(3 * time.Minute)
+	s.Window.Slide = &bad
+	s.Window.Size = &slide
+	s.Sink = "nosuch:x"
+	_, _, err = LoadSpecValue(&s, SpecOptions{})
+	var es SpecErrors
+	if !errors.As(err, &es) || !errors.Is(err, ErrBadSpec) {
+		t.Fatalf("want SpecErrors wrapping ErrBadSpec, got %v", err)
+	}
+	fields := map[string]bool{}
+	for _, e := range es {
+		fields[e.Field] = true
+		if e.Line != 0 {
+			t.Errorf("%v: a line without a spec text", e)
+		}
+	}
+	if !fields["sink"] || !fields["window.slide"] {
+		t.Errorf("want mistakes naming sink and window.slide, got %v", err)
+	}
+}
