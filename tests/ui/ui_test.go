@@ -214,7 +214,7 @@ func TestWebUI(t *testing.T) {
 	}
 	// A complete checkpoint with its duration and size.
 	harness.Eventually(t, 60*time.Second, func() error {
-		got, err := chromedp.Run(bctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('#checkpoints tr[data-state="complete"]')].map(r => r.cells[4].textContent + ' | ' + r.cells[5].textContent)`))
+		got, err := chromedp.Run(bctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('#checkpoints tr[data-state="complete"]')].map(r => r.cells[5].textContent + ' | ' + r.cells[6].textContent)`))
 		if err != nil {
 			return err
 		}
@@ -225,6 +225,22 @@ func TestWebUI(t *testing.T) {
 		}
 		return fmt.Errorf("no complete checkpoint with a duration and a size on the page: %v", got)
 	})
+	// A savepoint taken through the API shows as one.
+	sp, err := cl.Savepoint(ctx, job, client.SavepointOptions{})
+	if err != nil {
+		t.Fatalf("savepoint: %v", err)
+	}
+	harness.Eventually(t, 30*time.Second, func() error {
+		kind, err := chromedp.Run(bctx, chromedp.Evaluate[string](fmt.Sprintf(`(document.querySelector('#checkpoints tr[data-checkpoint="%s/%d"]') || {dataset: {}}).dataset.kind || ''`, job, sp.ID)))
+		if err != nil {
+			return err
+		}
+		if kind != "savepoint" {
+			return fmt.Errorf("savepoint %d shows as %q on the page", sp.ID, kind)
+		}
+		return nil
+	})
+	t.Logf("savepoint %d shown as a savepoint", sp.ID)
 	screenshot(t, bctx)
 
 	// Cancel from the page: without the token the API refuses it.

@@ -212,21 +212,26 @@ function renderPartitions(parts) {
   $('partition-summary').textContent = parts.length ? parts.length + ' · ' + by(states) + ' · owners: ' + (by(owners) || 'none') : '';
 }
 
+// renderCheckpoints shows the newest CHECKPOINT_ROWS checkpoints and every
+// savepoint (kept until deleted, so possibly older).
 function renderCheckpoints(cps) {
-  const sorted = cps.slice().sort((a, b) => a.job.localeCompare(b.job) || b.id - a.id).slice(0, CHECKPOINT_ROWS);
+  const order = (a, b) => a.job.localeCompare(b.job) || b.id - a.id;
+  const newest = cps.filter((c) => !c.savepoint).sort(order).slice(0, CHECKPOINT_ROWS);
+  const sorted = newest.concat(cps.filter((c) => c.savepoint)).sort(order);
   const list = sorted.map((c) => {
     const st = c.complete ? 'complete' : c.aborted ? 'aborted' : 'pending';
+    const kind = c.savepoint ? 'savepoint' : 'checkpoint';
     let size = 0;
     for (const a of c.acks || []) {
       const b = snapshotBytes(a.snapshot);
       size = size === null || b === null ? null : size + b;
     }
     const dur = c.complete && c.completed_ms && c.started_ms ? c.completed_ms - c.started_ms : null;
-    return el('tr', { 'data-checkpoint': c.job + '/' + c.id, 'data-state': st, title: c.abort_reason || '' },
-      td(c.job), td(c.id, 'num'), el('td', null, badge(st)), td((c.acks || []).length + '/' + c.partitions, 'num'),
+    return el('tr', { 'data-checkpoint': c.job + '/' + c.id, 'data-state': st, 'data-kind': kind, title: c.abort_reason || '' },
+      td(c.job), td(c.id, 'num'), td(kind, c.savepoint ? 'id' : 'muted'), el('td', null, badge(st)), td((c.acks || []).length + '/' + c.partitions, 'num'),
       td(fmtDuration(dur), 'num'), td(c.acks && c.acks.length ? fmtBytes(size) : '–', 'num'), td(fmtTime(c.completed_ms)));
   });
-  rows($('checkpoints'), list, 7, 'no checkpoints');
+  rows($('checkpoints'), list, 8, 'no checkpoints');
 }
 
 function renderHistory(events) {
