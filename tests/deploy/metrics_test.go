@@ -150,12 +150,21 @@ func scanConstructor(call *ast.CallExpr, defs map[string]*metricDef, file string
 	}
 	d.Kind, d.File = kind, file // the constructor is the definition
 	if strings.HasSuffix(sel.Sel.Name, "Vec") && len(call.Args) > 1 {
-		if labels, ok := call.Args[1].(*ast.CompositeLit); ok {
-			for _, e := range labels.Elts {
-				if bl, ok := e.(*ast.BasicLit); ok {
-					if v, ok := stringLit(bl); ok {
-						d.Labels[v] = true
-					}
+		// []string{"a", "b"}, or append(more, "a", "b") (a constructor
+		// that takes more labels from its caller).
+		var elts []ast.Expr
+		switch labels := call.Args[1].(type) {
+		case *ast.CompositeLit:
+			elts = labels.Elts
+		case *ast.CallExpr:
+			if id, ok := labels.Fun.(*ast.Ident); ok && id.Name == "append" && len(labels.Args) > 1 {
+				elts = labels.Args[1:]
+			}
+		}
+		for _, e := range elts {
+			if bl, ok := e.(*ast.BasicLit); ok {
+				if v, ok := stringLit(bl); ok {
+					d.Labels[v] = true
 				}
 			}
 		}
