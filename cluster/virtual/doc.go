@@ -39,9 +39,14 @@
 //     no epoch to fence a stale one.
 //   - eddy's lease lookup (this package): 4 non-holder episodes and 2-4 on
 //     two nodes at once, all of them old activations left on the previous
-//     holder after a lease moved (activations are never deactivated);
-//     7-10 % of single requests hit one and answered "not owner", and
-//     PartitionStatus then reached the holder. Non-holder reads: 0.
+//     holder after a lease moved; 7-10 % of single requests hit one and
+//     answered "not owner", and PartitionStatus then reached the holder.
+//     Non-holder reads: 0. Since a grain that answers "not owner" stops
+//     itself (Poison after the answer), seeds 11 and 22 give 3 "not owner"
+//     answers instead of 306-309 and 1-2 stale activations left at the end
+//     instead of 3-4 (those left are on the stopped node); episodes on two
+//     nodes at once: still 2, for as long as a lease move takes to reach
+//     the old holder.
 //
 // So an activation cannot be the unit that owns a partition's state and
 // side effects: two activations can coexist and neither knows which is

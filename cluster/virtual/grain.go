@@ -40,7 +40,14 @@ func (g *grain) Receive(ctx actor.Context) {
 		ctx.Respond(encodeStatus(Status{Node: g.node, NotOwner: true}))
 		return
 	}
-	ctx.Respond(encodeStatus(g.status(job, p)))
+	st := g.status(job, p)
+	ctx.Respond(encodeStatus(st))
+	if st.NotOwner {
+		// A stale activation (the lease moved, or protoactor placed it
+		// here): stop it, so that it does not linger; the caller retries
+		// and the identity is activated again where the lookup says.
+		ctx.Poison(ctx.Self())
+	}
 }
 
 // status answers for job/p: "not owner" unless this node holds the lease;
