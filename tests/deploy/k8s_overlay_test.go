@@ -561,6 +561,7 @@ func TestK8sProdNodeRuns(t *testing.T) {
 		"gossip-addr":      fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		"bootstrap-expect": "1",
 		"id":               "eddy-0",
+		"actor-addr":       fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 	}
 	var args []string
 	for _, a := range strs(t, ctr["args"], "args") {
@@ -579,6 +580,11 @@ func TestK8sProdNodeRuns(t *testing.T) {
 			t.Fatalf("argument %s still needs the downward API", a)
 		}
 		args = append(args, a)
+	}
+	// The pod's --actor-addr is auto (gossip port + 1, free in a pod of
+	// its own); on this shared machine that port may be taken.
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--actor-addr") }) {
+		args = append(args, "--actor-addr="+replace["actor-addr"])
 	}
 	startProcess(t, "eddy-node", eddyBinary(t), args...)
 
