@@ -46,33 +46,8 @@ func TestJobLifecycle(t *testing.T) {
 	defer svc.Close()
 	addr := nodeHTTP(node)
 
-	b, err := devbroker.Start(devbroker.Config{Partitions: 2, Topics: []string{"iot-topic"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	dir := t.TempDir()
-	var csv strings.Builder
-	csv.WriteString("pboxid,event_time,metric\n")
 	const records = 40
-	for i := 0; i < records; i++ {
-		fmt.Fprintf(&csv, "dev%d,2019-03-01T00:%02d:00,%d\n", i%7, i, 40+i)
-	}
-	data := filepath.Join(dir, "in.csv")
-	if err := os.WriteFile(data, []byte(csv.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := runEddy("replay", "--brokers", b.Addrs()[0], "--topic", "iot-topic", "--data", data); err != nil {
-		t.Fatalf("replay: %v\n%s", err, out)
-	}
-	spec := func(name, extra string) string {
-		p := filepath.Join(dir, name+".yaml")
-		s := fmt.Sprintf("name: %s\nsource:\n  brokers: [%q]\n%s", name, b.Addrs()[0], extra)
-		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	dir, spec := replayedBroker(t, records)
 	jobInfo := func(name string) control.JobInfo {
 		t.Helper()
 		out, err := ctl(addr, "job", "get", name, "-o", "json")
@@ -163,5 +138,40 @@ func TestJobLifecycle(t *testing.T) {
 	}
 	if out, _ := ctl(addr, "job", "list"); !strings.Contains(out, "endless") || !strings.Contains(out, "cancelled") || !strings.Contains(out, "finished") {
 		t.Errorf("job list:\n%s", out)
+	}
+}
+
+// replayedBroker starts an embedded broker (iot-topic, 2 partitions, closed
+// in t.Cleanup), replays records CSV readings of 7 devices into it with
+// eddy replay (one a minute from 2019-03-01T00:00), and returns a temporary
+// directory and spec, which writes dir/NAME.yaml: the job NAME reading that
+// broker, with extra (more top-level YAML) appended.
+func replayedBroker(t *testing.T, records int) (dir string, spec func(name, extra string) string) {
+	t.Helper()
+	b, err := devbroker.Start(devbroker.Config{Partitions: 2, Topics: []string{"iot-topic"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	dir = t.TempDir()
+	var csv strings.Builder
+	csv.WriteString("pboxid,event_time,metric\n")
+	for i := 0; i < records; i++ {
+		fmt.Fprintf(&csv, "dev%d,2019-03-01T00:%02d:00,%d\n", i%7, i, 40+i)
+	}
+	data := filepath.Join(dir, "in.csv")
+	if err := os.WriteFile(data, []byte(csv.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runEddy("replay", "--brokers", b.Addrs()[0], "--topic", "iot-topic", "--data", data); err != nil {
+		t.Fatalf("replay: %v\n%s", err, out)
+	}
+	return dir, func(name, extra string) string {
+		p := filepath.Join(dir, name+".yaml")
+		s := fmt.Sprintf("name: %s\nsource:\n  brokers: [%q]\n%s", name, b.Addrs()[0], extra)
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
 	}
 }

@@ -18,8 +18,6 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"golang.org/x/crypto/bcrypt"
-
-	"github.com/eddy-iot/eddy/actors/devbroker"
 )
 
 // pushgateway is a real prometheus-pushgateway process on a free loopback
@@ -165,33 +163,8 @@ func TestPushgateway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := devbroker.Start(devbroker.Config{Partitions: 2, Topics: []string{"iot-topic"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	dir := t.TempDir()
-	var csv strings.Builder
-	csv.WriteString("pboxid,event_time,metric\n")
 	const records = 40
-	for i := 0; i < records; i++ {
-		fmt.Fprintf(&csv, "dev%d,2019-03-01T00:%02d:00,%d\n", i%7, i, 40+i)
-	}
-	data := filepath.Join(dir, "in.csv")
-	if err := os.WriteFile(data, []byte(csv.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := runEddy("replay", "--brokers", b.Addrs()[0], "--topic", "iot-topic", "--data", data); err != nil {
-		t.Fatalf("replay: %v\n%s", err, out)
-	}
-	spec := func(name, extra string) string {
-		p := filepath.Join(dir, name+".yaml")
-		s := fmt.Sprintf("name: %s\nsource:\n  brokers: [%q]\n%s", name, b.Addrs()[0], extra)
-		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	dir, spec := replayedBroker(t, records)
 	noPassword := func(what, out string) {
 		t.Helper()
 		if strings.Contains(out, g.password) || strings.Contains(out, "wrong-pw-7731") {
