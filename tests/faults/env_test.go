@@ -246,6 +246,23 @@ func (e *env) running() []*harness.Node {
 	return out
 }
 
+// leaderAndFollowers waits for a Raft leader and returns it with the other
+// running nodes.
+func (e *env) leaderAndFollowers() (*harness.Node, []*harness.Node) {
+	e.t.Helper()
+	leader, _, err := e.c.WaitLeader(e.ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var followers []*harness.Node
+	for _, n := range e.running() {
+		if n != leader {
+			followers = append(followers, n)
+		}
+	}
+	return leader, followers
+}
+
 // ownerOfSome picks, seeded, a running node that owns at least one
 // partition, and returns it with its partitions.
 func (e *env) ownerOfSome(rng *rand.Rand) (*harness.Node, map[int32]uint64) {

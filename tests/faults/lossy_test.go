@@ -30,16 +30,7 @@ func TestLossyNetwork(t *testing.T) {
 	t.Logf("schedule: %v", cases)
 	for i, cs := range cases {
 		time.Sleep(between(rng, time.Second, 3*time.Second))
-		leader, _, err := e.c.WaitLeader(e.ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var followers []*harness.Node
-		for _, n := range e.running() {
-			if n != leader {
-				followers = append(followers, n)
-			}
-		}
+		leader, followers := e.leaderAndFollowers()
 		follower := followers[rng.IntN(len(followers))]
 		hold := between(rng, 6*time.Second, 10*time.Second)
 		var what string

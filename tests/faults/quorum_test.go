@@ -23,16 +23,7 @@ func TestQuorumLoss(t *testing.T) {
 	e.startReplay()
 	for round, withLeader := range []bool{true, false} {
 		time.Sleep(between(rng, 3*time.Second, 6*time.Second))
-		leader, _, err := e.c.WaitLeader(e.ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var followers []*harness.Node
-		for _, n := range e.running() {
-			if n != leader {
-				followers = append(followers, n)
-			}
-		}
+		leader, followers := e.leaderAndFollowers()
 		if len(followers) != 2 {
 			t.Fatalf("round %d: %d followers running, want 2", round+1, len(followers))
 		}
