@@ -5,11 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/eddy-iot/eddy/tests/freeport"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -31,22 +32,7 @@ func eventually(t *testing.T, timeout time.Duration, fn func() error) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	for {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		u, err := net.ListenPacket("udp", addr)
-		l.Close()
-		if err == nil {
-			u.Close()
-			return addr
-		}
-	}
-}
+func freeAddr(t *testing.T) string { return freeport.Addr(t) }
 
 func start(t *testing.T, id string, reg prometheus.Registerer) *Membership {
 	t.Helper()

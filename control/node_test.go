@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/eddy-iot/eddy/tests/freeport"
 )
 
 // eventually polls fn every 20 ms until it returns nil or timeout passes.
@@ -32,31 +34,7 @@ func eventually(t *testing.T, timeout time.Duration, fn func() error) {
 }
 
 // freeAddrs returns n distinct 127.0.0.1:port addresses free for TCP and UDP.
-func freeAddrs(t *testing.T, n int) []string {
-	t.Helper()
-	var out []string
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			l.Close()
-		}
-	}()
-	for len(out) < n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, l)
-		addr := l.Addr().String()
-		u, err := net.ListenPacket("udp", addr)
-		if err != nil {
-			continue
-		}
-		u.Close()
-		out = append(out, addr)
-	}
-	return out
-}
+func freeAddrs(t *testing.T, n int) []string { return freeport.Take(t, n) }
 
 func testLogger() *slog.Logger {
 	level := slog.LevelWarn

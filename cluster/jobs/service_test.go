@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eddy-iot/eddy/tests/freeport"
+
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -21,14 +23,7 @@ import (
 	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 )
 
-func freeAddrs(t *testing.T, n int) []string {
-	t.Helper()
-	addrs, err := harness.FreeAddrs(n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return addrs
-}
+func freeAddrs(t *testing.T, n int) []string { return freeport.Take(t, n) }
 
 func testLogger() *slog.Logger {
 	level := slog.LevelWarn

@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/eddy-iot/eddy/tests/freeport"
 
 	pcluster "github.com/asynkron/protoactor-go/cluster"
 	"github.com/eddy-iot/eddy/cluster"
@@ -63,24 +64,7 @@ func (r *runtime) Progress(job string, p int) (Progress, bool) {
 	return Progress{Offset: r.base + int64(p), Lag: 5, Watermark: time.Unix(1700000000, 0).UTC()}, true
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		l.Close()
-		if err == nil {
-			u.Close()
-			return port
-		}
-	}
-	t.Fatal("no free port")
-	return 0
-}
+func freePort(t *testing.T) int { return freeport.Port(t) }
 
 type testNode struct {
 	id  string

@@ -6,13 +6,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/eddy-iot/eddy/tests/freeport"
 
 	"github.com/eddy-iot/eddy/cluster"
 	"github.com/eddy-iot/eddy/cluster/jobs"
@@ -49,30 +50,7 @@ func (r *countingRunner) count() int {
 	return len(r.running)
 }
 
-func freeLocalAddrs(t *testing.T, n int) []string {
-	t.Helper()
-	var out []string
-	var keep []net.Listener
-	defer func() {
-		for _, l := range keep {
-			l.Close()
-		}
-	}()
-	for len(out) < n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		keep = append(keep, l)
-		u, err := net.ListenPacket("udp", l.Addr().String())
-		if err != nil {
-			continue
-		}
-		u.Close()
-		out = append(out, l.Addr().String())
-	}
-	return out
-}
+func freeLocalAddrs(t *testing.T, n int) []string { return freeport.Take(t, n) }
 
 func runCtl(t *testing.T, addr string, args ...string) string {
 	t.Helper()

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/eddy-iot/eddy/tests/freeport"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -48,12 +49,7 @@ func startPushgateway(t *testing.T) *pushgateway {
 	if err := os.WriteFile(webCfg, []byte(fmt.Sprintf("basic_auth_users:\n  %s: %q\n", g.user, hash)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.addr = ln.Addr().String()
-	ln.Close()
+	g.addr = freeport.Addr(t)
 	var logs bytes.Buffer
 	cmd := exec.Command(bin, "--web.listen-address="+g.addr, "--web.config.file="+webCfg, "--persistence.file=", "--log.level=warn")
 	cmd.Stdout, cmd.Stderr = &logs, &logs

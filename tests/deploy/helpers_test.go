@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/eddy-iot/eddy/tests/freeport"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -265,15 +266,8 @@ func checkFlags(t *testing.T, where string, c eddyCommand) {
 }
 
 // freePort returns a TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+// freePort returns a TCP port that was free a moment ago.
+func freePort(t *testing.T) int { return freeport.Port(t) }
 
 // eventually polls fn every 250ms until it returns nil or timeout passes.
 func eventually(t *testing.T, timeout time.Duration, what string, fn func() error) {

@@ -34,6 +34,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/eddy-iot/eddy/tests/freeport"
+
 	"github.com/eddy-iot/eddy/tests/bench/synth"
 )
 
@@ -169,10 +171,9 @@ func status(pid int) (rss, hwm int64) {
 func mib(kb int64) float64 { return float64(kb) / 1024 }
 
 func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := freeport.Addrs(1)
 	if err != nil {
 		return "", err
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return a[0], nil
 }

@@ -19,8 +19,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -31,6 +29,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/eddy-iot/eddy/tests/freeport"
 
 	"github.com/eddy-iot/eddy/control"
 	"github.com/eddy-iot/eddy/control/client"
@@ -127,30 +127,8 @@ func FreeAddr(t testing.TB) string {
 }
 
 // FreeAddrs returns n distinct 127.0.0.1:port addresses that were free for
-// both TCP and UDP.
-func FreeAddrs(n int) ([]string, error) {
-	var out []string
-	var hold []io.Closer
-	defer func() {
-		for _, h := range hold {
-			h.Close()
-		}
-	}()
-	for len(out) < n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		hold = append(hold, l)
-		u, err := net.ListenPacket("udp", l.Addr().String())
-		if err != nil {
-			continue
-		}
-		hold = append(hold, u)
-		out = append(out, l.Addr().String())
-	}
-	return out, nil
-}
+// both TCP and UDP (freeport.Addrs: below the ephemeral port range).
+func FreeAddrs(n int) ([]string, error) { return freeport.Addrs(n) }
 
 // Options configure a Cluster.
 type Options struct {
