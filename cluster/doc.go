@@ -1,9 +1,11 @@
-// Package cluster is eddy's membership layer, above the control plane: which
-// nodes exist, how to reach them, and which of them are alive. Membership
-// implements control.Members, the port through which a control.Node sees
-// the cluster, and StartNode starts a control.Node over it (the member
-// record and its statuses, control.Meta and control.Member, belong to the
-// port).
+// Package cluster is eddy's cluster layer, above the control plane: which
+// nodes exist, how to reach them, which of them are alive, where device
+// partitions run, and the node that wires it all. Membership implements
+// control.Members, the port through which a control.Node sees the cluster,
+// and StartNode starts a control.Node over it (the member record and its
+// statuses, control.Meta and control.Member, belong to the port).
+// Subpackages: assign (placement and the partition assigner), jobs (the
+// stored jobs on a node) and virtual (partitions as virtual actors).
 //
 // A Membership wraps a hashicorp/memberlist gossip instance (SWIM failure
 // detection, LAN profile tuned for fast detection). Every node advertises a
@@ -12,17 +14,17 @@
 // MaxMetaBytes). Other packages read the member list (Members, Alive, Member)
 // and subscribe to join/update/fail/leave events; the control plane uses it
 // to bootstrap and grow the Raft group, and the partition assigner
-// (control.Assigner) uses it to place device partitions on live nodes.
+// (cluster/assign) uses it to place device partitions on live nodes.
 //
-// Placement: control.Owner and control.Assign map device partitions to
+// Placement: assign.Owner and assign.Assign map device partitions to
 // members by rendezvous (highest random weight) hashing; every node computes
 // the same owners from the same set of placeable members
 // (control.Member.Placeable: alive, Assignable, not leaving or stopping),
 // and a membership change moves only the partitions it must (see
-// control/placement.go). The Assignable metadata flag is
-// how a node tells the others whether it takes partitions. Gossip is only
-// the placement hint: whether a lease may be taken over is decided in Raft
-// (package control, Leases and time).
+// cluster/assign/placement.go). The Assignable metadata flag is how a node
+// tells the others whether it takes partitions. Gossip is only the
+// placement hint: whether a lease may be taken over is decided in Raft
+// (package cluster/assign, Leases and time).
 //
 // Usage:
 //

@@ -57,7 +57,7 @@ type KVDelete struct {
 // JobPut stores or replaces the spec of job Name. Partitions is the job's
 // number of device partitions (0..Partitions-1), normally the partition count
 // of its source topic; 0 means "not given": the nodes learn it from the
-// source themselves (AssignerConfig.PartitionCount).
+// source themselves (cluster/assign Config.PartitionCount).
 type JobPut struct {
 	Name       string `json:"name"`
 	Spec       string `json:"spec"`
@@ -94,7 +94,7 @@ type JobDelete struct {
 // NodeLease.RenewIndex still equals HolderRenewIndex (0 when the holder
 // never renewed). The caller sets Takeover only after that renewal has been
 // the holder's newest for the holder's LeaseTTL + LeaseSafety on the
-// caller's own clock (see the package documentation, Leases and time): the
+// caller's own clock (see package cluster/assign, Leases and time): the
 // FSM never grants a takeover on a node's gossip view alone. On success the
 // lease is {Owner, PrevEpoch+1, Released: false}, and the acquire counts as
 // a renewal of Owner's node lease. Otherwise ErrConflict, and the caller
@@ -108,8 +108,9 @@ type LeaseAcquire struct {
 	// HolderRenewIndex is, for a takeover, the holder's NodeLease.RenewIndex
 	// that the caller saw expire.
 	HolderRenewIndex uint64 `json:"holder_renew_index,omitempty"`
-	// TTLMs and SafetyMs are Owner's lease timing (AssignerConfig.LeaseTTL
-	// and LeaseSafety, in ms), recorded in its node lease like a renewal.
+	// TTLMs and SafetyMs are Owner's lease timing (cluster/assign
+	// Config.LeaseTTL and LeaseSafety, in ms), recorded in its node lease
+	// like a renewal.
 	TTLMs    int64 `json:"ttl_ms,omitempty"`
 	SafetyMs int64 `json:"safety_ms,omitempty"`
 }

@@ -95,9 +95,10 @@ type Config struct {
 	Registerer prometheus.Registerer
 	Gatherer   prometheus.Gatherer
 
-	// wrapStream, when set (tests only), wraps the Raft TCP stream layer,
-	// e.g. to cut the node off from Raft (fault injection).
-	wrapStream func(raft.StreamLayer) raft.StreamLayer
+	// WrapRaftStream, when set, wraps the Raft TCP stream layer (after
+	// TLS), e.g. to cut the node off from Raft in a test (fault injection:
+	// the tests of cluster/assign). nil (the default) in production.
+	WrapRaftStream func(raft.StreamLayer) raft.StreamLayer
 }
 
 // RaftConfig tunes hashicorp/raft. The defaults suit a LAN or loopback.

@@ -92,8 +92,8 @@ type Meta struct {
 	// Assignable is set while the node runs device partitions and may be
 	// given some: its partition assigner runs, it has joined the cluster,
 	// it is in contact with the Raft majority and it is not draining.
-	// Placement (Assign) only considers alive members with Assignable set
-	// (and neither Leaving nor Stopping).
+	// Placement (cluster/assign) only considers alive members with
+	// Assignable set (and neither Leaving nor Stopping).
 	Assignable bool `json:"assignable,omitempty"`
 }
 

@@ -45,8 +45,8 @@ type Node struct {
 	scheme  string       // of node-to-node URLs: "https" with Config.TLS, else "http"
 	bridge  *bridge      // nil when disabled
 
-	joined   atomic.Bool              // set once the memberlist join succeeded
-	assigner atomic.Pointer[Assigner] // the partition assigner, if one is attached
+	joined   atomic.Bool                    // set once the memberlist join succeeded
+	assigner atomic.Pointer[assignerHolder] // the attached partition assigner (AttachPartitions), if any
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -169,7 +169,7 @@ func StartNode(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("control: raft address: %w", err)
 	}
-	if cfg.wrapStream != nil || ntls != nil {
+	if cfg.WrapRaftStream != nil || ntls != nil {
 		var stream raft.StreamLayer
 		var tcp *tcpStream
 		if tcp, err = newTCPStream(cfg.RaftAddr, adv); err == nil {
@@ -177,8 +177,8 @@ func StartNode(cfg Config) (n *Node, err error) {
 			if ntls != nil {
 				stream = &tlsStream{tcpStream: tcp, server: ntls.raft, client: ntls.client}
 			}
-			if cfg.wrapStream != nil {
-				stream = cfg.wrapStream(stream)
+			if cfg.WrapRaftStream != nil {
+				stream = cfg.WrapRaftStream(stream)
 			}
 			n.trans = raft.NewNetworkTransportWithLogger(stream, 3, 10*time.Second, hlog)
 		}
@@ -271,6 +271,14 @@ func (n *Node) FSM() *FSM { return n.fsm }
 // Devices returns the operators.DeviceLookup of the local replica.
 func (n *Node) Devices() *DeviceLookup { return n.fsm.Devices() }
 
+// Logger returns the node's logger (Config.Logger with the node id, or
+// slog.Default's).
+func (n *Node) Logger() *slog.Logger { return n.log }
+
+// Registerer returns where the node registers its metrics
+// (Config.Registerer, or the node's own registry when none was given).
+func (n *Node) Registerer() prometheus.Registerer { return n.cfg.Registerer }
+
 // Membership returns the node's membership view (what Config.Members
 // started).
 func (n *Node) Membership() Members { return n.members }
@@ -308,8 +316,8 @@ func (n *Node) Joined() bool { return n.joined.Load() }
 // node started has returned.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
-		if a := n.assigner.Load(); a != nil {
-			a.Close() // hard stop of the partitions; Assigner.Shutdown first hands them off
+		if a := n.attached(); a != nil {
+			a.Close() // hard stop of the partitions; Leave first hands them off (Shutdown)
 		}
 		n.cancel()
 		if err := n.members.Leave(time.Second); err != nil && !errors.Is(err, ErrMembersShutdown) {
@@ -751,7 +759,7 @@ func (n *Node) isSuppressed(m Member) bool {
 type suppression struct{ at, until time.Time }
 
 // Leave removes this node from the cluster for good: it hands its device
-// partitions over (Assigner.Shutdown, if an assigner is attached), flags
+// partitions over (PartitionAssigner.Shutdown, if one is attached), flags
 // itself as leaving, hands leadership over if it is the leader, asks the
 // leader to remove it from the Raft configuration (voter or non-voter;
 // autopilot then promotes a healthy non-voter if the voter target is no
@@ -762,7 +770,7 @@ type suppression struct{ at, until time.Time }
 // Raft would not be a majority of the voters left (the configuration change
 // could not commit; the node then stays in the configuration).
 func (n *Node) Leave(ctx context.Context) error {
-	if a := n.assigner.Load(); a != nil {
+	if a := n.attached(); a != nil {
 		// Hand the partitions over while this node can still release
 		// their leases through Raft.
 		if err := a.Shutdown(ctx); err != nil {

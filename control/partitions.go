@@ -19,6 +19,102 @@ const (
 	PartitionUnreported  = "unreported"  // the holder answered but does not run the partition
 )
 
+// PartitionProgress is what a running partition reports about itself.
+type PartitionProgress struct {
+	// Offset is the next source offset the partition will read.
+	Offset int64 `json:"offset"`
+	// Lag is the number of records between Offset and the end of the
+	// source partition (-1 = unknown).
+	Lag int64 `json:"lag"`
+	// WatermarkMs is the partition's watermark, Unix ms (0 = none yet).
+	WatermarkMs int64 `json:"watermark_ms"`
+}
+
+// Partition states a node reports for the partitions it runs
+// (PartitionStatus.State, from PartitionSource.Partitions).
+const (
+	PartitionStarting   = "starting"    // acquiring the lease, then Runner.Start
+	PartitionRunning    = "running"     // started under PartitionStatus.Epoch
+	PartitionHandingOff = "handing_off" // Runner.Handoff, then the release
+	PartitionStopping   = "stopping"    // Runner.Stop (fenced, lease lost, closing)
+	PartitionReleasing  = "releasing"   // giving back a lease nothing runs under
+)
+
+// PartitionStatus is one partition as seen by the node that runs it (GET
+// /v1/local/partitions).
+type PartitionStatus struct {
+	Job       string `json:"job"`
+	Partition int32  `json:"partition"`
+	Node      string `json:"node"`
+	// Epoch of the lease the partition runs under (0 while starting).
+	Epoch uint64    `json:"epoch"`
+	State string    `json:"state"`
+	Since time.Time `json:"since"` // when State began (node's clock)
+	// Progress, when the node's partition runner reports it.
+	Progress *PartitionProgress `json:"progress,omitempty"`
+}
+
+// PartitionSource is the port through which the HTTP API reads the device
+// partitions of this node and their placement: the partition assigner
+// (cluster/assign.Assigner) implements it and attaches itself with
+// Node.AttachPartitions. A node with none attached reports no local
+// partitions, knows no partition count besides the declared ones and no
+// desired owner. Methods must be fast and safe for concurrent use.
+type PartitionSource interface {
+	// Partitions returns the partitions this node runs or is starting,
+	// handing off or stopping, sorted by job and partition.
+	Partitions() []PartitionStatus
+	// PartitionCount returns the partition count of job as this node knows
+	// it (declared in the record, or asked from the source), or 0.
+	PartitionCount(job Job) int32
+	// Desired returns the member placement gives partition p of job among
+	// the placeable member ids ("" when placeable is empty).
+	Desired(job string, p int32, placeable []string) string
+}
+
+// PartitionAssigner is a PartitionSource that also runs the partitions:
+// Node.Leave calls Shutdown first, to hand them off while the node can
+// still release their leases through Raft; Node.Close calls Close, the
+// hard stop.
+type PartitionAssigner interface {
+	PartitionSource
+	// Shutdown hands every partition of this node over; it returns nil
+	// once nothing runs, or ctx's error.
+	Shutdown(ctx context.Context) error
+	// Close stops every partition at once, keeping the leases.
+	Close() error
+}
+
+// assignerHolder boxes the attached PartitionAssigner for atomic.Pointer.
+type assignerHolder struct{ a PartitionAssigner }
+
+// AttachPartitions attaches a (the node's partition assigner) to the node:
+// the HTTP API reads partitions through it, Leave hands them off and Close
+// stops them through it. At most one is attached at a time: ErrConflict
+// otherwise. Detach it with DetachPartitions.
+func (n *Node) AttachPartitions(a PartitionAssigner) error {
+	if !n.assigner.CompareAndSwap(nil, &assignerHolder{a}) {
+		return fmt.Errorf("%w: node %s already has a partition assigner", ErrConflict, n.cfg.ID)
+	}
+	return nil
+}
+
+// DetachPartitions detaches a if it is the attached one; else it does
+// nothing.
+func (n *Node) DetachPartitions(a PartitionAssigner) {
+	if h := n.assigner.Load(); h != nil && h.a == a {
+		n.assigner.CompareAndSwap(h, nil)
+	}
+}
+
+// attached returns the attached PartitionAssigner, or nil.
+func (n *Node) attached() PartitionAssigner {
+	if h := n.assigner.Load(); h != nil {
+		return h.a
+	}
+	return nil
+}
+
 // PartitionInfo is one entry of GET /v1/partitions: a partition's lease (from
 // the answering node's replica), its desired owner (placement in the
 // answering node's view) and its holder's own report.
@@ -46,7 +142,7 @@ func (n *Node) handleLocalPartitions(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) localPartitions() []PartitionStatus {
-	if a := n.assigner.Load(); a != nil {
+	if a := n.attached(); a != nil {
 		return a.Partitions()
 	}
 	return []PartitionStatus{}
@@ -114,6 +210,7 @@ func (n *Node) Partitions(ctx context.Context, job string) []PartitionInfo {
 		eligible = append(eligible, n.cfg.ID)
 	}
 	reports := n.gatherPartitions(ctx, alive)
+	a := n.attached()
 
 	out := []PartitionInfo{}
 	for _, j := range v.Jobs() {
@@ -121,14 +218,17 @@ func (n *Node) Partitions(ctx context.Context, job string) []PartitionInfo {
 			continue
 		}
 		count := j.Partitions
-		if a := n.assigner.Load(); a != nil && count == 0 {
+		if a != nil && count == 0 {
 			count = a.PartitionCount(j)
 		}
 		for _, l := range v.Leases(j.Name) {
 			count = max(count, l.Partition+1)
 		}
 		for p := int32(0); p < count; p++ {
-			info := PartitionInfo{Job: j.Name, Partition: p, Desired: Owner(PartitionKey(j.Name, p), eligible)}
+			info := PartitionInfo{Job: j.Name, Partition: p}
+			if a != nil {
+				info.Desired = a.Desired(j.Name, p, eligible)
+			}
 			l, ok := v.Lease(j.Name, p)
 			switch {
 			case !ok:
@@ -145,7 +245,7 @@ func (n *Node) Partitions(ctx context.Context, job string) []PartitionInfo {
 					info.State = PartitionUnreachable
 				default:
 					info.State = PartitionUnreported
-					if st, ok := rep[pkey{j.Name, p}]; ok {
+					if st, ok := rep[partitionKey{j.Name, p}]; ok {
 						info.State, info.Progress = st.State, st.Progress
 					}
 				}
@@ -163,15 +263,21 @@ func (n *Node) Partitions(ctx context.Context, job string) []PartitionInfo {
 	return out
 }
 
+// partitionKey is a job's partition.
+type partitionKey struct {
+	job string
+	p   int32
+}
+
 // gatherPartitions asks every alive member for its local partitions; the
 // map has an entry for each member that answered.
-func (n *Node) gatherPartitions(ctx context.Context, alive map[string]Member) map[string]map[pkey]PartitionStatus {
+func (n *Node) gatherPartitions(ctx context.Context, alive map[string]Member) map[string]map[partitionKey]PartitionStatus {
 	var mu sync.Mutex
-	out := map[string]map[pkey]PartitionStatus{}
+	out := map[string]map[partitionKey]PartitionStatus{}
 	add := func(id string, list []PartitionStatus) {
-		m := make(map[pkey]PartitionStatus, len(list))
+		m := make(map[partitionKey]PartitionStatus, len(list))
 		for _, s := range list {
-			m[pkey{s.Job, s.Partition}] = s
+			m[partitionKey{s.Job, s.Partition}] = s
 		}
 		mu.Lock()
 		out[id] = m

@@ -18,7 +18,7 @@ type Job struct {
 	Name string `json:"name"`
 	Spec string `json:"spec"`
 	// Partitions is the number of device partitions, 0..Partitions-1; 0 =
-	// not declared, the nodes ask the source (AssignerConfig.PartitionCount).
+	// not declared, the nodes ask the source (cluster/assign Config.PartitionCount).
 	Partitions  int32  `json:"partitions,omitempty"`
 	CreateIndex uint64 `json:"create_index"`
 	ModifyIndex uint64 `json:"modify_index"`
@@ -79,7 +79,7 @@ type HandoffPoint struct {
 // about every TTL/4. The FSM holds no clock: RenewIndex is the only thing
 // other nodes compare. A node that sees RenewIndex unchanged for TTL +
 // Safety on its own clock may take the node's partition leases over (see
-// the package documentation, Leases and time).
+// package cluster/assign, Leases and time).
 type NodeLease struct {
 	Node string `json:"node"`
 	// RenewIndex is the Raft index of the node's last renewal.

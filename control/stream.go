@@ -8,7 +8,7 @@ import (
 )
 
 // tcpStream is a plain TCP raft.StreamLayer, used when a test wraps the
-// stream layer (Config.wrapStream); otherwise raft's own TCP transport is.
+// stream layer (Config.WrapRaftStream); otherwise raft's own TCP transport is.
 type tcpStream struct {
 	ln  net.Listener
 	adv net.Addr

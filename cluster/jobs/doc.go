@@ -1,9 +1,10 @@
 // Package jobs runs the jobs stored in the control plane on one node: it is
-// the wiring between package control (placement, Raft leases, checkpoint
-// records) and package actors (partition actors, snapshots, restore).
+// the wiring between packages control (Raft leases, checkpoint records),
+// cluster/assign (placement, the partition assigner) and actors (partition
+// actors, snapshots, restore).
 //
-// Every `eddy node` starts one Service. It attaches a control.Assigner to the
-// node, with a Runner that keeps, per job, one actors.Runtime: a Kafka
+// Every `eddy node` starts one Service. It attaches an assign.Assigner to
+// the node, with a Runner that keeps, per job, one actors.Runtime: a Kafka
 // client, an actor system, the job's sinks and a pebble state store shared
 // by the partitions this node runs. The Assigner decides which partitions
 // run here (the lease decides, never activation alone); the Runner starts,

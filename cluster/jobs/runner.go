@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eddy-iot/eddy/actors"
+	"github.com/eddy-iot/eddy/cluster/assign"
 	"github.com/eddy-iot/eddy/control"
 	"github.com/eddy-iot/eddy/internal/promreg"
 	"github.com/eddy-iot/eddy/operators"
@@ -36,8 +37,8 @@ type Config struct {
 	// replica); nil: none.
 	Devices operators.DeviceLookup
 	// Assigner tunes the partition assigner; Runner and PartitionCount are
-	// set by the Service. Zero value: control.DefaultAssignerConfig().
-	Assigner control.AssignerConfig
+	// set by the Service. Zero value: assign.DefaultConfig().
+	Assigner assign.Config
 	// CoordinatorTick is how often the checkpoint coordinator looks at the
 	// FSM besides its changes; default 100 ms.
 	CoordinatorTick time.Duration
@@ -116,7 +117,7 @@ func (jr *jobRuntime) close() error {
 	return err
 }
 
-// Runner implements control.Runner and control.ProgressSource with one
+// Runner implements assign.Runner and assign.ProgressSource with one
 // actors.Runtime per job. Safe for concurrent use.
 type Runner struct {
 	node    *control.Node
@@ -130,7 +131,7 @@ type Runner struct {
 
 	// asg is the node's Assigner (set right after it starts): its lease
 	// clock decides whether a partition may still write and ack.
-	asg atomic.Pointer[control.Assigner]
+	asg atomic.Pointer[assign.Assigner]
 
 	mu      sync.Mutex
 	jobs    map[string]*jobRuntime
@@ -151,8 +152,8 @@ type pkey struct {
 }
 
 var (
-	_ control.Runner         = (*Runner)(nil)
-	_ control.ProgressSource = (*Runner)(nil)
+	_ assign.Runner         = (*Runner)(nil)
+	_ assign.ProgressSource = (*Runner)(nil)
 )
 
 func newRunner(node *control.Node, cfg Config) *Runner {
@@ -172,7 +173,7 @@ func newRunner(node *control.Node, cfg Config) *Runner {
 }
 
 // leaseValid reports whether partition p of job may still write under
-// epoch on this node (control.Assigner.LeaseValid).
+// epoch on this node (assign.Assigner.LeaseValid).
 func (r *Runner) leaseValid(job string, p int32, epoch uint64) bool {
 	a := r.asg.Load()
 	return a != nil && a.LeaseValid(job, p, epoch)
@@ -311,7 +312,7 @@ func restorePoints(view control.View, lease control.Lease, transactional bool) [
 	return out
 }
 
-// Start implements control.Runner.
+// Start implements assign.Runner.
 func (r *Runner) Start(ctx context.Context, lease control.Lease) error {
 	k := pkey{lease.Job, lease.Partition}
 	m := r.lock(k)
@@ -333,7 +334,7 @@ func (r *Runner) Start(ctx context.Context, lease control.Lease) error {
 	return nil
 }
 
-// Handoff implements control.Runner.
+// Handoff implements assign.Runner.
 func (r *Runner) Handoff(ctx context.Context, lease control.Lease) (control.HandoffPoint, error) {
 	k := pkey{lease.Job, lease.Partition}
 	m := r.lock(k)
@@ -356,7 +357,7 @@ func (r *Runner) Handoff(ctx context.Context, lease control.Lease) (control.Hand
 	return control.HandoffPoint{Offset: pt.Offset, Snapshot: pt.Snapshot}, nil
 }
 
-// Stop implements control.Runner.
+// Stop implements assign.Runner.
 func (r *Runner) Stop(job string, partition int32) {
 	k := pkey{job, partition}
 	m := r.lock(k)
@@ -371,7 +372,7 @@ func (r *Runner) Stop(job string, partition int32) {
 	}
 }
 
-// PartitionProgress implements control.ProgressSource.
+// PartitionProgress implements assign.ProgressSource.
 func (r *Runner) PartitionProgress(job string, partition int32) (control.PartitionProgress, bool) {
 	r.mu.Lock()
 	jr := r.jobs[job]

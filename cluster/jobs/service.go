@@ -10,6 +10,7 @@ import (
 
 	"github.com/eddy-iot/eddy/actors"
 	"github.com/eddy-iot/eddy/actors/checkpoint"
+	"github.com/eddy-iot/eddy/cluster/assign"
 	"github.com/eddy-iot/eddy/control"
 )
 
@@ -21,7 +22,7 @@ type Service struct {
 	cfg     Config
 	log     *slog.Logger
 	runner  *Runner
-	asg     *control.Assigner
+	asg     *assign.Assigner
 	metrics *metrics
 
 	ctx    context.Context
@@ -82,7 +83,7 @@ func Start(node *control.Node, cfg Config) (*Service, error) {
 	s.runner.metrics = s.metrics
 	acfg := cfg.Assigner
 	if acfg.LeaseConfirm == 0 {
-		acfg = control.DefaultAssignerConfig()
+		acfg = assign.DefaultConfig()
 		acfg.Logger, acfg.Registerer = cfg.Assigner.Logger, cfg.Assigner.Registerer
 		if cfg.Assigner.LeaseTTL > 0 {
 			acfg.LeaseTTL, acfg.LeaseSafety = cfg.Assigner.LeaseTTL, cfg.Assigner.LeaseSafety
@@ -91,7 +92,7 @@ func Start(node *control.Node, cfg Config) (*Service, error) {
 	acfg.Runner = s.runner
 	acfg.Progress = s.runner
 	acfg.PartitionCount = s.partitionCount
-	asg, err := control.NewAssigner(node, acfg)
+	asg, err := assign.New(node, acfg)
 	if err != nil {
 		s.runner.close()
 		s.metrics.reg.UnregisterAll()
@@ -109,7 +110,7 @@ func Start(node *control.Node, cfg Config) (*Service, error) {
 }
 
 // Assigner returns the node's partition assigner.
-func (s *Service) Assigner() *control.Assigner { return s.asg }
+func (s *Service) Assigner() *assign.Assigner { return s.asg }
 
 // partitionCount asks the job's source topic for its partition count.
 func (s *Service) partitionCount(ctx context.Context, j control.Job) (int32, error) {

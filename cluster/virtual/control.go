@@ -3,6 +3,7 @@ package virtual
 import (
 	"time"
 
+	"github.com/eddy-iot/eddy/cluster/assign"
 	"github.com/eddy-iot/eddy/control"
 )
 
@@ -22,10 +23,10 @@ func (l ViewLeases) Owner(job string, partition int) (string, uint64, bool) {
 	return ls.Owner, ls.Epoch, true
 }
 
-// ProgressLocal is the Local of a control.ProgressSource (the partition
+// ProgressLocal is the Local of an assign.ProgressSource (the partition
 // runner of cluster/jobs).
 type ProgressLocal struct {
-	Source control.ProgressSource
+	Source assign.ProgressSource
 }
 
 // Progress implements Local.

@@ -16,11 +16,12 @@ import (
 	"github.com/eddy-iot/eddy/tests/freeport"
 
 	"github.com/eddy-iot/eddy/cluster"
+	"github.com/eddy-iot/eddy/cluster/assign"
 	"github.com/eddy-iot/eddy/cluster/jobs"
 	"github.com/eddy-iot/eddy/control"
 )
 
-// countingRunner is a control.Runner that only keeps which partitions run.
+// countingRunner is an assign.Runner that only keeps which partitions run.
 type countingRunner struct {
 	mu      sync.Mutex
 	running map[string]uint64
@@ -83,9 +84,9 @@ func TestCtlJobsPartitions(t *testing.T) {
 	}
 	defer node.Close()
 	runner := &countingRunner{running: map[string]uint64{}}
-	acfg := control.DefaultAssignerConfig()
+	acfg := assign.DefaultConfig()
 	acfg.Runner = runner
-	if _, err := control.NewAssigner(node, acfg); err != nil {
+	if _, err := assign.New(node, acfg); err != nil {
 		t.Fatal(err)
 	}
 

@@ -22,6 +22,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/eddy-iot/eddy/cluster"
+	"github.com/eddy-iot/eddy/cluster/assign"
 	"github.com/eddy-iot/eddy/cluster/jobs"
 	"github.com/eddy-iot/eddy/cluster/virtual"
 	"github.com/eddy-iot/eddy/control"
@@ -35,7 +36,7 @@ func newNodeCmd() *cobra.Command {
 	var tokenFile, gossipKeyFile, logLevel, jobFile, bridgePasswordFile string
 	drainTimeout := time.Minute
 	leaveOnTerminate := true
-	acfg := control.DefaultAssignerConfig()
+	acfg := assign.DefaultConfig()
 	var actorAddr string
 	cmd := &cobra.Command{
 		Use:   "node --id ID --data-dir DIR [--join HOST:PORT,...] [--bootstrap-expect 3]",
@@ -156,7 +157,7 @@ heartbeating the stopped node until it is back or autopilot removes it).`,
 // With jobFile, the node first submits that job (if no job of that name
 // is stored yet), as eddy ctl job submit would; its enrichment reads the
 // broadcast device data from the local Raft replica.
-func runNode(ctx context.Context, cfg control.Config, gossip cluster.Config, acfg control.AssignerConfig, jobFile string, drainTimeout time.Duration, leaveOnTerminate bool, actorAddr string, out io.Writer) error {
+func runNode(ctx context.Context, cfg control.Config, gossip cluster.Config, acfg assign.Config, jobFile string, drainTimeout time.Duration, leaveOnTerminate bool, actorAddr string, out io.Writer) error {
 	var submit *control.JobPut
 	if jobFile != "" {
 		_, jcfg, err := loadJobSpec(jobFile, false, true)

@@ -56,7 +56,7 @@ var layers = []struct {
 	{"sinks", []string{"sinks", "sinks/kafkaconf", "sinks/secret"}},
 	{"actors", []string{"actors", "actors/checkpoint", "actors/dataset", "actors/dataset/aberdeen", "actors/devbroker", "actors/state"}},
 	{"control", []string{"control", "control/client", "control/ui"}},
-	{"cluster", []string{"cluster", "cluster/jobs", "cluster/virtual"}},
+	{"cluster", []string{"cluster", "cluster/assign", "cluster/jobs", "cluster/virtual"}},
 	{"cmd", []string{"cmd/eddy", "cmd/eddy/oracle"}},
 }
 

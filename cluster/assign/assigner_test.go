@@ -1,16 +1,22 @@
-package control
+package assign
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"os"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/eddy-iot/eddy/cluster"
+	"github.com/eddy-iot/eddy/control"
+	"github.com/eddy-iot/eddy/control/client"
+	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 	"github.com/hashicorp/raft"
 )
 
@@ -32,8 +38,8 @@ type runnerCall struct {
 	job       string
 	partition int32
 	epoch     uint64
-	handoff   *HandoffPoint // start: the lease's handoff point
-	wasRun    bool          // stop: the partition was running
+	handoff   *control.HandoffPoint // start: the lease's handoff point
+	wasRun    bool                  // stop: the partition was running
 }
 
 // fakeRunner is a Runner that records its calls and keeps which partitions
@@ -56,7 +62,7 @@ func (r *fakeRunner) record(c runnerCall) {
 	r.log.calls = append(r.log.calls, c)
 }
 
-func (r *fakeRunner) Start(ctx context.Context, l Lease) error {
+func (r *fakeRunner) Start(ctx context.Context, l control.Lease) error {
 	r.log.mu.Lock()
 	defer r.log.mu.Unlock()
 	if r.crashed {
@@ -74,11 +80,11 @@ func (r *fakeRunner) Start(ctx context.Context, l Lease) error {
 	return nil
 }
 
-func (r *fakeRunner) Handoff(ctx context.Context, l Lease) (HandoffPoint, error) {
+func (r *fakeRunner) Handoff(ctx context.Context, l control.Lease) (control.HandoffPoint, error) {
 	r.log.mu.Lock()
 	defer r.log.mu.Unlock()
 	if r.crashed {
-		return HandoffPoint{}, errors.New("crashed")
+		return control.HandoffPoint{}, errors.New("crashed")
 	}
 	k := pkey{l.Job, l.Partition}
 	if e, ok := r.running[k]; !ok || e != l.Epoch {
@@ -86,7 +92,7 @@ func (r *fakeRunner) Handoff(ctx context.Context, l Lease) (HandoffPoint, error)
 	}
 	delete(r.running, k)
 	r.record(runnerCall{kind: "handoff", job: l.Job, partition: l.Partition, epoch: l.Epoch})
-	return HandoffPoint{Offset: int64(l.Epoch) * 1000, Snapshot: fmt.Sprintf("snap/%s/%d/%d", l.Job, l.Partition, l.Epoch)}, nil
+	return control.HandoffPoint{Offset: int64(l.Epoch) * 1000, Snapshot: fmt.Sprintf("snap/%s/%d/%d", l.Job, l.Partition, l.Epoch)}, nil
 }
 
 func (r *fakeRunner) Stop(job string, p int32) {
@@ -111,11 +117,11 @@ func (r *fakeRunner) crash() {
 	r.crashed = true
 }
 
-func (r *fakeRunner) PartitionProgress(job string, p int32) (PartitionProgress, bool) {
+func (r *fakeRunner) PartitionProgress(job string, p int32) (control.PartitionProgress, bool) {
 	r.log.mu.Lock()
 	defer r.log.mu.Unlock()
 	e, ok := r.running[pkey{job, p}]
-	return PartitionProgress{Offset: int64(e) * 1000, Lag: 0, WatermarkMs: 1}, ok
+	return control.PartitionProgress{Offset: int64(e) * 1000, Lag: 0, WatermarkMs: 1}, ok
 }
 
 // cutStream wraps a Raft stream layer; cut(true) drops every Raft
@@ -176,27 +182,45 @@ func (c *cutStream) cut(off bool) {
 
 type tnode struct {
 	id     string
-	cfg    Config
-	node   *Node
+	cfg    control.Config
+	node   *control.Node
 	asg    *Assigner
 	runner *fakeRunner
 	stream *cutStream
+	killed bool
 }
 
+// testToken is the API token of the test nodes.
+const testToken = "assign-test-token"
+
+// startTNode starts a control-plane node over gossip (cluster.StartNode)
+// whose Raft stream can be cut, with an Assigner over a fake runner.
 func startTNode(t *testing.T, id string, expect int, join []string, log *callLog) *tnode {
 	t.Helper()
 	tn := &tnode{id: id, runner: newFakeRunner(id, log)}
-	tn.cfg = testNodeConfig(t, id, expect, join)
-	tn.cfg.wrapStream = func(s raft.StreamLayer) raft.StreamLayer {
+	addrs, err := harness.FreeAddrs(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn.cfg = control.DefaultConfig()
+	tn.cfg.ID, tn.cfg.DataDir = id, t.TempDir()
+	tn.cfg.HTTPAddr, tn.cfg.RaftAddr, tn.cfg.GossipAddr = addrs[0], addrs[1], addrs[2]
+	tn.cfg.BootstrapExpect, tn.cfg.Join = expect, join
+	tn.cfg.Logger = testLogger()
+	tn.cfg.Autopilot.StabilizationTime = 200 * time.Millisecond
+	tn.cfg.APIToken = testToken
+	tn.cfg.WrapRaftStream = func(s raft.StreamLayer) raft.StreamLayer {
 		tn.stream = &cutStream{StreamLayer: s}
 		return tn.stream
 	}
-	tn.node = startNode(t, tn.cfg)
-	acfg := DefaultAssignerConfig()
+	if tn.node, err = cluster.StartNode(tn.cfg, cluster.DefaultConfig()); err != nil {
+		t.Fatalf("start %s: %v", id, err)
+	}
+	t.Cleanup(func() { tn.node.Close() })
+	acfg := DefaultConfig()
 	acfg.Runner = tn.runner
 	acfg.CheckInterval = 50 * time.Millisecond
-	var err error
-	if tn.asg, err = NewAssigner(tn.node, acfg); err != nil {
+	if tn.asg, err = New(tn.node, acfg); err != nil {
 		t.Fatal(err)
 	}
 	return tn
@@ -207,8 +231,28 @@ func startTNode(t *testing.T, id string, expect int, join []string, log *callLog
 func (tn *tnode) kill() {
 	tn.runner.crash()
 	tn.stream.cut(true)
-	tn.node.members.Shutdown()
+	tn.killed = true
+	tn.node.Membership().Shutdown()
 	tn.node.Close()
+}
+
+// apiClient is a control-plane client of tn's HTTP API.
+func apiClient(t *testing.T, tn *tnode) *client.Client {
+	t.Helper()
+	c, err := client.New(client.Config{Addrs: []string{tn.cfg.HTTPAddr}, Token: testToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// testLogger logs warnings (everything with EDDY_TEST_LOG set) to stderr.
+func testLogger() *slog.Logger {
+	level := slog.LevelWarn
+	if os.Getenv("EDDY_TEST_LOG") != "" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }
 
 func ids(nodes []*tnode) []string {
@@ -242,14 +286,14 @@ func running(nodes []*tnode) (map[int32]string, error) {
 func waitPlaced(t *testing.T, all []*tnode, owners []string, job string, partitions int32, timeout time.Duration) {
 	t.Helper()
 	want := Assign(job, partitions, owners)
-	eventually(t, timeout, func() error {
+	harness.Eventually(t, timeout, func() error {
 		run, err := running(all)
 		if err != nil {
 			t.Fatal(err) // never allowed, not even transiently
 		}
-		var leader *Node
+		var leader *control.Node
 		for _, n := range all {
-			if n.node.ctx.Err() == nil && n.node.IsLeader() {
+			if !n.killed && n.node.IsLeader() {
 				leader = n.node
 			}
 		}
@@ -311,7 +355,7 @@ type run struct {
 // two nodes at once, that successive runs of a partition have increasing
 // epochs, and that every run's epoch was granted to its node in the lease
 // history.
-func checkRuns(t *testing.T, log *callLog, history []LeaseEvent) {
+func checkRuns(t *testing.T, log *callLog, history []control.LeaseEvent) {
 	t.Helper()
 	log.mu.Lock()
 	defer log.mu.Unlock()
@@ -320,7 +364,7 @@ func checkRuns(t *testing.T, log *callLog, history []LeaseEvent) {
 	}
 	granted := map[string]bool{}
 	for _, ev := range history {
-		if ev.Kind != LeaseReleased {
+		if ev.Kind != control.LeaseReleased {
 			granted[fmt.Sprintf("%s/%d/%s/%d", ev.Job, ev.Partition, ev.Owner, ev.Epoch)] = true
 		}
 	}
@@ -366,15 +410,15 @@ func checkRuns(t *testing.T, log *callLog, history []LeaseEvent) {
 		k := pkey{ev.Job, ev.Partition}
 		h := last[k]
 		switch ev.Kind {
-		case LeaseGranted, LeaseTakenOver:
+		case control.LeaseGranted, control.LeaseTakenOver:
 			if ev.Epoch != h.epoch+1 {
 				t.Errorf("history: partition %d granted epoch %d after %d", ev.Partition, ev.Epoch, h.epoch)
 			}
-			if h.epoch > 0 && !h.released && h.owner != ev.Owner && ev.Kind != LeaseTakenOver {
+			if h.epoch > 0 && !h.released && h.owner != ev.Owner && ev.Kind != control.LeaseTakenOver {
 				t.Errorf("history: partition %d granted to %s while %s held it", ev.Partition, ev.Owner, h.owner)
 			}
 			last[k] = holder{owner: ev.Owner, epoch: ev.Epoch}
-		case LeaseReleased:
+		case control.LeaseReleased:
 			h.released = true
 			last[k] = h
 		}
@@ -416,10 +460,10 @@ func TestAssignerPlacementHandoffRecoveryFencing(t *testing.T) {
 	nodes := []*tnode{n1, n2, n3}
 	// Every node sees every node placeable before the job arrives, so the
 	// first placement is final.
-	eventually(t, 20*time.Second, func() error {
+	harness.Eventually(t, 20*time.Second, func() error {
 		for _, a := range nodes {
 			for _, b := range nodes {
-				if m, ok := a.node.members.Member(b.id); a != b && (!ok || !m.Placeable()) {
+				if m, ok := a.node.Membership().Member(b.id); a != b && (!ok || !m.Placeable()) {
 					return fmt.Errorf("%s does not see %s as placeable", a.id, b.id)
 				}
 			}
@@ -427,7 +471,7 @@ func TestAssignerPlacementHandoffRecoveryFencing(t *testing.T) {
 		return nil
 	})
 	ctx := context.Background()
-	if _, err := n2.node.Apply(ctx, JobPut{Name: job, Spec: "name: iot-work\n", Partitions: partitions}); err != nil {
+	if _, err := n2.node.Apply(ctx, control.JobPut{Name: job, Spec: "name: iot-work\n", Partitions: partitions}); err != nil {
 		t.Fatal(err)
 	}
 	waitPlaced(t, nodes, []string{"n1", "n2", "n3"}, job, partitions, 15*time.Second)
@@ -505,7 +549,7 @@ func TestAssignerPlacementHandoffRecoveryFencing(t *testing.T) {
 	t.Logf("kill of %s: %d partitions taken over, all running again %v after the kill", victim.id, len(lost), recovered.Sub(killed))
 	// Recovery waits for the lease to expire in Raft: the last renewal
 	// seen (at most LeaseTTL/4 before the kill) + LeaseTTL + LeaseSafety.
-	acfg := DefaultAssignerConfig()
+	acfg := DefaultConfig()
 	if d, bound := recovered.Sub(killed), acfg.LeaseTTL+acfg.LeaseSafety+3*time.Second; d > bound {
 		t.Errorf("recovery took %v, want about LeaseTTL + LeaseSafety (%v allowed on a loaded machine)", d, bound)
 	}
@@ -534,13 +578,13 @@ func TestAssignerPlacementHandoffRecoveryFencing(t *testing.T) {
 	waitPlaced(t, alive, survivors, job, partitions, 20*time.Second)
 
 	// The cluster-wide view agrees.
-	var infos []PartitionInfo
-	if code, err := httpJSON("GET", "http://"+n1.cfg.HTTPAddr+"/v1/partitions?job="+job, "", &infos); code != 200 || err != nil {
-		t.Fatalf("GET /v1/partitions: %d %v", code, err)
+	infos, err := apiClient(t, n1).Partitions(ctx, job)
+	if err != nil {
+		t.Fatalf("GET /v1/partitions: %v", err)
 	}
 	want := Assign(job, partitions, survivors)
 	for _, in := range infos {
-		if in.Owner != want[in.Partition] || in.Desired != want[in.Partition] || in.State != PartitionRunning || in.Progress == nil || in.Progress.Offset != int64(in.Epoch)*1000 {
+		if in.Owner != want[in.Partition] || in.Desired != want[in.Partition] || in.State != control.PartitionRunning || in.Progress == nil || in.Progress.Offset != int64(in.Epoch)*1000 {
 			t.Errorf("GET /v1/partitions: %+v, want running on %s", in, want[in.Partition])
 		}
 	}
@@ -575,13 +619,13 @@ func TestAssignerPlacementHandoffRecoveryFencing(t *testing.T) {
 		t.Errorf("drain stopped partitions instead of handing them off:%s", describeCalls(calls))
 	}
 
-	var history []LeaseEvent
-	if code, err := httpJSON("GET", "http://"+currentLeader(t, alive).cfg.HTTPAddr+"/v1/leases/history?job="+job, "", &history); code != 200 || err != nil {
-		t.Fatalf("GET /v1/leases/history: %d %v", code, err)
+	history, err := apiClient(t, currentLeader(t, alive)).LeaseHistory(ctx, job, -1)
+	if err != nil {
+		t.Fatalf("GET /v1/leases/history: %v", err)
 	}
 	takeovers := 0
 	for _, ev := range history {
-		if ev.Kind == LeaseTakenOver {
+		if ev.Kind == control.LeaseTakenOver {
 			takeovers++
 		}
 	}
@@ -603,17 +647,17 @@ func TestAssignerLeaderKill(t *testing.T) {
 	nodes := []*tnode{n1,
 		startTNode(t, "n2", 3, []string{n1.cfg.GossipAddr}, log),
 		startTNode(t, "n3", 3, []string{n1.cfg.GossipAddr}, log)}
-	eventually(t, 20*time.Second, func() error {
+	harness.Eventually(t, 20*time.Second, func() error {
 		for _, a := range nodes {
 			for _, b := range nodes {
-				if m, ok := a.node.members.Member(b.id); a != b && (!ok || !m.Placeable()) {
+				if m, ok := a.node.Membership().Member(b.id); a != b && (!ok || !m.Placeable()) {
 					return fmt.Errorf("%s does not see %s as placeable", a.id, b.id)
 				}
 			}
 		}
 		return nil
 	})
-	if _, err := n1.node.Apply(context.Background(), JobPut{Name: job, Spec: "x", Partitions: partitions}); err != nil {
+	if _, err := n1.node.Apply(context.Background(), control.JobPut{Name: job, Spec: "x", Partitions: partitions}); err != nil {
 		t.Fatal(err)
 	}
 	waitPlaced(t, nodes, ids(nodes), job, partitions, 15*time.Second)
@@ -656,9 +700,9 @@ func TestAssignerLeaderKill(t *testing.T) {
 func currentLeader(t *testing.T, nodes []*tnode) *tnode {
 	t.Helper()
 	var leader *tnode
-	eventually(t, 10*time.Second, func() error {
+	harness.Eventually(t, 10*time.Second, func() error {
 		for _, n := range nodes {
-			if n.node.ctx.Err() == nil && n.node.IsLeader() {
+			if !n.killed && n.node.IsLeader() {
 				leader = n
 				return nil
 			}

@@ -1,9 +1,11 @@
-package control
+package assign
 
 import (
 	"slices"
 	"sort"
 	"time"
+
+	"github.com/eddy-iot/eddy/control"
 )
 
 // The Assigner is split in two, the etcd-io/raft way (RawNode decides,
@@ -30,14 +32,14 @@ import (
 // stops everything and withdraws Assignable. testdata/assigner/*.txt are its
 // scripted cases (assigner_plan_test.go).
 
-// planConfig is the part of AssignerConfig the planner decides with.
+// planConfig is the part of Config the planner decides with.
 type planConfig struct {
 	LeaseConfirm, LeaseTTL, LeaseSafety time.Duration
 	Parallelism                         int
 	RetryMin, RetryMax                  time.Duration
 }
 
-func (c AssignerConfig) planConfig() planConfig {
+func (c Config) planConfig() planConfig {
 	return planConfig{
 		LeaseConfirm: c.LeaseConfirm, LeaseTTL: c.LeaseTTL, LeaseSafety: c.LeaseSafety,
 		Parallelism: c.Parallelism, RetryMin: c.RetryMin, RetryMax: c.RetryMax,
@@ -47,8 +49,8 @@ func (c AssignerConfig) planConfig() planConfig {
 // planInput is one look at the world.
 type planInput struct {
 	Now     time.Time
-	View    View     // the local FSM replica
-	Members []Member // the gossip view, this node included or not
+	View    control.View     // the local FSM replica
+	Members []control.Member // the gossip view, this node included or not
 	// Joined: this node has joined the cluster (Node.Joined).
 	Joined bool
 	// Contact is the last moment this node knew it was in contact with the
@@ -87,10 +89,10 @@ type op struct {
 	key  pkey
 	// opStart: the acquire to propose; deadSince is, for a takeover, when
 	// the holder was first seen dead (recovery-time metric).
-	acquire   LeaseAcquire
+	acquire   control.LeaseAcquire
 	deadSince time.Time
 	// opHandoff, opStop, opRelease: the lease it concerns.
-	lease  Lease
+	lease  control.Lease
 	reason string // opStop
 }
 
@@ -108,9 +110,9 @@ type plan struct {
 type slot struct {
 	key           pkey
 	running       bool
-	lease         Lease  // the grant it runs (or last ran) under
-	op            opKind // the operation in flight (opNone: none)
-	cancelled     bool   // op was cancelled
+	lease         control.Lease // the grant it runs (or last ran) under
+	op            opKind        // the operation in flight (opNone: none)
+	cancelled     bool          // op was cancelled
 	failures      int
 	notBefore     time.Time
 	releasedIndex uint64 // index of this node's last release
@@ -120,8 +122,8 @@ type slot struct {
 type opResult struct {
 	key       pkey
 	kind      opKind
-	granted   bool  // opStart: the lease was granted
-	lease     Lease // opStart: the granted lease
+	granted   bool          // opStart: the lease was granted
+	lease     control.Lease // opStart: the granted lease
 	takeover  bool
 	deadSince time.Time // opStart takeover: when the holder's last renewal was first seen
 	index     uint64    // opHandoff/opRelease: index of the release
@@ -196,12 +198,12 @@ func (p *planner) countRunning() int {
 // needsLease reports whether node must hold a valid node lease: some job
 // exists or it holds a partition lease. An idle cluster writes no renewals
 // to the Raft log.
-func needsLease(v View, node string) bool {
+func needsLease(v control.View, node string) bool {
 	return len(v.Jobs()) > 0 || holdsLease(v, node)
 }
 
 // holdsLease reports whether node holds an unreleased partition lease.
-func holdsLease(v View, node string) bool {
+func holdsLease(v control.View, node string) bool {
 	for _, l := range v.Leases("") {
 		if l.Owner == node && !l.Released {
 			return true
@@ -260,7 +262,7 @@ func (p *planner) reconcile(out *plan, in planInput) {
 	me, now, view := p.self, in.Now, in.View
 	assignable := in.Joined && !p.draining
 	out.assignable = assignable
-	byID := make(map[string]Member, len(in.Members))
+	byID := make(map[string]control.Member, len(in.Members))
 	ids := make([]string, 0, len(in.Members))
 	for _, m := range in.Members {
 		byID[m.ID] = m
@@ -335,7 +337,7 @@ func (p *planner) slotFor(k pkey, now time.Time) *slot {
 	return s
 }
 
-func (p *planner) reconcilePartition(out *plan, k pkey, view View, want bool, byID map[string]Member, now time.Time) {
+func (p *planner) reconcilePartition(out *plan, k pkey, view control.View, want bool, byID map[string]control.Member, now time.Time) {
 	me := p.self
 	s := p.slots[k]
 	if s != nil && s.op != opNone {
@@ -372,7 +374,7 @@ func (p *planner) reconcilePartition(out *plan, k pkey, view View, want bool, by
 	if now.Before(s.notBefore) || p.inflight >= p.cfg.Parallelism {
 		return
 	}
-	cmd := LeaseAcquire{Job: k.job, Partition: k.p, Owner: me,
+	cmd := control.LeaseAcquire{Job: k.job, Partition: k.p, Owner: me,
 		TTLMs: p.cfg.LeaseTTL.Milliseconds(), SafetyMs: p.cfg.LeaseSafety.Milliseconds()}
 	var deadSince time.Time
 	switch {
@@ -392,7 +394,7 @@ func (p *planner) reconcilePartition(out *plan, k pkey, view View, want bool, by
 			return // the holder runs it; it hands it over once it sees us
 		}
 		cmd.Takeover, cmd.HolderRenewIndex, deadSince = true, idx, since
-		if holder, known := byID[lease.Owner]; known && holder.Status != StatusAlive && holder.Since.Before(since) {
+		if holder, known := byID[lease.Owner]; known && holder.Status != control.StatusAlive && holder.Since.Before(since) {
 			deadSince = holder.Since
 		}
 	}

@@ -1,4 +1,4 @@
-package control
+package assign
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/eddy-iot/eddy/control"
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -18,7 +19,7 @@ import (
 //
 // Calls for one partition never overlap (the Assigner has at most one in
 // flight per partition); calls for different partitions run concurrently,
-// up to AssignerConfig.Parallelism Start/Handoff calls at once. Every Start
+// up to Config.Parallelism Start/Handoff calls at once. Every Start
 // gets a lease epoch never used before for that partition: sink writes and
 // checkpoint acks must carry it (the fencing token).
 type Runner interface {
@@ -30,15 +31,15 @@ type Runner interface {
 	// it could not start; then nothing of it may keep running. ctx is
 	// cancelled when the Assigner gives the start up (fencing, Close):
 	// Start should then return promptly.
-	Start(ctx context.Context, lease Lease) error
+	Start(ctx context.Context, lease control.Lease) error
 	// Handoff drains the partition for its next owner: finish the current
 	// batch, snapshot the state, commit the sinks, stop. It returns the
 	// point the next owner resumes from (Snapshot "" = none: the next owner
 	// restores from the last complete checkpoint). When it returns, with or
 	// without an error, the partition must no longer process or write; the
 	// Assigner then releases the lease. ctx bounds the drain
-	// (AssignerConfig.HandoffTimeout) and is cancelled on fencing or Close.
-	Handoff(ctx context.Context, lease Lease) (HandoffPoint, error)
+	// (Config.HandoffTimeout) and is cancelled on fencing or Close.
+	Handoff(ctx context.Context, lease control.Lease) (control.HandoffPoint, error)
 	// Stop stops the partition at once, without a snapshot (fencing, lease
 	// lost, failed start, Close). It returns when the partition no longer
 	// processes or writes. Stopping a partition that does not run is a
@@ -46,50 +47,16 @@ type Runner interface {
 	Stop(job string, partition int32)
 }
 
-// PartitionProgress is what a running partition reports about itself.
-type PartitionProgress struct {
-	// Offset is the next source offset the partition will read.
-	Offset int64 `json:"offset"`
-	// Lag is the number of records between Offset and the end of the
-	// source partition (-1 = unknown).
-	Lag int64 `json:"lag"`
-	// WatermarkMs is the partition's watermark, Unix ms (0 = none yet).
-	WatermarkMs int64 `json:"watermark_ms"`
-}
-
 // ProgressSource reports the progress of partitions running on this node
 // (the Runner usually implements it). It must be fast and safe for
 // concurrent use.
 type ProgressSource interface {
-	PartitionProgress(job string, partition int32) (PartitionProgress, bool)
+	PartitionProgress(job string, partition int32) (control.PartitionProgress, bool)
 }
 
-// Partition states reported by Assigner.Partitions (PartitionStatus.State).
-const (
-	PartitionStarting   = "starting"    // acquiring the lease, then Runner.Start
-	PartitionRunning    = "running"     // started under PartitionStatus.Epoch
-	PartitionHandingOff = "handing_off" // Runner.Handoff, then the release
-	PartitionStopping   = "stopping"    // Runner.Stop (fenced, lease lost, closing)
-	PartitionReleasing  = "releasing"   // giving back a lease nothing runs under
-)
-
-// PartitionStatus is one partition as seen by the node that runs it (GET
-// /v1/local/partitions).
-type PartitionStatus struct {
-	Job       string `json:"job"`
-	Partition int32  `json:"partition"`
-	Node      string `json:"node"`
-	// Epoch of the lease the partition runs under (0 while starting).
-	Epoch uint64    `json:"epoch"`
-	State string    `json:"state"`
-	Since time.Time `json:"since"` // when State began (node's clock)
-	// Progress, when the ProgressSource reports it.
-	Progress *PartitionProgress `json:"progress,omitempty"`
-}
-
-// AssignerConfig configures an Assigner. Start from DefaultAssignerConfig
+// Config configures an Assigner. Start from DefaultConfig
 // and set Runner.
-type AssignerConfig struct {
+type Config struct {
 	// Runner starts and stops partitions. Required.
 	Runner Runner
 	// Progress reports partition progress for the status API; default: the
@@ -100,7 +67,7 @@ type AssignerConfig struct {
 	// topic's metadata. It may block (bounded by ctx, 10 s); it is called
 	// off the reconcile loop, again every PartitionCountRefresh. nil: such
 	// jobs are not run on this node (a warning is logged).
-	PartitionCount func(ctx context.Context, job Job) (int32, error)
+	PartitionCount func(ctx context.Context, job control.Job) (int32, error)
 	// PartitionCountRefresh: how often PartitionCount is asked again;
 	// default 1 min.
 	PartitionCountRefresh time.Duration
@@ -142,10 +109,10 @@ type AssignerConfig struct {
 	Registerer prometheus.Registerer
 }
 
-// DefaultAssignerConfig returns a config with every default set; Runner
+// DefaultConfig returns a config with every default set; Runner
 // must still be set.
-func DefaultAssignerConfig() AssignerConfig {
-	return AssignerConfig{
+func DefaultConfig() Config {
+	return Config{
 		PartitionCountRefresh: time.Minute,
 		LeaseConfirm:          2 * time.Second,
 		LeaseTTL:              3 * time.Second,
@@ -159,9 +126,9 @@ func DefaultAssignerConfig() AssignerConfig {
 }
 
 // Validate checks the config; errors wrap ErrInvalidConfig.
-func (c *AssignerConfig) Validate() error {
+func (c *Config) Validate() error {
 	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: assigner: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))
+		return fmt.Errorf("%w: assigner: %s", control.ErrInvalidConfig, fmt.Sprintf(format, args...))
 	}
 	switch {
 	case c.Runner == nil:
@@ -189,8 +156,8 @@ func (c *AssignerConfig) Validate() error {
 // processes partitions; see the package documentation (Placement, leases
 // and fencing) for the protocol. Its methods are safe for concurrent use.
 type Assigner struct {
-	n        *Node
-	cfg      AssignerConfig
+	n        *control.Node
+	cfg      Config
 	log      *slog.Logger
 	metrics  *assignerMetrics
 	reg      prometheus.Registerer
@@ -219,7 +186,7 @@ type Assigner struct {
 	counts  map[string]*partitionCount
 
 	statusMu sync.Mutex
-	status   []PartitionStatus
+	status   []control.PartitionStatus
 
 	clock *leaseClock // this node's lease validity, shared with the sinks' guard
 
@@ -247,10 +214,12 @@ type partitionCount struct {
 	fetching bool
 }
 
-// NewAssigner attaches an Assigner to n and starts it. At most one Assigner
-// may be attached to a node at a time (ErrConflict otherwise). Stop it with
+// New attaches an Assigner to n (n.AttachPartitions: the node's HTTP API
+// reads its partitions, Node.Leave hands them off and Node.Close stops
+// them through it) and starts it. At most one Assigner may be attached to
+// a node at a time (control.ErrConflict otherwise). Stop it with
 // Shutdown (hand the partitions over) and Close; Node.Close closes it too.
-func NewAssigner(n *Node, cfg AssignerConfig) (*Assigner, error) {
+func New(n *control.Node, cfg Config) (*Assigner, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -266,13 +235,13 @@ func NewAssigner(n *Node, cfg AssignerConfig) (*Assigner, error) {
 		warnedNoCount: make(map[string]bool),
 		clock:         newLeaseClock(cfg.LeaseTTL, cfg.LeaseSafety),
 	}
-	a.planner = newPlanner(n.cfg.ID, cfg.planConfig(), a.clock)
+	a.planner = newPlanner(n.ID(), cfg.planConfig(), a.clock)
 	if a.log == nil {
-		a.log = n.log
+		a.log = n.Logger()
 	}
 	a.log = a.log.With("component", "assigner")
 	if a.reg == nil {
-		a.reg = n.cfg.Registerer
+		a.reg = n.Registerer()
 	}
 	if a.progress == nil {
 		a.progress, _ = cfg.Runner.(ProgressSource)
@@ -281,9 +250,9 @@ func NewAssigner(n *Node, cfg AssignerConfig) (*Assigner, error) {
 	if a.metrics, err = newAssignerMetrics(a.reg); err != nil {
 		return nil, err
 	}
-	if !n.assigner.CompareAndSwap(nil, a) {
+	if err := n.AttachPartitions(a); err != nil {
 		a.metrics.unregister()
-		return nil, fmt.Errorf("%w: node %s already has an assigner", ErrConflict, n.cfg.ID)
+		return nil, err
 	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	a.wg.Add(4)
@@ -300,14 +269,14 @@ func NewAssigner(n *Node, cfg AssignerConfig) (*Assigner, error) {
 // from the handoff points without a takeover. It returns nil when nothing
 // runs and no lease is held any more (while fenced: when nothing runs; the
 // leases then wait for a takeover), ctx's error if ctx ends first (call
-// Close then), or ErrClosed after Close. Node.Leave calls it.
+// Close then), or control.ErrClosed after Close. Node.Leave calls it.
 func (a *Assigner) Shutdown(ctx context.Context) error {
 	a.drainOnce.Do(func() { close(a.drainReq) })
 	select {
 	case <-a.drained:
 		return nil
 	case <-a.done:
-		return ErrClosed
+		return control.ErrClosed
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -322,9 +291,9 @@ func (a *Assigner) Close() error {
 	a.closeOnce.Do(func() {
 		a.cancel()
 		a.wg.Wait()
-		a.n.assigner.CompareAndSwap(a, nil)
-		err := a.n.members.UpdateMeta(func(m *Meta) { m.Assignable = false }, 500*time.Millisecond)
-		if err != nil && !errors.Is(err, ErrMembersShutdown) {
+		a.n.DetachPartitions(a)
+		err := a.n.Membership().UpdateMeta(func(m *control.Meta) { m.Assignable = false }, 500*time.Millisecond)
+		if err != nil && !errors.Is(err, control.ErrMembersShutdown) {
 			a.log.Debug("withdraw assignable flag", "err", err)
 		}
 		a.metrics.unregister()
@@ -337,21 +306,21 @@ func (a *Assigner) Close() error {
 // partition whose lease has expired on this node's lease clock is reported
 // stopping, never running (a node that resumes after a pause answers from
 // the clock, before its loop has stopped the partition).
-func (a *Assigner) Partitions() []PartitionStatus {
+func (a *Assigner) Partitions() []control.PartitionStatus {
 	a.statusMu.Lock()
-	out := append([]PartitionStatus(nil), a.status...)
+	out := append([]control.PartitionStatus(nil), a.status...)
 	a.statusMu.Unlock()
 	now := time.Now()
 	for i := range out {
 		// A node resumed after a pause must not report a partition whose
 		// lease expired meanwhile as running, even before its loop ran.
-		if out[i].State == PartitionRunning && !a.clock.valid(out[i].Job, out[i].Partition, out[i].Epoch, now) {
-			out[i].State = PartitionStopping
+		if out[i].State == control.PartitionRunning && !a.clock.valid(out[i].Job, out[i].Partition, out[i].Epoch, now) {
+			out[i].State = control.PartitionStopping
 		}
 	}
 	if a.progress != nil {
 		for i := range out {
-			if out[i].State != PartitionRunning {
+			if out[i].State != control.PartitionRunning {
 				continue
 			}
 			if pr, ok := a.progress.PartitionProgress(out[i].Job, out[i].Partition); ok {
@@ -363,8 +332,8 @@ func (a *Assigner) Partitions() []PartitionStatus {
 }
 
 // PartitionCount returns the partition count of job as this node knows it
-// (declared in the job record, or from AssignerConfig.PartitionCount), or 0.
-func (a *Assigner) PartitionCount(job Job) int32 {
+// (declared in the job record, or from Config.PartitionCount), or 0.
+func (a *Assigner) PartitionCount(job control.Job) int32 {
 	if job.Partitions > 0 {
 		return job.Partitions
 	}
@@ -375,6 +344,15 @@ func (a *Assigner) PartitionCount(job Job) int32 {
 	}
 	return 0
 }
+
+// Desired returns the member placement gives partition p of job among the
+// placeable member ids (Owner of PartitionKey(job, p); "" when placeable is
+// empty). It implements control.PartitionSource.
+func (a *Assigner) Desired(job string, p int32, placeable []string) string {
+	return Owner(PartitionKey(job, p), placeable)
+}
+
+var _ control.PartitionAssigner = (*Assigner)(nil)
 
 func (a *Assigner) kickLoop() {
 	select {
@@ -388,7 +366,7 @@ func (a *Assigner) watchFSM() {
 	defer a.wg.Done()
 	var last uint64
 	for {
-		v, err := a.n.fsm.Wait(a.ctx, func(v View) bool { return v.Index() != last })
+		v, err := a.n.FSM().Wait(a.ctx, func(v control.View) bool { return v.Index() != last })
 		if err != nil {
 			return
 		}
@@ -409,10 +387,10 @@ func (a *Assigner) publishMeta() {
 		a.metaMu.Lock()
 		want := a.metaWant
 		a.metaMu.Unlock()
-		err := a.n.members.UpdateMeta(func(m *Meta) {
+		err := a.n.Membership().UpdateMeta(func(m *control.Meta) {
 			m.Assignable = want.assignable
 		}, time.Second)
-		if errors.Is(err, ErrMembersShutdown) {
+		if errors.Is(err, control.ErrMembersShutdown) {
 			return
 		}
 		if err != nil {
@@ -445,7 +423,7 @@ func (a *Assigner) setMeta(assignable bool) {
 func (a *Assigner) run() {
 	defer a.wg.Done()
 	defer close(a.done)
-	events, cancel := a.n.members.Subscribe(64)
+	events, cancel := a.n.Membership().Subscribe(64)
 	defer cancel()
 	tick := time.NewTicker(a.cfg.CheckInterval)
 	defer tick.Stop()
@@ -500,7 +478,7 @@ func (a *Assigner) deliver(r opResult) {
 // a leader down after LeaderLeaseTimeout without a quorum); a follower is
 // as of its last contact with a known leader.
 func (a *Assigner) updateContact(now time.Time) {
-	r := a.n.raft
+	r := a.n.Raft()
 	if r.State() == raft.Leader {
 		a.lastConfirmed = now
 		return
@@ -515,8 +493,8 @@ func (a *Assigner) updateContact(now time.Time) {
 // step gathers the planner's input, plans and performs the plan.
 func (a *Assigner) step(now time.Time) {
 	a.updateContact(now)
-	view := a.n.fsm.View()
-	in := planInput{Now: now, View: view, Members: a.n.members.Members(), Joined: a.n.Joined(),
+	view := a.n.FSM().View()
+	in := planInput{Now: now, View: view, Members: a.n.Membership().Members(), Joined: a.n.Joined(),
 		Contact: a.lastConfirmed, Partitions: a.partitionCounts(view.Jobs(), now)}
 	p := a.planner.plan(in)
 	switch {
@@ -543,7 +521,7 @@ func (a *Assigner) step(now time.Time) {
 // partitionCounts returns the partition count of every job, asking
 // PartitionCount in the background for jobs that do not declare it, and
 // forgets the counts of jobs that are gone.
-func (a *Assigner) partitionCounts(jobs []Job, now time.Time) map[string]int32 {
+func (a *Assigner) partitionCounts(jobs []control.Job, now time.Time) map[string]int32 {
 	out := make(map[string]int32, len(jobs))
 	live := make(map[string]bool, len(jobs))
 	for _, j := range jobs {
@@ -555,7 +533,7 @@ func (a *Assigner) partitionCounts(jobs []Job, now time.Time) map[string]int32 {
 }
 
 // perform starts one op of the plan.
-func (a *Assigner) perform(o op, view View) {
+func (a *Assigner) perform(o op, view control.View) {
 	k := o.key
 	switch o.kind {
 	case opCancel:
@@ -574,7 +552,7 @@ func (a *Assigner) perform(o op, view View) {
 		case stopLeaseLost:
 			a.metrics.lost.Inc()
 			l, has := view.Lease(k.job, k.p)
-			a.log.Warn("lease lost: stopping the partition", "job", k.job, "partition", k.p, "epoch", o.lease.Epoch, "lease", describeLease(leasePtr(l, has)))
+			a.log.Warn("lease lost: stopping the partition", "job", k.job, "partition", k.p, "epoch", o.lease.Epoch, "lease", describeLease(l, has))
 		}
 		a.launch(k, opStop, func(context.Context) opResult {
 			a.cfg.Runner.Stop(k.job, k.p)
@@ -587,7 +565,7 @@ func (a *Assigner) perform(o op, view View) {
 
 // LeaseValid reports whether this node may still process and write for
 // partition p of job under lease epoch: the lease was granted to this node
-// and renewed through Raft recently enough (AssignerConfig.LeaseTTL −
+// and renewed through Raft recently enough (Config.LeaseTTL −
 // LeaseSafety after the send time of its last confirmed renewal). A false
 // answer is final for that epoch: the Assigner stops the partition and
 // starts it again under a new epoch. Safe for concurrent use; cheap enough
@@ -611,17 +589,17 @@ func (a *Assigner) renewLoop() {
 			return
 		case <-timer.C:
 		}
-		if v := a.n.fsm.View(); !needsLease(v, a.n.cfg.ID) {
+		if v := a.n.FSM().View(); !needsLease(v, a.n.ID()) {
 			// Idle: wait for the next applied change (a job submitted).
 			wctx, cancel := context.WithTimeout(a.ctx, a.cfg.LeaseTTL)
-			_, _ = a.n.fsm.Wait(wctx, func(n View) bool { return n.Index() != v.Index() })
+			_, _ = a.n.FSM().Wait(wctx, func(n control.View) bool { return n.Index() != v.Index() })
 			cancel()
 			timer.Reset(0)
 			continue
 		}
 		sent := time.Now()
 		ctx, cancel := context.WithTimeout(a.ctx, a.cfg.LeaseTTL-a.cfg.LeaseSafety)
-		res, err := a.n.Apply(ctx, LeaseRenew{Owner: a.n.cfg.ID, TTLMs: a.cfg.LeaseTTL.Milliseconds(), SafetyMs: a.cfg.LeaseSafety.Milliseconds()})
+		res, err := a.n.Apply(ctx, control.LeaseRenew{Owner: a.n.ID(), TTLMs: a.cfg.LeaseTTL.Milliseconds(), SafetyMs: a.cfg.LeaseSafety.Milliseconds()})
 		cancel()
 		next := every
 		switch {
@@ -645,11 +623,15 @@ func (a *Assigner) renewLoop() {
 	}
 }
 
-func leasePtr(l Lease, ok bool) *Lease {
-	if !ok {
-		return nil
+// describeLease says whom lease l (ok: it exists) belongs to, for logs.
+func describeLease(l control.Lease, ok bool) string {
+	switch {
+	case !ok:
+		return "not granted"
+	case l.Released:
+		return fmt.Sprintf("released at epoch %d", l.Epoch)
 	}
-	return &l
+	return fmt.Sprintf("held by %s at epoch %d", l.Owner, l.Epoch)
 }
 
 // launch runs fn, the I/O of the planner's op kind for partition k, on its
@@ -667,7 +649,7 @@ func (a *Assigner) launch(k pkey, kind opKind, fn func(ctx context.Context) opRe
 	}()
 }
 
-func (a *Assigner) startAcquire(k pkey, cmd LeaseAcquire, deadSince time.Time) {
+func (a *Assigner) startAcquire(k pkey, cmd control.LeaseAcquire, deadSince time.Time) {
 	a.launch(k, opStart, func(ctx context.Context) opResult {
 		r := opResult{takeover: cmd.Takeover, deadSince: deadSince}
 		sent := time.Now()
@@ -695,7 +677,7 @@ func (a *Assigner) startAcquire(k pkey, cmd LeaseAcquire, deadSince time.Time) {
 	})
 }
 
-func (a *Assigner) startHandoff(k pkey, lease Lease) {
+func (a *Assigner) startHandoff(k pkey, lease control.Lease) {
 	a.launch(k, opHandoff, func(ctx context.Context) opResult {
 		var r opResult
 		hctx, cancel := context.WithTimeout(ctx, a.cfg.HandoffTimeout)
@@ -704,9 +686,9 @@ func (a *Assigner) startHandoff(k pkey, lease Lease) {
 		if err != nil {
 			a.log.Warn("handoff failed: the next owner restores from the last complete checkpoint", "job", lease.Job, "partition", lease.Partition, "epoch", lease.Epoch, "err", err)
 			a.cfg.Runner.Stop(lease.Job, lease.Partition)
-			point = HandoffPoint{}
+			point = control.HandoffPoint{}
 		}
-		cmd := LeaseRelease{Job: lease.Job, Partition: lease.Partition, Owner: lease.Owner, Epoch: lease.Epoch}
+		cmd := control.LeaseRelease{Job: lease.Job, Partition: lease.Partition, Owner: lease.Owner, Epoch: lease.Epoch}
 		if point.Snapshot != "" {
 			cmd.Handoff = &point
 		}
@@ -720,9 +702,9 @@ func (a *Assigner) startHandoff(k pkey, lease Lease) {
 	})
 }
 
-func (a *Assigner) startRelease(k pkey, lease Lease) {
+func (a *Assigner) startRelease(k pkey, lease control.Lease) {
 	a.launch(k, opRelease, func(ctx context.Context) opResult {
-		res, err := a.n.Apply(ctx, LeaseRelease{Job: lease.Job, Partition: lease.Partition, Owner: lease.Owner, Epoch: lease.Epoch})
+		res, err := a.n.Apply(ctx, control.LeaseRelease{Job: lease.Job, Partition: lease.Partition, Owner: lease.Owner, Epoch: lease.Epoch})
 		if err != nil {
 			return opResult{err: fmt.Errorf("release lease: %w", err)}
 		}
@@ -743,7 +725,7 @@ func (a *Assigner) finish(r opResult, now time.Time) {
 	case opStart:
 		if r.err != nil {
 			switch {
-			case errors.Is(r.err, ErrConflict):
+			case errors.Is(r.err, control.ErrConflict):
 				a.log.Debug("lease not granted", "job", k.job, "partition", k.p, "err", r.err)
 			case errors.Is(r.err, context.Canceled):
 			case r.granted:
@@ -775,7 +757,7 @@ func (a *Assigner) finish(r opResult, now time.Time) {
 		a.log.Info("partition stopped", "job", k.job, "partition", k.p, "epoch", s.lease.Epoch)
 	case opRelease:
 		if r.err != nil {
-			if !errors.Is(r.err, ErrConflict) {
+			if !errors.Is(r.err, control.ErrConflict) {
 				a.log.Warn("release of an unused lease failed", "job", k.job, "partition", k.p, "err", r.err)
 			}
 			return
@@ -803,12 +785,12 @@ func (a *Assigner) stopAll() {
 	a.publishStatus()
 }
 
-var opStates = map[opKind]string{opStart: PartitionStarting, opHandoff: PartitionHandingOff, opStop: PartitionStopping, opRelease: PartitionReleasing}
+var opStates = map[opKind]string{opStart: control.PartitionStarting, opHandoff: control.PartitionHandingOff, opStop: control.PartitionStopping, opRelease: control.PartitionReleasing}
 
 func (a *Assigner) publishStatus() {
-	out := make([]PartitionStatus, 0, len(a.planner.slots))
+	out := make([]control.PartitionStatus, 0, len(a.planner.slots))
 	for _, s := range a.planner.slots {
-		st := PartitionStatus{Job: s.key.job, Partition: s.key.p, Node: a.n.cfg.ID, Since: s.since}
+		st := control.PartitionStatus{Job: s.key.job, Partition: s.key.p, Node: a.n.ID(), Since: s.since}
 		switch {
 		case s.op != opNone:
 			st.State = opStates[s.op]
@@ -816,7 +798,7 @@ func (a *Assigner) publishStatus() {
 				st.Epoch = s.lease.Epoch
 			}
 		case s.running:
-			st.State, st.Epoch = PartitionRunning, s.lease.Epoch
+			st.State, st.Epoch = control.PartitionRunning, s.lease.Epoch
 		default:
 			continue
 		}
@@ -835,7 +817,7 @@ func (a *Assigner) publishStatus() {
 
 // partitionCountFor returns the partition count of j, asking
 // PartitionCount in the background when the record does not declare it.
-func (a *Assigner) partitionCountFor(j Job, now time.Time) int32 {
+func (a *Assigner) partitionCountFor(j control.Job, now time.Time) int32 {
 	if j.Partitions > 0 {
 		return j.Partitions
 	}
@@ -862,8 +844,8 @@ func (a *Assigner) partitionCountFor(j Job, now time.Time) int32 {
 			ctx, cancel := context.WithTimeout(a.ctx, 10*time.Second)
 			n, err := a.cfg.PartitionCount(ctx, j)
 			cancel()
-			if err == nil && (n < 0 || n > MaxPartitions) {
-				err = fmt.Errorf("partition count %d is out of range 0..%d", n, MaxPartitions)
+			if err == nil && (n < 0 || n > control.MaxPartitions) {
+				err = fmt.Errorf("partition count %d is out of range 0..%d", n, control.MaxPartitions)
 			}
 			a.countMu.Lock()
 			c.fetching, c.at, c.err = false, time.Now(), err

@@ -1,4 +1,4 @@
-package control
+package assign
 
 import (
 	"context"
@@ -10,10 +10,10 @@ import (
 	"time"
 
 	"github.com/cockroachdb/datadriven"
-	"github.com/hashicorp/raft"
+	"github.com/eddy-iot/eddy/control"
 )
 
-// TestPlanner replays the scripts in testdata/assigner: membership and
+// TestPlanner replays the scripts in testdata: membership and
 // lease-table changes in, the planner's operations out. The script plays
 // the Assigner's loop: it applies commands to a real FSM, hands the
 // planner its input, and performs the planned operations against the same
@@ -41,7 +41,7 @@ import (
 //	drain                          Shutdown: hand everything over
 //	state t=D                      the planner's slots and lease clock
 func TestPlanner(t *testing.T) {
-	datadriven.Walk(t, "testdata/assigner", func(t *testing.T, path string) {
+	datadriven.Walk(t, "testdata", func(t *testing.T, path string) {
 		var h *planHarness
 		datadriven.RunTest(t, path, func(t *testing.T, d *datadriven.TestData) string {
 			if d.Cmd != "init" && h == nil {
@@ -51,9 +51,9 @@ func TestPlanner(t *testing.T) {
 			case "init":
 				var self string
 				d.ScanArgs(t, "self", &self)
-				cfg := DefaultAssignerConfig()
+				cfg := DefaultConfig()
 				d.MaybeScanArgs(t, "parallelism", &cfg.Parallelism)
-				h = &planHarness{t: t, self: self, fsm: NewFSM(nil), pending: map[pkey]op{}}
+				h = &planHarness{t: t, self: self, fsm: control.NewFSM(nil), pending: map[pkey]op{}}
 				h.planner = newPlanner(self, cfg.planConfig(), newLeaseClock(cfg.LeaseTTL, cfg.LeaseSafety))
 				return ""
 			case "job":
@@ -61,7 +61,7 @@ func TestPlanner(t *testing.T) {
 				var n int
 				d.ScanArgs(t, "name", &name)
 				d.ScanArgs(t, "partitions", &n)
-				return h.apply(JobPut{Name: name, Spec: "{}", Partitions: int32(n)})
+				return h.apply(control.JobPut{Name: name, Spec: "{}", Partitions: int32(n)})
 			case "apply":
 				var out []string
 				for _, line := range lines(d.Input) {
@@ -80,7 +80,7 @@ func TestPlanner(t *testing.T) {
 				return h.done(d)
 			case "renew-self":
 				now := at(t, d, "t")
-				res, err := h.applyResult(LeaseRenew{Owner: h.self, TTLMs: 3000, SafetyMs: 500})
+				res, err := h.applyResult(control.LeaseRenew{Owner: h.self, TTLMs: 3000, SafetyMs: 500})
 				if err != nil {
 					return "error: " + err.Error()
 				}
@@ -107,25 +107,20 @@ var planOrigin = time.Unix(1_700_000_000, 0)
 type planHarness struct {
 	t       *testing.T
 	self    string
-	fsm     *FSM
+	fsm     *control.FSM
 	index   uint64
 	planner *planner
-	members []Member
+	members []control.Member
 	pending map[pkey]op // planned operations not done yet
 	cancel  map[pkey]bool
 }
 
-func (h *planHarness) applyResult(cmd Command) (Result, error) {
-	data, err := EncodeCommand(cmd)
-	if err != nil {
-		h.t.Fatal(err)
-	}
+func (h *planHarness) applyResult(cmd control.Command) (control.Result, error) {
 	h.index++
-	resp := h.fsm.Apply(&raft.Log{Index: h.index, Term: 1, Type: raft.LogCommand, Data: data}).(*applyResponse)
-	return resp.Result, resp.Err
+	return h.fsm.ApplyCommand(h.index, time.Time{}, cmd)
 }
 
-func (h *planHarness) apply(cmd Command) string {
+func (h *planHarness) apply(cmd control.Command) string {
 	res, err := h.applyResult(cmd)
 	if err != nil {
 		return fmt.Sprintf("index %d: %T: %v", h.index, cmd, err)
@@ -136,7 +131,7 @@ func (h *planHarness) apply(cmd Command) string {
 	return fmt.Sprintf("index %d: ok", h.index)
 }
 
-func fmtLease(l Lease) string {
+func fmtLease(l control.Lease) string {
 	s := fmt.Sprintf("lease %s/%d owner=%s epoch=%d", l.Job, l.Partition, l.Owner, l.Epoch)
 	if l.Released {
 		s += " released"
@@ -250,9 +245,9 @@ func (h *planHarness) done(d *datadriven.TestData) string {
 				r.err, what = errors.New("start: injected"), what+", Runner.Start failed"
 			}
 		case opHandoff:
-			cmd := LeaseRelease{Job: k.job, Partition: k.p, Owner: o.lease.Owner, Epoch: o.lease.Epoch}
+			cmd := control.LeaseRelease{Job: k.job, Partition: k.p, Owner: o.lease.Owner, Epoch: o.lease.Epoch}
 			if fail[k] != "handoff-fails" {
-				cmd.Handoff = &HandoffPoint{Offset: 100, Snapshot: fmt.Sprintf("snap/%s/%d/%d", k.job, k.p, o.lease.Epoch)}
+				cmd.Handoff = &control.HandoffPoint{Offset: 100, Snapshot: fmt.Sprintf("snap/%s/%d/%d", k.job, k.p, o.lease.Epoch)}
 			}
 			res, err := h.applyResult(cmd)
 			if err != nil {
@@ -264,7 +259,7 @@ func (h *planHarness) done(d *datadriven.TestData) string {
 				what += " without a handoff point"
 			}
 		case opRelease:
-			res, err := h.applyResult(LeaseRelease{Job: k.job, Partition: k.p, Owner: o.lease.Owner, Epoch: o.lease.Epoch})
+			res, err := h.applyResult(control.LeaseRelease{Job: k.job, Partition: k.p, Owner: o.lease.Owner, Epoch: o.lease.Epoch})
 			if err != nil {
 				r.err, what = err, "release failed: "+err.Error()
 				break
@@ -360,41 +355,41 @@ func num(t *testing.T, d *datadriven.TestData, s string) uint64 {
 	return n
 }
 
-func parseCommand(t *testing.T, d *datadriven.TestData, line string) Command {
+func parseCommand(t *testing.T, d *datadriven.TestData, line string) control.Command {
 	pos, m := kv(line)
 	switch {
 	case len(pos) >= 2 && pos[0] == "acquire":
 		k := parseKey(t, d, pos[1])
-		c := LeaseAcquire{Job: k.job, Partition: k.p, Owner: m["owner"], PrevEpoch: num(t, d, m["prev"]), TTLMs: 3000, SafetyMs: 500}
+		c := control.LeaseAcquire{Job: k.job, Partition: k.p, Owner: m["owner"], PrevEpoch: num(t, d, m["prev"]), TTLMs: 3000, SafetyMs: 500}
 		if len(pos) > 2 && pos[2] == "takeover" {
 			c.Takeover, c.HolderRenewIndex = true, num(t, d, m["renew"])
 		}
 		return c
 	case len(pos) == 2 && pos[0] == "release":
 		k := parseKey(t, d, pos[1])
-		return LeaseRelease{Job: k.job, Partition: k.p, Owner: m["owner"], Epoch: num(t, d, m["epoch"])}
+		return control.LeaseRelease{Job: k.job, Partition: k.p, Owner: m["owner"], Epoch: num(t, d, m["epoch"])}
 	case len(pos) == 2 && pos[0] == "renew":
-		return LeaseRenew{Owner: pos[1], TTLMs: 3000, SafetyMs: 500}
+		return control.LeaseRenew{Owner: pos[1], TTLMs: 3000, SafetyMs: 500}
 	case len(pos) == 2 && pos[0] == "delete-job":
-		return JobDelete{Name: pos[1]}
+		return control.JobDelete{Name: pos[1]}
 	}
 	d.Fatalf(t, "unknown command line %q", line)
 	return nil
 }
 
-func parseMember(t *testing.T, d *datadriven.TestData, line string) Member {
+func parseMember(t *testing.T, d *datadriven.TestData, line string) control.Member {
 	pos, m := kv(line)
 	if len(pos) < 2 {
 		d.Fatalf(t, "want \"ID alive|failed|left [assignable] [leaving] [since=D]\": %q", line)
 	}
-	mem := Member{Meta: Meta{ID: pos[0]}}
+	mem := control.Member{Meta: control.Meta{ID: pos[0]}}
 	switch pos[1] {
 	case "alive":
-		mem.Status = StatusAlive
+		mem.Status = control.StatusAlive
 	case "failed":
-		mem.Status = StatusFailed
+		mem.Status = control.StatusFailed
 	case "left":
-		mem.Status = StatusLeft
+		mem.Status = control.StatusLeft
 	default:
 		d.Fatalf(t, "unknown status %q", pos[1])
 	}

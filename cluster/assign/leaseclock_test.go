@@ -1,8 +1,10 @@
-package control
+package assign
 
 import (
 	"testing"
 	"time"
+
+	"github.com/eddy-iot/eddy/control"
 )
 
 // TestLeaseClock: the holder's side of the lease timing — valid until the
@@ -12,8 +14,8 @@ func TestLeaseClock(t *testing.T) {
 	ttl, safety := 3*time.Second, 500*time.Millisecond
 	c := newLeaseClock(ttl, safety)
 	t0 := time.Now()
-	a := Lease{Job: "j", Partition: 1, Epoch: 4}
-	b := Lease{Job: "j", Partition: 2, Epoch: 7}
+	a := control.Lease{Job: "j", Partition: 1, Epoch: 4}
+	b := control.Lease{Job: "j", Partition: 2, Epoch: 7}
 	c.granted(a, t0)
 	c.granted(b, t0)
 	if !c.valid("j", 1, 4, t0.Add(ttl-safety-time.Millisecond)) {
@@ -23,7 +25,7 @@ func TestLeaseClock(t *testing.T) {
 		t.Fatal("an unknown epoch or partition is valid")
 	}
 	// A renewal sent at t0+1s lists only a: b is not extended.
-	c.renewed([]Lease{a}, t0.Add(time.Second))
+	c.renewed([]control.Lease{a}, t0.Add(time.Second))
 	if !c.valid("j", 1, 4, t0.Add(ttl-safety+500*time.Millisecond)) {
 		t.Error("renewed lease not extended")
 	}
@@ -32,7 +34,7 @@ func TestLeaseClock(t *testing.T) {
 	}
 	// Expiry is sticky: a renewal confirmed after b expired does not
 	// revive it.
-	c.renewed([]Lease{a, b}, t0.Add(2*time.Second))
+	c.renewed([]control.Lease{a, b}, t0.Add(2*time.Second))
 	if c.valid("j", 2, 7, t0.Add(2*time.Second)) {
 		t.Error("an expired lease came back after a late renewal")
 	}

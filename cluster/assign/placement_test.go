@@ -1,12 +1,26 @@
-package control
+package assign
 
 import (
+	"flag"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 )
+
+var seedFlag = flag.Uint64("seed", 0, "seed of randomised tests (0 = time-based); printed by each test")
+
+// testSeed returns -seed, or a time-based seed, and logs it for a replay.
+func testSeed(t *testing.T) uint64 {
+	s := *seedFlag
+	if s == 0 {
+		s = uint64(time.Now().UnixNano())
+	}
+	t.Logf("seed %d (replay with -seed=%d)", s, s)
+	return s
+}
 
 // The weight function is part of the cluster protocol: nodes of different
 // versions must place partitions identically. These values must never change.

@@ -1,8 +1,10 @@
-package control
+package assign
 
 import (
 	"sync"
 	"time"
+
+	"github.com/eddy-iot/eddy/control"
 )
 
 // leaseClock is the holder's side of the lease timing: for every partition
@@ -43,7 +45,7 @@ func newLeaseClock(ttl, safety time.Duration) *leaseClock {
 func (c *leaseClock) term(sent time.Time) time.Time { return sent.Add(c.ttl - c.safety) }
 
 // granted records an acquire sent at sent that Raft granted.
-func (c *leaseClock) granted(l Lease, sent time.Time) {
+func (c *leaseClock) granted(l control.Lease, sent time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.leases[leaseID{l.Job, l.Partition, l.Epoch}] = &leaseTerm{until: c.term(sent)}
@@ -52,7 +54,7 @@ func (c *leaseClock) granted(l Lease, sent time.Time) {
 
 // renewed records a renewal sent at sent; held is what Raft said this node
 // holds at the renewal.
-func (c *leaseClock) renewed(held []Lease, sent time.Time) {
+func (c *leaseClock) renewed(held []control.Lease, sent time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	until := c.term(sent)
@@ -114,7 +116,7 @@ type renewSeen struct {
 
 // observe updates the watch from the view; nodes that never renewed are
 // watched from now with index 0 and the local timing.
-func (w renewWatch) observe(v View, owners []string, ttl, safety time.Duration, now time.Time) {
+func (w renewWatch) observe(v control.View, owners []string, ttl, safety time.Duration, now time.Time) {
 	for _, nl := range v.NodeLeases() {
 		w.see(nl.Node, nl.RenewIndex, time.Duration(nl.TTLMs)*time.Millisecond, time.Duration(nl.SafetyMs)*time.Millisecond, ttl, safety, now)
 	}
