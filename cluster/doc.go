@@ -4,6 +4,9 @@
 // control.Members, the port through which a control.Node sees the cluster,
 // and StartNode starts a control.Node over it (the member record and its
 // statuses, control.Meta and control.Member, belong to the port).
+// With WithBridge, StartNode also runs the broadcast bridge (BridgeConfig)
+// on the node while it is the Raft leader (a control.LeaderService): a
+// Kafka consumer that applies the broadcast topic to the devices/ keys.
 // Subpackages: assign (placement and the partition assigner), jobs (the
 // stored jobs on a node) and virtual (partitions as virtual actors).
 //

@@ -23,13 +23,32 @@ func MembersFunc(gossip Config) control.MembersFunc {
 	}
 }
 
+// Option adds to what StartNode wires into a node.
+type Option func(*nodeOptions)
+
+type nodeOptions struct {
+	bridge BridgeConfig
+}
+
+// WithBridge runs the Kafka broadcast bridge configured by b on the node
+// while it is the Raft leader (see BridgeConfig; b.Brokers empty: no
+// bridge).
+func WithBridge(b BridgeConfig) Option {
+	return func(o *nodeOptions) { o.bridge = b }
+}
+
 // StartNode starts a control-plane node (control.StartNode) whose
 // membership is memberlist gossip tuned by gossip (start from
-// DefaultConfig) on cfg.GossipAddr; cfg.Members is replaced. cfg and then
-// the gossip settings (with the node's identity and addresses as Meta) are
-// checked before anything starts: an error wraps control.ErrInvalidConfig
-// and names the field.
-func StartNode(cfg control.Config, gossip Config) (*control.Node, error) {
+// DefaultConfig) on cfg.GossipAddr; cfg.Members is replaced. With
+// WithBridge it also runs the broadcast bridge on the leader. cfg, the
+// gossip settings (with the node's identity and addresses as Meta) and the
+// bridge's are checked before anything starts: an error wraps
+// control.ErrInvalidConfig and names the field.
+func StartNode(cfg control.Config, gossip Config, opts ...Option) (*control.Node, error) {
+	var o nodeOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	cfg.Members = MembersFunc(gossip)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -39,5 +58,21 @@ func StartNode(cfg control.Config, gossip Config) (*control.Node, error) {
 	if err := g.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: gossip: %v", control.ErrInvalidConfig, err)
 	}
-	return control.StartNode(cfg)
+	bridge := o.bridge.withDefaults()
+	if len(bridge.Brokers) > 0 {
+		if err := bridge.validate(); err != nil {
+			return nil, err
+		}
+	}
+	n, err := control.StartNode(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if len(bridge.Brokers) > 0 {
+		if err := startBridge(n, bridge); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
+	return n, nil
 }

@@ -62,9 +62,6 @@ type Config struct {
 
 	Raft      RaftConfig
 	Autopilot AutopilotConfig
-	// Bridge optionally feeds devices/ keys from a Kafka broadcast topic
-	// (disabled unless Bridge.Brokers is set).
-	Bridge BridgeConfig
 	// Members starts the node's membership (see MembersFunc); required.
 	// eddy node and cluster.StartNode set it to memberlist gossip on
 	// GossipAddr (cluster.MembersFunc).

@@ -56,7 +56,10 @@
 // # Broadcast state
 //
 // Keys devices/<pboxid> hold the JSON of an operators.DeviceInfo
-// ({"company","site","threshold"}), validated on write. Node.Devices (and
+// ({"company","site","threshold"}), validated on write. Package cluster's
+// broadcast bridge (cluster.WithBridge) feeds them from a Kafka topic on
+// the leader, through Apply; the node starts and stops it with its
+// leadership as a LeaderService (Node.RunWhileLeader). Node.Devices (and
 // FSM.Devices) is an operators.DeviceLookup over the local replica: an
 // atomic load of an immutable map that the FSM rebuilds after each applied
 // batch that touched a devices/ key, so a running job sees a change as soon

@@ -43,7 +43,6 @@ type Node struct {
 	httpSrv *http.Server
 	peer    *http.Client // node-to-node HTTP (forwarding, health checks)
 	scheme  string       // of node-to-node URLs: "https" with Config.TLS, else "http"
-	bridge  *bridge      // nil when disabled
 
 	joined   atomic.Bool                    // set once the memberlist join succeeded
 	assigner atomic.Pointer[assignerHolder] // the attached partition assigner (AttachPartitions), if any
@@ -68,6 +67,7 @@ type Node struct {
 
 	mu         sync.Mutex
 	suppressed map[string]suppression // ids removed on request: not re-added until then
+	leaderSvcs []*leaderService       // RunWhileLeader; guarded by mu
 
 	// Owned by the control loop goroutine.
 	bootstrapped bool
@@ -230,12 +230,6 @@ func StartNode(cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	cleanup = append(cleanup, func() { node.metrics.unregister() })
-	if len(cfg.Bridge.Brokers) > 0 {
-		// The bridge's metrics join the node's: unregistered with them.
-		if n.bridge, err = newBridge(n, cfg.Bridge, n.metrics.reg); err != nil {
-			return nil, err
-		}
-	}
 
 	n.httpSrv = &http.Server{Handler: n.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	n.wg.Add(4)
@@ -339,6 +333,13 @@ func (n *Node) Close() error {
 			errs = append(errs, fmt.Errorf("raft transport: %w", err))
 		}
 		n.wg.Wait()
+		n.mu.Lock()
+		services := n.leaderSvcs
+		n.leaderSvcs = nil
+		n.mu.Unlock()
+		for _, s := range services {
+			s.s.Close()
+		}
 		if err := n.store.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("raft store: %w", err))
 		}
@@ -590,12 +591,7 @@ func (n *Node) run(notify <-chan bool) {
 	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
-	setBridge := func(leader bool) {
-		if n.bridge != nil {
-			n.bridge.setLeader(leader)
-		}
-	}
-	defer setBridge(false)
+	defer n.setLeaderServices(false)
 	lastReconcile := time.Time{}
 	for {
 		select {
@@ -617,7 +613,7 @@ func (n *Node) run(notify <-chan bool) {
 		if n.raft.State() != raft.Leader {
 			n.readyTerm.Store(0)
 			clear(n.deadSince)
-			setBridge(false)
+			n.setLeaderServices(false)
 			n.syncMeta()
 			continue
 		}
@@ -633,12 +629,61 @@ func (n *Node) run(notify <-chan bool) {
 			n.readyTerm.Store(term)
 			n.log.Info("leader ready", "term", term)
 			lastReconcile = time.Time{}
-			setBridge(true)
 		}
+		n.setLeaderServices(true)
 		if time.Since(lastReconcile) >= n.cfg.Autopilot.ReconcileInterval {
 			n.syncMeta()
 			n.reconcile()
 			lastReconcile = time.Now()
+		}
+	}
+}
+
+// LeaderService is work a node does only while it is the Raft leader,
+// such as package cluster's broadcast bridge (RunWhileLeader).
+type LeaderService interface {
+	// SetLeader is called from the node's control loop: with true once this
+	// node, as leader, has committed an entry of its term (it serves
+	// consistent reads from then on), with false when it is no longer the
+	// leader and when the node closes; only on a change. The loop waits
+	// for it: start or stop work and return promptly.
+	SetLeader(ready bool)
+	// Close is called once by Node.Close, after the last SetLeader(false)
+	// (release what the service registered, e.g. metrics).
+	Close()
+}
+
+type leaderService struct {
+	s    LeaderService
+	sent bool // the last state SetLeader was called with
+}
+
+// RunWhileLeader makes the node call s.SetLeader on every change of its
+// leadership (the current state at the next turn of its control loop, at
+// most 200 ms later) and s.Close when it closes. A node that is closed
+// already calls s.Close at once.
+func (n *Node) RunWhileLeader(s LeaderService) {
+	n.mu.Lock()
+	if n.ctx.Err() == nil {
+		n.leaderSvcs = append(n.leaderSvcs, &leaderService{s: s})
+		n.mu.Unlock()
+		n.kickLoop()
+		return
+	}
+	n.mu.Unlock()
+	s.Close()
+}
+
+// setLeaderServices tells the leader services whose last state differs
+// that the node is the ready leader or not. Called from the control loop.
+func (n *Node) setLeaderServices(ready bool) {
+	n.mu.Lock()
+	services := append([]*leaderService(nil), n.leaderSvcs...)
+	n.mu.Unlock()
+	for _, s := range services {
+		if s.sent != ready {
+			s.sent = ready
+			s.s.SetLeader(ready)
 		}
 	}
 }

@@ -33,6 +33,7 @@ import (
 func newNodeCmd() *cobra.Command {
 	cfg := control.DefaultConfig()
 	gossip := cluster.DefaultConfig()
+	var bridge cluster.BridgeConfig
 	var tokenFile, gossipKeyFile, logLevel, jobFile, bridgePasswordFile string
 	drainTimeout := time.Minute
 	leaveOnTerminate := true
@@ -84,7 +85,7 @@ heartbeating the stopped node until it is back or autopilot removes it).`,
 			if cfg.APIToken == "" && !cfg.TLS.On() {
 				cfg.Logger.Warn("no API token (--api-token-file, $EDDY_TOKEN): every HTTP API write (job submit/cancel, config, cluster changes) is refused with 401 until the nodes are restarted with one")
 			}
-			if err := bridgeSASLPassword(&cfg.Bridge.Security.SASL, bridgePasswordFile); err != nil {
+			if err := bridgeSASLPassword(&bridge.Security.SASL, bridgePasswordFile); err != nil {
 				return err
 			}
 			if gossip.SecretKey, err = readGossipKey(gossipKeyFile); err != nil {
@@ -95,7 +96,7 @@ heartbeating the stopped node until it is back or autopilot removes it).`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return runNode(ctx, cfg, gossip, acfg, jobFile, drainTimeout, leaveOnTerminate, actorAddr, cmd.OutOrStdout())
+			return runNode(ctx, cfg, gossip, bridge, acfg, jobFile, drainTimeout, leaveOnTerminate, actorAddr, cmd.OutOrStdout())
 		},
 	}
 	fl := cmd.Flags()
@@ -134,11 +135,11 @@ heartbeating the stopped node until it is back or autopilot removes it).`,
 	fl.DurationVar(&gossip.ProbeInterval, "gossip-probe-interval", gossip.ProbeInterval, "memberlist failure probe interval")
 	fl.DurationVar(&gossip.ProbeTimeout, "gossip-probe-timeout", gossip.ProbeTimeout, "memberlist probe timeout")
 	fl.IntVar(&gossip.SuspicionMult, "gossip-suspicion-mult", gossip.SuspicionMult, "memberlist suspicion multiplier")
-	fl.StringSliceVar(&cfg.Bridge.Brokers, "broadcast-brokers", nil, "Kafka brokers of the broadcast topic; set to let the leader apply it to devices/<pboxid>")
-	fl.StringVar(&cfg.Bridge.Topic, "broadcast-topic", "iot-broadcast", "broadcast topic (key pboxid, value device JSON, empty value deletes)")
-	fl.StringVar(&cfg.Bridge.Group, "broadcast-group", "eddy-broadcast-bridge", "consumer group of the broadcast bridge")
-	fl.StringVar(&cfg.Bridge.KafkaVersion, "broadcast-kafka-version", "", "Kafka protocol version of the bridge (default the source's, kafkaconf.DefaultVersion)")
-	bs := &cfg.Bridge.Security
+	fl.StringSliceVar(&bridge.Brokers, "broadcast-brokers", nil, "Kafka brokers of the broadcast topic; set to let the leader apply it to devices/<pboxid>")
+	fl.StringVar(&bridge.Topic, "broadcast-topic", "iot-broadcast", "broadcast topic (key pboxid, value device JSON, empty value deletes)")
+	fl.StringVar(&bridge.Group, "broadcast-group", "eddy-broadcast-bridge", "consumer group of the broadcast bridge")
+	fl.StringVar(&bridge.KafkaVersion, "broadcast-kafka-version", "", "Kafka protocol version of the bridge (default the source's, kafkaconf.DefaultVersion)")
+	bs := &bridge.Security
 	fl.BoolVar(&bs.TLS.Enable, "broadcast-tls", false, "TLS to the broadcast brokers (implied by the other --broadcast-tls-* flags)")
 	fl.StringVar(&bs.TLS.CAFile, "broadcast-tls-ca", "", "PEM CA of the broadcast brokers' certificates (default the system roots)")
 	fl.StringVar(&bs.TLS.CertFile, "broadcast-tls-cert", "", "PEM client certificate for broadcast brokers that require mutual TLS (with --broadcast-tls-key)")
@@ -157,7 +158,7 @@ heartbeating the stopped node until it is back or autopilot removes it).`,
 // With jobFile, the node first submits that job (if no job of that name
 // is stored yet), as eddy ctl job submit would; its enrichment reads the
 // broadcast device data from the local Raft replica.
-func runNode(ctx context.Context, cfg control.Config, gossip cluster.Config, acfg assign.Config, jobFile string, drainTimeout time.Duration, leaveOnTerminate bool, actorAddr string, out io.Writer) error {
+func runNode(ctx context.Context, cfg control.Config, gossip cluster.Config, bridge cluster.BridgeConfig, acfg assign.Config, jobFile string, drainTimeout time.Duration, leaveOnTerminate bool, actorAddr string, out io.Writer) error {
 	var submit *control.JobPut
 	if jobFile != "" {
 		_, jcfg, err := loadJobSpec(jobFile, false, true)
@@ -175,7 +176,7 @@ func runNode(ctx context.Context, cfg control.Config, gossip cluster.Config, acf
 	cfg.Registerer, cfg.Gatherer = reg, reg
 	cfg.ValidateJob = jobs.ValidateSpec
 	cfg.CheckSavepoint = jobs.CheckSavepoint
-	node, err := cluster.StartNode(cfg, gossip)
+	node, err := cluster.StartNode(cfg, gossip, cluster.WithBridge(bridge))
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package control
+package cluster
 
 import (
 	"bytes"
@@ -12,13 +12,15 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/eddy-iot/eddy/control"
 	"github.com/eddy-iot/eddy/operators"
 	"github.com/eddy-iot/eddy/sinks/kafkaconf"
 )
 
-// BridgeConfig configures the broadcast bridge: a Kafka consumer, run by the
-// Raft leader only, that applies a broadcast topic (the seed pipeline's
-// iot-broadcast stream) to the devices/<pboxid> keys.
+// BridgeConfig configures the broadcast bridge (StartNode's WithBridge): a
+// Kafka consumer, run by the Raft leader only, that applies a broadcast
+// topic (the seed pipeline's iot-broadcast stream) to the devices/<pboxid>
+// keys through the node's Apply.
 //
 // Message format: key = pboxid, value = the device JSON
 // {"company","site","threshold"}; a message without key may carry
@@ -63,13 +65,13 @@ type broadcastMsg struct {
 }
 
 // bridgeCommand turns one broadcast message into a command.
-func bridgeCommand(key, value []byte) (Command, error) {
+func bridgeCommand(key, value []byte) (control.Command, error) {
 	id := string(key)
 	if len(bytes.TrimSpace(value)) == 0 {
 		if id == "" {
 			return nil, errors.New("tombstone without a key")
 		}
-		return KVDelete{Key: DevicesPrefix + id}, nil
+		return control.KVDelete{Key: control.DevicesPrefix + id}, nil
 	}
 	var m broadcastMsg
 	dec := json.NewDecoder(bytes.NewReader(value))
@@ -87,14 +89,16 @@ func bridgeCommand(key, value []byte) (Command, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := KVSet{Key: DevicesPrefix + id, Value: string(v)}
+	cmd := control.KVSet{Key: control.DevicesPrefix + id, Value: string(v)}
 	return cmd, cmd.Validate()
 }
 
-// bridge runs the consumer while this node is the leader.
+// bridge runs the consumer while its node is the ready Raft leader: it is
+// the node's control.LeaderService.
 type bridge struct {
-	n        *Node
+	n        *control.Node
 	cfg      BridgeConfig
+	reg      prometheus.Registerer
 	messages *prometheus.CounterVec
 
 	mu     sync.Mutex
@@ -102,29 +106,40 @@ type bridge struct {
 	done   chan struct{}
 }
 
-func newBridge(n *Node, cfg BridgeConfig, reg prometheus.Registerer) (*bridge, error) {
-	b := &bridge{n: n, cfg: cfg.withDefaults(), messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+// validate checks cfg (defaults applied); errors wrap
+// control.ErrInvalidConfig.
+func (b BridgeConfig) validate() error {
+	if _, err := sarama.ParseKafkaVersion(b.KafkaVersion); err != nil {
+		return fmt.Errorf("%w: bridge Kafka version %q: %v", control.ErrInvalidConfig, b.KafkaVersion, err)
+	}
+	if err := b.Security.Validate(); err != nil {
+		return fmt.Errorf("%w: bridge: %v", control.ErrInvalidConfig, err)
+	}
+	return nil
+}
+
+// startBridge registers the bridge's metrics where the node registers its
+// own and hands the bridge to n (control.Node.RunWhileLeader), which starts
+// and stops it with its leadership and closes it with itself. cfg has its
+// defaults and is valid.
+func startBridge(n *control.Node, cfg BridgeConfig) error {
+	b := &bridge{n: n, cfg: cfg, reg: n.Registerer(), messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "eddy_broadcast_bridge_messages_total",
 		Help: "Broadcast topic messages handled by this node's bridge: applied, deleted, invalid.",
 	}, []string{"result"})}
-	if _, err := sarama.ParseKafkaVersion(b.cfg.KafkaVersion); err != nil {
-		return nil, fmt.Errorf("%w: bridge Kafka version %q: %v", ErrInvalidConfig, b.cfg.KafkaVersion, err)
+	if err := b.reg.Register(b.messages); err != nil {
+		return fmt.Errorf("cluster: register bridge metrics: %w", err)
 	}
-	if err := b.cfg.Security.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: bridge: %v", ErrInvalidConfig, err)
-	}
-	if err := reg.Register(b.messages); err != nil {
-		return nil, fmt.Errorf("control: register bridge metrics: %w", err)
-	}
-	return b, nil
+	n.RunWhileLeader(b)
+	return nil
 }
 
-// setLeader starts or stops the consumer. Called from the control loop.
-func (b *bridge) setLeader(leader bool) {
+// SetLeader starts or stops the consumer (control.LeaderService).
+func (b *bridge) SetLeader(leader bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if leader && b.cancel == nil {
-		ctx, cancel := context.WithCancel(b.n.ctx)
+		ctx, cancel := context.WithCancel(context.Background())
 		b.cancel, b.done = cancel, make(chan struct{})
 		go b.run(ctx, b.done)
 		return
@@ -136,10 +151,14 @@ func (b *bridge) setLeader(leader bool) {
 	}
 }
 
+// Close unregisters the bridge's metrics (control.LeaderService); the node
+// has stopped the consumer before.
+func (b *bridge) Close() { b.reg.Unregister(b.messages) }
+
 func (b *bridge) run(ctx context.Context, done chan struct{}) {
 	defer close(done)
-	log := b.n.log.With("component", "bridge", "topic", b.cfg.Topic)
-	sc := kafkaconf.MustNew("eddy-bridge-"+b.n.cfg.ID, b.cfg.KafkaVersion, b.cfg.Security) // validated by newBridge
+	log := b.n.Logger().With("component", "bridge", "topic", b.cfg.Topic)
+	sc := kafkaconf.MustNew("eddy-bridge-"+b.n.ID(), b.cfg.KafkaVersion, b.cfg.Security) // validated by StartNode
 	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
 	sc.Consumer.Offsets.AutoCommit.Interval = 200 * time.Millisecond
 	backoff := time.Second
@@ -185,12 +204,12 @@ func (b *bridge) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Con
 			cmd, err := bridgeCommand(msg.Key, msg.Value)
 			if err != nil {
 				b.messages.WithLabelValues("invalid").Inc()
-				b.n.log.Warn("bridge: skipping invalid broadcast message", "partition", msg.Partition, "offset", msg.Offset, "err", err)
+				b.n.Logger().Warn("bridge: skipping invalid broadcast message", "partition", msg.Partition, "offset", msg.Offset, "err", err)
 				sess.MarkMessage(msg, "")
 				continue
 			}
 			if _, err := b.n.Apply(sess.Context(), cmd); err != nil {
-				if errors.Is(err, ErrInvalid) || errors.Is(err, ErrTooLarge) {
+				if errors.Is(err, control.ErrInvalid) || errors.Is(err, control.ErrTooLarge) {
 					b.messages.WithLabelValues("invalid").Inc()
 					sess.MarkMessage(msg, "")
 					continue
@@ -199,7 +218,7 @@ func (b *bridge) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Con
 				// leader re-reads from the last committed offset.
 				return fmt.Errorf("bridge: apply offset %d: %w", msg.Offset, err)
 			}
-			if _, del := cmd.(KVDelete); del {
+			if _, del := cmd.(control.KVDelete); del {
 				b.messages.WithLabelValues("deleted").Inc()
 			} else {
 				b.messages.WithLabelValues("applied").Inc()

@@ -1,4 +1,4 @@
-package control
+package cluster
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/eddy-iot/eddy/control"
+	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
@@ -15,12 +17,12 @@ import (
 func TestBridgeCommand(t *testing.T) {
 	cases := []struct {
 		key, value string
-		want       Command
+		want       control.Command
 		wantErr    bool
 	}{
-		{"17079", `{"company":"acme","site":"dyce","threshold":40}`, KVSet{Key: "devices/17079", Value: `{"company":"acme","site":"dyce","threshold":40}`}, false},
-		{"", `{"pboxid":"42","company":"c","site":"s"}`, KVSet{Key: "devices/42", Value: `{"company":"c","site":"s"}`}, false},
-		{"42", ``, KVDelete{Key: "devices/42"}, false},
+		{"17079", `{"company":"acme","site":"dyce","threshold":40}`, control.KVSet{Key: "devices/17079", Value: `{"company":"acme","site":"dyce","threshold":40}`}, false},
+		{"", `{"pboxid":"42","company":"c","site":"s"}`, control.KVSet{Key: "devices/42", Value: `{"company":"c","site":"s"}`}, false},
+		{"42", ``, control.KVDelete{Key: "devices/42"}, false},
 		{"", ``, nil, true},
 		{"", `{"company":"c"}`, nil, true},
 		{"7", `{"company":`, nil, true},
@@ -74,11 +76,20 @@ func TestBridgeAppliesBroadcastTopic(t *testing.T) {
 	send("7", `not json`)
 	send("42", ``) // tombstone: same key, same partition, after the set
 
-	cfg := testNodeConfig(t, "b1", 1, nil)
+	cfg := control.DefaultConfig()
+	cfg.ID, cfg.DataDir, cfg.BootstrapExpect = "b1", t.TempDir(), 1
+	addrs, err := harness.FreeAddrs(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.HTTPAddr, cfg.RaftAddr, cfg.GossipAddr = addrs[0], addrs[1], addrs[2]
 	reg := prometheus.NewRegistry()
 	cfg.Registerer, cfg.Gatherer = reg, reg
-	cfg.Bridge = BridgeConfig{Brokers: kc.ListenAddrs()}
-	n := startNode(t, cfg)
+	n, err := StartNode(cfg, DefaultConfig(), WithBridge(BridgeConfig{Brokers: kc.ListenAddrs()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
 	eventually(t, 20*time.Second, func() error {
 		if d, ok := n.Devices().Device("17079"); !ok || d.Company != "acme" || *d.Threshold != 40 {
 			return errors.New("devices/17079 not applied")
@@ -107,7 +118,7 @@ func TestBridgeAppliesBroadcastTopic(t *testing.T) {
 	} else {
 		t.Logf("broadcast update reached the device lookup after %v", d)
 	}
-	if _, err := n.Apply(context.Background(), KVSet{Key: "x", Value: "y"}); err != nil {
+	if _, err := n.Apply(context.Background(), control.KVSet{Key: "x", Value: "y"}); err != nil {
 		t.Fatal(err)
 	}
 }
