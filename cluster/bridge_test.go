@@ -9,7 +9,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/eddy-iot/eddy/control"
-	"github.com/eddy-iot/eddy/tests/controlplane/harness"
+	"github.com/eddy-iot/eddy/tests/freeport"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
@@ -78,10 +78,7 @@ func TestBridgeAppliesBroadcastTopic(t *testing.T) {
 
 	cfg := control.DefaultConfig()
 	cfg.ID, cfg.DataDir, cfg.BootstrapExpect = "b1", t.TempDir(), 1
-	addrs, err := harness.FreeAddrs(3)
-	if err != nil {
-		t.Fatal(err)
-	}
+	addrs := freeport.Take(t, 3)
 	cfg.HTTPAddr, cfg.RaftAddr, cfg.GossipAddr = addrs[0], addrs[1], addrs[2]
 	reg := prometheus.NewRegistry()
 	cfg.Registerer, cfg.Gatherer = reg, reg

@@ -191,7 +191,7 @@ type Assigner struct {
 	clock *leaseClock // this node's lease validity, shared with the sinks' guard
 
 	// Owned by the loop goroutine.
-	planner       *planner                    // decides (assigner_plan.go)
+	planner       *planner                    // decides (plan.go)
 	cancels       map[pkey]context.CancelFunc // of the operations in flight
 	lastConfirmed time.Time
 	warnedNoCount map[string]bool

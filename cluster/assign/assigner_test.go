@@ -17,6 +17,7 @@ import (
 	"github.com/eddy-iot/eddy/control"
 	"github.com/eddy-iot/eddy/control/client"
 	"github.com/eddy-iot/eddy/tests/controlplane/harness"
+	"github.com/eddy-iot/eddy/tests/freeport"
 	"github.com/hashicorp/raft"
 )
 
@@ -198,10 +199,7 @@ const testToken = "assign-test-token"
 func startTNode(t *testing.T, id string, expect int, join []string, log *callLog) *tnode {
 	t.Helper()
 	tn := &tnode{id: id, runner: newFakeRunner(id, log)}
-	addrs, err := harness.FreeAddrs(3)
-	if err != nil {
-		t.Fatal(err)
-	}
+	addrs := freeport.Take(t, 3)
 	tn.cfg = control.DefaultConfig()
 	tn.cfg.ID, tn.cfg.DataDir = id, t.TempDir()
 	tn.cfg.HTTPAddr, tn.cfg.RaftAddr, tn.cfg.GossipAddr = addrs[0], addrs[1], addrs[2]
@@ -213,6 +211,7 @@ func startTNode(t *testing.T, id string, expect int, join []string, log *callLog
 		tn.stream = &cutStream{StreamLayer: s}
 		return tn.stream
 	}
+	var err error
 	if tn.node, err = cluster.StartNode(tn.cfg, cluster.DefaultConfig()); err != nil {
 		t.Fatalf("start %s: %v", id, err)
 	}

@@ -29,8 +29,8 @@ import (
 // unchanged for its TTL + safety on this node's clock; members whose node
 // lease expired that way are left out of placement; a node out of contact
 // with the Raft majority (LeaseConfirm) or whose own node lease expired
-// stops everything and withdraws Assignable. testdata/assigner/*.txt are its
-// scripted cases (assigner_plan_test.go).
+// stops everything and withdraws Assignable. testdata/*.txt are its
+// scripted cases (plan_test.go).
 
 // planConfig is the part of Config the planner decides with.
 type planConfig struct {
@@ -51,7 +51,7 @@ type planInput struct {
 	Now     time.Time
 	View    control.View     // the local FSM replica
 	Members []control.Member // the gossip view, this node included or not
-	// Joined: this node has joined the cluster (Node.Joined).
+	// Joined: this node has joined the cluster (control.Node.Joined).
 	Joined bool
 	// Contact is the last moment this node knew it was in contact with the
 	// Raft majority (zero: never).
