@@ -52,7 +52,10 @@ type barrier struct {
 
 // commitCheckpoint tells a partition actor that checkpoint id is complete:
 // its transactions of id commit.
-type commitCheckpoint struct{ id int64 }
+type commitCheckpoint struct {
+	id   int64
+	kind checkpoint.Kind
+}
 
 // checkpointer is the checkpoint side of a running job: the coordinator
 // loop, the snapshot uploads, the restore at start.
@@ -60,7 +63,8 @@ type checkpointer struct {
 	j          *Job
 	st         *checkpoint.Storage
 	cat        *checkpoint.Catalog
-	coord      *checkpoint.Local
+	coord      *checkpoint.CheckpointCoordinator // nil in a cluster Runtime
+	ids        *checkpoint.StorageIDCounter
 	db         *state.DB
 	candidates []*checkpoint.Manifest // complete at start, newest first
 	epoch      uint64                 // lease epoch substitute on one node: start time, Unix ms
@@ -130,6 +134,12 @@ func (j *Job) openCheckpointing(ctx context.Context, parts []int32, fail context
 		}
 	}()
 	cat := checkpoint.NewCatalog(st, j.cfg.Name)
+	// The counter reads the ids before the incomplete checkpoints of a
+	// crashed run go, so that none of their ids is used again.
+	ids, err := checkpoint.NewStorageIDCounter(ctx, cat)
+	if err != nil {
+		return nil, err
+	}
 	deleted, err := cat.DeleteIncomplete(ctx)
 	if err != nil {
 		return nil, err
@@ -137,9 +147,10 @@ func (j *Job) openCheckpointing(ctx context.Context, parts []int32, fail context
 	if len(deleted) > 0 {
 		j.log.Info("deleted incomplete checkpoints of an earlier run", "job", j.cfg.Name, "deleted", deleted)
 	}
-	coord, err := checkpoint.NewLocal(ctx, cat, checkpoint.LocalConfig{
-		Job: j.cfg.Name, Partitions: parts, Retain: cfg.Retain, Transactional: len(j.tx) > 0,
-	})
+	coord, err := checkpoint.NewCheckpointCoordinator(checkpoint.CoordinatorConfig{
+		Job: j.cfg.Name, Partitions: parts, Interval: cfg.Interval, AckTimeout: cfg.Timeout,
+		Retain: cfg.Retain, Transactional: len(j.tx) > 0,
+	}, ids, checkpoint.NewStorageCheckpointStore(cat, parts), time.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -148,17 +159,21 @@ func (j *Job) openCheckpointing(ctx context.Context, parts []int32, fail context
 		if err != nil {
 			return nil, err
 		}
-		sp, err := cat.Savepoint(ctx, id)
+		sp, err := coord.Store().Savepoint(ctx, id)
 		if err != nil {
 			return nil, err
 		}
-		m, err := cat.Adopt(ctx, sp, coord.NextID())
+		next, err := ids.Next(ctx)
+		if err != nil {
+			return nil, err
+		}
+		m, err := cat.Adopt(ctx, sp, next)
 		if err != nil {
 			return nil, err
 		}
 		j.log.Info("starting from savepoint", "savepoint", sp.Name(), "as", m.Name())
 	}
-	candidates, err := cat.Complete(ctx)
+	candidates, err := coord.Restorable(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -167,7 +182,7 @@ func (j *Job) openCheckpointing(ctx context.Context, parts []int32, fail context
 		return nil, err
 	}
 	ck := &checkpointer{
-		j: j, st: st, cat: cat, coord: coord, db: db, candidates: candidates,
+		j: j, st: st, cat: cat, coord: coord, ids: ids, db: db, candidates: candidates,
 		epoch:    uint64(time.Now().UnixMilli()),
 		fail:     fail,
 		events:   make(chan ckEvent, 4*len(parts)+4),
@@ -306,7 +321,7 @@ func (ck *checkpointer) eligibility(t *partitionTask) (func(context.Context, *ch
 			c = 0 // nothing ever committed
 		}
 		limit = min(limit, c)
-		ck.coord.Reserve(c)
+		ck.ids.Reserve(c)
 	}
 	return func(ctx context.Context, m *checkpoint.Manifest) (bool, error) {
 		if !m.Transactional {
@@ -475,7 +490,6 @@ type inflight struct {
 	kind    checkpoint.Kind
 	final   bool
 	started time.Time
-	timer   *time.Timer
 	req     *ckRequest
 }
 
@@ -486,18 +500,22 @@ type commitWait struct {
 	req     *ckRequest
 }
 
+// loop drives the coordinator: it wakes when a periodic checkpoint or an
+// ack timeout is due (CheckpointCoordinator.Wake, Due), takes requested
+// checkpoints in order after the one in progress, and feeds it the
+// partitions' acks.
 func (ck *checkpointer) loop(ctx context.Context) {
 	j := ck.j
-	tick := time.NewTicker(j.cfg.Checkpoint.Interval)
-	defer tick.Stop()
 	var cur *inflight
 	var queue []*ckRequest
 	waits := map[int64]*commitWait{}
 	finalTaken := false
+	timer := time.NewTimer(time.Hour) // reset to the coordinator's wake-up every round
+	defer timer.Stop()
 	defer func() {
 		err := ctx.Err()
 		if cur != nil {
-			ck.abort(cur, err)
+			ck.abort(cur, err, false)
 		}
 		for _, r := range queue {
 			r.done <- ckResult{err: ErrNotRunning}
@@ -515,22 +533,25 @@ func (ck *checkpointer) loop(ctx context.Context) {
 			cur = ck.begin(ctx, r.kind, r.final, r)
 			finalTaken = finalTaken || r.final
 		}
-		var timeout <-chan time.Time
-		if cur != nil {
-			timeout = cur.timer.C
+		var wake <-chan time.Time
+		if cur != nil || !finalTaken { // after the final checkpoint no periodic one
+			timer.Reset(max(time.Until(ck.coord.Wake()), 0))
+			wake = timer.C
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
-			if cur == nil && len(queue) == 0 && !finalTaken {
+		case <-wake:
+			d := ck.coord.Due(time.Now())
+			switch {
+			case cur != nil && d.Expired == cur.id:
+				ck.abort(cur, fmt.Errorf("timed out after %s", j.cfg.Checkpoint.Timeout), true)
+				cur = nil
+			case cur == nil && d.Trigger && len(queue) == 0 && !finalTaken:
 				cur = ck.begin(ctx, checkpoint.KindCheckpoint, false, nil)
 			}
 		case r := <-ck.requests:
 			queue = append(queue, r)
-		case <-timeout:
-			ck.abort(cur, fmt.Errorf("timed out after %s", j.cfg.Checkpoint.Timeout))
-			cur = nil
 		case e := <-ck.events:
 			switch {
 			case e.committed:
@@ -544,12 +565,12 @@ func (ck *checkpointer) loop(ctx context.Context) {
 			case cur == nil || e.id != cur.id:
 				// An aborted checkpoint's late ack.
 			case e.err != nil:
-				ck.abort(cur, fmt.Errorf("partition %d: %w", e.partition, e.err))
+				ck.abort(cur, fmt.Errorf("partition %d: %w", e.partition, e.err), false)
 				cur = nil
 			default:
-				m, err := ck.coord.Ack(ctx, e.id, e.ack)
+				m, err := ck.coord.Ack(ctx, e.id, e.ack, time.Now())
 				if err != nil {
-					ck.abort(cur, err)
+					ck.abort(cur, err, false)
 					cur = nil
 					continue
 				}
@@ -557,7 +578,6 @@ func (ck *checkpointer) loop(ctx context.Context) {
 					if w := ck.complete(ctx, cur, m); w != nil {
 						waits[m.ID] = w
 					}
-					cur.timer.Stop()
 					cur = nil
 				}
 			}
@@ -565,38 +585,35 @@ func (ck *checkpointer) loop(ctx context.Context) {
 	}
 }
 
-// begin starts checkpoint kind: it numbers it and sends the barrier to
-// every partition actor.
+// begin starts checkpoint kind: the coordinator numbers it and the barrier
+// goes to every partition actor.
 func (ck *checkpointer) begin(ctx context.Context, kind checkpoint.Kind, final bool, req *ckRequest) *inflight {
-	id, err := ck.coord.Begin(ctx, kind, final)
+	now := time.Now()
+	id, err := ck.coord.Trigger(ctx, kind, final, now)
 	if err != nil {
 		if req != nil {
 			req.done <- ckResult{err: err}
 		}
 		return nil
 	}
-	cur := &inflight{id: id, kind: kind, final: final, started: time.Now(), timer: time.NewTimer(ck.j.cfg.Checkpoint.Timeout), req: req}
+	cur := &inflight{id: id, kind: kind, final: final, started: now, req: req}
 	ck.mu.Lock()
 	ck.status.InProgress = id
 	ck.mu.Unlock()
 	ck.j.log.Debug("checkpoint started", "id", id, "kind", kind, "final", final)
 	for _, t := range ck.tasks {
-		key, err := ck.coord.SnapshotKey(id, t.partition)
-		if err != nil {
-			ck.abort(cur, err)
-			return nil
-		}
-		ck.root.Send(t.pid, &barrier{id: id, kind: kind, key: key})
+		ck.root.Send(t.pid, &barrier{id: id, kind: kind, key: ck.cat.SnapshotKey(kind, id, t.partition)})
 	}
 	return cur
 }
 
-// abort gives up checkpoint cur.
-func (ck *checkpointer) abort(cur *inflight, cause error) {
-	cur.timer.Stop()
+// abort gives up checkpoint cur and deletes what was stored for it;
+// timedOut: its ack timeout passed (the next checkpoint is due at once).
+func (ck *checkpointer) abort(cur *inflight, cause error, timedOut bool) {
+	ck.coord.Abort(cur.id, timedOut)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := ck.coord.Abort(ctx, cur.id); err != nil {
+	if err := ck.cat.Delete(ctx, cur.kind, cur.id); err != nil {
 		ck.j.log.Warn("deleting an aborted checkpoint", "id", cur.id, "err", err)
 	}
 	ck.j.metrics.Checkpoints.WithLabelValues(string(cur.kind), "failed").Inc()
@@ -641,7 +658,7 @@ func (ck *checkpointer) complete(ctx context.Context, cur *inflight, m *checkpoi
 	var w *commitWait
 	if len(j.tx) > 0 {
 		for _, t := range ck.tasks {
-			ck.root.Send(t.pid, &commitCheckpoint{id: m.ID})
+			ck.root.Send(t.pid, &commitCheckpoint{id: m.ID, kind: m.Kind})
 		}
 		if cur.req != nil && cur.final {
 			w = &commitWait{m: m, pending: map[int32]bool{}, req: cur.req}
@@ -653,7 +670,7 @@ func (ck *checkpointer) complete(ctx context.Context, cur *inflight, m *checkpoi
 	if w == nil && cur.req != nil {
 		cur.req.done <- ckResult{m: m}
 	}
-	if deleted, err := ck.coord.Retain(ctx); err != nil {
+	if deleted, err := ck.coord.Subsume(ctx); err != nil {
 		j.log.Warn("checkpoint retention", "err", err)
 	} else if len(deleted) > 0 {
 		j.log.Debug("deleted old checkpoints", "deleted", deleted)
@@ -801,7 +818,7 @@ func (t *partitionTask) onCommit(c *commitCheckpoint) {
 		ck.send(ckEvent{id: c.id, partition: t.partition, committed: true})
 		return
 	}
-	if err := ck.coord.Committed(t.ctx, c.id, t.partition); err != nil {
+	if err := ck.cat.MarkCommitted(t.ctx, c.kind, c.id, t.partition); err != nil {
 		t.job.log.Warn("recording a commit marker", "partition", t.partition, "checkpoint", c.id, "err", err)
 	}
 	ck.send(ckEvent{id: c.id, partition: t.partition, committed: true})

@@ -36,8 +36,9 @@
 //     device states per partition (operators.Partition.SetStore). Local state
 //     is disposable: a run starts by restoring checkpoints, never from what a
 //     previous process left on disk.
-//   - Every Checkpoint.Interval the coordinator (checkpoint.Local) numbers
-//     checkpoint n and sends a barrier to every partition actor. Between two
+//   - Every Checkpoint.Interval the coordinator (checkpoint.CheckpointCoordinator
+//     over the storage ports) numbers checkpoint n and sends a barrier to
+//     every partition actor. Between two
 //     batches the actor pre-commits its sinks (Flush for plain sinks,
 //     PreCommit(n) for its PartitionTxn of transactional ones), writes the
 //     changed device states and its metadata (source offset, bounded end,
@@ -88,7 +89,8 @@
 //
 // Single node only: the coordinator keeps its state in memory and in
 // checkpoint storage; two runs of one job must not share a storage URL. The
-// cluster moves the coordinator onto the Raft leader. For fault-injection
+// cluster runs the same coordinator on the Raft leader, over the Raft
+// ports of package control. For fault-injection
 // tests, TestCheckpointDelayEnv delays every partition's ack (a binary built
 // with -tags eddy_failpoints only).
 //

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 var seedFlag = flag.Uint64("seed", 0, "seed of the randomised snapshot tests (0 = random)")
@@ -296,21 +297,44 @@ func TestStorageFile(t *testing.T) {
 	}
 }
 
-// ackAll acks checkpoint id for partitions ps and returns the manifest the
-// last ack completed.
-func ackAll(t *testing.T, l *Local, id int64, ps []int32) *Manifest {
+// newLocal returns the coordinator of eddy run over cat.
+func newLocal(t *testing.T, cat *Catalog, parts []int32, retain int, transactional bool) *CheckpointCoordinator {
+	t.Helper()
+	ids, err := NewStorageIDCounter(context.Background(), cat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewCheckpointCoordinator(CoordinatorConfig{
+		Job: cat.Job(), Partitions: parts, Interval: time.Second, AckTimeout: time.Minute, Retain: retain, Transactional: transactional,
+	}, ids, NewStorageCheckpointStore(cat, parts), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func begin(t *testing.T, c *CheckpointCoordinator, kind Kind) int64 {
+	t.Helper()
+	id, err := c.Trigger(context.Background(), kind, false, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// ackAll writes and acks the snapshots of pending checkpoint id for
+// partitions ps and returns the manifest the last ack completed.
+func ackAll(t *testing.T, c *CheckpointCoordinator, cat *Catalog, id int64, ps []int32) *Manifest {
 	t.Helper()
 	ctx := context.Background()
+	kind := c.Pending().Kind
 	var m *Manifest
 	for i, p := range ps {
-		key, err := l.SnapshotKey(id, p)
-		if err != nil {
+		key := cat.SnapshotKey(kind, id, p)
+		if err := cat.st.WriteAll(ctx, key, []byte("snap")); err != nil {
 			t.Fatal(err)
 		}
-		if err := l.cat.st.WriteAll(ctx, key, []byte("snap")); err != nil {
-			t.Fatal(err)
-		}
-		got, err := l.Ack(ctx, id, PartitionAck{Partition: p, Offset: id * 10, Snapshot: key, Bytes: 4})
+		got, err := c.Ack(ctx, id, PartitionAck{Partition: p, Offset: id * 10, Snapshot: key, Bytes: 4}, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -322,70 +346,57 @@ func ackAll(t *testing.T, l *Local, id int64, ps []int32) *Manifest {
 	return m
 }
 
-func TestLocalProtocolAndRetention(t *testing.T) {
+// TestStorageRetentionAndAdopt: the storage side of eddy run's
+// coordinator: retention of manifests and of incomplete directories, id
+// continuation, DeleteIncomplete and Adopt (the protocol itself is the
+// checkpointtest table).
+func TestStorageRetentionAndAdopt(t *testing.T) {
 	ctx := context.Background()
 	st, _ := OpenStorage(ctx, "mem://")
 	cat := NewCatalog(st, "iot work") // escaped in keys
 	parts := []int32{2, 0, 1}
-	l, err := NewLocal(ctx, cat, LocalConfig{Job: "iot work", Partitions: parts, Retain: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := newLocal(t, cat, parts, 2, false)
 	sorted := []int32{0, 1, 2}
 
-	id1, _ := l.Begin(ctx, KindCheckpoint, false)
-	m1 := ackAll(t, l, id1, sorted)
+	id1 := begin(t, l, KindCheckpoint)
+	m1 := ackAll(t, l, cat, id1, sorted)
 	if m1.ID != id1 || len(m1.Partitions) != 3 || m1.Partitions[0].Partition != 0 {
 		t.Fatalf("manifest %+v", m1)
 	}
-	// Acks after completion, of unknown partitions or twice differently.
-	if _, err := l.Ack(ctx, id1, PartitionAck{Partition: 0}); !errors.Is(err, ErrUnknownCheckpoint) {
-		t.Fatalf("ack of a complete checkpoint: %v", err)
-	}
-	id2, _ := l.Begin(ctx, KindCheckpoint, false)
-	if _, err := l.Ack(ctx, id2, PartitionAck{Partition: 9}); !errors.Is(err, ErrBadAck) {
-		t.Fatalf("ack of partition 9: %v", err)
-	}
-	if _, err := l.Ack(ctx, id2, PartitionAck{Partition: 1, Offset: 1}); err != nil {
-		t.Fatal(err)
-	}
-	if m, err := l.Ack(ctx, id2, PartitionAck{Partition: 1, Offset: 1}); err != nil || m != nil {
-		t.Fatalf("same ack twice: %v %v", m, err)
-	}
-	if _, err := l.Ack(ctx, id2, PartitionAck{Partition: 1, Offset: 2}); !errors.Is(err, ErrBadAck) {
-		t.Fatalf("different second ack: %v", err)
-	}
-	// Abort deletes what was written.
-	key, _ := l.SnapshotKey(id2, 1)
+	// An aborted checkpoint's directory is deleted by Catalog.Delete.
+	id2 := begin(t, l, KindCheckpoint)
+	key := cat.SnapshotKey(KindCheckpoint, id2, 1)
 	st.WriteAll(ctx, key, []byte("x"))
-	if err := l.Abort(ctx, id2); err != nil {
+	if l.Abort(id2, false) == nil {
+		t.Fatalf("Abort(%d) found nothing pending", id2)
+	}
+	if err := cat.Delete(ctx, KindCheckpoint, id2); err != nil {
 		t.Fatal(err)
 	}
 	if ok, _ := st.Exists(ctx, key); ok {
 		t.Fatal("aborted checkpoint's snapshot left behind")
 	}
 
-	sp, _ := l.Begin(ctx, KindSavepoint, false)
-	msp := ackAll(t, l, sp, sorted)
+	sp := begin(t, l, KindSavepoint)
+	msp := ackAll(t, l, cat, sp, sorted)
 	var ids []int64
 	for range 3 {
-		id, _ := l.Begin(ctx, KindCheckpoint, false)
-		ackAll(t, l, id, sorted)
+		id := begin(t, l, KindCheckpoint)
+		ackAll(t, l, cat, id, sorted)
 		ids = append(ids, id)
 	}
 	// An incomplete newer one (in progress) and an incomplete older one.
-	inProgress, _ := l.Begin(ctx, KindCheckpoint, false)
-	k, _ := l.SnapshotKey(inProgress, 0)
-	st.WriteAll(ctx, k, []byte("x"))
+	inProgress := begin(t, l, KindCheckpoint)
+	st.WriteAll(ctx, cat.SnapshotKey(KindCheckpoint, inProgress, 0), []byte("x"))
 	st.WriteAll(ctx, cat.SnapshotKey(KindCheckpoint, id1+1, 0), []byte("abandoned")) // id2 again: incomplete, older
 
-	deleted, err := l.Retain(ctx)
+	deleted, err := l.Subsume(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []string{dirName(KindCheckpoint, ids[0]), dirName(KindCheckpoint, id2), dirName(KindCheckpoint, id1)}
 	if !slices.Equal(deleted, want) {
-		t.Fatalf("Retain deleted %v, want %v (keep 2 newest, the savepoint and the in-progress one)", deleted, want)
+		t.Fatalf("Subsume deleted %v, want %v (keep 2 newest, the savepoint and the in-progress one)", deleted, want)
 	}
 	complete, _ := cat.Complete(ctx)
 	var got []int64
@@ -393,21 +404,25 @@ func TestLocalProtocolAndRetention(t *testing.T) {
 		got = append(got, m.ID)
 	}
 	if !slices.Equal(got, []int64{ids[2], ids[1], sp}) {
-		t.Fatalf("complete after Retain: %v", got)
+		t.Fatalf("complete after Subsume: %v", got)
 	}
 
 	// A new coordinator continues the id sequence; DeleteIncomplete
 	// removes the in-progress one a crash left.
-	l2, _ := NewLocal(ctx, cat, LocalConfig{Job: "iot work", Partitions: parts})
-	if id, _ := l2.Begin(ctx, KindCheckpoint, false); id != inProgress+1 {
-		t.Fatalf("next id %d, want %d", id, inProgress+1)
-	}
+	ids2, _ := NewStorageIDCounter(ctx, cat)
 	if d, err := cat.DeleteIncomplete(ctx); err != nil || !slices.Equal(d, []string{dirName(KindCheckpoint, inProgress)}) {
 		t.Fatalf("DeleteIncomplete: %v %v", d, err)
 	}
+	if id, _ := ids2.Next(ctx); id != inProgress+1 {
+		t.Fatalf("next id %d, want %d", id, inProgress+1)
+	}
+	ids2.Reserve(inProgress + 5) // a transactional sink committed it
+	nid, _ := ids2.Next(ctx)
+	if nid != inProgress+6 {
+		t.Fatalf("next id after Reserve(%d): %d", inProgress+5, nid)
+	}
 
 	// Adopt copies the savepoint into a new checkpoint.
-	nid := l2.NextID()
 	am, err := cat.Adopt(ctx, msp, nid)
 	if err != nil {
 		t.Fatal(err)
@@ -437,17 +452,17 @@ func TestTransactionalRestorePoints(t *testing.T) {
 	st, _ := OpenStorage(ctx, "mem://")
 	cat := NewCatalog(st, "j")
 	parts := []int32{0, 1}
-	l, _ := NewLocal(ctx, cat, LocalConfig{Job: "j", Partitions: parts, Retain: 1, Transactional: true})
-	a, _ := l.Begin(ctx, KindCheckpoint, false)
-	ma := ackAll(t, l, a, parts)
-	l.Committed(ctx, a, 0)
-	l.Committed(ctx, a, 1)
-	b, _ := l.Begin(ctx, KindCheckpoint, false)
-	mb := ackAll(t, l, b, parts)
-	l.Committed(ctx, b, 0) // partition 1 died before committing b
-	if err := l.Committed(ctx, 999, 0); !errors.Is(err, ErrUnknownCheckpoint) {
-		t.Fatalf("Committed of an unknown id: %v", err)
+	l := newLocal(t, cat, parts, 1, true)
+	a := begin(t, l, KindCheckpoint)
+	ma := ackAll(t, l, cat, a, parts)
+	if !ma.Transactional {
+		t.Fatalf("manifest %+v of a transactional job", ma)
 	}
+	cat.MarkCommitted(ctx, KindCheckpoint, a, 0)
+	cat.MarkCommitted(ctx, KindCheckpoint, a, 1)
+	b := begin(t, l, KindCheckpoint)
+	mb := ackAll(t, l, cat, b, parts)
+	cat.MarkCommitted(ctx, KindCheckpoint, b, 0) // partition 1 died before committing b
 	for _, tc := range []struct {
 		m    *Manifest
 		p    int32
@@ -457,14 +472,14 @@ func TestTransactionalRestorePoints(t *testing.T) {
 			t.Errorf("Committed(%d, %d) = %v %v, want %v", tc.m.ID, tc.p, ok, err, tc.want)
 		}
 	}
-	deleted, err := l.Retain(ctx)
+	deleted, err := l.Subsume(ctx)
 	if err != nil || len(deleted) != 0 {
-		t.Fatalf("Retain deleted %v (%v); checkpoint %d is partition 1's restore point", deleted, err, a)
+		t.Fatalf("Subsume deleted %v (%v); checkpoint %d is partition 1's restore point", deleted, err, a)
 	}
-	l.Committed(ctx, b, 1)
-	deleted, _ = l.Retain(ctx)
+	cat.MarkCommitted(ctx, KindCheckpoint, b, 1)
+	deleted, _ = l.Subsume(ctx)
 	if !slices.Equal(deleted, []string{dirName(KindCheckpoint, a)}) {
-		t.Fatalf("Retain deleted %v, want %d once both committed %d", deleted, a, b)
+		t.Fatalf("Subsume deleted %v, want %d once both committed %d", deleted, a, b)
 	}
 }
 
@@ -472,11 +487,11 @@ func TestCatalogSkipsCorruptManifest(t *testing.T) {
 	ctx := context.Background()
 	st, _ := OpenStorage(ctx, "mem://")
 	cat := NewCatalog(st, "j")
-	l, _ := NewLocal(ctx, cat, LocalConfig{Job: "j", Partitions: []int32{0}})
-	a, _ := l.Begin(ctx, KindCheckpoint, false)
-	ackAll(t, l, a, []int32{0})
-	b, _ := l.Begin(ctx, KindCheckpoint, false)
-	ackAll(t, l, b, []int32{0})
+	l := newLocal(t, cat, []int32{0}, 0, false)
+	a := begin(t, l, KindCheckpoint)
+	ackAll(t, l, cat, a, []int32{0})
+	b := begin(t, l, KindCheckpoint)
+	ackAll(t, l, cat, b, []int32{0})
 	key := cat.manifestKey(KindCheckpoint, b)
 	raw, _ := st.ReadAll(ctx, key)
 	raw[len(raw)-3] ^= 1

@@ -26,24 +26,53 @@
 // ErrCorrupt; the restoring partition then falls back to the previous
 // complete checkpoint.
 //
-// # Protocol
+// # Protocol: one coordinator, two sets of ports
 //
-// Coordinator numbers checkpoints, collects one PartitionAck per partition
-// and completes a checkpoint by writing its manifest; Local is the single-
-// node implementation. Recovery rule: each partition restores the newest
-// complete checkpoint or savepoint it may restore from (Catalog.Committed:
-// all of them without transactional sinks; with them, those whose commit the
-// partition recorded) whose snapshot reads back intact, and seeks its source
-// to the offset stored there. Retention (Catalog.Retain) keeps the newest K
-// complete checkpoints plus each partition's restore point; savepoints stay
-// until deleted.
+// CheckpointCoordinator is the checkpoint protocol of both modes (Flink's
+// CheckpointCoordinator): pacing (a periodic checkpoint Interval after the
+// start of the previous one, at once after an ack timeout), one checkpoint
+// in progress at a time (savepoints and the final checkpoint of a bounded
+// run are triggered on demand, after it), the ack timeout that aborts it,
+// completion when every partition acked, retention (Subsume: the newest
+// Retain complete checkpoints plus each partition's restore point;
+// savepoints stay until deleted) and the "what restores" query
+// (Restorable). Its state lives behind two ports:
 //
-// Usage:
+//   - CheckpointIDCounter numbers checkpoints and savepoints (one
+//     sequence, only growing, never reused by a later run of the job);
+//   - CompletedCheckpointStore holds the complete ones.
+//
+// eddy run uses the storage ports of this package: StorageIDCounter (the
+// largest id in checkpoint storage, raised by what transactional sinks
+// report committed) and StorageCheckpointStore (a manifest per complete
+// checkpoint, Catalog); its partitions ack in process (Trigger, Ack). A
+// cluster uses the Raft ports of package control (control.CheckpointIDs,
+// control.CheckpointStore): the FSM keeps every job's id counter across
+// its deletion and resubmission, holds the pending checkpoint and its acks
+// as records — the FSM judges each ack's lease epoch and completes the
+// checkpoint in the apply of the last one — and the Raft leader drives one
+// coordinator per job (package cluster/jobs), feeding it the newest record
+// (Observe) and proposing what it says is due. Package checkpointtest is
+// the one test table both sets of ports pass.
+//
+// Recovery rule: each partition restores the newest complete checkpoint or
+// savepoint it may restore from (all of them without transactional sinks;
+// with them, those whose commit the partition made: Catalog.Committed in
+// eddy run, the sink's own record of its last commit otherwise) whose
+// snapshot reads back intact, and seeks its source to the offset stored
+// there.
+//
+// Usage (eddy run; actors/checkpointing.go is the driver):
 //
 //	st, err := checkpoint.OpenStorage(ctx, "file:///var/lib/eddy/checkpoints")
 //	cat := checkpoint.NewCatalog(st, "iot-work")
-//	coord, err := checkpoint.NewLocal(ctx, cat, checkpoint.LocalConfig{Job: "iot-work", Partitions: parts})
-//	id, err := coord.Begin(ctx, checkpoint.KindCheckpoint, false)
-//	key, err := coord.SnapshotKey(id, p) // each partition writes its snapshot there, then
-//	m, err := coord.Ack(ctx, id, ack)    // m != nil: checkpoint id is complete
+//	ids, err := checkpoint.NewStorageIDCounter(ctx, cat)
+//	coord, err := checkpoint.NewCheckpointCoordinator(checkpoint.CoordinatorConfig{
+//		Job: "iot-work", Partitions: parts, Interval: 5 * time.Second, AckTimeout: time.Minute,
+//	}, ids, checkpoint.NewStorageCheckpointStore(cat, parts), time.Now())
+//	if coord.Due(time.Now()).Trigger {
+//		id, err := coord.Trigger(ctx, checkpoint.KindCheckpoint, false, time.Now())
+//		key := cat.SnapshotKey(checkpoint.KindCheckpoint, id, p) // partition p writes its snapshot there, then
+//		m, err := coord.Ack(ctx, id, ack, time.Now())            // m != nil: checkpoint id is complete
+//	}
 package checkpoint
