@@ -146,8 +146,9 @@ type LeaseRelease struct {
 }
 
 // CheckpointStart opens checkpoint ID of Job for Partitions partitions. ID
-// must be greater than every earlier checkpoint id of the job (ErrConflict
-// otherwise). An earlier checkpoint still incomplete is aborted ("superseded
+// must be greater than every id the job's name ever used, also by deleted
+// revisions (ErrConflict otherwise; View.NextCheckpointID, the job's
+// CheckpointCounter, which the start raises to ID). An earlier checkpoint still incomplete is aborted ("superseded
 // by checkpoint ID").
 //
 // Retention: after the start the FSM keeps, of the job's checkpoints, the

@@ -66,6 +66,7 @@ type state struct {
 	jobs        *iradix.Tree // name → *Job
 	leases      *iradix.Tree // leaseKey → *Lease
 	checkpoints *iradix.Tree // checkpointKey → *Checkpoint
+	ckptIDs     *iradix.Tree // job name → *CheckpointCounter (checkpoints.go)
 	history     *iradix.Tree // big-endian Raft index → *LeaseEvent
 	jobStatus   *iradix.Tree // name → *JobStatus (jobstatus.go)
 	historyLen  int
@@ -75,7 +76,7 @@ type state struct {
 }
 
 func emptyState() *state {
-	return &state{kv: iradix.New(), tombs: iradix.New(), jobs: iradix.New(), leases: iradix.New(), checkpoints: iradix.New(), history: iradix.New(), nodeLeases: iradix.New(), devVersions: iradix.New(), jobStatus: iradix.New()}
+	return &state{kv: iradix.New(), tombs: iradix.New(), jobs: iradix.New(), leases: iradix.New(), checkpoints: iradix.New(), ckptIDs: iradix.New(), history: iradix.New(), nodeLeases: iradix.New(), devVersions: iradix.New(), jobStatus: iradix.New()}
 }
 
 func leaseKey(job string, partition int32) []byte {
@@ -191,6 +192,7 @@ type txn struct {
 	jobs    *iradix.Txn
 	leases  *iradix.Txn
 	ckpts   *iradix.Txn
+	ckptIDs *iradix.Txn
 	history *iradix.Txn
 	jstatus *iradix.Txn
 	nodes   *iradix.Txn
@@ -231,6 +233,9 @@ func (t *txn) commit() *state {
 	}
 	if t.ckpts != nil {
 		st.checkpoints = t.ckpts.CommitOnly()
+	}
+	if t.ckptIDs != nil {
+		st.ckptIDs = t.ckptIDs.CommitOnly()
 	}
 	if t.history != nil {
 		st.history = t.history.CommitOnly()
@@ -528,8 +533,8 @@ func (t *txn) checkpointStart(c CheckpointStart) (Result, error) {
 		cps = append(cps, v.(*Checkpoint))
 		return false
 	})
-	if n := len(cps); n > 0 && cps[n-1].ID >= c.ID {
-		return Result{}, fmt.Errorf("%w: checkpoint %d of job %s is not newer than checkpoint %d", ErrConflict, c.ID, c.Job, cps[n-1].ID)
+	if last := t.lastCheckpointID(c.Job, cps); last >= c.ID {
+		return Result{}, fmt.Errorf("%w: checkpoint %d of job %s is not newer than checkpoint %d", ErrConflict, c.ID, c.Job, last)
 	}
 	if n := len(cps); n > 0 && !c.Savepoint && cps[n-1].Savepoint && !cps[n-1].Complete && !cps[n-1].Aborted {
 		return Result{}, fmt.Errorf("%w: savepoint %d of job %s is in progress", ErrConflict, cps[n-1].ID, c.Job)
@@ -544,6 +549,7 @@ func (t *txn) checkpointStart(c CheckpointStart) (Result, error) {
 	}
 	cp := &Checkpoint{Job: c.Job, ID: c.ID, Partitions: c.Partitions, StartedMs: c.StartedMs, Acks: []PartitionAck{}, StartIndex: t.index, Savepoint: c.Savepoint, CancelJob: c.Savepoint && c.Cancel}
 	ck.Insert(checkpointKey(c.Job, c.ID), cp)
+	t.useCheckpointID(c.Job, c.ID)
 	cps = append(cps, cp)
 	for _, id := range evictCheckpoints(cps, c.Retain) {
 		ck.Delete(checkpointKey(c.Job, id))
@@ -694,14 +700,17 @@ type snapHeader struct {
 }
 
 type snapRecord struct {
-	KV         *KVEntry        `json:"kv,omitempty"`
-	Job        *Job            `json:"job,omitempty"`
-	Lease      *Lease          `json:"lease,omitempty"`
-	Checkpoint *Checkpoint     `json:"checkpoint,omitempty"`
-	LeaseEvent *LeaseEvent     `json:"lease_event,omitempty"`
-	NodeLease  *NodeLease      `json:"node_lease,omitempty"`
-	Device     *deviceVersions `json:"device_versions,omitempty"`
-	JobStatus  *JobStatus      `json:"job_status,omitempty"`
+	KV         *KVEntry    `json:"kv,omitempty"`
+	Job        *Job        `json:"job,omitempty"`
+	Lease      *Lease      `json:"lease,omitempty"`
+	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
+	// CheckpointIDs: absent in snapshots written before the counter existed
+	// (the records' ids are the floor then).
+	CheckpointIDs *CheckpointCounter `json:"checkpoint_ids,omitempty"`
+	LeaseEvent    *LeaseEvent        `json:"lease_event,omitempty"`
+	NodeLease     *NodeLease         `json:"node_lease,omitempty"`
+	Device        *deviceVersions    `json:"device_versions,omitempty"`
+	JobStatus     *JobStatus         `json:"job_status,omitempty"`
 }
 
 type fsmSnapshot struct{ st *state }
@@ -735,6 +744,7 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	walk(s.st.jobs, func(v interface{}) snapRecord { return snapRecord{Job: v.(*Job)} })
 	walk(s.st.leases, func(v interface{}) snapRecord { return snapRecord{Lease: v.(*Lease)} })
 	walk(s.st.checkpoints, func(v interface{}) snapRecord { return snapRecord{Checkpoint: v.(*Checkpoint)} })
+	walk(s.st.ckptIDs, func(v interface{}) snapRecord { return snapRecord{CheckpointIDs: v.(*CheckpointCounter)} })
 	walk(s.st.history, func(v interface{}) snapRecord { return snapRecord{LeaseEvent: v.(*LeaseEvent)} })
 	walk(s.st.nodeLeases, func(v interface{}) snapRecord { return snapRecord{NodeLease: v.(*NodeLease)} })
 	walk(s.st.devVersions, func(v interface{}) snapRecord { return snapRecord{Device: v.(*deviceVersions)} })
@@ -774,7 +784,7 @@ func readSnapshot(r io.Reader) (*state, error) {
 	st := emptyState()
 	st.index, st.settings, st.tombFloor = h.Index, h.Settings, h.Index
 	kv, jobs, leases, ckpts, hist, nodes := st.kv.Txn(), st.jobs.Txn(), st.leases.Txn(), st.checkpoints.Txn(), st.history.Txn(), st.nodeLeases.Txn()
-	devs, jstat := st.devVersions.Txn(), st.jobStatus.Txn()
+	devs, jstat, cids := st.devVersions.Txn(), st.jobStatus.Txn(), st.ckptIDs.Txn()
 	for {
 		var rec snapRecord
 		err := dec.Decode(&rec)
@@ -797,6 +807,8 @@ func readSnapshot(r io.Reader) (*state, error) {
 				rec.Checkpoint.Acks = []PartitionAck{}
 			}
 			ckpts.Insert(checkpointKey(rec.Checkpoint.Job, rec.Checkpoint.ID), rec.Checkpoint)
+		case rec.CheckpointIDs != nil:
+			cids.Insert([]byte(rec.CheckpointIDs.Job), rec.CheckpointIDs)
 		case rec.LeaseEvent != nil:
 			hist.Insert(binary.BigEndian.AppendUint64(nil, rec.LeaseEvent.Index), rec.LeaseEvent)
 		case rec.NodeLease != nil:
@@ -810,7 +822,7 @@ func readSnapshot(r io.Reader) (*state, error) {
 		}
 	}
 	st.kv, st.jobs, st.leases, st.checkpoints, st.history = kv.CommitOnly(), jobs.CommitOnly(), leases.CommitOnly(), ckpts.CommitOnly(), hist.CommitOnly()
-	st.nodeLeases, st.devVersions, st.jobStatus = nodes.CommitOnly(), devs.CommitOnly(), jstat.CommitOnly()
+	st.nodeLeases, st.devVersions, st.jobStatus, st.ckptIDs = nodes.CommitOnly(), devs.CommitOnly(), jstat.CommitOnly(), cids.CommitOnly()
 	st.historyLen = st.history.Len()
 	if st.kv.Len() != h.Keys {
 		return nil, fmt.Errorf("snapshot has %d keys, header says %d (truncated?)", st.kv.Len(), h.Keys)

@@ -204,10 +204,7 @@ func (n *Node) handleSavepointCreate(w http.ResponseWriter, r *http.Request) {
 			writeError(w, fmt.Errorf("%w: job %s: its partition count is not known yet (no partition has run); retry once it runs", ErrConflict, name))
 			return
 		}
-		next := uint64(1)
-		if cps := view.Checkpoints(name); len(cps) > 0 {
-			next = cps[len(cps)-1].ID + 1
-		}
+		next := view.NextCheckpointID(name)
 		res, err := n.Apply(ctx, CheckpointStart{Job: name, ID: next, Partitions: st.PartitionCount, StartedMs: time.Now().UnixMilli(), Savepoint: true, Cancel: stop})
 		if err == nil {
 			started, at = *res.Checkpoint, res.Index

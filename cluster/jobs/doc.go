@@ -24,9 +24,23 @@
 //
 // # Checkpoints
 //
-// The checkpoint coordinator runs on the Raft leader: every job's
-// checkpoint.interval it appends CheckpointStart{id+1} to the Raft log once
-// the previous checkpoint completed or was aborted. A checkpoint whose acks
+// The checkpoint coordinator is checkpoint.CheckpointCoordinator, the one
+// eddy run uses, over the Raft ports of package control
+// (control.CheckpointIDs, control.CheckpointStore). The leader loop
+// (Service.lead) is a thin driver of one coordinator per job: on every
+// wake-up it feeds it the job's newest checkpoint record (Observe: in a
+// cluster the pending checkpoint and its acks are Raft records, because the
+// FSM must judge each ack's lease epoch deterministically) and proposes
+// what the coordinator says is due. The driver stays here and not in
+// package control because its inputs are here: the job spec (interval, ack
+// timeout, retain) and the partition count the Assigner learned from the
+// source; control keeps the stores and the deterministic judge. Every
+// job's checkpoint.interval the leader appends CheckpointStart{next id of
+// the job's Raft counter} once the previous checkpoint completed, and at
+// once after one was aborted. Ids never repeat under one job name (the
+// counter outlives a cancel, a resubmission and a start from a savepoint),
+// so a transactional sink never mistakes a new checkpoint for one it
+// committed for an earlier revision. A checkpoint whose acks
 // are still missing after the job's checkpoint.ack_timeout (default
 // max(3 x interval, 30 s), at most checkpoint.timeout) is aborted in Raft
 // (CheckpointAbort: every node sees it; eddy ctl checkpoints shows

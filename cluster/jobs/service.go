@@ -41,8 +41,9 @@ type Service struct {
 	gcAt      map[string]time.Time         // last snapshot collection, by job
 	gcBusy    map[string]bool              // a collection of the job runs
 	stores    map[string]*checkpoint.Storage
-	gcDone    chan string              // job whose collection ended
-	offsets   map[string]*groupOffsets // consumer-group offset committers, by job (leader)
+	gcDone    chan string                   // job whose collection ended
+	offsets   map[string]*groupOffsets      // consumer-group offset committers, by job (leader)
+	coords    map[string]*leaderCoordinator // checkpoint coordinators, by job (leader)
 }
 
 // barrier is a checkpoint barrier drive sent a partition under a lease epoch.
@@ -73,7 +74,7 @@ func Start(node *control.Node, cfg Config) (*Service, error) {
 		committed: map[string]uint64{}, started: map[string]time.Time{}, aborting: map[string]time.Time{},
 		aborted: map[string]uint64{}, barriers: map[string]map[int32]barrier{}, storages: map[string]string{}, deletedAt: map[string]time.Time{},
 		gcAt: map[string]time.Time{}, gcBusy: map[string]bool{}, stores: map[string]*checkpoint.Storage{},
-		gcDone: make(chan string, 16), offsets: map[string]*groupOffsets{}}
+		gcDone: make(chan string, 16), offsets: map[string]*groupOffsets{}, coords: map[string]*leaderCoordinator{}}
 	var err error
 	if s.metrics, err = newMetrics(cfg.Registerer); err != nil {
 		return nil, err
@@ -183,10 +184,44 @@ func (s *Service) coordinate() {
 	}
 }
 
-// lead starts the next checkpoint of every job with checkpoints whose
-// previous one completed at least an interval ago or was aborted, and
-// aborts the newest checkpoint when its acks are missing past the job's
-// ack timeout (actors.Spec.CheckpointAckTimeout).
+// leaderCoordinator is the checkpoint coordinator of one job on the
+// leader, over the job's Raft ports.
+type leaderCoordinator struct {
+	modify uint64 // job revision it was made for
+	n      int32  // partition count it was made for
+	co     *checkpoint.CheckpointCoordinator
+}
+
+// coordinator returns the leader's coordinator of job j with n partitions,
+// made anew when the job's revision or partition count changed.
+func (s *Service) coordinator(j control.Job, cfg actors.Config, spec *actors.Spec, n int32) (*checkpoint.CheckpointCoordinator, error) {
+	if lc := s.coords[j.Name]; lc != nil && lc.modify == j.ModifyIndex && lc.n == n {
+		return lc.co, nil
+	}
+	parts := make([]int32, n)
+	for p := range parts {
+		parts[p] = int32(p)
+	}
+	fsm := s.node.FSM()
+	co, err := checkpoint.NewCheckpointCoordinator(checkpoint.CoordinatorConfig{
+		Job: j.Name, Partitions: parts, Interval: cfg.Checkpoint.Interval,
+		AckTimeout: spec.CheckpointAckTimeout(cfg.Checkpoint), Retain: cfg.Checkpoint.Retain,
+	}, control.NewCheckpointIDs(fsm, j.Name), control.NewCheckpointStore(fsm, j.Name), time.Now())
+	if err != nil {
+		return nil, err
+	}
+	s.coords[j.Name] = &leaderCoordinator{modify: j.ModifyIndex, n: n, co: co}
+	return co, nil
+}
+
+// lead drives the checkpoint coordinator of every job with checkpoints:
+// it feeds it the job's newest checkpoint record (the pending checkpoint
+// and its acks live in Raft), proposes CheckpointStart with the next id of
+// the job's Raft counter when the coordinator says one is due (Interval
+// after the previous start, at once after an abort or when the job has
+// none), and CheckpointAbort when the acks are missing past the job's ack
+// timeout (actors.Spec.CheckpointAckTimeout). Retention is the FSM's, at
+// each start (CheckpointStart.Retain, the coordinator's Retain).
 func (s *Service) lead(view control.View) {
 	now := time.Now()
 	for _, j := range view.Jobs() {
@@ -201,27 +236,31 @@ func (s *Service) lead(view control.View) {
 		}
 		cps := view.Checkpoints(j.Name)
 		s.collect(j.Name, cfg.Checkpoint.Storage, view, cps, now)
-		next := uint64(1)
-		if len(cps) > 0 {
-			cp := cps[len(cps)-1]
-			next = cp.ID + 1
-			age := now.Sub(time.UnixMilli(cp.StartedMs))
-			switch {
-			case cp.Complete && age < cfg.Checkpoint.Interval:
-				continue
-			case !cp.Complete && !cp.Aborted:
-				if d := spec.CheckpointAckTimeout(cfg.Checkpoint); age >= d {
-					s.abort(j.Name, cp, d, now)
-				}
-				continue // the next starts once the abort is applied
-			}
+		co, err := s.coordinator(j, cfg, spec, n)
+		if err != nil {
+			s.log.Debug("checkpoint coordinator", "job", j.Name, "err", err)
+			continue
+		}
+		if len(cps) == 0 {
+			co.Observe(nil)
+		} else {
+			co.Observe(cps[len(cps)-1].Observed())
+		}
+		d := co.Due(now)
+		if d.Expired != 0 {
+			s.abort(j.Name, cps[len(cps)-1], co.Config().AckTimeout, now)
+			continue // the next starts once the abort is applied
+		}
+		if !d.Trigger {
+			continue
 		}
 		// Do not propose the same start twice while the first is in flight.
 		if t, ok := s.started[j.Name]; ok && now.Sub(t) < time.Second {
 			continue
 		}
 		s.started[j.Name] = now
-		start := control.CheckpointStart{Job: j.Name, ID: next, Partitions: n, StartedMs: now.UnixMilli(), Retain: cfg.Checkpoint.Retain}
+		next := view.NextCheckpointID(j.Name)
+		start := control.CheckpointStart{Job: j.Name, ID: next, Partitions: n, StartedMs: now.UnixMilli(), Retain: co.Config().Retain}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -232,6 +271,11 @@ func (s *Service) lead(view control.View) {
 				s.log.Debug("starting a checkpoint", "job", j.Name, "id", next, "err", err)
 			}
 		}()
+	}
+	for name := range s.coords {
+		if _, ok := view.Job(name); !ok {
+			delete(s.coords, name)
+		}
 	}
 }
 
