@@ -216,8 +216,9 @@ func (s *Service) coordinator(j control.Job, cfg actors.Config, spec *actors.Spe
 
 // lead drives the checkpoint coordinator of every job with checkpoints:
 // it feeds it the job's newest checkpoint record (the pending checkpoint
-// and its acks live in Raft), proposes CheckpointStart with the next id of
-// the job's Raft counter when the coordinator says one is due (Interval
+// and its acks live in Raft), triggers the next checkpoint when the
+// coordinator says one is due and proposes its CheckpointStart (the id
+// from the job's Raft counter, which the start's apply takes; Interval
 // after the previous start, at once after an abort or when the job has
 // none), and CheckpointAbort when the acks are missing past the job's ack
 // timeout (actors.Spec.CheckpointAckTimeout). Retention is the FSM's, at
@@ -258,8 +259,12 @@ func (s *Service) lead(view control.View) {
 		if t, ok := s.started[j.Name]; ok && now.Sub(t) < time.Second {
 			continue
 		}
+		id, err := co.Trigger(s.ctx, checkpoint.KindCheckpoint, false, now) // numbered by the Raft counter
+		if err != nil {
+			continue
+		}
 		s.started[j.Name] = now
-		next := view.NextCheckpointID(j.Name)
+		next := uint64(id)
 		start := control.CheckpointStart{Job: j.Name, ID: next, Partitions: n, StartedMs: now.UnixMilli(), Retain: co.Config().Retain}
 		s.wg.Add(1)
 		go func() {
