@@ -182,10 +182,18 @@ func (cp Checkpoint) Manifest() *checkpoint.Manifest {
 	if cp.Savepoint {
 		m.Kind = checkpoint.KindSavepoint
 	}
-	for _, a := range cp.Acks {
-		m.Partitions = append(m.Partitions, checkpoint.PartitionAck{Partition: a.Partition, Epoch: a.Epoch, Offset: a.Offset, End: -1, Snapshot: a.Snapshot})
-	}
+	m.Partitions = cp.partitionAcks()
 	return m
+}
+
+// partitionAcks returns cp's acks as checkpoint.PartitionAcks (End -1: a
+// cluster partition is unbounded).
+func (cp Checkpoint) partitionAcks() []checkpoint.PartitionAck {
+	out := make([]checkpoint.PartitionAck, 0, len(cp.Acks))
+	for _, a := range cp.Acks {
+		out = append(out, checkpoint.PartitionAck{Partition: a.Partition, Epoch: a.Epoch, Offset: a.Offset, End: -1, Snapshot: a.Snapshot})
+	}
+	return out
 }
 
 // Observed returns cp as the coordinator's view of a checkpoint record
@@ -195,8 +203,6 @@ func (cp Checkpoint) Observed() *checkpoint.Observed {
 	if cp.Savepoint {
 		o.Kind = checkpoint.KindSavepoint
 	}
-	for _, a := range cp.Acks {
-		o.Acks = append(o.Acks, checkpoint.PartitionAck{Partition: a.Partition, Epoch: a.Epoch, Offset: a.Offset, End: -1, Snapshot: a.Snapshot})
-	}
+	o.Acks = cp.partitionAcks()
 	return o
 }
