@@ -84,6 +84,13 @@ type Config struct {
 	// BatchLinger is how long a source reader waits to fill a batch once it
 	// has one record; >= 0; default 5ms.
 	BatchLinger time.Duration
+	// SinkFlushInterval is how often a running job flushes the rows its
+	// plain (non-transactional) sinks buffer, besides their own writes of
+	// every sinks.Config.BatchRows rows and the checkpoints: the bound on
+	// how long a row waits in a buffer before it is written, whatever the
+	// rate. Shorter means fresher rows and, at low rates, smaller writes.
+	// In [1ms, 1h]; default 500ms (DefaultSinkFlushInterval).
+	SinkFlushInterval time.Duration
 	// Checkpoint configures periodic checkpoints; off unless
 	// Checkpoint.Storage is set.
 	Checkpoint CheckpointConfig
@@ -132,6 +139,8 @@ const (
 	DefaultCheckpointInterval = 5 * time.Second
 	DefaultCheckpointTimeout  = 10 * time.Minute
 	DefaultCacheDevices       = 65536
+	// DefaultSinkFlushInterval is the default of Config.SinkFlushInterval.
+	DefaultSinkFlushInterval = 500 * time.Millisecond
 )
 
 // DefaultConfig returns the defaults: job "iot-work" reading "iot-topic" from
@@ -144,9 +153,10 @@ func DefaultConfig() Config {
 			StartOffset:  StartEarliest,
 			KafkaVersion: kafkaconf.DefaultVersion,
 		},
-		Operators:   operators.DefaultConfig(),
-		BatchSize:   4096,
-		BatchLinger: 5 * time.Millisecond,
+		Operators:         operators.DefaultConfig(),
+		BatchSize:         4096,
+		BatchLinger:       5 * time.Millisecond,
+		SinkFlushInterval: DefaultSinkFlushInterval,
 		Checkpoint: CheckpointConfig{
 			Interval: DefaultCheckpointInterval,
 			Timeout:  DefaultCheckpointTimeout,
@@ -203,6 +213,9 @@ func (c *Config) Validate() error {
 	}
 	if c.BatchLinger < 0 {
 		errs = append(errs, fmt.Errorf("actors: batch linger must be >= 0, got %s", c.BatchLinger))
+	}
+	if c.SinkFlushInterval < time.Millisecond || c.SinkFlushInterval > time.Hour {
+		errs = append(errs, fmt.Errorf("actors: sink flush interval must be in [1ms, 1h], got %s", c.SinkFlushInterval))
 	}
 	if err := c.Operators.Validate(); err != nil {
 		errs = append(errs, err)
@@ -505,7 +518,7 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 	if ck != nil {
 		ck.start(runCtx, system.Root, tasks)
 	}
-	// Flush the plain sinks every sinkFlushInterval while the job runs (as
+	// Flush the plain sinks every SinkFlushInterval while the job runs (as
 	// a Runtime does), so that rows do not sit in a sink's buffer while the
 	// stream is slow; stopped before the final flush.
 	flushCtx, stopFlushes := context.WithCancel(runCtx)

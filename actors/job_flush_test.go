@@ -3,8 +3,10 @@ package actors
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,4 +52,77 @@ func TestRunFlushesSinksWhileSlow(t *testing.T) {
 		var n int
 		return db.QueryRow("SELECT COUNT(*) FROM readings").Scan(&n) == nil && n == 12
 	})
+}
+
+// TestSinkFlushIntervalHoldsRows: with Config.SinkFlushInterval far above
+// the default, the readings of a slow stream stay buffered while the job
+// runs (with the default 500ms they are visible well within the second
+// the test waits) and are written when it stops.
+func TestSinkFlushIntervalHoldsRows(t *testing.T) {
+	brokers := startBroker(t, 2, readingsFor([]string{"a", "b", "c"}, 4))
+	path := filepath.Join(t.TempDir(), "eddy.db")
+	sink, err := sinks.NewSQLite(path, sinks.Config{BatchRows: sinks.MaxBatchRows}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	db, err := sql.Open("sqlite", sinks.SQLiteDSN(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	cfg := testConfig(brokers)
+	cfg.Source.Bounded = false
+	cfg.SinkFlushInterval = time.Hour
+	job, err := NewJob(cfg, sink, nil, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { _, err := job.Run(ctx); done <- err }()
+	count := func() int {
+		var n int
+		if err := db.QueryRow("SELECT COUNT(*) FROM readings").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	eventually(t, 10*time.Second, "all 12 readings read", func() bool { return job.summary().Received == 12 })
+	time.Sleep(1500 * time.Millisecond)
+	if n := count(); n != 0 {
+		t.Errorf("%d readings visible while the job runs with a 1h flush interval, want 0", n)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if n := count(); n != 12 {
+		t.Errorf("%d readings visible after the job stopped, want 12", n)
+	}
+}
+
+// TestSpecSinkFlushInterval: sink_options.flush_interval sets
+// Config.SinkFlushInterval; values outside [1ms, 1h] are refused naming
+// the field.
+func TestSpecSinkFlushInterval(t *testing.T) {
+	base := "source: {brokers: [\"k:9092\"]}\nsink: discard\n"
+	_, cfg, err := LoadSpec([]byte(base), SpecOptions{})
+	if err != nil || cfg.SinkFlushInterval != DefaultSinkFlushInterval {
+		t.Errorf("default: %v, %v", cfg.SinkFlushInterval, err)
+	}
+	_, cfg, err = LoadSpec([]byte(base+"sink_options: {flush_interval: 20ms}\n"), SpecOptions{})
+	if err != nil || cfg.SinkFlushInterval != 20*time.Millisecond {
+		t.Errorf("20ms: %v, %v", cfg.SinkFlushInterval, err)
+	}
+	for _, v := range []string{"0s", "500us", "2h"} {
+		_, _, err := LoadSpec([]byte(base+"sink_options: {flush_interval: "+v+"}\n"), SpecOptions{})
+		var es SpecErrors
+		if !errors.As(err, &es) || es[0].Field != "sink_options.flush_interval" || !strings.Contains(es[0].Reason, "[1ms, 1h]") {
+			t.Errorf("flush_interval %s: %v", v, err)
+		}
+	}
 }

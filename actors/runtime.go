@@ -242,20 +242,14 @@ func (r *Runtime) Partitions() (int32, error) {
 	return int32(len(ps)), nil
 }
 
-// sinkFlushInterval is how often a running job (Job.Run, Runtime) flushes
-// its plain sinks besides their own BatchRows writes and the checkpoints:
-// the bound on how long a row sits in a sink's buffer while the stream is
-// slow.
-const sinkFlushInterval = 500 * time.Millisecond
-
-// flushLoop flushes the plain sinks every sinkFlushInterval, so that rows
-// do not sit in a sink's buffer while the stream is slow.
+// flushLoop flushes the plain sinks every Config.SinkFlushInterval, so
+// that rows do not sit in a sink's buffer while the stream is slow.
 func (r *Runtime) flushLoop() { r.j.flushEvery(r.ctx) }
 
-// flushEvery flushes the plain sinks every sinkFlushInterval until ctx
-// ends; a failed flush is logged (the rows stay buffered).
+// flushEvery flushes the plain sinks every Config.SinkFlushInterval until
+// ctx ends; a failed flush is logged (the rows stay buffered).
 func (j *Job) flushEvery(ctx context.Context) {
-	tick := time.NewTicker(sinkFlushInterval)
+	tick := time.NewTicker(j.cfg.SinkFlushInterval)
 	defer tick.Stop()
 	for {
 		select {

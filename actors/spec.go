@@ -114,6 +114,11 @@ type Spec struct {
 		// a flush writes over in parallel; see sinks.Config.Conns;
 		// default 1.
 		Conns int `yaml:"conns"`
+		// FlushInterval is how often the job writes what the SQL sinks
+		// (and every other plain sink) buffer, whatever the rate: the
+		// bound on how long a row waits before it is written; see
+		// Config.SinkFlushInterval; default 500ms.
+		FlushInterval *Duration `yaml:"flush_interval"`
 	} `yaml:"sink_options"`
 	// Checkpoint configures checkpoints (see CheckpointConfig); without
 	// storage there are none.
@@ -251,6 +256,7 @@ func (s *Spec) Config() (Config, error) {
 		c.BatchSize = s.BatchSize
 	}
 	setDur(&c.BatchLinger, s.BatchLinger)
+	setDur(&c.SinkFlushInterval, s.SinkOptions.FlushInterval)
 	c.Checkpoint.Storage = s.Checkpoint.Storage
 	setDur(&c.Checkpoint.Interval, s.Checkpoint.Interval)
 	setDur(&c.Checkpoint.Timeout, s.Checkpoint.Timeout)

@@ -327,6 +327,7 @@ var configRules = []struct{ prefix, field string }{
 	{"actors: source group id", "source.group_id"},
 	{"actors: batch size", "batch_size"},
 	{"actors: batch linger", "batch_linger"},
+	{"actors: sink flush interval", "sink_options.flush_interval"},
 	{"actors: checkpoint interval", "checkpoint.interval"},
 	{"actors: checkpoint timeout", "checkpoint.timeout"},
 	{"actors: checkpoint retain", "checkpoint.retain"},
