@@ -91,6 +91,10 @@ func main() {
 	flag.Float64Var(&latRate, "rate", 0, "latency benchmark: records/s of the steady replay (0: half the median of the mysql variant of this run)")
 	flag.DurationVar(&latDuration, "latency-duration", 20*time.Second, "latency benchmark: how long the steady replay runs")
 	flag.IntVar(&latEvery, "probe-every", 50, "latency benchmark: every N-th record is a probe whose arrival is timed")
+	flag.StringVar(&latModes, "latency-mode", modeRun, "latency benchmark: comma-separated modes: run (the job in this process, like eddy run, into mysql), cluster (3 eddy node processes, the job submitted through the Raft API, into mysql; checkpoints every --checkpoint-interval), kafka (the job in this process into the transactional Kafka sink, read read_committed, at each --latency-intervals)")
+	flag.IntVar(&latRuns, "latency-runs", 1, "latency benchmark: runs of each mode (and interval); medians of their percentiles are printed")
+	flag.StringVar(&latIntervals, "latency-intervals", "1s,5s", "latency benchmark, kafka mode: comma-separated checkpoint intervals")
+	flag.DurationVar(&latFlush, "flush-interval", actors.DefaultSinkFlushInterval, "latency benchmark, run and cluster modes: sink_options.flush_interval (how often buffered rows are written)")
 	flag.IntVar(&cacheDevices, "cache-devices", actors.DefaultCacheDevices, "device states cached in memory per partition (discard+checkpoint)")
 	flag.Parse()
 	if err := run(*runs, *data, *partitions, *cpuprofile, *variants); err != nil {
@@ -223,7 +227,7 @@ func run(runs int, data string, partitions int, cpuprofile, variants string) err
 			}
 			rate = medians["eddy → mysql"] / 2
 		}
-		if err := runLatency(ctx, broker.Addrs(), data, rate); err != nil {
+		if err := runLatency(ctx, broker.Addrs(), data, tmp, partitions, rate, medians["eddy → mysql"]); err != nil {
 			return fmt.Errorf("latency: %w", err)
 		}
 	}
