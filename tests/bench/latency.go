@@ -130,6 +130,9 @@ type latencySetting struct {
 // medians of each mode's percentiles. maxRate is the mysql variant's
 // median of this run (0: not measured), printed beside rate.
 func runLatency(ctx context.Context, brokers []string, data, tmp string, partitions int, rate, maxRate float64) error {
+	if latRuns < 1 || latEvery < 1 || latDuration <= 0 {
+		return fmt.Errorf("--latency-runs and --probe-every must be >= 1 and --latency-duration > 0 (got %d, %d, %s)", latRuns, latEvery, latDuration)
+	}
 	var settings []latencySetting
 	var cluster *clusterBinary
 	for _, m := range splitComma(latModes) {
@@ -164,7 +167,7 @@ func runLatency(ctx context.Context, brokers []string, data, tmp string, partiti
 	if maxRate > 0 {
 		vs = fmt.Sprintf("%.2f × the mysql variant's median %.0f/s of this run", rate/maxRate, maxRate)
 	}
-	fmt.Printf("\nlatency: produce → row visible in the sink, steady %.0f records/s (%s) for %s, every %d-th record a probe, 1 s warm-up, %d runs each\n",
+	fmt.Printf("\nlatency: produce → row visible in the sink, steady %.0f records/s (%s) for %s, 1 probe per %d records, 1 s warm-up, %d runs each\n",
 		rate, vs, latDuration, latEvery, latRuns)
 	type line struct {
 		name            string

@@ -18,12 +18,20 @@
 // --conns and --batch-bytes set sinks.Config.Conns and BatchBytes of the
 // mysql variant.
 //
-// With --latency, the job then runs unbounded into a fresh MySQL database
-// while the dataset is replayed at a steady --rate records/s (default:
-// half the mysql variant's median of this run) for --latency-duration;
-// every --probe-every-th record is timed from its hand-over to the
-// producer until its row is visible in the sink (polled by primary key
-// every 2 ms), and p50, p99, p99.9 and max are printed.
+// With --latency, the job then runs unbounded while the dataset is
+// replayed into an empty topic at a steady --rate records/s (default: half
+// the mysql variant's median of this run) for --latency-duration; every
+// --probe-every-th record is timed from its hand-over to the producer
+// until its row is visible in the sink, and p50, p99, p99.9 and max are
+// printed for each run and as medians of --latency-runs runs. The job runs
+// as --latency-mode says (comma-separated): run (in this process, like
+// eddy run, into a fresh MySQL database polled by primary key every 2 ms),
+// cluster (three eddy node processes, the binary built once, the job
+// submitted through the Raft API, into MySQL, polled the same way) or
+// kafka (in this process into the transactional Kafka sink, once per
+// checkpoint interval of --latency-intervals, read by a read_committed
+// consumer). --flush-interval is sink_options.flush_interval of run and
+// cluster.
 //
 // With discard+checkpoint, the per-partition checkpoint durations (barrier to
 // ack, and the processing pause at the barrier) of all its runs are printed
@@ -38,7 +46,7 @@
 //
 //	go run ./tests/bench [--runs 5] [--data FILE --delimiter C --map ...]
 //	go run ./tests/bench --variants discard,discard+checkpoint --devices 100000 --per-device 12 --runs 3
-//	go run ./tests/bench --variants raw,mysql --runs 3 --latency
+//	go run ./tests/bench --variants raw,mysql --runs 3 --latency --latency-runs 3 --latency-mode run,cluster,kafka
 package main
 
 import (
