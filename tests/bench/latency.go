@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/go-sql-driver/mysql"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eddy-iot/eddy/actors"
 	"github.com/eddy-iot/eddy/actors/dataset"
@@ -116,6 +118,7 @@ type latencyResult struct {
 	lat     []float64 // ms, the probes seen after the warm-up
 	left    int       // probes not visible within 10 s of the end
 	load    string    // /proc/loadavg at the start
+	explain string    // the job's own histograms, if the target has them
 }
 
 // latencySetting is one line of the latency table: a mode, with its
@@ -188,6 +191,9 @@ func runLatency(ctx context.Context, brokers []string, data, tmp string, partiti
 			fmt.Printf("  %-28s run %d: %d records in %s (%.0f/s), %d probes, %d not visible within 10 s; p50 %.1f ms  p99 %.1f ms  p99.9 %.1f ms  max %.1f ms  (load %s)\n",
 				s.name, i+1, res.sent, res.elapsed.Round(time.Millisecond), float64(res.sent)/res.elapsed.Seconds(),
 				len(res.lat), res.left, pct(res.lat, 50), pct(res.lat, 99), pct(res.lat, 99.9), pct(res.lat, 100), res.load)
+			if res.explain != "" {
+				fmt.Printf("  %-28s        %s\n", "", res.explain)
+			}
 			l.p50 = append(l.p50, pct(res.lat, 50))
 			l.p99 = append(l.p99, pct(res.lat, 99))
 			l.p999 = append(l.p999, pct(res.lat, 99.9))
@@ -281,6 +287,9 @@ func latencyRun(ctx context.Context, brokers []string, data, topic string, parti
 	stopWatch()
 	<-watchDone
 	res.left = ps.left()
+	if e, ok := target.(interface{ explain() string }); ok {
+		res.explain = e.explain()
+	}
 	ps.mu.Lock()
 	res.lat = ps.lat
 	ps.mu.Unlock()
@@ -400,6 +409,7 @@ func pollMySQL(ctx context.Context, db *sql.DB, ps *probes) {
 // database, as eddy run runs it.
 type runTarget struct {
 	brokers []string
+	reg     *prometheus.Registry // the job's and the sink's metrics
 	drop    func()
 	sink    sinks.Sink
 	poll    *sql.DB
@@ -413,7 +423,8 @@ func (t *runTarget) start(ctx context.Context, topic string) error {
 		return err
 	}
 	t.drop = drop
-	if t.sink, err = sinks.NewMySQL(dsn, latencySinkConfig(), nil); err != nil {
+	t.reg = prometheus.NewRegistry()
+	if t.sink, err = sinks.NewMySQL(dsn, latencySinkConfig(), t.reg); err != nil {
 		return err
 	}
 	if err := t.sink.Open(ctx); err != nil {
@@ -428,7 +439,7 @@ func (t *runTarget) start(ctx context.Context, topic string) error {
 	if latFlush > 0 {
 		cfg.SinkFlushInterval = latFlush
 	}
-	job, err := actors.NewJob(cfg, t.sink, nil, nil, slog.New(slog.DiscardHandler))
+	job, err := actors.NewJob(cfg, t.sink, nil, t.reg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return err
 	}
@@ -440,6 +451,46 @@ func (t *runTarget) start(ctx context.Context, topic string) error {
 }
 
 func (t *runTarget) watch(ctx context.Context, ps *probes) { pollMySQL(ctx, t.poll, ps) }
+
+// explain returns where the time went by the job's own histograms (whole
+// run, warm-up included): eddy_record_latency_seconds (Kafka timestamp to
+// the sink commit, every record) and eddy_sink_flush_seconds (one MySQL
+// write of the buffered rows).
+func (t *runTarget) explain() string {
+	mfs, err := t.reg.Gather()
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, mf := range mfs {
+		name := mf.GetName()
+		if name != "eddy_record_latency_seconds" && name != "eddy_sink_flush_seconds" {
+			continue
+		}
+		var count uint64
+		buckets := map[float64]uint64{}
+		for _, m := range mf.GetMetric() {
+			h := m.GetHistogram()
+			count += h.GetSampleCount()
+			for _, b := range h.GetBucket() {
+				buckets[b.GetUpperBound()] += b.GetCumulativeCount()
+			}
+		}
+		bounds := slices.Sorted(maps.Keys(buckets))
+		q := func(p float64) string {
+			for _, b := range bounds {
+				if float64(buckets[b]) >= p*float64(count) {
+					return fmt.Sprintf("≤ %g ms", b*1000)
+				}
+			}
+			return "> " + fmt.Sprint(bounds[len(bounds)-1]*1000) + " ms"
+		}
+		if count > 0 {
+			out = append(out, fmt.Sprintf("%s: %d, p50 %s, p99 %s", name, count, q(0.5), q(0.99)))
+		}
+	}
+	return strings.Join(out, "; ")
+}
 
 func (t *runTarget) close() {
 	if t.stopJob != nil {
