@@ -140,7 +140,7 @@ func (r *jobRun) runJob(ctx context.Context) (sum actors.Summary, err error) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		flushPeriodically(ctx, job, sinkFlushInterval, stop, r.log)
+		flushPeriodically(ctx, job, r.cfg.SinkFlushInterval, stop, r.log)
 	}()
 	sum, err = job.Run(ctx)
 	if err != nil {
@@ -155,9 +155,6 @@ func (r *jobRun) runJob(ctx context.Context) (sum actors.Summary, err error) {
 	}
 	return sum, nil
 }
-
-// sinkFlushInterval bounds how long a row may sit in a sink's buffer.
-const sinkFlushInterval = 500 * time.Millisecond
 
 func flushPeriodically(ctx context.Context, job *actors.Job, every time.Duration, stop <-chan struct{}, log *slog.Logger) {
 	tick := time.NewTicker(every)
