@@ -29,8 +29,8 @@ const maxTracked = 1 << 20
 // the commit of the first checkpoint whose barrier came after the record.
 // Rows a SQL sink writes on its own once BatchRows rows are buffered are
 // durable a little earlier than the next flush, which is what is observed:
-// the latency is an upper bound by at most the flush interval (Config.SinkFlushInterval, default 500 ms)
-// there. What a record contributes to a window that fires later is not
+// the latency is an upper bound by at most the flush interval
+// (Config.SinkFlushInterval, default 500 ms) there. What a record contributes to a window that fires later is not
 // covered: its latency ends with the commit of its own rows (reading, late
 // record or dead letter). Records replayed after a restore are observed
 // again. A record without a timestamp (before Kafka 0.10) is not observed.

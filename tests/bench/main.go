@@ -90,7 +90,7 @@ func main() {
 	)
 	flag.IntVar(&synthDevices, "devices", 0, "synthetic dataset: this many devices (0 = use --data)")
 	flag.IntVar(&synthPerDevice, "per-device", 12, "synthetic dataset: readings per device, 30 s apart")
-	flag.DurationVar(&ckptInterval, "checkpoint-interval", 5*time.Second, "checkpoint interval of discard+checkpoint")
+	flag.DurationVar(&ckptInterval, "checkpoint-interval", 5*time.Second, "checkpoint interval of discard+checkpoint and of the cluster latency mode")
 	flag.IntVar(&batchRows, "batch-rows", sinks.DefaultConfig().BatchRows, "sinks.Config.BatchRows of the sqlite and mysql variants (rows per flush and per INSERT statement)")
 	flag.IntVar(&mysqlConns, "conns", sinks.DefaultConfig().Conns, "sinks.Config.Conns of the mysql variant (parallel connections of a flush)")
 	flag.IntVar(&mysqlBatchBytes, "batch-bytes", sinks.DefaultConfig().BatchBytes, "sinks.Config.BatchBytes of the mysql variant (bytes per INSERT statement)")
