@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,9 +17,13 @@ import (
 // and the view daily_work_time.
 //
 // The file is in WAL mode with synchronous=NORMAL: other processes may read
-// it while eddy writes, a committed transaction survives a crash of eddy,
-// and a power loss may undo the last transactions before the next WAL
-// checkpoint. One connection does all writes (SQLite has one writer).
+// it while eddy writes, and a committed transaction survives a crash of
+// eddy. Flush also makes every committed row durable against a power loss
+// or an OS crash (it fsyncs the WAL file, see sync), so the rows of a
+// checkpoint's flush are on disk before the checkpoint completes; the
+// writes Write starts itself are not fsynced, and a power loss may undo
+// those committed after the last Flush (the job replays them from its last
+// checkpoint). One connection does all writes (SQLite has one writer).
 //
 // Times are TEXT "YYYY-MM-DD HH:MM:SS.sss" in UTC (always three fraction
 // digits, so text order is time order); absent coordinates are NULL;
@@ -29,6 +34,11 @@ import (
 type SQLite struct {
 	path string
 	e    *sqlEngine
+	// Guarded by e.io: the connection and its total_changes() at the
+	// last sync (see sync), and how many syncs fsynced the WAL.
+	syncedConn    *sql.Conn
+	syncedChanges int64
+	syncs         int
 }
 
 var (
@@ -177,6 +187,7 @@ func (s *SQLite) Open(ctx context.Context) error {
 			return nil, fmt.Errorf("sinks: sqlite %s: %w", s.path, err)
 		}
 		s.e.conn = conn
+		s.e.afterFlush = s.sync
 		return db, nil
 	})
 }
@@ -207,6 +218,61 @@ func sqliteMigrate(ctx context.Context, db *sql.DB) error {
 	return nil
 }
 
+// sync makes every transaction committed on the sink's connection durable
+// if some were since the last sync: under synchronous=NORMAL a commit
+// reaches the WAL file but not the disk, so sync commits one more
+// transaction, which rewrites the database header's user_version (one WAL
+// frame), under synchronous=FULL, whose commit fsyncs the WAL file and
+// with it every commit before. It costs one fsync per Flush that follows
+// writes. io is held.
+func (s *SQLite) sync(ctx context.Context) error {
+	c := s.e.conn
+	var changes int64
+	if err := c.QueryRowContext(ctx, "SELECT total_changes()").Scan(&changes); err != nil {
+		return fmt.Errorf("sinks: sqlite %s: sync: %w", s.path, err)
+	}
+	if c == s.syncedConn && changes == s.syncedChanges {
+		return nil
+	}
+	if err := s.fsyncWAL(ctx, c); err != nil {
+		return fmt.Errorf("sinks: sqlite %s: sync: %w", s.path, err)
+	}
+	s.syncedConn, s.syncedChanges = c, changes
+	s.syncs++
+	return nil
+}
+
+// fsyncWAL commits a rewrite of user_version under synchronous=FULL on c
+// (see sync), then sets synchronous back to NORMAL.
+func (s *SQLite) fsyncWAL(ctx context.Context, c *sql.Conn) (err error) {
+	if _, err := c.ExecContext(ctx, "PRAGMA synchronous=FULL"); err != nil {
+		return err
+	}
+	defer func() {
+		if _, rerr := c.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous=NORMAL"); rerr != nil && err == nil {
+			err = rerr
+		}
+	}()
+	if _, err := c.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		s.e.rollbackConn()
+		return err
+	}
+	var v int64
+	if err := c.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		s.e.rollbackConn()
+		return err
+	}
+	if _, err := c.ExecContext(ctx, "PRAGMA user_version = "+strconv.FormatInt(v, 10)); err != nil {
+		s.e.rollbackConn()
+		return err
+	}
+	if _, err := c.ExecContext(ctx, "COMMIT"); err != nil {
+		s.e.rollbackConn()
+		return err
+	}
+	return nil
+}
+
 // Write buffers copies of the rows of b under NoPartition at epoch 0 (see
 // WriteEpoch, whose rules apply), and writes the buffer in one
 // transaction once Config.BatchRows rows are buffered.
@@ -229,9 +295,9 @@ func (s *SQLite) SetLeaseGuard(valid func(p int32, epoch uint64) bool) { s.e.set
 func (s *SQLite) SetBackpressureHook(fn func(p int32, waiting bool)) { s.e.setBackpressure(fn) }
 
 // Flush writes every buffered row in one transaction and returns when it is
-// committed (rows the store refuses are isolated and replaced by their
-// rejections; see ReasonSinkRejected). On error the rows stay buffered for
-// the next Flush.
+// committed and, with every row committed before, fsynced (see sync; rows
+// the store refuses are isolated and replaced by their rejections; see
+// ReasonSinkRejected). On error the rows stay buffered for the next Flush.
 func (s *SQLite) Flush(ctx context.Context) error { return s.e.flush(ctx) }
 
 // Close writes the buffered rows (within 30 s) and closes the database. It

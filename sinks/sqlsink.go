@@ -312,6 +312,10 @@ type sqlEngine struct {
 	// beforeWrite, if set, runs before every flush with the rows about to
 	// be written (MySQL creates daily partitions there); io is held.
 	beforeWrite func(ctx context.Context, sel *selection)
+	// afterFlush, if set, runs after every successful Flush (not after
+	// the writes Write starts itself); io is held. SQLite makes the
+	// committed rows durable there.
+	afterFlush func(ctx context.Context) error
 
 	// conns is how many groups (transactions, connections) one flush
 	// writes in parallel at most (Config.Conns; 1 for SQLite).
@@ -623,7 +627,13 @@ func (e *sqlEngine) flush(ctx context.Context) error {
 		return fmt.Errorf("sinks: %s: flush: %w", e.d.name, err)
 	}
 	defer e.release()
-	return e.flushIO(ctx)
+	if err := e.flushIO(ctx); err != nil {
+		return err
+	}
+	if e.afterFlush != nil {
+		return e.afterFlush(ctx)
+	}
+	return nil
 }
 
 // lane is the scratch state of one connection of a flush: the argument
