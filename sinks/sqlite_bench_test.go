@@ -41,7 +41,7 @@ func BenchmarkSQLiteJobRows(b *testing.B) {
 	k := 0
 	for i := range rs {
 		r := &rs[i]
-		p := int(r.Partition) % parts
+		p := i % parts
 		r.Partition = int32(p)
 		bb := &bufs[p]
 		bb.Readings = append(bb.Readings, *r)
