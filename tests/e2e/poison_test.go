@@ -1,13 +1,8 @@
 package e2e
 
 import (
-	"bytes"
-	"compress/gzip"
 	"context"
-	"encoding/csv"
-	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,105 +13,11 @@ import (
 
 	"github.com/IBM/sarama"
 
-	"github.com/eddy-iot/eddy/actors/dataset/aberdeen"
 	"github.com/eddy-iot/eddy/cmd/eddy/oracle"
 	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 	"github.com/eddy-iot/eddy/tests/mariadbtest"
+	"github.com/eddy-iot/eddy/tests/poison"
 )
-
-// poisonRow is one poison record of the poison file and the dead-letter
-// reason it must end as ("" = a valid reading; "skipped" = a line the
-// replayer cannot send).
-type poisonRow struct {
-	line   func(prevTime, prevID string) string
-	reason string
-}
-
-func obj(eventTime, metric, pboxid string) string {
-	return `{"event_time":` + eventTime + `,"metric":` + metric + `,"pboxid":` + pboxid + `}`
-}
-
-func q(s string) string { b, _ := json.Marshal(s); return string(b) }
-
-// poisonRows are the cases of issue 9 that used to pass the operators and
-// stop a partition in the SQL sink, or to stop its watermark for good.
-var poisonRows = []poisonRow{
-	{func(_, id string) string { return obj(q("0999-06-01 12:00:00"), "5", q(id)) }, "event_time_out_of_range"},
-	{func(_, id string) string { return obj(q("9999-12-31 23:59:30"), "5", q(id)) }, "event_time_out_of_range"}, // window ends at 10000-01-01
-	{func(_, id string) string { return obj(q("9999-06-01 00:00:00"), "5", q(id)) }, "future_event_time"},
-	{func(_, id string) string { return obj(q("2106-02-07T06:28:16Z"), "5", q(id)) }, "future_event_time"}, // wrapped uint32 clock
-	{func(ts, id string) string { return obj(q(ts), "1e308", q(id)) }, "metric_out_of_range"},
-	{func(ts, id string) string { return obj(q(ts), "1e308", q(id)) }, "metric_out_of_range"}, // the same window: sum would be +Inf
-	{func(ts, _ string) string { return obj(q(ts), "5", q(strings.Repeat("p", 65))) }, "pboxid_too_long"},
-	{func(ts, _ string) string { return obj(q(ts), "60", q("dev")) }, ""},
-	{func(ts, _ string) string { return obj(q(ts), "61", q("dev ")) }, "invalid_pboxid"}, // PAD SPACE would make it "dev"
-	{func(ts, _ string) string { return obj(q(ts), "62", q("dev")) }, ""},
-	{func(ts, _ string) string { return obj(q(ts), "5", `"de\u0001v"`) }, "invalid_pboxid"},
-	{func(ts, _ string) string { return obj(q(ts), "5", "\"dev\xff\"") }, "invalid_pboxid"}, // invalid UTF-8: U+FFFD on the way
-	{func(ts, id string) string { return obj(q(ts), q(strings.Repeat("9", 5000)), q(id)) }, "oversized"},
-	{func(ts, id string) string { return obj(q(ts), q("abc"), q(id)) }, "invalid_metric"},
-	{func(ts, _ string) string { return `{"event_time":` + q(ts) + `,"metric":1,` }, "skipped"}, // malformed JSON
-}
-
-// poisonFile writes the first n Aberdeen readings as seed-schema NDJSON with
-// one poison row after every step readings, and returns the path and the
-// expected dead-letter reason of every sent record (by 1-based record
-// number), and the number of lines the replayer must skip.
-func poisonFile(t *testing.T, dir string, n, step int) (string, map[int64]string, int64) {
-	t.Helper()
-	zr, err := gzip.NewReader(aberdeen.Open())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cr := csv.NewReader(zr)
-	cr.Comma = aberdeen.Delimiter
-	hdr, err := cr.Read()
-	if err != nil {
-		t.Fatal(err)
-	}
-	col := map[string]int{}
-	for i, h := range hdr {
-		col[h] = i
-	}
-	var b bytes.Buffer
-	want := map[int64]string{}
-	var sent, skipped int64
-	next := 0
-	for i := 0; i < n; i++ {
-		row, err := cr.Read()
-		if err == io.EOF {
-			t.Fatalf("Aberdeen has fewer than %d rows", n)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		ts, id := row[col["timestamp"]], row[col["sensor_id"]]
-		fmt.Fprintf(&b, `{"event_time":%q,"metric":%s,"pboxid":%q,"latitude":%s,"longitude":%s}`+"\n",
-			ts, row[col["P1"]], id, row[col["lat"]], row[col["lon"]])
-		sent++
-		if (i+1)%step == 0 && next < len(poisonRows) {
-			p := poisonRows[next]
-			next++
-			b.WriteString(p.line(ts, id) + "\n")
-			if p.reason == "skipped" {
-				skipped++
-				continue
-			}
-			sent++
-			if p.reason != "" {
-				want[sent] = p.reason
-			}
-		}
-	}
-	if next != len(poisonRows) {
-		t.Fatalf("only %d of %d poison rows fit in %d readings", next, len(poisonRows), n)
-	}
-	path := filepath.Join(dir, "poison.ndjson")
-	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path, want, skipped
-}
 
 // TestPoisonFile: the first 20,000 Aberdeen readings with every poison case
 // interleaved, through `eddy dev --bounded` with the max_future guard on:
@@ -129,11 +30,11 @@ func poisonFile(t *testing.T, dir string, n, step int) (string, map[int64]string
 // rejects out-of-range values.
 func TestPoisonFile(t *testing.T) {
 	dir := t.TempDir()
-	data, want, skipped := poisonFile(t, dir, 20_000, 1_000)
+	data, want, skipped := poison.File(t, dir, 20_000, 1_000)
 	opts := oracle.DefaultOptions()
 	opts.Format = oracle.FormatNDJSON
-	opts.MaxMessageBytes = 4096
-	const maxBytes = "4096"
+	opts.MaxMessageBytes = poison.MaxMessageBytes
+	maxBytes := fmt.Sprint(poison.MaxMessageBytes)
 
 	run := func(t *testing.T, sink string, guard bool) (string, *oracle.Result) {
 		o := opts
@@ -161,35 +62,6 @@ func TestPoisonFile(t *testing.T) {
 		}
 		return out, w
 	}
-	checkDeadLetters := func(t *testing.T, got, w *oracle.Result, want map[int64]string) {
-		t.Helper()
-		if len(w.DeadLetterRecords) != len(want) {
-			t.Fatalf("oracle: %d dead letters %+v, want %d", len(w.DeadLetterRecords), w.DeadLetterRecords, len(want))
-		}
-		type key struct {
-			p int32
-			o int64
-		}
-		sinkReason := map[key]string{}
-		for _, d := range got.DeadLetterRecords {
-			sinkReason[key{d.Partition, d.Offset}] = d.Reason
-		}
-		if len(sinkReason) != len(want) {
-			t.Fatalf("sink: %d dead letters %+v, want %d", len(sinkReason), got.DeadLetterRecords, len(want))
-		}
-		for _, d := range w.DeadLetterRecords {
-			if oracle.ReasonLabel(d.Reason) != want[d.Line] {
-				t.Errorf("record %d: oracle reason %q, want %s", d.Line, d.Reason, want[d.Line])
-			}
-			r, ok := sinkReason[key{d.Partition, d.Offset}]
-			if !ok {
-				t.Errorf("record %d (partition %d offset %d, %s) is no dead letter in the sink", d.Line, d.Partition, d.Offset, want[d.Line])
-			} else if oracle.ReasonLabel(r) != want[d.Line] {
-				t.Errorf("record %d (partition %d offset %d): sink reason %q, want %s", d.Line, d.Partition, d.Offset, r, want[d.Line])
-			}
-		}
-	}
-
 	t.Run("sqlite guard on", func(t *testing.T) {
 		db := filepath.Join(t.TempDir(), "poison.db")
 		_, w := run(t, "sqlite:"+db, true)
@@ -197,7 +69,7 @@ func TestPoisonFile(t *testing.T) {
 			t.Fatalf("oracle: %d late records; no poison row may move a watermark", w.Late)
 		}
 		got := loadSQLite(t, db)
-		checkDeadLetters(t, got, w, want)
+		poison.CheckDeadLetters(t, got, w, want)
 		compare(t, got, w)
 	})
 
@@ -208,7 +80,7 @@ func TestPoisonFile(t *testing.T) {
 			t.Fatalf("oracle: no late record with the guard off; the far-future rows should have moved their watermarks")
 		}
 		got := loadSQLite(t, db)
-		checkDeadLetters(t, got, w, reasonsFor(want, false))
+		poison.CheckDeadLetters(t, got, w, poison.WithoutGuard(want))
 		compare(t, got, w)
 	})
 
@@ -216,29 +88,18 @@ func TestPoisonFile(t *testing.T) {
 		t.Run(map[bool]string{true: "mariadb guard on", false: "mariadb guard off"}[guard], func(t *testing.T) {
 			dsn := mariadbtest.DSN(t)
 			_, w := run(t, "mysql:"+dsn, guard)
+			reasons := want
+			if !guard {
+				reasons = poison.WithoutGuard(want)
+			}
 			got, err := oracle.LoadMySQL(context.Background(), dsn)
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkDeadLetters(t, got, w, reasonsFor(want, guard))
+			poison.CheckDeadLetters(t, got, w, reasons)
 			compare(t, got, w)
 		})
 	}
-}
-
-// reasonsFor returns the expected dead letters with the max_future guard on
-// or off (then the far-future readings are valid).
-func reasonsFor(want map[int64]string, guard bool) map[int64]string {
-	if guard {
-		return want
-	}
-	off := map[int64]string{}
-	for rec, reason := range want {
-		if reason != "future_event_time" {
-			off[rec] = reason
-		}
-	}
-	return off
 }
 
 // TestPoisonRawMessages produces message values the replayer would never
@@ -363,11 +224,11 @@ func TestPoisonCluster(t *testing.T) {
 	const partitions = 12
 	dsn := mariadbtest.DSN(t)
 	dir := t.TempDir()
-	data, want, _ := poisonFile(t, dir, 20_000, 1_000)
+	data, want, _ := poison.File(t, dir, 20_000, 1_000)
 	opts := oracle.DefaultOptions()
 	opts.Format = oracle.FormatNDJSON
 	opts.Partitions = partitions
-	opts.MaxMessageBytes = 4096
+	opts.MaxMessageBytes = poison.MaxMessageBytes
 	opts.MaxFuture, opts.Now = time.Hour, time.Now()
 	w, err := oracle.ComputeFile(data, opts)
 	if err != nil {
@@ -409,20 +270,8 @@ func TestPoisonCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	type key struct {
-		p int32
-		o int64
+	if w.Late != 0 {
+		t.Fatalf("oracle: %d late records; no poison row may move a watermark", w.Late)
 	}
-	sink := map[key]string{}
-	for _, d := range got.DeadLetterRecords {
-		sink[key{d.Partition, d.Offset}] = oracle.ReasonLabel(d.Reason)
-	}
-	if len(w.DeadLetterRecords) != len(want) || len(sink) != len(want) || w.Late != 0 {
-		t.Fatalf("dead letters: oracle %d, sink %d, want %d; oracle late %d", len(w.DeadLetterRecords), len(sink), len(want), w.Late)
-	}
-	for _, d := range w.DeadLetterRecords {
-		if r := sink[key{d.Partition, d.Offset}]; r != want[d.Line] || oracle.ReasonLabel(d.Reason) != want[d.Line] {
-			t.Errorf("record %d: sink reason %q, oracle %q, want %s", d.Line, r, d.Reason, want[d.Line])
-		}
-	}
+	poison.CheckDeadLetters(t, got, w, want)
 }
