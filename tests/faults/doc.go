@@ -61,13 +61,18 @@
 //   - TestKilledMariaDB: the same private mariadbd SIGKILLed twice and
 //     restarted after a seeded 3–15 s (broken connections, refused ones,
 //     InnoDB crash recovery). Epoch audit as in TestPause.
+//   - TestPoisonUnderFaults: the poison file of tests/poison (Aberdeen
+//     readings with every poison case interleaved) in seeded chunks while
+//     one owner is SIGKILLed and restarted and another SIGSTOPped for a
+//     seeded 1.5–8 s; every poison row must be a dead letter exactly once
+//     with its reason. Epoch audit as in TestPause.
 //
 // Every test also checks the Raft lease history (one holder per partition
 // at every index) and the partition observer (no two nodes running one
 // partition in overlapping time, at the same or different epochs; no node
 // running an epoch after Raft granted a newer one).
 //
-// TestPause, TestNetworkPartition, TestLossyNetwork and TestStalledCheckpoint need a MariaDB
+// TestPause, TestNetworkPartition, TestLossyNetwork, TestStalledCheckpoint and TestPoisonUnderFaults need a MariaDB
 // server for their sink databases (tests/mariadbtest: skipped without one,
 // failed in CI). TestNetworkPartition and TestLossyNetwork
 // need root and iptables, TestStoppedMariaDB and TestKilledMariaDB root, mysql_install_db and

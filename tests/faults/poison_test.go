@@ -20,7 +20,7 @@ import (
 // Aberdeen readings with every poison case interleaved) through the 3-node
 // cluster into MariaDB, with event_time.max_future 1h and
 // format.max_message_bytes set, while a seeded schedule SIGKILLs a
-// partition owner and restarts it, and SIGSTOPs another owner for a seeded
+// partition owner and restarts it 4.5–7 s later, and SIGSTOPs another owner for a seeded
 // 1.5–8 s and SIGCONTs it, in a seeded order. The input comes in seeded
 // chunks, each an `eddy replay --data` as fast as it goes, spread over the
 // faults (`eddy replay --speed` paces by event time, which the far-future
@@ -157,7 +157,8 @@ type poisonPlan struct {
 }
 
 // poisonSchedule draws the fault schedule: after 2–4 s the SIGKILL
-// (restart 2–5 s later) and the SIGSTOP (SIGCONT 1.5–8 s later) in a
+// (restart 4.5–7 s later: past the default lease TTL + safety, so its
+// partitions move) and the SIGSTOP (SIGCONT 1.5–8 s later) in a
 // seeded order, 2–4 s apart; 8 input chunks, the first at 0, the others
 // at seeded times up to the last fault's end, so input keeps coming while
 // the faults are on.
@@ -170,7 +171,7 @@ func poisonSchedule(rng *rand.Rand) *poisonPlan {
 		p.events = append(p.events, poisonEvent{at, f})
 		switch f {
 		case "kill":
-			at += between(rng, 2*time.Second, 5*time.Second)
+			at += between(rng, 4500*time.Millisecond, 7*time.Second)
 			p.events = append(p.events, poisonEvent{at, "restart"})
 		case "stop":
 			at += between(rng, 1500*time.Millisecond, 8*time.Second)
