@@ -67,7 +67,12 @@ type ReplayOptions struct {
 	// times real time: a record is sent when the wall time since the first
 	// record reaches its event-time distance from the first record divided
 	// by X. A record whose event time is earlier than that schedule, or
-	// cannot be parsed (see ParseEventTime), is sent at once. Must be >= 0.
+	// cannot be parsed (see ParseEventTime), is sent at once. A jump of
+	// more than PaceJump of event time from the previous record (either
+	// way: a poison time such as 2106-02-07 from a wrapped clock, or a gap
+	// in the data) restarts the schedule at that record, which is sent at
+	// once, so one bad time cannot stall the replay for years. Must be
+	// >= 0.
 	Speed float64
 
 	// Limit stops after this many records were sent; 0 (default) = all.
@@ -279,12 +284,17 @@ loop:
 	return sum, runErr
 }
 
+// PaceJump is the largest event-time step between consecutive records that
+// ReplayOptions.Speed paces; a larger one restarts the schedule.
+const PaceJump = 24 * time.Hour
+
 // pacer spaces records by event time for ReplayOptions.Speed.
 type pacer struct {
 	speed     float64
 	started   bool
 	baseWall  time.Time
 	baseEvent int64 // Unix ms
+	last      int64 // Unix ms of the previous paced record
 	timer     *time.Timer
 }
 
@@ -299,10 +309,12 @@ func (p *pacer) wait(ctx context.Context, et string) error {
 	if !ok {
 		return nil
 	}
-	if !p.started {
-		p.started, p.baseWall, p.baseEvent = true, time.Now(), ms
+	jump := ms - p.last
+	if !p.started || jump > PaceJump.Milliseconds() || jump < -PaceJump.Milliseconds() {
+		p.started, p.baseWall, p.baseEvent, p.last = true, time.Now(), ms, ms
 		return nil
 	}
+	p.last = ms
 	due := p.baseWall.Add(time.Duration(float64(ms-p.baseEvent) * float64(time.Millisecond) / p.speed))
 	d := time.Until(due)
 	if d < time.Millisecond {

@@ -225,6 +225,40 @@ func TestReplaySpeed(t *testing.T) {
 	}
 }
 
+// TestReplaySpeedPoisonTime: a poison event time (2106-02-07, a wrapped
+// uint32 clock, then one before year 1000) among readings 1 s apart does not stall a paced replay:
+// the jump restarts the schedule, and the readings after it are paced
+// again.
+func TestReplaySpeedPoisonTime(t *testing.T) {
+	b := startBroker(t, 1, "poison")
+	var csv strings.Builder
+	csv.WriteString("pboxid,event_time,metric\n")
+	for i := 0; i < 7; i++ {
+		fmt.Fprintf(&csv, "d,2019-03-01T00:00:%02d,1\n", i) // 6 s of event time
+		switch i {
+		case 2:
+			csv.WriteString("d,2106-02-07T06:28:16Z,1\n")
+		case 4:
+			csv.WriteString("d,0999-06-01T00:00:00,1\n")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	sum, err := Replay(ctx, b.Addrs(), "poison", openString(t, "t.csv", csv.String(), Options{}), ReplayOptions{Speed: 20})
+	took := time.Since(start)
+	if err != nil || sum.Produced != 9 {
+		t.Fatalf("%+v, %v (after %v)", sum, err, took)
+	}
+	// Paced: 00→02 before the first jump, 03→04 and 05→06 after the
+	// restarts (the readings after a poison time are sent at once): 4 s of
+	// event time at 20×. Without the restart the 2106 reading would wait
+	// 87 years / 20.
+	if took < 150*time.Millisecond || took > 3*time.Second {
+		t.Errorf("6 s of event time with two poison times at 20× took %v, want about 200 ms", took)
+	}
+}
+
 func TestReplayCancel(t *testing.T) {
 	b := startBroker(t, 1, "cancel")
 	data := "pboxid,event_time,metric\nd,0,1\nd,3600000,2\nd,7200000,3\n" // epoch ms, 1 h apart

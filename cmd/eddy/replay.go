@@ -54,7 +54,9 @@ Without --data, the embedded Aberdeen SDS011 dataset (929,022 readings,
 sensor.community, ODbL) is replayed with its own delimiter and mapping.
 
 --speed X paces the messages at X times real time using the event times
-(3600 = one hour of data per second); 0 sends as fast as possible.
+(3600 = one hour of data per second); 0 sends as fast as possible. A jump of
+more than 24 h of event time between consecutive rows (a gap in the data, or
+a bad time such as year 9999) is not waited for: pacing restarts there.
 
 Progress goes to stderr (a bar on a terminal, a line every 5 s otherwise);
 the summary goes to stdout.`,
