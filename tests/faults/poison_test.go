@@ -21,10 +21,10 @@ import (
 // cluster into MariaDB, with event_time.max_future 1h and
 // format.max_message_bytes set, while a seeded schedule SIGKILLs a
 // partition owner and restarts it 4.5–7 s later, and SIGSTOPs another owner for a seeded
-// 1.5–8 s and SIGCONTs it, in a seeded order. The input comes in seeded
-// chunks, each an `eddy replay --data` as fast as it goes, spread over the
-// faults (`eddy replay --speed` paces by event time, which the far-future
-// poison rows would stall). End: the tables equal the oracle exactly
+// 1.5–8 s and SIGCONTs it, in a seeded order. The input comes in 8
+// chunks, each an `eddy replay --data` as fast as it goes, started at
+// seeded times over the faults (the readings' own event-time pace, days of
+// data, would not fit the run). End: the tables equal the oracle exactly
 // (valid + late + dead letters = input), every poison row is a dead letter
 // exactly once with its reason, no (source_partition, source_offset) is in
 // dead_letters twice, no row's epoch went down (epoch audit), and the lease
