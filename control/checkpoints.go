@@ -95,8 +95,9 @@ func (c *CheckpointIDs) Next(context.Context) (int64, error) {
 // job: its complete Checkpoint records in the FSM, as manifests (the
 // snapshot of an ack is its FormatSnapshotRef string, as in the record).
 // The FSM completes a checkpoint in the apply of its last CheckpointAck and
-// applies retention in every CheckpointStart (its Retain), so Add confirms
-// and Subsume has nothing left to do.
+// applies retention (checkpoint.Subsumed with the start's Retain) in every
+// CheckpointStart and completion, so Add confirms and Subsume has nothing
+// left to do.
 type CheckpointStore struct {
 	fsm *FSM
 	job string
@@ -158,9 +159,10 @@ func (s *CheckpointStore) Savepoint(_ context.Context, id int64) (*checkpoint.Ma
 }
 
 // Subsume implements checkpoint.CompletedCheckpointStore: the FSM already
-// applied the retention of the job's checkpoint.retain at the newest
-// CheckpointStart (evictCheckpoints), and the leader's snapshot collection
-// deletes the evicted snapshots. It removes nothing.
+// applied the retention of the job's checkpoint.retain when the newest
+// checkpoint started and when it completed (evictCheckpoints), and the
+// leader's snapshot collection deletes the evicted snapshots. It removes
+// nothing.
 func (s *CheckpointStore) Subsume(context.Context, int) ([]string, error) { return nil, nil }
 
 // checkpoint returns checkpoint record id of job.

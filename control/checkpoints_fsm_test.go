@@ -17,10 +17,11 @@ func checkpointIDs(v View, job string) []uint64 {
 	return out
 }
 
-// TestFSMRetentionKeepsLastComplete: a run of incomplete checkpoints longer
-// than the retention never evicts the newest complete checkpoint, and the
-// job's checkpoint.retain (CheckpointStart.Retain) sets how many of the
-// newest are kept besides it.
+// TestFSMRetentionKeepsLastComplete: the FSM applies checkpoint.Subsumed
+// with the job's checkpoint.retain (CheckpointStart.Retain) at every start
+// and completion: a run of incomplete checkpoints longer than the retention
+// never evicts a complete checkpoint, only the older incomplete ones, and a
+// completion evicts the incomplete ones before it.
 func TestFSMRetentionKeepsLastComplete(t *testing.T) {
 	a := newApplier(t)
 	for p := int32(0); p < 2; p++ {
@@ -40,8 +41,8 @@ func TestFSMRetentionKeepsLastComplete(t *testing.T) {
 		ack(id, 0)
 	}
 	v := a.fsm.View()
-	if got, want := checkpointIDs(v, "iot"), []uint64{2, 18, 19, 20}; !reflect.DeepEqual(got, want) {
-		t.Fatalf("retained %v, want %v (newest complete 2 + the newest 3)", got, want)
+	if got, want := checkpointIDs(v, "iot"), []uint64{1, 2, 18, 19, 20}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("retained %v, want %v (complete 1 and 2 + the newest 3 incomplete)", got, want)
 	}
 	cp, ok := v.LastCompleteCheckpoint("iot")
 	if !ok || cp.ID != 2 || len(cp.Acks) != 2 {
@@ -55,18 +56,24 @@ func TestFSMRetentionKeepsLastComplete(t *testing.T) {
 			}
 		}
 	}
-	// A newer complete one replaces 2 as the one kept.
+	// Completing 20 evicts the incomplete ones before it, at once.
 	ack(20, 1)
-	a.must(CheckpointStart{Job: "iot", ID: 21, Partitions: 2, Retain: 3})
-	if got, want := checkpointIDs(a.fsm.View(), "iot"), []uint64{19, 20, 21}; !reflect.DeepEqual(got, want) {
-		t.Fatalf("retained %v, want %v", got, want)
+	if got, want := checkpointIDs(a.fsm.View(), "iot"), []uint64{1, 2, 20}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("retained after 20 completed %v, want %v", got, want)
 	}
-	// Retain 0 is the default.
-	for id := uint64(22); id < 22+RetainCheckpoints; id++ {
+	// The fourth complete one evicts the oldest complete one.
+	a.must(CheckpointStart{Job: "iot", ID: 21, Partitions: 2, Retain: 3})
+	ack(21, 0)
+	ack(21, 1)
+	if got, want := checkpointIDs(a.fsm.View(), "iot"), []uint64{2, 20, 21}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("retained after 21 completed %v, want %v", got, want)
+	}
+	// Retain 0 is the default: the 3 complete + the newest RetainCheckpoints incomplete.
+	for id := uint64(22); id < 22+RetainCheckpoints+2; id++ {
 		a.must(CheckpointStart{Job: "iot", ID: id, Partitions: 2})
 	}
-	if n := len(a.fsm.View().Checkpoints("iot")); n != RetainCheckpoints+1 {
-		t.Errorf("%d retained with the default, want %d (+ complete 20)", n, RetainCheckpoints+1)
+	if n := len(a.fsm.View().Checkpoints("iot")); n != 3+RetainCheckpoints {
+		t.Errorf("%d retained with the default, want %d (+ complete 2, 20, 21)", n, 3+RetainCheckpoints)
 	}
 	if err := (CheckpointStart{Job: "iot", ID: 99, Partitions: 2, Retain: -1}).Validate(); !errors.Is(err, ErrInvalid) {
 		t.Errorf("retain -1: %v, want ErrInvalid", err)

@@ -151,12 +151,14 @@ type LeaseRelease struct {
 // CheckpointCounter, which the start raises to ID). An earlier checkpoint still incomplete is aborted ("superseded
 // by checkpoint ID").
 //
-// Retention: after the start the FSM keeps, of the job's checkpoints, the
-// newest Retain ones (by id, this one included) plus the newest complete
-// one, however old: a run of incomplete or aborted checkpoints never evicts
-// the last complete checkpoint, which holds a restorable snapshot of every
-// partition. Everything older goes. Retain 0 means RetainCheckpoints; it is
-// the job spec's checkpoint.retain when the spec sets it.
+// Retention: after the start, and again when the checkpoint completes
+// (Checkpoint.Retain), the FSM applies checkpoint.Subsumed, the rule of eddy
+// run too: it keeps the newest Retain complete checkpoints, the newest
+// Retain incomplete or aborted ones after the newest complete checkpoint or
+// savepoint (this one among them), and every savepoint not aborted; a run
+// of incomplete or aborted checkpoints never evicts a complete one.
+// Everything else goes. Retain 0 means RetainCheckpoints; it is the job
+// spec's checkpoint.retain when the spec sets it.
 type CheckpointStart struct {
 	Job        string `json:"job"`
 	ID         uint64 `json:"id"`
@@ -209,8 +211,9 @@ type SetVoterTarget struct {
 	Voters int `json:"voters"`
 }
 
-// RetainCheckpoints is how many checkpoints per job the FSM keeps by
-// default (see CheckpointStart), besides the newest complete one.
+// RetainCheckpoints is the retain of a CheckpointStart that sets none: how
+// many complete checkpoints per job the FSM keeps, and how many incomplete
+// ones after them (see CheckpointStart).
 const RetainCheckpoints = 10
 
 func (KVSet) Type() CommandType           { return TypeKVSet }

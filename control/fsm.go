@@ -16,6 +16,8 @@ import (
 
 	iradix "github.com/hashicorp/go-immutable-radix"
 	"github.com/hashicorp/raft"
+
+	"github.com/eddy-iot/eddy/actors/checkpoint"
 )
 
 // maxTombstones bounds the delete markers kept for watches; beyond it they
@@ -542,48 +544,49 @@ func (t *txn) checkpointStart(c CheckpointStart) (Result, error) {
 	if _, ok := t.jobTxn().Get([]byte(c.Job)); c.Savepoint && !ok {
 		return Result{}, fmt.Errorf("%w: job %q", ErrNotFound, c.Job)
 	}
-	for i, old := range cps {
+	for _, old := range cps {
 		if !old.Complete && !old.Aborted {
-			cps[i] = t.abortCheckpoint(old, fmt.Sprintf("superseded by checkpoint %d", c.ID))
+			t.abortCheckpoint(old, fmt.Sprintf("superseded by checkpoint %d", c.ID))
 		}
 	}
-	cp := &Checkpoint{Job: c.Job, ID: c.ID, Partitions: c.Partitions, StartedMs: c.StartedMs, Acks: []PartitionAck{}, StartIndex: t.index, Savepoint: c.Savepoint, CancelJob: c.Savepoint && c.Cancel}
+	cp := &Checkpoint{Job: c.Job, ID: c.ID, Partitions: c.Partitions, StartedMs: c.StartedMs, Acks: []PartitionAck{}, StartIndex: t.index, Savepoint: c.Savepoint, CancelJob: c.Savepoint && c.Cancel, Retain: c.Retain}
 	ck.Insert(checkpointKey(c.Job, c.ID), cp)
 	t.useCheckpointID(c.Job, c.ID)
-	cps = append(cps, cp)
-	for _, id := range evictCheckpoints(cps, c.Retain) {
-		ck.Delete(checkpointKey(c.Job, id))
-	}
+	t.retainCheckpoints(c.Job, c.Retain)
 	return Result{Checkpoint: cp}, nil
 }
 
-// evictCheckpoints returns the ids of cps (one job's, ascending by id) that
-// retention drops: all but the newest retain (0 = RetainCheckpoints) and
-// the newest complete one. Savepoints not aborted are neither counted nor
-// dropped.
-func evictCheckpoints(all []*Checkpoint, retain int) []uint64 {
+// evictCheckpoints returns the ids of cps (one job's) that retention
+// drops: checkpoint.Subsumed with retain (0 = RetainCheckpoints) — the
+// newest retain complete checkpoints, the newest retain incomplete ones
+// after the newest complete one, and every savepoint not aborted stay.
+func evictCheckpoints(cps []*Checkpoint, retain int) []uint64 {
 	if retain <= 0 {
 		retain = RetainCheckpoints
 	}
-	cps := make([]*Checkpoint, 0, len(all))
-	for _, cp := range all {
-		if !cp.Savepoint || cp.Aborted {
-			cps = append(cps, cp)
-		}
-	}
-	lastComplete := -1
+	recs := make([]checkpoint.Record, len(cps))
 	for i, cp := range cps {
-		if cp.Complete {
-			lastComplete = i
-		}
+		recs[i] = checkpoint.Record{ID: int64(cp.ID), Savepoint: cp.Savepoint, Complete: cp.Complete, Aborted: cp.Aborted}
 	}
 	var out []uint64
-	for i := 0; i < len(cps)-retain; i++ {
-		if i != lastComplete {
-			out = append(out, cps[i].ID)
-		}
+	for _, id := range checkpoint.Subsumed(recs, retain) {
+		out = append(out, uint64(id))
 	}
 	return out
+}
+
+// retainCheckpoints applies retention (evictCheckpoints) to job's
+// checkpoint records with retain.
+func (t *txn) retainCheckpoints(job string, retain int) {
+	ck := t.ckptTxn()
+	var cps []*Checkpoint
+	ck.Root().WalkPrefix(jobPrefix(job), func(k []byte, v interface{}) bool {
+		cps = append(cps, v.(*Checkpoint))
+		return false
+	})
+	for _, id := range evictCheckpoints(cps, retain) {
+		ck.Delete(checkpointKey(job, id))
+	}
 }
 
 // abortCheckpoint stores cp as aborted with reason and its missing
@@ -666,6 +669,10 @@ func (t *txn) checkpointAck(c CheckpointAck) (Result, error) {
 		n.CompletedMs = t.nowMs()
 	}
 	ck.Insert(checkpointKey(c.Job, c.ID), &n)
+	if n.Complete {
+		// A new complete checkpoint can subsume older ones.
+		t.retainCheckpoints(c.Job, n.Retain)
+	}
 	if n.Complete && n.CancelJob {
 		if _, err := t.jobCancel(JobCancel{Name: c.Job}); err != nil && !errors.Is(err, ErrNotFound) {
 			return Result{}, err

@@ -164,6 +164,9 @@ type Checkpoint struct {
 	// CancelJob: the job is cancelled when this savepoint completes
 	// (CheckpointStart.Cancel, stop with savepoint).
 	CancelJob bool `json:"cancel_job,omitempty"`
+	// Retain is the CheckpointStart's Retain: the retention applied when
+	// it completes (0 = RetainCheckpoints).
+	Retain int `json:"retain,omitempty"`
 }
 
 // PartitionAck is one partition's acknowledgement of a checkpoint.

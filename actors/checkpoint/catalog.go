@@ -189,53 +189,40 @@ func (c *Catalog) Adopt(ctx context.Context, sp *Manifest, id int64) (*Manifest,
 	return &m, nil
 }
 
-// Retain deletes complete checkpoints (not savepoints) beyond the newest
-// keep, except the newest one each of partitions may restore from (see
-// Committed), and incomplete checkpoints older than the newest complete one.
-// It returns the deleted directory names.
+// Retain applies retention (Subsumed) with keep to the job's directories:
+// each partition's restore point is the newest complete checkpoint or
+// savepoint whose commit it made (see Committed), and an incomplete
+// directory counts as in progress (storage does not record an abort). It
+// deletes what Subsumed drops and returns the deleted directory names.
 func (c *Catalog) Retain(ctx context.Context, keep int, partitions []int32) ([]string, error) {
 	es, err := c.List(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var complete []*Manifest // checkpoints and savepoints, newest first
-	for i := len(es) - 1; i >= 0; i-- {
-		if es[i].Manifest != nil {
-			complete = append(complete, es[i].Manifest)
-		}
+	recs := make([]Record, len(es))
+	byID := make(map[int64]Entry, len(es))
+	for i, e := range es {
+		recs[i] = Record{ID: e.ID, Savepoint: e.Kind == KindSavepoint, Complete: e.Manifest != nil}
+		byID[e.ID] = e
 	}
-	needed := map[int64]bool{}
 	for _, p := range partitions {
-		for _, m := range complete {
-			ok, err := c.Committed(ctx, m, p)
+		for i := len(es) - 1; i >= 0; i-- {
+			if es[i].Manifest == nil {
+				continue
+			}
+			ok, err := c.Committed(ctx, es[i].Manifest, p)
 			if err != nil {
 				return nil, err
 			}
 			if ok {
-				needed[m.ID] = true
+				recs[i].Restores = true
 				break
 			}
 		}
 	}
-	var newest int64
-	if len(complete) > 0 {
-		newest = complete[0].ID
-	}
 	var deleted []string
-	kept := 0
-	for i := len(es) - 1; i >= 0; i-- {
-		e := es[i]
-		if e.Kind != KindCheckpoint {
-			continue
-		}
-		if e.Manifest != nil {
-			kept++
-			if kept <= keep || needed[e.ID] {
-				continue
-			}
-		} else if e.ID > newest {
-			continue // possibly in progress
-		}
+	for _, id := range Subsumed(recs, keep) {
+		e := byID[id]
 		if err := c.Delete(ctx, e.Kind, e.ID); err != nil {
 			return deleted, err
 		}

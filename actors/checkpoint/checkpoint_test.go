@@ -394,7 +394,7 @@ func TestStorageRetentionAndAdopt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{dirName(KindCheckpoint, ids[0]), dirName(KindCheckpoint, id2), dirName(KindCheckpoint, id1)}
+	want := []string{dirName(KindCheckpoint, id1), dirName(KindCheckpoint, id2), dirName(KindCheckpoint, ids[0])}
 	if !slices.Equal(deleted, want) {
 		t.Fatalf("Subsume deleted %v, want %v (keep 2 newest, the savepoint and the in-progress one)", deleted, want)
 	}

@@ -48,10 +48,11 @@ type CompletedCheckpointStore interface {
 	// Savepoint returns complete savepoint id (an error wrapping
 	// ErrNotExist when there is none).
 	Savepoint(ctx context.Context, id int64) (*Manifest, error)
-	// Subsume removes the complete checkpoints retention no longer keeps:
-	// all but the newest retain (>= 1) and each partition's newest restore
-	// point; savepoints stay until deleted. It returns the names of what it
-	// removed.
+	// Subsume removes what retention (Subsumed, with retain >= 1) no
+	// longer keeps: it keeps the newest retain complete checkpoints, each
+	// partition's restore point, the newest retain incomplete ones after
+	// them and the savepoints (until deleted). It returns the names of
+	// what it removed.
 	Subsume(ctx context.Context, retain int) ([]string, error)
 }
 
@@ -67,8 +68,8 @@ type CoordinatorConfig struct {
 	// AckTimeout: a checkpoint whose acks are still missing this long after
 	// its start is aborted (and the next one is due at once); > 0.
 	AckTimeout time.Duration
-	// Retain is how many complete checkpoints to keep; >= 1; default 3.
-	// Savepoints are kept until deleted.
+	// Retain is how many complete checkpoints to keep (see Subsumed);
+	// >= 1; default 3. Savepoints are kept until deleted.
 	Retain int
 	// Transactional: the job writes to transactional sinks (see
 	// Manifest.Transactional).

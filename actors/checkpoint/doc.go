@@ -33,10 +33,8 @@
 // start of the previous one, at once after an ack timeout), one checkpoint
 // in progress at a time (savepoints and the final checkpoint of a bounded
 // run are triggered on demand, after it), the ack timeout that aborts it,
-// completion when every partition acked, retention (Subsume: the newest
-// Retain complete checkpoints plus each partition's restore point;
-// savepoints stay until deleted) and the "what restores" query
-// (Restorable). Its state lives behind two ports:
+// completion when every partition acked, retention (Subsume, see
+// Retention below) and the "what restores" query (Restorable). Its state lives behind two ports:
 //
 //   - CheckpointIDCounter numbers checkpoints and savepoints (one
 //     sequence, only growing, never reused by a later run of the job);
@@ -54,6 +52,18 @@
 // coordinator per job (package cluster/jobs), feeding it the newest record
 // (Observe) and proposing what it says is due. Package checkpointtest is
 // the one test table both sets of ports pass.
+//
+// # Retention
+//
+// Retention is one pure function of both modes, Subsumed: it keeps the
+// newest Retain complete checkpoints, the newest Retain incomplete or
+// aborted ones after the newest complete checkpoint or savepoint (the one in
+// progress among them), every savepoint that is not aborted, and each
+// partition's restore point where the mode knows it (eddy run with
+// transactional sinks: the newest checkpoint whose commit the partition
+// made). eddy run applies it to checkpoint storage after each completion
+// (Catalog.Retain); the FSM applies it to its records in the apply of every
+// CheckpointStart and of the ack that completes a checkpoint, on every node.
 //
 // Recovery rule: each partition restores the newest complete checkpoint or
 // savepoint it may restore from (all of them without transactional sinks;

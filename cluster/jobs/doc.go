@@ -65,10 +65,12 @@
 //
 // # Limits
 //
-// The FSM retains per job the newest checkpoint.retain checkpoints (the
-// spec's default, 3, as for eddy run) plus the newest complete one and every
-// savepoint (control.Checkpoint.Savepoint: a checkpoint started on demand by
-// POST /v1/jobs/{name}/savepoints, kept until deleted, also when the job is
+// The FSM retains per job what checkpoint.Subsumed keeps with
+// checkpoint.retain (the spec's default, 3; the rule of eddy run): the
+// newest checkpoint.retain complete checkpoints, as many incomplete or
+// aborted ones after them, and every savepoint
+// (control.Checkpoint.Savepoint: a checkpoint started on demand by POST
+// /v1/jobs/{name}/savepoints, kept until deleted, also when the job is
 // cancelled). Every Config.SnapshotGCInterval the leader deletes from
 // checkpoint storage the snapshots no retained checkpoint references (below
 // the newest checkpoint, whose uploads may be in flight), the handoff

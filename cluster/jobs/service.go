@@ -222,7 +222,8 @@ func (s *Service) coordinator(j control.Job, cfg actors.Config, spec *actors.Spe
 // after the previous start, at once after an abort or when the job has
 // none), and CheckpointAbort when the acks are missing past the job's ack
 // timeout (actors.Spec.CheckpointAckTimeout). Retention is the FSM's, at
-// each start (CheckpointStart.Retain, the coordinator's Retain).
+// each start and completion (CheckpointStart.Retain, the coordinator's
+// Retain).
 func (s *Service) lead(view control.View) {
 	now := time.Now()
 	for _, j := range view.Jobs() {

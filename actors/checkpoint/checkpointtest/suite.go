@@ -44,7 +44,7 @@ func Run(t *testing.T, backend Backend) {
 	t.Run("protocol", func(t *testing.T) { testProtocol(t, backend(t)) })
 	t.Run("pacing and ack timeout", func(t *testing.T) { testPacing(t, backend(t)) })
 	t.Run("ids grow across restarts", func(t *testing.T) { testIDs(t, backend(t)) })
-	t.Run("retention keeps savepoints", func(t *testing.T) { testRetention(t, backend(t)) })
+	t.Run("retention keeps savepoints and complete checkpoints", func(t *testing.T) { testRetention(t, backend(t)) })
 }
 
 var t0 = time.UnixMilli(1_764_800_000_000)
@@ -258,6 +258,21 @@ func testRetention(t *testing.T, open func() Ports) {
 	}
 	if got, want := completedIDs(t, p.Store), []int64{ids[2], ids[1], sp}; !slices.Equal(got, want) {
 		t.Fatalf("completed %v, want %v (the newest 2 and the savepoint)", got, want)
+	}
+	// A run of aborted checkpoints longer than retain evicts no complete
+	// one (checkpoint.Subsumed): each partition keeps a restore point.
+	for i := range 3 {
+		id := trigger(t, p, c, checkpoint.KindCheckpoint, t0)
+		ack(t, p, c, id, 0)
+		if i < 2 {
+			c.Abort(id, true)
+		}
+		if _, err := c.Subsume(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := completedIDs(t, p.Store), []int64{ids[2], ids[1], sp}; !slices.Equal(got, want) {
+		t.Fatalf("completed after 2 aborted checkpoints and 1 in progress %v, want %v", got, want)
 	}
 	m, err := p.Store.Savepoint(ctx, sp)
 	if err != nil || m.ID != sp || m.Kind != checkpoint.KindSavepoint || len(m.Partitions) != 2 {
