@@ -134,19 +134,34 @@ func (s *CheckpointStore) Add(ctx context.Context, m *checkpoint.Manifest) error
 
 // Completed implements checkpoint.CompletedCheckpointStore: the complete
 // checkpoints and savepoints the job's partitions may restore from
-// (Job.Restorable; every complete one of a deleted job's savepoints),
-// newest first.
+// (View.RestorableCheckpoints), newest first.
 func (s *CheckpointStore) Completed(context.Context) ([]*checkpoint.Manifest, error) {
-	v := s.fsm.View()
-	j, exists := v.Job(s.job)
-	cps := v.Checkpoints(s.job)
 	var out []*checkpoint.Manifest
-	for i := len(cps) - 1; i >= 0; i-- {
-		if cp := cps[i]; cp.Complete && (!exists || j.Restorable(cp)) {
-			out = append(out, cp.Manifest())
-		}
+	for _, cp := range s.fsm.View().RestorableCheckpoints(s.job, true) {
+		out = append(out, cp.Manifest())
 	}
 	return out, nil
+}
+
+// RestorableCheckpoints returns the retained checkpoint records of job that
+// its partitions may restore from, newest first: "what restores" on a
+// cluster, for CheckpointStore.Completed (the coordinator's store) and for
+// the partitions' restore (cluster/jobs). completeOnly (a job with
+// transactional sinks) keeps the complete checkpoints and savepoints;
+// otherwise incomplete and aborted ones count too, each for the partitions
+// that acked it (SQL sinks are idempotent upserts). Job.Restorable filters
+// them (a job submitted from a savepoint restores that savepoint or a later
+// checkpoint); a deleted job's records all count.
+func (v View) RestorableCheckpoints(job string, completeOnly bool) []Checkpoint {
+	j, exists := v.Job(job)
+	cps := v.Checkpoints(job)
+	var out []Checkpoint
+	for i := len(cps) - 1; i >= 0; i-- {
+		if cp := cps[i]; (cp.Complete || !completeOnly) && (!exists || j.Restorable(cp)) {
+			out = append(out, cp)
+		}
+	}
+	return out
 }
 
 // Savepoint implements checkpoint.CompletedCheckpointStore.

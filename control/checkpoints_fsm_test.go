@@ -44,6 +44,21 @@ func TestFSMRetentionKeepsLastComplete(t *testing.T) {
 	if got, want := checkpointIDs(v, "iot"), []uint64{1, 2, 18, 19, 20}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("retained %v, want %v (complete 1 and 2 + the newest 3 incomplete)", got, want)
 	}
+	// What restores (no job record: all of them), newest first: with
+	// transactional sinks only the complete ones, otherwise every record
+	// for the partitions that acked it.
+	for _, tc := range []struct {
+		completeOnly bool
+		want         []uint64
+	}{{true, []uint64{2, 1}}, {false, []uint64{20, 19, 18, 2, 1}}} {
+		var got []uint64
+		for _, cp := range v.RestorableCheckpoints("iot", tc.completeOnly) {
+			got = append(got, cp.ID)
+		}
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("RestorableCheckpoints(complete only %v) = %v, want %v", tc.completeOnly, got, tc.want)
+		}
+	}
 	cp, ok := v.LastCompleteCheckpoint("iot")
 	if !ok || cp.ID != 2 || len(cp.Acks) != 2 {
 		t.Fatalf("last complete %+v %v, want checkpoint 2 with both acks", cp, ok)

@@ -82,17 +82,18 @@ func TestFSMSavepoints(t *testing.T) {
 		t.Errorf("handoff of the cancelled job's lease kept: %+v", l.Handoff)
 	}
 	a.must(CheckpointStart{Job: "iot", ID: 13, Partitions: 2, Retain: 2})
-	restorable := func(j Job) []uint64 {
+	restorable := func(completeOnly bool) []uint64 {
 		var out []uint64
-		for _, cp := range a.fsm.View().Checkpoints("iot") {
-			if j.Restorable(cp) {
-				out = append(out, cp.ID)
-			}
+		for _, cp := range a.fsm.View().RestorableCheckpoints("iot", completeOnly) {
+			out = append(out, cp.ID)
 		}
 		return out
 	}
-	if got, want := restorable(*j), []uint64{2, 13}; !reflect.DeepEqual(got, want) {
+	if got, want := restorable(false), []uint64{13, 2}; !reflect.DeepEqual(got, want) {
 		t.Errorf("restorable %v, want %v", got, want)
+	}
+	if got, want := restorable(true), []uint64{2}; !reflect.DeepEqual(got, want) {
+		t.Errorf("restorable with transactional sinks %v, want %v (13 is incomplete)", got, want)
 	}
 	// A later revision keeps the savepoint as its floor.
 	j2 := a.must(JobPut{Name: "iot", Spec: "y"}).Job
@@ -101,8 +102,8 @@ func TestFSMSavepoints(t *testing.T) {
 	}
 	// A job submitted anew (no savepoint) restores none of them.
 	a.must(JobDelete{Name: "iot"})
-	j3 := a.must(JobPut{Name: "iot", Spec: "x"}).Job
-	if got := restorable(*j3); len(got) != 0 {
+	a.must(JobPut{Name: "iot", Spec: "x"})
+	if got := restorable(false); len(got) != 0 {
 		t.Errorf("a new job restores %v, want nothing", got)
 	}
 

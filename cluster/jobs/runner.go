@@ -286,23 +286,18 @@ func (r *Runner) runtime(ctx context.Context, job string) (*jobRuntime, error) {
 	return jr, nil
 }
 
-// restorePoints lists where partition p of job may restore from: the
-// handoff point of its lease and its acks of the retained checkpoints
-// (complete ones only with transactional sinks) that the job's revision
-// may restore (control.Job.Restorable: a job submitted from a savepoint
-// restores that savepoint or a later checkpoint, never an earlier one).
+// restorePoints lists where partition p of job may restore from, newest
+// first: the handoff point of its lease (none with transactional sinks),
+// then its acks of the checkpoints
+// the job may restore from (View.RestorableCheckpoints, the query behind
+// the coordinator's store, control.CheckpointStore.Completed: complete ones
+// only with transactional sinks; of the job's revision, control.Job.Restorable).
 func restorePoints(view control.View, lease control.Lease, transactional bool) []actors.RestorePoint {
 	var out []actors.RestorePoint
-	j, _ := view.Job(lease.Job)
 	if h := lease.Handoff; h != nil && h.Snapshot != "" && !transactional {
 		out = append(out, actors.RestorePoint{Checkpoint: -int64(h.Epoch), Offset: h.Offset, Snapshot: h.Snapshot})
 	}
-	cps := view.Checkpoints(lease.Job)
-	for i := len(cps) - 1; i >= 0; i-- {
-		cp := cps[i]
-		if transactional && !cp.Complete || !j.Restorable(cp) {
-			continue
-		}
+	for _, cp := range view.RestorableCheckpoints(lease.Job, transactional) {
 		for _, a := range cp.Acks {
 			if a.Partition == lease.Partition {
 				out = append(out, actors.RestorePoint{Checkpoint: int64(cp.ID), Offset: a.Offset, Snapshot: a.Snapshot})
