@@ -288,10 +288,10 @@ func (r *Runner) runtime(ctx context.Context, job string) (*jobRuntime, error) {
 
 // restorePoints lists where partition p of job may restore from, newest
 // first: the handoff point of its lease (none with transactional sinks),
-// then its acks of the checkpoints
-// the job may restore from (View.RestorableCheckpoints, the query behind
-// the coordinator's store, control.CheckpointStore.Completed: complete ones
-// only with transactional sinks; of the job's revision, control.Job.Restorable).
+// then its acks of the checkpoints the job may restore from
+// (control.View.RestorableCheckpoints, the query behind the coordinator's
+// store control.CheckpointStore.Completed: complete ones only with
+// transactional sinks; of the job's revision, control.Job.Restorable).
 func restorePoints(view control.View, lease control.Lease, transactional bool) []actors.RestorePoint {
 	var out []actors.RestorePoint
 	if h := lease.Handoff; h != nil && h.Snapshot != "" && !transactional {
