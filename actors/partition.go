@@ -143,8 +143,12 @@ func (t *partitionTask) read(ctx context.Context, consumer sarama.Consumer, root
 		defer tick.Stop()
 		idle = tick.C
 	}
+	msgs := pc.Messages()
+	// The reader waits for each batch (deliver), so one records slice
+	// serves every batch.
+	buf := make([]*sarama.ConsumerMessage, 0, min(size, 1024))
 	for {
-		b := &recordBatch{records: make([]*sarama.ConsumerMessage, 0, min(size, 1024))}
+		b := &recordBatch{records: buf[:0]}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -155,23 +159,13 @@ func (t *partitionTask) read(ctx context.Context, consumer sarama.Consumer, root
 			continue
 		case cerr := <-pc.Errors():
 			return fmt.Errorf("actors: partition %d: %w", t.partition, cerr)
-		case m := <-pc.Messages():
+		case m := <-msgs:
 			b.records = append(b.records, m)
 		}
-		timer := time.NewTimer(linger)
-	fill:
-		for len(b.records) < size && !t.atEnd(b) {
-			select {
-			case m := <-pc.Messages():
-				b.records = append(b.records, m)
-			case <-timer.C:
-				break fill
-			case <-ctx.Done():
-				timer.Stop()
-				return ctx.Err()
-			}
+		if err := t.fill(ctx, b, msgs, size, linger); err != nil {
+			return err
 		}
-		timer.Stop()
+		buf = b.records
 		b.final = t.atEnd(b)
 		t.highWater.Store(pc.HighWaterMarkOffset())
 		if err := t.deliver(ctx, root, b); err != nil {
@@ -181,6 +175,45 @@ func (t *partitionTask) read(ctx context.Context, consumer sarama.Consumer, root
 			return nil
 		}
 	}
+}
+
+// fill adds records from msgs to b, which holds one, until it has size
+// records, reaches the bounded end, or linger has passed since its first
+// record. Records already buffered in msgs are taken without a select (a
+// receive that cannot block costs a fraction of a select with a timer);
+// the timer starts only when msgs runs dry.
+func (t *partitionTask) fill(ctx context.Context, b *recordBatch, msgs <-chan *sarama.ConsumerMessage, size int, linger time.Duration) error {
+	first := time.Now()
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for len(b.records) < size && !t.atEnd(b) {
+		select {
+		case m := <-msgs:
+			b.records = append(b.records, m)
+			continue
+		default:
+		}
+		if timer == nil {
+			wait := linger - time.Since(first)
+			if wait <= 0 {
+				return nil
+			}
+			timer = time.NewTimer(wait)
+		}
+		select {
+		case m := <-msgs:
+			b.records = append(b.records, m)
+		case <-timer.C:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 func (t *partitionTask) atEnd(b *recordBatch) bool {
