@@ -658,7 +658,13 @@ func newSaramaClient(src SourceConfig) (sarama.Client, error) {
 	}
 	sc.Consumer.Return.Errors = true
 	sc.Consumer.Fetch.Min = 1
-	sc.Consumer.Fetch.Default = 4 << 20
+	// 1 MiB per partition and fetch, about as many records as the channel
+	// buffer holds: a fetch response fits the buffers, so the next fetch is
+	// not held back by a partition still working through the last one, and
+	// the broker builds (and sarama decodes) smaller responses. Measured
+	// against 4 MiB with tests/bench (discard, Aberdeen data): about 10 %
+	// less CPU per run. sarama grows the fetch size for a larger message.
+	sc.Consumer.Fetch.Default = 1 << 20
 	sc.Consumer.MaxWaitTime = 100 * time.Millisecond
 	sc.ChannelBufferSize = 8192
 	sc.Consumer.IsolationLevel = sarama.ReadCommitted
