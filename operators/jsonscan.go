@@ -69,6 +69,12 @@ func (s *scanner) fail(msg string) bool {
 	return false
 }
 
+// failAt is fail with the position set to i first.
+func (s *scanner) failAt(i int, msg string) bool {
+	s.i = i
+	return s.fail(msg)
+}
+
 func isWS(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 func (s *scanner) ws() {
@@ -78,59 +84,63 @@ func (s *scanner) ws() {
 }
 
 // str scans a string starting at the opening quote. It returns the span of
-// its contents and whether it contains escapes.
+// its contents and whether it contains escapes. The position lives in a
+// local variable while scanning (stored back on return), which keeps it in
+// a register on the per-byte path.
 func (s *scanner) str() (start, end int, esc, ok bool) {
 	b := s.b
-	s.i++ // opening quote
-	start = s.i
-	for s.i < len(b) {
-		c := b[s.i]
+	i := s.i + 1 // opening quote
+	start = i
+	for i < len(b) {
+		c := b[i]
 		if plainStringByte[c] {
-			s.i++
+			i++
 			continue
 		}
 		switch {
 		case c == '"':
-			end = s.i
-			s.i++
-			return start, end, esc, true
+			s.i = i + 1
+			return start, i, esc, true
 		case c == '\\':
 			esc = true
-			if s.i+1 >= len(b) {
+			if i+1 >= len(b) {
 				s.i = len(b)
 				return 0, 0, false, s.fail("unexpected end of input in string")
 			}
-			switch b[s.i+1] {
+			switch b[i+1] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				s.i += 2
+				i += 2
 			case 'u':
-				if s.i+6 > len(b) {
+				if i+6 > len(b) {
 					s.i = len(b)
 					return 0, 0, false, s.fail("unexpected end of input in string")
 				}
-				for k := s.i + 2; k < s.i+6; k++ {
+				for k := i + 2; k < i+6; k++ {
 					if hexVal(b[k]) < 0 {
 						s.i = k
 						return 0, 0, false, s.fail("invalid \\u escape in string")
 					}
 				}
-				s.i += 6
+				i += 6
 			default:
-				s.i++
+				s.i = i + 1
 				return 0, 0, false, s.fail("invalid escape in string")
 			}
 		case c < 0x20:
+			s.i = i
 			return 0, 0, false, s.fail("control character in string")
 		case c < utf8.RuneSelf:
-			s.i++
+			i++
 		default:
-			r, size := utf8.DecodeRune(b[s.i:])
+			r, size := utf8.DecodeRune(b[i:])
 			if r == utf8.RuneError && size <= 1 {
+				s.i = i
 				return 0, 0, false, s.fail("invalid UTF-8 in string")
 			}
-			s.i += size
+			i += size
 		}
 	}
+	s.i = i
 	return 0, 0, false, s.fail("unexpected end of input in string")
 }
 
@@ -158,45 +168,48 @@ func hexVal(c byte) int {
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 // num scans a JSON number: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+// (the position in a local variable, as in str).
 func (s *scanner) num() bool {
 	b := s.b
-	if s.i < len(b) && b[s.i] == '-' {
-		s.i++
+	i := s.i
+	if i < len(b) && b[i] == '-' {
+		i++
 	}
-	if s.i >= len(b) {
-		return s.fail("unexpected end of input in number")
+	if i >= len(b) {
+		return s.failAt(i, "unexpected end of input in number")
 	}
 	switch {
-	case b[s.i] == '0':
-		s.i++
-	case b[s.i] >= '1' && b[s.i] <= '9':
-		for s.i < len(b) && isDigit(b[s.i]) {
-			s.i++
+	case b[i] == '0':
+		i++
+	case b[i] >= '1' && b[i] <= '9':
+		for i < len(b) && isDigit(b[i]) {
+			i++
 		}
 	default:
-		return s.fail("invalid number")
+		return s.failAt(i, "invalid number")
 	}
-	if s.i < len(b) && b[s.i] == '.' {
-		s.i++
-		if s.i >= len(b) || !isDigit(b[s.i]) {
-			return s.fail("invalid number")
+	if i < len(b) && b[i] == '.' {
+		i++
+		if i >= len(b) || !isDigit(b[i]) {
+			return s.failAt(i, "invalid number")
 		}
-		for s.i < len(b) && isDigit(b[s.i]) {
-			s.i++
-		}
-	}
-	if s.i < len(b) && (b[s.i] == 'e' || b[s.i] == 'E') {
-		s.i++
-		if s.i < len(b) && (b[s.i] == '+' || b[s.i] == '-') {
-			s.i++
-		}
-		if s.i >= len(b) || !isDigit(b[s.i]) {
-			return s.fail("invalid number")
-		}
-		for s.i < len(b) && isDigit(b[s.i]) {
-			s.i++
+		for i < len(b) && isDigit(b[i]) {
+			i++
 		}
 	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		if i >= len(b) || !isDigit(b[i]) {
+			return s.failAt(i, "invalid number")
+		}
+		for i < len(b) && isDigit(b[i]) {
+			i++
+		}
+	}
+	s.i = i
 	return true
 }
 
