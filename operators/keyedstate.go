@@ -13,8 +13,9 @@ import (
 // evicted: about 90 bytes plus the id. The state itself (deviceState) is
 // either cached in memory — on an LRU list, at most cacheCap of them once a
 // StateStore is set — or encoded in the store. A device whose state becomes
-// empty is dropped from the index, the heap and the store: idle devices cost
-// nothing.
+// empty is dropped from the heap, the cache and the store; its entry stays
+// parked in the index for the device's next record, up to maxParked entries
+// per partition (park): idle devices cost at most that.
 //
 // Cached states are written to the store when they are evicted (if changed
 // since the last save) and by Checkpoint; so after Checkpoint the store holds
@@ -26,8 +27,11 @@ type deviceEntry struct {
 	id      string
 	wake    int64 // next watermark at which the device has work
 	heapIdx int32 // position in Partition.heap; -1 while being dropped
-	stored  bool  // the store holds a state of the device (older when dirty)
-	state   *deviceState
+	// parked is the sequence number under which the entry was parked
+	// (Partition.park); 0 while the device has state.
+	parked uint64
+	stored bool // the store holds a state of the device (older when dirty)
+	state  *deviceState
 }
 
 // maxFreeStates bounds the recycled states a partition keeps.
@@ -48,7 +52,7 @@ func (p *Partition) SetStore(store StateStore, cacheDevices int) {
 }
 
 // Devices returns the number of devices with open state, cached or not.
-func (p *Partition) Devices() int { return len(p.index) }
+func (p *Partition) Devices() int { return len(p.index) - p.parkedN }
 
 // CachedDevices returns the number of device states held in memory.
 func (p *Partition) CachedDevices() int { return p.cached }
@@ -220,20 +224,89 @@ func (p *Partition) evict() {
 	}
 }
 
-// drop forgets a device whose state is empty.
+// drop empties the state of a device whose state has no more work and
+// parks its entry (see park).
 func (p *Partition) drop(e *deviceEntry) {
 	if e.heapIdx >= 0 {
 		p.heapRemove(int(e.heapIdx))
 	}
-	delete(p.index, e.id)
 	if e.state != nil {
 		p.detach(e)
 	}
 	if e.stored {
 		p.store.Delete(e.id)
+		e.stored = false
 	}
+	p.park(e)
+}
+
+// maxParked bounds the parked entries of a partition (about 100 bytes
+// each plus the id).
+const maxParked = 1024
+
+// parkSlot is one slot of the ring of parked entries: the entry and the
+// sequence number it was parked under (a slot whose entry was unparked,
+// or parked again later, is stale).
+type parkSlot struct {
+	e   *deviceEntry
+	seq uint64
+}
+
+// park keeps the entry of a device without state in the index, out of the
+// heap and the cache: the device's next record reuses it (and its id)
+// instead of an allocation, a map insert and, now, a map delete. That is
+// the common case of devices reporting less often than their windows
+// fire. It is invisible from outside: Devices does not count parked
+// entries, and parked entries have no state to save. At most maxParked
+// entries are parked; parking one more forgets the oldest.
+func (p *Partition) park(e *deviceEntry) {
+	if p.parkRing == nil {
+		p.parkRing = make([]parkSlot, 0, maxParked)
+	}
+	if len(p.parkRing) == maxParked {
+		old := p.parkRing[p.parkHead]
+		p.parkRing[p.parkHead] = parkSlot{}
+		p.parkHead = (p.parkHead + 1) % maxParked
+		p.parkRing = p.parkRing[:maxParked-1] // len is the number of slots in use
+		if old.e.parked == old.seq {
+			p.forget(old.e)
+		}
+	}
+	p.parkSeq++
+	e.parked = p.parkSeq
+	p.parkedN++
+	p.parkRing = p.parkRing[:len(p.parkRing)+1]
+	p.parkRing[(p.parkHead+len(p.parkRing)-1)%maxParked] = parkSlot{e: e, seq: p.parkSeq}
+}
+
+// unpark gives a parked entry an empty state again, as newDevice does for a
+// new device. The caller reschedules it after adding to it.
+func (p *Partition) unpark(e *deviceEntry) *deviceState {
+	e.parked = 0
+	p.parkedN--
+	d := p.newState()
+	p.attach(e, d)
+	return d
+}
+
+// forget removes a parked entry from the index for good.
+func (p *Partition) forget(e *deviceEntry) {
+	delete(p.index, e.id)
+	p.parkedN--
 	if len(p.freeEntries) < maxFreeStates {
 		*e = deviceEntry{}
 		p.freeEntries = append(p.freeEntries, e)
 	}
+}
+
+// forgetParked forgets every parked entry.
+func (p *Partition) forgetParked() {
+	for i := range p.parkRing {
+		sl := &p.parkRing[(p.parkHead+i)%maxParked]
+		if sl.e.parked == sl.seq {
+			p.forget(sl.e)
+		}
+		*sl = parkSlot{}
+	}
+	p.parkRing, p.parkHead = p.parkRing[:0], 0
 }

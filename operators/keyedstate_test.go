@@ -258,6 +258,43 @@ func TestIdleDevicesAreDropped(t *testing.T) {
 	}
 }
 
+// TestParkedEntries: the entries of idle devices stay in the index for
+// their next record (park), at most maxParked of them, without counting as
+// devices; a returning device emits as a new one would.
+func TestParkedEntries(t *testing.T) {
+	p := NewPartition(0, DefaultConfig(), nil)
+	var out Output
+	const base = 1551398410000 // 2019-03-01 00:00:10 UTC, Unix ms
+	reading := func(off int64, dev int, minute int) {
+		p.Process(off, fmt.Appendf(nil, `{"pboxid":"d%d","event_time":%d,"metric":1}`, dev, base+int64(minute)*60000), &out)
+	}
+	// Each reading, two minutes after the one before, fires the window of
+	// the previous device and leaves it without state.
+	n := maxParked + 500
+	for i := 0; i < n; i++ {
+		reading(int64(i), i, 2*i)
+		if p.Devices() != 1 {
+			t.Fatalf("after reading %d: %d devices, want 1", i, p.Devices())
+		}
+	}
+	if got := len(p.index); got != 1+maxParked {
+		t.Fatalf("index holds %d entries, want the device with state and %d parked", got, maxParked)
+	}
+	// d600 is parked, d0 was forgotten: both come back like new devices.
+	reading(int64(n), 600, 2*n)
+	reading(int64(n+1), 0, 2*n+2)
+	if p.Devices() != 1 || len(out.Windows) != n+1 {
+		t.Fatalf("%d devices, %d windows; want 1 and %d", p.Devices(), len(out.Windows), n+1)
+	}
+	if w := out.Windows[n]; w.PboxID != "d600" || w.Count != 1 {
+		t.Fatalf("window of the returning device: %+v", w)
+	}
+	p.Finish(&out)
+	if p.Devices() != 0 || len(p.index) != 0 {
+		t.Fatalf("after Finish: %d devices, %d index entries; want 0", p.Devices(), len(p.index))
+	}
+}
+
 func TestDeviceStateRoundTrip(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for it := 0; it < 200; it++ {
@@ -270,6 +307,9 @@ func TestDeviceStateRoundTrip(t *testing.T) {
 				continue
 			}
 			for _, e := range p.index {
+				if e.parked != 0 {
+					continue // no state (park)
+				}
 				d := e.state
 				enc := encodeDeviceState(nil, d, e.wake)
 				var back deviceState
@@ -352,6 +392,9 @@ func FuzzDecodeDeviceState(f *testing.F) {
 		p.Process(int64(i), m, &out)
 	}
 	for _, e := range p.index {
+		if e.parked != 0 {
+			continue // no state (park)
+		}
 		f.Add(encodeDeviceState(nil, e.state, e.wake))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -115,7 +115,13 @@ type Partition struct {
 	free     []*deviceState // recycled states
 	// recycled entries
 	freeEntries []*deviceEntry
-	buf         []byte // encode/load buffer
+	// Parked entries (keyedstate.go, park): a ring of maxParked slots,
+	// len(parkRing) of them in use from parkHead; parkedN entries parked.
+	parkRing []parkSlot
+	parkHead int
+	parkSeq  uint64
+	parkedN  int
+	buf      []byte // encode/load buffer
 }
 
 // NewPartition returns the operator chain of source partition partition.
@@ -227,9 +233,12 @@ func (p *Partition) Process(offset int64, value []byte, out *Output) {
 	}
 	info := p.lookup(id, t)
 	var d *deviceState
-	if known {
+	switch {
+	case known && e.parked != 0:
+		d = p.unpark(e)
+	case known:
 		d = p.load(e)
-	} else {
+	default:
 		d = p.newDevice(id)
 	}
 	d.dirty = true
@@ -329,6 +338,7 @@ func (p *Partition) Finish(out *Output) {
 		p.advance(p.load(e), math.MaxInt64, out)
 		p.drop(e)
 	}
+	p.forgetParked()
 	sortEmissions(out, nw, np)
 }
 
