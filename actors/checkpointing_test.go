@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -16,23 +15,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eddy-iot/eddy/tests/seed"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eddy-iot/eddy/actors/checkpoint"
 	"github.com/eddy-iot/eddy/operators"
 	"github.com/eddy-iot/eddy/sinks"
 )
-
-var seedFlag = flag.Uint64("seed", 0, "seed of the randomised crash tests (0 = random)")
-
-func testSeed(t *testing.T) uint64 {
-	s := *seedFlag
-	if s == 0 {
-		s = rand.Uint64()
-	}
-	t.Logf("seed %d (replay with -seed=%d)", s, s)
-	return s
-}
 
 // durable is what survives a crash: rows a sink made durable, by table key.
 type durable struct {
@@ -322,7 +312,7 @@ func reference(t *testing.T, brokers []string) *durable {
 // row exactly once — with LastCommitted from the sink (Kafka's way) and
 // with commit markers in checkpoint storage.
 func TestCrashRecoveryExactlyOnce(t *testing.T) {
-	seed := testSeed(t)
+	seed := seed.For(t)
 	devices := []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"}
 	msgs := readingsFor(devices, 300)
 	msgs = append(msgs, [2]string{"a", `not json`})

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -13,19 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eddy-iot/eddy/tests/seed"
+
 	"github.com/hashicorp/raft"
 )
-
-var seedFlag = flag.Uint64("seed", 0, "seed of randomised tests (0 = time-based); printed by each test")
-
-func testSeed(t *testing.T) uint64 {
-	s := *seedFlag
-	if s == 0 {
-		s = uint64(time.Now().UnixNano())
-	}
-	t.Logf("seed %d (replay with -seed=%d)", s, s)
-	return s
-}
 
 // fsmApplier feeds commands to an FSM with increasing indexes, as Raft would.
 type fsmApplier struct {
@@ -272,7 +262,7 @@ func TestFSMCheckpoints(t *testing.T) {
 }
 
 func TestFSMSnapshotRestoreRoundTrip(t *testing.T) {
-	rng := rand.New(rand.NewPCG(testSeed(t), 7))
+	rng := rand.New(rand.NewPCG(seed.For(t), 7))
 	a := newApplier(t)
 	for i := 0; i < 2000; i++ {
 		key := fmt.Sprintf("k/%d", rng.IntN(300))

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eddy-iot/eddy/tests/seed"
+
 	"github.com/hashicorp/raft"
 )
 
@@ -97,7 +99,7 @@ func TestFSMLeaseHistoryIsBounded(t *testing.T) {
 // or is a takeover; a release is by the holder of the current epoch; and
 // acks at any epoch but the current held one are rejected.
 func TestFSMLeaseFencingInvariants(t *testing.T) {
-	rng := rand.New(rand.NewPCG(testSeed(t), 3))
+	rng := rand.New(rand.NewPCG(seed.For(t), 3))
 	a := newApplier(t)
 	owners := []string{"n1", "n2", "n3"}
 	a.must(CheckpointStart{Job: "j", ID: 1, Partitions: 4})

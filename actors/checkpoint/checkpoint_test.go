@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"hash/crc32"
 	"math/rand/v2"
@@ -14,18 +13,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/eddy-iot/eddy/tests/seed"
 )
-
-var seedFlag = flag.Uint64("seed", 0, "seed of the randomised snapshot tests (0 = random)")
-
-func seed(t *testing.T) uint64 {
-	s := *seedFlag
-	if s == 0 {
-		s = rand.Uint64()
-	}
-	t.Logf("seed %d (replay with -seed=%d)", s, s)
-	return s
-}
 
 type rec struct {
 	kind      byte
@@ -83,7 +73,7 @@ func randomRecords(rng *rand.Rand) []rec {
 }
 
 func TestSnapshotRoundTrip(t *testing.T) {
-	rng := rand.New(rand.NewPCG(seed(t), 1))
+	rng := rand.New(rand.NewPCG(seed.For(t), 1))
 	for it := 0; it < 50; it++ {
 		h := SnapshotHeader{Job: "iot-work", Partition: rng.Int32N(100), Checkpoint: rng.Int64N(1e9), Offset: rng.Int64(),
 			End: -1, State: []byte{1, 2, 3}, Operators: "tumbling 1m", CreatedMs: 1}
@@ -105,7 +95,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 // TestSnapshotCorruptionDetected truncates a snapshot at every length and
 // flips every bit of it: each read must fail with ErrCorrupt.
 func TestSnapshotCorruptionDetected(t *testing.T) {
-	rng := rand.New(rand.NewPCG(seed(t), 2))
+	rng := rand.New(rand.NewPCG(seed.For(t), 2))
 	h := SnapshotHeader{Job: "j", Partition: 3, Checkpoint: 7, Offset: 100, End: 200, State: []byte{1}, Operators: "x"}
 	recs := []rec{{'d', "dev1", "state-1"}, {'d', "dev2", strings.Repeat("s", 200)}, {'m', "", "meta"}}
 	b, _ := writeSnapshot(t, h, recs)

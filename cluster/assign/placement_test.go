@@ -1,26 +1,14 @@
 package assign
 
 import (
-	"flag"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
-	"time"
+
+	"github.com/eddy-iot/eddy/tests/seed"
 )
-
-var seedFlag = flag.Uint64("seed", 0, "seed of randomised tests (0 = time-based); printed by each test")
-
-// testSeed returns -seed, or a time-based seed, and logs it for a replay.
-func testSeed(t *testing.T) uint64 {
-	s := *seedFlag
-	if s == 0 {
-		s = uint64(time.Now().UnixNano())
-	}
-	t.Logf("seed %d (replay with -seed=%d)", s, s)
-	return s
-}
 
 // The weight function is part of the cluster protocol: nodes of different
 // versions must place partitions identically. These values must never change.
@@ -102,7 +90,7 @@ func within(got, n int, p, k float64) bool {
 // node's partitions, and adding one moves about 1/n of all partitions, each
 // to the new node. It also checks the balance.
 func TestAssignMovesOnlyWhatItMust(t *testing.T) {
-	rng := rand.New(rand.NewPCG(testSeed(t), 1))
+	rng := rand.New(rand.NewPCG(seed.For(t), 1))
 	const partitions = 3000
 	for round := 0; round < 20; round++ {
 		n := 2 + rng.IntN(15)
