@@ -661,44 +661,6 @@ func TestParseSavepointRef(t *testing.T) {
 	}
 }
 
-func TestSpecCheckpointFields(t *testing.T) {
-	spec, err := ParseSpec([]byte(`
-source: {brokers: ["127.0.0.1:9092"]}
-sink: discard
-sinks: ["stdout"]
-checkpoint: {storage: "file:///tmp/x", interval: 250ms, timeout: 1m, retain: 5}
-state: {dir: /tmp/s, cache_devices: 100}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := spec.Config()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.Checkpoint.Storage != "file:///tmp/x" || cfg.Checkpoint.Interval != 250*time.Millisecond ||
-		cfg.Checkpoint.Timeout != time.Minute || cfg.Checkpoint.Retain != 5 || cfg.State.Dir != "/tmp/s" || cfg.State.CacheDevices != 100 {
-		t.Fatalf("config %+v %+v", cfg.Checkpoint, cfg.State)
-	}
-	if got := spec.SinkURLs(); !slices.Equal(got, []string{"discard", "stdout"}) {
-		t.Fatalf("sink URLs %v", got)
-	}
-	for _, tc := range []struct{ yaml, want string }{
-		{"source: {brokers: [x]}\nsink: discard\ncheckpoint: {storage: mem://, retain: -1}\n", "retain"},
-		{"source: {brokers: [x]}\nsink: discard\ncheckpoint: {storage: mem://, interval: 0s}\n", "interval"},
-		{"source: {brokers: [x]}\nsinks: [\"\"]\n", "sinks[0]"},
-		{"source: {brokers: [x]}\nsink: discard\ncheckpoint: {storge: x}\n", "storge"},
-	} {
-		s, err := ParseSpec([]byte(tc.yaml))
-		if err == nil {
-			_, err = s.Config()
-		}
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%q: %v, want an error about %s", tc.yaml, err, tc.want)
-		}
-	}
-}
-
 func newTestRegistry() *prometheus.Registry { return prometheus.NewRegistry() }
 
 // counterValue returns the value of the counter name in reg (summed over

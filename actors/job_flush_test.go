@@ -3,10 +3,8 @@ package actors
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"log/slog"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -94,27 +92,5 @@ func TestSinkFlushIntervalHoldsRows(t *testing.T) {
 	}
 	if n := countReadings(t, db); n != 12 {
 		t.Errorf("%d readings visible after the job stopped, want 12", n)
-	}
-}
-
-// TestSpecSinkFlushInterval: sink_options.flush_interval sets
-// Config.SinkFlushInterval; values outside [1ms, 1h] are refused naming
-// the field.
-func TestSpecSinkFlushInterval(t *testing.T) {
-	base := "source: {brokers: [\"k:9092\"]}\nsink: discard\n"
-	_, cfg, err := LoadSpec([]byte(base), SpecOptions{})
-	if err != nil || cfg.SinkFlushInterval != DefaultSinkFlushInterval {
-		t.Errorf("default: %v, %v", cfg.SinkFlushInterval, err)
-	}
-	_, cfg, err = LoadSpec([]byte(base+"sink_options: {flush_interval: 20ms}\n"), SpecOptions{})
-	if err != nil || cfg.SinkFlushInterval != 20*time.Millisecond {
-		t.Errorf("20ms: %v, %v", cfg.SinkFlushInterval, err)
-	}
-	for _, v := range []string{"0s", "500us", "2h"} {
-		_, _, err := LoadSpec([]byte(base+"sink_options: {flush_interval: "+v+"}\n"), SpecOptions{})
-		var es SpecErrors
-		if !errors.As(err, &es) || es[0].Field != "sink_options.flush_interval" || !strings.Contains(es[0].Reason, "[1ms, 1h]") {
-			t.Errorf("flush_interval %s: %v", v, err)
-		}
 	}
 }

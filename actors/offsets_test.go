@@ -246,33 +246,6 @@ func TestValidateGroupID(t *testing.T) {
 	}
 }
 
-func TestSpecGroupID(t *testing.T) {
-	for _, tc := range []struct {
-		line, group, err string
-	}{
-		{"", "eddy-specjob", ""},
-		{"  group_id: \"-\"\n", "", ""},
-		{"  group_id: my-lag\n", "my-lag", ""},
-		{"  group_id: \"two words\"\n", "", "source.group_id"},
-	} {
-		spec := "name: specjob\nsource:\n  brokers: [\"k:9092\"]\n" + tc.line + "sink: discard\n"
-		_, cfg, err := LoadSpec([]byte(spec), SpecOptions{})
-		if tc.err != "" {
-			var es SpecErrors
-			if !errors.As(err, &es) || es[0].Field != tc.err {
-				t.Errorf("%q: error %v, want one about %s", tc.line, err, tc.err)
-			}
-			continue
-		}
-		if err != nil {
-			t.Fatalf("%q: %v", tc.line, err)
-		}
-		if g := cfg.OffsetGroup(); g != tc.group {
-			t.Errorf("%q: group %q, want %q", tc.line, g, tc.group)
-		}
-	}
-}
-
 // TestOffsetCommitterBrokerDown: with no broker listening, a commit fails
 // within the committer's timeouts, is counted as an error, and Close (which
 // sends the pending commit) returns; Submit after Close does nothing.

@@ -73,7 +73,7 @@ type Config struct {
 	// ValidateJob, when set, checks a job spec before PUT /v1/jobs/{name}
 	// stores it; prev is the stored job of that name (nil if none), so an
 	// update can be checked against it. eddy node wires jobs.ValidateSpec
-	// (actors.LoadSpec, and the keyed-state compatibility of an update).
+	// (spec.Load, and the keyed-state compatibility of an update).
 	// An error wrapping ErrConflict is answered 409, any other 400, with
 	// its message; nothing reaches Raft. nil: specs are stored unchecked.
 	ValidateJob func(put JobPut, prev *Job) error

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eddy-iot/eddy/actors"
+	"github.com/eddy-iot/eddy/actors/spec"
 	"github.com/eddy-iot/eddy/cluster/assign"
 	"github.com/eddy-iot/eddy/control"
 	"github.com/eddy-iot/eddy/internal/promreg"
@@ -193,7 +194,7 @@ func (r *Runner) lock(k pkey) *sync.Mutex {
 // jobConfig turns a stored job into its runtime configuration on this
 // node; the spec is parsed once per revision (specs). The *Spec is shared:
 // read-only.
-func (r *Runner) jobConfig(j control.Job) (actors.Config, *actors.Spec, error) {
+func (r *Runner) jobConfig(j control.Job) (actors.Config, *spec.Spec, error) {
 	spec, cfg, err := specs.load(j)
 	if err != nil {
 		return cfg, nil, err

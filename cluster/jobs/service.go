@@ -10,6 +10,7 @@ import (
 
 	"github.com/eddy-iot/eddy/actors"
 	"github.com/eddy-iot/eddy/actors/checkpoint"
+	"github.com/eddy-iot/eddy/actors/spec"
 	"github.com/eddy-iot/eddy/cluster/assign"
 	"github.com/eddy-iot/eddy/control"
 )
@@ -194,7 +195,7 @@ type leaderCoordinator struct {
 
 // coordinator returns the leader's coordinator of job j with n partitions,
 // made anew when the job's revision or partition count changed.
-func (s *Service) coordinator(j control.Job, cfg actors.Config, spec *actors.Spec, n int32) (*checkpoint.CheckpointCoordinator, error) {
+func (s *Service) coordinator(j control.Job, cfg actors.Config, spec *spec.Spec, n int32) (*checkpoint.CheckpointCoordinator, error) {
 	if lc := s.coords[j.Name]; lc != nil && lc.modify == j.ModifyIndex && lc.n == n {
 		return lc.co, nil
 	}
@@ -221,7 +222,7 @@ func (s *Service) coordinator(j control.Job, cfg actors.Config, spec *actors.Spe
 // from the job's Raft counter, which the start's apply takes; Interval
 // after the previous start, at once after an abort or when the job has
 // none), and CheckpointAbort when the acks are missing past the job's ack
-// timeout (actors.Spec.CheckpointAckTimeout). Retention is the FSM's, at
+// timeout (spec.Spec.CheckpointAckTimeout). Retention is the FSM's, at
 // each start and completion (CheckpointStart.Retain, the coordinator's
 // Retain).
 func (s *Service) lead(view control.View) {

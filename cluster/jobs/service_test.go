@@ -18,6 +18,7 @@ import (
 
 	"github.com/eddy-iot/eddy/actors"
 	"github.com/eddy-iot/eddy/actors/devbroker"
+	"github.com/eddy-iot/eddy/actors/spec"
 	"github.com/eddy-iot/eddy/cluster"
 	"github.com/eddy-iot/eddy/control"
 	"github.com/eddy-iot/eddy/tests/controlplane/harness"
@@ -96,14 +97,14 @@ func (c *cluster1) submit(t *testing.T, name, spec string) {
 	c.submitN(t, name, spec, 2)
 }
 
-func (c *cluster1) submitN(t *testing.T, name, spec string, partitions int32) {
+func (c *cluster1) submitN(t *testing.T, name, text string, partitions int32) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := actors.ParseSpec([]byte(spec)); err != nil {
+	if _, err := spec.Parse([]byte(text)); err != nil {
 		t.Fatalf("spec: %v", err)
 	}
-	if _, err := c.node.Apply(ctx, control.JobPut{Name: name, Spec: spec, Partitions: partitions}); err != nil {
+	if _, err := c.node.Apply(ctx, control.JobPut{Name: name, Spec: text, Partitions: partitions}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -5,11 +5,12 @@ import (
 	"strings"
 
 	"github.com/eddy-iot/eddy/actors"
+	"github.com/eddy-iot/eddy/actors/spec"
 	"github.com/eddy-iot/eddy/control"
 )
 
 // ValidateSpec checks the spec of a cluster job the way every node that
-// runs it will read it (actors.LoadSpec with Cluster set, ${NAME} expanded
+// runs it will read it (spec.Load in spec.Cluster mode, ${NAME} expanded
 // from this process's environment): it is control.Config.ValidateJob of
 // eddy node, so PUT /v1/jobs refuses with 400 a spec that every node would
 // refuse. For an update of the stored job prev it also refuses (an error
@@ -53,8 +54,8 @@ func fingerprintDiff(a, b string) string {
 
 // loadClusterSpec reads a spec that is not stored yet (a PUT's) on this
 // node; stored jobs are read through specs.load, once per revision.
-func loadClusterSpec(spec string) (*actors.Spec, actors.Config, error) {
-	return loadSpec([]byte(spec), actors.SpecOptions{Cluster: true})
+func loadClusterSpec(text string) (*spec.Spec, actors.Config, error) {
+	return loadSpec([]byte(text), spec.Options{Mode: spec.Cluster})
 }
 
 // CheckSavepoint checks that the stored job j can take a savepoint: its

@@ -7,11 +7,12 @@ import (
 	"sync"
 
 	"github.com/eddy-iot/eddy/actors"
+	"github.com/eddy-iot/eddy/actors/spec"
 	"github.com/eddy-iot/eddy/control"
 )
 
-// loadSpec is actors.LoadSpec; tests replace it to count parses.
-var loadSpec = actors.LoadSpec
+// loadSpec is spec.Load; tests replace it to count parses.
+var loadSpec = spec.Load
 
 // specCache holds the result of loading each stored job's spec on this
 // process, so that the paths that read a stored job (the leader's
@@ -25,7 +26,7 @@ var loadSpec = actors.LoadSpec
 // guards against two Raft logs in one process, as in tests, giving the
 // same index to different specs) and every environment variable the
 // spec's ${NAME} references resolved to is unchanged in this process (the
-// cache is per process, as LoadSpec's expansion is: each node expands the
+// cache is per process, as spec.Load's expansion is: each node expands the
 // stored ${...} text with its own environment). A new revision replaces
 // the entry; forget drops the entries of jobs no longer stored. Bounded:
 // at most one entry per job name seen since the last forget.
@@ -38,7 +39,7 @@ type specEntry struct {
 	index uint64
 	text  string
 	env   []envRef // the lookups of the load, in order
-	spec  *actors.Spec
+	spec  *spec.Spec
 	cfg   actors.Config
 	err   error
 }
@@ -61,11 +62,11 @@ func (e *specEntry) envUnchanged() bool {
 // specs is the process's cache of stored specs.
 var specs = &specCache{entries: map[string]*specEntry{}}
 
-// load returns the spec and configuration of the stored job j (LoadSpec
-// with Cluster set), from the cache when j's revision was loaded before.
+// load returns the spec and configuration of the stored job j (spec.Load
+// in spec.Cluster mode), from the cache when j's revision was loaded before.
 // The Config is a copy the caller may change (its slices and maps are
 // cloned); the *Spec is shared and must be treated as read-only.
-func (c *specCache) load(j control.Job) (*actors.Spec, actors.Config, error) {
+func (c *specCache) load(j control.Job) (*spec.Spec, actors.Config, error) {
 	c.mu.Lock()
 	e := c.entries[j.Name]
 	c.mu.Unlock()
@@ -76,7 +77,7 @@ func (c *specCache) load(j control.Job) (*actors.Spec, actors.Config, error) {
 			e.env = append(e.env, envRef{name, v, ok})
 			return v, ok
 		}
-		e.spec, e.cfg, e.err = loadSpec([]byte(j.Spec), actors.SpecOptions{Cluster: true, Lookup: lookup})
+		e.spec, e.cfg, e.err = loadSpec([]byte(j.Spec), spec.Options{Mode: spec.Cluster, Lookup: lookup})
 		c.mu.Lock()
 		if cur := c.entries[j.Name]; cur == nil || cur.index <= j.ModifyIndex {
 			c.entries[j.Name] = e

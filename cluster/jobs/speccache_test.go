@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/eddy-iot/eddy/actors"
+	"github.com/eddy-iot/eddy/actors/spec"
 	"github.com/eddy-iot/eddy/control"
 	"github.com/eddy-iot/eddy/tests/controlplane/harness"
 )
@@ -23,7 +24,7 @@ type parseCounter struct {
 func countParses(t *testing.T) *parseCounter {
 	pc := &parseCounter{n: map[string]int{}}
 	orig := loadSpec
-	loadSpec = func(data []byte, o actors.SpecOptions) (*actors.Spec, actors.Config, error) {
+	loadSpec = func(data []byte, o spec.Options) (*spec.Spec, actors.Config, error) {
 		pc.mu.Lock()
 		pc.n[string(data)]++
 		pc.mu.Unlock()

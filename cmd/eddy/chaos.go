@@ -19,7 +19,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/eddy-iot/eddy/actors"
+	"github.com/eddy-iot/eddy/actors/spec"
 	"github.com/eddy-iot/eddy/control"
 	"github.com/eddy-iot/eddy/control/client"
 )
@@ -339,7 +339,7 @@ func runChaos(ctx context.Context, f *chaosFlags, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("chaos: %w", err)
 	}
-	spec, _, err := actors.LoadSpec(specYAML, actors.SpecOptions{})
+	spec, _, err := spec.Load(specYAML, spec.Options{})
 	if err != nil {
 		return err
 	}

@@ -570,7 +570,7 @@ func newCtlJobCmd(o *ctlOptions) *cobra.Command {
 	submit := &cobra.Command{
 		Use:   "submit FILE [--partitions N] [--from-savepoint ID]",
 		Short: "Validate a YAML job spec and store it; every node then runs the partitions placement gives it",
-		Long: `Sends the job spec to the node, which validates it (actors.LoadSpec, as eddy
+		Long: `Sends the job spec to the node, which validates it (spec.Load, as eddy
 run and every node that runs it do: unknown fields, durations, sink URLs,
 ${NAME} references against the node's environment) and refuses a bad one
 with HTTP 400 naming the field; a good one is stored in Raft under its name

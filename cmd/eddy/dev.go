@@ -18,6 +18,7 @@ import (
 	"github.com/eddy-iot/eddy/actors"
 	"github.com/eddy-iot/eddy/actors/dataset"
 	"github.com/eddy-iot/eddy/actors/devbroker"
+	"github.com/eddy-iot/eddy/actors/spec"
 	"github.com/eddy-iot/eddy/operators"
 	"github.com/eddy-iot/eddy/sinks/secret"
 )
@@ -103,12 +104,12 @@ dead_letters (and the view daily_work_time).`,
 }
 
 // spec builds the job spec the flags describe, for a source on brokers:
-// the same actors.Spec a YAML spec of eddy run decodes into.
-func (f *devFlags) spec(brokers []string) (*actors.Spec, error) {
-	var s actors.Spec
+// the same spec.Spec a YAML spec of eddy run decodes into.
+func (f *devFlags) spec(brokers []string) (*spec.Spec, error) {
+	var s spec.Spec
 	s.Source.Brokers = brokers
 	s.Source.Bounded = f.bounded
-	dur := func(d time.Duration) *actors.Duration { v := actors.Duration(d); return &v }
+	dur := func(d time.Duration) *spec.Duration { v := spec.Duration(d); return &v }
 	switch {
 	case f.sessionGap > 0 && f.slide > 0:
 		return nil, errors.New("--slide and --session-gap exclude each other")
@@ -154,15 +155,15 @@ var devFlagOf = map[string]string{
 }
 
 // config converts the flags' spec with the conversion and validation of
-// every job spec (actors.LoadSpecValue, as eddy run's actors.LoadSpec);
+// every job spec (spec.LoadValue, as eddy run's spec.Load);
 // a mistake is reported under the flag that set the field.
 func (f *devFlags) config(brokers []string) (actors.Config, error) {
-	spec, err := f.spec(brokers)
+	s, err := f.spec(brokers)
 	if err != nil {
 		return actors.Config{}, err
 	}
-	_, cfg, err := actors.LoadSpecValue(spec, actors.SpecOptions{})
-	var es actors.SpecErrors
+	_, cfg, err := spec.LoadValue(s, spec.Options{Mode: spec.Run})
+	var es spec.Errors
 	if !errors.As(err, &es) {
 		return cfg, err
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
+	"github.com/eddy-iot/eddy/actors/spec"
 	"github.com/eddy-iot/eddy/cluster"
 	"github.com/eddy-iot/eddy/cluster/assign"
 	"github.com/eddy-iot/eddy/cluster/jobs"
@@ -161,7 +162,7 @@ heartbeating the stopped node until it is back or autopilot removes it).`,
 func runNode(ctx context.Context, cfg control.Config, gossip cluster.Config, bridge cluster.BridgeConfig, acfg assign.Config, jobFile string, drainTimeout time.Duration, leaveOnTerminate bool, actorAddr string, out io.Writer) error {
 	var submit *control.JobPut
 	if jobFile != "" {
-		_, jcfg, err := loadJobSpec(jobFile, false, true)
+		_, jcfg, err := loadJobSpec(jobFile, false, spec.Cluster)
 		if err != nil {
 			return err
 		}

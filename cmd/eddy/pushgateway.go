@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/push"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/eddy-iot/eddy/actors"
+	"github.com/eddy-iot/eddy/actors/spec"
 	"github.com/eddy-iot/eddy/internal/promreg"
 	"github.com/eddy-iot/eddy/sinks/secret"
 )
@@ -50,7 +50,7 @@ func (c pushConfig) Validate() error {
 	if c.URL == "" {
 		return nil
 	}
-	if err := actors.CheckPushgatewayURL(c.URL); err != nil {
+	if err := spec.CheckPushgatewayURL(c.URL); err != nil {
 		return err
 	}
 	if c.Job == "" {

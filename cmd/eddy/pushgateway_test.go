@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eddy-iot/eddy/actors/spec"
 	"github.com/eddy-iot/eddy/tests/freeport"
 
 	dto "github.com/prometheus/client_model/go"
@@ -160,7 +161,7 @@ func TestPushgateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	const records = 40
-	dir, spec := replayedBroker(t, records)
+	dir, specFile := replayedBroker(t, records)
 	noPassword := func(what, out string) {
 		t.Helper()
 		if strings.Contains(out, g.password) || strings.Contains(out, "wrong-pw-7731") {
@@ -172,7 +173,7 @@ func TestPushgateway(t *testing.T) {
 	// label from --pushgateway-job.
 	t.Setenv(envPushgateway, g.url(g.password))
 	out, err := runEddy("run", "--bounded", "--quiet", "--metrics-addr", "", "--pushgateway-job", "batch",
-		"--job", spec("pushok", "sink: \"sqlite:"+filepath.Join(dir, "ok.db")+"\"\n"))
+		"--job", specFile("pushok", "sink: \"sqlite:"+filepath.Join(dir, "ok.db")+"\"\n"))
 	if err != nil || !strings.Contains(out, "pushed final metrics") {
 		t.Fatalf("eddy run: %v\n%s", err, out)
 	}
@@ -195,7 +196,7 @@ func TestPushgateway(t *testing.T) {
 	// A job whose sink fails: it fails, and pushes eddy_job_succeeded 0
 	// (URL from metrics.pushgateway of the spec).
 	out, err = runEddy("run", "--bounded", "--quiet", "--metrics-addr", "", "--job",
-		spec("pushfail", fmt.Sprintf("sink: \"mysql:eddy:eddy@tcp(127.0.0.1:1)/eddy\"\nmetrics:\n  pushgateway: %q\n", g.url(g.password))))
+		specFile("pushfail", fmt.Sprintf("sink: \"mysql:eddy:eddy@tcp(127.0.0.1:1)/eddy\"\nmetrics:\n  pushgateway: %q\n", g.url(g.password))))
 	if err == nil || !strings.Contains(out, "pushed final metrics") {
 		t.Fatalf("eddy run with a failing sink: err %v, want an error and a push\n%s", err, out)
 	}
@@ -208,7 +209,7 @@ func TestPushgateway(t *testing.T) {
 	// The gateway refuses the push (wrong password): the job still
 	// succeeds, the failure is logged without the password.
 	out, err = runEddy("run", "--bounded", "--quiet", "--metrics-addr", "", "--pushgateway", g.url("wrong-pw-7731"),
-		"--job", spec("pushdenied", "sink: discard\n"))
+		"--job", specFile("pushdenied", "sink: discard\n"))
 	if err != nil || !strings.Contains(out, "final push failed") || !strings.Contains(out, "401") {
 		t.Fatalf("eddy run with a refused push: err %v, want success and a logged 401\n%s", err, out)
 	}
@@ -227,7 +228,7 @@ func TestPushgateway(t *testing.T) {
 	live.SetOut(&liveOut)
 	live.SetErr(&liveOut)
 	live.SetArgs([]string{"run", "--quiet", "--metrics-addr", "", "--pushgateway", g.url(g.password), "--pushgateway-interval", "1s",
-		"--job", spec("pushlive", "sink: discard\n")})
+		"--job", specFile("pushlive", "sink: discard\n")})
 	done := make(chan error, 1)
 	go func() { done <- live.ExecuteContext(ctx) }()
 	group = map[string]string{"job": "eddy", "eddy_job": "pushlive", "instance": host}
@@ -265,18 +266,18 @@ func TestPushgateway(t *testing.T) {
 		{[]string{"--pushgateway", "http://h:9091", "--pushgateway-interval", "10ms"}, "at least 1s"},
 		{[]string{"--pushgateway", "http://h:9091", "--pushgateway-job", ""}, "--pushgateway-job: must not be empty"},
 	} {
-		args := append([]string{"run", "--bounded", "--metrics-addr", "", "--job", spec("pushbad", "sink: discard\n")}, c.args...)
+		args := append([]string{"run", "--bounded", "--metrics-addr", "", "--job", specFile("pushbad", "sink: discard\n")}, c.args...)
 		out, err := runEddy(args...)
 		if err == nil || !strings.Contains(out, c.want) || strings.Contains(out, "secret-pw-1") {
 			t.Errorf("eddy run %v: err %v, want an error with %q and no password\n%s", c.args, err, c.want, out)
 		}
 	}
 	out, err = runEddy("run", "--bounded", "--metrics-addr", "", "--job",
-		spec("pushbadspec", "sink: discard\nmetrics:\n  pushgateway: 127.0.0.1:9091\n"))
+		specFile("pushbadspec", "sink: discard\nmetrics:\n  pushgateway: 127.0.0.1:9091\n"))
 	if err == nil || !strings.Contains(out, "metrics.pushgateway (line 6)") || !strings.Contains(out, "scheme must be http or https") {
 		t.Errorf("a spec with a pushgateway without scheme: %v\n%s", err, out)
 	}
-	if _, _, err := loadJobSpec(spec("pushcluster", "sink: discard\nmetrics:\n  pushgateway: http://127.0.0.1:9091\n"), false, true); err == nil ||
+	if _, _, err := loadJobSpec(specFile("pushcluster", "sink: discard\nmetrics:\n  pushgateway: http://127.0.0.1:9091\n"), false, spec.Cluster); err == nil ||
 		!strings.Contains(err.Error(), "only eddy run pushes to a Pushgateway") {
 		t.Errorf("a cluster spec with metrics.pushgateway: %v, want refused", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/eddy-iot/eddy/actors"
+	"github.com/eddy-iot/eddy/actors/spec"
 	"github.com/eddy-iot/eddy/operators"
 )
 
@@ -56,7 +57,7 @@ the job's own (0 when the job succeeded).`,
   eddy run --job deploy/jobs/iot-work.yaml --bounded --pushgateway http://127.0.0.1:9091`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			spec, cfg, err := loadJobSpec(jobFile, bounded, false)
+			spec, cfg, err := loadJobSpec(jobFile, bounded, spec.Run)
 			if err != nil {
 				return err
 			}
@@ -136,18 +137,18 @@ the job's own (0 when the job succeeded).`,
 }
 
 // loadJobSpec reads a YAML job spec and its validated configuration
-// (actors.LoadSpec: ${NAME} expanded from the environment); bounded forces
-// bounded mode, cluster applies the rules of a cluster job.
-func loadJobSpec(path string, bounded, cluster bool) (*actors.Spec, actors.Config, error) {
+// (spec.Load: ${NAME} expanded from the environment) for mode (spec.Run
+// or spec.Cluster); bounded forces source.bounded.
+func loadJobSpec(path string, bounded bool, mode spec.Mode) (*spec.Spec, actors.Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, actors.Config{}, err
 	}
-	spec, cfg, err := actors.LoadSpec(data, actors.SpecOptions{Bounded: bounded, Cluster: cluster})
+	js, cfg, err := spec.Load(data, spec.Options{Bounded: bounded, Mode: mode})
 	if err != nil {
 		return nil, cfg, fmt.Errorf("%s:\n%w", path, err)
 	}
-	return spec, cfg, nil
+	return js, cfg, nil
 }
 
 func loadDevicesFile(path string) (operators.DeviceMap, error) {

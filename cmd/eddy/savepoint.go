@@ -15,6 +15,7 @@ import (
 
 	"github.com/eddy-iot/eddy/actors"
 	"github.com/eddy-iot/eddy/actors/checkpoint"
+	"github.com/eddy-iot/eddy/actors/spec"
 )
 
 // The savepoint API of a running job, served beside /metrics:
@@ -234,7 +235,7 @@ func (f *catalogFlags) register(cmd *cobra.Command) {
 func (f *catalogFlags) open(ctx context.Context) (*checkpoint.Catalog, func(), error) {
 	storage, name := f.storage, f.name
 	if f.jobFile != "" {
-		_, cfg, err := loadJobSpec(f.jobFile, false, false)
+		_, cfg, err := loadJobSpec(f.jobFile, false, spec.Run)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/eddy-iot/eddy/actors"
 	"github.com/eddy-iot/eddy/actors/dataset"
 	"github.com/eddy-iot/eddy/actors/dataset/aberdeen"
+	"github.com/eddy-iot/eddy/actors/spec"
 	"github.com/eddy-iot/eddy/cmd/eddy/oracle"
 	"github.com/eddy-iot/eddy/operators"
 	"github.com/eddy-iot/eddy/sinks/secret"
@@ -111,7 +112,7 @@ func runVerify(ctx context.Context, f *verifyFlags, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
-	spec, cfg, err := actors.LoadSpec(b, actors.SpecOptions{})
+	spec, cfg, err := spec.Load(b, spec.Options{})
 	if err != nil {
 		return err
 	}
@@ -176,7 +177,7 @@ func runVerify(ctx context.Context, f *verifyFlags, stdout io.Writer) error {
 
 // verifyOptions maps the job's configuration and the replay's flags to the
 // oracle's options.
-func verifyOptions(f *verifyFlags, spec *actors.Spec, cfg *actors.Config) (oracle.Options, error) {
+func verifyOptions(f *verifyFlags, spec *spec.Spec, cfg *actors.Config) (oracle.Options, error) {
 	opts := oracle.DefaultOptions()
 	if f.data == dataset.EmbeddedAberdeen {
 		opts = oracle.AberdeenOptions()

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/eddy-iot/eddy/actors"
+	"github.com/eddy-iot/eddy/actors/spec"
 )
 
 const composeFile = "docker-compose.yml"
@@ -119,15 +119,15 @@ func TestComposeFile(t *testing.T) {
 	if !ok {
 		t.Fatalf("job --job %s: directory %s is not mounted (volumes %v)", specPath, filepath.Dir(specPath), mounts)
 	}
-	spec := parseJobSpec(t, filepath.Join(deployPath(), hostDir, filepath.Base(specPath)))
-	if !slices.Equal(spec.Source.Brokers, []string{brokerAddr}) {
-		t.Errorf("job spec source.brokers %v, want [%s]", spec.Source.Brokers, brokerAddr)
+	js := parseJobSpec(t, filepath.Join(deployPath(), hostDir, filepath.Base(specPath)), spec.Run)
+	if !slices.Equal(js.Source.Brokers, []string{brokerAddr}) {
+		t.Errorf("job spec source.brokers %v, want [%s]", js.Source.Brokers, brokerAddr)
 	}
-	dbPath, isSQLite := strings.CutPrefix(spec.Sink, "sqlite:")
+	dbPath, isSQLite := strings.CutPrefix(js.Sink, "sqlite:")
 	if !isSQLite {
-		t.Errorf("job spec sink %q: want sqlite:PATH on the job's volume", spec.Sink)
+		t.Errorf("job spec sink %q: want sqlite:PATH on the job's volume", js.Sink)
 	} else if _, ok := mounts[filepath.Dir(dbPath)]; !ok {
-		t.Errorf("job spec sink %s is not on a volume of the job service (volumes %v)", spec.Sink, mounts)
+		t.Errorf("job spec sink %s is not on a volume of the job service (volumes %v)", js.Sink, mounts)
 	}
 	if addr := job.flag("metrics-addr"); !strings.HasPrefix(addr, "0.0.0.0:") {
 		t.Errorf("job --metrics-addr %q: want 0.0.0.0:PORT so Prometheus can scrape it", addr)
@@ -204,28 +204,34 @@ func TestComposeFile(t *testing.T) {
 	}
 }
 
-// parseJobSpec parses a job spec with eddy's own parser and validates it.
-func parseJobSpec(t *testing.T, path string) *actors.Spec {
+// parseJobSpec parses a job spec with eddy's own parser and validates it
+// for mode.
+func parseJobSpec(t *testing.T, path string, mode spec.Mode) *spec.Spec {
 	t.Helper()
-	spec, err := actors.ParseSpec(readFile(t, path))
+	s, err := spec.Parse(readFile(t, path))
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
-	if _, err := spec.Config(); err != nil {
-		t.Fatalf("%s: %v", path, err)
+	if _, err := s.Config(mode); err != nil {
+		t.Fatalf("%s (%v mode): %v", path, mode, err)
 	}
-	return spec
+	return s
 }
 
-// TestJobSpecs: every spec under deploy/jobs is valid.
+// TestJobSpecs: every spec under deploy/jobs is valid, *-cluster.yaml
+// for eddy nodes, the others for eddy run.
 func TestJobSpecs(t *testing.T) {
 	files, err := filepath.Glob(deployPath("jobs", "*.yaml"))
 	if err != nil || len(files) < 2 {
 		t.Fatalf("deploy/jobs: %v, %v", files, err)
 	}
 	for _, f := range files {
-		spec := parseJobSpec(t, f)
-		t.Logf("%s: job %s, sink %s", filepath.Base(f), spec.Name, spec.Sink)
+		mode := spec.Run
+		if strings.HasSuffix(f, "-cluster.yaml") {
+			mode = spec.Cluster
+		}
+		s := parseJobSpec(t, f, mode)
+		t.Logf("%s (%v): job %s, sink %s", filepath.Base(f), mode, s.Name, s.Sink)
 	}
 }
 

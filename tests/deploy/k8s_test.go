@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/eddy-iot/eddy/actors"
+	"github.com/eddy-iot/eddy/actors/spec"
 )
 
 // k8sObjects loads every manifest listed in deploy/k8s/base/kustomization.yaml,
@@ -250,7 +250,7 @@ func checkK8sObjects(t *testing.T, objs map[string]map[string]any) {
 		if !strings.Contains(s(t, text, key), `sink: "mysql:${EDDY_MYSQL_DSN}"`) {
 			t.Errorf("ConfigMap %s: want the sink \"mysql:${EDDY_MYSQL_DSN}\"", key)
 		}
-		_, _, err := actors.LoadSpec([]byte(s(t, text, key)), actors.SpecOptions{Lookup: func(name string) (string, bool) {
+		_, _, err := spec.Load([]byte(s(t, text, key)), spec.Options{Lookup: func(name string) (string, bool) {
 			if name == "EDDY_MYSQL_DSN" {
 				return dsn, true
 			}
@@ -259,12 +259,12 @@ func checkK8sObjects(t *testing.T, objs map[string]map[string]any) {
 		if err != nil {
 			t.Errorf("ConfigMap %s with the Secret's DSN: %v", key, err)
 		}
-		spec := strings.ReplaceAll(s(t, text, key), "${EDDY_MYSQL_DSN}", dsn)
+		doc := strings.ReplaceAll(s(t, text, key), "${EDDY_MYSQL_DSN}", dsn)
 		f := filepath.Join(t.TempDir(), key)
-		if err := os.WriteFile(f, []byte(spec), 0o644); err != nil {
+		if err := os.WriteFile(f, []byte(doc), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		sp := parseJobSpec(t, f)
+		sp := parseJobSpec(t, f, spec.Run)
 		for _, b := range sp.Source.Brokers {
 			if _, _, err := net.SplitHostPort(b); err != nil {
 				t.Errorf("ConfigMap %s: broker %q: %v", key, b, err)

@@ -54,7 +54,7 @@ var layers = []struct {
 }{
 	{"operators", []string{"operators", "internal/promreg"}},
 	{"sinks", []string{"sinks", "sinks/kafkaconf", "sinks/secret"}},
-	{"actors", []string{"actors", "actors/checkpoint", "actors/checkpoint/checkpointtest", "actors/dataset", "actors/dataset/aberdeen", "actors/devbroker", "actors/state"}},
+	{"actors", []string{"actors", "actors/checkpoint", "actors/checkpoint/checkpointtest", "actors/dataset", "actors/dataset/aberdeen", "actors/devbroker", "actors/spec", "actors/state"}},
 	{"control", []string{"control", "control/client", "control/ui"}},
 	{"cluster", []string{"cluster", "cluster/assign", "cluster/jobs", "cluster/virtual"}},
 	{"cmd", []string{"cmd/eddy", "cmd/eddy/oracle"}},

@@ -1,4 +1,4 @@
-package actors
+package spec
 
 import (
 	"strings"
@@ -20,11 +20,11 @@ func TestSpecCheckpointAckTimeout(t *testing.T) {
 		{"  ack_timeout: 500ms\n", 0, "checkpoint.ack_timeout"},     // too short
 		{"  ack_timeout: 11m\n", 0, "<= checkpoint.timeout"},        // above the 10 min timeout
 	} {
-		s, err := ParseSpec([]byte(base + c.extra))
+		s, err := Parse([]byte(base + c.extra))
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg, err := s.Config()
+		cfg, err := s.Config(Run)
 		if c.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
 				t.Errorf("%q: %v, want an error with %q", c.extra, err, c.wantErr)

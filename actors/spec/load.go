@@ -1,4 +1,4 @@
-package actors
+package spec
 
 import (
 	"bytes"
@@ -15,21 +15,21 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/eddy-iot/eddy/actors"
 	"github.com/eddy-iot/eddy/sinks"
 	"github.com/eddy-iot/eddy/sinks/secret"
 )
 
-// ErrBadSpec is wrapped by every error of LoadSpec that is a mistake in the
+// ErrBad is wrapped by every error of Load that is a mistake in the
 // job spec itself (as opposed to a runtime failure such as an unreachable
-// broker or database, which LoadSpec never checks).
-var ErrBadSpec = errors.New("actors: bad job spec")
+// broker or database, which Load never checks).
+var ErrBad = errors.New("spec: bad job spec")
 
-// SpecOptions say how and where LoadSpec reads a spec.
-type SpecOptions struct {
-	// Cluster: the spec runs on eddy nodes (eddy node, eddy ctl job submit,
-	// PUT /v1/jobs), which refuse broadcast.devices_file (device data
-	// comes from Raft there).
-	Cluster bool
+// Options say how and where Load reads a spec.
+type Options struct {
+	// Mode is where the job runs (Run or Cluster; default Run): it
+	// decides which fields are allowed (see Mode).
+	Mode Mode
 	// Bounded forces source.bounded: true (eddy run --bounded).
 	Bounded bool
 	// Lookup resolves ${NAME} references; default os.LookupEnv (the
@@ -37,16 +37,16 @@ type SpecOptions struct {
 	Lookup func(name string) (string, bool)
 }
 
-// SpecError is one mistake in a job spec: the field (YAML path such as
+// Error is one mistake in a job spec: the field (YAML path such as
 // "window.size", "sinks[1]"; "" for the whole document), its line in the
-// spec (0 when unknown) and what is wrong. It wraps ErrBadSpec.
-type SpecError struct {
+// spec (0 when unknown) and what is wrong. It wraps ErrBad.
+type Error struct {
 	Field  string
 	Line   int
 	Reason string
 }
 
-func (e *SpecError) Error() string {
+func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString("job spec: ")
 	if e.Field != "" {
@@ -62,14 +62,14 @@ func (e *SpecError) Error() string {
 	return b.String()
 }
 
-// Unwrap returns ErrBadSpec.
-func (e *SpecError) Unwrap() error { return ErrBadSpec }
+// Unwrap returns ErrBad.
+func (e *Error) Unwrap() error { return ErrBad }
 
-// SpecErrors are all the mistakes LoadSpec found, in spec order. Its
+// Errors are all the mistakes Load found, in spec order. Its
 // message has one line per mistake.
-type SpecErrors []*SpecError
+type Errors []*Error
 
-func (es SpecErrors) Error() string {
+func (es Errors) Error() string {
 	lines := make([]string, len(es))
 	for i, e := range es {
 		lines[i] = e.Error()
@@ -77,8 +77,8 @@ func (es SpecErrors) Error() string {
 	return strings.Join(lines, "\n")
 }
 
-// Unwrap returns the mistakes (each wraps ErrBadSpec).
-func (es SpecErrors) Unwrap() []error {
+// Unwrap returns the mistakes (each wraps ErrBad).
+func (es Errors) Unwrap() []error {
 	out := make([]error, len(es))
 	for i, e := range es {
 		out[i] = e
@@ -86,10 +86,10 @@ func (es SpecErrors) Unwrap() []error {
 	return out
 }
 
-// LoadSpec is the one parser and validator of job specs, used on every
+// Load is the one parser and validator of job specs, used on every
 // path a spec takes (eddy run, eddy node --job, eddy ctl job submit through
 // PUT /v1/jobs, and each node that runs a stored job — once per revision;
-// eddy dev's flags build a Spec that LoadSpecValue checks the same way):
+// eddy dev's flags build a Spec that LoadValue checks the same way):
 //
 //  1. ${NAME} and ${NAME:-default} in scalar values are replaced by the
 //     environment variable NAME (Lookup), or default when NAME is unset
@@ -103,26 +103,27 @@ func (es SpecErrors) Unwrap() []error {
 //     wrong types are mistakes naming the field and its line.
 //  3. Every sink URL is parsed (sinks.Open, nothing is connected: an
 //     unreachable database or broker is a runtime failure, not a spec
-//     mistake); on a cluster broadcast.devices_file is refused.
-//  4. Spec.Config builds the configuration and Config.Validate checks
+//     mistake); the fields Options.Mode does not allow are refused
+//     (see Mode).
+//  4. Spec.Config builds the configuration and actors.Config.Validate checks
 //     the rules across fields; each failed rule is reported with the spec
 //     field it is about.
 //
-// The error is a SpecErrors (every mistake found, each naming its field)
-// wrapping ErrBadSpec; passwords in it are masked (package sinks/secret).
-func LoadSpec(data []byte, o SpecOptions) (*Spec, Config, error) {
+// The error is an Errors (every mistake found, each naming its field)
+// wrapping ErrBad; passwords in it are masked (package sinks/secret).
+func Load(data []byte, o Options) (*Spec, actors.Config, error) {
 	if o.Lookup == nil {
 		o.Lookup = os.LookupEnv
 	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, Config{}, SpecErrors{yamlSyntaxError(err)}
+		return nil, actors.Config{}, Errors{yamlSyntaxError(err)}
 	}
 	if root.Kind == 0 {
-		return nil, Config{}, SpecErrors{{Reason: "the spec is empty"}}
+		return nil, actors.Config{}, Errors{{Reason: "the spec is empty"}}
 	}
 	orig := indexNode(&root)
-	var errs SpecErrors
+	var errs Errors
 	expanded := false
 	env := map[string]string{}
 	used := func(name, value string) {
@@ -134,7 +135,7 @@ func LoadSpec(data []byte, o SpecOptions) (*Spec, Config, error) {
 	walkScalars(&root, "", func(n *yaml.Node, path string) {
 		v, changed, err := expandEnv(n.Value, o.Lookup, used)
 		if err != nil {
-			errs = append(errs, &SpecError{Field: path, Line: n.Line, Reason: err.Error()})
+			errs = append(errs, &Error{Field: path, Line: n.Line, Reason: err.Error()})
 			return
 		}
 		if changed {
@@ -148,13 +149,13 @@ func LoadSpec(data []byte, o SpecOptions) (*Spec, Config, error) {
 		}
 	})
 	if len(errs) > 0 {
-		return nil, Config{}, errs
+		return nil, actors.Config{}, errs
 	}
 	doc := data
 	if expanded {
 		var err error
 		if doc, err = yaml.Marshal(&root); err != nil {
-			return nil, Config{}, SpecErrors{{Reason: fmt.Sprintf("re-encoding after ${...} expansion: %v", err)}}
+			return nil, actors.Config{}, Errors{{Reason: fmt.Sprintf("re-encoding after ${...} expansion: %v", err)}}
 		}
 	}
 	var spec Spec
@@ -175,100 +176,90 @@ func LoadSpec(data []byte, o SpecOptions) (*Spec, Config, error) {
 				e.Reason = quotedRe.ReplaceAllString(e.Reason, `"…"`) + fmt.Sprintf(" (the value is the expansion of %q)", text)
 			}
 		}
-		return nil, Config{}, hideEnv(es, env)
+		return nil, actors.Config{}, hideEnv(es, env)
 	}
 	spec.env = env
 	return checkSpec(&spec, o, func(path string) int { return orig.lines[path] })
 }
 
-// LoadSpecValue is LoadSpec for a Spec built in Go rather than read from
-// YAML (eddy dev builds one from its flags): steps 3 and 4 of LoadSpec —
-// the same sink URL checks, cluster rules, conversion (Spec.Config) and
+// LoadValue is Load for a Spec built in Go rather than read from
+// YAML (eddy dev builds one from its flags): steps 3 and 4 of Load —
+// the same sink URL checks, mode rules, conversion (Spec.Config) and
 // validation — on a copy of *s with o.Bounded applied. There is no ${NAME}
 // expansion (the values are taken as they are) and the mistakes carry no
-// line. The error is a SpecErrors naming spec fields ("window.size"); a
+// line. The error is a Errors naming spec fields ("window.size"); a
 // caller that took the values from flags maps the fields to its flags.
-func LoadSpecValue(s *Spec, o SpecOptions) (*Spec, Config, error) {
+func LoadValue(s *Spec, o Options) (*Spec, actors.Config, error) {
 	spec := *s
 	return checkSpec(&spec, o, func(string) int { return 0 })
 }
 
-// checkSpec is steps 3 and 4 of LoadSpec on a decoded spec; line gives
+// checkSpec is steps 3 and 4 of Load on a decoded spec; line gives
 // the line of a field in the spec text (0 = unknown).
-func checkSpec(spec *Spec, o SpecOptions, line func(path string) int) (*Spec, Config, error) {
-	var errs SpecErrors
+func checkSpec(spec *Spec, o Options, line func(path string) int) (*Spec, actors.Config, error) {
+	var errs Errors
 	env := spec.env
 	if o.Bounded {
 		spec.Source.Bounded = true
 	}
-	if o.Cluster && spec.Broadcast.DevicesFile != "" {
-		errs = append(errs, &SpecError{Field: "broadcast.devices_file", Line: line("broadcast.devices_file"),
-			Reason: "not used on a cluster: device data comes from Raft (eddy ctl devices import FILE); remove the field"})
-	}
-	if u := spec.Metrics.Pushgateway; u != "" {
-		if o.Cluster {
-			errs = append(errs, &SpecError{Field: "metrics.pushgateway", Line: line("metrics.pushgateway"),
-				Reason: "only eddy run pushes to a Pushgateway; a cluster's nodes serve /metrics for Prometheus to scrape: remove the field"})
-		} else if err := CheckPushgatewayURL(u); err != nil {
-			errs = append(errs, &SpecError{Field: "metrics.pushgateway", Line: line("metrics.pushgateway"), Reason: err.Error()})
-		}
-	}
+	errs = append(errs, spec.modeErrors(o.Mode, line)...)
 	probe := *spec
+	probe.Broadcast.DevicesFile, probe.Metrics.Pushgateway = "", "" // checked above
 	if len(spec.SinkURLs()) == 0 {
-		errs = append(errs, &SpecError{Field: "sink", Reason: `required: a sink URL, e.g. sink: "mysql:${MYSQL_USER}:${MYSQL_PASSWORD}@tcp(127.0.0.1:3306)/eddy"`})
+		errs = append(errs, &Error{Field: "sink", Reason: `required: a sink URL, e.g. sink: "mysql:${MYSQL_USER}:${MYSQL_PASSWORD}@tcp(127.0.0.1:3306)/eddy"`})
 		probe.Sink = "discard"
 	}
 	if spec.Sink != "" {
 		if err := checkSinkURL(spec.Sink); err != nil {
-			errs = append(errs, &SpecError{Field: "sink", Line: line("sink"), Reason: err.Error()})
+			errs = append(errs, &Error{Field: "sink", Line: line("sink"), Reason: err.Error()})
 		}
 	}
 	for i, u := range spec.Sinks {
 		f := fmt.Sprintf("sinks[%d]", i)
 		if u == "" {
-			errs = append(errs, &SpecError{Field: f, Line: line(f), Reason: "empty sink URL"})
+			errs = append(errs, &Error{Field: f, Line: line(f), Reason: "empty sink URL"})
 			continue
 		}
 		if err := checkSinkURL(u); err != nil {
-			errs = append(errs, &SpecError{Field: f, Line: line(f), Reason: err.Error()})
+			errs = append(errs, &Error{Field: f, Line: line(f), Reason: err.Error()})
 		}
 	}
 	if o := spec.SinkOptions; o.BufferBytes != 0 && (o.BufferBytes < sinks.MinBufferBytes || o.BufferBytes > sinks.MaxBufferBytesLimit) {
-		errs = append(errs, &SpecError{Field: "sink_options.buffer_bytes", Line: line("sink_options.buffer_bytes"),
+		errs = append(errs, &Error{Field: "sink_options.buffer_bytes", Line: line("sink_options.buffer_bytes"),
 			Reason: fmt.Sprintf("%d bytes; must be in [%d, %d] (1 KiB to 1 TiB); leave it out for 64 MiB", o.BufferBytes, sinks.MinBufferBytes, sinks.MaxBufferBytesLimit)})
 	}
 	if o := spec.SinkOptions; o.BatchRows != 0 && (o.BatchRows < 1 || o.BatchRows > sinks.MaxBatchRows) {
-		errs = append(errs, &SpecError{Field: "sink_options.batch_rows", Line: line("sink_options.batch_rows"),
+		errs = append(errs, &Error{Field: "sink_options.batch_rows", Line: line("sink_options.batch_rows"),
 			Reason: fmt.Sprintf("%d; must be in [1, %d]; leave it out for %d", o.BatchRows, sinks.MaxBatchRows, sinks.DefaultConfig().BatchRows)})
 	}
 	if o := spec.SinkOptions; o.BatchBytes != 0 && (o.BatchBytes < sinks.MinBatchBytes || o.BatchBytes > sinks.MaxBatchBytesLimit) {
-		errs = append(errs, &SpecError{Field: "sink_options.batch_bytes", Line: line("sink_options.batch_bytes"),
+		errs = append(errs, &Error{Field: "sink_options.batch_bytes", Line: line("sink_options.batch_bytes"),
 			Reason: fmt.Sprintf("%d bytes; must be in [%d, %d] (4 KiB to 1 GiB); leave it out for 256 KiB", o.BatchBytes, sinks.MinBatchBytes, sinks.MaxBatchBytesLimit)})
 	}
 	if o := spec.SinkOptions; o.Conns != 0 && (o.Conns < 1 || o.Conns > sinks.MaxConns) {
-		errs = append(errs, &SpecError{Field: "sink_options.conns", Line: line("sink_options.conns"),
+		errs = append(errs, &Error{Field: "sink_options.conns", Line: line("sink_options.conns"),
 			Reason: fmt.Sprintf("%d; must be in [1, %d]; leave it out for %d", o.Conns, sinks.MaxConns, sinks.DefaultConfig().Conns)})
 	}
 	probe.Sinks = nil
 	if probe.Sink == "" || checkSinkURL(probe.Sink) != nil {
 		probe.Sink = "discard"
 	}
-	cfg, err := probe.Config()
+	cfg, err := probe.Config(o.Mode)
 	if err != nil {
 		for _, msg := range strings.Split(err.Error(), "\n") {
 			field, reason := configField(msg)
-			errs = append(errs, &SpecError{Field: field, Line: line(field), Reason: secret.RedactText(reason)})
+			errs = append(errs, &Error{Field: field, Line: line(field), Reason: secret.RedactText(reason)})
 		}
 	}
 	if len(errs) > 0 {
-		line := func(e *SpecError) int {
+		line := func(e *Error) int {
 			if e.Line == 0 {
 				return math.MaxInt // mistakes without a line (missing fields) last
 			}
 			return e.Line
 		}
 		sort.SliceStable(errs, func(i, j int) bool { return line(errs[i]) < line(errs[j]) })
-		return nil, Config{}, hideEnv(errs, env)
+		return nil, actors.Config{}, hideEnv(errs, env)
 	}
 	return spec, cfg, nil
 }
@@ -313,10 +304,10 @@ func checkSinkURL(u string) error {
 	return errors.New(secret.RedactText(msg))
 }
 
-// configRules map the messages of Spec.Config and Config.Validate to the
+// configRules map the messages of Spec.Config and actors.Config.Validate to the
 // spec field they are about (longest prefix first).
 var configRules = []struct{ prefix, field string }{
-	{"actors: job spec format.time_zone: ", "format.time_zone"},
+	{"spec: job spec format.time_zone: ", "format.time_zone"},
 	{"actors: job name", "name"},
 	{"actors: source brokers", "source.brokers"},
 	{"actors: source topic", "source.topic"},
@@ -346,9 +337,9 @@ var configRules = []struct{ prefix, field string }{
 	{"operators: idle timeout", "event_time.idle_timeout"},
 }
 
-// specFieldRe matches "actors: job spec: <field> ..." messages of
+// specFieldRe matches "spec: job spec: <field> ..." messages of
 // Spec.Config that name their field themselves.
-var specFieldRe = regexp.MustCompile(`^actors: job spec: ([a-z_]+(?:\.[a-z_]+)*(?:\[\d+\])?):? (.*)$`)
+var specFieldRe = regexp.MustCompile(`^spec: job spec: ([a-z_]+(?:\.[a-z_]+)*(?:\[\d+\])?):? (.*)$`)
 
 func configField(msg string) (field, reason string) {
 	if m := specFieldRe.FindStringSubmatch(msg); m != nil && strings.Contains(m[1], ".") {
@@ -356,7 +347,7 @@ func configField(msg string) (field, reason string) {
 	}
 	for _, r := range configRules {
 		if strings.HasPrefix(msg, r.prefix) {
-			reason = strings.TrimPrefix(msg, "actors: job spec format.time_zone: ")
+			reason = strings.TrimPrefix(msg, "spec: job spec format.time_zone: ")
 			reason = strings.TrimPrefix(strings.TrimPrefix(reason, "actors: "), "operators: ")
 			return r.field, reason
 		}
@@ -364,7 +355,7 @@ func configField(msg string) (field, reason string) {
 	return "", strings.TrimPrefix(strings.TrimPrefix(msg, "actors: "), "operators: ")
 }
 
-// expandEnv replaces ${NAME} and ${NAME:-default} in s (see LoadSpec).
+// expandEnv replaces ${NAME} and ${NAME:-default} in s (see Load).
 func expandEnv(s string, lookup func(string) (string, bool), used func(name, value string)) (string, bool, error) {
 	if !strings.Contains(s, "${") {
 		return s, false, nil
@@ -498,31 +489,31 @@ var (
 	cannotUnmarsh = regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (\\S+)$")
 )
 
-func yamlSyntaxError(err error) *SpecError {
+func yamlSyntaxError(err error) *Error {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	if m := yamlLineRe.FindStringSubmatch(msg); m != nil {
 		n, _ := strconv.Atoi(m[1])
-		return &SpecError{Line: n, Reason: "invalid YAML: " + m[2]}
+		return &Error{Line: n, Reason: "invalid YAML: " + m[2]}
 	}
-	return &SpecError{Reason: "invalid YAML: " + msg}
+	return &Error{Reason: "invalid YAML: " + msg}
 }
 
 // decodeErrors turns the errors of yaml's decoder ("line N: ...") into
-// SpecErrors naming the field: idx indexes the decoded document, orig the
+// Errors naming the field: idx indexes the decoded document, orig the
 // spec as written (for its line numbers).
-func decodeErrors(err error, idx, orig nodeIndex) SpecErrors {
+func decodeErrors(err error, idx, orig nodeIndex) Errors {
 	var msgs []string
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
 		msgs = te.Errors
 	} else {
-		msgs = []string{strings.TrimPrefix(err.Error(), "actors: job spec: ")}
+		msgs = []string{strings.TrimPrefix(err.Error(), "spec: job spec: ")}
 	}
-	var out SpecErrors
+	var out Errors
 	for _, msg := range msgs {
 		m := yamlLineRe.FindStringSubmatch(msg)
 		if m == nil {
-			out = append(out, &SpecError{Reason: strings.TrimPrefix(msg, "yaml: ")})
+			out = append(out, &Error{Reason: strings.TrimPrefix(msg, "yaml: ")})
 			continue
 		}
 		line, _ := strconv.Atoi(m[1])
@@ -552,7 +543,7 @@ func decodeErrors(err error, idx, orig nodeIndex) SpecErrors {
 		if l, ok := orig.lines[field]; ok {
 			sl = l
 		}
-		out = append(out, &SpecError{Field: field, Line: sl, Reason: reason})
+		out = append(out, &Error{Field: field, Line: sl, Reason: reason})
 	}
 	return out
 }
@@ -624,18 +615,11 @@ func specFieldNames(path string) []string {
 	return names
 }
 
-// StateFingerprint identifies what the keyed state of a job means: window
-// kind, size, slide and gap, out-of-orderness, allowed lateness and max
-// gap (the fingerprint stored in every state snapshot). A job restores
-// only snapshots of its own fingerprint, so two configurations with
-// different fingerprints cannot share checkpoints.
-func StateFingerprint(c Config) string { return operatorsFingerprint(c.Operators) }
-
 // minHiddenLen is the shortest expanded value HideEnv replaces (shorter
 // ones, like "1m" or "100", are too common to find reliably in a text).
 const minHiddenLen = 4
 
-// HideEnv replaces in s every value (of at least 4 bytes) that LoadSpec
+// HideEnv replaces in s every value (of at least 4 bytes) that Load
 // expanded from the environment with its "${NAME}" reference, so that an
 // error about an expanded field never shows what the node's environment
 // holds (a submitter could otherwise read any variable of a node through
@@ -662,7 +646,7 @@ func hideText(text string, env map[string]string) string {
 	return text
 }
 
-func hideEnv(es SpecErrors, env map[string]string) SpecErrors {
+func hideEnv(es Errors, env map[string]string) Errors {
 	for _, e := range es {
 		e.Reason = hideText(e.Reason, env)
 	}

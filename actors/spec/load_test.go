@@ -1,4 +1,4 @@
-package actors
+package spec
 
 import (
 	"errors"
@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-func TestLoadSpecEnv(t *testing.T) {
+func TestLoadEnv(t *testing.T) {
 	env := map[string]string{"BROKER": "k1:9092", "PW": "p@ss: #x", "WIN": "5m", "EMPTY": ""}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	spec := `name: env
@@ -19,7 +19,7 @@ batch_size: ${BATCH:-100}
 sink: "mysql:eddy:${PW}@tcp(db:3306)/eddy"
 sinks: ["ndjson:/tmp/$${literal}${EMPTY:-x}.ndjson"]
 `
-	s, cfg, err := LoadSpec([]byte(spec), SpecOptions{Lookup: lookup})
+	s, cfg, err := Load([]byte(spec), Options{Lookup: lookup})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,16 +33,16 @@ sinks: ["ndjson:/tmp/$${literal}${EMPTY:-x}.ndjson"]
 		t.Errorf("sinks %q %q", s.Sink, s.Sinks)
 	}
 
-	_, _, err = LoadSpec([]byte("source: {brokers: [\"${NOPE}\"]}\nsink: discard\n"), SpecOptions{Lookup: lookup})
-	var es SpecErrors
-	if !errors.As(err, &es) || !errors.Is(err, ErrBadSpec) || es[0].Field != "source.brokers[0]" || !strings.Contains(es[0].Reason, "NOPE is not set") {
+	_, _, err = Load([]byte("source: {brokers: [\"${NOPE}\"]}\nsink: discard\n"), Options{Lookup: lookup})
+	var es Errors
+	if !errors.As(err, &es) || !errors.Is(err, ErrBad) || es[0].Field != "source.brokers[0]" || !strings.Contains(es[0].Reason, "NOPE is not set") {
 		t.Errorf("unset variable: %v", err)
 	}
 }
 
-func TestLoadSpecSeveralMistakes(t *testing.T) {
-	_, _, err := LoadSpec([]byte("source:\n  brokers: []\n  start_offset: first\nsink: discard\nbatch_size: -1\n"), SpecOptions{})
-	var es SpecErrors
+func TestLoadSeveralMistakes(t *testing.T) {
+	_, _, err := Load([]byte("source:\n  brokers: []\n  start_offset: first\nsink: discard\nbatch_size: -1\n"), Options{})
+	var es Errors
 	if !errors.As(err, &es) || len(es) != 3 {
 		t.Fatalf("want 3 mistakes, got %v", err)
 	}
@@ -53,20 +53,20 @@ func TestLoadSpecSeveralMistakes(t *testing.T) {
 	}
 }
 
-// TestLoadSpecHidesEnv: an error about an expanded field shows the
+// TestLoadHidesEnv: an error about an expanded field shows the
 // ${NAME} reference, never what the environment holds.
-func TestLoadSpecHidesEnv(t *testing.T) {
+func TestLoadHidesEnv(t *testing.T) {
 	env := map[string]string{"SECRET_SINK": "oracle://leak-value-1234", "BROKER": "k1:9092"}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
-	_, _, err := LoadSpec([]byte("source: {brokers: [\"${BROKER}\"]}\nsink: \"${SECRET_SINK}\"\nbatch_size: ${SECRET_SINK}\n"), SpecOptions{Lookup: lookup})
+	_, _, err := Load([]byte("source: {brokers: [\"${BROKER}\"]}\nsink: \"${SECRET_SINK}\"\nbatch_size: ${SECRET_SINK}\n"), Options{Lookup: lookup})
 	if err == nil || strings.Contains(err.Error(), "leak-value-1234") || !strings.Contains(err.Error(), "${SECRET_SINK}") {
 		t.Errorf("error: %v", err)
 	}
-	_, _, err = LoadSpec([]byte("source: {brokers: [\"${BROKER}\"]}\nsink: \"${SECRET_SINK}\"\n"), SpecOptions{Lookup: lookup})
+	_, _, err = Load([]byte("source: {brokers: [\"${BROKER}\"]}\nsink: \"${SECRET_SINK}\"\n"), Options{Lookup: lookup})
 	if err == nil || strings.Contains(err.Error(), "leak-value-1234") || !strings.Contains(err.Error(), `bad sink URL "${SECRET_SINK}"`) {
 		t.Errorf("sink error: %v", err)
 	}
-	s, _, err := LoadSpec([]byte("source: {brokers: [\"${BROKER}\"]}\nsink: discard\n"), SpecOptions{Lookup: lookup})
+	s, _, err := Load([]byte("source: {brokers: [\"${BROKER}\"]}\nsink: discard\n"), Options{Lookup: lookup})
 	if err != nil {
 		t.Fatal(err)
 	}

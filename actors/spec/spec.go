@@ -1,4 +1,4 @@
-package actors
+package spec
 
 import (
 	"bytes"
@@ -8,6 +8,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/eddy-iot/eddy/actors"
 	"github.com/eddy-iot/eddy/operators"
 	"github.com/eddy-iot/eddy/sinks"
 	"github.com/eddy-iot/eddy/sinks/kafkaconf"
@@ -15,7 +16,7 @@ import (
 
 // Spec is a YAML job spec, the production description of a job (see
 // deploy/jobs/iot-work.yaml for a documented example). Unset fields take the
-// defaults of DefaultConfig. Durations are Go durations ("1m", "500ms").
+// defaults of actors.DefaultConfig. Durations are Go durations ("1m", "500ms").
 type Spec struct {
 	Name   string `yaml:"name"`
 	Source struct {
@@ -117,10 +118,10 @@ type Spec struct {
 		// FlushInterval is how often the job writes what the SQL sinks
 		// (and every other plain sink) buffer, whatever the rate: the
 		// bound on how long a row waits before it is written; see
-		// Config.SinkFlushInterval; default 500ms.
+		// actors.Config.SinkFlushInterval; default 500ms.
 		FlushInterval *Duration `yaml:"flush_interval"`
 	} `yaml:"sink_options"`
-	// Checkpoint configures checkpoints (see CheckpointConfig); without
+	// Checkpoint configures checkpoints (see actors.CheckpointConfig); without
 	// storage there are none.
 	Checkpoint struct {
 		Storage  string    `yaml:"storage"`
@@ -132,7 +133,7 @@ type Spec struct {
 		// next; see Spec.CheckpointAckTimeout.
 		AckTimeout *Duration `yaml:"ack_timeout"`
 	} `yaml:"checkpoint"`
-	// State configures the pebble state backend (see StateConfig).
+	// State configures the pebble state backend (see actors.StateConfig).
 	State struct {
 		Dir          string `yaml:"dir"`
 		CacheDevices int    `yaml:"cache_devices"`
@@ -149,11 +150,11 @@ type Spec struct {
 		// override it.
 		Pushgateway string `yaml:"pushgateway"`
 	} `yaml:"metrics"`
-	// BatchSize and BatchLinger tune actor batches; see Config.
+	// BatchSize and BatchLinger tune actor batches; see actors.Config.
 	BatchSize   int       `yaml:"batch_size"`
 	BatchLinger *Duration `yaml:"batch_linger"`
 
-	// env maps the values LoadSpec expanded from ${NAME} to "${NAME}"
+	// env maps the values Load expanded from ${NAME} to "${NAME}"
 	// (see HideEnv).
 	env map[string]string
 }
@@ -194,21 +195,28 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// ParseSpec reads a YAML job spec. Unknown fields are errors (a typo must not
+// Parse reads a YAML job spec. Unknown fields are errors (a typo must not
 // silently fall back to a default).
-func ParseSpec(data []byte) (*Spec, error) {
+func Parse(data []byte) (*Spec, error) {
 	var s Spec
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&s); err != nil {
-		return nil, fmt.Errorf("actors: job spec: %w", err)
+		return nil, fmt.Errorf("spec: job spec: %w", err)
 	}
 	return &s, nil
 }
 
-// Config returns the job configuration the spec describes, validated.
-func (s *Spec) Config() (Config, error) {
-	c := DefaultConfig()
+// Config returns the job configuration the spec describes for mode,
+// validated: actors.DefaultConfig with the fields that are set. The
+// conversion is the same in every mode; a field mode does not allow is an
+// error (see Mode). It stops at the first mistake; Load and LoadValue
+// report all of them, each naming its field.
+func (s *Spec) Config(mode Mode) (actors.Config, error) {
+	c := actors.DefaultConfig()
+	if err := s.modeError(mode); err != nil {
+		return c, err
+	}
 	if s.Name != "" {
 		c.Name = s.Name
 	}
@@ -227,7 +235,7 @@ func (s *Spec) Config() (Config, error) {
 	if s.Format.TimeZone != "" {
 		loc, err := time.LoadLocation(s.Format.TimeZone)
 		if err != nil {
-			return c, fmt.Errorf("actors: job spec format.time_zone: %w", err)
+			return c, fmt.Errorf("spec: job spec format.time_zone: %w", err)
 		}
 		c.Operators.Location = loc
 	}
@@ -240,7 +248,7 @@ func (s *Spec) Config() (Config, error) {
 	setDur(&c.Operators.MaxFuture, s.EventTime.MaxFuture)
 	setDur(&c.Operators.IdleTimeout, s.EventTime.IdleTimeout)
 	if err := CheckGuards(c.Operators.MaxFuture, c.Operators.IdleTimeout, c.Source.Bounded, "event_time.max_future", "event_time.idle_timeout"); err != nil {
-		return c, fmt.Errorf("actors: job spec %w", err)
+		return c, fmt.Errorf("spec: job spec %w", err)
 	}
 	if s.Window.Kind != "" {
 		c.Operators.Window.Kind = operators.WindowKind(s.Window.Kind)
@@ -271,15 +279,15 @@ func (s *Spec) Config() (Config, error) {
 		c.State.CacheBytes = s.State.CacheBytes
 	}
 	if len(s.SinkURLs()) == 0 {
-		return c, errors.New("actors: job spec: sink is required (e.g. sink: \"mysql:user:pass@tcp(127.0.0.1:3306)/eddy\")")
+		return c, errors.New("spec: job spec: sink is required (e.g. sink: \"mysql:user:pass@tcp(127.0.0.1:3306)/eddy\")")
 	}
 	for i, u := range s.Sinks {
 		if u == "" {
-			return c, fmt.Errorf("actors: job spec: sinks[%d] is empty", i)
+			return c, fmt.Errorf("spec: job spec: sinks[%d] is empty", i)
 		}
 	}
 	if a := s.Checkpoint.AckTimeout; a != nil && (time.Duration(*a) < time.Second || time.Duration(*a) > c.Checkpoint.Timeout) {
-		return c, fmt.Errorf("actors: job spec: checkpoint.ack_timeout is %v; it must be >= 1s and <= checkpoint.timeout (%v); leave it out for max(3 x interval, 30s)", time.Duration(*a), c.Checkpoint.Timeout)
+		return c, fmt.Errorf("spec: job spec: checkpoint.ack_timeout is %v; it must be >= 1s and <= checkpoint.timeout (%v); leave it out for max(3 x interval, 30s)", time.Duration(*a), c.Checkpoint.Timeout)
 	}
 	return c, c.Validate()
 }
@@ -293,7 +301,7 @@ const MinCheckpointAckTimeout = 30 * time.Second
 // partitions that failed retry at the next one): checkpoint.ack_timeout if
 // set, else max(3 x interval, 30 s), never more than timeout (the
 // checkpoint.timeout of cfg).
-func (s *Spec) CheckpointAckTimeout(cfg CheckpointConfig) time.Duration {
+func (s *Spec) CheckpointAckTimeout(cfg actors.CheckpointConfig) time.Duration {
 	d := max(3*cfg.Interval, MinCheckpointAckTimeout)
 	if a := s.Checkpoint.AckTimeout; a != nil {
 		d = time.Duration(*a)

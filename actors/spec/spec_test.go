@@ -1,4 +1,4 @@
-package actors
+package spec
 
 import (
 	"strings"
@@ -28,11 +28,11 @@ func TestSpecEventTimeGuards(t *testing.T) {
 		if tc.eventTime != "" {
 			yaml += "event_time: " + tc.eventTime + "\n"
 		}
-		spec, err := ParseSpec([]byte(yaml))
+		spec, err := Parse([]byte(yaml))
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
-		cfg, err := spec.Config()
+		cfg, err := spec.Config(Run)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
@@ -41,7 +41,7 @@ func TestSpecEventTimeGuards(t *testing.T) {
 		}
 	}
 	for _, tc := range []struct{ source, eventTime, want string }{
-		{"", "{max_future: -1h}", "actors: job spec event_time.max_future must be >= 0 (0 = off), got -1h0m0s"},
+		{"", "{max_future: -1h}", "spec: job spec event_time.max_future must be >= 0 (0 = off), got -1h0m0s"},
 		{"", "{max_future: 8760h}", "event_time.max_future must be at most 168h0m0s (a longer guard is no guard), got 8760h0m0s"},
 		{"", "{max_future: 1500us}", "event_time.max_future must be a whole number of milliseconds, got 1.5ms"},
 		{"", "{idle_timeout: -5s}", "event_time.idle_timeout must be >= 0 (0 = off), got -5s"},
@@ -51,9 +51,9 @@ func TestSpecEventTimeGuards(t *testing.T) {
 		{"", "{max_futur: 1h}", "max_futur"},
 	} {
 		yaml := strings.Replace(base, "%s", tc.source, 1) + "event_time: " + tc.eventTime + "\n"
-		s, err := ParseSpec([]byte(yaml))
+		s, err := Parse([]byte(yaml))
 		if err == nil {
-			_, err = s.Config()
+			_, err = s.Config(Run)
 		}
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want an error containing %q", tc.eventTime, err, tc.want)

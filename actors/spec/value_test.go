@@ -1,4 +1,4 @@
-package actors
+package spec
 
 import (
 	"errors"
@@ -7,12 +7,12 @@ import (
 	"time"
 )
 
-// TestLoadSpecValueMatchesLoadSpec: a Spec built in Go converts to the
-// configuration LoadSpec gives for the same YAML, and its mistakes are
-// the same SpecErrors naming the same fields (without lines).
-func TestLoadSpecValueMatchesLoadSpec(t *testing.T) {
+// TestLoadValueMatchesLoad: a Spec built in Go converts to the
+// configuration Load gives for the same YAML, and its mistakes are
+// the same Errors naming the same fields (without lines).
+func TestLoadValueMatchesLoad(t *testing.T) {
 	const doc = "source:\n  brokers: [\"127.0.0.1:9092\"]\nwindow:\n  kind: sliding\n  size: 10m\n  slide: 2m\nwork_periods:\n  threshold: 40\nformat:\n  time_zone: Europe/Berlin\nsink: discard\n"
-	_, want, err := LoadSpec([]byte(doc), SpecOptions{Bounded: true})
+	_, want, err := Load([]byte(doc), Options{Bounded: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,25 +23,25 @@ func TestLoadSpecValueMatchesLoadSpec(t *testing.T) {
 	s.WorkPeriods.Threshold = &th
 	s.Format.TimeZone = "Europe/Berlin"
 	s.Sink = "discard"
-	_, got, err := LoadSpecValue(&s, SpecOptions{Bounded: true})
+	_, got, err := LoadValue(&s, Options{Bounded: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("LoadSpecValue: %+v\nLoadSpec:      %+v", got, want)
+		t.Fatalf("LoadValue: %+v\nLoad:      %+v", got, want)
 	}
 	if s.Source.Bounded {
-		t.Error("LoadSpecValue changed the caller's Spec (Bounded)")
+		t.Error("LoadValue changed the caller's Spec (Bounded)")
 	}
 
 	bad := Duration(3 * time.Minute)
 	s.Window.Slide = &bad
 	s.Window.Size = &slide
 	s.Sink = "nosuch:x"
-	_, _, err = LoadSpecValue(&s, SpecOptions{})
-	var es SpecErrors
-	if !errors.As(err, &es) || !errors.Is(err, ErrBadSpec) {
-		t.Fatalf("want SpecErrors wrapping ErrBadSpec, got %v", err)
+	_, _, err = LoadValue(&s, Options{})
+	var es Errors
+	if !errors.As(err, &es) || !errors.Is(err, ErrBad) {
+		t.Fatalf("want Errors wrapping ErrBad, got %v", err)
 	}
 	fields := map[string]bool{}
 	for _, e := range es {
