@@ -195,13 +195,13 @@ func (r *Runner) lock(k pkey) *sync.Mutex {
 // node; the spec is parsed once per revision (specs). The *Spec is shared:
 // read-only.
 func (r *Runner) jobConfig(j control.Job) (actors.Config, *spec.Spec, error) {
-	spec, cfg, err := specs.load(j)
+	js, cfg, err := specs.load(j)
 	if err != nil {
 		return cfg, nil, err
 	}
 	cfg.Name = j.Name
 	cfg.State.Dir = filepath.Join(r.cfg.StateDir, url.PathEscape(j.Name))
-	return cfg, spec, nil
+	return cfg, js, nil
 }
 
 // runtime returns the runtime of job, creating it from the spec in the
@@ -227,7 +227,7 @@ func (r *Runner) runtime(ctx context.Context, job string) (*jobRuntime, error) {
 	if r.closing[job] > 0 {
 		return nil, fmt.Errorf("jobs: the previous runtime of job %s is still closing on this node; retry", job)
 	}
-	cfg, spec, err := r.jobConfig(j)
+	cfg, js, err := r.jobConfig(j)
 	if err != nil {
 		return nil, fmt.Errorf("jobs: job %s: %w", job, err)
 	}
@@ -241,8 +241,8 @@ func (r *Runner) runtime(ctx context.Context, job string) (*jobRuntime, error) {
 			jr.close()
 		}
 	}()
-	for _, u := range spec.SinkURLs() {
-		s, err := sinks.Open(u, spec.SinkConfig(), jr.reg)
+	for _, u := range js.SinkURLs() {
+		s, err := sinks.Open(u, js.SinkConfig(), jr.reg)
 		if err != nil {
 			return nil, secret.RedactError(fmt.Errorf("jobs: job %s: %w", job, err))
 		}
@@ -254,9 +254,9 @@ func (r *Runner) runtime(ctx context.Context, job string) (*jobRuntime, error) {
 			// A transaction stays open from one checkpoint's commit to the
 			// next one's: about interval + checkpoint time, at most
 			// interval + ack timeout when a checkpoint is aborted.
-			if life, limit := cfg.Checkpoint.Interval+spec.CheckpointAckTimeout(cfg.Checkpoint), k.Config().TransactionTimeout; life >= limit {
+			if life, limit := cfg.Checkpoint.Interval+js.CheckpointAckTimeout(cfg.Checkpoint), k.Config().TransactionTimeout; life >= limit {
 				r.log.Warn("checkpoint.interval + checkpoint.ack_timeout reach the Kafka transaction timeout: the broker may abort open transactions before a stalled checkpoint is aborted; lower them or raise txn_timeout",
-					"job", job, "interval", cfg.Checkpoint.Interval, "ack_timeout", spec.CheckpointAckTimeout(cfg.Checkpoint), "txn_timeout", limit)
+					"job", job, "interval", cfg.Checkpoint.Interval, "ack_timeout", js.CheckpointAckTimeout(cfg.Checkpoint), "txn_timeout", limit)
 			}
 		}
 	}

@@ -195,7 +195,7 @@ type leaderCoordinator struct {
 
 // coordinator returns the leader's coordinator of job j with n partitions,
 // made anew when the job's revision or partition count changed.
-func (s *Service) coordinator(j control.Job, cfg actors.Config, spec *spec.Spec, n int32) (*checkpoint.CheckpointCoordinator, error) {
+func (s *Service) coordinator(j control.Job, cfg actors.Config, js *spec.Spec, n int32) (*checkpoint.CheckpointCoordinator, error) {
 	if lc := s.coords[j.Name]; lc != nil && lc.modify == j.ModifyIndex && lc.n == n {
 		return lc.co, nil
 	}
@@ -206,7 +206,7 @@ func (s *Service) coordinator(j control.Job, cfg actors.Config, spec *spec.Spec,
 	fsm := s.node.FSM()
 	co, err := checkpoint.NewCheckpointCoordinator(checkpoint.CoordinatorConfig{
 		Job: j.Name, Partitions: parts, Interval: cfg.Checkpoint.Interval,
-		AckTimeout: spec.CheckpointAckTimeout(cfg.Checkpoint), Retain: cfg.Checkpoint.Retain,
+		AckTimeout: js.CheckpointAckTimeout(cfg.Checkpoint), Retain: cfg.Checkpoint.Retain,
 	}, control.NewCheckpointIDs(fsm, j.Name), control.NewCheckpointStore(fsm, j.Name), time.Now())
 	if err != nil {
 		return nil, err
@@ -228,7 +228,7 @@ func (s *Service) coordinator(j control.Job, cfg actors.Config, spec *spec.Spec,
 func (s *Service) lead(view control.View) {
 	now := time.Now()
 	for _, j := range view.Jobs() {
-		cfg, spec, err := s.runner.jobConfig(j)
+		cfg, js, err := s.runner.jobConfig(j)
 		if err != nil || !cfg.Checkpoint.Enabled() {
 			continue
 		}
@@ -239,7 +239,7 @@ func (s *Service) lead(view control.View) {
 		}
 		cps := view.Checkpoints(j.Name)
 		s.collect(j.Name, cfg.Checkpoint.Storage, view, cps, now)
-		co, err := s.coordinator(j, cfg, spec, n)
+		co, err := s.coordinator(j, cfg, js, n)
 		if err != nil {
 			s.log.Debug("checkpoint coordinator", "job", j.Name, "err", err)
 			continue

@@ -70,8 +70,8 @@ func (rp *reporter) set(rep control.JobReport) {
 func (rp *reporter) failed(job string, p int32, epoch, revision uint64, err error) {
 	msg := secret.RedactText(err.Error())
 	if j, ok := rp.r.node.FSM().View().Job(job); ok {
-		if spec, _, lerr := specs.load(j); lerr == nil {
-			msg = spec.HideEnv(msg) // what ${NAME} gave stays on the node
+		if js, _, lerr := specs.load(j); lerr == nil {
+			msg = js.HideEnv(msg) // what ${NAME} gave stays on the node
 		}
 	}
 	if len(msg) > control.MaxReportError {

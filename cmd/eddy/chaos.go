@@ -339,7 +339,8 @@ func runChaos(ctx context.Context, f *chaosFlags, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("chaos: %w", err)
 	}
-	spec, _, err := spec.Load(specYAML, spec.Options{})
+	// Run: the spec is verified as eddy verify reads it (both modes).
+	js, _, err := spec.Load(specYAML, spec.Options{Mode: spec.Run})
 	if err != nil {
 		return err
 	}
@@ -355,7 +356,7 @@ func runChaos(ctx context.Context, f *chaosFlags, out io.Writer) error {
 		return err
 	}
 	scheme, _, _ := strings.Cut(urls[0], "://")
-	r := &chaosRun{cl: cl, job: spec.Name, scheme: scheme, hc: &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}}
+	r := &chaosRun{cl: cl, job: js.Name, scheme: scheme, hc: &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}}
 	if err := os.MkdirAll(f.logDir, 0o755); err != nil {
 		return fmt.Errorf("chaos: --log-dir: %w", err)
 	}
@@ -385,7 +386,7 @@ func runChaos(ctx context.Context, f *chaosFlags, out io.Writer) error {
 	rng := rand.New(rand.NewPCG(sc.Seed, 0x6368616f73))
 	events := sc.events(rng)
 	fmt.Fprintf(out, "chaos: seed %d, %d nodes, job %s, schedule %v (replay with --schedule seed=%d,kills=%d,pauses=%d,joins=%d,interval=%s,pause=%s,down=%s)\n",
-		sc.Seed, len(nodes), spec.Name, events, sc.Seed, sc.Kills, sc.Pauses, sc.Joins, sc.Interval, sc.Pause, sc.Down)
+		sc.Seed, len(nodes), js.Name, events, sc.Seed, sc.Kills, sc.Pauses, sc.Joins, sc.Interval, sc.Pause, sc.Down)
 	began := time.Now()
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(out, "%7.1fs  %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, args...))
@@ -456,10 +457,10 @@ func runChaos(ctx context.Context, f *chaosFlags, out io.Writer) error {
 		if err := r.settled(ctx, f.settle); err != nil {
 			return fmt.Errorf("chaos: %s: %w", at, err)
 		}
-		logf("%s: every partition of %s runs again after %s", at, spec.Name, time.Since(t0).Round(time.Millisecond))
+		logf("%s: every partition of %s runs again after %s", at, js.Name, time.Since(t0).Round(time.Millisecond))
 	}
 
-	hist, err := cl.LeaseHistory(ctx, spec.Name, -1)
+	hist, err := cl.LeaseHistory(ctx, js.Name, -1)
 	if err != nil {
 		return fmt.Errorf("chaos: lease history: %w", err)
 	}

@@ -57,7 +57,7 @@ the job's own (0 when the job succeeded).`,
   eddy run --job deploy/jobs/iot-work.yaml --bounded --pushgateway http://127.0.0.1:9091`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			spec, cfg, err := loadJobSpec(jobFile, bounded, spec.Run)
+			js, cfg, err := loadJobSpec(jobFile, bounded, spec.Run)
 			if err != nil {
 				return err
 			}
@@ -79,7 +79,7 @@ the job's own (0 when the job succeeded).`,
 				fmt.Fprintln(cmd.ErrOrStderr(), "eddy run: no checkpoint storage (checkpoint.storage in the job spec, or --checkpoint-storage): a restarted job reprocesses from source.start_offset and forgets open windows")
 			}
 			var devices operators.DeviceLookup
-			if f := spec.Broadcast.DevicesFile; f != "" {
+			if f := js.Broadcast.DevicesFile; f != "" {
 				if devices, err = loadDevicesFile(f); err != nil {
 					return err
 				}
@@ -90,19 +90,19 @@ the job's own (0 when the job succeeded).`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			urls := spec.SinkURLs()
+			urls := js.SinkURLs()
 			r := &jobRun{
 				cfg:         cfg,
 				sinkURL:     urls[0],
 				extraSinks:  urls[1:],
-				sinkCfg:     spec.SinkConfig(),
+				sinkCfg:     js.SinkConfig(),
 				devices:     devices,
 				metricsAddr: metricsAddr,
 				apiToken:    token,
 				out:         cmd.OutOrStdout(),
 				log:         slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level})),
 			}
-			r.push = pushConfig{URL: spec.Metrics.Pushgateway, Job: pushJob, Interval: pushInterval}
+			r.push = pushConfig{URL: js.Metrics.Pushgateway, Job: pushJob, Interval: pushInterval}
 			if v := os.Getenv(envPushgateway); v != "" {
 				r.push.URL = v
 			}

@@ -112,17 +112,18 @@ func runVerify(ctx context.Context, f *verifyFlags, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
-	spec, cfg, err := spec.Load(b, spec.Options{})
+	// Run: the most permissive mode; eddy verify reads the specs of both.
+	js, cfg, err := spec.Load(b, spec.Options{Mode: spec.Run})
 	if err != nil {
 		return err
 	}
-	opts, err := verifyOptions(f, spec, &cfg)
+	opts, err := verifyOptions(f, js, &cfg)
 	if err != nil {
 		return err
 	}
 	sinkURL := f.sink
 	if sinkURL == "" {
-		for _, u := range append([]string{spec.Sink}, spec.Sinks...) {
+		for _, u := range append([]string{js.Sink}, js.Sinks...) {
 			if isSQLSink(u) {
 				sinkURL = u
 				break
@@ -143,7 +144,7 @@ func runVerify(ctx context.Context, f *verifyFlags, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "oracle: %s (%.1fs)\n", want.Summary(), time.Since(began).Seconds())
-	if ends := spec.Source.EndOffsets; len(ends) > 0 {
+	if ends := js.Source.EndOffsets; len(ends) > 0 {
 		for p, n := range ends {
 			if p < 0 || int(p) >= len(want.PartitionRecords) || want.PartitionRecords[p] != n {
 				return fmt.Errorf("verify: source.end_offsets %v are not the first %d records of %s over %d partitions (%v): give --limit and --partitions as replayed",
@@ -177,7 +178,7 @@ func runVerify(ctx context.Context, f *verifyFlags, stdout io.Writer) error {
 
 // verifyOptions maps the job's configuration and the replay's flags to the
 // oracle's options.
-func verifyOptions(f *verifyFlags, spec *spec.Spec, cfg *actors.Config) (oracle.Options, error) {
+func verifyOptions(f *verifyFlags, js *spec.Spec, cfg *actors.Config) (oracle.Options, error) {
 	opts := oracle.DefaultOptions()
 	if f.data == dataset.EmbeddedAberdeen {
 		opts = oracle.AberdeenOptions()
@@ -213,7 +214,7 @@ func verifyOptions(f *verifyFlags, spec *spec.Spec, cfg *actors.Config) (oracle.
 		}
 		opts.Mapping = m
 	}
-	ends := spec.Source.EndOffsets
+	ends := js.Source.EndOffsets
 	opts.Partitions = 12
 	if f.partitions > 0 {
 		opts.Partitions = int32(f.partitions)
@@ -247,7 +248,7 @@ func verifyOptions(f *verifyFlags, spec *spec.Spec, cfg *actors.Config) (oracle.
 	}
 	devices := f.devices
 	if devices == "" {
-		devices = spec.Broadcast.DevicesFile
+		devices = js.Broadcast.DevicesFile
 	}
 	if devices != "" {
 		d, err := oracle.LoadDevices(devices)
