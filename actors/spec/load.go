@@ -110,7 +110,9 @@ func (es Errors) Unwrap() []error {
 //     field it is about.
 //
 // The error is an Errors (every mistake found, each naming its field)
-// wrapping ErrBad; passwords in it are masked (package sinks/secret).
+// wrapping ErrBad; passwords in it are masked (package sinks/secret). An
+// Options.Mode that is neither Run nor Cluster is an error that does not
+// wrap ErrBad (the caller's mistake).
 func Load(data []byte, o Options) (*Spec, actors.Config, error) {
 	if o.Lookup == nil {
 		o.Lookup = os.LookupEnv
@@ -187,7 +189,7 @@ func Load(data []byte, o Options) (*Spec, actors.Config, error) {
 // the same sink URL checks, mode rules, conversion (Spec.Config) and
 // validation — on a copy of *s with o.Bounded applied. There is no ${NAME}
 // expansion (the values are taken as they are) and the mistakes carry no
-// line. The error is a Errors naming spec fields ("window.size"); a
+// line. The error is an Errors naming spec fields ("window.size"); a
 // caller that took the values from flags maps the fields to its flags.
 func LoadValue(s *Spec, o Options) (*Spec, actors.Config, error) {
 	spec := *s
@@ -197,6 +199,9 @@ func LoadValue(s *Spec, o Options) (*Spec, actors.Config, error) {
 // checkSpec is steps 3 and 4 of Load on a decoded spec; line gives
 // the line of a field in the spec text (0 = unknown).
 func checkSpec(spec *Spec, o Options, line func(path string) int) (*Spec, actors.Config, error) {
+	if err := o.Mode.check(); err != nil {
+		return nil, actors.Config{}, err
+	}
 	var errs Errors
 	env := spec.env
 	if o.Bounded {

@@ -53,14 +53,24 @@ func (s *Spec) modeErrors(m Mode, line func(path string) int) Errors {
 			errs = append(errs, &Error{Field: "metrics.pushgateway", Line: line("metrics.pushgateway"), Reason: err.Error()})
 		}
 	}
-	if m != Run && m != Cluster {
-		errs = append(errs, &Error{Reason: fmt.Sprintf("unknown mode %v (want Run or Cluster)", m)})
-	}
 	return errs
 }
 
-// modeError is the first of modeErrors as an error of Spec.Config.
+// check returns an error for a Mode that is neither Run nor Cluster (a
+// caller's mistake, not the spec's: it does not wrap ErrBad).
+func (m Mode) check() error {
+	if m != Run && m != Cluster {
+		return fmt.Errorf("spec: unknown mode %v (want spec.Run or spec.Cluster)", m)
+	}
+	return nil
+}
+
+// modeError is m.check, then modeErrors as one error of Spec.Config
+// (nil when the spec has none).
 func (s *Spec) modeError(m Mode) error {
+	if err := m.check(); err != nil {
+		return err
+	}
 	es := s.modeErrors(m, func(string) int { return 0 })
 	if len(es) == 0 {
 		return nil

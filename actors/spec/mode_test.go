@@ -39,7 +39,10 @@ func TestModes(t *testing.T) {
 		t.Errorf("Cluster: %v, want both fields refused", err)
 	}
 	if _, err := s.Config(Mode(7)); err == nil || !strings.Contains(err.Error(), "unknown mode Mode(7)") {
-		t.Errorf("Mode(7): %v", err)
+		t.Errorf("Config(Mode(7)): %v", err)
+	}
+	if _, _, err := Load([]byte(base), Options{Mode: 7}); err == nil || errors.Is(err, ErrBad) || !strings.Contains(err.Error(), "unknown mode Mode(7)") {
+		t.Errorf("Load in Mode(7): %v, want a caller error, not ErrBad", err)
 	}
 	_, _, err = Load([]byte(base+extra), Options{Mode: Cluster})
 	var es Errors
