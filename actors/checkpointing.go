@@ -45,15 +45,16 @@ const TestCheckpointDelayEnv = "EDDY_TEST_CHECKPOINT_DELAY"
 // barrier is the checkpoint barrier a partition actor handles between two
 // batches.
 type barrier struct {
-	id   int64
-	kind checkpoint.Kind
-	key  string // storage key of the partition's snapshot
+	id      uint64 // checkpoint id; 0 for a handoff
+	handoff bool   // the handoff snapshot of the partition's lease epoch
+	kind    checkpoint.Kind
+	key     string // storage key of the partition's snapshot
 }
 
 // commitCheckpoint tells a partition actor that checkpoint id is complete:
 // its transactions of id commit.
 type commitCheckpoint struct {
-	id   int64
+	id   uint64
 	kind checkpoint.Kind
 }
 
@@ -87,7 +88,8 @@ type checkpointer struct {
 // ckEvent reports a partition's barrier outcome (ack or err) or, with
 // committed, its commit of checkpoint id.
 type ckEvent struct {
-	id        int64
+	id        uint64 // 0 for a handoff
+	handoff   bool   // the outcome of a handoff barrier
 	partition int32
 	ack       checkpoint.PartitionAck
 	err       error
@@ -113,7 +115,7 @@ type CheckpointStatus struct {
 	Storage  string
 	StateDir string
 	// InProgress is the id of the checkpoint in progress; 0 none.
-	InProgress int64
+	InProgress uint64
 	// Last is the manifest of the last checkpoint or savepoint this run
 	// completed; nil none.
 	Last      *checkpoint.Manifest
@@ -202,10 +204,10 @@ func (j *Job) openCheckpointing(ctx context.Context, parts []int32, fail context
 
 // ParseSavepointRef parses a savepoint reference: its id ("42") or its
 // name ("sp-00000000000000000042").
-func ParseSavepointRef(ref string) (int64, error) {
+func ParseSavepointRef(ref string) (uint64, error) {
 	s := strings.TrimSuffix(strings.TrimPrefix(ref, "sp-"), "/")
-	id, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || id <= 0 {
+	id, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || id == 0 {
 		return 0, fmt.Errorf("actors: savepoint %q: give its id (42) or name (sp-00000000000000000042); see eddy savepoint list", ref)
 	}
 	return id, nil
@@ -314,7 +316,7 @@ func openTxn(ctx context.Context, ts sinks.TransactionalSink, job string, p int3
 // committed one the sinks report (sinks.CommitTracker; read from Kafka
 // after fencing, so exact).
 func (ck *checkpointer) eligibility(t *partitionTask) (func(context.Context, *checkpoint.Manifest) (bool, error), error) {
-	limit := int64(math.MaxInt64)
+	limit := uint64(math.MaxUint64)
 	for _, txn := range t.txns {
 		c, ok := txn.(sinks.CommitTracker).LastCommitted()
 		if !ok {
@@ -333,16 +335,17 @@ func (ck *checkpointer) eligibility(t *partitionTask) (func(context.Context, *ch
 
 // restoreFrom loads t's snapshot of m into its state store and operators.
 func (ck *checkpointer) restoreFrom(ctx context.Context, t *partitionTask, m *checkpoint.Manifest, ack checkpoint.PartitionAck) error {
-	if err := ck.loadSnapshot(ctx, t, m.ID, m.Name(), ack); err != nil {
+	if err := ck.loadSnapshot(ctx, t, checkpoint.SnapshotHeader{Checkpoint: m.ID}, m.Name(), ack); err != nil {
 		return err
 	}
 	t.restored = m.ID
 	return nil
 }
 
-// loadSnapshot loads t's snapshot ack.Snapshot, taken at checkpoint id
-// (named name in errors), into its state store and operators.
-func (ck *checkpointer) loadSnapshot(ctx context.Context, t *partitionTask, id int64, name string, ack checkpoint.PartitionAck) error {
+// loadSnapshot loads t's snapshot ack.Snapshot, taken at checkpoint
+// of.Checkpoint or the handoff of lease epoch of.HandoffEpoch (named name in
+// errors), into its state store and operators.
+func (ck *checkpointer) loadSnapshot(ctx context.Context, t *partitionTask, of checkpoint.SnapshotHeader, name string, ack checkpoint.PartitionAck) error {
 	j := ck.j
 	size, err := ck.st.Size(ctx, ack.Snapshot)
 	if err != nil {
@@ -380,9 +383,9 @@ func (ck *checkpointer) loadSnapshot(ctx context.Context, t *partitionTask, id i
 	if err == nil && info.CRC32C != ack.CRC32C {
 		err = fmt.Errorf("%w snapshot %s: CRC-32C %08x, the manifest says %08x", checkpoint.ErrCorrupt, ack.Snapshot, info.CRC32C, ack.CRC32C)
 	}
-	if err == nil && (hdr.Job != j.cfg.Name || hdr.Partition != t.partition || hdr.Checkpoint != id) {
-		err = fmt.Errorf("%w snapshot %s: holds job %q partition %d checkpoint %d", checkpoint.ErrCorrupt,
-			ack.Snapshot, hdr.Job, hdr.Partition, hdr.Checkpoint)
+	if err == nil && (hdr.Job != j.cfg.Name || hdr.Partition != t.partition || hdr.Checkpoint != of.Checkpoint || hdr.HandoffEpoch != of.HandoffEpoch) {
+		err = fmt.Errorf("%w snapshot %s: holds job %q partition %d checkpoint %d handoff epoch %d", checkpoint.ErrCorrupt,
+			ack.Snapshot, hdr.Job, hdr.Partition, hdr.Checkpoint, hdr.HandoffEpoch)
 	}
 	if err == nil && hdr.Operators != fp {
 		return fmt.Errorf("%w: %s has %q, the job %q; keep the configuration, or start without this checkpoint history (another checkpoint.storage)",
@@ -486,7 +489,7 @@ func (ck *checkpointer) send(e ckEvent) {
 
 // inflight is the checkpoint in progress.
 type inflight struct {
-	id      int64
+	id      uint64
 	kind    checkpoint.Kind
 	final   bool
 	started time.Time
@@ -508,7 +511,7 @@ func (ck *checkpointer) loop(ctx context.Context) {
 	j := ck.j
 	var cur *inflight
 	var queue []*ckRequest
-	waits := map[int64]*commitWait{}
+	waits := map[uint64]*commitWait{}
 	finalTaken := false
 	timer := time.NewTimer(time.Hour) // reset to the coordinator's wake-up every round
 	defer timer.Stop()
@@ -696,21 +699,21 @@ func (t *partitionTask) onBarrier(b *barrier) {
 		}
 	}()
 	if err := t.job.flushPlain(t.ctx); err != nil {
-		ck.send(ckEvent{id: b.id, partition: t.partition, err: fmt.Errorf("sink pre-commit: %w", err)})
+		ck.send(ckEvent{id: b.id, handoff: b.handoff, partition: t.partition, err: fmt.Errorf("sink pre-commit: %w", err)})
 		return
 	}
 	for _, txn := range t.txns {
 		if err := txn.PreCommit(t.ctx, b.id); err != nil {
-			ck.send(ckEvent{id: b.id, partition: t.partition, err: fmt.Errorf("transactional sink pre-commit: %w", err)})
+			ck.send(ckEvent{id: b.id, handoff: b.handoff, partition: t.partition, err: fmt.Errorf("transactional sink pre-commit: %w", err)})
 			return
 		}
 	}
-	if len(t.txns) > 0 && b.id > 0 {
+	if len(t.txns) > 0 && !b.handoff {
 		t.lat.seal(b.id) // visible with the commit of checkpoint b.id
 	}
 	ps, err := t.op.State().AppendBinary(nil)
 	if err != nil {
-		ck.send(ckEvent{id: b.id, partition: t.partition, err: err})
+		ck.send(ckEvent{id: b.id, handoff: b.handoff, partition: t.partition, err: err})
 		return
 	}
 	hdr := checkpoint.SnapshotHeader{
@@ -725,9 +728,12 @@ func (t *partitionTask) onBarrier(b *barrier) {
 		Poisoned:   t.poisoned,
 		CreatedMs:  began.UnixMilli(),
 	}
+	if b.handoff {
+		hdr.HandoffEpoch = t.epoch
+	}
 	meta, err := json.Marshal(hdr)
 	if err != nil {
-		ck.send(ckEvent{id: b.id, partition: t.partition, err: err})
+		ck.send(ckEvent{id: b.id, handoff: b.handoff, partition: t.partition, err: err})
 		return
 	}
 	batch := t.store.NewBatch()
@@ -767,7 +773,7 @@ func (t *partitionTask) onBarrier(b *barrier) {
 		d := time.Since(began)
 		ack.DurationMs = float64(d.Microseconds()) / 1000
 		t.job.metrics.CheckpointPartitionSeconds.Observe(d.Seconds())
-		ck.send(ckEvent{id: b.id, partition: t.partition, ack: ack, err: err})
+		ck.send(ckEvent{id: b.id, handoff: b.handoff, partition: t.partition, ack: ack, err: err})
 	}()
 }
 

@@ -184,7 +184,7 @@ func (s *flushSink) crash() {
 type txnBroker struct {
 	d         *durable
 	mu        sync.Mutex
-	committed map[int32]int64
+	committed map[int32]uint64
 	dups      int
 }
 
@@ -208,7 +208,7 @@ func (s *txnSink) Close() error                { return nil }
 func (s *txnSink) crash()                      { s.mu.Lock(); s.crashed = true; s.mu.Unlock() }
 func (s *txnSink) isCrashed() bool             { s.mu.Lock(); defer s.mu.Unlock(); return s.crashed }
 func (s *txnSink) Txn(_ context.Context, job string, p int32, epoch uint64) (sinks.PartitionTxn, error) {
-	t := &fakeTxn{s: s, p: p, label: -1}
+	t := &fakeTxn{s: s, p: p}
 	if s.tracker {
 		return &trackedTxn{t}, nil
 	}
@@ -219,7 +219,7 @@ type fakeTxn struct {
 	s       *txnSink
 	p       int32
 	open    operators.Output // rows of the open transaction
-	label   int64            // pre-committed checkpoint; -1 none
+	label   uint64           // pre-committed checkpoint; 0 none
 	pending operators.Output // rows written after PreCommit
 }
 
@@ -235,29 +235,29 @@ func (t *fakeTxn) Write(_ context.Context, b *sinks.Batch) error {
 	if t.s.isCrashed() {
 		return errors.New("crashed")
 	}
-	if t.label >= 0 {
+	if t.label != 0 {
 		appendOut(&t.pending, b)
 	} else {
 		appendOut(&t.open, b)
 	}
 	return nil
 }
-func (t *fakeTxn) PreCommit(_ context.Context, n int64) error {
+func (t *fakeTxn) PreCommit(_ context.Context, n uint64) error {
 	if t.s.isCrashed() {
 		return errors.New("crashed")
 	}
-	if t.label >= 0 { // already waiting: the new rows join the same transaction
+	if t.label != 0 { // already waiting: the new rows join the same transaction
 		appendOut(&t.open, &t.pending)
 		t.pending.Reset()
 	}
 	t.label = n
 	return nil
 }
-func (t *fakeTxn) Commit(_ context.Context, n int64) error {
+func (t *fakeTxn) Commit(_ context.Context, n uint64) error {
 	if t.s.isCrashed() {
 		return errors.New("crashed")
 	}
-	if t.label < 0 || t.label > n {
+	if t.label == 0 || t.label > n {
 		return nil
 	}
 	br := t.s.b
@@ -266,20 +266,20 @@ func (t *fakeTxn) Commit(_ context.Context, n int64) error {
 	br.committed[t.p] = t.label
 	br.mu.Unlock()
 	t.open, t.pending = t.pending, operators.Output{}
-	t.label = -1
+	t.label = 0
 	return nil
 }
 func (t *fakeTxn) Abort(context.Context) error {
 	t.open.Reset()
 	t.pending.Reset()
-	t.label = -1
+	t.label = 0
 	return nil
 }
 func (t *fakeTxn) Close() error { return t.Abort(context.Background()) }
 
 type trackedTxn struct{ *fakeTxn }
 
-func (t *trackedTxn) LastCommitted() (int64, bool) {
+func (t *trackedTxn) LastCommitted() (uint64, bool) {
 	t.s.b.mu.Lock()
 	defer t.s.b.mu.Unlock()
 	c, ok := t.s.b.committed[t.p]
@@ -322,7 +322,7 @@ func TestCrashRecoveryExactlyOnce(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 1))
 	dir := t.TempDir()
 	sqlRows := newDurable()
-	broker := &txnBroker{d: newDurable(), committed: map[int32]int64{}}
+	broker := &txnBroker{d: newDurable(), committed: map[int32]uint64{}}
 	crashes, restored := 0, 0
 	for run := 0; ; run++ {
 		plain := &flushSink{d: sqlRows, delay: 2 * time.Millisecond}
@@ -387,7 +387,8 @@ func TestCrashRecoveryExactlyOnce(t *testing.T) {
 				cancel()
 				<-done
 				crashes++
-				var got, restoredFrom int64
+				var got int64
+				var restoredFrom uint64
 				for _, p := range job.Status() {
 					got += p.Received
 					restoredFrom = max(restoredFrom, p.Restored)
@@ -570,7 +571,7 @@ func TestSavepointRestartAndRetention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var chk, sps []int64
+	var chk, sps []uint64
 	for _, e := range es {
 		if e.Manifest == nil {
 			continue
@@ -581,7 +582,7 @@ func TestSavepointRestartAndRetention(t *testing.T) {
 			chk = append(chk, e.ID)
 		}
 	}
-	if !slices.Equal(sps, []int64{sp.ID}) || len(chk) != 2 {
+	if !slices.Equal(sps, []uint64{sp.ID}) || len(chk) != 2 {
 		t.Fatalf("kept savepoints %v (want [%d]) and checkpoints %v (want the newest 2)", sps, sp.ID, chk)
 	}
 
@@ -652,7 +653,7 @@ func TestIncompatibleCheckpointRefused(t *testing.T) {
 func TestParseSavepointRef(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
-		want int64
+		want uint64
 	}{{"42", 42}, {"sp-00000000000000000042", 42}, {"sp-00000000000000000042/", 42}, {"x", 0}, {"-1", 0}, {"0", 0}} {
 		got, err := ParseSavepointRef(tc.in)
 		if got != tc.want || (err != nil) != (tc.want == 0) {
@@ -688,7 +689,7 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 // between its commit and any marker; the job refuses it with a clear error.
 func TestUntrackedTransactionalSinkIsRejected(t *testing.T) {
 	brokers := startBroker(t, 2, readingsFor([]string{"a", "b"}, 10))
-	broker := &txnBroker{d: newDurable(), committed: map[int32]int64{}}
+	broker := &txnBroker{d: newDurable(), committed: map[int32]uint64{}}
 	job, err := NewJob(crashConfig(brokers, t.TempDir()), MultiSink{&txnSink{b: broker, tracker: false}}, nil, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

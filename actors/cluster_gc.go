@@ -19,7 +19,7 @@ func ClusterSnapshotPrefix(job string) string { return job + "/cluster/" }
 // ClusterSnapshotKey is one parsed key below ClusterSnapshotPrefix.
 type ClusterSnapshotKey struct {
 	// Checkpoint is the checkpoint id, or 0 for a handoff snapshot.
-	Checkpoint int64
+	Checkpoint uint64
 	Partition  int32
 	Epoch      uint64
 }
@@ -36,7 +36,7 @@ func ParseClusterSnapshotKey(job, key string) (k ClusterSnapshotKey, ok bool) {
 		return k, false
 	}
 	if dir != "handoff" {
-		if _, err := fmt.Sscanf(dir, "chk-%d", &k.Checkpoint); err != nil || k.Checkpoint <= 0 {
+		if _, err := fmt.Sscanf(dir, "chk-%d", &k.Checkpoint); err != nil || k.Checkpoint == 0 {
 			return k, false
 		}
 	}
@@ -56,7 +56,7 @@ func ParseClusterSnapshotKey(job, key string) (k ClusterSnapshotKey, ok bool) {
 // retained checkpoints, the lease handoff points) and must keep what may be
 // in flight: the newest checkpoint's uploads, the handoff of the current
 // lease epoch.
-func DeleteClusterSnapshots(ctx context.Context, st *checkpoint.Storage, job string, keepCheckpoint func(id int64) bool, keepHandoff func(p int32, epoch uint64) bool) (int, error) {
+func DeleteClusterSnapshots(ctx context.Context, st *checkpoint.Storage, job string, keepCheckpoint func(id uint64) bool, keepHandoff func(p int32, epoch uint64) bool) (int, error) {
 	keys, err := st.List(ctx, ClusterSnapshotPrefix(job))
 	if err != nil {
 		return 0, err

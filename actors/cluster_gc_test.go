@@ -28,11 +28,11 @@ func TestParseClusterSnapshotKey(t *testing.T) {
 	}
 	// The keys the cluster Runtime writes parse back.
 	r := &Runtime{j: &Job{cfg: Config{Name: "j"}}}
-	if k, ok := ParseClusterSnapshotKey("j", r.snapshotKey(4, 9, 17)); !ok || k != (ClusterSnapshotKey{Checkpoint: 17, Partition: 4, Epoch: 9}) {
-		t.Errorf("checkpoint key %q parsed as %+v %v", r.snapshotKey(4, 9, 17), k, ok)
+	if k, ok := ParseClusterSnapshotKey("j", r.snapshotKey(4, 9, 17, false)); !ok || k != (ClusterSnapshotKey{Checkpoint: 17, Partition: 4, Epoch: 9}) {
+		t.Errorf("checkpoint key %q parsed as %+v %v", r.snapshotKey(4, 9, 17, false), k, ok)
 	}
-	if k, ok := ParseClusterSnapshotKey("j", r.snapshotKey(4, 9, -9)); !ok || k != (ClusterSnapshotKey{Partition: 4, Epoch: 9}) {
-		t.Errorf("handoff key %q parsed as %+v %v", r.snapshotKey(4, 9, -9), k, ok)
+	if k, ok := ParseClusterSnapshotKey("j", r.snapshotKey(4, 9, 0, true)); !ok || k != (ClusterSnapshotKey{Partition: 4, Epoch: 9}) {
+		t.Errorf("handoff key %q parsed as %+v %v", r.snapshotKey(4, 9, 0, true), k, ok)
 	}
 }
 
@@ -59,7 +59,7 @@ func TestDeleteClusterSnapshots(t *testing.T) {
 		}
 	}
 	n, err := DeleteClusterSnapshots(ctx, st, "j",
-		func(id int64) bool { return id != 2 },
+		func(id uint64) bool { return id != 2 },
 		func(p int32, epoch uint64) bool { return p == 1 || epoch == 2 })
 	if err != nil || n != 2 {
 		t.Fatalf("deleted %d, %v; want 2", n, err)

@@ -254,7 +254,7 @@ type Job struct {
 	log     *slog.Logger
 	// flushes numbers the flushes of the sinks (Job.Flush), for the record
 	// latency (latency.go).
-	flushes atomic.Int64
+	flushes atomic.Uint64
 
 	// live are the partitions running on this node, whose record latency
 	// and event-time lag the job reports.
@@ -415,7 +415,7 @@ type Summary struct {
 	Processed int64
 	// FinalCheckpoint is the id of the final checkpoint of a bounded run
 	// with checkpoints; 0 otherwise.
-	FinalCheckpoint int64
+	FinalCheckpoint uint64
 }
 
 // Run reads the source and processes it until the bounded end is reached or
@@ -534,7 +534,7 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 	runErr := g.Wait()
 	stopFlushes()
 	<-flushesDone
-	var final int64
+	var final uint64
 	if runErr == nil && ck != nil && j.cfg.Source.Bounded {
 		// Flink's final checkpoint of a finished bounded job: it commits
 		// what the transactional sinks hold and records the end.
@@ -607,7 +607,7 @@ type PartitionStatus struct {
 	// Devices is the number of devices with open state.
 	Devices int64
 	// Restored is the checkpoint the partition was restored from; 0 none.
-	Restored int64
+	Restored uint64
 	operators.PartitionStats
 }
 

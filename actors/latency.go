@@ -54,7 +54,7 @@ type latencyTracker struct {
 
 type latencyMark struct {
 	end   int
-	stamp int64
+	stamp uint64
 }
 
 // add appends the timestamps of records (not yet sealed into a run).
@@ -73,7 +73,7 @@ func (l *latencyTracker) add(records []*sarama.ConsumerMessage) {
 
 // seal closes the run of the timestamps added so far under stamp: they
 // are observed by the first commit(c) with c > stamp.
-func (l *latencyTracker) seal(stamp int64) {
+func (l *latencyTracker) seal(stamp uint64) {
 	l.mu.Lock()
 	if n := len(l.ts); n > l.sealed {
 		if k := len(l.marks); k > 0 && l.marks[k-1].stamp == stamp {
@@ -88,7 +88,7 @@ func (l *latencyTracker) seal(stamp int64) {
 
 // commit observes, at now, the latency of every record in a run sealed
 // with a stamp below c, and forgets them.
-func (l *latencyTracker) commit(c int64, now time.Time) {
+func (l *latencyTracker) commit(c uint64, now time.Time) {
 	nowMs := now.UnixMilli()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -157,7 +157,7 @@ func (j *Job) flushPlain(ctx context.Context) error {
 }
 
 // committed observes the records of every live partition sealed below c.
-func (j *Job) committed(c int64) {
+func (j *Job) committed(c uint64) {
 	now := time.Now()
 	j.liveMu.Lock()
 	defer j.liveMu.Unlock()

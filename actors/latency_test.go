@@ -228,8 +228,8 @@ func BenchmarkLatencyTracker(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		l.add(batch)
-		l.seal(int64(i))
-		l.commit(int64(i+1), now)
+		l.seal(uint64(i))
+		l.commit(uint64(i+1), now)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(batch)), "ns/record")
 }

@@ -127,7 +127,7 @@ type OffsetCommitter struct {
 }
 
 type offsetCommit struct {
-	checkpoint int64
+	checkpoint uint64
 	offsets    map[int32]int64
 }
 
@@ -175,7 +175,7 @@ func (c *OffsetCommitter) Group() string { return c.group }
 // offset to read; negative offsets are left out) and returns at once. It
 // replaces a pending commit of an older checkpoint and ignores one older
 // than the pending commit. After Close it does nothing.
-func (c *OffsetCommitter) Submit(checkpoint int64, offsets map[int32]int64) {
+func (c *OffsetCommitter) Submit(checkpoint uint64, offsets map[int32]int64) {
 	if c == nil || len(offsets) == 0 {
 		return
 	}

@@ -67,7 +67,7 @@ type partitionTask struct {
 	ck       *checkpointer
 	store    *state.Store
 	txns     []sinks.PartitionTxn // one per transactional sink, in Job.tx order
-	restored int64                // checkpoint id restored from; 0 = none
+	restored uint64               // checkpoint id restored from; 0 = none (or a handoff snapshot)
 	// restoredReceived is Received (poisoned included) of the restored
 	// checkpoint; set before the actor starts.
 	restoredReceived int64

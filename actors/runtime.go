@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -41,9 +42,15 @@ func (r *Runtime) leaseValid(p int32, epoch uint64) bool {
 // RestorePoint is a place a partition can be restored from: a snapshot in
 // checkpoint storage and the source offset it resumes at.
 type RestorePoint struct {
-	// Checkpoint is the id of the checkpoint the snapshot belongs to, or,
-	// negative, minus the lease epoch of a handoff snapshot.
-	Checkpoint int64
+	// Checkpoint is the id of the checkpoint the snapshot belongs to; 0
+	// for a handoff snapshot.
+	Checkpoint uint64
+	// Handoff: the snapshot is the handoff snapshot that the partition's
+	// owner under lease epoch Epoch took when it released the lease
+	// (Runtime.Handoff); Checkpoint is 0.
+	Handoff bool
+	// Epoch is the lease epoch of a handoff snapshot; 0 otherwise.
+	Epoch uint64
 	// Offset is the next source offset after the restore.
 	Offset int64
 	// Snapshot is a snapshot reference (FormatSnapshotRef); "" = none.
@@ -82,7 +89,7 @@ type RuntimeHooks struct {
 	// its snapshot of checkpoint id (point). It is called from a goroutine
 	// of the runtime, one per ack; ctx ends with the runtime. Required when
 	// checkpoints are on.
-	Ack func(ctx context.Context, p int32, epoch uint64, id int64, point RestorePoint)
+	Ack func(ctx context.Context, p int32, epoch uint64, id uint64, point RestorePoint)
 	// Failed reports that partition p (epoch) stopped on an error (source,
 	// sink, state store); the runtime no longer runs it. nil: logged only.
 	Failed func(p int32, epoch uint64, err error)
@@ -134,7 +141,7 @@ type Runtime struct {
 
 type barrierKey struct {
 	p  int32
-	id int64
+	id uint64
 }
 
 type runPart struct {
@@ -143,7 +150,7 @@ type runPart struct {
 	stopTask   context.CancelFunc // ends t.ctx: sink writes
 	stopRead   context.CancelFunc
 	readDone   chan struct{}
-	lastBarrer int64
+	lastBarrer uint64
 }
 
 // NewRuntime validates cfg and opens the runtime of a job: a Kafka client,
@@ -360,40 +367,41 @@ func (r *Runtime) restore(ctx context.Context, t *partitionTask, epoch uint64, p
 		return err
 	}
 	t.op = j.newOperators(t)
-	limit := int64(-1) // highest checkpoint known committed; -1 = no transactional sinks
+	transactional := len(j.tx) > 0
+	limit := uint64(math.MaxUint64) // highest checkpoint every transactional sink committed
 	for _, ts := range j.tx {
 		txn, err := openTxn(ctx, ts, j.cfg.Name, t.partition, epoch)
 		if err != nil {
 			return err
 		}
 		t.txns = append(t.txns, txn)
-		c := int64(0)
+		c := uint64(0)
 		if last, ok := txn.(sinks.CommitTracker).LastCommitted(); ok {
 			c = last
 		}
-		if limit < 0 || c < limit {
-			limit = c
-		}
+		limit = min(limit, c)
 	}
 	sorted := append([]RestorePoint(nil), points...)
 	sort.SliceStable(sorted, func(a, b int) bool { return sorted[a].Offset > sorted[b].Offset })
 	for _, pt := range sorted {
-		if pt.Snapshot == "" || (limit >= 0 && (pt.Checkpoint <= 0 || pt.Checkpoint > limit)) {
+		if pt.Snapshot == "" || (transactional && (pt.Handoff || pt.Checkpoint == 0 || pt.Checkpoint > limit)) {
 			continue
+		}
+		of := checkpoint.SnapshotHeader{Checkpoint: pt.Checkpoint}
+		name := fmt.Sprintf("checkpoint %d", pt.Checkpoint)
+		if pt.Handoff {
+			of = checkpoint.SnapshotHeader{HandoffEpoch: pt.Epoch}
+			name = fmt.Sprintf("handoff of epoch %d", pt.Epoch)
 		}
 		key, size, crc, err := ParseSnapshotRef(pt.Snapshot)
 		if err == nil {
-			name := fmt.Sprintf("checkpoint %d", pt.Checkpoint)
-			if pt.Checkpoint < 0 {
-				name = fmt.Sprintf("handoff of epoch %d", -pt.Checkpoint)
-			}
-			err = ck.loadSnapshot(ctx, t, pt.Checkpoint, name,
+			err = ck.loadSnapshot(ctx, t, of, name,
 				checkpoint.PartitionAck{Partition: t.partition, Snapshot: key, Bytes: size, CRC32C: crc})
 		}
 		if err == nil {
 			t.restored = pt.Checkpoint
 			j.metrics.RestoreSeconds.Observe(time.Since(began).Seconds())
-			j.log.Info("partition restored", "partition", t.partition, "from", pt.Checkpoint, "offset", t.start,
+			j.log.Info("partition restored", "partition", t.partition, "from", name, "offset", t.start,
 				"devices", t.op.Devices(), "took", time.Since(began).Round(time.Microsecond))
 			return nil
 		}
@@ -413,10 +421,10 @@ func (r *Runtime) restore(ctx context.Context, t *partitionTask, epoch uint64, p
 	return nil
 }
 
-// checkpointKey is the storage key of a partition's snapshot of cluster
-// checkpoint id (id < 0: the handoff of epoch -id).
-func (r *Runtime) snapshotKey(p int32, epoch uint64, id int64) string {
-	if id < 0 {
+// snapshotKey is the storage key of a partition's snapshot of cluster
+// checkpoint id, or of its handoff snapshot (handoff; id is 0).
+func (r *Runtime) snapshotKey(p int32, epoch uint64, id uint64, handoff bool) string {
+	if handoff {
 		return fmt.Sprintf("%s/cluster/handoff/p%05d-e%d.snap", r.j.cfg.Name, p, epoch)
 	}
 	return fmt.Sprintf("%s/cluster/chk-%020d/p%05d-e%d.snap", r.j.cfg.Name, id, p, epoch)
@@ -426,7 +434,7 @@ func (r *Runtime) snapshotKey(p int32, epoch uint64, id int64) string {
 // checkpoint id between two batches; RuntimeHooks.Ack reports it. A barrier
 // for an id the partition already got is ignored. It returns
 // ErrPartitionNotRunning when p does not run under epoch.
-func (r *Runtime) Barrier(p int32, epoch uint64, id int64) error {
+func (r *Runtime) Barrier(p int32, epoch uint64, id uint64) error {
 	if r.ck == nil {
 		return ErrNoCheckpoints
 	}
@@ -441,14 +449,14 @@ func (r *Runtime) Barrier(p int32, epoch uint64, id int64) error {
 	}
 	rp.lastBarrer = id
 	r.barriers[barrierKey{p, id}] = epoch
-	r.system.Root.Send(rp.t.pid, &barrier{id: id, kind: checkpoint.KindCheckpoint, key: r.snapshotKey(p, epoch, id)})
+	r.system.Root.Send(rp.t.pid, &barrier{id: id, kind: checkpoint.KindCheckpoint, key: r.snapshotKey(p, epoch, id, false)})
 	return nil
 }
 
 // Commit tells partition p that checkpoint id is complete: its
 // transactional sinks commit what they pre-committed for it. A no-op
 // without transactional sinks or when p does not run.
-func (r *Runtime) Commit(p int32, id int64) {
+func (r *Runtime) Commit(p int32, id uint64) {
 	if len(r.j.tx) == 0 {
 		return
 	}
@@ -472,7 +480,7 @@ func (r *Runtime) events() {
 				continue
 			}
 			r.mu.Lock()
-			if e.id < 0 {
+			if e.handoff {
 				if w := r.handoffs[e.partition]; w != nil {
 					w <- e
 					delete(r.handoffs, e.partition)
@@ -535,7 +543,6 @@ func (r *Runtime) Handoff(ctx context.Context, p int32, epoch uint64) (RestorePo
 	case <-ctx.Done():
 		return RestorePoint{}, ctx.Err()
 	}
-	id := -int64(epoch)
 	w := make(chan ckEvent, 1)
 	r.mu.Lock()
 	r.handoffs[p] = w
@@ -547,7 +554,7 @@ func (r *Runtime) Handoff(ctx context.Context, p int32, epoch uint64) (RestorePo
 		}
 		r.mu.Unlock()
 	}()
-	r.system.Root.Send(rp.t.pid, &barrier{id: id, kind: checkpoint.KindSavepoint, key: r.snapshotKey(p, epoch, id)})
+	r.system.Root.Send(rp.t.pid, &barrier{handoff: true, kind: checkpoint.KindSavepoint, key: r.snapshotKey(p, epoch, 0, true)})
 	select {
 	case e := <-w:
 		if e.err != nil {
@@ -556,7 +563,7 @@ func (r *Runtime) Handoff(ctx context.Context, p int32, epoch uint64) (RestorePo
 		if !r.leaseValid(p, epoch) { // see events: its rows may have been dropped
 			return RestorePoint{}, fmt.Errorf("actors: partition %d: handoff snapshot: %w", p, ErrLeaseNotValid)
 		}
-		return RestorePoint{Checkpoint: id, Offset: e.ack.Offset, Snapshot: FormatSnapshotRef(e.ack.Snapshot, e.ack.Bytes, e.ack.CRC32C)}, nil
+		return RestorePoint{Handoff: true, Epoch: epoch, Offset: e.ack.Offset, Snapshot: FormatSnapshotRef(e.ack.Snapshot, e.ack.Bytes, e.ack.CRC32C)}, nil
 	case <-ctx.Done():
 		return RestorePoint{}, ctx.Err()
 	}
@@ -650,7 +657,7 @@ func (r *Runtime) Close() error {
 // snapshots of the job's cluster checkpoints with an id below id (those the
 // control plane no longer retains) and returns the ids it deleted. Handoff
 // snapshots are kept. Without checkpoints it does nothing.
-func (r *Runtime) DeleteCheckpointsBefore(ctx context.Context, id int64) ([]int64, error) {
+func (r *Runtime) DeleteCheckpointsBefore(ctx context.Context, id uint64) ([]uint64, error) {
 	if r.ck == nil {
 		return nil, nil
 	}
@@ -659,10 +666,10 @@ func (r *Runtime) DeleteCheckpointsBefore(ctx context.Context, id int64) ([]int6
 	if err != nil {
 		return nil, err
 	}
-	var deleted []int64
+	var deleted []uint64
 	var errs []error
 	for _, d := range dirs {
-		n, err := strconv.ParseInt(strings.TrimPrefix(d, "chk-"), 10, 64)
+		n, err := strconv.ParseUint(strings.TrimPrefix(d, "chk-"), 10, 64)
 		if !strings.HasPrefix(d, "chk-") || err != nil || n >= id {
 			continue
 		}

@@ -184,14 +184,14 @@ func TestRuntimeNoAckAfterLeaseExpiry(t *testing.T) {
 	brokers := startBroker(t, 1, readingsFor([]string{"a", "b"}, 50))
 	var valid atomic.Bool
 	valid.Store(true)
-	acks := make(chan int64, 10)
+	acks := make(chan uint64, 10)
 	c := testConfig(brokers)
 	c.Source.Bounded = false
 	c.Checkpoint.Storage = t.TempDir()
 	c.State.Dir = t.TempDir()
 	reg := prometheus.NewRegistry()
 	rt, err := NewRuntime(c, &memSink{}, nil, reg, slog.New(slog.DiscardHandler), RuntimeHooks{
-		Ack:        func(_ context.Context, p int32, epoch uint64, id int64, _ RestorePoint) { acks <- id },
+		Ack:        func(_ context.Context, p int32, epoch uint64, id uint64, _ RestorePoint) { acks <- id },
 		LeaseValid: func(p int32, epoch uint64) bool { return valid.Load() },
 	})
 	if err != nil {

@@ -87,8 +87,8 @@ var _ checkpoint.CheckpointIDCounter = (*CheckpointIDs)(nil)
 func NewCheckpointIDs(fsm *FSM, job string) *CheckpointIDs { return &CheckpointIDs{fsm: fsm, job: job} }
 
 // Next implements checkpoint.CheckpointIDCounter (View.NextCheckpointID).
-func (c *CheckpointIDs) Next(context.Context) (int64, error) {
-	return int64(c.fsm.View().NextCheckpointID(c.job)), nil
+func (c *CheckpointIDs) Next(context.Context) (uint64, error) {
+	return c.fsm.View().NextCheckpointID(c.job), nil
 }
 
 // CheckpointStore is the checkpoint.CompletedCheckpointStore of a cluster
@@ -118,7 +118,7 @@ func (s *CheckpointStore) Add(ctx context.Context, m *checkpoint.Manifest) error
 	var cp Checkpoint
 	var found bool
 	_, err := s.fsm.Wait(ctx, func(v View) bool {
-		cp, found = v.checkpoint(s.job, uint64(m.ID))
+		cp, found = v.checkpoint(s.job, m.ID)
 		return !found || cp.Complete || cp.Aborted
 	})
 	switch {
@@ -165,8 +165,8 @@ func (v View) RestorableCheckpoints(job string, completeOnly bool) []Checkpoint 
 }
 
 // Savepoint implements checkpoint.CompletedCheckpointStore.
-func (s *CheckpointStore) Savepoint(_ context.Context, id int64) (*checkpoint.Manifest, error) {
-	cp, ok := s.fsm.View().checkpoint(s.job, uint64(id))
+func (s *CheckpointStore) Savepoint(_ context.Context, id uint64) (*checkpoint.Manifest, error) {
+	cp, ok := s.fsm.View().checkpoint(s.job, id)
 	if !ok || !cp.Savepoint || !cp.Complete {
 		return nil, fmt.Errorf("%w: savepoint %d of job %s (or it is incomplete)", checkpoint.ErrNotExist, id, s.job)
 	}
@@ -193,7 +193,7 @@ func (v View) checkpoint(job string, id uint64) (Checkpoint, bool) {
 // PartitionAck per ack with its epoch, offset and snapshot reference).
 func (cp Checkpoint) Manifest() *checkpoint.Manifest {
 	m := &checkpoint.Manifest{
-		Version: checkpoint.ManifestVersion, Job: cp.Job, ID: int64(cp.ID), Kind: checkpoint.KindCheckpoint,
+		Version: checkpoint.ManifestVersion, Job: cp.Job, ID: cp.ID, Kind: checkpoint.KindCheckpoint,
 		StartedMs: cp.StartedMs, CompletedMs: cp.CompletedMs,
 	}
 	if cp.Savepoint {
@@ -216,7 +216,7 @@ func (cp Checkpoint) partitionAcks() []checkpoint.PartitionAck {
 // Observed returns cp as the coordinator's view of a checkpoint record
 // (checkpoint.CheckpointCoordinator.Observe).
 func (cp Checkpoint) Observed() *checkpoint.Observed {
-	o := &checkpoint.Observed{ID: int64(cp.ID), Kind: checkpoint.KindCheckpoint, Started: time.UnixMilli(cp.StartedMs), Complete: cp.Complete, Aborted: cp.Aborted}
+	o := &checkpoint.Observed{ID: cp.ID, Kind: checkpoint.KindCheckpoint, Started: time.UnixMilli(cp.StartedMs), Complete: cp.Complete, Aborted: cp.Aborted}
 	if cp.Savepoint {
 		o.Kind = checkpoint.KindSavepoint
 	}

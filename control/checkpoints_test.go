@@ -27,11 +27,11 @@ func TestCoordinatorOnRaft(t *testing.T) {
 			return checkpointtest.Ports{
 				IDs:   NewCheckpointIDs(a.fsm, job),
 				Store: NewCheckpointStore(a.fsm, job),
-				Started: func(t *testing.T, id int64, kind checkpoint.Kind, parts []int32, retain int) {
-					a.must(CheckpointStart{Job: job, ID: uint64(id), Partitions: int32(len(parts)), Savepoint: kind == checkpoint.KindSavepoint, Retain: retain})
+				Started: func(t *testing.T, id uint64, kind checkpoint.Kind, parts []int32, retain int) {
+					a.must(CheckpointStart{Job: job, ID: id, Partitions: int32(len(parts)), Savepoint: kind == checkpoint.KindSavepoint, Retain: retain})
 				},
-				Acked: func(t *testing.T, id int64, ack checkpoint.PartitionAck) {
-					a.must(CheckpointAck{Job: job, ID: uint64(id), Partition: ack.Partition, Epoch: 1, Offset: ack.Offset, Snapshot: ack.Snapshot})
+				Acked: func(t *testing.T, id uint64, ack checkpoint.PartitionAck) {
+					a.must(CheckpointAck{Job: job, ID: id, Partition: ack.Partition, Epoch: 1, Offset: ack.Offset, Snapshot: ack.Snapshot})
 				},
 			}
 		}
@@ -51,7 +51,7 @@ func TestCheckpointIDsOutliveTheJob(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return uint64(id)
+		return id
 	}
 	if n := next(); n != 1 {
 		t.Fatalf("first id %d, want 1", n)

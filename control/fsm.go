@@ -566,13 +566,9 @@ func evictCheckpoints(cps []*Checkpoint, retain int) []uint64 {
 	}
 	recs := make([]checkpoint.Record, len(cps))
 	for i, cp := range cps {
-		recs[i] = checkpoint.Record{ID: int64(cp.ID), Savepoint: cp.Savepoint, Complete: cp.Complete, Aborted: cp.Aborted}
+		recs[i] = checkpoint.Record{ID: cp.ID, Savepoint: cp.Savepoint, Complete: cp.Complete, Aborted: cp.Aborted}
 	}
-	var out []uint64
-	for _, id := range checkpoint.Subsumed(recs, retain) {
-		out = append(out, uint64(id))
-	}
-	return out
+	return checkpoint.Subsumed(recs, retain)
 }
 
 // retainCheckpoints applies retention (evictCheckpoints) to job's

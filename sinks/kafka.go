@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"strconv"
 	"sync"
@@ -138,7 +137,7 @@ type CommitTracker interface {
 	// writer of this device partition: read when the PartitionTxn opened
 	// (after fencing the earlier writers), then advanced by Commit. ok is
 	// false when no transaction of the partition was ever committed.
-	LastCommitted() (checkpoint int64, ok bool)
+	LastCommitted() (checkpoint uint64, ok bool)
 }
 
 var (
@@ -497,7 +496,7 @@ func (k *Kafka) Txn(ctx context.Context, job string, partition int32, epoch uint
 	sc.Producer.Transaction.ID = id
 	type opened struct {
 		p    *producer
-		last int64
+		last uint64
 		ok   bool
 	}
 	o, err := await(ctx, k, func() (opened, error) {
@@ -523,7 +522,7 @@ func (k *Kafka) Txn(ctx context.Context, job string, partition int32, epoch uint
 		p.close()
 		return nil, fmt.Errorf("sinks: kafka: txn %s: begin: %w", id, err)
 	}
-	t := &kafkaTxn{k: k, id: id, partition: partition, epoch: epoch, p: p, lastLabel: math.MinInt64, committed: o.last, hasCommitted: o.ok}
+	t := &kafkaTxn{k: k, id: id, partition: partition, epoch: epoch, p: p, committed: o.last, hasCommitted: o.ok}
 	if o.ok {
 		t.lastLabel = o.last // a committed checkpoint cannot be pre-committed again
 	}
@@ -575,8 +574,8 @@ type kafkaTxn struct {
 	mu        sync.Mutex // the owner is one actor; Kafka.Close may call Close concurrently
 	p         *producer
 	state     int
-	label     int64  // checkpoint of the pre-committed transaction
-	lastLabel int64  // highest checkpoint pre-committed so far
+	label     uint64 // checkpoint of the pre-committed transaction
+	lastLabel uint64 // highest checkpoint pre-committed so far; 0 none
 	dirty     bool   // rows written since the last PreCommit
 	sent      [5]int // rows in the Kafka transaction, by table
 	buffered  []segment
@@ -586,7 +585,7 @@ type kafkaTxn struct {
 	stuck     *stuckCall
 	wg        sync.WaitGroup // goroutines of call
 
-	committed    int64 // checkpoint of the last committed transaction (CommitTracker)
+	committed    uint64 // checkpoint of the last committed transaction (CommitTracker)
 	hasCommitted bool
 }
 
@@ -596,7 +595,7 @@ type segment struct {
 	counts     [5]int
 	bytes      int64
 	labelled   bool
-	checkpoint int64
+	checkpoint uint64
 }
 
 // stuckCall is a producer call whose caller's ctx ended before it returned.
@@ -612,7 +611,7 @@ var (
 )
 
 // LastCommitted implements CommitTracker.
-func (t *kafkaTxn) LastCommitted() (int64, bool) {
+func (t *kafkaTxn) LastCommitted() (uint64, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.committed, t.hasCommitted
@@ -626,7 +625,7 @@ const checkpointTable = 5
 // transaction: key the transactional id, value
 // {"transactional_id":…,"partition":…,"epoch":…,"checkpoint":…},
 // to partition t.partition of the checkpoint topic.
-func (t *kafkaTxn) checkpointRecord(checkpoint int64) *sarama.ProducerMessage {
+func (t *kafkaTxn) checkpointRecord(checkpoint uint64) *sarama.ProducerMessage {
 	v := append(make([]byte, 0, 128), `{"transactional_id":`...)
 	v = appendJSONString(v, t.id)
 	v = append(v, `,"partition":`...)
@@ -634,7 +633,7 @@ func (t *kafkaTxn) checkpointRecord(checkpoint int64) *sarama.ProducerMessage {
 	v = append(v, `,"epoch":`...)
 	v = strconv.AppendUint(v, t.epoch, 10)
 	v = append(v, `,"checkpoint":`...)
-	v = strconv.AppendInt(v, checkpoint, 10)
+	v = strconv.AppendUint(v, checkpoint, 10)
 	v = append(v, '}')
 	return &sarama.ProducerMessage{
 		Topic:     t.k.cfg.CheckpointTopic,
@@ -839,13 +838,15 @@ func (t *kafkaTxn) resume(ctx context.Context) error {
 // checkpoint again, with no rows written since, is a no-op; otherwise an
 // older or equal checkpoint fails with ErrCheckpointOrder. A delivery
 // error is returned (wrapping ErrFenced if fenced); call Abort.
-func (t *kafkaTxn) PreCommit(ctx context.Context, checkpoint int64) error {
+func (t *kafkaTxn) PreCommit(ctx context.Context, checkpoint uint64) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if err := t.ready(ctx); err != nil {
 		return err
 	}
 	switch {
+	case checkpoint == 0:
+		return fmt.Errorf("%w: txn %s: PreCommit(0): checkpoint ids start at 1", ErrCheckpointOrder, t.id)
 	case checkpoint == t.lastLabel && !t.dirty:
 		return nil
 	case checkpoint <= t.lastLabel:
@@ -885,7 +886,7 @@ func (t *kafkaTxn) PreCommit(ctx context.Context, checkpoint int64) error {
 // called again: the broker treats a repeated commit of the same
 // transaction as success. If the error says the transaction must be
 // aborted, call Abort.
-func (t *kafkaTxn) Commit(ctx context.Context, checkpoint int64) error {
+func (t *kafkaTxn) Commit(ctx context.Context, checkpoint uint64) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if err := t.ready(ctx); err != nil {
@@ -950,7 +951,7 @@ func (t *kafkaTxn) Abort(ctx context.Context) error {
 		}
 		t.k.tm.aborts.Inc()
 		t.buffered, t.bufBytes, t.failed, t.dirty = nil, 0, nil, false
-		t.lastLabel = math.MinInt64 // the aborted pre-commits are void
+		t.lastLabel = 0 // the aborted pre-commits are void
 		if t.hasCommitted {
 			t.lastLabel = t.committed
 		}

@@ -185,7 +185,7 @@ func fetchCommitted(ctx context.Context, client sarama.Client, topic string, par
 // backwards from the high watermark in growing windows; it first waits for
 // the transactions open in that partition to finish. ok is false when
 // there is none.
-func lastCommittedCheckpoint(ctx context.Context, client sarama.Client, topic string, partition int32, id string) (checkpoint int64, ok bool, err error) {
+func lastCommittedCheckpoint(ctx context.Context, client sarama.Client, topic string, partition int32, id string) (checkpoint uint64, ok bool, err error) {
 	hwm, err := client.GetOffset(topic, partition, sarama.OffsetNewest)
 	if err != nil {
 		return 0, false, err
@@ -201,7 +201,7 @@ func lastCommittedCheckpoint(ctx context.Context, client sarama.Client, topic st
 				return nil
 			}
 			var rec struct {
-				Checkpoint *int64 `json:"checkpoint"`
+				Checkpoint *uint64 `json:"checkpoint"`
 			}
 			if err := json.Unmarshal(value, &rec); err != nil || rec.Checkpoint == nil {
 				return fmt.Errorf("bad checkpoint record %q", value)

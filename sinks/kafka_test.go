@@ -794,7 +794,7 @@ func TestKafkaTxnManyPartitions(t *testing.T) {
 			dev := fmt.Sprintf("dev-%d", p)
 			var all, pending []*Batch // all batches; batches not yet committed
 			mark := -1                // pending[:mark] are pre-committed for checkpoint cp
-			cp := int64(0)
+			cp := uint64(0)
 			minute := 0
 			fail := func(what string, err error) { errs <- fmt.Errorf("writer %d: %s: %w", p, what, err) }
 			for step := 0; step < steps; step++ {
@@ -1058,7 +1058,7 @@ func TestKafkaTxnLastCommitted(t *testing.T) {
 	br := kafkaBroker(t, 2)
 	k := openKafka(t, KafkaConfig{Brokers: br.Addrs(), WindowsTopic: "last"}, nil)
 	ctx := ctx20(t)
-	last := func(tx *kafkaTxn, want int64, wantOK bool) {
+	last := func(tx *kafkaTxn, want uint64, wantOK bool) {
 		t.Helper()
 		if got, ok := tx.LastCommitted(); got != want || ok != wantOK {
 			t.Fatalf("LastCommitted = %d, %v; want %d, %v", got, ok, want, wantOK)
@@ -1150,7 +1150,7 @@ func TestKafkaCheckpointRecordsShared(t *testing.T) {
 	if _, ok := b.LastCommitted(); ok {
 		t.Errorf("job b has a last committed checkpoint before any commit")
 	}
-	for cp := int64(1); cp <= 150; cp++ {
+	for cp := uint64(1); cp <= 150; cp++ {
 		mustTxn(t, "b PreCommit", b.PreCommit(ctx, cp))
 		mustTxn(t, "b Commit", b.Commit(ctx, cp))
 	}
@@ -1190,7 +1190,7 @@ func BenchmarkKafkaTxnWrite(b *testing.B) {
 	ctx := context.Background()
 	batch := &Batch{Windows: windows("17079", 0, 100, 1)}
 	b.ResetTimer()
-	cp := int64(0)
+	cp := uint64(0)
 	for i := 0; i < b.N; i += 100 {
 		if err := tx.Write(ctx, batch); err != nil {
 			b.Fatal(err)

@@ -116,12 +116,13 @@ type PartitionTxn interface {
 	// pre-committed transaction waits for Commit).
 	Write(ctx context.Context, b *Batch) error
 	// PreCommit flushes everything written so far into the transaction of
-	// checkpoint; after nil, Commit(checkpoint) can make it visible.
-	PreCommit(ctx context.Context, checkpoint int64) error
+	// checkpoint (an id > 0); after nil, Commit(checkpoint) can make it
+	// visible.
+	PreCommit(ctx context.Context, checkpoint uint64) error
 	// Commit makes the transaction pre-committed for checkpoint visible and
 	// opens the next one. Committing an already committed checkpoint is a
 	// no-op.
-	Commit(ctx context.Context, checkpoint int64) error
+	Commit(ctx context.Context, checkpoint uint64) error
 	// Abort discards the open transaction and everything buffered.
 	Abort(ctx context.Context) error
 	// Close aborts what is open and releases the producer; idempotent.

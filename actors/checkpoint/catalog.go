@@ -37,24 +37,24 @@ func (c *Catalog) Storage() *Storage { return c.st }
 // Job returns the job name.
 func (c *Catalog) Job() string { return c.job }
 
-func (c *Catalog) dir(k Kind, id int64) string { return c.prefix + dirName(k, id) + "/" }
+func (c *Catalog) dir(k Kind, id uint64) string { return c.prefix + dirName(k, id) + "/" }
 
 // SnapshotKey returns the storage key of partition p's snapshot in
 // checkpoint or savepoint id.
-func (c *Catalog) SnapshotKey(k Kind, id int64, p int32) string {
+func (c *Catalog) SnapshotKey(k Kind, id uint64, p int32) string {
 	return fmt.Sprintf("%sp-%05d.snap", c.dir(k, id), p)
 }
 
-func (c *Catalog) manifestKey(k Kind, id int64) string { return c.dir(k, id) + "MANIFEST" }
+func (c *Catalog) manifestKey(k Kind, id uint64) string { return c.dir(k, id) + "MANIFEST" }
 
-func (c *Catalog) commitKey(k Kind, id int64, p int32) string {
+func (c *Catalog) commitKey(k Kind, id uint64, p int32) string {
 	return fmt.Sprintf("%scommit-%05d", c.dir(k, id), p)
 }
 
 // Entry is one checkpoint or savepoint directory.
 type Entry struct {
 	Kind Kind
-	ID   int64
+	ID   uint64
 	// Manifest is nil when the checkpoint is incomplete (no manifest) or
 	// its manifest is unreadable (Err says why).
 	Manifest *Manifest
@@ -113,7 +113,7 @@ func (c *Catalog) Complete(ctx context.Context) ([]*Manifest, error) {
 }
 
 // Savepoint returns the complete savepoint id.
-func (c *Catalog) Savepoint(ctx context.Context, id int64) (*Manifest, error) {
+func (c *Catalog) Savepoint(ctx context.Context, id uint64) (*Manifest, error) {
 	b, err := c.st.ReadAll(ctx, c.manifestKey(KindSavepoint, id))
 	if errors.Is(err, ErrNotExist) {
 		return nil, fmt.Errorf("%w: savepoint %d of job %q is not in %s (or is incomplete)", ErrNotExist, id, c.job, c.st.URL())
@@ -140,7 +140,7 @@ func (c *Catalog) WriteManifest(ctx context.Context, m *Manifest) error {
 // Delete deletes checkpoint or savepoint id: the manifest first, so that a
 // half-deleted one is incomplete rather than complete with snapshots
 // missing.
-func (c *Catalog) Delete(ctx context.Context, k Kind, id int64) error {
+func (c *Catalog) Delete(ctx context.Context, k Kind, id uint64) error {
 	if err := c.st.Delete(ctx, c.manifestKey(k, id)); err != nil {
 		return err
 	}
@@ -148,7 +148,7 @@ func (c *Catalog) Delete(ctx context.Context, k Kind, id int64) error {
 }
 
 // MarkCommitted records that partition p committed the transactions of m.
-func (c *Catalog) MarkCommitted(ctx context.Context, k Kind, id int64, p int32) error {
+func (c *Catalog) MarkCommitted(ctx context.Context, k Kind, id uint64, p int32) error {
 	return c.st.WriteAll(ctx, c.commitKey(k, id, p), []byte(time.Now().UTC().Format(time.RFC3339Nano)+"\n"))
 }
 
@@ -166,7 +166,7 @@ func (c *Catalog) Committed(ctx context.Context, m *Manifest, p int32) (bool, er
 // run from a savepoint, so that a crash before the run's first checkpoint
 // restores the savepoint, not an older checkpoint. Its transactions count as
 // committed.
-func (c *Catalog) Adopt(ctx context.Context, sp *Manifest, id int64) (*Manifest, error) {
+func (c *Catalog) Adopt(ctx context.Context, sp *Manifest, id uint64) (*Manifest, error) {
 	m := *sp
 	m.Kind, m.ID = KindCheckpoint, id
 	m.RestoredFrom = sp.Name()
@@ -200,7 +200,7 @@ func (c *Catalog) Retain(ctx context.Context, keep int, partitions []int32) ([]s
 		return nil, err
 	}
 	recs := make([]Record, len(es))
-	byID := make(map[int64]Entry, len(es))
+	byID := make(map[uint64]Entry, len(es))
 	for i, e := range es {
 		recs[i] = Record{ID: e.ID, Savepoint: e.Kind == KindSavepoint, Complete: e.Manifest != nil}
 		byID[e.ID] = e
@@ -252,7 +252,7 @@ func (c *Catalog) DeleteIncomplete(ctx context.Context) ([]string, error) {
 }
 
 // MaxID returns the largest id in use (0 when none).
-func (c *Catalog) MaxID(ctx context.Context) (int64, error) {
+func (c *Catalog) MaxID(ctx context.Context) (uint64, error) {
 	es, err := c.List(ctx)
 	if err != nil {
 		return 0, err

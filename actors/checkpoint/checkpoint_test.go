@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -75,8 +76,11 @@ func randomRecords(rng *rand.Rand) []rec {
 func TestSnapshotRoundTrip(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed.For(t), 1))
 	for it := 0; it < 50; it++ {
-		h := SnapshotHeader{Job: "iot-work", Partition: rng.Int32N(100), Checkpoint: rng.Int64N(1e9), Offset: rng.Int64(),
+		h := SnapshotHeader{Job: "iot-work", Partition: rng.Int32N(100), Checkpoint: rng.Uint64N(1e9), Offset: rng.Int64(),
 			End: -1, State: []byte{1, 2, 3}, Operators: "tumbling 1m", CreatedMs: 1}
+		if it%2 == 1 { // a handoff snapshot
+			h.Checkpoint, h.HandoffEpoch = 0, 1+rng.Uint64N(1e9)
+		}
 		recs := randomRecords(rng)
 		b, info := writeSnapshot(t, h, recs)
 		gh, got, rinfo, err := readAll(b)
@@ -88,6 +92,47 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		}
 		if rinfo != info || info.Records != int64(len(recs)) {
 			t.Fatalf("read info %+v, write info %+v", rinfo, info)
+		}
+	}
+}
+
+// TestSnapshotHeaderOnDisk: the header keeps the one int64 "checkpoint"
+// field eddy always wrote (the id, or minus the epoch of a handoff), so
+// snapshots written before the id became a uint64 load, and ids or epochs
+// of 2^63 and above are refused rather than written negative.
+func TestSnapshotHeaderOnDisk(t *testing.T) {
+	for _, tc := range []struct {
+		disk string
+		h    SnapshotHeader
+	}{
+		{`{"job":"j","partition":1,"checkpoint":42,"offset":7,"end":-1,"state":null,"operators":"x","created_ms":0}`, SnapshotHeader{Job: "j", Partition: 1, Checkpoint: 42, Offset: 7, End: -1, Operators: "x"}},
+		{`{"job":"j","partition":1,"checkpoint":-3,"offset":7,"end":-1,"state":null,"operators":"x","created_ms":0}`, SnapshotHeader{Job: "j", Partition: 1, HandoffEpoch: 3, Offset: 7, End: -1, Operators: "x"}},
+	} {
+		var h SnapshotHeader
+		if err := json.Unmarshal([]byte(tc.disk), &h); err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(h) != fmt.Sprint(tc.h) {
+			t.Errorf("%s loads as %+v, want %+v", tc.disk, h, tc.h)
+		}
+		b, err := json.Marshal(tc.h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want, got map[string]any
+		if err := json.Unmarshal([]byte(tc.disk), &want); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%+v is written as %s, want %s", tc.h, b, tc.disk)
+		}
+	}
+	for _, h := range []SnapshotHeader{{Checkpoint: 1 << 63}, {HandoffEpoch: 1 << 63}, {Checkpoint: 1, HandoffEpoch: 1}} {
+		if b, err := json.Marshal(h); err == nil {
+			t.Errorf("%+v is written as %s, want an error", h, b)
 		}
 	}
 }
@@ -184,7 +229,7 @@ func TestParseDirName(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		kind Kind
-		id   int64
+		id   uint64
 		ok   bool
 	}{
 		{"chk-00000000000000000001", KindCheckpoint, 1, true},
@@ -303,7 +348,7 @@ func newLocal(t *testing.T, cat *Catalog, parts []int32, retain int, transaction
 	return c
 }
 
-func begin(t *testing.T, c *CheckpointCoordinator, kind Kind) int64 {
+func begin(t *testing.T, c *CheckpointCoordinator, kind Kind) uint64 {
 	t.Helper()
 	id, err := c.Trigger(context.Background(), kind, false, time.Now())
 	if err != nil {
@@ -314,7 +359,7 @@ func begin(t *testing.T, c *CheckpointCoordinator, kind Kind) int64 {
 
 // ackAll writes and acks the snapshots of pending checkpoint id for
 // partitions ps and returns the manifest the last ack completed.
-func ackAll(t *testing.T, c *CheckpointCoordinator, cat *Catalog, id int64, ps []int32) *Manifest {
+func ackAll(t *testing.T, c *CheckpointCoordinator, cat *Catalog, id uint64, ps []int32) *Manifest {
 	t.Helper()
 	ctx := context.Background()
 	kind := c.Pending().Kind
@@ -324,7 +369,7 @@ func ackAll(t *testing.T, c *CheckpointCoordinator, cat *Catalog, id int64, ps [
 		if err := cat.st.WriteAll(ctx, key, []byte("snap")); err != nil {
 			t.Fatal(err)
 		}
-		got, err := c.Ack(ctx, id, PartitionAck{Partition: p, Offset: id * 10, Snapshot: key, Bytes: 4}, time.Now())
+		got, err := c.Ack(ctx, id, PartitionAck{Partition: p, Offset: int64(id) * 10, Snapshot: key, Bytes: 4}, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -369,7 +414,7 @@ func TestStorageRetentionAndAdopt(t *testing.T) {
 
 	sp := begin(t, l, KindSavepoint)
 	msp := ackAll(t, l, cat, sp, sorted)
-	var ids []int64
+	var ids []uint64
 	for range 3 {
 		id := begin(t, l, KindCheckpoint)
 		ackAll(t, l, cat, id, sorted)
@@ -389,11 +434,11 @@ func TestStorageRetentionAndAdopt(t *testing.T) {
 		t.Fatalf("Subsume deleted %v, want %v (keep 2 newest, the savepoint and the in-progress one)", deleted, want)
 	}
 	complete, _ := cat.Complete(ctx)
-	var got []int64
+	var got []uint64
 	for _, m := range complete {
 		got = append(got, m.ID)
 	}
-	if !slices.Equal(got, []int64{ids[2], ids[1], sp}) {
+	if !slices.Equal(got, []uint64{ids[2], ids[1], sp}) {
 		t.Fatalf("complete after Subsume: %v", got)
 	}
 

@@ -29,7 +29,7 @@ var (
 // checkpoint storage); the cluster's is in Raft (control.CheckpointIDs).
 type CheckpointIDCounter interface {
 	// Next returns the next id; >= 1.
-	Next(ctx context.Context) (int64, error)
+	Next(ctx context.Context) (uint64, error)
 }
 
 // CompletedCheckpointStore holds the complete checkpoints and savepoints of
@@ -47,7 +47,7 @@ type CompletedCheckpointStore interface {
 	Completed(ctx context.Context) ([]*Manifest, error)
 	// Savepoint returns complete savepoint id (an error wrapping
 	// ErrNotExist when there is none).
-	Savepoint(ctx context.Context, id int64) (*Manifest, error)
+	Savepoint(ctx context.Context, id uint64) (*Manifest, error)
 	// Subsume removes what retention (Subsumed, with retain >= 1) no
 	// longer keeps: it keeps the newest retain complete checkpoints, each
 	// partition's restore point, the newest retain incomplete ones after
@@ -81,7 +81,7 @@ const DefaultRetain = 3
 
 // PendingCheckpoint is the checkpoint in progress.
 type PendingCheckpoint struct {
-	ID      int64
+	ID      uint64
 	Kind    Kind
 	Final   bool // the last checkpoint of a bounded run (Manifest.Final)
 	Started time.Time
@@ -107,13 +107,13 @@ type Decision struct {
 	Trigger bool
 	// Expired is the id of the checkpoint in progress whose ack timeout
 	// passed: abort it; 0 none.
-	Expired int64
+	Expired uint64
 }
 
 // Observed is a checkpoint record kept outside the coordinator (the
 // cluster's Raft records), fed to CheckpointCoordinator.Observe.
 type Observed struct {
-	ID       int64
+	ID       uint64
 	Kind     Kind
 	Started  time.Time
 	Complete bool
@@ -238,7 +238,7 @@ func (c *CheckpointCoordinator) Wake() time.Time {
 // Trigger starts checkpoint kind at now: it numbers it with the id counter
 // and makes it the pending checkpoint. final marks the last checkpoint of a
 // bounded run. ErrPending while one is in progress.
-func (c *CheckpointCoordinator) Trigger(ctx context.Context, kind Kind, final bool, now time.Time) (int64, error) {
+func (c *CheckpointCoordinator) Trigger(ctx context.Context, kind Kind, final bool, now time.Time) (uint64, error) {
 	if kind != KindCheckpoint && kind != KindSavepoint {
 		return 0, fmt.Errorf("checkpoint: unknown kind %q", kind)
 	}
@@ -261,7 +261,7 @@ func (c *CheckpointCoordinator) Trigger(ctx context.Context, kind Kind, final bo
 // (while no other call of c proceeds) and returns it; nil before. A repeated
 // identical ack is ignored; ErrUnknownCheckpoint for an id not in progress,
 // ErrBadAck for a partition the job does not have or a different second ack.
-func (c *CheckpointCoordinator) Ack(ctx context.Context, id int64, ack PartitionAck, now time.Time) (*Manifest, error) {
+func (c *CheckpointCoordinator) Ack(ctx context.Context, id uint64, ack PartitionAck, now time.Time) (*Manifest, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	pc := c.pending
@@ -304,7 +304,7 @@ func (c *CheckpointCoordinator) Ack(ctx context.Context, id int64, ack Partition
 // Abort gives up checkpoint id if it is in progress and returns it (nil
 // otherwise). timedOut: its ack timeout passed, and the next checkpoint is
 // due at once; otherwise (a partition failed) at the next interval.
-func (c *CheckpointCoordinator) Abort(id int64, timedOut bool) *PendingCheckpoint {
+func (c *CheckpointCoordinator) Abort(id uint64, timedOut bool) *PendingCheckpoint {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	pc := c.pending

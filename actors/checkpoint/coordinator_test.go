@@ -28,7 +28,7 @@ func TestCoordinatorOnStorage(t *testing.T) {
 			return checkpointtest.Ports{
 				IDs:   ids,
 				Store: checkpoint.NewStorageCheckpointStore(cat, []int32{0, 1, 2}),
-				Upload: func(t *testing.T, kind checkpoint.Kind, id int64, part int32) string {
+				Upload: func(t *testing.T, kind checkpoint.Kind, id uint64, part int32) string {
 					key := cat.SnapshotKey(kind, id, part)
 					if err := st.WriteAll(ctx, key, []byte("snap")); err != nil {
 						t.Fatal(err)

@@ -11,7 +11,7 @@ import (
 // is never deleted by retention) and after every id Reserve saw.
 type StorageIDCounter struct {
 	mu   sync.Mutex
-	last int64
+	last uint64
 }
 
 var _ CheckpointIDCounter = (*StorageIDCounter)(nil)
@@ -29,7 +29,7 @@ func NewStorageIDCounter(ctx context.Context, cat *Catalog) (*StorageIDCounter, 
 }
 
 // Next implements CheckpointIDCounter.
-func (c *StorageIDCounter) Next(context.Context) (int64, error) {
+func (c *StorageIDCounter) Next(context.Context) (uint64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.last++
@@ -40,7 +40,7 @@ func (c *StorageIDCounter) Next(context.Context) (int64, error) {
 // whose transactional sinks committed checkpoint id (as their
 // CommitTracker says) must not number a new checkpoint id or lower, even if
 // checkpoint storage lost that history.
-func (c *StorageIDCounter) Reserve(id int64) {
+func (c *StorageIDCounter) Reserve(id uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.last = max(c.last, id)
@@ -76,7 +76,7 @@ func (s *StorageCheckpointStore) Completed(ctx context.Context) ([]*Manifest, er
 }
 
 // Savepoint implements CompletedCheckpointStore (Catalog.Savepoint).
-func (s *StorageCheckpointStore) Savepoint(ctx context.Context, id int64) (*Manifest, error) {
+func (s *StorageCheckpointStore) Savepoint(ctx context.Context, id uint64) (*Manifest, error) {
 	return s.cat.Savepoint(ctx, id)
 }
 

@@ -32,7 +32,7 @@ const ManifestVersion = 1
 type Manifest struct {
 	Version int    `json:"version"`
 	Job     string `json:"job"`
-	ID      int64  `json:"id"`
+	ID      uint64 `json:"id"`
 	Kind    Kind   `json:"kind"`
 	// StartedMs and CompletedMs: wall clock, Unix ms.
 	StartedMs   int64 `json:"started_ms"`
@@ -103,7 +103,7 @@ func (m *Manifest) Ack(p int32) (PartitionAck, bool) {
 	return PartitionAck{}, false
 }
 
-func dirName(k Kind, id int64) string {
+func dirName(k Kind, id uint64) string {
 	prefix := "chk-"
 	if k == KindSavepoint {
 		prefix = "sp-"
@@ -112,7 +112,7 @@ func dirName(k Kind, id int64) string {
 }
 
 // parseDirName is the inverse of dirName.
-func parseDirName(name string) (Kind, int64, bool) {
+func parseDirName(name string) (Kind, uint64, bool) {
 	var k Kind
 	var digits string
 	switch {
@@ -123,8 +123,8 @@ func parseDirName(name string) (Kind, int64, bool) {
 	default:
 		return "", 0, false
 	}
-	id, err := strconv.ParseInt(digits, 10, 64)
-	if err != nil || id <= 0 || len(digits) != 20 {
+	id, err := strconv.ParseUint(digits, 10, 64)
+	if err != nil || id == 0 || len(digits) != 20 {
 		return "", 0, false
 	}
 	return k, id, true
@@ -169,7 +169,7 @@ func UnmarshalManifest(b []byte) (*Manifest, error) {
 	if err := json.Unmarshal(rest, &m); err != nil {
 		return nil, fmt.Errorf("%w manifest: %v", ErrCorrupt, err)
 	}
-	if m.ID <= 0 || (m.Kind != KindCheckpoint && m.Kind != KindSavepoint) {
+	if m.ID == 0 || (m.Kind != KindCheckpoint && m.Kind != KindSavepoint) {
 		return nil, fmt.Errorf("%w manifest: id %d, kind %q", ErrCorrupt, m.ID, m.Kind)
 	}
 	return &m, nil

@@ -9,7 +9,7 @@ import (
 // eddy run builds it from the Catalog (Catalog.Retain), a cluster from the
 // FSM's records (control's evictCheckpoints).
 type Record struct {
-	ID        int64
+	ID        uint64
 	Savepoint bool
 	// Complete: every partition acked it (a valid manifest; the FSM's
 	// Complete).
@@ -42,18 +42,18 @@ type Record struct {
 // Everything else goes: older complete checkpoints, incomplete records
 // older than the newest complete one (every partition acked that one
 // later), aborted savepoints among them.
-func Subsumed(recs []Record, retain int) []int64 {
+func Subsumed(recs []Record, retain int) []uint64 {
 	retain = max(retain, 1)
 	rs := slices.Clone(recs)
 	slices.SortFunc(rs, func(a, b Record) int { return cmp.Compare(b.ID, a.ID) }) // newest first
-	var newestComplete int64
+	var newestComplete uint64
 	for _, r := range rs {
 		if r.Complete {
 			newestComplete = r.ID
 			break
 		}
 	}
-	var out []int64
+	var out []uint64
 	complete, incomplete := 0, 0
 	for _, r := range rs {
 		keep := false

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
 )
 
 // Snapshot file format, version 1. All integers big endian.
@@ -47,9 +48,15 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // where the partition resumes and its partition-wide state. The keyed state
 // follows as records.
 type SnapshotHeader struct {
-	Job        string `json:"job"`
-	Partition  int32  `json:"partition"`
-	Checkpoint int64  `json:"checkpoint"`
+	Job       string `json:"job"`
+	Partition int32  `json:"partition"`
+	// Checkpoint is the id of the checkpoint the snapshot belongs to; 0
+	// for a handoff snapshot.
+	Checkpoint uint64 `json:"-"`
+	// HandoffEpoch is the lease epoch of a handoff snapshot; 0 for a
+	// checkpoint's. On disk both are the one int64 "checkpoint" field
+	// eddy always wrote: the id, or minus the epoch of a handoff.
+	HandoffEpoch uint64 `json:"-"`
 	// Offset is the next source offset to read after a restore.
 	Offset int64 `json:"offset"`
 	// End is the bounded end offset the run used (exclusive); -1 unbounded.
@@ -66,6 +73,47 @@ type SnapshotHeader struct {
 	Poisoned int64 `json:"poisoned,omitempty"`
 	// CreatedMs is the wall clock at the barrier, Unix ms.
 	CreatedMs int64 `json:"created_ms"`
+}
+
+// MarshalJSON writes h with its on-disk "checkpoint" field; ids and epochs
+// must be below 2^63.
+func (h SnapshotHeader) MarshalJSON() ([]byte, error) {
+	type plain SnapshotHeader
+	var c int64
+	switch {
+	case h.Checkpoint > math.MaxInt64 || h.HandoffEpoch > math.MaxInt64:
+		return nil, fmt.Errorf("checkpoint: snapshot header: checkpoint %d or epoch %d not below 2^63", h.Checkpoint, h.HandoffEpoch)
+	case h.Checkpoint != 0 && h.HandoffEpoch != 0:
+		return nil, fmt.Errorf("checkpoint: snapshot header: both checkpoint %d and handoff epoch %d", h.Checkpoint, h.HandoffEpoch)
+	case h.HandoffEpoch != 0:
+		c = -int64(h.HandoffEpoch)
+	default:
+		c = int64(h.Checkpoint)
+	}
+	return json.Marshal(struct {
+		plain
+		Checkpoint int64 `json:"checkpoint"`
+	}{plain(h), c})
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote.
+func (h *SnapshotHeader) UnmarshalJSON(b []byte) error {
+	type plain SnapshotHeader
+	var v struct {
+		plain
+		Checkpoint int64 `json:"checkpoint"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*h = SnapshotHeader(v.plain)
+	h.Checkpoint, h.HandoffEpoch = 0, 0
+	if v.Checkpoint < 0 {
+		h.HandoffEpoch = uint64(-v.Checkpoint)
+	} else {
+		h.Checkpoint = uint64(v.Checkpoint)
+	}
+	return nil
 }
 
 // SnapshotInfo describes a written or read snapshot.

@@ -64,7 +64,7 @@ func (s *Service) commitOffsets(view control.View) {
 		for _, a := range cp.Acks {
 			offsets[a.Partition] = a.Offset
 		}
-		g.c.Submit(int64(cp.ID), offsets) // nil c (group_id "-"): no-op
+		g.c.Submit(cp.ID, offsets) // nil c (group_id "-"): no-op
 	}
 	for name, g := range s.offsets {
 		if _, ok := view.Job(name); !ok {

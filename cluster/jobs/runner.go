@@ -266,7 +266,7 @@ func (r *Runner) runtime(ctx context.Context, job string) (*jobRuntime, error) {
 	}
 	log := r.log.With("job", job)
 	rt, err := actors.NewRuntime(cfg, sink, r.cfg.Devices, jr.reg, log, actors.RuntimeHooks{
-		Ack: func(ctx context.Context, p int32, epoch uint64, id int64, pt actors.RestorePoint) {
+		Ack: func(ctx context.Context, p int32, epoch uint64, id uint64, pt actors.RestorePoint) {
 			// An expired lease may have dropped rows of this epoch: never
 			// ack a checkpoint for it.
 			if !r.leaseValid(job, p, epoch) {
@@ -296,12 +296,12 @@ func (r *Runner) runtime(ctx context.Context, job string) (*jobRuntime, error) {
 func restorePoints(view control.View, lease control.Lease, transactional bool) []actors.RestorePoint {
 	var out []actors.RestorePoint
 	if h := lease.Handoff; h != nil && h.Snapshot != "" && !transactional {
-		out = append(out, actors.RestorePoint{Checkpoint: -int64(h.Epoch), Offset: h.Offset, Snapshot: h.Snapshot})
+		out = append(out, actors.RestorePoint{Handoff: true, Epoch: h.Epoch, Offset: h.Offset, Snapshot: h.Snapshot})
 	}
 	for _, cp := range view.RestorableCheckpoints(lease.Job, transactional) {
 		for _, a := range cp.Acks {
 			if a.Partition == lease.Partition {
-				out = append(out, actors.RestorePoint{Checkpoint: int64(cp.ID), Offset: a.Offset, Snapshot: a.Snapshot})
+				out = append(out, actors.RestorePoint{Checkpoint: cp.ID, Offset: a.Offset, Snapshot: a.Snapshot})
 			}
 		}
 	}
@@ -389,8 +389,8 @@ func (r *Runner) PartitionProgress(job string, partition int32) (control.Partiti
 
 // ack records a partition's checkpoint ack in Raft, retrying while there
 // is no leader.
-func (r *Runner) ack(ctx context.Context, job string, p int32, epoch uint64, id int64, pt actors.RestorePoint) {
-	cmd := control.CheckpointAck{Job: job, ID: uint64(id), Partition: p, Epoch: epoch, Offset: pt.Offset, Snapshot: pt.Snapshot}
+func (r *Runner) ack(ctx context.Context, job string, p int32, epoch uint64, id uint64, pt actors.RestorePoint) {
+	cmd := control.CheckpointAck{Job: job, ID: id, Partition: p, Epoch: epoch, Offset: pt.Offset, Snapshot: pt.Snapshot}
 	for attempt := 0; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, err := r.node.Apply(actx, cmd)

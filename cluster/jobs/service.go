@@ -266,8 +266,7 @@ func (s *Service) lead(view control.View) {
 			continue
 		}
 		s.started[j.Name] = now
-		next := uint64(id)
-		start := control.CheckpointStart{Job: j.Name, ID: next, Partitions: n, StartedMs: now.UnixMilli(), Retain: co.Config().Retain}
+		start := control.CheckpointStart{Job: j.Name, ID: id, Partitions: n, StartedMs: now.UnixMilli(), Retain: co.Config().Retain}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -275,7 +274,7 @@ func (s *Service) lead(view control.View) {
 			defer cancel()
 			_, err := s.node.Apply(ctx, start)
 			if err != nil && !errors.Is(err, control.ErrConflict) {
-				s.log.Debug("starting a checkpoint", "job", j.Name, "id", next, "err", err)
+				s.log.Debug("starting a checkpoint", "job", j.Name, "id", id, "err", err)
 			}
 		}()
 	}
@@ -361,7 +360,7 @@ func (s *Service) drive(view control.View) {
 				acked[a.Partition] = true
 			}
 			for p, epoch := range running {
-				if !acked[p] && jr.rt.Barrier(p, epoch, int64(cp.ID)) == nil {
+				if !acked[p] && jr.rt.Barrier(p, epoch, cp.ID) == nil {
 					sent[p] = barrier{epoch: epoch, id: cp.ID}
 				}
 			}
@@ -385,7 +384,7 @@ func (s *Service) drive(view control.View) {
 		if cp, ok := view.LastCompleteCheckpoint(jr.name); ok && cp.ID > s.committed[jr.name] {
 			s.committed[jr.name] = cp.ID
 			for p := range running {
-				jr.rt.Commit(p, int64(cp.ID))
+				jr.rt.Commit(p, cp.ID)
 			}
 		}
 	}
@@ -402,16 +401,16 @@ func (s *Service) collect(job, url string, view control.View, cps []control.Chec
 	if len(cps) == 0 || s.gcBusy[job] || now.Sub(s.gcAt[job]) < s.cfg.SnapshotGCInterval {
 		return
 	}
-	retained := make(map[int64]bool, len(cps))
+	retained := make(map[uint64]bool, len(cps))
 	for _, cp := range cps {
-		retained[int64(cp.ID)] = true
+		retained[cp.ID] = true
 	}
-	newest := int64(cps[len(cps)-1].ID)
+	newest := cps[len(cps)-1].ID
 	leases := map[int32]control.Lease{}
 	for _, l := range view.Leases(job) {
 		leases[l.Partition] = l
 	}
-	keepCheckpoint := func(id int64) bool { return id >= newest || retained[id] }
+	keepCheckpoint := func(id uint64) bool { return id >= newest || retained[id] }
 	keepHandoff := func(p int32, epoch uint64) bool {
 		l, ok := leases[p]
 		return !ok || epoch >= l.Epoch || l.Handoff != nil && l.Handoff.Epoch == epoch
@@ -451,13 +450,13 @@ func (s *Service) collectDeleted(view control.View) {
 		if s.gcBusy[job] || now.Sub(s.gcAt[job]) < s.cfg.SnapshotGCInterval {
 			continue
 		}
-		savepoints := map[int64]bool{} // kept records of the deleted job
+		savepoints := map[uint64]bool{} // kept records of the deleted job
 		for _, cp := range view.Savepoints(job) {
-			savepoints[int64(cp.ID)] = true
+			savepoints[cp.ID] = true
 		}
 		s.gc(job, url, func(ctx context.Context, st *checkpoint.Storage) (int, error) {
 			if len(savepoints) > 0 {
-				return actors.DeleteClusterSnapshots(ctx, st, job, func(id int64) bool { return savepoints[id] }, func(int32, uint64) bool { return false })
+				return actors.DeleteClusterSnapshots(ctx, st, job, func(id uint64) bool { return savepoints[id] }, func(int32, uint64) bool { return false })
 			}
 			keys, err := st.List(ctx, actors.ClusterSnapshotPrefix(job))
 			if err != nil {

@@ -128,7 +128,7 @@ func serveCheckpointAPI(mux *http.ServeMux, job *actors.Job, cfg actors.Config, 
 type entryJSON struct {
 	Name     string               `json:"name"`
 	Kind     checkpoint.Kind      `json:"kind"`
-	ID       int64                `json:"id"`
+	ID       uint64               `json:"id"`
 	Complete bool                 `json:"complete"`
 	Error    string               `json:"error,omitempty"`
 	Manifest *checkpoint.Manifest `json:"manifest,omitempty"`

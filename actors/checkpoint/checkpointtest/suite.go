@@ -26,13 +26,13 @@ type Ports struct {
 	// Started, when set, records the start of checkpoint id (with retain,
 	// the coordinator's Retain) where the mode keeps pending checkpoints
 	// (the cluster: a CheckpointStart through the FSM).
-	Started func(t *testing.T, id int64, kind checkpoint.Kind, partitions []int32, retain int)
+	Started func(t *testing.T, id uint64, kind checkpoint.Kind, partitions []int32, retain int)
 	// Upload, when set, stores partition part's snapshot of checkpoint id
 	// as the partition does before it acks, and returns its reference.
-	Upload func(t *testing.T, kind checkpoint.Kind, id int64, part int32) string
+	Upload func(t *testing.T, kind checkpoint.Kind, id uint64, part int32) string
 	// Acked, when set, records a valid ack there before the coordinator
 	// sees it (the cluster: a CheckpointAck under the partition's lease).
-	Acked func(t *testing.T, id int64, ack checkpoint.PartitionAck)
+	Acked func(t *testing.T, id uint64, ack checkpoint.PartitionAck)
 }
 
 // Backend opens the ports of Job; every call of the returned function opens
@@ -60,7 +60,7 @@ func coordinator(t *testing.T, p Ports, parts []int32, retain int) *checkpoint.C
 	return c
 }
 
-func trigger(t *testing.T, p Ports, c *checkpoint.CheckpointCoordinator, kind checkpoint.Kind, at time.Time) int64 {
+func trigger(t *testing.T, p Ports, c *checkpoint.CheckpointCoordinator, kind checkpoint.Kind, at time.Time) uint64 {
 	t.Helper()
 	id, err := c.Trigger(context.Background(), kind, false, at)
 	if err != nil {
@@ -72,13 +72,13 @@ func trigger(t *testing.T, p Ports, c *checkpoint.CheckpointCoordinator, kind ch
 	return id
 }
 
-func ackOf(id int64, part int32) checkpoint.PartitionAck {
-	return checkpoint.PartitionAck{Partition: part, Epoch: 1, Offset: 100*id + int64(part), End: -1, Snapshot: fmt.Sprintf("snap-%d-%d", id, part)}
+func ackOf(id uint64, part int32) checkpoint.PartitionAck {
+	return checkpoint.PartitionAck{Partition: part, Epoch: 1, Offset: int64(100*id) + int64(part), End: -1, Snapshot: fmt.Sprintf("snap-%d-%d", id, part)}
 }
 
 // ack uploads partition part's snapshot of the pending checkpoint id and
 // feeds its ack to the mode, then to the coordinator.
-func ack(t *testing.T, p Ports, c *checkpoint.CheckpointCoordinator, id int64, part int32) *checkpoint.Manifest {
+func ack(t *testing.T, p Ports, c *checkpoint.CheckpointCoordinator, id uint64, part int32) *checkpoint.Manifest {
 	t.Helper()
 	a := ackOf(id, part)
 	if p.Upload != nil {
@@ -94,7 +94,7 @@ func ack(t *testing.T, p Ports, c *checkpoint.CheckpointCoordinator, id int64, p
 	return m
 }
 
-func complete(t *testing.T, p Ports, c *checkpoint.CheckpointCoordinator, kind checkpoint.Kind) int64 {
+func complete(t *testing.T, p Ports, c *checkpoint.CheckpointCoordinator, kind checkpoint.Kind) uint64 {
 	t.Helper()
 	id := trigger(t, p, c, kind, t0)
 	var m *checkpoint.Manifest
@@ -107,13 +107,13 @@ func complete(t *testing.T, p Ports, c *checkpoint.CheckpointCoordinator, kind c
 	return id
 }
 
-func completedIDs(t *testing.T, s checkpoint.CompletedCheckpointStore) []int64 {
+func completedIDs(t *testing.T, s checkpoint.CompletedCheckpointStore) []uint64 {
 	t.Helper()
 	ms, err := s.Completed(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []int64
+	var out []uint64
 	for _, m := range ms {
 		out = append(out, m.ID)
 	}
@@ -239,7 +239,7 @@ func testIDs(t *testing.T, open func() Ports) {
 	if n <= b {
 		t.Fatalf("after a restart the next id is %d; ids %d and %d were used", n, a, b)
 	}
-	if got := completedIDs(t, p2.Store); !slices.Equal(got, []int64{a}) {
+	if got := completedIDs(t, p2.Store); !slices.Equal(got, []uint64{a}) {
 		t.Fatalf("completed after the restart %v, want [%d]", got, a)
 	}
 }
@@ -249,14 +249,14 @@ func testRetention(t *testing.T, open func() Ports) {
 	p := open()
 	c := coordinator(t, p, []int32{0, 1}, 2)
 	sp := complete(t, p, c, checkpoint.KindSavepoint)
-	var ids []int64
+	var ids []uint64
 	for range 3 {
 		ids = append(ids, complete(t, p, c, checkpoint.KindCheckpoint))
 		if _, err := c.Subsume(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if got, want := completedIDs(t, p.Store), []int64{ids[2], ids[1], sp}; !slices.Equal(got, want) {
+	if got, want := completedIDs(t, p.Store), []uint64{ids[2], ids[1], sp}; !slices.Equal(got, want) {
 		t.Fatalf("completed %v, want %v (the newest 2 and the savepoint)", got, want)
 	}
 	// A run of aborted checkpoints longer than retain evicts no complete
@@ -271,7 +271,7 @@ func testRetention(t *testing.T, open func() Ports) {
 			t.Fatal(err)
 		}
 	}
-	if got, want := completedIDs(t, p.Store), []int64{ids[2], ids[1], sp}; !slices.Equal(got, want) {
+	if got, want := completedIDs(t, p.Store), []uint64{ids[2], ids[1], sp}; !slices.Equal(got, want) {
 		t.Fatalf("completed after 2 aborted checkpoints and 1 in progress %v, want %v", got, want)
 	}
 	m, err := p.Store.Savepoint(ctx, sp)
