@@ -228,3 +228,68 @@ func TestRuntimeNoAckAfterLeaseExpiry(t *testing.T) {
 		t.Fatalf("Handoff after the lease expired: %v, want ErrLeaseNotValid", err)
 	}
 }
+
+// TestRuntimeHandoffRestores: Handoff returns a handoff point (Handoff set,
+// the released epoch, no checkpoint id) that the next owner restores, and a
+// point naming another epoch is refused as corrupt (the snapshot header
+// records the epoch of the handoff), falling back to the configured start.
+func TestRuntimeHandoffRestores(t *testing.T) {
+	brokers := startBroker(t, 1, readingsFor([]string{"a", "b"}, 50))
+	c := testConfig(brokers)
+	c.Source.Bounded = false
+	c.Checkpoint.Storage = t.TempDir()
+	c.State.Dir = t.TempDir()
+	sink := &memSink{}
+	reg := prometheus.NewRegistry()
+	rt, err := NewRuntime(c, sink, nil, reg, slog.New(slog.DiscardHandler), RuntimeHooks{
+		Ack: func(context.Context, int32, uint64, uint64, RestorePoint) {},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	ctx := context.Background()
+	if err := rt.Start(ctx, 0, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "partition 0 read its 100 records", func() bool {
+		st, ok := rt.Status(0)
+		return ok && st.NextOffset == 100
+	})
+	pt, err := rt.Handoff(ctx, 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pt.Handoff || pt.Epoch != 1 || pt.Checkpoint != 0 || pt.Offset != 100 || pt.Snapshot == "" {
+		t.Fatalf("handoff point %+v, want Handoff, epoch 1, checkpoint 0, offset 100 and a snapshot", pt)
+	}
+	restores := func() (n uint64) {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "eddy_checkpoint_restore_duration_seconds" {
+				for _, m := range mf.GetMetric() {
+					n += m.GetHistogram().GetSampleCount()
+				}
+			}
+		}
+		return n
+	}
+	if err := rt.Start(ctx, 0, 2, []RestorePoint{pt}); err != nil {
+		t.Fatal(err)
+	}
+	if n, f := restores(), gaugeSum(t, reg, "eddy_checkpoint_restore_fallbacks_total", nil); n != 1 || f != 0 {
+		t.Fatalf("restore from the handoff point: %d restores, %v fallbacks; want 1, 0", n, f)
+	}
+	rt.Stop(0)
+	wrong := pt
+	wrong.Epoch = 2
+	if err := rt.Start(ctx, 0, 3, []RestorePoint{wrong}); err != nil {
+		t.Fatal(err)
+	}
+	if n, f := restores(), gaugeSum(t, reg, "eddy_checkpoint_restore_fallbacks_total", nil); n != 1 || f != 1 {
+		t.Fatalf("restore from a handoff point of the wrong epoch: %d restores, %v fallbacks; want 1, 1", n, f)
+	}
+}
