@@ -663,6 +663,9 @@ func TestKafkaTxnCheckpointOrder(t *testing.T) {
 	ctx := ctx20(t)
 	tx := openTxn(t, k, "job", 0, 1)
 	mustTxn(t, "Write", tx.Write(ctx, &Batch{Windows: windows("dev", 0, 2, 1)}))
+	if err := tx.PreCommit(ctx, 0); !errors.Is(err, ErrCheckpointOrder) { // 0 = no checkpoint
+		t.Errorf("PreCommit(0): %v, want ErrCheckpointOrder", err)
+	}
 	mustTxn(t, "PreCommit 5", tx.PreCommit(ctx, 5))
 	mustTxn(t, "PreCommit 5 again (no rows since)", tx.PreCommit(ctx, 5))
 	if err := tx.PreCommit(ctx, 4); !errors.Is(err, ErrCheckpointOrder) {
