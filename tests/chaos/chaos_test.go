@@ -233,7 +233,11 @@ func TestChaos(t *testing.T) {
 			complete++
 		}
 	}
-	fromHandoff, fromCheckpoint, fromNothing := 0, 0, 0
+	// Every start logs "partition started" with the id it restored
+	// (restored=0: none, or a handoff snapshot, which has no checkpoint
+	// id); a restore first logs "partition restored" from="checkpoint N"
+	// or from="handoff of epoch N".
+	fromHandoff, fromCheckpoint, startedAtZero := 0, 0, 0
 	for _, n := range c.Nodes {
 		b, err := os.ReadFile(n.LogPath)
 		if err != nil {
@@ -244,15 +248,16 @@ func TestChaos(t *testing.T) {
 		}
 		for _, l := range strings.Split(string(b), "\n") {
 			switch {
-			case strings.Contains(l, `msg="partition restored"`) && strings.Contains(l, " from=-"):
+			case strings.Contains(l, `msg="partition restored"`) && strings.Contains(l, ` from="handoff of epoch `):
 				fromHandoff++
 			case strings.Contains(l, `msg="partition restored"`):
 				fromCheckpoint++
 			case strings.Contains(l, `msg="partition started"`) && strings.Contains(l, " restored=0"):
-				fromNothing++
+				startedAtZero++
 			}
 		}
 	}
+	fromNothing := startedAtZero - fromHandoff
 	t.Logf("checkpoints: %d retained in Raft, %d complete; partition starts: %d from a handoff snapshot, %d from a checkpoint, %d from the beginning",
 		len(cps), complete, fromHandoff, fromCheckpoint, fromNothing)
 	if complete == 0 || fromHandoff == 0 || fromCheckpoint == 0 {
