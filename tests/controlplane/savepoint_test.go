@@ -203,7 +203,7 @@ func TestSavepointOnCluster(t *testing.T) {
 		t.Fatalf("job wait: %s", out)
 	}
 	harness.WaitOracle(t, ctxTimeout(t, 2*time.Minute), dsn, want, 30*time.Second)
-	restored := regexp.MustCompile(`partition restored.*\bpartition[=":]+(\d+).*\bfrom[=":]+(-?\d+)`)
+	restored := regexp.MustCompile(`partition restored.*\bpartition[=":]+(\d+).*\bfrom[=":]+checkpoint (\d+)`)
 	fromSP := map[string]bool{}
 	for _, nd := range c.Nodes {
 		b, err := os.ReadFile(nd.LogPath)
