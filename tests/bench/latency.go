@@ -413,8 +413,31 @@ type runTarget struct {
 	drop    func()
 	sink    sinks.Sink
 	poll    *sql.DB
-	stopJob context.CancelFunc
-	jobDone chan error
+	job     backgroundJob
+}
+
+// backgroundJob is a job running until stop, as eddy run runs it.
+type backgroundJob struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// run starts job.Run in a goroutine under a context of its own derived
+// from ctx.
+func (b *backgroundJob) run(ctx context.Context, job *actors.Job) {
+	var jobCtx context.Context
+	jobCtx, b.cancel = context.WithCancel(ctx)
+	b.done = make(chan error, 1)
+	go func() { _, err := job.Run(jobCtx); b.done <- err }()
+}
+
+// stop cancels a started job and waits for Run to return; a no-op if it
+// never started.
+func (b *backgroundJob) stop() {
+	if b.cancel != nil {
+		b.cancel()
+		<-b.done
+	}
 }
 
 func (t *runTarget) start(ctx context.Context, topic string) error {
@@ -443,10 +466,7 @@ func (t *runTarget) start(ctx context.Context, topic string) error {
 	if err != nil {
 		return err
 	}
-	var jobCtx context.Context
-	jobCtx, t.stopJob = context.WithCancel(ctx)
-	t.jobDone = make(chan error, 1)
-	go func() { _, err := job.Run(jobCtx); t.jobDone <- err }()
+	t.job.run(ctx, job)
 	return nil
 }
 
@@ -493,10 +513,7 @@ func (t *runTarget) explain() string {
 }
 
 func (t *runTarget) close() {
-	if t.stopJob != nil {
-		t.stopJob()
-		<-t.jobDone
-	}
+	t.job.stop()
 	if t.sink != nil {
 		t.sink.Close()
 	}

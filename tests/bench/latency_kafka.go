@@ -29,10 +29,9 @@ type kafkaTarget struct {
 	interval   time.Duration
 	dir        string
 
-	topics  []string
-	sink    sinks.Sink
-	stopJob context.CancelFunc
-	jobDone chan error
+	topics []string
+	sink   sinks.Sink
+	job    backgroundJob
 }
 
 func (t *kafkaTarget) start(ctx context.Context, topic string) error {
@@ -59,10 +58,7 @@ func (t *kafkaTarget) start(ctx context.Context, topic string) error {
 	if err != nil {
 		return err
 	}
-	var jobCtx context.Context
-	jobCtx, t.stopJob = context.WithCancel(ctx)
-	t.jobDone = make(chan error, 1)
-	go func() { _, err := job.Run(jobCtx); t.jobDone <- err }()
+	t.job.run(ctx, job)
 	return nil
 }
 
@@ -137,10 +133,7 @@ func waitPartitions(ctx context.Context, c sarama.Consumer, topic string) ([]int
 }
 
 func (t *kafkaTarget) close() {
-	if t.stopJob != nil {
-		t.stopJob()
-		<-t.jobDone
-	}
+	t.job.stop()
 	if t.sink != nil {
 		t.sink.Close()
 	}
