@@ -459,16 +459,7 @@ func TestAssignerPlacementHandoffRecoveryFencing(t *testing.T) {
 	nodes := []*tnode{n1, n2, n3}
 	// Every node sees every node placeable before the job arrives, so the
 	// first placement is final.
-	harness.Eventually(t, 20*time.Second, func() error {
-		for _, a := range nodes {
-			for _, b := range nodes {
-				if m, ok := a.node.Membership().Member(b.id); a != b && (!ok || !m.Placeable()) {
-					return fmt.Errorf("%s does not see %s as placeable", a.id, b.id)
-				}
-			}
-		}
-		return nil
-	})
+	waitPlaceable(t, nodes)
 	ctx := context.Background()
 	if _, err := n2.node.Apply(ctx, control.JobPut{Name: job, Spec: "name: iot-work\n", Partitions: partitions}); err != nil {
 		t.Fatal(err)
@@ -651,16 +642,7 @@ func TestAssignerLeaderKill(t *testing.T) {
 	nodes := []*tnode{n1,
 		startTNode(t, "n2", 3, []string{n1.cfg.GossipAddr}, log),
 		startTNode(t, "n3", 3, []string{n1.cfg.GossipAddr}, log)}
-	harness.Eventually(t, 20*time.Second, func() error {
-		for _, a := range nodes {
-			for _, b := range nodes {
-				if m, ok := a.node.Membership().Member(b.id); a != b && (!ok || !m.Placeable()) {
-					return fmt.Errorf("%s does not see %s as placeable", a.id, b.id)
-				}
-			}
-		}
-		return nil
-	})
+	waitPlaceable(t, nodes)
 	if _, err := n1.node.Apply(context.Background(), control.JobPut{Name: job, Spec: "x", Partitions: partitions}); err != nil {
 		t.Fatal(err)
 	}
@@ -714,4 +696,20 @@ func currentLeader(t *testing.T, nodes []*tnode) *tnode {
 		return errors.New("no leader")
 	})
 	return leader
+}
+
+// waitPlaceable waits up to 20 s until every node sees every other node
+// as placeable, so that a job submitted next is placed once, finally.
+func waitPlaceable(t *testing.T, nodes []*tnode) {
+	t.Helper()
+	harness.Eventually(t, 20*time.Second, func() error {
+		for _, a := range nodes {
+			for _, b := range nodes {
+				if m, ok := a.node.Membership().Member(b.id); a != b && (!ok || !m.Placeable()) {
+					return fmt.Errorf("%s does not see %s as placeable", a.id, b.id)
+				}
+			}
+		}
+		return nil
+	})
 }
