@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/eddy-iot/eddy/tests/seed"
 )
 
 func day(s string) int64 {
@@ -135,12 +137,7 @@ func TestPlanPartitions(t *testing.T) {
 // layouts and checks that every wanted day ends with its own partition
 // (unless the cap stops it), names follow the rule, and the cap holds.
 func TestPlanPartitionsRandom(t *testing.T) {
-	seed := *seedFlag
-	if seed == 0 {
-		seed = uint64(time.Now().UnixNano())
-	}
-	t.Logf("seed %d (replay with -seed=%d)", seed, seed)
-	rnd := rand.New(rand.NewPCG(seed, 1))
+	rnd := rand.New(rand.NewPCG(seed.For(t), 1))
 	base := day("2019-03-01")
 	for iter := range 500 {
 		l := partLayout{names: []string{"p_past", "p_future"}, bounds: []int64{base + int64(rnd.IntN(100))}}

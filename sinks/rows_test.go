@@ -6,15 +6,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/eddy-iot/eddy/tests/seed"
 )
 
 func TestTimeFormatMatchesTimePackage(t *testing.T) {
-	seed := *seedFlag
-	if seed == 0 {
-		seed = uint64(time.Now().UnixNano())
-	}
-	t.Logf("seed %d (replay with -seed=%d)", seed, seed)
-	rnd := rand.New(rand.NewPCG(seed, 2))
+	rnd := rand.New(rand.NewPCG(seed.For(t), 2))
 	cases := []int64{0, -1, 1, 999, -999, -86_400_000, 951_782_400_000 /* 2000-02-29 */, minTimeMs, endTimeMs - 1, minYear0Ms}
 	for range 100_000 {
 		cases = append(cases, minYear0Ms+rnd.Int64N(endTimeMs-minYear0Ms))

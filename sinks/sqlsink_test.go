@@ -5,7 +5,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"flag"
 	"fmt"
 	"maps"
 	"math"
@@ -25,9 +24,8 @@ import (
 	"github.com/eddy-iot/eddy/tests/chtest"
 	"github.com/eddy-iot/eddy/tests/mariadbtest"
 	"github.com/eddy-iot/eddy/tests/pgtest"
+	"github.com/eddy-iot/eddy/tests/seed"
 )
-
-var seedFlag = flag.Uint64("seed", 0, "seed of randomised tests (0: from the clock)")
 
 // store is one SQL store under test: it makes sinks on it and reads it.
 type store struct {
@@ -969,11 +967,7 @@ func flushCount(t testing.TB, reg *prometheus.Registry, sink string) uint64 {
 // the store with a model in which the last write of a key wins. Replay a
 // failure with -seed=N.
 func TestRandomReplays(t *testing.T) {
-	seed := *seedFlag
-	if seed == 0 {
-		seed = uint64(time.Now().UnixNano())
-	}
-	t.Logf("seed %d (replay with -seed=%d)", seed, seed)
+	seed := seed.For(t)
 	forEachStore(t, func(t *testing.T, st *store) {
 		rnd := rand.New(rand.NewPCG(seed, 0))
 		s := st.openSink(t, Config{BatchRows: 1 + rnd.IntN(300)})
@@ -1670,11 +1664,7 @@ func TestConfigValidateBufferBytes(t *testing.T) {
 // sink drops a partition's rows of older epochs when a newer one writes,
 // and refuses stale writes. Replay a failure with -seed=N.
 func TestRandomFencing(t *testing.T) {
-	seed := *seedFlag
-	if seed == 0 {
-		seed = uint64(time.Now().UnixNano())
-	}
-	t.Logf("seed %d (replay with -seed=%d)", seed, seed)
+	seed := seed.For(t)
 	forEachStore(t, func(t *testing.T, st *store) {
 		rnd := rand.New(rand.NewPCG(seed, 1))
 		type wkey struct {
