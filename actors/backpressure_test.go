@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eddy-iot/eddy/sinks"
+	"github.com/eddy-iot/eddy/sinks/sinktest"
 )
 
 // TestSinkOutageBackpressure runs a bounded job into a SQLite sink whose
@@ -110,7 +111,7 @@ func TestSinkOutageBackpressure(t *testing.T) {
 	if n := backpressured(); n != 0 {
 		t.Errorf("%d partitions still backpressured after the job ended", n)
 	}
-	out, err := sinks.ReadAll(ctx, db)
+	out, err := sinktest.ReadAll(ctx, db)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,7 +43,7 @@ import (
 // an older lease epoch never replaces a newer one (the fencing rule of the
 // SQL sinks). Collapsing happens in background merges: read with FINAL
 // (SELECT ... FROM window_aggregates FINAL) to see one row per key, as
-// ReadClickHouse and the view daily_work_time do.
+// sinktest.ReadClickHouse and the view daily_work_time do.
 //
 // Times are Int64 Unix milliseconds (UTC), under the SQL sinks' column
 // names: 18.16 has no DateTime64; toDateTime(intDiv(event_time, 1000),
@@ -182,7 +182,7 @@ func (c ClickHouseConfig) driverDSN(db string) string {
 
 // OpenClickHouseDB opens a database/sql pool (driver clickhouse-go v1) on
 // the database a clickhouse:// URL names, for readers such as
-// ReadClickHouse; it does not connect until first used. Errors never show
+// sinktest.ReadClickHouse; it does not connect until first used. Errors never show
 // the password.
 func OpenClickHouseDB(rawURL string) (*sql.DB, error) {
 	c, err := ParseClickHouseURL(rawURL)

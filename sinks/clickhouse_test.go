@@ -128,7 +128,7 @@ func TestClickHouseCreatesDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	got, err := ReadClickHouse(context.Background(), db)
+	got, err := readBack.ClickHouse(context.Background(), db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +193,7 @@ func TestClickHouseMergeKeepsNewestEpoch(t *testing.T) {
 	}
 	stored := func() *Batch {
 		t.Helper()
-		b, err := ReadClickHouse(context.Background(), db)
+		b, err := readBack.ClickHouse(context.Background(), db)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -14,7 +14,7 @@
 //	         a pgx URL, postgresql:// too (NewPostgres)
 //	ClickHouse clickhouse://USER:PASS@HOST:9000/DB[?OPTIONS]   native
 //	         protocol, ReplacingMergeTree(epoch) tables: read with FINAL
-//	         (NewClickHouse, ParseClickHouseURL, ReadClickHouse)
+//	         (NewClickHouse, ParseClickHouseURL, OpenClickHouseDB)
 //	NDJSON   stdout, ndjson:PATH   one JSON object per row (NewNDJSON)
 //	Discard  discard       counts and drops (NewDiscard)
 //	Kafka    kafka://HOST:PORT[,...][?OPTIONS]   one JSON message per row,
@@ -147,7 +147,8 @@
 // Commit(n) wait in memory for the next transaction. Each transaction also
 // records its checkpoint (CommitTracker), so a new owner knows the last
 // committed checkpoint and restores exactly that one. Its plain Write and
-// Flush are at least once. ReadCommitted reads the topics back for tests.
+// Flush are at least once. sinks/sinktest.ReadCommitted reads the topics
+// back for tests.
 //
 //	tx, err := k.Txn(ctx, job, partition, leaseEpoch)
 //	last, ok := tx.(sinks.CommitTracker).LastCommitted() // restore this checkpoint

@@ -91,7 +91,7 @@ func openTxn(t testing.TB, k *Kafka, job string, partition int32, epoch uint64) 
 
 func readCommitted(t testing.TB, k *Kafka) *Batch {
 	t.Helper()
-	b, err := ReadCommitted(ctx20(t), k.cfg.Brokers, k.cfg.Topics()...)
+	b, err := readBack.Kafka(ctx20(t), k.cfg.Brokers, k.cfg.Topics()...)
 	if err != nil {
 		t.Fatalf("ReadCommitted: %v", err)
 	}
@@ -1045,7 +1045,7 @@ func TestKafkaPlainWrite(t *testing.T) {
 	// Close flushes what Write handed over.
 	mustTxn(t, "Write", k.Write(ctx, &Batch{Windows: windows("late-write", 0, 3, 1)}))
 	mustTxn(t, "Close", k.Close())
-	got, err := ReadCommitted(ctx, br.Addrs(), "plain.w")
+	got, err := readBack.Kafka(ctx, br.Addrs(), "plain.w")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1244,14 +1244,14 @@ func TestKafkaOpenURLEndToEnd(t *testing.T) {
 	mustTxn(t, "Write", tx.Write(ctx, want))
 	mustTxn(t, "PreCommit", tx.PreCommit(ctx, 1))
 	mustTxn(t, "Commit", tx.Commit(ctx, 1))
-	got, err := ReadCommitted(ctx, br.Addrs(), "e2e.readings", "e2e.window_aggregates", "e2e.work_periods", "e2e.late_records", "e2e.dead_letters")
+	got, err := readBack.Kafka(ctx, br.Addrs(), "e2e.readings", "e2e.window_aggregates", "e2e.work_periods", "e2e.late_records", "e2e.dead_letters")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if d := diffBatch(sorted(want), got); d != "" {
 		t.Fatalf("committed rows differ:\n%s", d)
 	}
-	if _, err := ReadCommitted(ctx, br.Addrs(), "no-such-topic"); err == nil {
+	if _, err := readBack.Kafka(ctx, br.Addrs(), "no-such-topic"); err == nil {
 		t.Errorf("ReadCommitted of a missing topic succeeded")
 	}
 }

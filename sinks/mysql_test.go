@@ -398,7 +398,7 @@ func TestMySQLBisectTypeErrors(t *testing.T) {
 	}
 	mustWriteEpoch(t, s, 0, 1, &Batch{Readings: rs, Windows: ws})
 	mustFlush(t, s)
-	got, err := ReadAll(context.Background(), st.db)
+	got, err := readBack.SQL(context.Background(), st.db)
 	if err != nil {
 		t.Fatal(err)
 	}

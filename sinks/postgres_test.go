@@ -86,7 +86,7 @@ func TestPostgresCreatesDatabase(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	got, err := ReadAll(context.Background(), pgAdmin(t, u))
+	got, err := readBack.SQL(context.Background(), pgAdmin(t, u))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestPostgresKeysSortBytewise(t *testing.T) {
 	}
 	mustWrite(t, s, &in)
 	mustFlush(t, s)
-	got, err := ReadAll(context.Background(), pgAdmin(t, u))
+	got, err := readBack.SQL(context.Background(), pgAdmin(t, u))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func TestPostgresKeysSortBytewise(t *testing.T) {
 		ids = append(ids, w.PboxID)
 	}
 	if want := []string{"ABC", "B", "abc", "abc ", "b"}; fmt.Sprint(ids) != fmt.Sprint(want) {
-		t.Fatalf("ReadAll order %q, want bytewise %q", ids, want)
+		t.Fatalf("sinktest.ReadAll order %q, want bytewise %q", ids, want)
 	}
 }
 
@@ -190,7 +190,7 @@ func TestPostgresNUL(t *testing.T) {
 	}
 	mustWrite(t, s, in)
 	mustFlush(t, s)
-	got, err := ReadAll(context.Background(), pgAdmin(t, u))
+	got, err := readBack.SQL(context.Background(), pgAdmin(t, u))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestPostgresBackendsTerminated(t *testing.T) {
 		mustFlush(t, s)
 	}
 	want, rej := storedRows(in, in2)
-	got, err := ReadAll(context.Background(), admin)
+	got, err := readBack.SQL(context.Background(), admin)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,48 +21,12 @@ func TestTimeFormatMatchesTimePackage(t *testing.T) {
 		if got := sqlTime(ms); got != want {
 			t.Fatalf("sqlTime(%d) = %s, want %s", ms, got, want)
 		}
-		back, err := parseSQLTime(want)
-		if err != nil || back != ms {
-			t.Fatalf("parseSQLTime(%s) = %d, %v; want %d", want, back, err, ms)
-		}
 		d := floorDiv(ms, msPerDay)
 		if want[:10] != dayString(d) {
 			t.Fatalf("dayString(%d) = %s, want %s", d, dayString(d), want[:10])
 		}
 		if y, m, dd := civilFromDays(d); daysFromCivil(y, m, dd) != d {
 			t.Fatalf("civil round trip of day %d failed", d)
-		}
-	}
-}
-
-func TestParseSQLTime(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want string // RFC 3339 ms, "" for an error
-	}{
-		{"2019-03-01 00:00:08", "2019-03-01T00:00:08.000Z"},
-		{"2019-03-01T00:00:08.5", "2019-03-01T00:00:08.500Z"},
-		{"2019-03-01 00:00:08.123456", "2019-03-01T00:00:08.123Z"},
-		{"2019-03-01 00:00:08.", ""},
-		{"2019-03-01 00:00:8", ""},
-		{"2019-13-01 00:00:08", ""},
-		{"2019-03-01 24:00:00", ""},
-		{"2019-03-01 00:00:08.12x", ""},
-		{"", ""},
-	} {
-		got, err := parseSQLTime(tc.in)
-		if tc.want == "" {
-			if err == nil {
-				t.Errorf("parseSQLTime(%q) = %d, want an error", tc.in, got)
-			}
-			continue
-		}
-		if err != nil {
-			t.Errorf("parseSQLTime(%q): %v", tc.in, err)
-			continue
-		}
-		if s := time.UnixMilli(got).UTC().Format("2006-01-02T15:04:05.000Z"); s != tc.want {
-			t.Errorf("parseSQLTime(%q) = %s, want %s", tc.in, s, tc.want)
 		}
 	}
 }

@@ -126,7 +126,7 @@ func forEachStore(t *testing.T, fn func(t *testing.T, st *store)) {
 		}
 		t.Run(name, func(t *testing.T) {
 			dsn := mariadbtest.DSN(t)
-			db, err := sql.Open("mysql", dsn) // no parseTime: ReadAll must cope
+			db, err := sql.Open("mysql", dsn) // no parseTime: sinktest.ReadAll must cope
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -163,9 +163,9 @@ func (st *store) openSink(t testing.TB, cfg Config) Sink {
 
 func (st *store) readAll(t testing.TB) *Batch {
 	t.Helper()
-	read := ReadAll
+	read := readBack.SQL
 	if st.kind == "clickhouse" {
-		read = ReadClickHouse
+		read = readBack.ClickHouse
 	}
 	b, err := read(context.Background(), st.db)
 	if err != nil {
@@ -207,7 +207,7 @@ var (
 )
 
 // chQuery is a test query for ClickHouse: every table is read with FINAL
-// (one row per key, as ReadClickHouse reads), and time literals become the
+// (one row per key, as sinktest.ReadClickHouse reads), and time literals become the
 // Unix ms the Int64 time columns hold.
 func chQuery(q string) string {
 	q = chTable.ReplaceAllString(q, "FROM $1 FINAL")
@@ -285,7 +285,7 @@ func sampleBatch() *Batch {
 	}
 }
 
-// sorted returns a copy of b with each table in ReadAll's key order.
+// sorted returns a copy of b with each table in sinktest.ReadAll's key order.
 func sorted(b *Batch) *Batch {
 	c := &Batch{
 		Readings:    slices.Clone(b.Readings),
@@ -1117,7 +1117,7 @@ func fenceRows(v int, keys ...int) *Batch {
 	return b
 }
 
-// storedRows is what ReadAll shows of b (its storable rows), and the rows
+// storedRows is what sinktest.ReadAll shows of b (its storable rows), and the rows
 // of rejected_rows it makes (see TestUnstorableRowsRejected).
 func storedRows(bs ...*Batch) (*Batch, []string) {
 	out := &Batch{}

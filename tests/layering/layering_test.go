@@ -53,7 +53,7 @@ var layers = []struct {
 	pkgs []string
 }{
 	{"operators", []string{"operators", "internal/promreg"}},
-	{"sinks", []string{"sinks", "sinks/kafkaconf", "sinks/secret"}},
+	{"sinks", []string{"sinks", "sinks/internal/committed", "sinks/kafkaconf", "sinks/secret", "sinks/sinktest"}},
 	{"actors", []string{"actors", "actors/checkpoint", "actors/checkpoint/checkpointtest", "actors/dataset", "actors/dataset/aberdeen", "actors/devbroker", "actors/spec", "actors/state"}},
 	{"control", []string{"control", "control/client", "control/ui"}},
 	{"cluster", []string{"cluster", "cluster/assign", "cluster/jobs", "cluster/virtual"}},

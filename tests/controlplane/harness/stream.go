@@ -15,7 +15,7 @@ import (
 
 	"github.com/eddy-iot/eddy/cmd/eddy/oracle"
 	"github.com/eddy-iot/eddy/control"
-	"github.com/eddy-iot/eddy/sinks"
+	"github.com/eddy-iot/eddy/sinks/sinktest"
 )
 
 // This file holds the pieces that tests running a streaming job over real
@@ -188,9 +188,9 @@ func KafkaSinkURL(broker string, partitions int32) string {
 }
 
 // LoadKafka reads job's Kafka sink topics on broker as a read_committed
-// consumer (sinks.ReadCommitted) into an oracle.Result; Readings is left 0.
+// consumer (sinktest.ReadCommitted) into an oracle.Result; Readings is left 0.
 func LoadKafka(ctx context.Context, broker, job string) (*oracle.Result, error) {
-	b, err := sinks.ReadCommitted(ctx, []string{broker}, job+".window_aggregates", job+".work_periods",
+	b, err := sinktest.ReadCommitted(ctx, []string{broker}, job+".window_aggregates", job+".work_periods",
 		job+".late_records", job+".dead_letters")
 	if err != nil {
 		return nil, err

@@ -1,4 +1,4 @@
-package sinks
+package sinktest
 
 import (
 	"context"
@@ -10,36 +10,37 @@ import (
 	"time"
 
 	"github.com/eddy-iot/eddy/operators"
+	"github.com/eddy-iot/eddy/sinks"
 )
 
 // ReadAll reads every row of the five tables of a SQLite, MySQL or PostgreSQL sink
-// database back into a Batch, each table ordered by its key: readings by
+// database back into a sinks.Batch, each table ordered by its key: readings by
 // (source_partition, source_offset), windows and work periods by (pboxid,
 // start), late records and dead letters by (source_partition,
 // source_offset). NULL coordinates come back as NaN, payloads as stored
-// (possibly cut; see Config.MaxPayloadBytes). It loads everything into
+// (possibly cut; see sinks.Config.MaxPayloadBytes). It loads everything into
 // memory: for tests, comparisons against a reference, and small tools.
 //
-// db is opened with sql.Open("sqlite", SQLiteDSN(path)) or
+// db is opened with sql.Open("sqlite", sinks.SQLiteDSN(path)) or
 // sql.Open("mysql", dsn) or sql.Open("pgx", url) (driver
 // jackc/pgx/v5/stdlib); MySQL times are read correctly without
 // parseTime, and with parseTime when loc is UTC (the driver's default).
 // The queries are plain SQL all three accept (no quoted identifiers, no
 // placeholders).
-func ReadAll(ctx context.Context, db *sql.DB) (*Batch, error) { return readAll(ctx, db, "") }
+func ReadAll(ctx context.Context, db *sql.DB) (*sinks.Batch, error) { return readAll(ctx, db, "") }
 
 // ReadClickHouse is ReadAll for a ClickHouse sink database (db opened with
-// sql.Open("clickhouse", dsn), driver ClickHouse/clickhouse-go v1): every
+// sinks.OpenClickHouseDB, driver ClickHouse/clickhouse-go v1): every
 // table is read with FINAL, so rows of a key that background merges have
 // not collapsed yet come back once, the row of the highest epoch (the last
 // inserted of those). Times are its Int64 Unix ms.
-func ReadClickHouse(ctx context.Context, db *sql.DB) (*Batch, error) {
+func ReadClickHouse(ctx context.Context, db *sql.DB) (*sinks.Batch, error) {
 	return readAll(ctx, db, " FINAL")
 }
 
 // readAll is ReadAll with final after each table name.
-func readAll(ctx context.Context, db *sql.DB, final string) (*Batch, error) {
-	out := &Batch{}
+func readAll(ctx context.Context, db *sql.DB, final string) (*sinks.Batch, error) {
+	out := &sinks.Batch{}
 	err := readRows(ctx, db, "SELECT source_partition, source_offset, pboxid, event_time, metric, latitude, longitude, company, site FROM readings"+final+" ORDER BY source_partition, source_offset",
 		func(sc func(...any) error) error {
 			var r operators.Reading
@@ -110,16 +111,16 @@ func readAll(ctx context.Context, db *sql.DB, final string) (*Batch, error) {
 func readRows(ctx context.Context, db *sql.DB, q string, row func(scan func(...any) error) error) error {
 	rows, err := db.QueryContext(ctx, q)
 	if err != nil {
-		return fmt.Errorf("sinks: read: %w", err)
+		return fmt.Errorf("sinktest: read: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		if err := row(rows.Scan); err != nil {
-			return fmt.Errorf("sinks: read: %w", err)
+			return fmt.Errorf("sinktest: read: %w", err)
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("sinks: read: %w", err)
+		return fmt.Errorf("sinktest: read: %w", err)
 	}
 	return nil
 }
@@ -186,5 +187,5 @@ func parseSQLTime(s string) (int64, error) {
 		f := (rest[1:] + "00")[:3]
 		frac, _ = strconv.ParseInt(f, 10, 64)
 	}
-	return (daysFromCivil(y, mo, d)*86400+h*3600+mi*60+sec)*1000 + frac, nil
+	return time.Date(int(y), time.Month(mo), int(d), int(h), int(mi), int(sec), 0, time.UTC).UnixMilli() + frac, nil
 }
