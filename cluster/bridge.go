@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eddy-iot/eddy/control"
+	"github.com/eddy-iot/eddy/internal/promreg"
 	"github.com/eddy-iot/eddy/operators"
 	"github.com/eddy-iot/eddy/sinks/kafkaconf"
 )
@@ -98,7 +99,7 @@ func bridgeCommand(key, value []byte) (control.Command, error) {
 type bridge struct {
 	n        *control.Node
 	cfg      BridgeConfig
-	reg      prometheus.Registerer
+	reg      *promreg.Group // the bridge's metrics, on the node's Registerer
 	messages *prometheus.CounterVec
 
 	mu     sync.Mutex
@@ -123,7 +124,7 @@ func (b BridgeConfig) validate() error {
 // and stops it with its leadership and closes it with itself. cfg has its
 // defaults and is valid.
 func startBridge(n *control.Node, cfg BridgeConfig) error {
-	b := &bridge{n: n, cfg: cfg, reg: n.Registerer(), messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+	b := &bridge{n: n, cfg: cfg, reg: promreg.NewGroup(n.Registerer()), messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "eddy_broadcast_bridge_messages_total",
 		Help: "Broadcast topic messages handled by this node's bridge: applied, deleted, invalid.",
 	}, []string{"result"})}
@@ -153,7 +154,7 @@ func (b *bridge) SetLeader(leader bool) {
 
 // Close unregisters the bridge's metrics (control.LeaderService); the node
 // has stopped the consumer before.
-func (b *bridge) Close() { b.reg.Unregister(b.messages) }
+func (b *bridge) Close() { b.reg.UnregisterAll() }
 
 func (b *bridge) run(ctx context.Context, done chan struct{}) {
 	defer close(done)
