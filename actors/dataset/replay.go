@@ -16,10 +16,6 @@ import (
 	"github.com/eddy-iot/eddy/sinks/kafkaconf"
 )
 
-// KafkaVersion is the protocol version the replayer's sarama client
-// announces; the embedded broker (franz-go kfake) and Kafka ≥ 3.6 support it.
-var KafkaVersion = sarama.V3_6_0_0
-
 // ErrProduce is wrapped by the error Replay returns when the broker
 // rejected or failed some messages.
 var ErrProduce = errors.New("dataset: produce failed")
@@ -42,9 +38,10 @@ const maxListed = 10
 //   - one request in flight per broker (Net.MaxOpenRequests = 1), so a
 //     retried batch cannot overtake a later one: within a partition, offsets
 //     follow file order (the oracle relies on this);
-//   - Version = KafkaVersion, ClientID "eddy-replay".
+//   - Version kafkaconf.DefaultVersion (the one every Kafka client of eddy
+//     speaks), ClientID "eddy-replay".
 func NewProducerConfig() *sarama.Config {
-	c := kafkaconf.MustNew("eddy-replay", KafkaVersion.String(), kafkaconf.Security{})
+	c := kafkaconf.MustNew("eddy-replay", kafkaconf.DefaultVersion, kafkaconf.Security{})
 	c.ChannelBufferSize = 4096
 	c.Net.MaxOpenRequests = 1
 	c.Producer.Partitioner = sarama.NewHashPartitioner

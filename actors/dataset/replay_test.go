@@ -15,6 +15,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/eddy-iot/eddy/actors/devbroker"
+	"github.com/eddy-iot/eddy/sinks/kafkaconf"
 )
 
 func startBroker(t testing.TB, partitions int, topics ...string) *devbroker.Broker {
@@ -48,8 +49,7 @@ type message struct {
 // high watermark.
 func consumeTopic(t testing.TB, addrs []string, topic string) map[int32][]message {
 	t.Helper()
-	cfg := sarama.NewConfig()
-	cfg.Version = KafkaVersion
+	cfg := kafkaconf.MustNew("eddy-test", kafkaconf.DefaultVersion, kafkaconf.Security{})
 	cfg.Consumer.MaxWaitTime = 20 * time.Millisecond
 	client, err := sarama.NewClient(addrs, cfg)
 	if err != nil {
@@ -375,8 +375,7 @@ func TestReplayAberdeen(t *testing.T) {
 		}
 		want[hashPartition(rec.Key, partitions)]++
 	}
-	cfg := sarama.NewConfig()
-	cfg.Version = KafkaVersion
+	cfg := kafkaconf.MustNew("eddy-test", kafkaconf.DefaultVersion, kafkaconf.Security{})
 	client, err := sarama.NewClient(b.Addrs(), cfg)
 	if err != nil {
 		t.Fatal(err)
