@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/cenkalti/backoff/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eddy-iot/eddy/control"
@@ -162,10 +163,13 @@ func (b *bridge) run(ctx context.Context, done chan struct{}) {
 	sc := kafkaconf.MustNew("eddy-bridge-"+b.n.ID(), b.cfg.KafkaVersion, b.cfg.Security) // validated by StartNode
 	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
 	sc.Consumer.Offsets.AutoCommit.Interval = 200 * time.Millisecond
-	backoff := time.Second
+	// A failed consumer is made anew after 1 s doubling to 30 s (±20 %
+	// jitter), from 1 s again once a consumer group was joined.
+	retry := backoff.ExponentialBackOff{InitialInterval: time.Second, RandomizationFactor: 0.2, Multiplier: 2, MaxInterval: 30 * time.Second}
 	for ctx.Err() == nil {
 		group, err := sarama.NewConsumerGroup(b.cfg.Brokers, b.cfg.Group, sc)
 		if err == nil {
+			retry.Reset()
 			log.Info("bridge consuming")
 			for ctx.Err() == nil {
 				if err = group.Consume(ctx, []string{b.cfg.Topic}, b); err != nil {
@@ -177,11 +181,12 @@ func (b *bridge) run(ctx context.Context, done chan struct{}) {
 		if ctx.Err() != nil {
 			return
 		}
-		log.Warn("bridge consumer failed, retrying", "err", err, "backoff", backoff)
+		delay := retry.NextBackOff()
+		log.Warn("bridge consumer failed, retrying", "err", err, "retry_in", delay)
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-time.After(delay):
 		}
 	}
 }
