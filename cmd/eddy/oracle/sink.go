@@ -18,13 +18,13 @@ import (
 	"github.com/eddy-iot/eddy/sinks/secret"
 )
 
-// Table names of eddy's SQL sinks.
+// Table names of eddy's SQL sinks (the sinks package's).
 const (
-	TableReadings    = "readings"
-	TableWindows     = "window_aggregates"
-	TableWorkPeriods = "work_periods"
-	TableLateRecords = "late_records"
-	TableDeadLetters = "dead_letters"
+	TableReadings    = sinks.TableReadings
+	TableWindows     = sinks.TableWindows
+	TableWorkPeriods = sinks.TableWorkPeriods
+	TableLateRecords = sinks.TableLate
+	TableDeadLetters = sinks.TableDeadLetters
 )
 
 // LoadSQLite reads the outputs of a job from eddy's SQLite sink file at path
