@@ -91,6 +91,13 @@ type Config struct {
 	// rate. Shorter means fresher rows and, at low rates, smaller writes.
 	// In [1ms, 1h]; default 500ms (DefaultSinkFlushInterval).
 	SinkFlushInterval time.Duration
+	// SinkFlushOnIdle, when true, also flushes the plain sinks as soon as
+	// a partition has written a batch of fewer than BatchSize records
+	// (its reader's BatchLinger expired: the source is caught up), instead
+	// of waiting for SinkFlushInterval. Requests coalesce (one flush in
+	// flight, at most one pending), so at high rates flushes run back to
+	// back. Default true.
+	SinkFlushOnIdle bool
 	// Checkpoint configures periodic checkpoints; off unless
 	// Checkpoint.Storage is set.
 	Checkpoint CheckpointConfig
@@ -157,6 +164,7 @@ func DefaultConfig() Config {
 		BatchSize:         4096,
 		BatchLinger:       5 * time.Millisecond,
 		SinkFlushInterval: DefaultSinkFlushInterval,
+		SinkFlushOnIdle:   true,
 		Checkpoint: CheckpointConfig{
 			Interval: DefaultCheckpointInterval,
 			Timeout:  DefaultCheckpointTimeout,
@@ -255,6 +263,8 @@ type Job struct {
 	// flushes numbers the flushes of the sinks (Job.Flush), for the record
 	// latency (latency.go).
 	flushes atomic.Uint64
+	// flushReqs are the flushes asked for by caught-up partitions (flush.go).
+	flushReqs flushRequests
 
 	// live are the partitions running on this node, whose record latency
 	// and event-time lag the job reports.

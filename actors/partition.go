@@ -312,6 +312,7 @@ func (t *partitionTask) process() {
 	err := t.write()
 	if err == nil {
 		t.written(b)
+		t.caughtUp(b) // flush.go
 	}
 	t.observe(b)
 	t.out.Reset()

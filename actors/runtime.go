@@ -253,23 +253,6 @@ func (r *Runtime) Partitions() (int32, error) {
 // that rows do not sit in a sink's buffer while the stream is slow.
 func (r *Runtime) flushLoop() { r.j.flushEvery(r.ctx) }
 
-// flushEvery flushes the plain sinks every Config.SinkFlushInterval until
-// ctx ends; a failed flush is logged (the rows stay buffered).
-func (j *Job) flushEvery(ctx context.Context) {
-	tick := time.NewTicker(j.cfg.SinkFlushInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			if err := j.flushPlain(ctx); err != nil && ctx.Err() == nil {
-				j.log.Warn("periodic sink flush failed; rows stay buffered", "err", err)
-			}
-		}
-	}
-}
-
 // Start restores partition p and starts it under lease epoch: from the
 // first usable point of points, tried in order of decreasing offset
 // (snapshots that are corrupt, missing or — with transactional sinks — not

@@ -70,6 +70,30 @@ func TestSpecSinkFlushInterval(t *testing.T) {
 	}
 }
 
+// TestSpecSinkFlushOnIdle: sink_options.flush_on_idle sets
+// Config.SinkFlushOnIdle, true unless the spec says false; a value that is
+// not a boolean is refused naming the field.
+func TestSpecSinkFlushOnIdle(t *testing.T) {
+	base := "source: {brokers: [\"k:9092\"]}\nsink: discard\n"
+	for _, tc := range []struct {
+		extra string
+		want  bool
+	}{
+		{"", true},
+		{"sink_options: {flush_on_idle: true}\n", true},
+		{"sink_options: {flush_on_idle: false}\n", false},
+	} {
+		_, cfg, err := Load([]byte(base+tc.extra), Options{})
+		if err != nil || cfg.SinkFlushOnIdle != tc.want {
+			t.Errorf("%q: SinkFlushOnIdle %v, %v; want %v", tc.extra, cfg.SinkFlushOnIdle, err, tc.want)
+		}
+	}
+	_, _, err := Load([]byte(base+"sink_options: {flush_on_idle: 5ms}\n"), Options{})
+	if err == nil || !strings.Contains(err.Error(), "flush_on_idle") {
+		t.Errorf("flush_on_idle: 5ms: %v, want an error naming flush_on_idle", err)
+	}
+}
+
 func TestSpecGroupID(t *testing.T) {
 	for _, tc := range []struct {
 		line, group, err string

@@ -120,6 +120,12 @@ type Spec struct {
 		// bound on how long a row waits before it is written; see
 		// actors.Config.SinkFlushInterval; default 500ms.
 		FlushInterval *Duration `yaml:"flush_interval"`
+		// FlushOnIdle also writes what the plain sinks buffer as soon as
+		// a partition is caught up (a batch closed by batch_linger, not
+		// full), instead of waiting for flush_interval: rows are visible
+		// within milliseconds at low rates, and at high rates flushes run
+		// back to back; see actors.Config.SinkFlushOnIdle; default true.
+		FlushOnIdle *bool `yaml:"flush_on_idle"`
 	} `yaml:"sink_options"`
 	// Checkpoint configures checkpoints (see actors.CheckpointConfig); without
 	// storage there are none.
@@ -265,6 +271,9 @@ func (s *Spec) Config(mode Mode) (actors.Config, error) {
 	}
 	setDur(&c.BatchLinger, s.BatchLinger)
 	setDur(&c.SinkFlushInterval, s.SinkOptions.FlushInterval)
+	if s.SinkOptions.FlushOnIdle != nil {
+		c.SinkFlushOnIdle = *s.SinkOptions.FlushOnIdle
+	}
 	c.Checkpoint.Storage = s.Checkpoint.Storage
 	setDur(&c.Checkpoint.Interval, s.Checkpoint.Interval)
 	setDur(&c.Checkpoint.Timeout, s.Checkpoint.Timeout)
