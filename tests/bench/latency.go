@@ -462,6 +462,7 @@ func (t *runTarget) start(ctx context.Context, topic string) error {
 	if latFlush > 0 {
 		cfg.SinkFlushInterval = latFlush
 	}
+	jobKnobs(&cfg)
 	job, err := actors.NewJob(cfg, t.sink, nil, t.reg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return err

@@ -84,10 +84,12 @@ func (t *clusterTarget) start(ctx context.Context, topic string) error {
 	if latFlush > 0 {
 		flush = fmt.Sprintf("  flush_interval: %s\n", latFlush)
 	}
+	flush += fmt.Sprintf("  flush_on_idle: %t\n", flushOnIdle)
 	spec := fmt.Sprintf(`name: %s
 source:
   brokers: [%q]
   topic: %s
+batch_linger: %s
 sink: %q
 sink_options:
   batch_rows: %d
@@ -96,7 +98,7 @@ sink_options:
 %scheckpoint:
   storage: %q
   interval: %s
-`, clusterJob, t.brokers[0], topic, "mysql:"+dsn, cfg.BatchRows, cfg.BatchBytes, cfg.Conns, flush,
+`, clusterJob, t.brokers[0], topic, batchLinger, "mysql:"+dsn, cfg.BatchRows, cfg.BatchBytes, cfg.Conns, flush,
 		"file://"+filepath.Join(t.dir, "checkpoints"), ckptInterval)
 	if _, err := t.c.Client(0, 30*time.Second).SubmitJob(ctx, clusterJob, []byte(spec), int32(t.partitions)); err != nil {
 		return t.failed(fmt.Errorf("submit job: %w", err))

@@ -31,7 +31,8 @@
 // kafka (in this process into the transactional Kafka sink, once per
 // checkpoint interval of --latency-intervals, read by a read_committed
 // consumer). --flush-interval is sink_options.flush_interval of run and
-// cluster.
+// cluster. --flush-on-idle and --batch-linger set
+// sink_options.flush_on_idle and batch_linger of every job.
 //
 // With discard+checkpoint, the per-partition checkpoint durations (barrier to
 // ack, and the processing pause at the barrier) of all its runs are printed
@@ -74,11 +75,19 @@ import (
 	"github.com/eddy-iot/eddy/tests/bench/synth"
 )
 
-// The --batch-rows and --latency flags.
+// The --batch-rows, --latency, --flush-on-idle and --batch-linger flags.
 var (
-	batchRows int
-	latency   bool
+	batchRows   int
+	latency     bool
+	flushOnIdle bool
+	batchLinger time.Duration
 )
+
+// jobKnobs sets the --flush-on-idle and --batch-linger knobs on cfg.
+func jobKnobs(cfg *actors.Config) {
+	cfg.SinkFlushOnIdle = flushOnIdle
+	cfg.BatchLinger = batchLinger
+}
 
 func main() {
 	var (
@@ -103,6 +112,8 @@ func main() {
 	flag.IntVar(&latRuns, "latency-runs", 1, "latency benchmark: runs of each mode (and interval); medians of their percentiles are printed")
 	flag.StringVar(&latIntervals, "latency-intervals", "1s,5s", "latency benchmark, kafka mode: comma-separated checkpoint intervals")
 	flag.DurationVar(&latFlush, "flush-interval", actors.DefaultSinkFlushInterval, "latency benchmark, run and cluster modes: sink_options.flush_interval (how often buffered rows are written)")
+	flag.BoolVar(&flushOnIdle, "flush-on-idle", actors.DefaultConfig().SinkFlushOnIdle, "every job: sink_options.flush_on_idle (flush the plain sinks as soon as a partition is caught up)")
+	flag.DurationVar(&batchLinger, "batch-linger", actors.DefaultConfig().BatchLinger, "every job: batch_linger (how long a source reader waits to fill a batch)")
 	flag.IntVar(&cacheDevices, "cache-devices", actors.DefaultCacheDevices, "device states cached in memory per partition (discard+checkpoint)")
 	flag.Parse()
 	if err := run(*runs, *data, *partitions, *cpuprofile, *variants); err != nil {
@@ -273,6 +284,7 @@ func runJobWith(ctx context.Context, brokers []string, sink sinks.Sink, n int64,
 	cfg := actors.DefaultConfig()
 	cfg.Source.Brokers = brokers
 	cfg.Source.Bounded = true
+	jobKnobs(&cfg)
 	if conf != nil {
 		conf(&cfg)
 	}
