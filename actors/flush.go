@@ -12,8 +12,9 @@ import (
 //   - every Config.SinkFlushInterval since its last flush (the bound on how
 //     long a buffered row waits, whatever the rate), and
 //   - with Config.SinkFlushOnIdle, as soon as a partition has written a
-//     batch that did not fill: its reader's linger expired, so the source
-//     is caught up and no more rows are coming soon (Flink's buffer
+//     batch that did not fill and reached the high-water mark: its
+//     reader's linger expired with nothing more at the broker, so the
+//     source is caught up and no more rows are coming soon (Flink's buffer
 //     timeout, Kafka Streams' commit when a task is idle).
 //
 // Requests coalesce: one flush in flight, at most one pending. A flush
@@ -78,12 +79,22 @@ func (j *Job) flushEvery(ctx context.Context) {
 }
 
 // caughtUp is called on the actor goroutine once the rows of batch b are
-// written to the sinks: a batch smaller than Config.BatchSize that wrote
-// rows to a plain sink means the source is caught up, so with
-// Config.SinkFlushOnIdle a flush is requested.
+// written to the sinks. With Config.SinkFlushOnIdle it requests a flush
+// when the partition is caught up: b wrote rows to a plain sink, holds
+// fewer than Config.BatchSize records (its linger closed it) and ends at
+// the partition's high-water mark as of the reader's last fetch (nothing
+// more waits at the broker). A partition catching up on a backlog asks for
+// no flushes: its sinks write every BatchRows rows.
 func (t *partitionTask) caughtUp(b *recordBatch) {
 	j := t.job
 	if !j.cfg.SinkFlushOnIdle || len(j.plain) == 0 || t.out.Len() == 0 || len(b.records) >= j.cfg.BatchSize {
+		return
+	}
+	next := t.nextOffset.Load()
+	if n := len(b.records); n > 0 {
+		next = b.records[n-1].Offset + 1
+	}
+	if next < t.highWater.Load() {
 		return
 	}
 	j.flushReqs.request()

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
+
+	"github.com/eddy-iot/eddy/operators"
 	"github.com/eddy-iot/eddy/sinks"
 )
 
@@ -61,9 +64,9 @@ func (g *gatedSink) Flush(ctx context.Context) error {
 	return g.err
 }
 
-// flusherJob starts Job.flushEvery with a 1h interval over a gated sink
-// and returns the job and the sink; the flusher stops with the test.
-func flusherJob(t *testing.T) (*Job, *gatedSink) {
+// gatedJob returns a job with a 1h flush interval over a gated sink,
+// neither run nor flushing, and the sink.
+func gatedJob(t *testing.T) (*Job, *gatedSink) {
 	t.Helper()
 	sink := newGatedSink()
 	if err := sink.Open(context.Background()); err != nil {
@@ -75,6 +78,14 @@ func flusherJob(t *testing.T) (*Job, *gatedSink) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return job, sink
+}
+
+// flusherJob starts Job.flushEvery of a gatedJob and returns the job and
+// the sink; the flusher stops with the test.
+func flusherJob(t *testing.T) (*Job, *gatedSink) {
+	t.Helper()
+	job, sink := gatedJob(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); job.flushEvery(ctx) }()
@@ -144,5 +155,55 @@ func TestFlushRequestsPauseAfterFailure(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if n := sink.flushes.Load(); n != 1 {
 		t.Errorf("%d flushes after a failed one and 10 requests within the 1h interval, want 1", n)
+	}
+}
+
+// TestCaughtUpNeedsHighWaterMark: a written batch asks for a flush only
+// when it did not fill, wrote rows, and ends at the partition's high-water
+// mark; a partition behind its high-water mark (catching up on a backlog)
+// or with SinkFlushOnIdle off asks for none.
+func TestCaughtUpNeedsHighWaterMark(t *testing.T) {
+	job, _ := gatedJob(t)
+	bell := job.flushReqs.bell()
+	batch := func(from, to int64) *recordBatch {
+		b := &recordBatch{}
+		for o := from; o < to; o++ {
+			b.records = append(b.records, &sarama.ConsumerMessage{Offset: o})
+		}
+		return b
+	}
+	task := &partitionTask{job: job}
+	task.out.Readings = []operators.Reading{{PboxID: "a"}}
+	for _, tc := range []struct {
+		what     string
+		b        *recordBatch
+		hwm      int64
+		rows     bool
+		onIdle   bool
+		wantBell bool
+	}{
+		{"caught up", batch(10, 20), 20, true, true, true},
+		{"behind the high-water mark", batch(10, 20), 21, true, true, false},
+		{"full batch", batch(0, int64(job.cfg.BatchSize)), int64(job.cfg.BatchSize), true, true, false},
+		{"no rows", batch(10, 20), 20, false, true, false},
+		{"flush_on_idle off", batch(10, 20), 20, true, false, false},
+	} {
+		task.highWater.Store(tc.hwm)
+		job.cfg.SinkFlushOnIdle = tc.onIdle
+		rows := task.out.Readings
+		if !tc.rows {
+			task.out.Readings = nil
+		}
+		task.caughtUp(tc.b)
+		task.out.Readings = rows
+		got := false
+		select {
+		case <-bell:
+			got = true
+		default:
+		}
+		if got != tc.wantBell {
+			t.Errorf("%s: flush requested %v, want %v", tc.what, got, tc.wantBell)
+		}
 	}
 }

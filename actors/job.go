@@ -93,8 +93,10 @@ type Config struct {
 	SinkFlushInterval time.Duration
 	// SinkFlushOnIdle, when true, also flushes the plain sinks as soon as
 	// a partition has written a batch of fewer than BatchSize records
-	// (its reader's BatchLinger expired: the source is caught up), instead
-	// of waiting for SinkFlushInterval. Requests coalesce (one flush in
+	// that reaches its high-water mark (its reader's BatchLinger expired
+	// with nothing more at the broker: the source is caught up), instead
+	// of waiting for SinkFlushInterval; a partition working through a
+	// backlog asks for none. Requests coalesce (one flush in
 	// flight, at most one pending), so at high rates flushes run back to
 	// back. Default true.
 	SinkFlushOnIdle bool

@@ -122,7 +122,8 @@ type Spec struct {
 		FlushInterval *Duration `yaml:"flush_interval"`
 		// FlushOnIdle also writes what the plain sinks buffer as soon as
 		// a partition is caught up (a batch closed by batch_linger, not
-		// full), instead of waiting for flush_interval: rows are visible
+		// full, at the high-water mark), instead of waiting for
+		// flush_interval: rows are visible
 		// within milliseconds at low rates, and at high rates flushes run
 		// back to back; see actors.Config.SinkFlushOnIdle; default true.
 		FlushOnIdle *bool `yaml:"flush_on_idle"`
