@@ -11,8 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
-
 	"github.com/eddy-iot/eddy/actors/checkpoint"
 	"github.com/eddy-iot/eddy/actors/state"
 	"github.com/eddy-iot/eddy/operators"
@@ -58,8 +56,9 @@ type commitCheckpoint struct {
 	kind checkpoint.Kind
 }
 
-// checkpointer is the checkpoint side of a running job: the coordinator
-// loop, the snapshot uploads, the restore at start.
+// checkpointer is the checkpoint side of a running job: the snapshot
+// uploads and loads of its partitions and, in a local Job.Run, the
+// coordinator loop (local.go).
 type checkpointer struct {
 	j          *Job
 	st         *checkpoint.Storage
@@ -68,7 +67,7 @@ type checkpointer struct {
 	ids        *checkpoint.StorageIDCounter
 	db         *state.DB
 	candidates []*checkpoint.Manifest // complete at start, newest first
-	epoch      uint64                 // lease epoch substitute on one node: start time, Unix ms
+	epoch      uint64                 // a local run's transactional writers' epoch and its acks': start time, Unix ms
 	delay      time.Duration          // TestCheckpointDelayEnv
 	fail       context.CancelCauseFunc
 	offsets    *OffsetCommitter // nil: offset commits off
@@ -78,8 +77,8 @@ type checkpointer struct {
 	cancel   context.CancelFunc
 	loopDone chan struct{}
 	uploads  sync.WaitGroup
-	tasks    []*partitionTask
-	root     *actor.RootContext
+	rt       *Runtime // the runtime of a local run's partitions (barriers, commits)
+	parts    []int32  // a local run's partitions
 
 	mu     sync.Mutex
 	status CheckpointStatus
@@ -96,19 +95,6 @@ type ckEvent struct {
 	committed bool
 }
 
-// ckRequest asks the loop for a checkpoint of kind now (savepoints, the
-// final checkpoint); done receives the outcome.
-type ckRequest struct {
-	kind  checkpoint.Kind
-	final bool
-	done  chan ckResult
-}
-
-type ckResult struct {
-	m   *checkpoint.Manifest
-	err error
-}
-
 // CheckpointStatus is the checkpoint state of a running job.
 type CheckpointStatus struct {
 	Enabled  bool
@@ -121,85 +107,6 @@ type CheckpointStatus struct {
 	Last      *checkpoint.Manifest
 	Completed int64 // checkpoints and savepoints completed by this run
 	Failed    int64 // aborted
-}
-
-func (j *Job) openCheckpointing(ctx context.Context, parts []int32, fail context.CancelCauseFunc) (*checkpointer, error) {
-	cfg := j.cfg.Checkpoint
-	st, err := checkpoint.OpenStorage(ctx, cfg.Storage)
-	if err != nil {
-		return nil, err
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			st.Close()
-		}
-	}()
-	cat := checkpoint.NewCatalog(st, j.cfg.Name)
-	// The counter reads the ids before the incomplete checkpoints of a
-	// crashed run go, so that none of their ids is used again.
-	ids, err := checkpoint.NewStorageIDCounter(ctx, cat)
-	if err != nil {
-		return nil, err
-	}
-	deleted, err := cat.DeleteIncomplete(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if len(deleted) > 0 {
-		j.log.Info("deleted incomplete checkpoints of an earlier run", "job", j.cfg.Name, "deleted", deleted)
-	}
-	coord, err := checkpoint.NewCheckpointCoordinator(checkpoint.CoordinatorConfig{
-		Job: j.cfg.Name, Partitions: parts, Interval: cfg.Interval, AckTimeout: cfg.Timeout,
-		Retain: cfg.Retain, Transactional: len(j.tx) > 0,
-	}, ids, checkpoint.NewStorageCheckpointStore(cat, parts), time.Now())
-	if err != nil {
-		return nil, err
-	}
-	if cfg.FromSavepoint != "" {
-		id, err := ParseSavepointRef(cfg.FromSavepoint)
-		if err != nil {
-			return nil, err
-		}
-		sp, err := coord.Store().Savepoint(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		next, err := ids.Next(ctx)
-		if err != nil {
-			return nil, err
-		}
-		m, err := cat.Adopt(ctx, sp, next)
-		if err != nil {
-			return nil, err
-		}
-		j.log.Info("starting from savepoint", "savepoint", sp.Name(), "as", m.Name())
-	}
-	candidates, err := coord.Restorable(ctx)
-	if err != nil {
-		return nil, err
-	}
-	db, err := state.Open(state.Config{Dir: j.cfg.StateDir(), CacheBytes: j.cfg.State.CacheBytes, Log: j.log})
-	if err != nil {
-		return nil, err
-	}
-	ck := &checkpointer{
-		j: j, st: st, cat: cat, coord: coord, ids: ids, db: db, candidates: candidates,
-		epoch:    uint64(time.Now().UnixMilli()),
-		fail:     fail,
-		events:   make(chan ckEvent, 4*len(parts)+4),
-		requests: make(chan *ckRequest),
-		status:   CheckpointStatus{Enabled: true, Storage: st.URL(), StateDir: db.Dir()},
-	}
-	if ck.delay, err = testCheckpointDelay(); err != nil {
-		db.Close()
-		return nil, err
-	}
-	if ck.delay > 0 {
-		j.log.Warn("test hook: every partition delays its checkpoint ack", "delay", ck.delay)
-	}
-	ok = true
-	return ck, nil
 }
 
 // ParseSavepointRef parses a savepoint reference: its id ("42") or its
@@ -223,62 +130,6 @@ func operatorsFingerprint(c operators.Config) string {
 	return fmt.Sprintf("window=%s size=%d slide=%d gap=%d ooo=%d lateness=%d maxgap=%d",
 		kind, c.Window.Size.Milliseconds(), c.Window.Slide.Milliseconds(), c.Window.Gap.Milliseconds(),
 		c.OutOfOrderness.Milliseconds(), c.AllowedLateness.Milliseconds(), c.MaxGap.Milliseconds())
-}
-
-// restore prepares task t before its actor starts: it opens its
-// transactions (fencing earlier writers), picks the newest checkpoint t may
-// restore from and loads it, falling back to older ones when a snapshot is
-// corrupt or missing; without any, t starts at the configured position.
-func (ck *checkpointer) restore(ctx context.Context, t *partitionTask) error {
-	j := ck.j
-	began := time.Now()
-	t.ck = ck
-	t.store = ck.db.Partition(t.partition)
-	t.op = j.newOperators(t)
-	for _, ts := range j.tx {
-		txn, err := openTxn(ctx, ts, j.cfg.Name, t.partition, ck.epoch)
-		if err != nil {
-			return err
-		}
-		t.txns = append(t.txns, txn)
-	}
-	eligible, err := ck.eligibility(t)
-	if err != nil {
-		return err
-	}
-	for _, m := range ck.candidates {
-		ack, ok := m.Ack(t.partition)
-		if !ok {
-			continue
-		}
-		if ok, err := eligible(ctx, m); err != nil {
-			return err
-		} else if !ok {
-			continue
-		}
-		err := ck.restoreFrom(ctx, t, m, ack)
-		if err == nil {
-			j.metrics.RestoreSeconds.Observe(time.Since(began).Seconds())
-			j.log.Info("partition restored", "partition", t.partition, "checkpoint", m.Name(), "offset", t.start,
-				"devices", t.op.Devices(), "bytes", ack.Bytes, "took", time.Since(began).Round(time.Microsecond))
-			return nil
-		}
-		if !errors.Is(err, checkpoint.ErrCorrupt) && !errors.Is(err, checkpoint.ErrNotExist) && !errors.Is(err, operators.ErrBadState) {
-			return err
-		}
-		j.metrics.RestoreFallbacks.Inc()
-		j.log.Error("snapshot unusable; falling back to the previous checkpoint", "partition", t.partition,
-			"checkpoint", m.Name(), "err", err)
-		if err := t.store.Clear(); err != nil {
-			return err
-		}
-		t.op = j.newOperators(t)
-	}
-	if len(ck.candidates) > 0 {
-		j.log.Warn("no usable checkpoint for partition; starting at the configured position",
-			"partition", t.partition, "start", t.start)
-	}
-	return nil
 }
 
 func (j *Job) newOperators(t *partitionTask) *operators.Partition {
@@ -310,36 +161,22 @@ func openTxn(ctx context.Context, ts sinks.TransactionalSink, job string, p int3
 	return txn, nil
 }
 
-// eligibility returns whether t may restore from a manifest. Without
-// transactional sinks every complete checkpoint qualifies. With them, only
-// checkpoints whose transactions t committed: those up to the last
-// committed one the sinks report (sinks.CommitTracker; read from Kafka
-// after fencing, so exact).
-func (ck *checkpointer) eligibility(t *partitionTask) (func(context.Context, *checkpoint.Manifest) (bool, error), error) {
-	limit := uint64(math.MaxUint64)
+// lastCommitted returns the lowest and the highest of the checkpoints
+// that t's transactional sinks report committed last
+// (sinks.CommitTracker; read from the sink after fencing, so exact): a
+// checkpoint up to low is committed in every sink, and a new checkpoint
+// must be numbered above high. 0 = none committed; (MaxUint64, 0)
+// without transactional sinks.
+func (t *partitionTask) lastCommitted() (low, high uint64) {
+	low = math.MaxUint64
 	for _, txn := range t.txns {
 		c, ok := txn.(sinks.CommitTracker).LastCommitted()
 		if !ok {
 			c = 0 // nothing ever committed
 		}
-		limit = min(limit, c)
-		ck.ids.Reserve(c)
+		low, high = min(low, c), max(high, c)
 	}
-	return func(ctx context.Context, m *checkpoint.Manifest) (bool, error) {
-		if !m.Transactional {
-			return true, nil
-		}
-		return m.ID <= limit, nil
-	}, nil
-}
-
-// restoreFrom loads t's snapshot of m into its state store and operators.
-func (ck *checkpointer) restoreFrom(ctx context.Context, t *partitionTask, m *checkpoint.Manifest, ack checkpoint.PartitionAck) error {
-	if err := ck.loadSnapshot(ctx, t, checkpoint.SnapshotHeader{Checkpoint: m.ID}, m.Name(), ack); err != nil {
-		return err
-	}
-	t.restored = m.ID
-	return nil
+	return low, high
 }
 
 // loadSnapshot loads t's snapshot ack.Snapshot, taken at checkpoint
@@ -427,258 +264,12 @@ func (ck *checkpointer) loadSnapshot(ctx context.Context, t *partitionTask, of c
 	return nil
 }
 
-// start runs the coordinator loop.
-func (ck *checkpointer) start(ctx context.Context, root *actor.RootContext, tasks []*partitionTask) {
-	ctx, ck.cancel = context.WithCancel(ctx)
-	ck.tasks, ck.root = tasks, root
-	ck.loopDone = make(chan struct{})
-	go func() {
-		defer close(ck.loopDone)
-		ck.loop(ctx)
-	}()
-	ck.j.mu.Lock()
-	ck.j.ck = ck // now Savepoint and CheckpointStatus see it
-	ck.j.mu.Unlock()
-}
-
-// stop ends the loop, aborting a checkpoint in progress. Idempotent.
-func (ck *checkpointer) stop() {
-	if ck.cancel != nil {
-		ck.cancel()
-		<-ck.loopDone
-	}
-}
-
-// close waits for the snapshot uploads and releases the state store and the
-// storage; after the partition actors stopped (they start uploads).
-func (ck *checkpointer) close() {
-	ck.stop()
-	ck.uploads.Wait()
-	if err := ck.db.Close(); err != nil {
-		ck.j.log.Warn("closing the state store", "err", err)
-	}
-	ck.st.Close()
-}
-
-// request asks for a checkpoint of kind and waits until it is complete
-// (and, for the final one with transactional sinks, committed).
-func (ck *checkpointer) request(ctx context.Context, kind checkpoint.Kind, final bool) (*checkpoint.Manifest, error) {
-	r := &ckRequest{kind: kind, final: final, done: make(chan ckResult, 1)}
-	select {
-	case ck.requests <- r:
-	case <-ck.loopDone:
-		return nil, ErrNotRunning
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	select {
-	case res := <-r.done:
-		return res.m, res.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
 // send delivers an event to the loop unless it stopped.
 func (ck *checkpointer) send(e ckEvent) {
 	select {
 	case ck.events <- e:
 	case <-ck.loopDone:
 	}
-}
-
-// inflight is the checkpoint in progress.
-type inflight struct {
-	id      uint64
-	kind    checkpoint.Kind
-	final   bool
-	started time.Time
-	req     *ckRequest
-}
-
-// commitWait waits for every partition's commit of a checkpoint.
-type commitWait struct {
-	m       *checkpoint.Manifest
-	pending map[int32]bool
-	req     *ckRequest
-}
-
-// loop drives the coordinator: it wakes when a periodic checkpoint or an
-// ack timeout is due (CheckpointCoordinator.Wake, Due), takes requested
-// checkpoints in order after the one in progress, and feeds it the
-// partitions' acks.
-func (ck *checkpointer) loop(ctx context.Context) {
-	j := ck.j
-	var cur *inflight
-	var queue []*ckRequest
-	waits := map[uint64]*commitWait{}
-	finalTaken := false
-	timer := time.NewTimer(time.Hour) // reset to the coordinator's wake-up every round
-	defer timer.Stop()
-	defer func() {
-		err := ctx.Err()
-		if cur != nil {
-			ck.abort(cur, err, false)
-		}
-		for _, r := range queue {
-			r.done <- ckResult{err: ErrNotRunning}
-		}
-		for _, w := range waits {
-			if w.req != nil {
-				w.req.done <- ckResult{err: ErrNotRunning}
-			}
-		}
-	}()
-	for {
-		if cur == nil && len(queue) > 0 {
-			r := queue[0]
-			queue = queue[1:]
-			cur = ck.begin(ctx, r.kind, r.final, r)
-			finalTaken = finalTaken || r.final
-		}
-		var wake <-chan time.Time
-		if cur != nil || !finalTaken { // after the final checkpoint no periodic one
-			timer.Reset(max(time.Until(ck.coord.Wake()), 0))
-			wake = timer.C
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-wake:
-			d := ck.coord.Due(time.Now())
-			switch {
-			case cur != nil && d.Expired == cur.id:
-				ck.abort(cur, fmt.Errorf("timed out after %s", j.cfg.Checkpoint.Timeout), true)
-				cur = nil
-			case cur == nil && d.Trigger && len(queue) == 0 && !finalTaken:
-				cur = ck.begin(ctx, checkpoint.KindCheckpoint, false, nil)
-			}
-		case r := <-ck.requests:
-			queue = append(queue, r)
-		case e := <-ck.events:
-			switch {
-			case e.committed:
-				if w := waits[e.id]; w != nil {
-					delete(w.pending, e.partition)
-					if len(w.pending) == 0 {
-						delete(waits, e.id)
-						w.req.done <- ckResult{m: w.m}
-					}
-				}
-			case cur == nil || e.id != cur.id:
-				// An aborted checkpoint's late ack.
-			case e.err != nil:
-				ck.abort(cur, fmt.Errorf("partition %d: %w", e.partition, e.err), false)
-				cur = nil
-			default:
-				m, err := ck.coord.Ack(ctx, e.id, e.ack, time.Now())
-				if err != nil {
-					ck.abort(cur, err, false)
-					cur = nil
-					continue
-				}
-				if m != nil {
-					if w := ck.complete(ctx, cur, m); w != nil {
-						waits[m.ID] = w
-					}
-					cur = nil
-				}
-			}
-		}
-	}
-}
-
-// begin starts checkpoint kind: the coordinator numbers it and the barrier
-// goes to every partition actor.
-func (ck *checkpointer) begin(ctx context.Context, kind checkpoint.Kind, final bool, req *ckRequest) *inflight {
-	now := time.Now()
-	id, err := ck.coord.Trigger(ctx, kind, final, now)
-	if err != nil {
-		if req != nil {
-			req.done <- ckResult{err: err}
-		}
-		return nil
-	}
-	cur := &inflight{id: id, kind: kind, final: final, started: now, req: req}
-	ck.mu.Lock()
-	ck.status.InProgress = id
-	ck.mu.Unlock()
-	ck.j.log.Debug("checkpoint started", "id", id, "kind", kind, "final", final)
-	for _, t := range ck.tasks {
-		ck.root.Send(t.pid, &barrier{id: id, kind: kind, key: ck.cat.SnapshotKey(kind, id, t.partition)})
-	}
-	return cur
-}
-
-// abort gives up checkpoint cur and deletes what was stored for it;
-// timedOut: its ack timeout passed (the next checkpoint is due at once).
-func (ck *checkpointer) abort(cur *inflight, cause error, timedOut bool) {
-	ck.coord.Abort(cur.id, timedOut)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := ck.cat.Delete(ctx, cur.kind, cur.id); err != nil {
-		ck.j.log.Warn("deleting an aborted checkpoint", "id", cur.id, "err", err)
-	}
-	ck.j.metrics.Checkpoints.WithLabelValues(string(cur.kind), "failed").Inc()
-	ck.j.log.Warn("checkpoint aborted", "id", cur.id, "kind", cur.kind, "cause", cause)
-	ck.mu.Lock()
-	ck.status.InProgress = 0
-	ck.status.Failed++
-	ck.mu.Unlock()
-	if cur.req != nil {
-		cur.req.done <- ckResult{err: fmt.Errorf("actors: checkpoint %d aborted: %w", cur.id, cause)}
-	}
-}
-
-// complete handles a complete checkpoint: metrics, the commit of its
-// source offsets to the consumer group, the commit of the transactional
-// sinks, retention, the requester. It returns the wait for
-// the commits when the requester must see them first.
-func (ck *checkpointer) complete(ctx context.Context, cur *inflight, m *checkpoint.Manifest) *commitWait {
-	j := ck.j
-	took := time.Since(cur.started)
-	j.metrics.CheckpointSeconds.Observe(took.Seconds())
-	j.metrics.CheckpointBytes.Set(float64(m.Bytes()))
-	j.metrics.CheckpointLastID.Set(float64(m.ID))
-	j.metrics.Checkpoints.WithLabelValues(string(m.Kind), "completed").Inc()
-	j.log.Info("checkpoint complete", "id", m.ID, "kind", m.Kind, "final", m.Final,
-		"took", took.Round(time.Microsecond), "bytes", m.Bytes())
-	ck.mu.Lock()
-	ck.status.InProgress = 0
-	ck.status.Last = m
-	ck.status.Completed++
-	ck.mu.Unlock()
-
-	// The group's committed offsets follow the completed checkpoint (lag
-	// tools read them; restore does not): one asynchronous commit, so a
-	// slow broker never holds the coordinator loop.
-	offsets := make(map[int32]int64, len(m.Partitions))
-	for _, a := range m.Partitions {
-		offsets[a.Partition] = a.Offset
-	}
-	ck.offsets.Submit(m.ID, offsets)
-
-	var w *commitWait
-	if len(j.tx) > 0 {
-		for _, t := range ck.tasks {
-			ck.root.Send(t.pid, &commitCheckpoint{id: m.ID, kind: m.Kind})
-		}
-		if cur.req != nil && cur.final {
-			w = &commitWait{m: m, pending: map[int32]bool{}, req: cur.req}
-			for _, t := range ck.tasks {
-				w.pending[t.partition] = true
-			}
-		}
-	}
-	if w == nil && cur.req != nil {
-		cur.req.done <- ckResult{m: m}
-	}
-	if deleted, err := ck.coord.Subsume(ctx); err != nil {
-		j.log.Warn("checkpoint retention", "err", err)
-	} else if len(deleted) > 0 {
-		j.log.Debug("deleted old checkpoints", "deleted", deleted)
-	}
-	return w
 }
 
 // onBarrier is checkpoint id at partition t, on the actor goroutine between

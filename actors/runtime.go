@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -55,6 +54,16 @@ type RestorePoint struct {
 	Offset int64
 	// Snapshot is a snapshot reference (FormatSnapshotRef); "" = none.
 	Snapshot string
+	// NoTransactions: the checkpoint was taken without transactional
+	// sinks (its manifest says Transactional false, e.g. a savepoint that
+	// a run started from), so none of its rows waits for a commit: it is
+	// restorable whatever checkpoint the transactional sinks report
+	// committed. Set by a local Job.Run; false on a cluster.
+	NoTransactions bool
+
+	// manifest is the name of the local checkpoint the point comes from
+	// (chk-…, sp-…), logged as checkpoint=; "" on a cluster.
+	manifest string
 }
 
 // FormatSnapshotRef encodes a snapshot's storage key, size in bytes and
@@ -124,6 +133,14 @@ type Runtime struct {
 	consumer sarama.Consumer
 	system   *actor.ActorSystem
 	ck       *checkpointer // nil without checkpoints
+	// local: the runtime is the engine of a local Job.Run (local.go),
+	// whose checkpointer loop takes the partitions' barrier outcomes and
+	// owns the checkpoint storage and state store; a partition that fails
+	// or stops keeps its buffered sink rows for the run's final flush.
+	local bool
+	// boundedEnd, if set, is called once a partition's reader reached its
+	// bounded end and the partition processed everything up to it.
+	boundedEnd func(p int32)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -146,7 +163,7 @@ type barrierKey struct {
 
 type runPart struct {
 	t          *partitionTask
-	epoch      uint64
+	epoch      uint64             // lease epoch: the sink epoch of t
 	stopTask   context.CancelFunc // ends t.ctx: sink writes
 	stopRead   context.CancelFunc
 	readDone   chan struct{}
@@ -171,28 +188,15 @@ func NewRuntime(cfg Config, sink sinks.Sink, devices operators.DeviceLookup, reg
 	if cfg.Checkpoint.FromSavepoint != "" {
 		return nil, errors.New("actors: a cluster job cannot start from a savepoint yet")
 	}
-	client, err := newSaramaClient(cfg.Source)
+	r, err := newRuntime(context.Background(), j, hooks)
 	if err != nil {
 		return nil, err
-	}
-	consumer, err := sarama.NewConsumerFromClient(client)
-	if err != nil {
-		client.Close()
-		return nil, fmt.Errorf("actors: kafka consumer: %w", err)
-	}
-	r := &Runtime{
-		j: j, hooks: hooks, client: client, consumer: consumer,
-		system:   newActorSystem(j.log),
-		parts:    map[int32]*runPart{},
-		handoffs: map[int32]chan ckEvent{},
-		barriers: map[barrierKey]uint64{},
 	}
 	for _, s := range j.plain {
 		if ew, ok := s.(sinks.EpochWriter); ok {
 			ew.SetLeaseGuard(hooks.LeaseValid)
 		}
 	}
-	r.ctx, r.cancel = context.WithCancel(context.Background())
 	if cfg.Checkpoint.Enabled() {
 		st, err := checkpoint.OpenStorage(r.ctx, cfg.Checkpoint.Storage)
 		if err != nil {
@@ -217,12 +221,44 @@ func NewRuntime(cfg Config, sink sinks.Sink, devices operators.DeviceLookup, reg
 			r.events()
 		}()
 	}
+	r.startFlushes()
+	return r, nil
+}
+
+// newRuntime returns the runtime of job j without checkpoints and without
+// its goroutines: the Kafka client and consumer and the actor system; its
+// partitions run until ctx ends or they stop. For NewRuntime, and for
+// Job.Run around its own Job (without NewRuntime's cluster-only checks,
+// and without registering the job's metrics again).
+func newRuntime(ctx context.Context, j *Job, hooks RuntimeHooks) (*Runtime, error) {
+	client, err := newSaramaClient(j.cfg.Source)
+	if err != nil {
+		return nil, err
+	}
+	consumer, err := sarama.NewConsumerFromClient(client)
+	if err != nil {
+		client.Close()
+		return nil, fmt.Errorf("actors: kafka consumer: %w", err)
+	}
+	r := &Runtime{
+		j: j, hooks: hooks, client: client, consumer: consumer,
+		system:   newActorSystem(j.log),
+		parts:    map[int32]*runPart{},
+		handoffs: map[int32]chan ckEvent{},
+		barriers: map[barrierKey]uint64{},
+	}
+	r.ctx, r.cancel = context.WithCancel(ctx)
+	return r, nil
+}
+
+// startFlushes starts the periodic flushes of the plain sinks (flushLoop),
+// until Close.
+func (r *Runtime) startFlushes() {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
 		r.flushLoop()
 	}()
-	return r, nil
 }
 
 func (r *Runtime) closeClients() {
@@ -259,14 +295,48 @@ func (r *Runtime) flushLoop() { r.j.flushEvery(r.ctx) }
 // known to be committed are skipped), else from the configured start
 // position. It returns once the partition runs.
 func (r *Runtime) Start(ctx context.Context, p int32, epoch uint64, points []RestorePoint) error {
+	sorted := append([]RestorePoint(nil), points...)
+	sort.SliceStable(sorted, func(a, b int) bool { return sorted[a].Offset > sorted[b].Offset })
+	_, err := r.start(ctx, p, partStart{
+		epoch: epoch, txnEpoch: epoch, points: sorted,
+		actor: fmt.Sprintf("%s/%d@%d", r.j.cfg.Name, p, epoch),
+	})
+	return err
+}
+
+// partStart says how a partition starts.
+type partStart struct {
+	// epoch is the lease epoch: the epoch of the partition's writes to the
+	// sinks that fence by epoch (sinks.EpochWriter), of Barrier and
+	// Handoff, and of its handoff snapshots.
+	epoch uint64
+	// txnEpoch is the epoch its transactional sinks' writers are opened
+	// under (TransactionalSink.Txn). A cluster uses the lease epoch; a
+	// local Job.Run writes epoch 0 to the SQL sinks (a restarted run whose
+	// clock is behind must not be fenced out by its own earlier rows) and
+	// fences its transactional writers by its start time.
+	txnEpoch uint64
+	// points are the restore points in the order of preference.
+	points []RestorePoint
+	// actor is the partition actor's name.
+	actor string
+	// gate, if set, holds the reader back until it is closed (a local
+	// run restores every partition before any reads).
+	gate <-chan struct{}
+}
+
+// start restores partition p from the first usable of s.points and starts
+// it; it returns the partition's task once it runs.
+func (r *Runtime) start(ctx context.Context, p int32, s partStart) (*partitionTask, error) {
+	epoch := s.epoch
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		return ErrRuntimeClosed
+		return nil, ErrRuntimeClosed
 	}
 	if _, ok := r.parts[p]; ok {
 		r.mu.Unlock()
-		return fmt.Errorf("actors: partition %d already runs", p)
+		return nil, fmt.Errorf("actors: partition %d already runs", p)
 	}
 	r.mu.Unlock()
 	j := r.j
@@ -279,25 +349,25 @@ func (r *Runtime) Start(ctx context.Context, p int32, epoch uint64, points []Res
 	}()
 	t, err := j.newTask(taskCtx, r.client, p)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	t.epoch = epoch
 	if r.ck != nil {
-		if err := r.restore(ctx, t, epoch, points); err != nil {
+		if err := r.restore(ctx, t, s.txnEpoch, s.points); err != nil {
 			t.closeTxns()
-			return err
+			return nil, err
 		}
 		if err := j.clampToLogStart(r.client, t); err != nil {
 			t.closeTxns()
-			return err
+			return nil, err
 		}
 	}
 	props := actor.PropsFromProducer(func() actor.Actor { return &partitionActor{t: t} },
 		actor.WithGuardian(&reportingRestart{log: j.log, restarts: j.metrics.ActorRestarts}))
-	pid, err := r.system.Root.SpawnNamed(props, fmt.Sprintf("%s/%d@%d", j.cfg.Name, p, epoch))
+	pid, err := r.system.Root.SpawnNamed(props, s.actor)
 	if err != nil {
 		t.closeTxns()
-		return fmt.Errorf("actors: spawn partition actor %d: %w", p, err)
+		return nil, fmt.Errorf("actors: spawn partition actor %d: %w", p, err)
 	}
 	t.pid = pid
 	readCtx, stopRead := context.WithCancel(taskCtx)
@@ -307,7 +377,7 @@ func (r *Runtime) Start(ctx context.Context, p int32, epoch uint64, points []Res
 		r.mu.Unlock()
 		_ = r.system.Root.StopFuture(pid).Wait()
 		t.closeTxns()
-		return ErrRuntimeClosed
+		return nil, ErrRuntimeClosed
 	}
 	r.parts[p] = rp
 	r.mu.Unlock()
@@ -317,6 +387,13 @@ func (r *Runtime) Start(ctx context.Context, p int32, epoch uint64, points []Res
 	go func() {
 		defer r.wg.Done()
 		defer close(rp.readDone)
+		if s.gate != nil {
+			select {
+			case <-s.gate:
+			case <-readCtx.Done():
+				return
+			}
+		}
 		err := t.read(readCtx, r.consumer, r.system.Root)
 		switch {
 		case err == nil: // the bounded end: make the last rows visible
@@ -324,23 +401,29 @@ func (r *Runtime) Start(ctx context.Context, p int32, epoch uint64, points []Res
 				j.log.Warn("sink flush at the bounded end", "partition", p, "err", ferr)
 			}
 			j.log.Info("partition reached its bounded end", "partition", p, "offset", t.nextOffset.Load())
+			if r.boundedEnd != nil {
+				r.boundedEnd(p)
+			}
 		case readCtx.Err() != nil: // stopped or handed off
 		default:
 			j.log.Error("partition failed", "partition", p, "epoch", epoch, "err", err)
-			// Its restart replays from a restore point: what it left
-			// buffered must not be written twice (or after its lease).
-			j.dropBuffered(p)
+			if !r.local {
+				// Its restart replays from a restore point: what it
+				// left buffered must not be written twice (or after
+				// its lease).
+				j.dropBuffered(p)
+			}
 			if r.hooks.Failed != nil {
 				r.hooks.Failed(p, epoch, err)
 			}
 		}
 	}()
 	j.log.Info("partition started", "partition", p, "epoch", epoch, "offset", t.start, "restored", t.restored)
-	return nil
+	return t, nil
 }
 
 // restore opens t's transactions under epoch and restores it from the
-// first usable point.
+// first usable of points (in the order given).
 func (r *Runtime) restore(ctx context.Context, t *partitionTask, epoch uint64, points []RestorePoint) error {
 	ck, j := r.ck, r.j
 	began := time.Now()
@@ -351,23 +434,16 @@ func (r *Runtime) restore(ctx context.Context, t *partitionTask, epoch uint64, p
 	}
 	t.op = j.newOperators(t)
 	transactional := len(j.tx) > 0
-	limit := uint64(math.MaxUint64) // highest checkpoint every transactional sink committed
 	for _, ts := range j.tx {
 		txn, err := openTxn(ctx, ts, j.cfg.Name, t.partition, epoch)
 		if err != nil {
 			return err
 		}
 		t.txns = append(t.txns, txn)
-		c := uint64(0)
-		if last, ok := txn.(sinks.CommitTracker).LastCommitted(); ok {
-			c = last
-		}
-		limit = min(limit, c)
 	}
-	sorted := append([]RestorePoint(nil), points...)
-	sort.SliceStable(sorted, func(a, b int) bool { return sorted[a].Offset > sorted[b].Offset })
-	for _, pt := range sorted {
-		if pt.Snapshot == "" || (transactional && (pt.Handoff || pt.Checkpoint == 0 || pt.Checkpoint > limit)) {
+	limit, _ := t.lastCommitted() // highest checkpoint every transactional sink committed
+	for _, pt := range points {
+		if pt.Snapshot == "" || (transactional && !pt.NoTransactions && (pt.Handoff || pt.Checkpoint == 0 || pt.Checkpoint > limit)) {
 			continue
 		}
 		of := checkpoint.SnapshotHeader{Checkpoint: pt.Checkpoint}
@@ -376,23 +452,35 @@ func (r *Runtime) restore(ctx context.Context, t *partitionTask, epoch uint64, p
 			of = checkpoint.SnapshotHeader{HandoffEpoch: pt.Epoch}
 			name = fmt.Sprintf("handoff of epoch %d", pt.Epoch)
 		}
+		label := name // in errors
+		if pt.manifest != "" {
+			label = pt.manifest
+		}
 		key, size, crc, err := ParseSnapshotRef(pt.Snapshot)
 		if err == nil {
-			err = ck.loadSnapshot(ctx, t, of, name,
+			err = ck.loadSnapshot(ctx, t, of, label,
 				checkpoint.PartitionAck{Partition: t.partition, Snapshot: key, Bytes: size, CRC32C: crc})
+		}
+		// A local checkpoint is named too (checkpoint=chk-…), as the
+		// manifests and directories in its storage are.
+		var local []any
+		if pt.manifest != "" {
+			local = []any{"checkpoint", pt.manifest}
 		}
 		if err == nil {
 			t.restored = pt.Checkpoint
 			j.metrics.RestoreSeconds.Observe(time.Since(began).Seconds())
-			j.log.Info("partition restored", "partition", t.partition, "from", name, "offset", t.start,
-				"devices", t.op.Devices(), "took", time.Since(began).Round(time.Microsecond))
+			j.log.Info("partition restored", append(append([]any{"partition", t.partition}, local...),
+				"from", name, "offset", t.start, "devices", t.op.Devices(), "bytes", size,
+				"took", time.Since(began).Round(time.Microsecond))...)
 			return nil
 		}
 		if !errors.Is(err, checkpoint.ErrCorrupt) && !errors.Is(err, checkpoint.ErrNotExist) && !errors.Is(err, operators.ErrBadState) {
 			return err
 		}
 		j.metrics.RestoreFallbacks.Inc()
-		j.log.Error("snapshot unusable; falling back to an older one", "partition", t.partition, "snapshot", pt.Snapshot, "err", err)
+		j.log.Error("snapshot unusable; falling back to an older one", append(append([]any{"partition", t.partition}, local...),
+			"snapshot", pt.Snapshot, "err", err)...)
 		if err := t.store.Clear(); err != nil {
 			return err
 		}
@@ -418,6 +506,13 @@ func (r *Runtime) snapshotKey(p int32, epoch uint64, id uint64, handoff bool) st
 // for an id the partition already got is ignored. It returns
 // ErrPartitionNotRunning when p does not run under epoch.
 func (r *Runtime) Barrier(p int32, epoch uint64, id uint64) error {
+	return r.barrier(p, epoch, id, checkpoint.KindCheckpoint, r.snapshotKey(p, epoch, id, false))
+}
+
+// barrier is Barrier for a checkpoint of kind whose snapshot of p goes to
+// storage key key (a local run numbers savepoints too and names snapshots
+// by its catalog: Catalog.SnapshotKey).
+func (r *Runtime) barrier(p int32, epoch uint64, id uint64, kind checkpoint.Kind, key string) error {
 	if r.ck == nil {
 		return ErrNoCheckpoints
 	}
@@ -431,22 +526,28 @@ func (r *Runtime) Barrier(p int32, epoch uint64, id uint64) error {
 		return nil
 	}
 	rp.lastBarrer = id
-	r.barriers[barrierKey{p, id}] = epoch
-	r.system.Root.Send(rp.t.pid, &barrier{id: id, kind: checkpoint.KindCheckpoint, key: r.snapshotKey(p, epoch, id, false)})
+	if !r.local { // a local run's outcomes go to its checkpointer loop
+		r.barriers[barrierKey{p, id}] = epoch
+	}
+	r.system.Root.Send(rp.t.pid, &barrier{id: id, kind: kind, key: key})
 	return nil
 }
 
 // Commit tells partition p that checkpoint id is complete: its
 // transactional sinks commit what they pre-committed for it. A no-op
 // without transactional sinks or when p does not run.
-func (r *Runtime) Commit(p int32, id uint64) {
+func (r *Runtime) Commit(p int32, id uint64) { r.commit(p, id, checkpoint.KindCheckpoint) }
+
+// commit is Commit of checkpoint id of kind (a local run records a commit
+// marker under the checkpoint's kind, see onCommit).
+func (r *Runtime) commit(p int32, id uint64, kind checkpoint.Kind) {
 	if len(r.j.tx) == 0 {
 		return
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if rp := r.parts[p]; rp != nil && rp.lastBarrer >= id {
-		r.system.Root.Send(rp.t.pid, &commitCheckpoint{id: id})
+		r.system.Root.Send(rp.t.pid, &commitCheckpoint{id: id, kind: kind})
 	}
 }
 
@@ -578,8 +679,44 @@ func (r *Runtime) Stop(p int32) {
 	_ = r.system.Root.StopFuture(rp.t.pid).Wait()
 	rp.t.closeTxns()
 	r.j.removeLive(rp.t)
-	r.j.dropBuffered(p)
+	if !r.local {
+		r.j.dropBuffered(p)
+	}
 	r.j.log.Info("partition stopped", "partition", p, "epoch", rp.epoch, "offset", rp.t.nextOffset.Load())
+}
+
+// drain is the graceful stop of every partition at the end of a local
+// run: the readers stop, each actor finishes the batch in flight and
+// stops, then the plain sinks are flushed — everything the partitions
+// wrote, nothing dropped (without checkpoints nothing replays it) — and
+// only then the partitions' transactions close (what is not committed is
+// aborted) and they leave the live set (so that the flush observes their
+// record latency). It returns the flush's error, bounded by timeout.
+func (r *Runtime) drain(timeout time.Duration) error {
+	r.mu.Lock()
+	rps := make([]*runPart, 0, len(r.parts))
+	for _, rp := range r.parts {
+		rps = append(rps, rp)
+	}
+	clear(r.parts)
+	r.mu.Unlock()
+	for _, rp := range rps {
+		rp.stopRead()
+	}
+	for _, rp := range rps {
+		<-rp.readDone
+		// As in Stop: a write blocked on a full sink buffer ends.
+		rp.stopTask()
+		_ = r.system.Root.StopFuture(rp.t.pid).Wait()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := r.j.flushPlain(ctx)
+	for _, rp := range rps {
+		rp.t.closeTxns()
+		r.j.removeLive(rp.t)
+	}
+	return err
 }
 
 // Running returns the partitions running, with their epochs.
@@ -621,15 +758,18 @@ func (r *Runtime) Close() error {
 	for _, p := range ps {
 		r.Stop(p)
 	}
-	flushCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	errs := []error{r.j.flushPlain(flushCtx)}
+	var errs []error
+	if !r.local { // a local run flushed in drain
+		flushCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		errs = append(errs, r.j.flushPlain(flushCtx))
+	}
 	r.cancel()
 	if r.ck != nil {
 		r.ck.uploads.Wait()
 	}
 	r.wg.Wait()
-	if r.ck != nil {
+	if r.ck != nil && !r.local { // a local run's checkpointer closes them
 		errs = append(errs, r.ck.db.Close(), r.ck.st.Close())
 	}
 	r.closeClients()
