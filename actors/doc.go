@@ -94,26 +94,46 @@
 // tests, TestCheckpointDelayEnv delays every partition's ack (a binary built
 // with -tags eddy_failpoints only).
 //
-// Cluster runtime: a Runtime (NewRuntime) runs a changing subset of a job's
-// partitions on one node of a cluster, each started, handed off and
-// stopped on its own as its lease says (package jobs drives it from the
-// control plane). Start restores a partition from the newest usable
-// RestorePoint (a checkpoint ack or a handoff snapshot, verified by size
-// and CRC-32C, older ones on corruption); Barrier snapshots it for a
-// checkpoint numbered by the Raft leader and RuntimeHooks.Ack records the
-// ack; Handoff finishes the batch, snapshots, flushes and stops; Stop stops
-// at once.
+// One runtime: a Runtime runs partitions, each started, checkpointed and
+// stopped on its own; Job.Run and a cluster node are two drivers of it.
+// Start restores a partition from the first usable RestorePoint (a
+// checkpoint ack or a handoff snapshot, verified by size and CRC-32C,
+// older ones on corruption); a barrier snapshots it for a checkpoint, the
+// ack goes to the driver's coordinator, a commit commits its
+// transactional sinks; Handoff finishes the batch, snapshots, flushes and
+// stops; Stop stops at once.
+//
+//   - Cluster runtime: NewRuntime runs a changing subset of a job's
+//     partitions on one node of a cluster as their leases say (package
+//     jobs drives it from the control plane): restore points from the Raft
+//     records, newest offset first, under the lease epoch; Barrier for a
+//     checkpoint numbered by the Raft leader, RuntimeHooks.Ack records the
+//     ack, Commit once the leader says the checkpoint is complete.
+//   - Local driver (local.go): Job.Run starts every partition of the job
+//     on a Runtime of its own, with the restore points of the complete
+//     local checkpoints and savepoints, newest first (after the adoption
+//     of Checkpoint.FromSavepoint); its coordinator loop numbers
+//     checkpoints and savepoints, sends their barriers through the
+//     runtime, takes the acks into its CheckpointCoordinator, commits
+//     through the runtime, commits offsets and applies retention. A
+//     partition failure fails the run; at the bounded end of every
+//     partition it takes the final checkpoint; it ends with the runtime's
+//     graceful stop (the readers stop, the actors finish, every buffered
+//     row is flushed), where a cluster's Stop drops them. Its partitions
+//     write epoch 0 to the SQL sinks and open their transactional writers
+//     under the run's start time (Unix ms).
 //
 // Sink fencing: a partition writes its rows to the sinks that fence by epoch
 // (sinks.EpochWriter: the SQL sinks) under its lease epoch, so the store
 // never lets a former owner's late rows replace the current owner's; a
-// local Job writes epoch 0. Stop, and a partition that fails, drop what the
-// partition left in those sinks' buffers (its next owner writes it again
-// from its restore point), and RuntimeHooks.LeaseValid is asked by the
-// sinks right before each write transaction: rows of a partition whose
-// lease is no longer valid are dropped, never written. A sink whose buffer
-// is full blocks the partition's writes (backpressure): it reads no records
-// until the sink frees space; eddy_partition_backpressured shows it.
+// local Job writes epoch 0. On a cluster, Stop, and a partition that
+// fails, drop what the partition left in those sinks' buffers (its next
+// owner writes it again from its restore point), and
+// RuntimeHooks.LeaseValid is asked by the sinks right before each write
+// transaction: rows of a partition whose lease is no longer valid are
+// dropped, never written. A sink whose buffer is full blocks the
+// partition's writes (backpressure): it reads no records until the sink
+// frees space; eddy_partition_backpressured shows it.
 //
 // Source.EndOffsets bounds a job at given offsets, so that every
 // partition of a bounded cluster job ends at the same input whenever and
