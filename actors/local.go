@@ -185,6 +185,12 @@ type ckResult struct {
 	err error
 }
 
+// openCheckpointing opens the checkpoint side of a local run over parts:
+// the storage and its catalog (deleting the incomplete checkpoints of a
+// crashed run), the id counter, the coordinator, the adoption of
+// Checkpoint.FromSavepoint as the newest checkpoint, the restore
+// candidates and the state store. fail fails the run (a partition's state
+// or commit failure).
 func (j *Job) openCheckpointing(ctx context.Context, parts []int32, fail context.CancelCauseFunc) (*checkpointer, error) {
 	cfg := j.cfg.Checkpoint
 	st, err := checkpoint.OpenStorage(ctx, cfg.Storage)
