@@ -162,12 +162,18 @@ func (ck *checkpointer) restorePoints(p int32) []RestorePoint {
 		if !ok {
 			continue
 		}
-		out = append(out, RestorePoint{
+		pt := RestorePoint{
 			Checkpoint: m.ID, Offset: a.Offset,
 			Snapshot:       FormatSnapshotRef(a.Snapshot, a.Bytes, a.CRC32C),
 			NoTransactions: !m.Transactional,
 			manifest:       m.Name(),
-		})
+		}
+		if m.RestoredFrom != "" { // the copy of a savepoint (Adopt)
+			if sp, err := ParseSavepointRef(m.RestoredFrom); err == nil {
+				pt.taken = sp
+			}
+		}
+		out = append(out, pt)
 	}
 	return out
 }

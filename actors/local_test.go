@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eddy-iot/eddy/sinks"
 )
@@ -204,5 +205,61 @@ func TestRuntimeDrainWritesWhatStopDrops(t *testing.T) {
 	}
 	if len(rt.Running()) != 0 {
 		t.Errorf("partitions still running after drain: %v", rt.Running())
+	}
+}
+
+// TestFromSavepointRestoresWithTransactionalSink: a savepoint taken
+// without transactional sinks has nothing waiting for a commit, so a run
+// started from it with a transactional sink that never committed anything
+// restores it (RestorePoint.NoTransactions) instead of starting over, from
+// the copy adopted as a new checkpoint, without a fallback.
+func TestFromSavepointRestoresWithTransactionalSink(t *testing.T) {
+	msgs := readingsFor([]string{"a", "b", "c"}, 100)
+	brokers := startBroker(t, 2, msgs)
+	dir := t.TempDir()
+	cfg := crashConfig(brokers, dir)
+	cfg.Source.Bounded = false
+	cfg.Checkpoint.Interval = time.Hour
+	job, err := NewJob(cfg, &flushSink{d: newDurable()}, nil, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { _, err := job.Run(ctx); done <- err }()
+	eventually(t, 30*time.Second, "every record received", func() bool { return job.summary().Received == int64(len(msgs)) })
+	sp, err := job.Savepoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+
+	cfg.Source.Bounded = true
+	cfg.Checkpoint.FromSavepoint = sp.Name()
+	tx := &txnSink{b: &txnBroker{d: newDurable(), committed: map[int32]uint64{}}, tracker: true}
+	reg := prometheus.NewRegistry()
+	job, err = NewJob(cfg, MultiSink{&flushSink{d: newDurable()}, tx}, nil, reg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancelRun := context.WithTimeout(context.Background(), time.Minute)
+	defer cancelRun()
+	sum, err := job.Run(runCtx)
+	if err != nil {
+		t.Fatalf("Run from %s: %v", sp.Name(), err)
+	}
+	if sum.Restored != 2 || sum.Processed != 0 || sum.Received != int64(len(msgs)) {
+		t.Errorf("run from %s: %+v, want both partitions restored, nothing left to process, %d received", sp.Name(), sum, len(msgs))
+	}
+	for _, st := range job.Status() {
+		if st.Restored <= sp.ID {
+			t.Errorf("partition %d restored %d, want the copy of %s adopted with a newer id", st.Partition, st.Restored, sp.Name())
+		}
+	}
+	if n := gaugeSum(t, reg, "eddy_checkpoint_restore_fallbacks_total", nil); n != 0 {
+		t.Errorf("%v restore fallbacks, want none (the adopted copy holds the savepoint's snapshots as they are)", n)
 	}
 }

@@ -64,6 +64,11 @@ type RestorePoint struct {
 	// manifest is the name of the local checkpoint the point comes from
 	// (chk-…, sp-…), logged as checkpoint=; "" on a cluster.
 	manifest string
+	// taken is the checkpoint id the snapshot's header holds when it is
+	// not Checkpoint: a savepoint's snapshot that a local run adopted as
+	// checkpoint Checkpoint (checkpoint.Catalog.Adopt copies it as it
+	// is); 0 = Checkpoint.
+	taken uint64
 }
 
 // FormatSnapshotRef encodes a snapshot's storage key, size in bytes and
@@ -447,6 +452,9 @@ func (r *Runtime) restore(ctx context.Context, t *partitionTask, epoch uint64, p
 			continue
 		}
 		of := checkpoint.SnapshotHeader{Checkpoint: pt.Checkpoint}
+		if pt.taken != 0 {
+			of.Checkpoint = pt.taken
+		}
 		name := fmt.Sprintf("checkpoint %d", pt.Checkpoint)
 		if pt.Handoff {
 			of = checkpoint.SnapshotHeader{HandoffEpoch: pt.Epoch}
