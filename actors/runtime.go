@@ -126,8 +126,9 @@ type RuntimeHooks struct {
 // node: the cluster runtime, where each partition is started, handed off and
 // stopped on its own as its lease (package control) says. It shares one
 // sarama client, one actor system, one state store and the job's sinks
-// between its partitions. Checkpoints are driven from outside (Barrier):
-// there is no local coordinator.
+// between its partitions. Checkpoints are driven from outside (Barrier,
+// Commit) by the cluster's coordinator. Job.Run drives a Runtime of its
+// own the same way, with every partition of the job (local.go).
 //
 // Its methods are safe for concurrent use; calls for one partition must not
 // overlap.
