@@ -135,13 +135,6 @@ func (r *jobRun) runJob(ctx context.Context) (sum actors.Summary, err error) {
 			reportProgress(r.progress, job, stop)
 		}()
 	}
-	// Sinks buffer up to BatchRows rows; a slow stream must not leave rows
-	// invisible, so buffered rows are flushed at least every interval.
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		flushPeriodically(ctx, job, r.cfg.SinkFlushInterval, stop, r.log)
-	}()
 	sum, err = job.Run(ctx)
 	if err != nil {
 		return sum, err
@@ -154,23 +147,6 @@ func (r *jobRun) runJob(ctx context.Context) (sum actors.Summary, err error) {
 		return sum, fmt.Errorf("received %d records, but %d were produced", sum.Received, r.input)
 	}
 	return sum, nil
-}
-
-func flushPeriodically(ctx context.Context, job *actors.Job, every time.Duration, stop <-chan struct{}, log *slog.Logger) {
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			if err := job.Flush(ctx); err != nil && ctx.Err() == nil {
-				log.Warn("periodic sink flush failed; rows stay buffered", "err", err)
-			}
-		}
-	}
 }
 
 // defaultMetricsAddr is the default of --metrics-addr. When it is taken
