@@ -171,6 +171,7 @@ func TestRuntimeDrainWritesWhatStopDrops(t *testing.T) {
 	cfg := testConfig(brokers)
 	cfg.Source.Bounded = false
 	cfg.SinkFlushInterval = time.Hour // rows stay buffered until a flush
+	cfg.SinkFlushOnIdle = false       // ... also when the partitions are caught up
 	rt, err := NewRuntime(cfg, sink, nil, nil, slog.New(slog.DiscardHandler), RuntimeHooks{})
 	if err != nil {
 		t.Fatal(err)
