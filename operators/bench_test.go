@@ -2,6 +2,7 @@ package operators
 
 import (
 	"fmt"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -92,4 +93,49 @@ func BenchmarkPartitionProcess(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 		})
 	}
+}
+
+// BenchmarkOpenDeviceMemory measures the heap a Partition holds per open
+// device, all states in memory (no StateStore): the devices of
+// tests/bench/synth, two readings 30 s apart each, so that every device ends
+// with an open window, buffered readings and an open work period. It
+// reports the live heap after a GC divided by the devices (bytes/device).
+func BenchmarkOpenDeviceMemory(b *testing.B) {
+	const devices = 100_000
+	base := time.Date(2019, 3, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	msgs := make([][]byte, 0, 2*devices)
+	for i := range 2 {
+		for d := range devices {
+			t := base + int64(i)*30_000 + int64(d)*30_000/devices
+			msgs = append(msgs, fmt.Appendf(nil, `{"pboxid":"dev-%06d","event_time":%d,"metric":%d.5,"latitude":57.1,"longitude":-2.1}`, d, t, 51+(d+i)%40))
+		}
+	}
+	var out Output
+	var perDevice float64
+	for range b.N {
+		b.StopTimer()
+		before := liveHeap()
+		b.StartTimer()
+		p := NewPartition(0, DefaultConfig(), nil)
+		for i, m := range msgs {
+			p.Process(int64(i), m, &out)
+			out.Reset()
+		}
+		b.StopTimer()
+		if p.Devices() != devices {
+			b.Fatalf("%d open devices, want %d", p.Devices(), devices)
+		}
+		perDevice = float64(liveHeap()-before) / devices
+		runtime.KeepAlive(p)
+		b.StartTimer()
+	}
+	b.ReportMetric(perDevice, "bytes/device")
+}
+
+// liveHeap returns the bytes of live heap objects after a full GC.
+func liveHeap() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
 }
