@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"unsafe"
 )
 
 // mapStore is a StateStore over a map, with counters: the store side of
@@ -413,4 +414,28 @@ func FuzzDecodeDeviceState(f *testing.F) {
 			t.Fatalf("re-decoding a decoded state: %v", err)
 		}
 	})
+}
+
+// TestStateSizes pins the sizes of the per-device structs (amd64 and other
+// 64-bit targets): a partition holds one deviceEntry per open device and,
+// without a store, one deviceState with its windows and buffered readings,
+// so a byte here is a MiB at a million devices (README, "Memory").
+func TestStateSizes(t *testing.T) {
+	if unsafe.Sizeof(uintptr(0)) != 8 {
+		t.Skip("sizes are pinned for 64-bit targets")
+	}
+	for _, c := range []struct {
+		name      string
+		got, want uintptr
+	}{
+		{"deviceEntry", unsafe.Sizeof(deviceEntry{}), 48},
+		{"deviceState", unsafe.Sizeof(deviceState{}), 128},
+		{"workRun", unsafe.Sizeof(workRun{}), 48},
+		{"windowState", unsafe.Sizeof(windowState{}), 96},
+		{"pendingReading", unsafe.Sizeof(pendingReading{}), 32},
+	} {
+		if c.got != c.want {
+			t.Errorf("unsafe.Sizeof(%s) = %d bytes, want %d", c.name, c.got, c.want)
+		}
+	}
 }

@@ -20,8 +20,10 @@ type PartitionStats struct {
 
 // deviceState is the keyed state of one device. Exported fields (on an
 // unexported type) are the state a snapshot keeps (see encodeDeviceState).
+//
+// It is kept small (128 bytes): a partition may cache a million of them. The
+// device id is its entry's (e.id).
 type deviceState struct {
-	ID      string
 	Windows []windowState    // open windows, sorted by Start (and so by End)
 	Pending []pendingReading // readings not yet released to the run detector
 	Run     workRun          // open work period
@@ -247,7 +249,7 @@ func (p *Partition) Process(offset int64, value []byte, out *Output) {
 	out.Readings = append(out.Readings, Reading{
 		Partition: p.partition,
 		Offset:    offset,
-		PboxID:    d.ID,
+		PboxID:    id,
 		EventTime: t,
 		Metric:    r.metric,
 		Latitude:  r.lat,
@@ -354,7 +356,7 @@ func (p *Partition) advance(d *deviceState, w int64, out *Output) {
 			break
 		}
 		if !win.Fired {
-			out.Windows = append(out.Windows, win.aggregate(d.ID, p.lookup(d.ID, win.Start)))
+			out.Windows = append(out.Windows, win.aggregate(d.e.id, p.lookup(d.e.id, win.Start)))
 			p.stats.WindowsFired++
 			win.Fired = true
 		}
@@ -370,15 +372,15 @@ func (p *Partition) advance(d *deviceState, w int64, out *Output) {
 	k := 0
 	for k < len(d.Pending) && d.Pending[k].T <= limit {
 		if run, ended := d.feedRun(d.Pending[k], p.maxGap); ended {
-			p.emitRun(&run, d.ID, out)
+			p.emitRun(&run, d.e.id, out)
 		}
 		k++
 	}
 	if k > 0 {
 		d.Pending = dropFront(d.Pending, k)
 	}
-	if d.Run.Active && limit-p.maxGap > d.Run.Last {
-		p.emitRun(&d.Run, d.ID, out)
+	if d.Run.active() && limit-p.maxGap > d.Run.Last {
+		p.emitRun(&d.Run, d.e.id, out)
 		d.Run = workRun{}
 	}
 }
@@ -417,7 +419,7 @@ func (p *Partition) nextWake(d *deviceState) int64 {
 	if len(d.Pending) > 0 {
 		w = min(w, d.Pending[0].T+p.lateness)
 	}
-	if d.Run.Active {
+	if d.Run.active() {
 		// Closed once W − L > Last + MaxGap.
 		w = min(w, d.Run.Last+p.maxGap+p.lateness+1)
 	}

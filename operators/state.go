@@ -103,7 +103,7 @@ func (s *PartitionState) UnmarshalBinary(b []byte) error {
 // bits, fired byte), the pending readings (uvarint count; per reading varint
 // event time, varint offset, metric bits, above byte) and the open work
 // period (active byte; when active varint start, varint last, uvarint
-// samples, sum, compensation and max as bits). Floats keep their exact bits
+// samples (>= 1), sum, compensation and max as bits). Floats keep their exact bits
 // (NaN coordinates included), so a decoded state behaves exactly like the
 // encoded one.
 func encodeDeviceState(b []byte, d *deviceState, wake int64) []byte {
@@ -133,8 +133,8 @@ func encodeDeviceState(b []byte, d *deviceState, wake int64) []byte {
 		b = appendFloat(b, r.Metric)
 		b = appendBool(b, r.Above)
 	}
-	b = appendBool(b, d.Run.Active)
-	if d.Run.Active {
+	b = appendBool(b, d.Run.active())
+	if d.Run.active() {
 		b = appendVarint(b, d.Run.Start)
 		b = appendVarint(b, d.Run.Last)
 		b = appendUvarint(b, uint64(d.Run.Samples))
@@ -189,10 +189,12 @@ func decodeDeviceState(b []byte, d *deviceState) (int64, error) {
 	}
 	d.Run = workRun{}
 	if dec.bool() {
-		d.Run.Active = true
 		d.Run.Start = dec.varint()
 		d.Run.Last = dec.varint()
 		d.Run.Samples = int64(dec.uvarint())
+		if dec.err == nil && d.Run.Samples <= 0 {
+			return 0, fmt.Errorf("%w: device state: open work period with %d samples", ErrBadState, d.Run.Samples)
+		}
 		d.Run.Sum = dec.float()
 		d.Run.Comp = dec.float()
 		d.Run.Max = dec.float()

@@ -14,14 +14,16 @@ type pendingReading struct {
 	Above     bool // Metric > the device's threshold when the reading arrived
 }
 
-// workRun is the open work period of a device.
+// workRun is the open work period of a device; the zero value is none.
 type workRun struct {
-	Active      bool
-	Start, Last int64 // event times of the first and the last reading, Unix ms
-	Samples     int64
+	Start, Last int64   // event times of the first and the last reading, Unix ms
+	Samples     int64   // readings in the run; 0 when there is no open run
 	Sum, Comp   float64 // Neumaier-compensated sum of metrics
 	Max         float64
 }
+
+// active reports whether w is an open run (it has a reading).
+func (w *workRun) active() bool { return w.Samples > 0 }
 
 // addPending inserts r into d's buffer, kept sorted by (T, Offset).
 func (d *deviceState) addPending(r pendingReading) {
@@ -40,18 +42,18 @@ func (d *deviceState) feedRun(r pendingReading, maxGap int64) (workRun, bool) {
 	var done workRun
 	ended := false
 	if !r.Above {
-		if d.Run.Active {
+		if d.Run.active() {
 			done, ended = d.Run, true
 			d.Run = workRun{}
 		}
 		return done, ended
 	}
-	if d.Run.Active && r.T-d.Run.Last > maxGap {
+	if d.Run.active() && r.T-d.Run.Last > maxGap {
 		done, ended = d.Run, true
 		d.Run = workRun{}
 	}
-	if !d.Run.Active {
-		d.Run = workRun{Active: true, Start: r.T, Last: r.T, Samples: 1, Sum: r.Metric, Max: r.Metric}
+	if !d.Run.active() {
+		d.Run = workRun{Start: r.T, Last: r.T, Samples: 1, Sum: r.Metric, Max: r.Metric}
 		return done, ended
 	}
 	d.Run.Last = r.T
