@@ -22,7 +22,7 @@ func newRunCmd() *cobra.Command {
 		metricsAddr string
 		quiet       bool
 
-		checkpointStorage, stateDir, fromSavepoint, logLevel, tokenFile string
+		checkpointStorage, stateDir, fromSavepoint, logLevel, tokenFile, memProfile string
 
 		pushURL, pushJob string
 		pushInterval     time.Duration
@@ -56,7 +56,7 @@ the job's own (0 when the job succeeded).`,
   eddy run --job deploy/jobs/iot-work.yaml --from-savepoint 42
   eddy run --job deploy/jobs/iot-work.yaml --bounded --pushgateway http://127.0.0.1:9091`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			js, cfg, err := loadJobSpec(jobFile, bounded, spec.Run)
 			if err != nil {
 				return err
@@ -115,6 +115,14 @@ the job's own (0 when the job succeeded).`,
 			if !quiet {
 				r.progress = cmd.ErrOrStderr()
 			}
+			if memProfile != "" {
+				stopProfile := memProfileAtPeak(ctx, memProfile)
+				defer func() {
+					if perr := stopProfile(); err == nil {
+						err = perr
+					}
+				}()
+			}
 			_, err = r.run(ctx)
 			return err
 		},
@@ -132,6 +140,7 @@ the job's own (0 when the job succeeded).`,
 	f.StringVar(&pushJob, "pushgateway-job", defaultPushJob, `value of the "job" grouping label of the push (the other labels: eddy_job=<job name>, instance=<hostname>)`)
 	f.DurationVar(&pushInterval, "pushgateway-interval", 0, "also push every interval while the job runs (0 = only the final push; else >= 1s)")
 	f.StringVar(&tokenFile, "api-token-file", "", "file holding the bearer token that savepoint requests (POST/DELETE /v1/savepoints on --metrics-addr) need; default $EDDY_TOKEN or $EDDY_API_TOKEN; none = those requests get 401; never logged")
+	f.StringVar(&memProfile, "memprofile", "", "write a heap profile to this file near the peak of the heap (rewritten whenever the heap grew 5 %; go tool pprof -sample_index=inuse_space FILE)")
 	_ = cmd.MarkFlagRequired("job")
 	return cmd
 }
