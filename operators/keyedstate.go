@@ -11,9 +11,9 @@ import (
 // work period) has a deviceEntry: its id, its wake time and its position in
 // the wake heap. That is all a device costs in memory while its state is
 // evicted: about 100 bytes plus the id (the 48-byte entry, its slot in the
-// index map, 25 to 57 bytes by the map's load, and 8 in the heap). A cached
-// state adds 128 bytes plus 96 per open window and 32 per buffered reading
-// (BenchmarkOpenDeviceMemory measures the total). The state itself (deviceState) is
+// index map, 25 to 57 bytes by the map's load, and 8 in the heap). The
+// state itself (deviceState: 128 bytes plus 96 per open window and 32 per
+// buffered reading; BenchmarkOpenDeviceMemory measures the total) is
 // either cached in memory — on an LRU list, at most cacheCap of them once a
 // StateStore is set — or encoded in the store. A device whose state becomes
 // empty is dropped from the heap, the cache and the store; its entry stays

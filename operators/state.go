@@ -103,9 +103,9 @@ func (s *PartitionState) UnmarshalBinary(b []byte) error {
 // bits, fired byte), the pending readings (uvarint count; per reading varint
 // event time, varint offset, metric bits, above byte) and the open work
 // period (active byte; when active varint start, varint last, uvarint
-// samples (>= 1), sum, compensation and max as bits). Floats keep their exact bits
-// (NaN coordinates included), so a decoded state behaves exactly like the
-// encoded one.
+// samples (>= 1), sum, compensation and max as bits). Floats keep their
+// exact bits (NaN coordinates included), so a decoded state behaves exactly
+// like the encoded one.
 func encodeDeviceState(b []byte, d *deviceState, wake int64) []byte {
 	b = append(b, deviceStateV1)
 	b = appendU64(b, uint64(wake))
