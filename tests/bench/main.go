@@ -9,12 +9,39 @@
 //   - mysql: the same job writing every output table to MariaDB/MySQL
 //     (the server of EDDY_MYSQL_DSN, default eddy:eddy@tcp(127.0.0.1:3306)/;
 //     a fresh database per run, dropped after it);
+//   - sqlite-sink, mysql-sink: the store limit through the sink: the rows
+//     the job writes for the dataset (captured once per invocation from a
+//     run of the job into a recording sink), written with the sink's
+//     WriteEpoch and Flush, in the job's batches and order, with no job
+//     around it (the sink's cost and the store's);
+//   - sqlite-raw, mysql-raw: the store's own limit: the same rows in a
+//     bare database/sql loop of the sink's multi-row upserts, with its
+//     schema and DSN, into a fresh file or database (the store's and the
+//     driver's cost only; the values are prepared before the clock
+//     starts). Options after a slash, joined by '+', change the loop or
+//     the schema, e.g. sqlite-raw/ms+page=16384: ms (INTEGER Unix ms
+//     times), msgen (ms in columns <name>_ms, the text columns VIRTUAL
+//     generated from them), dict (a devices table and integer device
+//     keys), page=N (page_size of the fresh file), rows=N (rows per
+//     statement; default --batch-rows), tx=N (rows per transaction;
+//     default the rows of the job's average flush, at most 16 ×
+//     --batch-rows), noprep (the statement text executed each time
+//     instead of prepared once), insert (plain INSERT, no upsert);
+//     mysql-raw takes rows, tx, noprep and insert;
 //   - discard+checkpoint: the discard job with checkpoints every
 //     --checkpoint-interval (default 5s) to file:// storage in a temp
 //     directory, keyed state in pebble behind a cache of --cache-devices
 //     device states per partition.
 //
-// Each is run --runs times; the medians and the ratios to raw are printed.
+// Each is run --runs times, the runs interleaved (run 1 of every variant,
+// then run 2 ...); the medians of events/s (the dataset's records over the
+// run's time), the ratios to raw, to the sink-only variant and to the
+// first raw variant of the store (vs sink, vs store), the CPU seconds of
+// this process per run (getrusage; the job variants include the
+// in-process broker, the store-limit variants count from the end of their
+// preparation) and, for the mysql variants, the CPU seconds of the local
+// mariadbd per run (/proc/<pid>/stat: every client of that server counts)
+// are printed.
 // --conns and --batch-bytes set sinks.Config.Conns and BatchBytes of the
 // mysql variant.
 //
@@ -47,6 +74,8 @@
 //
 //	go run ./tests/bench [--runs 5] [--data FILE --delimiter C --map ...]
 //	go run ./tests/bench --variants discard,discard+checkpoint --devices 100000 --per-device 12 --runs 3
+//	go run ./tests/bench --variants raw,sqlite,sqlite-sink,sqlite-raw,sqlite-raw/ms --runs 3
+//	go run ./tests/bench --variants raw,mysql,mysql-sink,mysql-raw --runs 3
 //	go run ./tests/bench --variants raw,mysql --runs 3 --latency --latency-runs 3 --latency-mode run,cluster,kafka
 package main
 
@@ -95,7 +124,7 @@ func main() {
 		data       = flag.String("data", dataset.EmbeddedAberdeen, "dataset (default: the embedded Aberdeen data)")
 		partitions = flag.Int("partitions", 12, "partitions of the source topic")
 		cpuprofile = flag.String("cpuprofile", "", "write a CPU profile of one extra run of the last variant to this file")
-		variants   = flag.String("variants", "raw,discard,sqlite", "comma-separated subset of raw,discard,sqlite,mysql,discard+checkpoint")
+		variants   = flag.String("variants", "raw,discard,sqlite", "comma-separated subset of raw,discard,sqlite,sqlite-sink,sqlite-raw[/OPTS],mysql,mysql-sink,mysql-raw[/OPTS],discard+checkpoint (OPTS of a raw variant, joined by +: ms, dict, page=N, rows=N, tx=N, noprep, insert)")
 	)
 	flag.IntVar(&synthDevices, "devices", 0, "synthetic dataset: this many devices (0 = use --data)")
 	flag.IntVar(&synthPerDevice, "per-device", 12, "synthetic dataset: readings per device, 30 s apart")
@@ -157,26 +186,41 @@ func run(runs int, data string, partitions int, cpuprofile, variants string) err
 		n, filepath.Base(data), partitions, runtime.GOMAXPROCS(0), runs)
 
 	want := map[string]bool{}
+	var rawVariants []string // sqlite-raw[/opts] and mysql-raw[/opts], in order
 	for _, v := range splitComma(variants) {
 		want[v] = true
+		if strings.HasPrefix(v, "sqlite-raw") || strings.HasPrefix(v, "mysql-raw") {
+			rawVariants = append(rawVariants, v)
+		}
+	}
+	var rows *jobRows
+	if want["sqlite-sink"] || want["mysql-sink"] || len(rawVariants) > 0 {
+		if rows, err = captureJobRows(ctx, broker.Addrs(), n); err != nil {
+			return err
+		}
+		fmt.Printf("the job's rows, captured once: %d readings, %d windows, %d work periods, %d late, %d dead letters in %d batches, %d flushes\n",
+			rows.counts[0], rows.counts[1], rows.counts[2], rows.counts[3], rows.counts[4], len(rows.batches), rows.flushes)
 	}
 
 	type variant struct {
 		name string
-		fn   func(i int) (time.Duration, error)
+		// store names the store of the variants that write to one
+		// (sqlite, mysql): their ratios to the store's own limit.
+		store string
+		fn    func(i int) (time.Duration, error)
 	}
 	var vs []variant
 	if want["raw"] {
-		vs = append(vs, variant{"raw sarama consumer", func(int) (time.Duration, error) { return rawConsume(broker.Addrs(), n) }})
+		vs = append(vs, variant{"raw sarama consumer", "", func(int) (time.Duration, error) { return rawConsume(broker.Addrs(), n) }})
 	}
 	if want["discard"] {
-		vs = append(vs, variant{"eddy → discard", func(int) (time.Duration, error) {
+		vs = append(vs, variant{"eddy → discard", "", func(int) (time.Duration, error) {
 			return runJob(ctx, broker.Addrs(), sinks.NewDiscard(), n)
 		}})
 	}
 	var ck checkpointStats
 	if want["discard+checkpoint"] {
-		vs = append(vs, variant{"eddy → discard + ckpt", func(i int) (time.Duration, error) {
+		vs = append(vs, variant{"eddy → discard + ckpt", "", func(i int) (time.Duration, error) {
 			store := "file://" + filepath.Join(tmp, fmt.Sprintf("ckpt-%d", i))
 			d, err := runJobWith(ctx, broker.Addrs(), sinks.NewDiscard(), n, func(c *actors.Config) {
 				c.Checkpoint.Storage = store
@@ -191,46 +235,127 @@ func run(runs int, data string, partitions int, cpuprofile, variants string) err
 			return d, err
 		}})
 	}
+	sqliteCfg := func() sinks.Config {
+		scfg := sinks.DefaultConfig()
+		scfg.BatchRows = batchRows
+		return scfg
+	}
 	if want["sqlite"] {
-		vs = append(vs, variant{"eddy → sqlite", func(i int) (time.Duration, error) {
-			scfg := sinks.DefaultConfig()
-			scfg.BatchRows = batchRows
-			s, err := sinks.NewSQLite(filepath.Join(tmp, fmt.Sprintf("bench-%d.db", i)), scfg, nil)
+		vs = append(vs, variant{"eddy → sqlite", "sqlite", func(i int) (time.Duration, error) {
+			s, err := sinks.NewSQLite(filepath.Join(tmp, fmt.Sprintf("bench-%d.db", i)), sqliteCfg(), nil)
 			if err != nil {
 				return 0, err
 			}
 			return runJob(ctx, broker.Addrs(), s, n)
 		}})
 	}
+	if want["sqlite-sink"] {
+		vs = append(vs, variant{"sqlite sink only", "sqlite", func(i int) (time.Duration, error) {
+			s, err := sinks.NewSQLite(filepath.Join(tmp, fmt.Sprintf("sink-%d.db", i)), sqliteCfg(), nil)
+			if err != nil {
+				return 0, err
+			}
+			return sinkOnly(ctx, s, rows)
+		}})
+	}
 	if want["mysql"] {
-		vs = append(vs, variant{"eddy → mysql", func(i int) (time.Duration, error) {
+		vs = append(vs, variant{"eddy → mysql", "mysql", func(i int) (time.Duration, error) {
 			return runMySQL(ctx, broker.Addrs(), n, i)
 		}})
 	}
-	medians := map[string]float64{}
-	for _, v := range vs {
-		var rates []float64
-		for i := 0; i < runs; i++ {
+	if want["mysql-sink"] {
+		vs = append(vs, variant{"mysql sink only", "mysql", func(i int) (time.Duration, error) {
+			return mysqlSinkOnly(ctx, rows, i)
+		}})
+	}
+	for k, rv := range rawVariants {
+		base, opts, _ := strings.Cut(rv, "/")
+		o, err := parseRawOpts(opts)
+		if err != nil {
+			return fmt.Errorf("variant %s: %w", rv, err)
+		}
+		switch base {
+		case "sqlite-raw":
+			vs = append(vs, variant{rv, "sqlite", func(i int) (time.Duration, error) {
+				return sqliteRaw(ctx, filepath.Join(tmp, fmt.Sprintf("raw-%d-%d.db", k, i)), rows, o)
+			}})
+		case "mysql-raw":
+			vs = append(vs, variant{rv, "mysql", func(i int) (time.Duration, error) {
+				return mysqlRaw(ctx, rows, k*1000+i, o)
+			}})
+		default:
+			return fmt.Errorf("unknown variant %q", rv)
+		}
+	}
+	// Runs are interleaved (run 1 of every variant, then run 2, ...), so
+	// that a machine whose speed drifts affects every variant alike.
+	// CPU is this process's user+system time per run (for the job
+	// variants it includes the in-process broker); db CPU is that of the
+	// local mariadbd per run, for the mysql variants.
+	rates := make([][]float64, len(vs))
+	cpus := make([][]float64, len(vs))
+	dbCPUs := make([][]float64, len(vs))
+	for i := 0; i < runs; i++ {
+		for vi, v := range vs {
 			runtime.GC()
+			db0, haveDB := mariadbCPU()
+			cpu0 := processCPU()
+			timedStart.set = false
 			d, err := v.fn(i)
+			cpu := processCPU() - cpu0
+			db1, _ := mariadbCPU()
+			if timedStart.set {
+				cpu = processCPU() - timedStart.cpu
+				db0 = timedStart.db
+			}
 			if err != nil {
 				return fmt.Errorf("%s: %w", v.name, err)
 			}
-			rates = append(rates, float64(n)/d.Seconds())
-			fmt.Printf("  %-22s run %d: %8.0f events/s (%s)\n", v.name, i+1, rates[i], d.Round(time.Millisecond))
+			rates[vi] = append(rates[vi], float64(n)/d.Seconds())
+			cpus[vi] = append(cpus[vi], cpu.Seconds())
+			dbNote := ""
+			if v.store == "mysql" && haveDB {
+				dbCPUs[vi] = append(dbCPUs[vi], (db1 - db0).Seconds())
+				dbNote = fmt.Sprintf(", mariadbd %.2f s CPU", (db1 - db0).Seconds())
+			}
+			fmt.Printf("  %-28s run %d: %8.0f events/s (%s, %.2f s CPU%s)\n", v.name, i+1, rates[vi][i], d.Round(time.Millisecond), cpu.Seconds(), dbNote)
 		}
-		medians[v.name] = median(rates)
+	}
+	medians := map[string]float64{}
+	for vi, v := range vs {
+		medians[v.name] = median(rates[vi])
 	}
 	fmt.Println()
-	fmt.Printf("%-22s %14s %14s %10s\n", "variant", "median ev/s", "ev/s per core", "vs raw")
+	fmt.Printf("%-28s %12s %13s %7s %8s %8s %7s %7s\n", "variant", "median ev/s", "ev/s per core", "vs raw", "vs sink", "vs store", "CPU s", "db CPU s")
 	raw := medians["raw sarama consumer"]
-	for _, v := range vs {
-		m := medians[v.name]
-		ratio := "-"
-		if raw > 0 {
-			ratio = fmt.Sprintf("%.2f", m/raw)
+	// The store's own limit: the first sqlite-raw / mysql-raw variant
+	// listed; the sink's: sqlite-sink / mysql-sink.
+	storeRaw := map[string]float64{}
+	for _, rv := range rawVariants {
+		st, _, _ := strings.Cut(rv, "-")
+		if _, ok := storeRaw[st]; !ok {
+			storeRaw[st] = medians[rv]
 		}
-		fmt.Printf("%-22s %14.0f %14.0f %10s\n", v.name, m, m/float64(runtime.GOMAXPROCS(0)), ratio)
+	}
+	sinkOnlyMed := map[string]float64{"sqlite": medians["sqlite sink only"], "mysql": medians["mysql sink only"]}
+	ratio := func(m, of float64) string {
+		if of <= 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f", m/of)
+	}
+	for vi, v := range vs {
+		m := medians[v.name]
+		vsSink, vsStore := "-", "-"
+		if v.store != "" {
+			vsSink, vsStore = ratio(m, sinkOnlyMed[v.store]), ratio(m, storeRaw[v.store])
+		}
+		db := "-"
+		if len(dbCPUs[vi]) > 0 {
+			db = fmt.Sprintf("%.2f", median(dbCPUs[vi]))
+		}
+		fmt.Printf("%-28s %12.0f %13.0f %7s %8s %8s %7.2f %7s\n", v.name, m, m/float64(runtime.GOMAXPROCS(0)),
+			ratio(m, raw), vsSink, vsStore, median(cpus[vi]), db)
 	}
 	if len(ck.durations) > 0 {
 		ck.print()
