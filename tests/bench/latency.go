@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/go-sql-driver/mysql"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eddy-iot/eddy/actors"
@@ -316,40 +315,6 @@ func loadAverage() string {
 	return "?"
 }
 
-// latencyDatabase creates a fresh database eddy_bench_<pid>_<name> on the
-// server of mysqlDSN and returns its DSN and a function that drops it.
-func latencyDatabase(ctx context.Context, name string) (string, func(), error) {
-	mc, err := mysql.ParseDSN(mysqlDSN)
-	if err != nil {
-		return "", nil, fmt.Errorf("--mysql-dsn: %w", err)
-	}
-	mc.DBName = ""
-	admin, err := sql.Open("mysql", mc.FormatDSN())
-	if err != nil {
-		return "", nil, err
-	}
-	name = fmt.Sprintf("eddy_bench_%d_%s", os.Getpid(), name)
-	if _, err := admin.ExecContext(ctx, "CREATE DATABASE `"+name+"` CHARACTER SET utf8mb4"); err != nil {
-		admin.Close()
-		return "", nil, fmt.Errorf("latency benchmark needs a MariaDB/MySQL server (--mysql-dsn or EDDY_MYSQL_DSN): %w", err)
-	}
-	mc.DBName = name
-	return mc.FormatDSN(), func() {
-		admin.ExecContext(context.Background(), "DROP DATABASE IF EXISTS `"+name+"`")
-		admin.Close()
-	}, nil
-}
-
-// latencySinkConfig is the SQL sink configuration of the latency
-// benchmark: the defaults with --batch-rows, --conns and --batch-bytes.
-func latencySinkConfig() sinks.Config {
-	c := sinks.DefaultConfig()
-	c.BatchRows = batchRows
-	c.Conns = mysqlConns
-	c.BatchBytes = mysqlBatchBytes
-	return c
-}
-
 // pollMySQL polls the readings table of db (and late_records, for a
 // record behind the watermark) by primary key every 2 ms for the waiting
 // probes, with committed reads, until ctx ends.
@@ -441,13 +406,13 @@ func (b *backgroundJob) stop() {
 }
 
 func (t *runTarget) start(ctx context.Context, topic string) error {
-	dsn, drop, err := latencyDatabase(ctx, topic)
+	dsn, drop, err := freshMySQL(ctx, topic)
 	if err != nil {
 		return err
 	}
 	t.drop = drop
 	t.reg = prometheus.NewRegistry()
-	if t.sink, err = sinks.NewMySQL(dsn, latencySinkConfig(), t.reg); err != nil {
+	if t.sink, err = sinks.NewMySQL(dsn, mysqlSinkConfig(), t.reg); err != nil {
 		return err
 	}
 	if err := t.sink.Open(ctx); err != nil {

@@ -57,7 +57,7 @@ func (t *clusterTarget) start(ctx context.Context, topic string) error {
 	if err != nil {
 		return err
 	}
-	dsn, drop, err := latencyDatabase(ctx, topic)
+	dsn, drop, err := freshMySQL(ctx, topic)
 	if err != nil {
 		return err
 	}
@@ -79,7 +79,7 @@ func (t *clusterTarget) start(ctx context.Context, topic string) error {
 	if _, _, err := t.c.WaitLeader(wctx); err != nil {
 		return t.failed(err)
 	}
-	cfg := latencySinkConfig()
+	cfg := mysqlSinkConfig()
 	flush := ""
 	if latFlush > 0 {
 		flush = fmt.Sprintf("  flush_interval: %s\n", latFlush)

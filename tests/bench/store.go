@@ -16,8 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
-
 	"github.com/eddy-iot/eddy/sinks"
 )
 
@@ -645,38 +643,6 @@ func or(v, def int) int {
 		return v
 	}
 	return def
-}
-
-// freshMySQL creates the database eddy_bench_<pid>_<tag> and returns its
-// DSN and a function that drops it.
-func freshMySQL(ctx context.Context, tag string) (string, func(), error) {
-	mc, err := mysql.ParseDSN(mysqlDSN)
-	if err != nil {
-		return "", nil, fmt.Errorf("--mysql-dsn: %w", err)
-	}
-	mc.DBName = ""
-	admin, err := sql.Open("mysql", mc.FormatDSN())
-	if err != nil {
-		return "", nil, err
-	}
-	name := fmt.Sprintf("eddy_bench_%d_%s", os.Getpid(), tag)
-	if _, err := admin.ExecContext(ctx, "CREATE DATABASE `"+name+"` CHARACTER SET utf8mb4"); err != nil {
-		admin.Close()
-		return "", nil, fmt.Errorf("needs a MariaDB/MySQL server (--mysql-dsn or EDDY_MYSQL_DSN): %w", err)
-	}
-	mc.DBName = name
-	return mc.FormatDSN(), func() {
-		admin.ExecContext(context.Background(), "DROP DATABASE IF EXISTS `"+name+"`")
-		admin.Close()
-	}, nil
-}
-
-func mysqlSinkConfig() sinks.Config {
-	scfg := sinks.DefaultConfig()
-	scfg.BatchRows = batchRows
-	scfg.Conns = mysqlConns
-	scfg.BatchBytes = mysqlBatchBytes
-	return scfg
 }
 
 // mysqlSinkOnly writes the job's rows through the MySQL sink into a fresh
