@@ -20,20 +20,7 @@ import (
 func slowSQLiteJob(t *testing.T, interval time.Duration, onIdle bool) (*Job, *sql.DB, func() error) {
 	t.Helper()
 	brokers := startBroker(t, 2, readingsFor([]string{"a", "b", "c"}, 4))
-	path := filepath.Join(t.TempDir(), "eddy.db")
-	sink, err := sinks.NewSQLite(path, sinks.Config{BatchRows: sinks.MaxBatchRows}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sink.Open(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sink.Close() })
-	db, err := sql.Open("sqlite", sinks.SQLiteDSN(path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	sink, db := openSQLite(t, filepath.Join(t.TempDir(), "eddy.db"), sinks.Config{BatchRows: sinks.MaxBatchRows}, nil)
 	cfg := testConfig(brokers)
 	cfg.Source.Bounded = false
 	cfg.SinkFlushInterval = interval

@@ -30,11 +30,11 @@ func (s *epochTxnSink) Txn(ctx context.Context, job string, p int32, epoch uint6
 	return s.txnSink.Txn(ctx, job, p, epoch)
 }
 
-// openSQLite opens a SQLite sink in dir and a handle of its database.
-func openSQLite(t *testing.T, dir string, cfg sinks.Config) (*sinks.SQLite, *sql.DB) {
+// openSQLite opens a SQLite sink at path (its metrics in reg; nil: none)
+// and a handle of its database, both closed at the test's end.
+func openSQLite(t *testing.T, path string, cfg sinks.Config, reg prometheus.Registerer) (*sinks.SQLite, *sql.DB) {
 	t.Helper()
-	path := filepath.Join(dir, "eddy.db")
-	sink, err := sinks.NewSQLite(path, cfg, nil)
+	sink, err := sinks.NewSQLite(path, cfg, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestRunEpochsAndFinalCheckpointRestore(t *testing.T) {
 	msgs := readingsFor([]string{"a", "b", "c", "d", "e"}, 40)
 	brokers := startBroker(t, 3, msgs)
 	dir := t.TempDir()
-	sqlite, db := openSQLite(t, dir, sinks.Config{})
+	sqlite, db := openSQLite(t, filepath.Join(dir, "eddy.db"), sinks.Config{}, nil)
 	broker := &txnBroker{d: newDurable(), committed: map[int32]uint64{}}
 	cfg := crashConfig(brokers, dir)
 	cfg.Checkpoint.Interval = time.Hour // the final checkpoint only
@@ -167,7 +167,7 @@ func TestRuntimeDrainWritesWhatStopDrops(t *testing.T) {
 		}
 	}
 	client.Close()
-	sink, db := openSQLite(t, t.TempDir(), sinks.Config{BatchRows: sinks.MaxBatchRows})
+	sink, db := openSQLite(t, filepath.Join(t.TempDir(), "eddy.db"), sinks.Config{BatchRows: sinks.MaxBatchRows}, nil)
 	cfg := testConfig(brokers)
 	cfg.Source.Bounded = false
 	cfg.SinkFlushInterval = time.Hour // rows stay buffered until a flush

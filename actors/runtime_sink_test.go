@@ -62,19 +62,7 @@ func newRuntimeSQLite(t *testing.T, brokers []string, cfg sinks.Config, hooks Ru
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "eddy.db")
 	reg := prometheus.NewRegistry()
-	sink, err := sinks.NewSQLite(path, cfg, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sink.Open(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sink.Close() })
-	db, err := sql.Open("sqlite", sinks.SQLiteDSN(path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	sink, db := openSQLite(t, path, cfg, reg)
 	c := testConfig(brokers)
 	c.Source.Bounded = false
 	rt, err := NewRuntime(c, sink, nil, reg, slog.New(slog.DiscardHandler), hooks)
