@@ -95,6 +95,9 @@ func NewMySQL(dsn string, cfg Config, reg prometheus.Registerer) (*MySQL, error)
 	}
 	d.rowError = mysqlRowError
 	d.deadlock = mysqlDeadlock
+	d.prepared = true
+	d.textFallback = mysqlCannotPrepare
+	d.staleStmt = mysqlStaleStmt
 	s := &MySQL{dsn: mc, now: time.Now}
 	s.e = newSQLEngine(d, cfg.withDefaults(), newMetrics(reg, "mysql"))
 	s.e.conns = s.e.cfg.Conns
@@ -356,6 +359,22 @@ func mysqlRowError(err error) bool {
 func mysqlDeadlock(err error) bool {
 	var me *mysql.MySQLError
 	return errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205)
+}
+
+// mysqlCannotPrepare reports whether err is the server refusing to
+// prepare a statement: max_prepared_stmt_count reached (1461) or the
+// command not supported (1295, e.g. behind a proxy).
+func mysqlCannotPrepare(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && (me.Number == 1461 || me.Number == 1295)
+}
+
+// mysqlStaleStmt reports whether err says a prepared statement is gone
+// (unknown statement handler, 1243) or must be prepared again (1615,
+// after table changes the server could not re-prepare it for).
+func mysqlStaleStmt(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && (me.Number == 1243 || me.Number == 1615)
 }
 
 // binaryCollation picks a binary utf8mb4 collation without trailing-space

@@ -92,6 +92,22 @@ type dialect struct {
 	// deadlock victim (or a lock wait timeout): a flush over several
 	// connections retries such a group once, after the others.
 	deadlock func(err error) bool
+	// prepared: the upserts of a transaction on the pool (MySQL) are
+	// server-side prepared statements, one *sql.Stmt per stmtKey kept in
+	// the engine's cache (see preparedStmt), run through Tx.StmtContext;
+	// database/sql prepares a statement once on each connection that runs
+	// it. Otherwise the statement text goes with every execution.
+	prepared bool
+	// textFallback, if set, reports whether err is the store refusing to
+	// prepare a statement (too many prepared statements on the server,
+	// no prepared statements through a proxy): the statement is sent as
+	// text instead.
+	textFallback func(err error) bool
+	// staleStmt, if set, reports whether err says a prepared statement is
+	// unusable (the server lost it, or asks for it to be prepared again):
+	// it leaves the cache, and the transaction fails (its rows are kept
+	// for the retry).
+	staleStmt func(err error) bool
 }
 
 // insertSQL is the multi-row upsert of n rows into t.
@@ -184,6 +200,22 @@ func (t *tableDef) nonKey() []string {
 }
 
 type stmtKey struct{ table, rows int }
+
+// maxPreparedStmts bounds the engine's cache of prepared statements on
+// the pool (dialect.prepared): the least recently used is closed beyond
+// it. A flush uses one shape per table for its full statements and powers
+// of two for the rest (execRows), about a dozen shapes per table; the
+// server holds each on every connection that ran it (MariaDB and MySQL
+// allow max_prepared_stmt_count = 16,382 over all connections by
+// default).
+const maxPreparedStmts = 64
+
+// pooledStmt is a prepared statement of the cache and when it was last
+// used (a tick of sqlEngine.pticks).
+type pooledStmt struct {
+	st   *sql.Stmt
+	used uint64
+}
 
 // Lifecycle states of a sqlEngine.
 const (
@@ -327,6 +359,11 @@ type sqlEngine struct {
 	stmts   map[stmtKey]*sql.Stmt
 	qmu     sync.Mutex
 	queries map[stmtKey]string
+	// pstmts are the prepared statements on the pool (dialect.prepared),
+	// at most maxPreparedStmts; guarded by qmu, like pticks, the use
+	// counter that orders them.
+	pstmts map[stmtKey]*pooledStmt
+	pticks uint64
 
 	mu    sync.Mutex
 	state int
@@ -354,6 +391,7 @@ func newSQLEngine(d dialect, cfg Config, m *metrics) *sqlEngine {
 		io:       make(chan struct{}, 1),
 		queries:  map[stmtKey]string{},
 		stmts:    map[stmtKey]*sql.Stmt{},
+		pstmts:   map[stmtKey]*pooledStmt{},
 		bufs:     map[int32]*partBuf{},
 		maxEpoch: map[int32]uint64{},
 		space:    make(chan struct{}),
@@ -981,6 +1019,12 @@ func (e *sqlEngine) close(timeout time.Duration) error {
 			for _, s := range e.stmts {
 				s.Close()
 			}
+			e.qmu.Lock()
+			for k, ps := range e.pstmts {
+				ps.st.Close()
+				delete(e.pstmts, k)
+			}
+			e.qmu.Unlock()
 			if e.conn != nil {
 				e.conn.Close()
 			}
@@ -1249,6 +1293,9 @@ func (e *sqlEngine) exec(ctx context.Context, tx *sql.Tx, key stmtKey, args []an
 	}
 	e.qmu.Unlock()
 	if tx != nil {
+		if e.d.prepared {
+			return e.execPrepared(ctx, tx, key, q, args)
+		}
 		_, err := tx.ExecContext(ctx, q, args...)
 		return err
 	}
@@ -1262,6 +1309,79 @@ func (e *sqlEngine) exec(ctx context.Context, tx *sql.Tx, key stmtKey, args []an
 	}
 	_, err := st.ExecContext(ctx, args...)
 	return err
+}
+
+// execPrepared runs the statement q of key in tx as a prepared statement
+// of the cache (see dialect.prepared), or as text when the store refuses
+// to prepare it (dialect.textFallback).
+func (e *sqlEngine) execPrepared(ctx context.Context, tx *sql.Tx, key stmtKey, q string, args []any) error {
+	st, err := e.preparedStmt(ctx, key, q)
+	if err == nil {
+		ts := tx.StmtContext(ctx, st) // prepares st on tx's connection unless done before
+		_, err = ts.ExecContext(ctx, args...)
+		ts.Close()
+		if err != nil && e.d.staleStmt != nil && e.d.staleStmt(err) {
+			e.evictStmt(key, st)
+		}
+	}
+	if err != nil && e.d.textFallback != nil && e.d.textFallback(err) {
+		_, err = tx.ExecContext(ctx, q, args...)
+	}
+	return err
+}
+
+// preparedStmt returns the cached statement of key, preparing q on the
+// pool if it is missing and closing the least recently used statement
+// beyond maxPreparedStmts. Safe for concurrent use (the lanes of a flush).
+func (e *sqlEngine) preparedStmt(ctx context.Context, key stmtKey, q string) (*sql.Stmt, error) {
+	e.qmu.Lock()
+	e.pticks++
+	if ps, ok := e.pstmts[key]; ok {
+		ps.used = e.pticks
+		e.qmu.Unlock()
+		return ps.st, nil
+	}
+	e.qmu.Unlock()
+	e.mu.Lock()
+	db := e.db
+	e.mu.Unlock()
+	st, err := db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	e.qmu.Lock()
+	defer e.qmu.Unlock()
+	if ps, ok := e.pstmts[key]; ok { // another lane prepared it meanwhile
+		st.Close()
+		return ps.st, nil
+	}
+	e.pticks++
+	e.pstmts[key] = &pooledStmt{st, e.pticks}
+	if len(e.pstmts) > maxPreparedStmts {
+		var oldest stmtKey
+		var at uint64 = math.MaxUint64
+		for k, ps := range e.pstmts {
+			if ps.used < at {
+				oldest, at = k, ps.used
+			}
+		}
+		// A transaction running it keeps it prepared on its connection
+		// until its own statement closes (database/sql's dependencies).
+		e.pstmts[oldest].st.Close()
+		delete(e.pstmts, oldest)
+	}
+	return st, nil
+}
+
+// evictStmt closes st and removes it from the cache if it is still the
+// statement of key.
+func (e *sqlEngine) evictStmt(key stmtKey, st *sql.Stmt) {
+	e.qmu.Lock()
+	defer e.qmu.Unlock()
+	if ps, ok := e.pstmts[key]; ok && ps.st == st {
+		delete(e.pstmts, key)
+	}
+	st.Close()
 }
 
 // rowKey is the conflict key of a row (tableDef.key): the strings and
