@@ -95,7 +95,7 @@ func NewMySQL(dsn string, cfg Config, reg prometheus.Registerer) (*MySQL, error)
 	}
 	d.rowError = mysqlRowError
 	d.deadlock = mysqlDeadlock
-	d.prepared = true
+	d.prepared = !cfg.TextStatements
 	d.textFallback = mysqlCannotPrepare
 	d.staleStmt = mysqlStaleStmt
 	s := &MySQL{dsn: mc, now: time.Now}

@@ -197,6 +197,16 @@ type Config struct {
 	// were no faster than 1). Must be in [1, MaxConns]; default 1 (one
 	// transaction per flush).
 	Conns int
+	// TextStatements (MySQL only) sends the upserts as statement text, as
+	// eddy did before server-side prepared statements: interpolated by
+	// the driver, or prepared, run and closed per statement when the DSN
+	// sets interpolateParams=false. For a server or proxy that cannot
+	// hold prepared statements; the sink also falls back to text by
+	// itself for a statement the server refuses to prepare. Default
+	// false: each upsert shape is prepared once per connection and
+	// reused (MariaDB then spends less CPU per row; see the README's
+	// benchmark).
+	TextStatements bool
 	// MaxPayloadBytes is the longest payload of a late record or dead letter
 	// that is stored whole; longer payloads are cut to this many bytes and
 	// the column payload_bytes keeps the original length. Must be in

@@ -94,6 +94,33 @@ func TestSpecSinkFlushOnIdle(t *testing.T) {
 	}
 }
 
+// TestSpecSinkPrepared: sink_options.prepared false sets
+// sinks.Config.TextStatements; left out or true, the MySQL sink prepares
+// its upserts. A value that is not a boolean is refused naming the field.
+func TestSpecSinkPrepared(t *testing.T) {
+	base := "source: {brokers: [\"k:9092\"]}\nsink: discard\n"
+	for _, tc := range []struct {
+		extra string
+		text  bool
+	}{
+		{"", false},
+		{"sink_options: {prepared: true}\n", false},
+		{"sink_options: {prepared: false}\n", true},
+	} {
+		spec, _, err := Load([]byte(base+tc.extra), Options{})
+		if err != nil {
+			t.Fatalf("%q: %v", tc.extra, err)
+		}
+		if got := spec.SinkConfig().TextStatements; got != tc.text {
+			t.Errorf("%q: TextStatements %v, want %v", tc.extra, got, tc.text)
+		}
+	}
+	_, _, err := Load([]byte(base+"sink_options: {prepared: sometimes}\n"), Options{})
+	if err == nil || !strings.Contains(err.Error(), "prepared") {
+		t.Errorf("prepared: sometimes: %v, want an error naming prepared", err)
+	}
+}
+
 func TestSpecGroupID(t *testing.T) {
 	for _, tc := range []struct {
 		line, group, err string

@@ -115,6 +115,11 @@ type Spec struct {
 		// a flush writes over in parallel; see sinks.Config.Conns;
 		// default 1.
 		Conns int `yaml:"conns"`
+		// Prepared (MySQL) writes the upserts as server-side prepared
+		// statements, each shape prepared once per connection; false
+		// sends their text every time; see
+		// sinks.Config.TextStatements; default true.
+		Prepared *bool `yaml:"prepared"`
 		// FlushInterval is how often the job writes what the SQL sinks
 		// (and every other plain sink) buffer, whatever the rate: the
 		// bound on how long a row waits before it is written; see
@@ -181,6 +186,9 @@ func (s *Spec) SinkConfig() sinks.Config {
 	}
 	if s.SinkOptions.Conns != 0 {
 		c.Conns = s.SinkOptions.Conns
+	}
+	if s.SinkOptions.Prepared != nil {
+		c.TextStatements = !*s.SinkOptions.Prepared
 	}
 	return c
 }
