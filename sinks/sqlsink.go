@@ -94,7 +94,7 @@ type dialect struct {
 	deadlock func(err error) bool
 	// prepared: the upserts of a transaction on the pool (MySQL) are
 	// server-side prepared statements, one *sql.Stmt per stmtKey kept in
-	// the engine's cache (see preparedStmt), run through Tx.StmtContext;
+	// the engine's cache (see execPrepared), run through Tx.StmtContext;
 	// database/sql prepares a statement once on each connection that runs
 	// it. Otherwise the statement text goes with every execution.
 	prepared bool
@@ -675,8 +675,13 @@ func (e *sqlEngine) flush(ctx context.Context) error {
 }
 
 // lane is the scratch state of one connection of a flush: the argument
-// slice its statements reuse.
-type lane struct{ args []any }
+// slice its statements reuse, and the statement shapes its transaction
+// ran without a cached prepared statement (dialect.prepared), to prepare
+// on the pool once it has ended.
+type lane struct {
+	args   []any
+	unprep []stmtKey
+}
 
 // group is the share of one connection of a flush: the rows of some
 // tables of some partition buffers (units), written in one transaction.
@@ -1100,6 +1105,9 @@ func (e *sqlEngine) writeTx(ctx context.Context, ln *lane, sel *selection) error
 	} else if _, err = e.conn.ExecContext(ctx, "COMMIT"); err != nil {
 		rollback()
 	}
+	if len(ln.unprep) > 0 && err == nil {
+		e.preparePending(ctx, ln)
+	}
 	return err
 }
 
@@ -1276,7 +1284,7 @@ func (e *sqlEngine) execRows(ctx context.Context, ln *lane, tx *sql.Tx, t int, s
 			c.next()
 		}
 		ln.args = args
-		if err := e.exec(ctx, tx, stmtKey{t, k}, args); err != nil {
+		if err := e.exec(ctx, ln, tx, stmtKey{t, k}, args); err != nil {
 			return err
 		}
 		done += k
@@ -1284,7 +1292,7 @@ func (e *sqlEngine) execRows(ctx context.Context, ln *lane, tx *sql.Tx, t int, s
 	return nil
 }
 
-func (e *sqlEngine) exec(ctx context.Context, tx *sql.Tx, key stmtKey, args []any) error {
+func (e *sqlEngine) exec(ctx context.Context, ln *lane, tx *sql.Tx, key stmtKey, args []any) error {
 	e.qmu.Lock()
 	q, ok := e.queries[key]
 	if !ok {
@@ -1294,7 +1302,7 @@ func (e *sqlEngine) exec(ctx context.Context, tx *sql.Tx, key stmtKey, args []an
 	e.qmu.Unlock()
 	if tx != nil {
 		if e.d.prepared {
-			return e.execPrepared(ctx, tx, key, q, args)
+			return e.execPrepared(ctx, ln, tx, key, q, args)
 		}
 		_, err := tx.ExecContext(ctx, q, args...)
 		return err
@@ -1311,66 +1319,97 @@ func (e *sqlEngine) exec(ctx context.Context, tx *sql.Tx, key stmtKey, args []an
 	return err
 }
 
-// execPrepared runs the statement q of key in tx as a prepared statement
-// of the cache (see dialect.prepared), or as text when the store refuses
-// to prepare it (dialect.textFallback).
-func (e *sqlEngine) execPrepared(ctx context.Context, tx *sql.Tx, key stmtKey, q string, args []any) error {
-	st, err := e.preparedStmt(ctx, key, q)
-	if err == nil {
-		ts := tx.StmtContext(ctx, st) // prepares st on tx's connection unless done before
-		_, err = ts.ExecContext(ctx, args...)
-		ts.Close()
-		if err != nil && e.d.staleStmt != nil && e.d.staleStmt(err) {
-			e.evictStmt(key, st)
+// execPrepared runs the statement q of key in tx as the prepared
+// statement of the cache (see dialect.prepared). Without one it prepares q
+// on tx's connection for this execution only and notes key in ln: the
+// transaction cannot hold a statement of the pool without preparing it on
+// a second connection (database/sql's DB.Prepare takes an idle one), so
+// preparePending prepares it once the transaction has ended, on the
+// connection the next transaction takes. When the store refuses to
+// prepare (dialect.textFallback), q is sent as text.
+func (e *sqlEngine) execPrepared(ctx context.Context, ln *lane, tx *sql.Tx, key stmtKey, q string, args []any) error {
+	e.qmu.Lock()
+	e.pticks++
+	ps := e.pstmts[key]
+	if ps != nil {
+		ps.used = e.pticks
+	}
+	e.qmu.Unlock()
+	var ts *sql.Stmt
+	if ps != nil {
+		ts = tx.StmtContext(ctx, ps.st) // prepares on tx's connection unless done before
+	} else {
+		var err error
+		if ts, err = tx.PrepareContext(ctx, q); err != nil {
+			if e.d.textFallback != nil && e.d.textFallback(err) {
+				_, err = tx.ExecContext(ctx, q, args...)
+			}
+			return err
+		}
+		if !slices.Contains(ln.unprep, key) {
+			ln.unprep = append(ln.unprep, key)
 		}
 	}
-	if err != nil && e.d.textFallback != nil && e.d.textFallback(err) {
+	_, err := ts.ExecContext(ctx, args...)
+	ts.Close()
+	if err == nil {
+		return nil
+	}
+	if ps != nil && e.d.staleStmt != nil && e.d.staleStmt(err) {
+		e.evictStmt(key, ps.st)
+	}
+	if e.d.textFallback != nil && e.d.textFallback(err) { // StmtContext could not prepare
 		_, err = tx.ExecContext(ctx, q, args...)
 	}
 	return err
 }
 
-// preparedStmt returns the cached statement of key, preparing q on the
-// pool if it is missing and closing the least recently used statement
-// beyond maxPreparedStmts. Safe for concurrent use (the lanes of a flush).
-func (e *sqlEngine) preparedStmt(ctx context.Context, key stmtKey, q string) (*sql.Stmt, error) {
-	e.qmu.Lock()
-	e.pticks++
-	if ps, ok := e.pstmts[key]; ok {
-		ps.used = e.pticks
-		e.qmu.Unlock()
-		return ps.st, nil
-	}
-	e.qmu.Unlock()
+// preparePending prepares on the pool the statements ln's transactions ran
+// without a cached one (see execPrepared), and caches them, closing the
+// least recently used statement beyond maxPreparedStmts. A statement that
+// fails to prepare is left out (its next transaction prepares it for
+// itself again). Safe for concurrent use (the lanes of a flush).
+func (e *sqlEngine) preparePending(ctx context.Context, ln *lane) {
 	e.mu.Lock()
 	db := e.db
 	e.mu.Unlock()
-	st, err := db.PrepareContext(ctx, q)
-	if err != nil {
-		return nil, err
-	}
-	e.qmu.Lock()
-	defer e.qmu.Unlock()
-	if ps, ok := e.pstmts[key]; ok { // another lane prepared it meanwhile
-		st.Close()
-		return ps.st, nil
-	}
-	e.pticks++
-	e.pstmts[key] = &pooledStmt{st, e.pticks}
-	if len(e.pstmts) > maxPreparedStmts {
-		var oldest stmtKey
-		var at uint64 = math.MaxUint64
-		for k, ps := range e.pstmts {
-			if ps.used < at {
-				oldest, at = k, ps.used
-			}
+	for _, key := range ln.unprep {
+		e.qmu.Lock()
+		_, ok := e.pstmts[key]
+		q := e.queries[key]
+		e.qmu.Unlock()
+		if ok {
+			continue
 		}
-		// A transaction running it keeps it prepared on its connection
-		// until its own statement closes (database/sql's dependencies).
-		e.pstmts[oldest].st.Close()
-		delete(e.pstmts, oldest)
+		st, err := db.PrepareContext(ctx, q)
+		if err != nil {
+			continue
+		}
+		e.qmu.Lock()
+		if _, ok := e.pstmts[key]; ok { // another lane prepared it meanwhile
+			e.qmu.Unlock()
+			st.Close()
+			continue
+		}
+		e.pticks++
+		e.pstmts[key] = &pooledStmt{st, e.pticks}
+		if len(e.pstmts) > maxPreparedStmts {
+			var oldest stmtKey
+			var at uint64 = math.MaxUint64
+			for k, ps := range e.pstmts {
+				if ps.used < at {
+					oldest, at = k, ps.used
+				}
+			}
+			// A transaction running it keeps it prepared on its
+			// connection until its own statement closes (database/sql's
+			// dependencies).
+			e.pstmts[oldest].st.Close()
+			delete(e.pstmts, oldest)
+		}
+		e.qmu.Unlock()
 	}
-	return st, nil
+	ln.unprep = ln.unprep[:0]
 }
 
 // evictStmt closes st and removes it from the cache if it is still the
