@@ -98,7 +98,8 @@
 // and epoch, and write every buffer in one transaction once
 // Config.BatchRows rows are buffered, or on Flush (MySQL: up to
 // Config.Conns transactions in parallel over disjoint groups of tables,
-// statements of about Config.BatchBytes). Rows leave the buffer
+// statements of about Config.BatchBytes, server-side prepared once per
+// shape and connection unless Config.TextStatements). Rows leave the buffer
 // only when their transaction commits: after a store error they stay
 // buffered, in order, and the next write or Flush retries them (Write does
 // not return store errors; Flush does). EpochWriter.Drop discards a

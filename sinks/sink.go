@@ -179,7 +179,9 @@ type Config struct {
 	// in as few statements of about this size as the 65,535 placeholders
 	// of a statement allow. It is capped at the server's
 	// max_allowed_packet minus 64 KiB; a single row larger than it is
-	// sent alone. Larger statements are not faster: MariaDB 10.11 wrote
+	// sent alone. Prepared statements (the default; see TextStatements)
+	// are sized the same way, their binary values taking fewer bytes
+	// than the estimate. Larger statements are not faster: MariaDB 10.11 wrote
 	// fewer rows/s with 4,000-row statements than with 1,000-row ones.
 	// Must be in [MinBatchBytes, MaxBatchBytesLimit]; default 256 KiB
 	// (about 1,000 readings).
