@@ -620,14 +620,7 @@ func sqliteRaw(ctx context.Context, path string, j *jobRows, o rawOpts) (time.Du
 		return 0, err
 	}
 	d := time.Since(start)
-	var n int
-	if err := conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM readings").Scan(&n); err != nil {
-		return 0, err
-	}
-	if n != j.counts[0] {
-		return 0, fmt.Errorf("sqlite-raw stored %d readings, want %d", n, j.counts[0])
-	}
-	return d, nil
+	return d, checkReadings(ctx, conn, "sqlite-raw", j.counts[0])
 }
 
 // avgFlushRows is the rows per transaction of the sink-only run: the rows
@@ -705,14 +698,7 @@ func mysqlRaw(ctx context.Context, j *jobRows, run int, o rawOpts) (time.Duratio
 		return 0, err
 	}
 	d := time.Since(start)
-	var n int
-	if err := conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM readings").Scan(&n); err != nil {
-		return 0, err
-	}
-	if n != j.counts[0] {
-		return 0, fmt.Errorf("mysql-raw stored %d readings, want %d", n, j.counts[0])
-	}
-	return d, nil
+	return d, checkReadings(ctx, conn, "mysql-raw", j.counts[0])
 }
 
 // timedStart is set by a variant that prepares its data inside its run
@@ -776,4 +762,17 @@ func mariadbCPU() (time.Duration, bool) {
 		found = true
 	}
 	return total, found
+}
+
+// checkReadings fails unless the readings table on conn holds want rows
+// (what variant wrote).
+func checkReadings(ctx context.Context, conn *sql.Conn, variant string, want int) error {
+	var n int
+	if err := conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM readings").Scan(&n); err != nil {
+		return err
+	}
+	if n != want {
+		return fmt.Errorf("%s stored %d readings, want %d", variant, n, want)
+	}
+	return nil
 }
